@@ -1,0 +1,3 @@
+//! The PostgreSQL side: replication connection, pgoutput decoding, typed values, events.
+
+pub mod pgoutput;
