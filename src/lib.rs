@@ -8,3 +8,4 @@
 
 pub mod lsn;
 pub mod source;
+pub mod value;

@@ -1,3 +1,5 @@
 //! The PostgreSQL side: replication connection, pgoutput decoding, typed values, events.
 
 pub mod pgoutput;
+pub mod pg_type;
+pub mod text_decode;
