@@ -1,0 +1,179 @@
+//! Connections to PostgreSQL: settings, TLS, the replication protocol client, and ordinary
+//! SQL connections (tokio-postgres) sharing the same settings.
+//!
+//! Every connection sets [`SESSION_SETTINGS`] so values are printed in one lossless text form
+//! (ISO dates, UTC time zone, ISO-8601 intervals, hex bytea, shortest-exact floats). The
+//! walsender runs pgoutput's output functions with these settings too, which is what makes a
+//! value read by the snapshot and the same value streamed decode identically.
+
+pub mod replication;
+pub mod settings;
+pub mod tls;
+
+use std::fmt;
+
+pub use replication::{ReplicationConnection, ReplicationMessage};
+pub use settings::{ConnectionSettings, Secret, SslMode};
+
+/// Session settings applied to every connection tidemark opens.
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+];
+
+/// An error reported by the server in an ErrorResponse.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerError {
+    /// `ERROR`, `FATAL` or `PANIC`.
+    pub severity: String,
+    /// SQLSTATE code.
+    pub code: String,
+    /// Primary message.
+    pub message: String,
+    /// Detail, if any.
+    pub detail: Option<String>,
+    /// Hint, if any.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.code, self.message)?;
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerError {
+    /// Parses the fields of an ErrorResponse or NoticeResponse body.
+    pub fn parse(body: &[u8]) -> ServerError {
+        let mut error = ServerError::default();
+        for field in body.split(|&b| b == 0) {
+            let Some((&kind, value)) = field.split_first() else { continue };
+            let value = String::from_utf8_lossy(value).into_owned();
+            match kind {
+                b'V' => error.severity = value,
+                b'S' if error.severity.is_empty() => error.severity = value,
+                b'C' => error.code = value,
+                b'M' => error.message = value,
+                b'D' => error.detail = Some(value),
+                b'H' => error.hint = Some(value),
+                _ => {}
+            }
+        }
+        error
+    }
+}
+
+/// Errors of the connection layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The connection settings are malformed.
+    #[error("invalid connection settings: {0}")]
+    InvalidSettings(String),
+    /// A network error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Connecting took longer than `connect_timeout`.
+    #[error("connecting to {0} timed out; check the host and port, and that PostgreSQL listens there (listen_addresses)")]
+    Timeout(String),
+    /// TLS could not be set up or the handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// `sslmode` requires TLS and the server does not offer it.
+    #[error("the server at {0} does not accept TLS connections but sslmode requires TLS; enable ssl on the server or use sslmode=prefer")]
+    TlsRefused(String),
+    /// The server asked for an authentication method tidemark does not implement.
+    #[error("the server asks for authentication method {0}, which tidemark does not support; use scram-sha-256, md5, password or trust in pg_hba.conf")]
+    UnsupportedAuth(String),
+    /// The server asked for a password and none was configured.
+    #[error("the server asks for a password for user {0:?} and none was given; put it in the source URL or in TIDEMARK_SOURCE_PASSWORD")]
+    PasswordRequired(String),
+    /// The server reported an error.
+    #[error("PostgreSQL: {0}")]
+    Server(ServerError),
+    /// The server sent something the protocol does not allow here.
+    #[error("unexpected message from the server: {0}")]
+    Protocol(String),
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// An ordinary SQL connection failed.
+    #[error("PostgreSQL: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+impl ConnectionError {
+    /// Whether retrying later may succeed (network trouble, server restarting or busy), as
+    /// opposed to a definite error that needs a change of configuration or on the server.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectionError::Io { .. } | ConnectionError::Timeout(_) | ConnectionError::Closed => true,
+            ConnectionError::Server(e) => is_transient_sqlstate(&e.code),
+            ConnectionError::Sql(e) => match e.as_db_error() {
+                Some(db) => is_transient_sqlstate(db.code().code()),
+                None => true,
+            },
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of a server error, if this is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            ConnectionError::Server(e) => Some(&e.code),
+            ConnectionError::Sql(e) => e.as_db_error().map(|db| db.code().code()),
+            _ => None,
+        }
+    }
+}
+
+/// Connection exceptions, shutdowns, resource exhaustion and serialization failures.
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55006")
+}
+
+/// Opens an ordinary SQL connection (catalog queries, setup, status, snapshot), with TLS as
+/// `settings.sslmode` says, and drives it on a background task.
+pub async fn connect_sql(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, ConnectionError> {
+    let config = settings.to_tokio_postgres();
+    let client = match tls::client_config(settings)? {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(log_connection_end(connection));
+            client
+        }
+        Some(tls) => {
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            let (client, connection) = config.connect(connector).await?;
+            tokio::spawn(log_connection_end(connection));
+            client
+        }
+    };
+    Ok(client)
+}
+
+async fn log_connection_end<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "SQL connection ended with an error");
+    }
+}
