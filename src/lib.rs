@@ -8,4 +8,5 @@
 
 pub mod lsn;
 pub mod source;
+pub mod testing;
 pub mod value;

@@ -1,0 +1,339 @@
+//! A private PostgreSQL cluster for tests: `initdb` into a temporary directory,
+//! `wal_level=logical`, its own port and socket directory.
+//!
+//! - PostgreSQL refuses to run as root, so when the test runs as uid 0 the server binaries
+//!   run as the `postgres` user, in a directory that user owns.
+//! - The server is started from a dedicated thread that lives as long as the process, with
+//!   `PR_SET_PDEATHSIG`, so it is shut down when the test process exits however it exits.
+//!   Directories of clusters whose owning process is gone are removed at the next start.
+//! - `TIDEMARK_PG_BIN` selects the server binaries; otherwise the newest
+//!   `/usr/lib/postgresql/*/bin` is used.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = "/tmp/tidemark-test-pg";
+
+/// Why the test cluster could not be provided.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClusterError {
+    /// No PostgreSQL server binaries.
+    #[error("PostgreSQL server binaries not found ({0}); install them (apt-get install postgresql-15) or set TIDEMARK_PG_BIN to their directory")]
+    BinariesMissing(String),
+    /// A step of setting up the cluster failed.
+    #[error("test cluster: {0}")]
+    Setup(String),
+    /// A SQL statement failed.
+    #[error("test cluster SQL: {0}")]
+    Sql(String),
+}
+
+/// A running private cluster.
+#[derive(Debug)]
+pub struct PgCluster {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Directory holding the data directory and the Unix socket.
+    pub dir: PathBuf,
+    /// Directory of the server binaries.
+    pub bin: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+static CLUSTER: OnceLock<Result<PgCluster, ClusterError>> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+impl PgCluster {
+    /// The cluster of this process, started on first use.
+    pub fn shared() -> Result<&'static PgCluster, ClusterError> {
+        CLUSTER.get_or_init(start).as_ref().map_err(Clone::clone)
+    }
+
+    /// A `postgres://` URL for `user` and `dbname` over TCP.
+    pub fn url(&self, user: &str, dbname: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{dbname}?sslmode=disable", self.port)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Path to a server binary, e.g. `pg_recvlogical`.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    /// Writes a file into the cluster directory, owned by the server's user, with `mode`.
+    pub fn install_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<PathBuf, ClusterError> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| ClusterError::Setup(format!("chmod {}: {e}", path.display())))?;
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(|e| ClusterError::Setup(format!("chown {}: {e}", path.display())))?;
+        }
+        Ok(path)
+    }
+
+    /// Creates a fresh database for one test.
+    pub async fn create_database(&'static self, label: &str) -> Result<TestDatabase, ClusterError> {
+        let clean: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .take(40)
+            .collect();
+        let name = format!("t{}_{}_{clean}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let admin = self.admin().await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .map_err(|e| ClusterError::Sql(format!("CREATE DATABASE {name}: {e}")))?;
+        Ok(TestDatabase { cluster: self, name })
+    }
+
+    /// A superuser connection to the `postgres` database.
+    pub async fn admin(&self) -> Result<tokio_postgres::Client, ClusterError> {
+        connect(&self.url("postgres", "postgres")).await
+    }
+}
+
+/// One test's database in the shared cluster.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The cluster.
+    pub cluster: &'static PgCluster,
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// URL for the superuser `postgres`.
+    pub fn url(&self) -> String {
+        self.cluster.url("postgres", &self.name)
+    }
+
+    /// URL for another user.
+    pub fn url_as(&self, user: &str) -> String {
+        self.cluster.url(user, &self.name)
+    }
+
+    /// A superuser connection to this database.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, ClusterError> {
+        connect(&self.url()).await
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, ClusterError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| ClusterError::Sql(format!("connecting to {url}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn find_binaries() -> Result<PathBuf, ClusterError> {
+    if let Ok(dir) = std::env::var("TIDEMARK_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return if dir.join("postgres").exists() {
+            Ok(dir)
+        } else {
+            Err(ClusterError::BinariesMissing(format!("no postgres in TIDEMARK_PG_BIN={}", dir.display())))
+        };
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| ClusterError::BinariesMissing("no /usr/lib/postgresql".into()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| ClusterError::BinariesMissing("no /usr/lib/postgresql/*/bin/postgres".into()))
+}
+
+fn postgres_owner() -> Result<Option<(u32, u32)>, ClusterError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let id = |flag: &str| -> Result<u32, ClusterError> {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .map_err(|e| ClusterError::Setup(format!("running id: {e}")))?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| {
+            ClusterError::Setup(
+                "running as root needs a 'postgres' user to run the server (apt-get install postgresql-15 creates it)".into(),
+            )
+        })
+    };
+    Ok(Some((id("-u")?, id("-g")?)))
+}
+
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(ROOT) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let pid_file = entry.path().join("owner.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks for existence.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Setup(format!("finding a free port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| ClusterError::Setup(format!("finding a free port: {e}")))
+}
+
+fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = owner {
+        command.uid(uid).gid(gid);
+    }
+}
+
+fn start() -> Result<PgCluster, ClusterError> {
+    let bin = find_binaries()?;
+    let owner = postgres_owner()?;
+    let _ = std::fs::create_dir_all(ROOT);
+    let _ = std::fs::set_permissions(ROOT, std::fs::Permissions::from_mode(0o1777));
+    remove_stale_clusters();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = PathBuf::from(ROOT).join(format!("{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Setup(format!("creating {}: {e}", dir.display())))?;
+    std::fs::write(dir.join("owner.pid"), std::process::id().to_string())
+        .map_err(|e| ClusterError::Setup(format!("writing owner.pid: {e}")))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ClusterError::Setup(format!("chmod {}: {e}", dir.display())))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| ClusterError::Setup(format!("chown {}: {e}", dir.display())))?;
+    }
+    let data = dir.join("data");
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .args(["-D"])
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    as_owner(&mut initdb, owner);
+    let out = initdb.output().map_err(|e| ClusterError::Setup(format!("running initdb: {e}")))?;
+    if !out.status.success() {
+        return Err(ClusterError::Setup(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let hba = "local all all trust\n\
+               host all tm_md5 127.0.0.1/32 md5\n\
+               host all tm_scram 127.0.0.1/32 scram-sha-256\n\
+               host all tm_password 127.0.0.1/32 password\n\
+               host all all 127.0.0.1/32 trust\n\
+               host all all ::1/128 trust\n";
+    std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| ClusterError::Setup(format!("writing pg_hba.conf: {e}")))?;
+
+    let mut last_error = String::new();
+    for _attempt in 0..3 {
+        let port = free_port()?;
+        match launch(&bin, &dir, port, owner) {
+            Ok(()) => return Ok(PgCluster { port, dir, bin, owner }),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(ClusterError::Setup(format!("postgres did not start: {last_error}")))
+}
+
+/// Starts the server from a thread that never exits, so `PR_SET_PDEATHSIG` fires only
+/// when the process ends, and waits until it accepts connections.
+fn launch(bin: &Path, dir: &Path, port: u16, owner: Option<(u32, u32)>) -> Result<(), String> {
+    let data = dir.join("data");
+    let log = dir.join("postgres.log");
+    let mut command = Command::new(bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.display()))
+        .args([
+            "-c", "wal_level=logical",
+            "-c", "max_replication_slots=100",
+            "-c", "max_wal_senders=100",
+            "-c", "max_connections=300",
+            "-c", "fsync=off",
+            "-c", "full_page_writes=off",
+            "-c", "logical_decoding_work_mem=64kB",
+            "-c", "shared_buffers=128MB",
+        ])
+        .stdin(Stdio::null());
+    let log_file = std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+    command.stdout(log_file).stderr(log_err);
+    as_owner(&mut command, owner);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("pg-cluster-{port}"))
+        .spawn(move || {
+            let result = command.spawn();
+            let child = match result {
+                Ok(child) => {
+                    let _ = tx.send(Ok(()));
+                    child
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("spawning postgres: {e}")));
+                    return;
+                }
+            };
+            // Keep the thread (and so the death signal) alive for the whole process.
+            let _keep = child;
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| format!("spawning the cluster thread: {e}"))?;
+    rx.recv().map_err(|e| e.to_string())??;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid_file = data.join("postmaster.pid");
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            if text.lines().nth(7).is_some_and(|status| status.trim() == "ready") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    Err(format!("not ready after 30 s; log:\n{log_text}"))
+}
