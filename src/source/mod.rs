@@ -1,6 +1,9 @@
 //! The PostgreSQL side: replication connection, pgoutput decoding, typed values, events.
 
+pub mod changes;
 pub mod connection;
 pub mod pgoutput;
+pub mod relations;
+pub mod stream_buffer;
 pub mod pg_type;
 pub mod text_decode;

@@ -566,7 +566,12 @@ fn parse_server_version(text: &str) -> u32 {
     let mut parts = number.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
-    if major >= 10 { major * 10000 + minor } else { major * 10000 + minor * 100 }
+    // Before 10 the version had three parts: 9.6.24 is 90624.
+    if major >= 10 {
+        major * 10000 + minor
+    } else {
+        major * 10000 + minor * 100 + parts.next().unwrap_or(0)
+    }
 }
 
 fn parse_lsn_field(value: Option<String>, what: &str) -> Result<Lsn, ConnectionError> {

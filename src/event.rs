@@ -1,0 +1,347 @@
+//! Change events and their Debezium-compatible JSON envelope.
+//!
+//! A [`ChangeEvent`] is one row change (or truncate, or logical message) with its position.
+//! Rows are `Vec<Value>` in the table's column order, sharing the table description through
+//! an `Arc`, so building an event allocates only its values.
+//!
+//! The envelope follows Debezium's PostgreSQL connector: `before`, `after`, `op`, `ts_ms`,
+//! `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `schema`, `table`,
+//! `txId`, `lsn`, plus tidemark's `commit_lsn` and `seq`), `transaction` (`id`,
+//! `total_order`, `data_collection_order`). `unchanged_toast` lists columns whose TOASTed
+//! value the server did not send: their value in `after` is null and is not data.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use crate::lsn::Lsn;
+use crate::source::pg_type::ColumnType;
+use crate::source::pgoutput::ReplicaIdentity;
+use crate::value::Value;
+
+/// The operation of an event, with Debezium's one-letter codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Op {
+    /// `c`: insert.
+    #[serde(rename = "c")]
+    Create,
+    /// `u`: update.
+    #[serde(rename = "u")]
+    Update,
+    /// `d`: delete.
+    #[serde(rename = "d")]
+    Delete,
+    /// `r`: read by the snapshot.
+    #[serde(rename = "r")]
+    Read,
+    /// `t`: truncate.
+    #[serde(rename = "t")]
+    Truncate,
+    /// `m`: a logical decoding message.
+    #[serde(rename = "m")]
+    Message,
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Resolved type.
+    pub column_type: ColumnType,
+    /// PostgreSQL type modifier.
+    pub type_modifier: i32,
+}
+
+/// A table as the stream describes it, shared by its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Relation OID.
+    pub relation_id: u32,
+    /// Schema name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Columns in table order.
+    pub columns: Vec<Column>,
+    /// Indexes of the key columns: the primary key, else the replica identity columns.
+    pub key_columns: Vec<usize>,
+    /// The table's replica identity.
+    pub replica_identity: ReplicaIdentity,
+}
+
+impl TableSchema {
+    /// `schema.table`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Whether updates and deletes of this table identify their row.
+    pub fn identifies_rows(&self) -> bool {
+        !self.key_columns.is_empty() || self.replica_identity == ReplicaIdentity::Full
+    }
+}
+
+/// Whether an event comes from the snapshot (Debezium's `source.snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMarker {
+    /// A streamed change.
+    #[default]
+    False,
+    /// A snapshot read.
+    True,
+    /// The last row of the snapshot.
+    Last,
+}
+
+/// Where an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SourcePosition {
+    /// LSN of the change itself.
+    pub lsn: Lsn,
+    /// LSN of its transaction's commit record.
+    pub commit_lsn: Lsn,
+    /// Position of the change within its transaction, from 0.
+    pub seq: u64,
+    /// Transaction id.
+    pub xid: u32,
+    /// Commit time, microseconds since the Unix epoch.
+    pub commit_time_micros: i64,
+    /// Snapshot marker.
+    pub snapshot: SnapshotMarker,
+}
+
+/// A logical decoding message (`pg_logical_emit_message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalMessage {
+    /// Prefix chosen by the emitter.
+    pub prefix: String,
+    /// Content.
+    pub content: Bytes,
+    /// Whether it was emitted inside a transaction.
+    pub transactional: bool,
+}
+
+/// Truncate options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TruncateOptions {
+    /// `CASCADE`.
+    pub cascade: bool,
+    /// `RESTART IDENTITY`.
+    pub restart_identity: bool,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    /// The operation.
+    pub op: Op,
+    /// The table (none for logical messages).
+    pub table: Option<Arc<TableSchema>>,
+    /// Row before the change (updates with an old image, deletes).
+    pub before: Option<Vec<Value>>,
+    /// Row after the change (inserts, updates, snapshot reads).
+    pub after: Option<Vec<Value>>,
+    /// Indexes of columns whose unchanged TOASTed value was not sent.
+    pub unchanged_toast: Vec<usize>,
+    /// Position.
+    pub source: SourcePosition,
+    /// Order of this event among its transaction's events for the same table, from 1.
+    pub data_collection_order: u64,
+    /// The message, for `op = m`.
+    pub message: Option<LogicalMessage>,
+    /// The options, for `op = t`.
+    pub truncate: Option<TruncateOptions>,
+}
+
+impl ChangeEvent {
+    /// The row the key is taken from: `after`, or `before` for deletes.
+    fn key_row(&self) -> Option<&Vec<Value>> {
+        match self.op {
+            Op::Delete => self.before.as_ref(),
+            _ => self.after.as_ref().or(self.before.as_ref()),
+        }
+    }
+
+    /// The key's column names and values, or none (messages, truncates, keyless tables).
+    pub fn key(&self) -> Option<Vec<(&str, &Value)>> {
+        let table = self.table.as_ref()?;
+        if table.key_columns.is_empty() || matches!(self.op, Op::Truncate | Op::Message) {
+            return None;
+        }
+        let row = self.key_row()?;
+        Some(
+            table
+                .key_columns
+                .iter()
+                .filter_map(|&i| Some((table.columns.get(i)?.name.as_str(), row.get(i)?)))
+                .collect(),
+        )
+    }
+}
+
+/// Names that the envelope needs besides the event itself.
+#[derive(Debug, Clone)]
+pub struct EnvelopeContext {
+    /// Topic prefix (the connector name by default).
+    pub prefix: String,
+    /// Connector name (`source.name`).
+    pub connector_name: String,
+    /// Database name (`source.db`).
+    pub database: String,
+}
+
+impl EnvelopeContext {
+    /// `<prefix>.<schema>.<table>` for table events, `<prefix>.message` for messages.
+    pub fn topic(&self, event: &ChangeEvent) -> String {
+        match &event.table {
+            Some(table) => format!("{}.{}.{}", self.prefix, table.schema, table.name),
+            None => format!("{}.message", self.prefix),
+        }
+    }
+}
+
+/// Serializes one event as a JSON line object `{"topic", "key", "value"}`.
+pub struct JsonRecord<'a> {
+    /// The event.
+    pub event: &'a ChangeEvent,
+    /// Names for the envelope.
+    pub context: &'a EnvelopeContext,
+    /// Processing time for the envelope's `ts_ms`.
+    pub now_ms: i64,
+}
+
+impl Serialize for JsonRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("topic", &self.context.topic(self.event))?;
+        map.serialize_entry("key", &self.event.key().map(KeyJson))?;
+        map.serialize_entry("value", &Envelope(self))?;
+        map.end()
+    }
+}
+
+struct KeyJson<'a>(Vec<(&'a str, &'a Value)>);
+
+impl Serialize for KeyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+struct RowJson<'a> {
+    table: &'a TableSchema,
+    row: &'a [Value],
+}
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.row.len()))?;
+        for (column, value) in self.table.columns.iter().zip(self.row) {
+            map.serialize_entry(&column.name, value)?;
+        }
+        map.end()
+    }
+}
+
+fn row_json<'a>(table: Option<&'a TableSchema>, row: Option<&'a [Value]>) -> Option<RowJson<'a>> {
+    Some(RowJson { table: table?, row: row? })
+}
+
+struct Envelope<'a, 'b>(&'b JsonRecord<'a>);
+
+impl Serialize for Envelope<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let event = self.0.event;
+        let table = event.table.as_deref();
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("before", &row_json(table, event.before.as_deref()))?;
+        map.serialize_entry("after", &row_json(table, event.after.as_deref()))?;
+        map.serialize_entry("source", &SourceJson(self.0))?;
+        map.serialize_entry("op", &event.op)?;
+        map.serialize_entry("ts_ms", &self.0.now_ms)?;
+        map.serialize_entry("transaction", &TransactionJson(event))?;
+        if let Some(table) = &event.table {
+            let names: Vec<&str> = event
+                .unchanged_toast
+                .iter()
+                .filter_map(|&i| table.columns.get(i).map(|c| c.name.as_str()))
+                .collect();
+            map.serialize_entry("unchanged_toast", &names)?;
+        }
+        if let Some(message) = &event.message {
+            map.serialize_entry("message", &MessageJson(message))?;
+        }
+        if let Some(options) = &event.truncate {
+            map.serialize_entry("truncate", &TruncateJson(options))?;
+        }
+        map.end()
+    }
+}
+
+struct SourceJson<'a, 'b>(&'b JsonRecord<'a>);
+
+impl Serialize for SourceJson<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let event = self.0.event;
+        let position = &event.source;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("version", env!("CARGO_PKG_VERSION"))?;
+        map.serialize_entry("connector", "postgresql")?;
+        map.serialize_entry("name", &self.0.context.connector_name)?;
+        map.serialize_entry("ts_ms", &position.commit_time_micros.div_euclid(1000))?;
+        map.serialize_entry("snapshot", &position.snapshot)?;
+        map.serialize_entry("db", &self.0.context.database)?;
+        map.serialize_entry("schema", &event.table.as_ref().map(|t| t.schema.as_str()))?;
+        map.serialize_entry("table", &event.table.as_ref().map(|t| t.name.as_str()))?;
+        map.serialize_entry("txId", &position.xid)?;
+        map.serialize_entry("lsn", &position.lsn.as_u64())?;
+        map.serialize_entry("commit_lsn", &position.commit_lsn.as_u64())?;
+        map.serialize_entry("seq", &position.seq)?;
+        map.end()
+    }
+}
+
+struct TransactionJson<'a>(&'a ChangeEvent);
+
+impl Serialize for TransactionJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let position = &self.0.source;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("id", &format!("{}:{}", position.xid, position.commit_lsn.as_u64()))?;
+        map.serialize_entry("total_order", &(position.seq + 1))?;
+        map.serialize_entry("data_collection_order", &self.0.data_collection_order)?;
+        map.end()
+    }
+}
+
+struct MessageJson<'a>(&'a LogicalMessage);
+
+impl Serialize for MessageJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("prefix", &self.0.prefix)?;
+        map.serialize_entry("content", &base64::engine::general_purpose::STANDARD.encode(&self.0.content))?;
+        map.serialize_entry("transactional", &self.0.transactional)?;
+        map.end()
+    }
+}
+
+struct TruncateJson<'a>(&'a TruncateOptions);
+
+impl Serialize for TruncateJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("cascade", &self.0.cascade)?;
+        map.serialize_entry("restart_identity", &self.0.restart_identity)?;
+        map.end()
+    }
+}
