@@ -6,6 +6,7 @@
 //! [`pipeline`] ties the two together so the position confirmed to PostgreSQL only moves
 //! past what the output has acknowledged.
 
+pub mod config;
 pub mod event;
 pub mod lsn;
 pub mod source;

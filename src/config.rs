@@ -1,0 +1,419 @@
+//! Connector configuration: a TOML file, then `TIDEMARK_<SECTION>_<KEY>` environment
+//! overrides (top-level keys as `TIDEMARK_<KEY>`), then [`Config::validate`].
+//!
+//! Environment values take the type of the key they override: numbers and booleans are
+//! parsed, lists accept a TOML array (`["a","b"]`) or comma-separated text. Secrets (the source
+//! password) are kept in [`Secret`], which never prints.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::changes::UnidentifiedRowPolicy;
+use crate::source::connection::{ConnectionSettings, Secret};
+
+/// Configuration errors, each naming the field and the rule it breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// File or environment.
+        origin: String,
+        /// What the parser says (names the key).
+        message: String,
+    },
+    /// A value breaks a rule.
+    #[error("config field {field}: {rule}")]
+    Invalid {
+        /// Dotted field name.
+        field: &'static str,
+        /// The rule and the remedy.
+        rule: String,
+    },
+}
+
+/// When to take the initial snapshot (the snapshot itself is the snapshot issue's work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot when there is no committed position, then stream.
+    #[default]
+    Initial,
+    /// Never snapshot; stream from the slot's position.
+    Never,
+    /// Snapshot, then stop.
+    InitialOnly,
+    /// Snapshot again when the slot is missing or invalidated.
+    WhenNeeded,
+}
+
+/// Kafka delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Idempotent producer, `acks=all`; duplicates possible after a crash.
+    #[default]
+    AtLeastOnce,
+    /// Transactional producer with the position stored beside the events.
+    ExactlyOnce,
+}
+
+/// Warehouse kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// An embedded DuckDB file.
+    #[default]
+    Duckdb,
+    /// A PostgreSQL database (MERGE, PostgreSQL 15+).
+    Postgres,
+    /// Snowflake.
+    Snowflake,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Connector name: the default topic prefix and the default slot/publication suffix.
+    pub name: String,
+    /// The PostgreSQL source.
+    pub source: SourceConfig,
+    /// Kafka (used by the Kafka stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
+    /// Schema registry (used by the Avro stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryConfig>,
+    /// Warehouse sink (used by the sink stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkConfig>,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://user[:password]@host:port/dbname?sslmode=…` (see the README for parameters).
+    pub url: String,
+    /// Password, overriding one in the URL; best set as `TIDEMARK_SOURCE_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    pub password: Option<Secret>,
+    /// File whose first line is the password (for mounted secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Replication slot; default `tidemark_<name>`.
+    #[serde(default)]
+    pub slot: String,
+    /// Publication; default `tidemark_<name>`.
+    #[serde(default)]
+    pub publication: String,
+    /// Tables to capture: `schema.table` or `schema.*`; empty or `["*"]` means all tables.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Snapshot mode.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Milliseconds between standby status updates sent to the server (well below
+    /// `wal_sender_timeout`).
+    #[serde(default = "defaults::status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// Milliseconds between heartbeat messages written to the source (`0`: off). Each is a
+    /// `pg_logical_emit_message` that moves the slot forward on a database with no writes.
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
+    /// Megabytes of streamed in-progress transactions held in memory before spilling to disk.
+    #[serde(default = "defaults::stream_memory_mb")]
+    pub stream_memory_mb: u64,
+    /// Directory for spill files; the system temporary directory by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<PathBuf>,
+    /// An update or delete on a table that cannot identify its rows: `fail` or `skip`.
+    #[serde(default)]
+    pub unidentified_rows: UnidentifiedRowPolicy,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Delivery guarantee.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// URL of an external Confluent-compatible registry; absent: the embedded registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Listen address of the embedded registry.
+    #[serde(default = "defaults::registry_listen")]
+    pub listen: String,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Warehouse kind.
+    #[serde(default)]
+    pub kind: SinkKind,
+    /// Warehouse location: a DuckDB file path or a connection URL.
+    pub url: String,
+}
+
+mod defaults {
+    pub fn status_interval_ms() -> u64 {
+        10_000
+    }
+    pub fn stream_memory_mb() -> u64 {
+        64
+    }
+    pub fn registry_listen() -> String {
+        "127.0.0.1:8081".into()
+    }
+}
+
+mod secret_opt {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(_) => s.serialize_str("***"),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Secret::new))
+    }
+}
+
+const SECTIONS: &[&str] = &["source", "kafka", "registry", "sink"];
+
+impl Config {
+    /// Reads `path`, applies the process environment, fills defaults and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses TOML text, applies `TIDEMARK_*` variables from `env`, fills defaults, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        for (var, value) in env {
+            apply_env_override(&mut table, &var, &value)?;
+        }
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        config.fill_defaults()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn fill_defaults(&mut self) -> Result<(), ConfigError> {
+        let suffix: String = self
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        if self.source.slot.is_empty() {
+            self.source.slot = format!("tidemark_{suffix}");
+        }
+        if self.source.publication.is_empty() {
+            self.source.publication = format!("tidemark_{suffix}");
+        }
+        if let Some(path) = &self.source.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                field: "source.password_file",
+                rule: format!("cannot read {}: {e}", path.display()),
+            })?;
+            let first = text.lines().next().unwrap_or_default().to_owned();
+            self.source.password = Some(Secret::new(first));
+        }
+        Ok(())
+    }
+
+    /// Checks every rule; the error names the field, the rule and how to fix it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, rule: String| Err(ConfigError::Invalid { field, rule });
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            return invalid("name", format!("{:?} must be non-empty and use only letters, digits, '_', '.', '-'", self.name));
+        }
+        ConnectionSettings::from_url(&self.source.url).map_err(|e| ConfigError::Invalid {
+            field: "source.url",
+            rule: e.to_string(),
+        })?;
+        let slot = &self.source.slot;
+        if slot.len() > 63 || !slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return invalid("source.slot", format!("{slot:?} must be at most 63 characters of lower-case letters, digits and '_' (PostgreSQL's rule for slot names)"));
+        }
+        if self.source.publication.len() > 63 {
+            return invalid("source.publication", "must be at most 63 bytes (PostgreSQL truncates longer names)".into());
+        }
+        for pattern in &self.source.tables {
+            if TableSelector::parse(pattern).is_none() {
+                return invalid("source.tables", format!("{pattern:?} is not schema.table, schema.* or *"));
+            }
+        }
+        if !(100..=3_600_000).contains(&self.source.status_interval_ms) {
+            return invalid("source.status_interval_ms", format!("{} must be between 100 and 3600000; keep it well below the server's wal_sender_timeout", self.source.status_interval_ms));
+        }
+        if self.source.heartbeat_interval_ms != 0 && self.source.heartbeat_interval_ms < 100 {
+            return invalid("source.heartbeat_interval_ms", "must be 0 (off) or at least 100".into());
+        }
+        if self.source.stream_memory_mb == 0 {
+            return invalid("source.stream_memory_mb", "must be at least 1".into());
+        }
+        if let Some(kafka) = &self.kafka {
+            if kafka.brokers.trim().is_empty() {
+                return invalid("kafka.brokers", "must list at least one host:port".into());
+            }
+        }
+        if let Some(sink) = &self.sink {
+            if sink.url.trim().is_empty() {
+                return invalid("sink.url", "must name the warehouse (a DuckDB file path or a connection URL)".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Connection settings of the source, with the configured password applied.
+    pub fn source_settings(&self) -> Result<ConnectionSettings, ConfigError> {
+        let mut settings = ConnectionSettings::from_url(&self.source.url).map_err(|e| ConfigError::Invalid {
+            field: "source.url",
+            rule: e.to_string(),
+        })?;
+        if let Some(password) = &self.source.password {
+            settings.password = Some(password.clone());
+        }
+        settings.application_name = format!("tidemark-{}", self.name);
+        Ok(settings)
+    }
+
+    /// The parsed table selection.
+    pub fn table_selectors(&self) -> Vec<TableSelector> {
+        self.source.tables.iter().filter_map(|p| TableSelector::parse(p)).collect()
+    }
+}
+
+/// One entry of `source.tables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableSelector {
+    /// Every table.
+    All,
+    /// Every table of a schema.
+    Schema(String),
+    /// One table.
+    Table {
+        /// Schema.
+        schema: String,
+        /// Table.
+        name: String,
+    },
+}
+
+impl TableSelector {
+    /// Parses `*`, `schema.*` or `schema.table`.
+    pub fn parse(pattern: &str) -> Option<TableSelector> {
+        if pattern == "*" {
+            return Some(TableSelector::All);
+        }
+        let (schema, name) = pattern.split_once('.')?;
+        if schema.is_empty() || name.is_empty() || name.contains('.') || schema == "*" {
+            return None;
+        }
+        Some(if name == "*" {
+            TableSelector::Schema(schema.to_owned())
+        } else {
+            TableSelector::Table {
+                schema: schema.to_owned(),
+                name: name.to_owned(),
+            }
+        })
+    }
+}
+
+fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = var.strip_prefix("TIDEMARK_") else { return Ok(()) };
+    let rest = rest.to_ascii_lowercase();
+    let (section, key) = match rest.split_once('_') {
+        Some((section, key)) if SECTIONS.contains(&section) => (Some(section), key.to_owned()),
+        _ if rest == "name" => (None, rest.clone()),
+        _ => return Ok(()),
+    };
+    let target = match section {
+        None => table,
+        Some(section) => table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Parse {
+                origin: format!("environment variable {var}"),
+                message: format!("[{section}] is not a table in the config file"),
+            })?,
+    };
+    let typed = typed_env_value(section, &key, value);
+    target.insert(key, typed);
+    Ok(())
+}
+
+/// Gives an environment value the type its key has.
+fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value {
+    let integer_keys = ["status_interval_ms", "heartbeat_interval_ms", "stream_memory_mb"];
+    let list_keys = ["tables"];
+    match section {
+        Some("source") if integer_keys.contains(&key) => value
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(value.to_owned())),
+        Some("source") if list_keys.contains(&key) => {
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .filter(toml::Value::is_array);
+            parsed.unwrap_or_else(|| {
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_owned()))
+                        .collect(),
+                )
+            })
+        }
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

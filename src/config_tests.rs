@@ -1,0 +1,81 @@
+use super::*;
+
+const EXAMPLE: &str = r#"
+name = "demo"
+[source]
+url = "postgres://user:pass@127.0.0.1:5432/app?sslmode=prefer"
+tables = ["public.*"]
+snapshot = "initial"
+[kafka]
+brokers = "127.0.0.1:9092"
+delivery = "at_least_once"
+[registry]
+url = "http://127.0.0.1:8081"
+[sink]
+kind = "duckdb"
+url = "warehouse.duckdb"
+"#;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_toml_with_env(text, "test.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+#[test]
+fn the_documented_example_loads_with_defaults() {
+    let config = load(EXAMPLE, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.source.slot, "tidemark_demo");
+    assert_eq!(config.source.publication, "tidemark_demo");
+    assert_eq!(config.source.status_interval_ms, 10_000);
+    assert_eq!(config.table_selectors(), vec![TableSelector::Schema("public".into())]);
+    assert_eq!(config.kafka.map(|k| k.delivery), Some(Delivery::AtLeastOnce));
+}
+
+#[test]
+fn environment_overrides_every_kind_of_key() {
+    let config = load(
+        EXAMPLE,
+        &[
+            ("TIDEMARK_NAME", "other"),
+            ("TIDEMARK_SOURCE_URL", "postgres://u@db/x"),
+            ("TIDEMARK_SOURCE_TABLES", "public.a, sales.*"),
+            ("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "500"),
+            ("TIDEMARK_SOURCE_PASSWORD", "s3cret"),
+            ("TIDEMARK_KAFKA_BROKERS", "k1:9092,k2:9092"),
+            ("TIDEMARK_PG_BIN", "/not/a/config/key"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.name, "other");
+    assert_eq!(config.source.slot, "tidemark_other");
+    assert_eq!(config.source.tables, vec!["public.a", "sales.*"]);
+    assert_eq!(config.source.status_interval_ms, 500);
+    assert_eq!(config.kafka.as_ref().map(|k| k.brokers.as_str()), Some("k1:9092,k2:9092"));
+    let settings = config.source_settings().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.password.as_ref().map(|p| p.expose()), Some("s3cret"));
+    assert!(!format!("{config:?}").contains("s3cret"), "password in Debug output");
+    assert!(!toml::to_string(&config).unwrap_or_default().contains("s3cret"), "password serialized");
+}
+
+#[test]
+fn each_broken_rule_names_its_field() {
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        ("name = \"x\"\n[source]\nurl = \"postgres://u@h/db\"\nbogus = 1\n", &[], "unknown field `bogus`"),
+        ("name = \"x\"\n", &[], "missing field `source`"),
+        (EXAMPLE, &[("TIDEMARK_NAME", "bad name")], "config field name"),
+        (EXAMPLE, &[("TIDEMARK_SOURCE_URL", "http://x")], "source.url"),
+        (EXAMPLE, &[("TIDEMARK_SOURCE_SLOT", "Bad-Slot")], "source.slot"),
+        (EXAMPLE, &[("TIDEMARK_SOURCE_TABLES", "nodot")], "source.tables"),
+        (EXAMPLE, &[("TIDEMARK_SOURCE_SNAPSHOT", "sometimes")], "unknown variant `sometimes`"),
+        (EXAMPLE, &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "5")], "source.status_interval_ms"),
+        (EXAMPLE, &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "soon")], "invalid type"),
+        (EXAMPLE, &[("TIDEMARK_KAFKA_DELIVERY", "maybe")], "unknown variant `maybe`"),
+        (EXAMPLE, &[("TIDEMARK_SINK_KIND", "oracle")], "unknown variant `oracle`"),
+        ("name = \"x\"\n[source\n", &[], "test.toml"),
+    ];
+    for (text, env, expected) in cases {
+        match load(text, env) {
+            Ok(_) => panic!("accepted {env:?}"),
+            Err(e) => assert!(e.to_string().contains(expected), "{env:?}: {e}"),
+        }
+    }
+}
