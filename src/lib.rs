@@ -9,6 +9,7 @@
 pub mod config;
 pub mod event;
 pub mod lsn;
+pub mod output;
 pub mod source;
 pub mod testing;
 pub mod value;

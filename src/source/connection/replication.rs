@@ -498,8 +498,8 @@ impl ReplicationConnection {
         self.flush().await
     }
 
-    /// Ends streaming (CopyDone) and closes the connection.
-    pub async fn close(mut self) -> Result<(), ConnectionError> {
+    /// Ends streaming (CopyDone) and closes the connection; it is unusable afterwards.
+    pub async fn close(&mut self) -> Result<(), ConnectionError> {
         frontend::copy_done(&mut self.write);
         frontend::terminate(&mut self.write);
         self.flush().await?;

@@ -1,0 +1,163 @@
+//! Outputs: where events go, and what they acknowledge.
+//!
+//! The contract of [`EventOutput`]: events arrive in commit order, each transaction's events
+//! followed by [`EventOutput::commit`]; [`EventOutput::acknowledged`] is the end position of
+//! the newest transaction whose events, and all earlier ones, are durable at the destination.
+//! The reader confirms to PostgreSQL only what is acknowledged, so an output that loses
+//! nothing after acknowledging gives at-least-once delivery: after a crash, transactions
+//! after the acknowledged position arrive again, whole.
+//!
+//! [`JsonLinesOutput`] writes one JSON object per event (`{"topic","key","value"}`) and
+//! acknowledges a transaction once its lines are written and flushed. It holds each
+//! transaction in memory up to [`JsonLinesOutput::TRANSACTION_BUFFER`] bytes so that a stop
+//! in the middle of a transaction usually writes none of it; larger transactions are written
+//! as they arrive (and redelivered whole after a crash).
+
+use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord};
+use crate::lsn::Lsn;
+
+/// Output failures.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Writing failed.
+    #[error("writing events to {target}: {source}")]
+    Write {
+        /// Destination.
+        target: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An event could not be serialized.
+    #[error("serializing an event: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// A destination for change events. See the module docs for the contract.
+pub trait EventOutput: Send {
+    /// Accepts the next event of the open transaction.
+    fn send(&mut self, event: &ChangeEvent) -> impl Future<Output = Result<(), OutputError>> + Send;
+
+    /// Closes the transaction whose commit record ends at `end_lsn`.
+    fn commit(&mut self, end_lsn: Lsn) -> impl Future<Output = Result<(), OutputError>> + Send;
+
+    /// Drops what was sent of the open transaction, where that is still possible.
+    fn abort(&mut self);
+
+    /// Everything up to this position is durable at the destination.
+    fn acknowledged(&self) -> Lsn;
+
+    /// Makes everything committed durable (at shutdown).
+    fn flush(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send;
+}
+
+/// JSON lines to any writer: stdout, a file, or nothing.
+pub struct JsonLinesOutput<W> {
+    writer: W,
+    target: String,
+    context: EnvelopeContext,
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` that belong to committed transactions.
+    committed_len: usize,
+    acknowledged: Lsn,
+    pending_end: Option<Lsn>,
+    events: u64,
+}
+
+impl<W: AsyncWrite + Unpin + Send> JsonLinesOutput<W> {
+    /// How much of one transaction is held back before writing starts.
+    pub const TRANSACTION_BUFFER: usize = 4 << 20;
+
+    /// An output writing to `writer` (named `target` in errors).
+    pub fn new(writer: W, target: impl Into<String>, context: EnvelopeContext) -> Self {
+        JsonLinesOutput {
+            writer,
+            target: target.into(),
+            context,
+            buffer: Vec::with_capacity(1 << 20),
+            committed_len: 0,
+            acknowledged: Lsn::ZERO,
+            pending_end: None,
+            events: 0,
+        }
+    }
+
+    /// Events written so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Writes the first `len` bytes of the buffer (and flushes the writer if asked).
+    async fn write_prefix(&mut self, len: usize, flush: bool) -> Result<(), OutputError> {
+        let target = &self.target;
+        let error = |source| OutputError::Write {
+            target: target.clone(),
+            source,
+        };
+        if len > 0 {
+            self.writer.write_all(&self.buffer[..len]).await.map_err(error)?;
+            self.buffer.drain(..len);
+            self.committed_len -= len.min(self.committed_len);
+        }
+        if flush {
+            self.writer.flush().await.map_err(error)?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl<W: AsyncWrite + Unpin + Send> EventOutput for JsonLinesOutput<W> {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        let record = JsonRecord {
+            event,
+            context: &self.context,
+            now_ms: now_ms(),
+        };
+        serde_json::to_writer(&mut self.buffer, &record)?;
+        self.buffer.push(b'\n');
+        self.events += 1;
+        if self.buffer.len() >= Self::TRANSACTION_BUFFER {
+            // Too large to hold back: the open transaction's lines start to be written.
+            let len = self.buffer.len();
+            self.write_prefix(len, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
+        self.committed_len = self.buffer.len();
+        self.pending_end = Some(end_lsn);
+        // Small transactions are batched: written and acknowledged at the next flush point.
+        if self.buffer.len() >= (1 << 16) {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        self.buffer.truncate(self.committed_len);
+    }
+
+    fn acknowledged(&self) -> Lsn {
+        self.acknowledged
+    }
+
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        self.write_prefix(self.committed_len, true).await?;
+        if let Some(end) = self.pending_end.take() {
+            self.acknowledged = self.acknowledged.max(end);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,498 @@
+//! The replication reader: PostgreSQL's change stream into an [`EventOutput`], with the
+//! position confirmed to the server moving only past what the output has acknowledged.
+//!
+//! ## Which position is confirmed, and when
+//!
+//! The standby status update's flush position tells the server which WAL the slot no
+//! longer needs; after a restart, streaming resumes with the first transaction that commits
+//! after it. So:
+//!
+//! - the position of a transaction (the end of its commit record) is confirmed only once the
+//!   output acknowledges it, and every earlier one;
+//! - a keepalive's `wal_end` is the position the walsender has decoded up to. When no
+//!   transaction is open and everything handed to the output is acknowledged, nothing before
+//!   `wal_end` remains to deliver, so it can be confirmed too. This is what moves an idle
+//!   slot forward while other databases of the same server write WAL (otherwise the slot would
+//!   hold that WAL back). A transaction still running on the server is unaffected: its commit
+//!   comes later, and the server keeps the WAL it needs from its start (`restart_lsn`).
+//!   A keepalive that arrives while a transaction is open is never confirmed, because the
+//!   walsender may already be past that transaction's commit;
+//! - a heartbeat (a non-transactional `pg_logical_emit_message` written every
+//!   `heartbeat_interval_ms`) gives a position in this database for the same purpose.
+//!
+//! The server's `wal_sender_timeout` closes connections that report nothing for too long, so
+//! a keepalive asking for a reply is answered at once and an update is sent every
+//! `status_interval_ms` whatever else happens.
+//!
+//! ## Streamed transactions
+//!
+//! Chunks of in-progress transactions (protocol 2) are buffered in [`StreamBuffers`] and
+//! replayed through the same assembly path at Stream Commit, so the output sees each
+//! transaction whole and in commit order; Stream Abort drops a transaction or one of its
+//! sub-transactions.
+//!
+//! ## Stopping and reconnecting
+//!
+//! On a stop request the reader finishes the open transaction (for at most
+//! [`FINISH_TRANSACTION_TIMEOUT`]), flushes the output, confirms what is acknowledged and ends
+//! the stream. A transient error (connection lost, server restarting) drops the partial
+//! transaction and reconnects with exponential backoff; PostgreSQL then resends everything
+//! after the confirmed position.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::event::ChangeEvent;
+use crate::lsn::Lsn;
+use crate::output::{EventOutput, OutputError};
+use crate::source::changes::{AssemblyError, ChangeAssembler};
+use crate::source::connection::{connect_sql, ConnectionError, ReplicationConnection, ReplicationMessage};
+use crate::source::pg_type::TypeError;
+use crate::source::pgoutput::{decode, DecodeError, PgOutputMessage};
+use crate::source::relations::RelationResolver;
+use crate::source::setup::{ensure_publication_and_slot, SetupError};
+use crate::source::stream_buffer::{BufferError, BufferedMessage, StreamBuffers};
+
+/// Prefix of the heartbeat messages tidemark writes.
+pub const HEARTBEAT_PREFIX: &str = "tidemark.heartbeat";
+
+/// How long a stop request waits for the open transaction to complete.
+pub const FINISH_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long committed transactions wait before the output is flushed (batching).
+const FLUSH_LINGER: Duration = Duration::from_millis(20);
+
+/// Reader failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    /// Connection trouble or a server error.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// A message from the server did not decode.
+    #[error("at WAL position {lsn}: {source}")]
+    Decode {
+        /// Where.
+        lsn: Lsn,
+        /// What.
+        source: DecodeError,
+    },
+    /// Events could not be assembled.
+    #[error("at WAL position {lsn}: {source}")]
+    Assembly {
+        /// Where.
+        lsn: Lsn,
+        /// What.
+        source: AssemblyError,
+    },
+    /// A type lookup failed.
+    #[error(transparent)]
+    Type(#[from] TypeError),
+    /// The output failed.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// Spilling a streamed transaction failed.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// Setting up the publication or slot failed.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The slot disappeared while the connector was running.
+    #[error("replication slot {slot} disappeared while the connector was running (dropped by hand or invalidated); changes after {confirmed} can no longer be read from it; run `tidemark setup` to create it again and re-snapshot the tables")]
+    SlotLost {
+        /// Slot.
+        slot: String,
+        /// Last confirmed position.
+        confirmed: Lsn,
+    },
+    /// The slot was invalidated because it held back too much WAL.
+    #[error("replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; drop it with `tidemark teardown`, run `tidemark setup`, and re-snapshot")]
+    SlotInvalidated {
+        /// Slot.
+        slot: String,
+        /// Server message.
+        detail: String,
+    },
+}
+
+impl ReaderError {
+    /// Whether reconnecting may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReaderError::Connection(e) => e.is_transient(),
+            ReaderError::Type(TypeError::Catalog { source, .. }) => source.as_db_error().is_none(),
+            ReaderError::Setup(SetupError::Connection(e)) => e.is_transient(),
+            ReaderError::Setup(SetupError::Sql { source, .. }) => source.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Transactions delivered.
+    pub transactions: u64,
+    /// Events delivered.
+    pub events: u64,
+    /// Position last confirmed to the server.
+    pub confirmed: Lsn,
+    /// Sessions (connections) used.
+    pub sessions: u64,
+}
+
+/// State that lives across reconnects.
+struct ReaderState {
+    resolver: RelationResolver,
+    confirmed: Lsn,
+    stats: ReaderStats,
+    streamed_before: bool,
+}
+
+/// Streams changes into `output` until `shutdown` turns true or a definite error.
+pub async fn run_reader<O: EventOutput>(
+    config: &Config,
+    output: &mut O,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ReaderStats, ReaderError> {
+    let mut state = ReaderState {
+        resolver: RelationResolver::default(),
+        confirmed: Lsn::ZERO,
+        stats: ReaderStats::default(),
+        streamed_before: false,
+    };
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        state.stats.sessions += 1;
+        let delivered_before = state.stats.events;
+        let result = Session::run(config, output, &mut state, &mut shutdown).await;
+        match result {
+            Ok(()) => {
+                state.stats.confirmed = state.confirmed;
+                return Ok(state.stats);
+            }
+            Err(error) if error.is_transient() && !*shutdown.borrow() => {
+                output.abort();
+                if state.stats.events > delivered_before {
+                    backoff = Duration::from_millis(500);
+                }
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "replication interrupted; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    state.stats.confirmed = state.confirmed;
+                    return Ok(state.stats);
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(error) => {
+                output.abort();
+                return Err(error);
+            }
+        }
+    }
+}
+
+struct Session<'a, O> {
+    config: &'a Config,
+    output: &'a mut O,
+    state: &'a mut ReaderState,
+    sql: tokio_postgres::Client,
+    repl: ReplicationConnection,
+    assembler: ChangeAssembler,
+    buffers: StreamBuffers,
+    events: Vec<ChangeEvent>,
+    in_stream: Option<u32>,
+    received: Lsn,
+    last_committed: Lsn,
+    idle_position: Lsn,
+    flush_at: Option<tokio::time::Instant>,
+    last_status: Instant,
+}
+
+impl<'a, O: EventOutput> Session<'a, O> {
+    async fn run(
+        config: &'a Config,
+        output: &'a mut O,
+        state: &'a mut ReaderState,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ReaderError> {
+        let settings = config.source_settings().map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
+        let sql = connect_sql(&settings).await?;
+        let slot_exists = sql
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", &[&config.source.slot])
+            .await
+            .map_err(ConnectionError::from)?
+            .get::<_, bool>(0);
+        if !slot_exists && state.streamed_before {
+            return Err(ReaderError::SlotLost {
+                slot: config.source.slot.clone(),
+                confirmed: state.confirmed,
+            });
+        }
+        let report = ensure_publication_and_slot(&sql, config).await?;
+        if report.slot_created {
+            tracing::info!(slot = %config.source.slot, "streaming starts at the new slot's position; rows that existed before are not emitted (no initial snapshot in this version)");
+        }
+        let mut repl = ReplicationConnection::connect(&settings).await?;
+        let system = repl.identify_system().await?;
+        repl.start_logical_replication(&config.source.slot, Lsn::ZERO, std::slice::from_ref(&config.source.publication))
+            .await
+            .map_err(|e| classify_start_error(e, &config.source.slot))?;
+        state.streamed_before = true;
+        tracing::info!(
+            slot = %config.source.slot,
+            publication = %config.source.publication,
+            server_wal = %system.xlogpos,
+            protocol = repl.protocol_version(),
+            "streaming changes"
+        );
+        let spill_dir = config.source.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let mut session = Session {
+            config,
+            output,
+            sql,
+            repl,
+            assembler: ChangeAssembler::new(config.source.unidentified_rows),
+            buffers: StreamBuffers::new((config.source.stream_memory_mb as usize) << 20, spill_dir),
+            events: Vec::with_capacity(64),
+            in_stream: None,
+            received: state.confirmed,
+            last_committed: state.confirmed,
+            idle_position: Lsn::ZERO,
+            flush_at: None,
+            last_status: Instant::now(),
+            state,
+        };
+        session.stream(shutdown).await
+    }
+
+    async fn stream(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ReaderError> {
+        let status_every = Duration::from_millis(self.config.source.status_interval_ms);
+        let mut status_tick = tokio::time::interval(status_every);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let heartbeat_every = Duration::from_millis(self.config.source.heartbeat_interval_ms.max(1));
+        let heartbeat_on = self.config.source.heartbeat_interval_ms > 0;
+        let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
+        heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping_since: Option<Instant> = None;
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
+            if *shutdown.borrow() && stopping_since.is_none() {
+                stopping_since = Some(Instant::now());
+            }
+            if let Some(since) = stopping_since {
+                if !self.assembler.in_transaction() {
+                    break;
+                }
+                if since.elapsed() > FINISH_TRANSACTION_TIMEOUT {
+                    tracing::warn!("stopping in the middle of a transaction; it will be delivered again after restart");
+                    self.output.abort();
+                    self.assembler.reset_transaction();
+                    break;
+                }
+            }
+            let flush_at = self.flush_at.unwrap_or(far);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if stopping_since.is_none() => {}
+                message = self.repl.recv() => self.handle(message?).await?,
+                _ = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => {
+                    self.flush_output().await?;
+                    if self.last_status.elapsed() >= Duration::from_secs(1) {
+                        self.send_status().await?;
+                    }
+                }
+                _ = status_tick.tick() => {
+                    self.flush_output().await?;
+                    self.send_status().await?;
+                }
+                _ = heartbeat_tick.tick(), if heartbeat_on => self.heartbeat().await?,
+                _ = tokio::time::sleep(FINISH_TRANSACTION_TIMEOUT), if stopping_since.is_some() => {}
+            }
+        }
+        self.flush_output().await?;
+        self.send_status().await?;
+        let stats = self.state.stats;
+        tracing::info!(confirmed = %self.state.confirmed, transactions = stats.transactions, events = stats.events, "replication stopped");
+        self.repl.close().await?;
+        Ok(())
+    }
+
+    async fn handle(&mut self, message: ReplicationMessage) -> Result<(), ReaderError> {
+        match message {
+            ReplicationMessage::XLogData { wal_start, data, .. } => {
+                self.received = self.received.max(wal_start);
+                let decoded = decode(&data, self.in_stream.is_some())
+                    .map_err(|source| ReaderError::Decode { lsn: wal_start, source })?;
+                self.handle_pgoutput(decoded, wal_start, data).await
+            }
+            ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+                self.received = self.received.max(wal_end);
+                if self.all_acknowledged() {
+                    self.idle_position = self.idle_position.max(wal_end);
+                }
+                if reply_requested {
+                    self.flush_output().await?;
+                    self.send_status().await?;
+                }
+                Ok(())
+            }
+            ReplicationMessage::CopyDone => Err(ConnectionError::Closed.into()),
+        }
+    }
+
+    async fn handle_pgoutput(&mut self, message: PgOutputMessage, lsn: Lsn, raw: bytes::Bytes) -> Result<(), ReaderError> {
+        if let Some(xid) = self.in_stream {
+            match message {
+                PgOutputMessage::StreamStop => self.in_stream = None,
+                PgOutputMessage::Relation { xid: sub, .. }
+                | PgOutputMessage::Type { xid: sub, .. }
+                | PgOutputMessage::Insert { xid: sub, .. }
+                | PgOutputMessage::Update { xid: sub, .. }
+                | PgOutputMessage::Delete { xid: sub, .. }
+                | PgOutputMessage::Truncate { xid: sub, .. }
+                | PgOutputMessage::Message { xid: sub, .. } => {
+                    let subxid = sub.unwrap_or(xid);
+                    self.buffers.push(xid, BufferedMessage { subxid, lsn, data: raw })?;
+                }
+                other => {
+                    return Err(ReaderError::Decode {
+                        lsn,
+                        source: DecodeError::Invalid {
+                            field: "stream chunk",
+                            detail: format!("{other:?} inside a stream chunk"),
+                        },
+                    });
+                }
+            }
+            return Ok(());
+        }
+        match message {
+            PgOutputMessage::Begin { final_lsn, commit_time_micros, xid } => {
+                self.assembler.begin(xid, final_lsn, commit_time_micros);
+            }
+            PgOutputMessage::Commit { end_lsn, .. } => {
+                self.assembler.end();
+                self.finish_transaction(end_lsn).await?;
+            }
+            PgOutputMessage::Relation { body, .. } => {
+                let table = self.state.resolver.resolve(&self.sql, &body).await?;
+                self.assembler.set_relation(table);
+            }
+            PgOutputMessage::Type { .. } | PgOutputMessage::Origin { .. } => {}
+            PgOutputMessage::StreamStart { xid, .. } => self.in_stream = Some(xid),
+            PgOutputMessage::StreamStop => {}
+            PgOutputMessage::StreamAbort { xid, subxid } => self.buffers.abort(xid, subxid),
+            PgOutputMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time_micros } => {
+                self.replay_streamed(xid, commit_lsn, commit_time_micros).await?;
+                self.finish_transaction(end_lsn).await?;
+            }
+            PgOutputMessage::Message { transactional: false, prefix, lsn: message_lsn, .. }
+                if prefix == HEARTBEAT_PREFIX =>
+            {
+                if self.all_acknowledged() {
+                    self.idle_position = self.idle_position.max(message_lsn);
+                }
+            }
+            PgOutputMessage::Message { transactional: false, lsn: message_lsn, .. } if !self.assembler.in_transaction() => {
+                self.assemble_and_send(&message, lsn).await?;
+                self.finish_transaction(message_lsn).await?;
+            }
+            data => self.assemble_and_send(&data, lsn).await?,
+        }
+        Ok(())
+    }
+
+    async fn assemble_and_send(&mut self, message: &PgOutputMessage, lsn: Lsn) -> Result<(), ReaderError> {
+        self.events.clear();
+        self.assembler
+            .assemble(message, lsn, &mut self.events)
+            .map_err(|source| ReaderError::Assembly { lsn, source })?;
+        for event in &self.events {
+            self.output.send(event).await?;
+        }
+        self.state.stats.events += self.events.len() as u64;
+        Ok(())
+    }
+
+    async fn replay_streamed(&mut self, xid: u32, commit_lsn: Lsn, commit_time_micros: i64) -> Result<(), ReaderError> {
+        let mut replay = self.buffers.take(xid)?;
+        self.assembler.begin(xid, commit_lsn, commit_time_micros);
+        while let Some(buffered) = replay.next_message()? {
+            let message = decode(&buffered.data, true).map_err(|source| ReaderError::Decode { lsn: buffered.lsn, source })?;
+            match message {
+                PgOutputMessage::Relation { body, .. } => {
+                    let table = self.state.resolver.resolve(&self.sql, &body).await?;
+                    self.assembler.set_relation(table);
+                }
+                PgOutputMessage::Type { .. } => {}
+                data => self.assemble_and_send(&data, buffered.lsn).await?,
+            }
+        }
+        self.assembler.end();
+        Ok(())
+    }
+
+    async fn finish_transaction(&mut self, end_lsn: Lsn) -> Result<(), ReaderError> {
+        self.output.commit(end_lsn).await?;
+        self.last_committed = self.last_committed.max(end_lsn);
+        self.state.stats.transactions += 1;
+        if self.flush_at.is_none() {
+            self.flush_at = Some(tokio::time::Instant::now() + FLUSH_LINGER);
+        }
+        Ok(())
+    }
+
+    fn all_acknowledged(&self) -> bool {
+        !self.assembler.in_transaction() && self.output.acknowledged() >= self.last_committed
+    }
+
+    async fn flush_output(&mut self) -> Result<(), ReaderError> {
+        self.flush_at = None;
+        self.output.flush().await?;
+        let mut confirmed = self.state.confirmed.max(self.output.acknowledged());
+        if self.all_acknowledged() {
+            confirmed = confirmed.max(self.idle_position);
+        }
+        self.state.confirmed = confirmed;
+        Ok(())
+    }
+
+    async fn send_status(&mut self) -> Result<(), ReaderError> {
+        let confirmed = self.state.confirmed;
+        self.repl.send_status(self.received.max(confirmed), confirmed, false).await?;
+        self.last_status = Instant::now();
+        tracing::trace!(%confirmed, received = %self.received, "status update sent");
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), ReaderError> {
+        self.sql
+            .execute("SELECT pg_logical_emit_message(false, $1, $2)", &[&HEARTBEAT_PREFIX, &self.config.name])
+            .await
+            .map_err(ConnectionError::from)?;
+        Ok(())
+    }
+}
+
+fn classify_start_error(error: ConnectionError, slot: &str) -> ReaderError {
+    if let ConnectionError::Server(server) = &error {
+        if server.code == "42704" {
+            return ReaderError::SlotLost {
+                slot: slot.to_owned(),
+                confirmed: Lsn::ZERO,
+            };
+        }
+        if server.code == "55000" && server.message.contains("replication slot") {
+            return ReaderError::SlotInvalidated {
+                slot: slot.to_owned(),
+                detail: server.to_string(),
+            };
+        }
+    }
+    ReaderError::Connection(error)
+}

@@ -1,0 +1,389 @@
+//! `tidemark setup` and `tidemark teardown`: the publication and the replication slot, and
+//! the checks that the server can feed them.
+//!
+//! Checks, each with the remedy in its message: the server version (10+; 14+ for streaming
+//! of large transactions and logical messages; 15+ for `schema.*` publications), `wal_level`
+//! = `logical`, the REPLICATION privilege, a free replication slot and a free WAL sender, that
+//! every listed table exists, and that every published table can identify its rows (a
+//! primary key, or `REPLICA IDENTITY FULL`/`USING INDEX`).
+//!
+//! The publication is created `WITH (publish_via_partition_root = true)` so a partitioned
+//! table's changes arrive under the parent's name. The slot is created with
+//! `pg_create_logical_replication_slot(…, 'pgoutput')`; `run` creates it the same way when
+//! it is missing.
+
+use std::fmt;
+
+use tokio_postgres::Client;
+
+use crate::config::{Config, TableSelector};
+use crate::source::connection::replication::{quote_ident, quote_literal};
+use crate::source::connection::{connect_sql, ConnectionError};
+
+/// Setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Connecting or a statement failed.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// A statement failed.
+    #[error("{what}: {source}")]
+    Sql {
+        /// What was being done.
+        what: String,
+        /// The database error.
+        source: tokio_postgres::Error,
+    },
+    /// One or more checks failed; each line names the problem and the fix.
+    #[error("the source is not ready for tidemark:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    ChecksFailed(Vec<String>),
+    /// The slot is in use by a running connector.
+    #[error("replication slot {slot} is in use by process {pid}; stop the connector that uses it first")]
+    SlotActive {
+        /// Slot.
+        slot: String,
+        /// Backend pid.
+        pid: i32,
+    },
+}
+
+fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
+    let what = what.into();
+    move |source| SetupError::Sql { what, source }
+}
+
+/// Human-readable description of a database error including detail and hint.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
+}
+
+/// What `setup` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SetupReport {
+    /// Whether the publication was created (false: it existed).
+    pub publication_created: bool,
+    /// Whether the slot was created (false: it existed).
+    pub slot_created: bool,
+    /// Tables in the publication after setup.
+    pub tables: Vec<String>,
+}
+
+impl fmt::Display for SetupReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = |created| if created { "created" } else { "already present" };
+        writeln!(f, "publication: {}", verb(self.publication_created))?;
+        writeln!(f, "slot:        {}", verb(self.slot_created))?;
+        write!(f, "tables:      {}", if self.tables.is_empty() { "(none yet)".to_string() } else { self.tables.join(", ") })
+    }
+}
+
+/// The `CREATE PUBLICATION` statement for the configured tables.
+pub fn create_publication_sql(config: &Config) -> String {
+    let selectors = config.table_selectors();
+    let name = quote_ident(&config.source.publication);
+    let options = "WITH (publish_via_partition_root = true)";
+    if selectors.is_empty() || selectors.contains(&TableSelector::All) {
+        return format!("CREATE PUBLICATION {name} FOR ALL TABLES {options}");
+    }
+    let mut parts = Vec::new();
+    let tables: Vec<String> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            TableSelector::Table { schema, name } => Some(format!("{}.{}", quote_ident(schema), quote_ident(name))),
+            _ => None,
+        })
+        .collect();
+    if !tables.is_empty() {
+        parts.push(format!("TABLE {}", tables.join(", ")));
+    }
+    let schemas: Vec<String> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            TableSelector::Schema(schema) => Some(quote_ident(schema)),
+            _ => None,
+        })
+        .collect();
+    if !schemas.is_empty() {
+        parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
+    }
+    format!("CREATE PUBLICATION {name} FOR {} {options}", parts.join(", "))
+}
+
+/// The SQL a DBA runs to set up by hand, with the grants tidemark needs.
+pub fn print_sql(config: &Config) -> String {
+    let settings = config.source_settings().ok();
+    let user = settings.as_ref().map_or("tidemark".to_string(), |s| s.user.clone());
+    let db = settings.as_ref().map_or("app".to_string(), |s| s.dbname.clone());
+    let role = quote_ident(&user);
+    let mut out = String::new();
+    out.push_str("-- tidemark setup, to run by hand as a superuser (or the tables' owner).\n");
+    out.push_str("-- 1. Server settings (postgresql.conf; wal_level needs a restart):\n");
+    out.push_str("--    wal_level = logical\n--    max_replication_slots and max_wal_senders: at least one free each\n");
+    out.push_str("-- 2. Privileges of the connector's role:\n");
+    out.push_str(&format!("ALTER ROLE {role} WITH REPLICATION;\n"));
+    out.push_str(&format!("GRANT CONNECT ON DATABASE {} TO {role};\n", quote_ident(&db)));
+    for selector in config.table_selectors() {
+        match selector {
+            TableSelector::Table { schema, name } => {
+                out.push_str(&format!("GRANT USAGE ON SCHEMA {} TO {role};\n", quote_ident(&schema)));
+                out.push_str(&format!("GRANT SELECT ON {}.{} TO {role};\n", quote_ident(&schema), quote_ident(&name)));
+            }
+            TableSelector::Schema(schema) => {
+                out.push_str(&format!("GRANT USAGE ON SCHEMA {} TO {role};\n", quote_ident(&schema)));
+                out.push_str(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {role};\n", quote_ident(&schema)));
+            }
+            TableSelector::All => out.push_str(&format!("-- GRANT SELECT on every published table to {role}\n")),
+        }
+    }
+    out.push_str("-- 3. Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;\n");
+    out.push_str("-- 4. The publication (FOR ALL TABLES and TABLES IN SCHEMA need a superuser):\n");
+    out.push_str(&create_publication_sql(config));
+    out.push_str(";\n-- 5. The replication slot:\n");
+    out.push_str(&format!(
+        "SELECT pg_create_logical_replication_slot({}, 'pgoutput');\n",
+        quote_literal(&config.source.slot)
+    ));
+    out
+}
+
+/// Runs every check; returns the list of problems (empty: ready).
+pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, SetupError> {
+    let mut problems = Vec::new();
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
+             current_setting('max_replication_slots')::int, current_setting('max_wal_senders')::int, \
+             (SELECT count(*)::int FROM pg_replication_slots), \
+             (SELECT count(*)::int FROM pg_stat_replication), \
+             (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
+             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text, \
+             EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), \
+             EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)",
+            &[&config.source.slot, &config.source.publication],
+        )
+        .await
+        .map_err(sql_error("reading server settings"))?;
+    let version: i32 = row.get(0);
+    let wal_level: String = row.get(1);
+    let (max_slots, max_senders, slots, senders): (i32, i32, i32, i32) = (row.get(2), row.get(3), row.get(4), row.get(5));
+    let can_replicate: bool = row.get(6);
+    let superuser: bool = row.get(7);
+    let user: String = row.get(8);
+    let slot_exists: bool = row.get(9);
+    let publication_exists: bool = row.get(10);
+    if version < 100000 {
+        problems.push(format!("PostgreSQL {version} has no pgoutput; tidemark needs PostgreSQL 10 or later (14+ recommended)"));
+    }
+    if wal_level != "logical" {
+        problems.push(format!(
+            "wal_level is {wal_level}; run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"
+        ));
+    }
+    if !can_replicate {
+        problems.push(format!(
+            "role {user} lacks the REPLICATION privilege; run ALTER ROLE {} WITH REPLICATION;",
+            quote_ident(&user)
+        ));
+    }
+    if !slot_exists && slots >= max_slots {
+        problems.push(format!(
+            "all {max_slots} replication slots are in use; drop an unused one (SELECT pg_drop_replication_slot('name')) or raise max_replication_slots and restart PostgreSQL"
+        ));
+    }
+    if senders >= max_senders {
+        problems.push(format!(
+            "all {max_senders} WAL senders are busy; raise max_wal_senders and restart PostgreSQL, or stop another replication client"
+        ));
+    }
+    let selectors = config.table_selectors();
+    let needs_superuser = selectors.is_empty()
+        || selectors.iter().any(|s| matches!(s, TableSelector::All | TableSelector::Schema(_)));
+    if !publication_exists && needs_superuser && !superuser {
+        problems.push(format!(
+            "creating a publication FOR ALL TABLES or TABLES IN SCHEMA needs a superuser and {user} is not one; list the tables as schema.table in source.tables, or have a superuser run the SQL from `tidemark setup --print-sql`"
+        ));
+    }
+    if selectors.iter().any(|s| matches!(s, TableSelector::Schema(_))) && version < 150000 {
+        problems.push("schema.* in source.tables needs PostgreSQL 15 or later; list the tables instead".into());
+    }
+    for selector in &selectors {
+        if let TableSelector::Table { schema, name } = selector {
+            let exists = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{}.{}", quote_ident(schema), quote_ident(name))])
+                .await
+                .map_err(sql_error("looking up a table"))?;
+            if !exists.get::<_, bool>(0) {
+                problems.push(format!("table {schema}.{name} listed in source.tables does not exist; create it or remove it from the list"));
+            }
+        }
+    }
+    for (table, identity, has_pk) in candidate_tables(client, config).await? {
+        let identifies = match identity {
+            'f' | 'i' => true,
+            'd' => has_pk,
+            _ => false,
+        };
+        if !identifies {
+            problems.push(format!(
+                "table {table} has no primary key and REPLICA IDENTITY is not FULL; run ALTER TABLE {table} REPLICA IDENTITY FULL (or add a primary key)"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Tables the configuration selects that exist now: (qualified name, relreplident, has PK).
+async fn candidate_tables(client: &Client, config: &Config) -> Result<Vec<(String, char, bool)>, SetupError> {
+    let selectors = config.table_selectors();
+    let all = selectors.is_empty() || selectors.contains(&TableSelector::All);
+    let schemas: Vec<String> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            TableSelector::Schema(schema) => Some(schema.clone()),
+            _ => None,
+        })
+        .collect();
+    let tables: Vec<String> = selectors
+        .iter()
+        .filter_map(|s| match s {
+            TableSelector::Table { schema, name } => Some(format!("{schema}.{name}")),
+            _ => None,
+        })
+        .collect();
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), c.relreplident::text, \
+             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+               AND ($1 OR n.nspname = ANY($2) OR (n.nspname || '.' || c.relname) = ANY($3)) \
+             ORDER BY 1",
+            &[&all, &schemas, &tables],
+        )
+        .await
+        .map_err(sql_error("listing tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let identity: String = r.get(1);
+            (r.get(0), identity.chars().next().unwrap_or('d'), r.get(2))
+        })
+        .collect())
+}
+
+/// Checks, then creates the publication and the slot where absent.
+pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
+    let client = connect_sql(&config.source_settings().map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?).await?;
+    let problems = check(&client, config).await?;
+    if !problems.is_empty() {
+        return Err(SetupError::ChecksFailed(problems));
+    }
+    ensure_publication_and_slot(&client, config).await
+}
+
+/// Creates the publication and the slot if they are absent (no checks).
+pub async fn ensure_publication_and_slot(client: &Client, config: &Config) -> Result<SetupReport, SetupError> {
+    let mut report = SetupReport::default();
+    let exists = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", &[&config.source.publication])
+        .await
+        .map_err(sql_error("looking up the publication"))?;
+    if !exists.get::<_, bool>(0) {
+        let sql = create_publication_sql(config);
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))]))?;
+        report.publication_created = true;
+        tracing::info!(publication = %config.source.publication, "created publication");
+    }
+    let slot = client
+        .query_opt("SELECT plugin, datname::text FROM pg_replication_slots WHERE slot_name = $1", &[&config.source.slot])
+        .await
+        .map_err(sql_error("looking up the slot"))?;
+    match slot {
+        Some(row) => {
+            let plugin: Option<String> = row.get(0);
+            let database: Option<String> = row.get(1);
+            let expected_db = client
+                .query_one("SELECT current_database()::text", &[])
+                .await
+                .map_err(sql_error("reading the database name"))?
+                .get::<_, String>(0);
+            if plugin.as_deref() != Some("pgoutput") || database.as_deref() != Some(expected_db.as_str()) {
+                return Err(SetupError::ChecksFailed(vec![format!(
+                    "replication slot {} exists but is for plugin {:?} in database {:?}, not pgoutput in {expected_db}; choose another source.slot or drop it",
+                    config.source.slot, plugin, database
+                )]));
+            }
+        }
+        None => {
+            client
+                .query_one("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&config.source.slot])
+                .await
+                .map_err(|e| SetupError::ChecksFailed(vec![format!("creating replication slot {}: {}", config.source.slot, describe(&e))]))?;
+            report.slot_created = true;
+            tracing::info!(slot = %config.source.slot, "created replication slot");
+        }
+    }
+    let tables = client
+        .query(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1",
+            &[&config.source.publication],
+        )
+        .await
+        .map_err(sql_error("listing published tables"))?;
+    report.tables = tables.iter().map(|r| r.get(0)).collect();
+    Ok(report)
+}
+
+/// Drops the slot and the publication. Refuses while the slot is in use.
+pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
+    let client = connect_sql(&config.source_settings().map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?).await?;
+    let mut done = Vec::new();
+    let slot = client
+        .query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&config.source.slot])
+        .await
+        .map_err(sql_error("looking up the slot"))?;
+    if let Some(row) = slot {
+        if let Some(pid) = row.get::<_, Option<i32>>(0) {
+            return Err(SetupError::SlotActive {
+                slot: config.source.slot.clone(),
+                pid,
+            });
+        }
+        client
+            .query_one("SELECT pg_drop_replication_slot($1)", &[&config.source.slot])
+            .await
+            .map_err(sql_error(format!("dropping replication slot {}", config.source.slot)))?;
+        done.push(format!("dropped replication slot {}", config.source.slot));
+    }
+    let dropped = client
+        .execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&config.source.publication],
+        )
+        .await
+        .map_err(sql_error("looking up the publication"))?;
+    if dropped > 0 {
+        client
+            .batch_execute(&format!("DROP PUBLICATION {}", quote_ident(&config.source.publication)))
+            .await
+            .map_err(sql_error(format!("dropping publication {}", config.source.publication)))?;
+        done.push(format!("dropped publication {}", config.source.publication));
+    }
+    if done.is_empty() {
+        done.push("nothing to drop: no slot or publication of this connector".into());
+    }
+    Ok(done)
+}

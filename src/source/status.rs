@@ -1,0 +1,153 @@
+//! `tidemark status`: what the server says about the connector's slot and publication.
+//!
+//! Lag is measured on the server: `pg_current_wal_lsn() - confirmed_flush_lsn` is how much WAL
+//! the connector has not yet confirmed, and `pg_current_wal_lsn() - restart_lsn` is how much
+//! WAL the slot makes the server keep.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::source::connection::{connect_sql, ConnectionError};
+use crate::source::setup::SetupError;
+
+/// The connector's state as seen from the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Connector name.
+    pub connector: String,
+    /// Source URL without the password.
+    pub source: String,
+    /// Server version.
+    pub server_version: String,
+    /// `wal_level`.
+    pub wal_level: String,
+    /// Current WAL position.
+    pub current_wal_lsn: String,
+    /// The slot, if it exists.
+    pub slot: Option<SlotStatus>,
+    /// The publication, if it exists.
+    pub publication: Option<PublicationStatus>,
+}
+
+/// Replication slot state.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    /// Slot name.
+    pub name: String,
+    /// Whether a connection is streaming from it.
+    pub active: bool,
+    /// The streaming backend's pid.
+    pub active_pid: Option<i32>,
+    /// Position confirmed by the connector.
+    pub confirmed_flush_lsn: Option<String>,
+    /// Oldest WAL the slot needs.
+    pub restart_lsn: Option<String>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// Bytes of WAL not yet confirmed by the connector.
+    pub lag_bytes: Option<i64>,
+    /// Bytes of WAL the slot keeps on the server.
+    pub retained_wal_bytes: Option<i64>,
+}
+
+/// Publication state.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicationStatus {
+    /// Publication name.
+    pub name: String,
+    /// Tables it publishes.
+    pub tables: Vec<String>,
+}
+
+/// Reads the status from the server.
+pub async fn status(config: &Config) -> Result<Status, SetupError> {
+    let settings = config
+        .source_settings()
+        .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
+    let client = connect_sql(&settings).await?;
+    let sql = |what: &'static str| move |source| SetupError::Sql { what: what.into(), source };
+    let server = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('wal_level'), pg_current_wal_lsn()::text",
+            &[],
+        )
+        .await
+        .map_err(sql("reading server settings"))?;
+    let slot = client
+        .query_opt(
+            "SELECT active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, wal_status, \
+             (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, (pg_current_wal_lsn() - restart_lsn)::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.source.slot],
+        )
+        .await
+        .map_err(sql("reading the slot"))?
+        .map(|r| SlotStatus {
+            name: config.source.slot.clone(),
+            active: r.get(0),
+            active_pid: r.get(1),
+            confirmed_flush_lsn: r.get(2),
+            restart_lsn: r.get(3),
+            wal_status: r.get(4),
+            lag_bytes: r.get(5),
+            retained_wal_bytes: r.get(6),
+        });
+    let exists = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", &[&config.source.publication])
+        .await
+        .map_err(sql("reading the publication"))?
+        .get::<_, bool>(0);
+    let publication = if exists {
+        let tables = client
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1",
+                &[&config.source.publication],
+            )
+            .await
+            .map_err(sql("listing published tables"))?;
+        Some(PublicationStatus {
+            name: config.source.publication.clone(),
+            tables: tables.iter().map(|r| r.get(0)).collect(),
+        })
+    } else {
+        None
+    };
+    Ok(Status {
+        connector: config.name.clone(),
+        source: settings.redacted_url(),
+        server_version: server.get(0),
+        wal_level: server.get(1),
+        current_wal_lsn: server.get(2),
+        slot,
+        publication,
+    })
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "connector     {}", self.connector)?;
+        writeln!(f, "source        {} (PostgreSQL {}, wal_level={})", self.source, self.server_version, self.wal_level)?;
+        writeln!(f, "server WAL    {}", self.current_wal_lsn)?;
+        match &self.slot {
+            None => writeln!(f, "slot          missing (run `tidemark setup`)")?,
+            Some(slot) => {
+                let state = match slot.active_pid {
+                    Some(pid) => format!("active (pid {pid})"),
+                    None => "inactive".into(),
+                };
+                writeln!(f, "slot          {} {state}, wal_status={}", slot.name, slot.wal_status.as_deref().unwrap_or("?"))?;
+                writeln!(
+                    f,
+                    "confirmed     {} (lag {} bytes)",
+                    slot.confirmed_flush_lsn.as_deref().unwrap_or("-"),
+                    slot.lag_bytes.map_or("?".into(), |b| b.to_string())
+                )?;
+                writeln!(f, "retained WAL  {} bytes", slot.retained_wal_bytes.map_or("?".into(), |b| b.to_string()))?;
+            }
+        }
+        match &self.publication {
+            None => write!(f, "publication   missing (run `tidemark setup`)"),
+            Some(p) => write!(f, "publication   {} ({} tables: {})", p.name, p.tables.len(), p.tables.join(", ")),
+        }
+    }
+}
