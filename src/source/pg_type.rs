@@ -75,7 +75,7 @@ pub struct ColumnType {
 #[derive(Debug, thiserror::Error)]
 pub enum TypeError {
     /// The catalog query failed.
-    #[error("looking up type OID {oid} in pg_type failed: {source}")]
+    #[error("looking up OID {oid} in the catalog failed: {}", crate::source::connection::describe(.source))]
     Catalog {
         /// The type OID.
         oid: u32,

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, TableSelector};
 use crate::source::connection::replication::{quote_ident, quote_literal};
-use crate::source::connection::{connect_sql, ConnectionError};
+use crate::source::connection::{connect_sql, describe, ConnectionError};
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum SetupError {
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     /// A statement failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", describe(.source))]
     Sql {
         /// What was being done.
         what: String,
@@ -50,20 +50,6 @@ pub enum SetupError {
 fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
     let what = what.into();
     move |source| SetupError::Sql { what, source }
-}
-
-/// Human-readable description of a database error including detail and hint.
-pub fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{} ({})", db.message(), db.code().code());
-            if let Some(hint) = db.hint() {
-                text.push_str(&format!("; hint: {hint}"));
-            }
-            text
-        }
-        None => error.to_string(),
-    }
 }
 
 /// What `setup` did.
@@ -308,7 +294,7 @@ pub async fn ensure_publication_and_slot(client: &Client, config: &Config) -> Re
         tracing::info!(publication = %config.source.publication, "created publication");
     }
     let slot = client
-        .query_opt("SELECT plugin, datname::text FROM pg_replication_slots WHERE slot_name = $1", &[&config.source.slot])
+        .query_opt("SELECT plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1", &[&config.source.slot])
         .await
         .map_err(sql_error("looking up the slot"))?;
     match slot {

@@ -113,7 +113,7 @@ pub enum ConnectionError {
     #[error("the server closed the connection")]
     Closed,
     /// An ordinary SQL connection failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Sql(#[from] tokio_postgres::Error),
 }
 
@@ -139,6 +139,25 @@ impl ConnectionError {
             ConnectionError::Sql(e) => e.as_db_error().map(|db| db.code().code()),
             _ => None,
         }
+    }
+}
+
+/// A tokio-postgres error with the server's message, SQLSTATE, detail and hint, or the
+/// underlying cause for client-side errors (tokio-postgres' own `Display` says only "db error").
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }
 

@@ -1,0 +1,126 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use tidemark::config::Config;
+use tidemark::event::{ChangeEvent, Op};
+use tidemark::source::reader::{run_reader, ReaderError, ReaderStats};
+use tidemark::testing::{CollectedEvents, MemoryOutput, PgCluster, TestDatabase};
+use tidemark::value::Value;
+
+/// A fresh database in the shared cluster and a superuser client to it.
+pub async fn database(label: &str) -> (TestDatabase, tokio_postgres::Client) {
+    let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster.create_database(label).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    (db, client)
+}
+
+/// A config for `db` with `[source]` lines added.
+pub fn config(db: &TestDatabase, name: &str, source_extra: &str) -> Config {
+    let text = format!(
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n{source_extra}\n",
+        db.url()
+    );
+    Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs SQL, panicking with the statement on failure.
+pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A reader running in the background with a memory output.
+pub struct Running {
+    pub events: CollectedEvents,
+    pub shutdown: watch::Sender<bool>,
+    pub task: JoinHandle<Result<ReaderStats, ReaderError>>,
+}
+
+impl Running {
+    /// Starts the reader and waits until its slot is streaming.
+    pub async fn start(config: Config, client: &tokio_postgres::Client) -> Running {
+        let slot = config.source.slot.clone();
+        let (mut output, events) = MemoryOutput::new();
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
+        let mut running = Running { events, shutdown, task };
+        let start = Instant::now();
+        loop {
+            let active = client
+                .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)", &[&slot])
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false);
+            if active {
+                return running;
+            }
+            if running.task.is_finished() {
+                match (&mut running.task).await {
+                    Ok(Err(e)) => panic!("reader failed to start: {e}"),
+                    other => panic!("reader ended before streaming: {other:?}"),
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "slot {slot} not active after 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until at least `count` events arrived.
+    pub async fn wait_for_events(&self, count: usize) -> Vec<ChangeEvent> {
+        let events = self.events.clone();
+        wait_until(&format!("{count} events"), Duration::from_secs(60), || {
+            let events = events.clone();
+            async move { events.len() >= count }
+        })
+        .await;
+        self.events.snapshot()
+    }
+
+    /// Stops gracefully and returns the reader's result.
+    pub async fn stop(self) -> ReaderStats {
+        let _ = self.shutdown.send(true);
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(Ok(Ok(stats))) => stats,
+            Ok(Ok(Err(e))) => panic!("reader failed: {e}"),
+            Ok(Err(e)) => panic!("reader task: {e}"),
+            Err(_) => panic!("reader did not stop within 30 s"),
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, or panics naming `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of `column` in an event's `after` (or `before` when `after` is absent).
+pub fn column<'a>(event: &'a ChangeEvent, column: &str) -> &'a Value {
+    let table = event.table.as_ref().unwrap_or_else(|| panic!("event without table: {event:?}"));
+    let index = table
+        .columns
+        .iter()
+        .position(|c| c.name == column)
+        .unwrap_or_else(|| panic!("no column {column} in {}", table.name));
+    let row = event.after.as_ref().or(event.before.as_ref()).unwrap_or_else(|| panic!("no row in {event:?}"));
+    &row[index]
+}
+
+/// The ops of a list of events.
+pub fn ops(events: &[ChangeEvent]) -> Vec<Op> {
+    events.iter().map(|e| e.op).collect()
+}
