@@ -55,6 +55,21 @@ pub struct Column {
     pub type_modifier: i32,
 }
 
+/// Where a table's key columns come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeySource {
+    /// The primary key.
+    PrimaryKey,
+    /// The columns of the `REPLICA IDENTITY USING INDEX` index.
+    IdentityIndex,
+    /// Every column, under `REPLICA IDENTITY FULL` without a primary key: the key identifies
+    /// the row's content, so an update is not a key change.
+    FullRow,
+    /// No key.
+    #[default]
+    None,
+}
+
 /// A table as the stream describes it, shared by its events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSchema {
@@ -68,6 +83,8 @@ pub struct TableSchema {
     pub columns: Vec<Column>,
     /// Indexes of the key columns: the primary key, else the replica identity columns.
     pub key_columns: Vec<usize>,
+    /// Where the key columns come from.
+    pub key_source: KeySource,
     /// The table's replica identity.
     pub replica_identity: ReplicaIdentity,
 }

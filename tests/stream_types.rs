@@ -44,7 +44,7 @@ async fn oracle_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
 async fn every_type_round_trips_through_the_stream() {
     let (db, client) = database("types").await;
     exec(&client, SCHEMA).await;
-    let reader = Running::start(config(&db, "types", ""), &client).await;
+    let mut reader = Running::start(config(&db, "types", ""), &client).await;
     exec(&client, ROW1).await;
     exec(&client, ROW2).await;
     let events = reader.wait_for_events(3).await;

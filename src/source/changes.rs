@@ -7,8 +7,8 @@
 //!
 //! Rules that make the events right for every replica identity:
 //!
-//! - An Update that carries an old key (`K`) or old row (`O`) whose key differs from the new
-//!   row's key is a key change: it becomes a delete of the old key followed by a create of the
+//! - An Update that carries an old key (`K`) or old row (`O`) whose primary-key (or identity
+//!   index) columns differ from the new row's is a key change: it becomes a delete of the old key followed by a create of the
 //!   new one, as Debezium emits it, so each key's history stays on its own partition.
 //! - An Update without an old image (`REPLICA IDENTITY DEFAULT`, key unchanged) has
 //!   `before = null`; with `FULL` the old row is `before`.
@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::event::{ChangeEvent, LogicalMessage, Op, SourcePosition, TableSchema, TruncateOptions};
+use crate::event::{ChangeEvent, KeySource, LogicalMessage, Op, SourcePosition, TableSchema, TruncateOptions};
 use crate::lsn::Lsn;
 use crate::source::pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
 use crate::source::text_decode::{decode_text, ValueError};
@@ -202,7 +202,8 @@ impl ChangeAssembler {
                     .filter(|(kind, _)| *kind == OldTupleKind::Full)
                     .map(|(_, row)| row.as_slice());
                 let (after, toast) = decode_tuple(&table, new, full_old)?;
-                let key_changed = before.as_ref().is_some_and(|(_, old_row)| {
+                let has_real_key = matches!(table.key_source, KeySource::PrimaryKey | KeySource::IdentityIndex);
+                let key_changed = has_real_key && before.as_ref().is_some_and(|(_, old_row)| {
                     table.key_columns.iter().any(|&i| old_row.get(i) != after.get(i))
                 });
                 if key_changed {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::Column;
+use crate::event::{Column, KeySource};
 use crate::source::pg_type::{ColumnType, TypeKind};
 use crate::source::pgoutput::ReplicaIdentity;
 use bytes::Bytes;
@@ -19,6 +19,7 @@ fn table(identity: ReplicaIdentity, key_columns: Vec<usize>) -> TableSchema {
         schema: "public".into(),
         name: "t".into(),
         columns: vec![column("id", TypeKind::Int4), column("body", TypeKind::Text)],
+        key_source: if key_columns.is_empty() { KeySource::None } else { KeySource::PrimaryKey },
         key_columns,
         replica_identity: identity,
     }

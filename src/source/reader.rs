@@ -140,6 +140,10 @@ pub struct ReaderStats {
     pub confirmed: Lsn,
     /// Sessions (connections) used.
     pub sessions: u64,
+    /// Bytes of streamed transactions spilled to disk.
+    pub spilled_bytes: u64,
+    /// The most bytes of streamed transactions held in memory at once.
+    pub peak_stream_memory: usize,
 }
 
 /// State that lives across reconnects.
@@ -316,6 +320,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
         }
         self.flush_output().await?;
         self.send_status().await?;
+        self.state.stats.spilled_bytes += self.buffers.spilled_bytes_total();
+        self.state.stats.peak_stream_memory = self.state.stats.peak_stream_memory.max(self.buffers.peak_memory());
         let stats = self.state.stats;
         tracing::info!(confirmed = %self.state.confirmed, transactions = stats.transactions, events = stats.events, "replication stopped");
         self.repl.close().await?;

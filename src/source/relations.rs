@@ -2,15 +2,20 @@
 //! key columns.
 //!
 //! pgoutput flags the replica identity columns as the key; under `REPLICA IDENTITY FULL`
-//! that is every column. The event key should be the primary key when there is one (so
-//! partitioning and warehouse merges use it), so the primary key is looked up in the catalog
-//! and preferred; otherwise the flagged identity columns are the key. A table with identity
-//! FULL and no primary key therefore has all columns as its key, as Debezium's
-//! `message.key.columns` default does not: see the README's note on keyless tables.
+//! that is every column. The old row of an update or delete carries only those columns, so
+//! the event key must be drawn from them:
+//!
+//! | identity | key |
+//! |---|---|
+//! | DEFAULT with a primary key | the primary key |
+//! | FULL with a primary key | the primary key (looked up in the catalog) |
+//! | FULL without one | every column ([`KeySource::FullRow`]): updates are never key changes |
+//! | USING INDEX | the index columns |
+//! | DEFAULT without a primary key, NOTHING | none |
 
-use crate::event::{Column, TableSchema};
+use crate::event::{Column, KeySource, TableSchema};
 use crate::source::pg_type::{TypeError, TypeResolver};
-use crate::source::pgoutput::RelationBody;
+use crate::source::pgoutput::{RelationBody, ReplicaIdentity};
 
 /// Resolves Relation messages with catalog lookups.
 #[derive(Debug, Default)]
@@ -47,22 +52,30 @@ impl RelationResolver {
             .await
             .map_err(|source| TypeError::Catalog { oid: body.id, source })?;
         let pk_names: Vec<String> = primary_key.iter().map(|r| r.get(0)).collect();
-        let mut key_columns: Vec<usize> = body
+        let flagged: Vec<usize> = body
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key)
+            .map(|(i, _)| i)
+            .collect();
+        let pk_columns: Vec<usize> = body
             .columns
             .iter()
             .enumerate()
             .filter(|(_, c)| pk_names.contains(&c.name))
             .map(|(i, _)| i)
             .collect();
-        if key_columns.len() != pk_names.len() || key_columns.is_empty() {
-            key_columns = body
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.is_key)
-                .map(|(i, _)| i)
-                .collect();
-        }
+        let has_pk = !pk_names.is_empty() && pk_columns.len() == pk_names.len();
+        // The old row of an update or delete carries the identity columns only (all columns
+        // under FULL), so the key must be a subset of them: the primary key under DEFAULT and
+        // FULL, the index columns under USING INDEX.
+        let (key_columns, key_source) = match body.replica_identity {
+            ReplicaIdentity::Default | ReplicaIdentity::Full if has_pk => (pk_columns, KeySource::PrimaryKey),
+            ReplicaIdentity::Full => (flagged, KeySource::FullRow),
+            ReplicaIdentity::Index if !flagged.is_empty() => (flagged, KeySource::IdentityIndex),
+            _ => (Vec::new(), KeySource::None),
+        };
         Ok(TableSchema {
             relation_id: body.id,
             schema: if body.namespace.is_empty() {
@@ -73,6 +86,7 @@ impl RelationResolver {
             name: body.name.clone(),
             columns,
             key_columns,
+            key_source,
             replica_identity: body.replica_identity,
         })
     }

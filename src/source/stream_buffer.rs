@@ -64,6 +64,7 @@ pub struct StreamBuffers {
     spill_dir: PathBuf,
     transactions: HashMap<u32, Transaction>,
     spilled_bytes_total: u64,
+    peak_memory: usize,
 }
 
 impl StreamBuffers {
@@ -75,12 +76,18 @@ impl StreamBuffers {
             spill_dir,
             transactions: HashMap::new(),
             spilled_bytes_total: 0,
+            peak_memory: 0,
         }
     }
 
     /// Bytes held in memory now.
     pub fn memory_used(&self) -> usize {
         self.memory_used
+    }
+
+    /// The most bytes held in memory at once (after spilling) since creation.
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory
     }
 
     /// Bytes written to spill files since creation.
@@ -105,6 +112,7 @@ impl StreamBuffers {
                 break;
             }
         }
+        self.peak_memory = self.peak_memory.max(self.memory_used);
         Ok(())
     }
 

@@ -71,13 +71,22 @@ impl Running {
     }
 
     /// Waits until at least `count` events arrived.
-    pub async fn wait_for_events(&self, count: usize) -> Vec<ChangeEvent> {
-        let events = self.events.clone();
-        wait_until(&format!("{count} events"), Duration::from_secs(60), || {
-            let events = events.clone();
-            async move { events.len() >= count }
-        })
-        .await;
+    pub async fn wait_for_events(&mut self, count: usize) -> Vec<ChangeEvent> {
+        let start = Instant::now();
+        while self.events.len() < count {
+            if self.task.is_finished() {
+                match (&mut self.task).await {
+                    Ok(Err(e)) => panic!("reader failed after {} events: {e}", self.events.len()),
+                    other => panic!("reader ended after {} events: {other:?}", self.events.len()),
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "only {} of {count} events after 60 s",
+                self.events.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.events.snapshot()
     }
 
