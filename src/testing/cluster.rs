@@ -51,7 +51,13 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 impl PgCluster {
     /// The cluster of this process, started on first use.
     pub fn shared() -> Result<&'static PgCluster, ClusterError> {
-        CLUSTER.get_or_init(start).as_ref().map_err(Clone::clone)
+        CLUSTER.get_or_init(|| start(&[])).as_ref().map_err(Clone::clone)
+    }
+
+    /// A separate cluster with extra server settings (e.g. `("wal_level", "replica")`), for
+    /// tests of misconfigured servers. It lives until the process ends.
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<&'static PgCluster, ClusterError> {
+        Ok(Box::leak(Box::new(start(settings)?)))
     }
 
     /// A `postgres://` URL for `user` and `dbname` over TCP.
@@ -213,7 +219,7 @@ fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) {
     }
 }
 
-fn start() -> Result<PgCluster, ClusterError> {
+fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
     let bin = find_binaries()?;
     let owner = postgres_owner()?;
     let _ = std::fs::create_dir_all(ROOT);
@@ -257,7 +263,7 @@ fn start() -> Result<PgCluster, ClusterError> {
     let mut last_error = String::new();
     for _attempt in 0..3 {
         let port = free_port()?;
-        match launch(&bin, &dir, port, owner) {
+        match launch(&bin, &dir, port, owner, settings) {
             Ok(()) => return Ok(PgCluster { port, dir, bin, owner }),
             Err(e) => last_error = e,
         }
@@ -267,7 +273,13 @@ fn start() -> Result<PgCluster, ClusterError> {
 
 /// Starts the server from a thread that never exits, so `PR_SET_PDEATHSIG` fires only
 /// when the process ends, and waits until it accepts connections.
-fn launch(bin: &Path, dir: &Path, port: u16, owner: Option<(u32, u32)>) -> Result<(), String> {
+fn launch(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    owner: Option<(u32, u32)>,
+    settings: &[(&str, &str)],
+) -> Result<(), String> {
     let data = dir.join("data");
     let log = dir.join("postgres.log");
     let mut command = Command::new(bin.join("postgres"));
@@ -288,6 +300,10 @@ fn launch(bin: &Path, dir: &Path, port: u16, owner: Option<(u32, u32)>) -> Resul
             "-c", "shared_buffers=128MB",
         ])
         .stdin(Stdio::null());
+    // Later -c options override earlier ones.
+    for (name, value) in settings {
+        command.arg("-c").arg(format!("{name}={value}"));
+    }
     let log_file = std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
     command.stdout(log_file).stderr(log_err);
