@@ -31,7 +31,10 @@ pub fn config(db: &TestDatabase, name: &str, source_extra: &str) -> Config {
 
 /// Runs SQL, panicking with the statement on failure.
 pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
-    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", tidemark::source::connection::describe(&e)));
 }
 
 /// A reader running in the background with a memory output.

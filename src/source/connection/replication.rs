@@ -212,9 +212,8 @@ impl ReplicationConnection {
                     match body.get_i32() {
                         0 => {}
                         3 => {
-                            let mut password = password()?.to_vec();
-                            password.push(0);
-                            frontend::password_message(&password, &mut self.write)
+                            // password_message adds the terminating NUL itself.
+                            frontend::password_message(password()?, &mut self.write)
                                 .map_err(io_error("encoding the password"))?;
                             self.flush().await?;
                         }
@@ -224,9 +223,7 @@ impl ReplicationConnection {
                             }
                             let salt = [body[0], body[1], body[2], body[3]];
                             let hash = md5_hash(settings.user.as_bytes(), password()?, salt);
-                            let mut bytes = hash.into_bytes();
-                            bytes.push(0);
-                            frontend::password_message(&bytes, &mut self.write)
+                            frontend::password_message(hash.as_bytes(), &mut self.write)
                                 .map_err(io_error("encoding the password"))?;
                             self.flush().await?;
                         }
