@@ -314,3 +314,50 @@ proptest! {
         let _ = decode(&Bytes::from(data), in_stream);
     }
 }
+
+/// Messages captured from PostgreSQL 15 by `tests/pgoutput_capture.rs`.
+const CAPTURE: &str = include_str!("../../tests/fixtures/pgoutput_capture.txt");
+
+fn captured() -> Vec<(Bytes, bool)> {
+    CAPTURE
+        .lines()
+        .filter_map(|line| {
+            let (flag, hex) = line.split_once(' ')?;
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((Bytes::from(bytes), flag == "1"))
+        })
+        .collect()
+}
+
+#[test]
+fn bytes_captured_from_a_real_server_decode() {
+    let messages = captured();
+    assert!(messages.len() >= 30, "fixture has {} messages", messages.len());
+    let mut relations = 0;
+    let mut streamed_inserts = 0;
+    for (bytes, in_stream) in &messages {
+        match decode(bytes, *in_stream) {
+            Ok(PgOutputMessage::Relation { body, .. }) => {
+                relations += 1;
+                assert!(body.name.starts_with("cap"), "{body:?}");
+            }
+            Ok(PgOutputMessage::Insert { xid: Some(_), .. }) => streamed_inserts += 1,
+            Ok(_) => {}
+            Err(e) => panic!("captured message {bytes:?} does not decode: {e}"),
+        }
+    }
+    assert!(relations >= 4);
+    assert!(streamed_inserts >= 1, "the capture includes a streamed transaction");
+}
+
+#[test]
+fn truncated_captured_messages_are_errors() {
+    for (bytes, in_stream) in captured() {
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes.slice(..len), in_stream).is_err(), "prefix {len} of {bytes:?}");
+        }
+    }
+}
