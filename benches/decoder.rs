@@ -3,12 +3,12 @@
 use std::hint::black_box;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidemark::event::{Column, KeySource, TableSchema};
 use tidemark::lsn::Lsn;
 use tidemark::source::changes::{ChangeAssembler, UnidentifiedRowPolicy};
 use tidemark::source::pg_type::{ColumnType, TypeKind};
-use tidemark::source::pgoutput::{decode, ReplicaIdentity};
+use tidemark::source::pgoutput::{ReplicaIdentity, decode};
 
 /// An Insert of a narrow row (id int, name text, amount numeric, at timestamptz).
 fn insert_message(id: u32) -> Bytes {
@@ -33,7 +33,11 @@ fn insert_message(id: u32) -> Bytes {
 fn table() -> TableSchema {
     let column = |name: &str, kind: TypeKind| Column {
         name: name.into(),
-        column_type: ColumnType { kind, name: name.into(), oid: 0 },
+        column_type: ColumnType {
+            kind,
+            name: name.into(),
+            oid: 0,
+        },
         type_modifier: -1,
     };
     TableSchema {
@@ -43,7 +47,13 @@ fn table() -> TableSchema {
         columns: vec![
             column("id", TypeKind::Int4),
             column("name", TypeKind::Text),
-            column("amount", TypeKind::Numeric { precision: Some(12), scale: Some(2) }),
+            column(
+                "amount",
+                TypeKind::Numeric {
+                    precision: Some(12),
+                    scale: Some(2),
+                },
+            ),
             column("at", TypeKind::TimestampTz),
         ],
         key_columns: vec![0],

@@ -52,16 +52,28 @@ impl EventOutput for CountingOutput {
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-async fn drain_with_tidemark(cluster: &PgCluster, db: &str, slot: &str, rows: u64) -> anyhow::Result<Duration> {
+async fn drain_with_tidemark(
+    cluster: &PgCluster,
+    db: &str,
+    slot: &str,
+    rows: u64,
+) -> anyhow::Result<Duration> {
     let text = format!(
         "name = \"bench\"\n[source]\nurl = \"{}\"\nslot = \"{slot}\"\npublication = \"bench\"\nsnapshot = \"never\"\n",
         cluster.url("postgres", db)
     );
     let config = Config::from_toml_with_env(&text, "bench", std::iter::empty())?;
-    let context = EnvelopeContext { prefix: "bench".into(), connector_name: "bench".into(), database: db.into() };
+    let context = EnvelopeContext {
+        prefix: "bench".into(),
+        connector_name: "bench".into(),
+        database: db.into(),
+    };
     let (done, stop) = watch::channel(false);
     let mut output = CountingOutput {
         inner: JsonLinesOutput::new(tokio::io::sink(), "null", context),
@@ -72,19 +84,59 @@ async fn drain_with_tidemark(cluster: &PgCluster, db: &str, slot: &str, rows: u6
     let start = Instant::now();
     let stats = run_reader(&config, &mut output, stop).await?;
     let elapsed = start.elapsed();
-    anyhow::ensure!(output.seen >= rows, "tidemark saw {} of {rows} rows ({stats:?})", output.seen);
+    anyhow::ensure!(
+        output.seen >= rows,
+        "tidemark saw {} of {rows} rows ({stats:?})",
+        output.seen
+    );
     Ok(elapsed)
 }
 
-fn drain_with_pg_recvlogical(cluster: &PgCluster, db: &str, slot: &str, end: &str) -> anyhow::Result<Duration> {
+fn drain_with_pg_recvlogical(
+    cluster: &PgCluster,
+    db: &str,
+    slot: &str,
+    end: &str,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let out = Command::new(cluster.binary("pg_recvlogical"))
-        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "postgres", "-d", db])
-        .args(["--slot", slot, "--start", "--no-loop", "-f", "/dev/null", "--endpos", end])
-        .args(["-o", "proto_version=2", "-o", "publication_names=bench", "-o", "messages=true", "-o", "streaming=on"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .args([
+            "--slot",
+            slot,
+            "--start",
+            "--no-loop",
+            "-f",
+            "/dev/null",
+            "--endpos",
+            end,
+        ])
+        .args([
+            "-o",
+            "proto_version=2",
+            "-o",
+            "publication_names=bench",
+            "-o",
+            "messages=true",
+            "-o",
+            "streaming=on",
+        ])
         .output()?;
     let elapsed = start.elapsed();
-    anyhow::ensure!(out.status.success(), "pg_recvlogical failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "pg_recvlogical failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(elapsed)
 }
 
@@ -103,10 +155,22 @@ async fn main() -> anyhow::Result<()> {
     client
         .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), at timestamptz); CREATE PUBLICATION bench FOR TABLE orders;")
         .await?;
-    let slots: Vec<(String, String)> = (0..rounds).map(|i| (format!("tm_{i}"), format!("recv_{i}"))).collect();
+    let slots: Vec<(String, String)> = (0..rounds)
+        .map(|i| (format!("tm_{i}"), format!("recv_{i}")))
+        .collect();
     for (a, b) in &slots {
-        client.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[a]).await?;
-        client.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[b]).await?;
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[a],
+            )
+            .await?;
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[b],
+            )
+            .await?;
     }
     let transactions = rows / 100;
     let load_start = Instant::now();
@@ -118,21 +182,35 @@ async fn main() -> anyhow::Result<()> {
             transactions - 1
         ))
         .await?;
-    let end: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
-    eprintln!("backlog: {rows} rows in {transactions} transactions, written in {:.1?}", load_start.elapsed());
+    let end: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    eprintln!(
+        "backlog: {rows} rows in {transactions} transactions, written in {:.1?}",
+        load_start.elapsed()
+    );
 
     let mut tidemark_rates = Vec::new();
     let mut recv_rates = Vec::new();
     for (tm_slot, recv_slot) in &slots {
         let recv = drain_with_pg_recvlogical(cluster, &db.name, recv_slot, &end)?;
         let tm = drain_with_tidemark(cluster, &db.name, tm_slot, rows).await?;
-        let (tm_rate, recv_rate) = (rows as f64 / tm.as_secs_f64(), rows as f64 / recv.as_secs_f64());
-        eprintln!("round: tidemark {tm:.2?} ({tm_rate:.0} rows/s), pg_recvlogical {recv:.2?} ({recv_rate:.0} rows/s), ratio {:.2}", tm_rate / recv_rate);
+        let (tm_rate, recv_rate) = (
+            rows as f64 / tm.as_secs_f64(),
+            rows as f64 / recv.as_secs_f64(),
+        );
+        eprintln!(
+            "round: tidemark {tm:.2?} ({tm_rate:.0} rows/s), pg_recvlogical {recv:.2?} ({recv_rate:.0} rows/s), ratio {:.2}",
+            tm_rate / recv_rate
+        );
         tidemark_rates.push(tm_rate);
         recv_rates.push(recv_rate);
     }
     let (tm, recv) = (median(tidemark_rates), median(recv_rates));
-    println!("drain bench: {rows} rows of ~100 B, 100 rows per transaction, {rounds} rounds (median)");
+    println!(
+        "drain bench: {rows} rows of ~100 B, 100 rows per transaction, {rounds} rounds (median)"
+    );
     println!("  pg_recvlogical (walsender ceiling): {recv:>10.0} rows/s");
     println!("  tidemark, JSON to null:             {tm:>10.0} rows/s");
     println!("  ratio tidemark / pg_recvlogical:    {:>10.2}", tm / recv);

@@ -229,10 +229,13 @@ impl Config {
         for (var, value) in env {
             apply_env_override(&mut table, &var, &value)?;
         }
-        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            origin: origin.to_owned(),
-            message: e.message().to_owned(),
-        })?;
+        let mut config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
         config.fill_defaults()?;
         config.validate()?;
         Ok(config)
@@ -242,7 +245,13 @@ impl Config {
         let suffix: String = self
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if self.source.slot.is_empty() {
             self.source.slot = format!("tidemark_{suffix}");
@@ -264,30 +273,65 @@ impl Config {
     /// Checks every rule; the error names the field, the rule and how to fix it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &'static str, rule: String| Err(ConfigError::Invalid { field, rule });
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-            return invalid("name", format!("{:?} must be non-empty and use only letters, digits, '_', '.', '-'", self.name));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return invalid(
+                "name",
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '_', '.', '-'",
+                    self.name
+                ),
+            );
         }
         ConnectionSettings::from_url(&self.source.url).map_err(|e| ConfigError::Invalid {
             field: "source.url",
             rule: e.to_string(),
         })?;
         let slot = &self.source.slot;
-        if slot.len() > 63 || !slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return invalid("source.slot", format!("{slot:?} must be at most 63 characters of lower-case letters, digits and '_' (PostgreSQL's rule for slot names)"));
+        if slot.len() > 63
+            || !slot
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return invalid(
+                "source.slot",
+                format!(
+                    "{slot:?} must be at most 63 characters of lower-case letters, digits and '_' (PostgreSQL's rule for slot names)"
+                ),
+            );
         }
         if self.source.publication.len() > 63 {
-            return invalid("source.publication", "must be at most 63 bytes (PostgreSQL truncates longer names)".into());
+            return invalid(
+                "source.publication",
+                "must be at most 63 bytes (PostgreSQL truncates longer names)".into(),
+            );
         }
         for pattern in &self.source.tables {
             if TableSelector::parse(pattern).is_none() {
-                return invalid("source.tables", format!("{pattern:?} is not schema.table, schema.* or *"));
+                return invalid(
+                    "source.tables",
+                    format!("{pattern:?} is not schema.table, schema.* or *"),
+                );
             }
         }
         if !(100..=3_600_000).contains(&self.source.status_interval_ms) {
-            return invalid("source.status_interval_ms", format!("{} must be between 100 and 3600000; keep it well below the server's wal_sender_timeout", self.source.status_interval_ms));
+            return invalid(
+                "source.status_interval_ms",
+                format!(
+                    "{} must be between 100 and 3600000; keep it well below the server's wal_sender_timeout",
+                    self.source.status_interval_ms
+                ),
+            );
         }
         if self.source.heartbeat_interval_ms != 0 && self.source.heartbeat_interval_ms < 100 {
-            return invalid("source.heartbeat_interval_ms", "must be 0 (off) or at least 100".into());
+            return invalid(
+                "source.heartbeat_interval_ms",
+                "must be 0 (off) or at least 100".into(),
+            );
         }
         if self.source.stream_memory_mb == 0 {
             return invalid("source.stream_memory_mb", "must be at least 1".into());
@@ -299,7 +343,10 @@ impl Config {
         }
         if let Some(sink) = &self.sink {
             if sink.url.trim().is_empty() {
-                return invalid("sink.url", "must name the warehouse (a DuckDB file path or a connection URL)".into());
+                return invalid(
+                    "sink.url",
+                    "must name the warehouse (a DuckDB file path or a connection URL)".into(),
+                );
             }
         }
         Ok(())
@@ -307,10 +354,11 @@ impl Config {
 
     /// Connection settings of the source, with the configured password applied.
     pub fn source_settings(&self) -> Result<ConnectionSettings, ConfigError> {
-        let mut settings = ConnectionSettings::from_url(&self.source.url).map_err(|e| ConfigError::Invalid {
-            field: "source.url",
-            rule: e.to_string(),
-        })?;
+        let mut settings =
+            ConnectionSettings::from_url(&self.source.url).map_err(|e| ConfigError::Invalid {
+                field: "source.url",
+                rule: e.to_string(),
+            })?;
         if let Some(password) = &self.source.password {
             settings.password = Some(password.clone());
         }
@@ -320,7 +368,11 @@ impl Config {
 
     /// The parsed table selection.
     pub fn table_selectors(&self) -> Vec<TableSelector> {
-        self.source.tables.iter().filter_map(|p| TableSelector::parse(p)).collect()
+        self.source
+            .tables
+            .iter()
+            .filter_map(|p| TableSelector::parse(p))
+            .collect()
     }
 }
 
@@ -362,7 +414,9 @@ impl TableSelector {
 }
 
 fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
-    let Some(rest) = var.strip_prefix("TIDEMARK_") else { return Ok(()) };
+    let Some(rest) = var.strip_prefix("TIDEMARK_") else {
+        return Ok(());
+    };
     let rest = rest.to_ascii_lowercase();
     let (section, key) = match rest.split_once('_') {
         Some((section, key)) if SECTIONS.contains(&section) => (Some(section), key.to_owned()),
@@ -387,7 +441,11 @@ fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result
 
 /// Gives an environment value the type its key has.
 fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value {
-    let integer_keys = ["status_interval_ms", "heartbeat_interval_ms", "stream_memory_mb"];
+    let integer_keys = [
+        "status_interval_ms",
+        "heartbeat_interval_ms",
+        "stream_memory_mb",
+    ];
     let list_keys = ["tables"];
     match section {
         Some("source") if integer_keys.contains(&key) => value

@@ -17,7 +17,11 @@ url = "warehouse.duckdb"
 "#;
 
 fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    Config::from_toml_with_env(text, "test.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    Config::from_toml_with_env(
+        text,
+        "test.toml",
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
 }
 
 #[test]
@@ -26,8 +30,14 @@ fn the_documented_example_loads_with_defaults() {
     assert_eq!(config.source.slot, "tidemark_demo");
     assert_eq!(config.source.publication, "tidemark_demo");
     assert_eq!(config.source.status_interval_ms, 10_000);
-    assert_eq!(config.table_selectors(), vec![TableSelector::Schema("public".into())]);
-    assert_eq!(config.kafka.map(|k| k.delivery), Some(Delivery::AtLeastOnce));
+    assert_eq!(
+        config.table_selectors(),
+        vec![TableSelector::Schema("public".into())]
+    );
+    assert_eq!(
+        config.kafka.map(|k| k.delivery),
+        Some(Delivery::AtLeastOnce)
+    );
 }
 
 #[test]
@@ -49,27 +59,83 @@ fn environment_overrides_every_kind_of_key() {
     assert_eq!(config.source.slot, "tidemark_other");
     assert_eq!(config.source.tables, vec!["public.a", "sales.*"]);
     assert_eq!(config.source.status_interval_ms, 500);
-    assert_eq!(config.kafka.as_ref().map(|k| k.brokers.as_str()), Some("k1:9092,k2:9092"));
+    assert_eq!(
+        config.kafka.as_ref().map(|k| k.brokers.as_str()),
+        Some("k1:9092,k2:9092")
+    );
     let settings = config.source_settings().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(settings.password.as_ref().map(|p| p.expose()), Some("s3cret"));
-    assert!(!format!("{config:?}").contains("s3cret"), "password in Debug output");
-    assert!(!toml::to_string(&config).unwrap_or_default().contains("s3cret"), "password serialized");
+    assert_eq!(
+        settings.password.as_ref().map(|p| p.expose()),
+        Some("s3cret")
+    );
+    assert!(
+        !format!("{config:?}").contains("s3cret"),
+        "password in Debug output"
+    );
+    assert!(
+        !toml::to_string(&config)
+            .unwrap_or_default()
+            .contains("s3cret"),
+        "password serialized"
+    );
 }
 
 #[test]
 fn each_broken_rule_names_its_field() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
-        ("name = \"x\"\n[source]\nurl = \"postgres://u@h/db\"\nbogus = 1\n", &[], "unknown field `bogus`"),
+    /// (config text, environment, expected fragment of the error)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "name = \"x\"\n[source]\nurl = \"postgres://u@h/db\"\nbogus = 1\n",
+            &[],
+            "unknown field `bogus`",
+        ),
         ("name = \"x\"\n", &[], "missing field `source`"),
-        (EXAMPLE, &[("TIDEMARK_NAME", "bad name")], "config field name"),
-        (EXAMPLE, &[("TIDEMARK_SOURCE_URL", "http://x")], "source.url"),
-        (EXAMPLE, &[("TIDEMARK_SOURCE_SLOT", "Bad-Slot")], "source.slot"),
-        (EXAMPLE, &[("TIDEMARK_SOURCE_TABLES", "nodot")], "source.tables"),
-        (EXAMPLE, &[("TIDEMARK_SOURCE_SNAPSHOT", "sometimes")], "unknown variant `sometimes`"),
-        (EXAMPLE, &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "5")], "source.status_interval_ms"),
-        (EXAMPLE, &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "soon")], "invalid type"),
-        (EXAMPLE, &[("TIDEMARK_KAFKA_DELIVERY", "maybe")], "unknown variant `maybe`"),
-        (EXAMPLE, &[("TIDEMARK_SINK_KIND", "oracle")], "unknown variant `oracle`"),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_NAME", "bad name")],
+            "config field name",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SOURCE_URL", "http://x")],
+            "source.url",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SOURCE_SLOT", "Bad-Slot")],
+            "source.slot",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SOURCE_TABLES", "nodot")],
+            "source.tables",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SOURCE_SNAPSHOT", "sometimes")],
+            "unknown variant `sometimes`",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "5")],
+            "source.status_interval_ms",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "soon")],
+            "invalid type",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_KAFKA_DELIVERY", "maybe")],
+            "unknown variant `maybe`",
+        ),
+        (
+            EXAMPLE,
+            &[("TIDEMARK_SINK_KIND", "oracle")],
+            "unknown variant `oracle`",
+        ),
         ("name = \"x\"\n[source\n", &[], "test.toml"),
     ];
     for (text, env, expected) in cases {

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::lsn::Lsn;
 use crate::source::pg_type::ColumnType;
@@ -269,7 +269,10 @@ impl Serialize for RowJson<'_> {
 }
 
 fn row_json<'a>(table: Option<&'a TableSchema>, row: Option<&'a [Value]>) -> Option<RowJson<'a>> {
-    Some(RowJson { table: table?, row: row? })
+    Some(RowJson {
+        table: table?,
+        row: row?,
+    })
 }
 
 struct Envelope<'a, 'b>(&'b JsonRecord<'a>);
@@ -332,7 +335,10 @@ impl Serialize for TransactionJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let position = &self.0.source;
         let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("id", &format!("{}:{}", position.xid, position.commit_lsn.as_u64()))?;
+        map.serialize_entry(
+            "id",
+            &format!("{}:{}", position.xid, position.commit_lsn.as_u64()),
+        )?;
         map.serialize_entry("total_order", &(position.seq + 1))?;
         map.serialize_entry("data_collection_order", &self.0.data_collection_order)?;
         map.end()
@@ -346,7 +352,10 @@ impl Serialize for MessageJson<'_> {
         use base64::Engine;
         let mut map = s.serialize_map(Some(3))?;
         map.serialize_entry("prefix", &self.0.prefix)?;
-        map.serialize_entry("content", &base64::engine::general_purpose::STANDARD.encode(&self.0.content))?;
+        map.serialize_entry(
+            "content",
+            &base64::engine::general_purpose::STANDARD.encode(&self.0.content),
+        )?;
         map.serialize_entry("transactional", &self.0.transactional)?;
         map.end()
     }

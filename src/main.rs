@@ -69,21 +69,24 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
 /// First SIGINT/SIGTERM: stop gracefully. Second: exit at once (nothing unacknowledged is
 /// confirmed either way).
 fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -96,7 +99,9 @@ fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
             }
             seen += 1;
             if seen == 1 {
-                tracing::info!("stopping: finishing the open transaction and confirming what was delivered (signal again to exit at once)");
+                tracing::info!(
+                    "stopping: finishing the open transaction and confirming what was delivered (signal again to exit at once)"
+                );
                 let _ = tx.send(true);
             } else {
                 tracing::warn!("second signal: exiting now");
@@ -125,9 +130,9 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             reader::run_reader(&config, &mut out, shutdown).await?
         }
         other => {
-            let path = other.strip_prefix("file:").with_context(|| {
-                format!("--output {other:?} is not stdout, null or file:PATH")
-            })?;
+            let path = other
+                .strip_prefix("file:")
+                .with_context(|| format!("--output {other:?} is not stdout, null or file:PATH"))?;
             let file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -176,7 +181,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

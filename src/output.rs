@@ -40,7 +40,8 @@ pub enum OutputError {
 /// A destination for change events. See the module docs for the contract.
 pub trait EventOutput: Send {
     /// Accepts the next event of the open transaction.
-    fn send(&mut self, event: &ChangeEvent) -> impl Future<Output = Result<(), OutputError>> + Send;
+    fn send(&mut self, event: &ChangeEvent)
+    -> impl Future<Output = Result<(), OutputError>> + Send;
 
     /// Closes the transaction whose commit record ends at `end_lsn`.
     fn commit(&mut self, end_lsn: Lsn) -> impl Future<Output = Result<(), OutputError>> + Send;
@@ -99,7 +100,10 @@ impl<W: AsyncWrite + Unpin + Send> JsonLinesOutput<W> {
             source,
         };
         if len > 0 {
-            self.writer.write_all(&self.buffer[..len]).await.map_err(error)?;
+            self.writer
+                .write_all(&self.buffer[..len])
+                .await
+                .map_err(error)?;
             self.buffer.drain(..len);
             self.committed_len -= len.min(self.committed_len);
         }

@@ -11,8 +11,8 @@
 //!   `"-Infinity"`, because JSON numbers cannot hold them and `serde_json` would write null.
 
 use base64::Engine;
-use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
 
 /// Days value used for `date 'infinity'`.
 pub const DATE_POS_INFINITY: i32 = i32::MAX;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use tidemark::source::connection::{connect_sql, ConnectionError, ConnectionSettings, ReplicationConnection};
+use tidemark::source::connection::{
+    ConnectionError, ConnectionSettings, ReplicationConnection, connect_sql,
+};
 use tidemark::testing::PgCluster;
 
 fn settings(url: &str) -> ConnectionSettings {
@@ -46,24 +48,44 @@ async fn every_password_method_authenticates_and_wrong_passwords_are_clear() {
         format!("postgres://tm_password:plain@127.0.0.1:{port}/{name}?sslmode=disable"),
         format!("postgres://postgres@127.0.0.1:{port}/{name}?sslmode=disable"),
     ] {
-        let conn = replication_connect(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let conn = replication_connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
         assert!(conn.server_version() >= 100000);
     }
-    connect_sql(&settings(&format!("postgres://tm_scram:scr%40m%2Fpass@127.0.0.1:{port}/{name}?sslmode=disable")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    connect_sql(&settings(&format!(
+        "postgres://tm_scram:scr%40m%2Fpass@127.0.0.1:{port}/{name}?sslmode=disable"
+    )))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let wrong = format!("postgres://tm_scram:wrong-secret@127.0.0.1:{port}/{name}?sslmode=disable");
-    let error = replication_connect(&wrong).await.err().unwrap_or_else(|| panic!("wrong password accepted"));
+    let error = replication_connect(&wrong)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("wrong password accepted"));
     let text = error.to_string();
-    assert!(text.contains("password authentication failed for user \"tm_scram\""), "{text}");
+    assert!(
+        text.contains("password authentication failed for user \"tm_scram\""),
+        "{text}"
+    );
     assert!(!text.contains("wrong-secret"), "password leaked: {text}");
-    assert!(!error.is_transient(), "a wrong password is not worth retrying");
+    assert!(
+        !error.is_transient(),
+        "a wrong password is not worth retrying"
+    );
     assert_eq!(error.sqlstate(), Some("28P01"));
 
     let missing = format!("postgres://tm_md5@127.0.0.1:{port}/{name}?sslmode=disable");
-    let error = replication_connect(&missing).await.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(error.contains("asks for a password for user \"tm_md5\" and none was given"), "{error}");
+    let error = replication_connect(&missing)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("asks for a password for user \"tm_md5\" and none was given"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -71,16 +93,30 @@ async fn unreachable_server_and_unknown_database_are_clear() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let port = free.local_addr().map(|a| a.port()).unwrap_or(1);
     drop(free);
-    let error = replication_connect(&format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable&connect_timeout=2"))
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("connected to nothing"));
-    assert!(error.to_string().contains("is PostgreSQL running and listening there?"), "{error}");
+    let error = replication_connect(&format!(
+        "postgres://u@127.0.0.1:{port}/db?sslmode=disable&connect_timeout=2"
+    ))
+    .await
+    .err()
+    .unwrap_or_else(|| panic!("connected to nothing"));
+    assert!(
+        error
+            .to_string()
+            .contains("is PostgreSQL running and listening there?"),
+        "{error}"
+    );
     assert!(error.is_transient());
 
     let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
-    let error = replication_connect(&cluster.url("postgres", "no_such_db")).await.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(error.contains("database \"no_such_db\" does not exist"), "{error}");
+    let error = replication_connect(&cluster.url("postgres", "no_such_db"))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("database \"no_such_db\" does not exist"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -88,33 +124,52 @@ async fn tls_in_every_sslmode() {
     let (db, client) = database("tls").await;
     let cluster = db.cluster;
     let ca_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap_or_else(|e| panic!("{e}"));
     let server_key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
     let server_cert = CertificateParams::new(vec!["localhost".to_string()])
         .and_then(|p| p.signed_by(&server_key, &ca))
         .unwrap_or_else(|e| panic!("{e}"));
-    let cert = cluster.install_file("server.crt", server_cert.pem().as_bytes(), 0o644).unwrap_or_else(|e| panic!("{e}"));
-    let key = cluster.install_file("server.key", server_key.serialize_pem().as_bytes(), 0o600).unwrap_or_else(|e| panic!("{e}"));
+    let cert = cluster
+        .install_file("server.crt", server_cert.pem().as_bytes(), 0o644)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = cluster
+        .install_file("server.key", server_key.serialize_pem().as_bytes(), 0o600)
+        .unwrap_or_else(|e| panic!("{e}"));
     let ca_file = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(ca_file.path(), ca.pem()).unwrap_or_else(|e| panic!("{e}"));
     let ca_path = ca_file.path().display().to_string();
     // ALTER SYSTEM cannot run inside the implicit transaction of a multi-statement query.
-    exec(&client, &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display())).await;
-    exec(&client, &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display())).await;
+    exec(
+        &client,
+        &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+    )
+    .await;
+    exec(
+        &client,
+        &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+    )
+    .await;
     exec(&client, "ALTER SYSTEM SET ssl = on").await;
     exec(&client, "SELECT pg_reload_conf()").await;
     let port = cluster.port;
     let name = &db.name;
     let url = |host: &str, mode: &str, root: bool| {
-        let root = if root { format!("&sslrootcert={ca_path}") } else { String::new() };
+        let root = if root {
+            format!("&sslrootcert={ca_path}")
+        } else {
+            String::new()
+        };
         format!("postgres://postgres@{host}:{port}/{name}?sslmode={mode}{root}")
     };
     let require = url("127.0.0.1", "require", false);
-    wait_until("ssl to be on after reload", Duration::from_secs(10), || async {
-        replication_connect(&require).await.is_ok()
-    })
+    wait_until(
+        "ssl to be on after reload",
+        Duration::from_secs(10),
+        || async { replication_connect(&require).await.is_ok() },
+    )
     .await;
 
     for ok in [
@@ -123,24 +178,46 @@ async fn tls_in_every_sslmode() {
         url("127.0.0.1", "verify-ca", true),
         url("localhost", "verify-full", true),
     ] {
-        let mut conn = replication_connect(&ok).await.unwrap_or_else(|e| panic!("{ok}: {e}"));
+        let mut conn = replication_connect(&ok)
+            .await
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
         let rows = conn
             .simple_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows, vec![vec![Some("t".to_string())]], "{ok} is not encrypted");
+        assert_eq!(
+            rows,
+            vec![vec![Some("t".to_string())]],
+            "{ok} is not encrypted"
+        );
     }
-    let sql = connect_sql(&settings(&url("localhost", "verify-full", true))).await.unwrap_or_else(|e| panic!("{e}"));
+    let sql = connect_sql(&settings(&url("localhost", "verify-full", true)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let encrypted: bool = sql
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .get(0);
     assert!(encrypted);
 
-    let wrong_name = replication_connect(&url("127.0.0.1", "verify-full", true)).await.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(wrong_name.contains("certificate not valid for name \"127.0.0.1\""), "{wrong_name}");
-    let untrusted = replication_connect(&url("localhost", "verify-full", false)).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let wrong_name = replication_connect(&url("127.0.0.1", "verify-full", true))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        wrong_name.contains("certificate not valid for name \"127.0.0.1\""),
+        "{wrong_name}"
+    );
+    let untrusted = replication_connect(&url("localhost", "verify-full", false))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(untrusted.contains("TLS"), "{untrusted}");
     exec(&client, "ALTER SYSTEM RESET ssl").await;
     exec(&client, "SELECT pg_reload_conf()").await;
@@ -149,9 +226,24 @@ async fn tls_in_every_sslmode() {
 #[tokio::test]
 async fn require_against_a_server_without_tls_is_refused() {
     let cluster = PgCluster::start_with(&[("ssl", "off")]).unwrap_or_else(|e| panic!("{e}"));
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=require", cluster.port);
-    let error = replication_connect(&url).await.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(error.contains("does not accept TLS connections but sslmode requires TLS"), "{error}");
-    let prefer = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=prefer", cluster.port);
-    replication_connect(&prefer).await.unwrap_or_else(|e| panic!("prefer must fall back to plain: {e}"));
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require",
+        cluster.port
+    );
+    let error = replication_connect(&url)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("does not accept TLS connections but sslmode requires TLS"),
+        "{error}"
+    );
+    let prefer = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=prefer",
+        cluster.port
+    );
+    replication_connect(&prefer)
+        .await
+        .unwrap_or_else(|e| panic!("prefer must fall back to plain: {e}"));
 }

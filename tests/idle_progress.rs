@@ -10,7 +10,10 @@ use tidemark::lsn::Lsn;
 
 async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Lsn {
     let text: String = client
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .get(0);
@@ -35,12 +38,20 @@ async fn confirmed_position_follows_wal_written_by_other_databases() {
     let (_other, busy) = database("busy").await;
     exec(&busy, "CREATE TABLE noise (id int, pad text); INSERT INTO noise SELECT g, repeat('n', 100) FROM generate_series(1, 20000) g;").await;
     let target = current_wal(&busy).await;
-    assert!(target.bytes_since(before) > 1 << 20, "the other database should have written WAL");
-    wait_until("the idle slot to confirm the other database's WAL", Duration::from_secs(30), || async {
-        confirmed(&client, "tidemark_idle").await >= target
-    })
+    assert!(
+        target.bytes_since(before) > 1 << 20,
+        "the other database should have written WAL"
+    );
+    wait_until(
+        "the idle slot to confirm the other database's WAL",
+        Duration::from_secs(30),
+        || async { confirmed(&client, "tidemark_idle").await >= target },
+    )
     .await;
-    assert!(reader.events.is_empty(), "no events for another database's changes");
+    assert!(
+        reader.events.is_empty(),
+        "no events for another database's changes"
+    );
     reader.stop().await;
 }
 
@@ -48,12 +59,18 @@ async fn confirmed_position_follows_wal_written_by_other_databases() {
 async fn heartbeat_moves_the_slot_and_emits_no_event() {
     let (db, client) = database("heartbeat").await;
     exec(&client, "CREATE TABLE quiet (id int PRIMARY KEY)").await;
-    let reader = Running::start(config(&db, "heartbeat", "heartbeat_interval_ms = 200"), &client).await;
+    let reader = Running::start(
+        config(&db, "heartbeat", "heartbeat_interval_ms = 200"),
+        &client,
+    )
+    .await;
     let before = confirmed(&client, "tidemark_heartbeat").await;
     let heartbeat_wal = current_wal(&client).await;
-    wait_until("heartbeats to be confirmed", Duration::from_secs(20), || async {
-        confirmed(&client, "tidemark_heartbeat").await > before.max(heartbeat_wal)
-    })
+    wait_until(
+        "heartbeats to be confirmed",
+        Duration::from_secs(20),
+        || async { confirmed(&client, "tidemark_heartbeat").await > before.max(heartbeat_wal) },
+    )
     .await;
     assert!(reader.events.is_empty(), "heartbeats are not events");
     let stats = reader.stop().await;

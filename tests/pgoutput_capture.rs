@@ -8,7 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use tidemark::source::pgoutput::{decode, PgOutputMessage};
+use tidemark::source::pgoutput::{PgOutputMessage, decode};
 
 const WORKLOAD: &str = "
 CREATE TYPE color AS ENUM ('red', 'green');
@@ -40,7 +40,10 @@ fn kind(message: &PgOutputMessage) -> &'static str {
         PgOutputMessage::Update { .. } => "U",
         PgOutputMessage::Delete { .. } => "D",
         PgOutputMessage::Truncate { .. } => "T",
-        PgOutputMessage::Message { transactional: true, .. } => "M",
+        PgOutputMessage::Message {
+            transactional: true,
+            ..
+        } => "M",
         PgOutputMessage::Message { .. } => "M-nontx",
         PgOutputMessage::StreamStart { .. } => "S",
         PgOutputMessage::StreamStop => "E",
@@ -52,7 +55,11 @@ fn kind(message: &PgOutputMessage) -> &'static str {
 #[tokio::test]
 async fn captured_messages_decode_in_order() {
     let (_db, client) = database("capture").await;
-    for statement in WORKLOAD.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+    for statement in WORKLOAD
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         exec(&client, statement).await;
     }
     let rows = client
@@ -92,10 +99,16 @@ async fn captured_messages_decode_in_order() {
         "S Y R I E",       // a streamed chunk with its own Type and Relation
         "E c",             // stream commit after the last chunk
     ] {
-        assert!(sequence.contains(expected), "{expected:?} not in {sequence}");
+        assert!(
+            sequence.contains(expected),
+            "{expected:?} not in {sequence}"
+        );
     }
     if std::env::var_os("TIDEMARK_CAPTURE_FIXTURES").is_some() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pgoutput_capture.txt");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pgoutput_capture.txt"
+        );
         std::fs::write(path, fixture).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -23,7 +23,11 @@ async fn each_replica_identity_gives_correct_before_images_and_keys() {
          INSERT INTO ident_full_pk VALUES (1, 'a'); INSERT INTO ident_index VALUES (1, 'c1', 'a');",
     )
     .await;
-    let config = config(&db, "ident", "tables = [\"public.ident_default\", \"public.ident_full\", \"public.ident_full_pk\", \"public.ident_index\"]");
+    let config = config(
+        &db,
+        "ident",
+        "tables = [\"public.ident_default\", \"public.ident_full\", \"public.ident_full_pk\", \"public.ident_index\"]",
+    );
     let mut reader = Running::start(config, &client).await;
     exec(
         &client,
@@ -34,53 +38,113 @@ async fn each_replica_identity_gives_correct_before_images_and_keys() {
     )
     .await;
     let events = reader.wait_for_events(10).await;
-    let of = |table: &str| events.iter().filter(|e| e.table.as_ref().is_some_and(|t| t.name == table)).collect::<Vec<_>>();
+    let of = |table: &str| {
+        events
+            .iter()
+            .filter(|e| e.table.as_ref().is_some_and(|t| t.name == table))
+            .collect::<Vec<_>>()
+    };
 
     let default = of("ident_default");
-    assert_eq!(default.iter().map(|e| e.op).collect::<Vec<_>>(), vec![Op::Update, Op::Delete]);
+    assert_eq!(
+        default.iter().map(|e| e.op).collect::<Vec<_>>(),
+        vec![Op::Update, Op::Delete]
+    );
     assert_eq!(default[0].before, None);
     assert_eq!(default[1].before, Some(vec![Value::Int32(1), Value::Null]));
 
     let full = of("ident_full");
-    assert_eq!(full[0].before, Some(vec![Value::Int32(1), Value::Text("a".into())]));
-    assert_eq!(full[0].after, Some(vec![Value::Int32(1), Value::Text("b".into())]));
-    assert_eq!(full[1].before, Some(vec![Value::Int32(1), Value::Text("b".into())]));
+    assert_eq!(
+        full[0].before,
+        Some(vec![Value::Int32(1), Value::Text("a".into())])
+    );
+    assert_eq!(
+        full[0].after,
+        Some(vec![Value::Int32(1), Value::Text("b".into())])
+    );
+    assert_eq!(
+        full[1].before,
+        Some(vec![Value::Int32(1), Value::Text("b".into())])
+    );
     // No primary key: the key is every column, as the identity says.
     assert_eq!(full[1].key().map(|k| k.len()), Some(2));
 
     let full_pk = of("ident_full_pk");
-    assert_eq!(full_pk[0].key().unwrap_or_default(), vec![("id", &Value::Int32(1))], "the primary key is preferred as the key");
-    assert_eq!(full_pk[0].before, Some(vec![Value::Int32(1), Value::Text("a".into())]));
+    assert_eq!(
+        full_pk[0].key().unwrap_or_default(),
+        vec![("id", &Value::Int32(1))],
+        "the primary key is preferred as the key"
+    );
+    assert_eq!(
+        full_pk[0].before,
+        Some(vec![Value::Int32(1), Value::Text("a".into())])
+    );
 
     // USING INDEX: the key is the index column, because old rows carry only that column.
     let index = of("ident_index");
-    assert_eq!(index.iter().map(|e| e.op).collect::<Vec<_>>(), vec![Op::Update, Op::Delete, Op::Create, Op::Delete]);
-    assert_eq!(index[0].before, None, "identity columns unchanged: no old key");
-    assert_eq!(index[0].key().unwrap_or_default(), vec![("code", &Value::Text("c1".into()))]);
-    assert_eq!(index[1].key().unwrap_or_default(), vec![("code", &Value::Text("c1".into()))]);
-    assert_eq!(index[2].key().unwrap_or_default(), vec![("code", &Value::Text("c2".into()))]);
-    assert_eq!(index[3].before, Some(vec![Value::Null, Value::Text("c2".into()), Value::Null]));
+    assert_eq!(
+        index.iter().map(|e| e.op).collect::<Vec<_>>(),
+        vec![Op::Update, Op::Delete, Op::Create, Op::Delete]
+    );
+    assert_eq!(
+        index[0].before, None,
+        "identity columns unchanged: no old key"
+    );
+    assert_eq!(
+        index[0].key().unwrap_or_default(),
+        vec![("code", &Value::Text("c1".into()))]
+    );
+    assert_eq!(
+        index[1].key().unwrap_or_default(),
+        vec![("code", &Value::Text("c1".into()))]
+    );
+    assert_eq!(
+        index[2].key().unwrap_or_default(),
+        vec![("code", &Value::Text("c2".into()))]
+    );
+    assert_eq!(
+        index[3].before,
+        Some(vec![Value::Null, Value::Text("c2".into()), Value::Null])
+    );
     assert_eq!(events.len(), 10, "no extra events");
     reader.stop().await;
 
     // REPLICA IDENTITY NOTHING: the source itself refuses the update once published.
     exec(&client, "ALTER PUBLICATION tidemark_ident ADD TABLE ident_nothing; INSERT INTO ident_nothing VALUES (1, 'a');").await;
-    let refused = client.batch_execute("UPDATE ident_nothing SET v = 'b'").await;
-    let message = refused.err().and_then(|e| e.as_db_error().map(|d| d.message().to_owned())).unwrap_or_default();
+    let refused = client
+        .batch_execute("UPDATE ident_nothing SET v = 'b'")
+        .await;
+    let message = refused
+        .err()
+        .and_then(|e| e.as_db_error().map(|d| d.message().to_owned()))
+        .unwrap_or_default();
     assert!(message.contains("replica identity"), "{message}");
 }
 
 #[tokio::test]
 async fn primary_key_change_becomes_delete_and_create() {
     let (db, client) = database("keychange").await;
-    exec(&client, "CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'a');").await;
+    exec(
+        &client,
+        "CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k VALUES (1, 'a');",
+    )
+    .await;
     let mut reader = Running::start(config(&db, "keychange", ""), &client).await;
     exec(&client, "UPDATE k SET id = 2 WHERE id = 1").await;
     let events = reader.wait_for_events(2).await;
     assert_eq!(ops(&events), vec![Op::Delete, Op::Create]);
-    assert_eq!(events[0].key().unwrap_or_default(), vec![("id", &Value::Int32(1))]);
-    assert_eq!(events[1].key().unwrap_or_default(), vec![("id", &Value::Int32(2))]);
-    assert_eq!(events[1].after, Some(vec![Value::Int32(2), Value::Text("a".into())]));
+    assert_eq!(
+        events[0].key().unwrap_or_default(),
+        vec![("id", &Value::Int32(1))]
+    );
+    assert_eq!(
+        events[1].key().unwrap_or_default(),
+        vec![("id", &Value::Int32(2))]
+    );
+    assert_eq!(
+        events[1].after,
+        Some(vec![Value::Int32(2), Value::Text("a".into())])
+    );
     reader.stop().await;
 }
 
@@ -110,7 +174,10 @@ async fn unchanged_toast_columns_are_listed_not_invented() {
     assert_eq!(events[0].unchanged_toast, vec![2]);
     assert_eq!(column(&events[0], "body"), &Value::Null);
     assert_eq!(column(&events[0], "title"), &Value::Text("u".into()));
-    assert!(events[1].unchanged_toast.is_empty(), "FULL identity carries the old value");
+    assert!(
+        events[1].unchanged_toast.is_empty(),
+        "FULL identity carries the old value"
+    );
     assert_eq!(column(&events[1], "body"), &Value::Text(body));
     assert!(events[2].unchanged_toast.is_empty());
     assert_eq!(column(&events[2], "body"), &Value::Text("short".into()));

@@ -17,7 +17,11 @@ fn rows_in(txn: i32) -> i32 {
     if txn % 60 == 0 { 3000 } else { 25 }
 }
 
-fn start_tidemark(config: &std::path::Path, output: &std::path::Path, log: &std::path::Path) -> Child {
+fn start_tidemark(
+    config: &std::path::Path,
+    output: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
     let log_file = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["run", "--config"])
@@ -43,7 +47,9 @@ fn read_rows(output: &std::path::Path) -> (BTreeMap<i32, BTreeSet<i32>>, usize) 
     let mut lines = 0;
     for line in text.lines() {
         // A SIGKILL can cut the last line of a run short; such a line is not a delivery.
-        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         lines += 1;
         let after = &record["value"]["after"];
         if let (Some(txn), Some(i)) = (after["txn"].as_i64(), after["i"].as_i64()) {
@@ -64,7 +70,11 @@ fn jitter(max_ms: u64) -> Duration {
 #[tokio::test]
 async fn killed_and_restarted_loses_nothing_and_delivers_transactions_whole() {
     let (db, client) = database("resume").await;
-    exec(&client, "CREATE TABLE w (txn int, i int, pad text, PRIMARY KEY (txn, i))").await;
+    exec(
+        &client,
+        "CREATE TABLE w (txn int, i int, pad text, PRIMARY KEY (txn, i))",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config_path = dir.path().join("resume.toml");
     let output = dir.path().join("events.jsonl");
@@ -79,7 +89,11 @@ async fn killed_and_restarted_loses_nothing_and_delivers_transactions_whole() {
         .arg(&config_path)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(setup.status.success(), "setup failed: {}", String::from_utf8_lossy(&setup.stderr));
+    assert!(
+        setup.status.success(),
+        "setup failed: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
 
     let writer_db = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
     let writer = tokio::spawn(async move {
@@ -88,7 +102,10 @@ async fn killed_and_restarted_loses_nothing_and_delivers_transactions_whole() {
                 "INSERT INTO w SELECT {txn}, g, repeat('p', 100) FROM generate_series(1, {}) g",
                 rows_in(txn)
             );
-            writer_db.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{e}"));
+            writer_db
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -107,35 +124,57 @@ async fn killed_and_restarted_loses_nothing_and_delivers_transactions_whole() {
     let start = Instant::now();
     loop {
         let (rows, _) = read_rows(&output);
-        let complete = (1..=TRANSACTIONS).all(|t| rows.get(&t).map(BTreeSet::len) == Some(rows_in(t) as usize));
+        let complete = (1..=TRANSACTIONS)
+            .all(|t| rows.get(&t).map(BTreeSet::len) == Some(rows_in(t) as usize));
         if complete {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "not caught up after 90 s; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not caught up after 90 s; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     signal(&child, libc::SIGTERM);
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "graceful stop exited with {status}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        status.success(),
+        "graceful stop exited with {status}; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // Every transaction complete (checked above); none with rows that were never written.
     let (rows, lines_before) = read_rows(&output);
-    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=TRANSACTIONS).collect::<Vec<_>>());
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        (1..=TRANSACTIONS).collect::<Vec<_>>()
+    );
 
     // After a graceful stop the confirmed position covers everything: a restart redelivers nothing.
     let log = dir.path().join("after.log");
     let mut child = start_tidemark(&config_path, &output, &log);
-    wait_until("the restarted connector to stream", Duration::from_secs(20), || async {
-        client
-            .query_one("SELECT active FROM pg_replication_slots WHERE slot_name = 'tidemark_resume'", &[])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
-    })
+    wait_until(
+        "the restarted connector to stream",
+        Duration::from_secs(20),
+        || async {
+            client
+                .query_one(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = 'tidemark_resume'",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     signal(&child, libc::SIGTERM);
     let _ = child.wait();
     let (_, lines_after) = read_rows(&output);
-    assert_eq!(lines_before, lines_after, "events were delivered again after a graceful stop");
+    assert_eq!(
+        lines_before, lines_after,
+        "events were delivered again after a graceful stop"
+    );
 }

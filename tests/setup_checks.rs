@@ -25,17 +25,33 @@ async fn setup_problems(config: &Config) -> String {
 #[tokio::test]
 async fn setup_creates_publication_and_slot_once() {
     let (db, client) = database("setup_ok").await;
-    exec(&client, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);").await;
+    exec(
+        &client,
+        "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);",
+    )
+    .await;
     let config = config_for(&db.url(), "tables = [\"public.a\"]");
-    let first = setup::setup(&config).await.unwrap_or_else(|e| panic!("{e}"));
+    let first = setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(first.publication_created && first.slot_created);
     assert_eq!(first.tables, vec!["public.a"]);
-    let second = setup::setup(&config).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(!second.publication_created && !second.slot_created, "setup must be idempotent");
-    let dropped = setup::teardown(&config).await.unwrap_or_else(|e| panic!("{e}"));
+    let second = setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !second.publication_created && !second.slot_created,
+        "setup must be idempotent"
+    );
+    let dropped = setup::teardown(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(dropped.len(), 2, "{dropped:?}");
     let slots: i64 = client
-        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidemark_chk'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidemark_chk'",
+            &[],
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .get(0);
@@ -46,11 +62,23 @@ async fn setup_creates_publication_and_slot_once() {
 async fn table_problems_are_named_with_their_remedy() {
     let (db, client) = database("setup_tables").await;
     exec(&client, "CREATE TABLE keyless (v text); CREATE TABLE nothing (id int PRIMARY KEY); ALTER TABLE nothing REPLICA IDENTITY NOTHING;").await;
-    let config = config_for(&db.url(), "tables = [\"public.keyless\", \"public.nothing\", \"public.missing\"]");
+    let config = config_for(
+        &db.url(),
+        "tables = [\"public.keyless\", \"public.nothing\", \"public.missing\"]",
+    );
     let problems = setup_problems(&config).await;
-    assert!(problems.contains("table public.missing listed in source.tables does not exist"), "{problems}");
-    assert!(problems.contains("ALTER TABLE public.keyless REPLICA IDENTITY FULL"), "{problems}");
-    assert!(problems.contains("ALTER TABLE public.nothing REPLICA IDENTITY FULL"), "{problems}");
+    assert!(
+        problems.contains("table public.missing listed in source.tables does not exist"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("ALTER TABLE public.keyless REPLICA IDENTITY FULL"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("ALTER TABLE public.nothing REPLICA IDENTITY FULL"),
+        "{problems}"
+    );
     // Nothing was created when checks fail.
     let publications: i64 = client
         .query_one("SELECT count(*) FROM pg_publication", &[])
@@ -63,34 +91,73 @@ async fn table_problems_are_named_with_their_remedy() {
 #[tokio::test]
 async fn missing_replication_privilege_and_superuser_publication() {
     let (db, client) = database("setup_priv").await;
-    exec(&client, "CREATE ROLE plain LOGIN; CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON t TO plain;").await;
+    exec(
+        &client,
+        "CREATE ROLE plain LOGIN; CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON t TO plain;",
+    )
+    .await;
     let config = config_for(&db.url_as("plain"), "tables = [\"public.*\"]");
     let problems = setup_problems(&config).await;
-    assert!(problems.contains("lacks the REPLICATION privilege; run ALTER ROLE \"plain\" WITH REPLICATION"), "{problems}");
+    assert!(
+        problems
+            .contains("lacks the REPLICATION privilege; run ALTER ROLE \"plain\" WITH REPLICATION"),
+        "{problems}"
+    );
     assert!(problems.contains("needs a superuser"), "{problems}");
-    let _ = client.batch_execute("DROP OWNED BY plain; DROP ROLE plain").await;
+    let _ = client
+        .batch_execute("DROP OWNED BY plain; DROP ROLE plain")
+        .await;
 }
 
 #[tokio::test]
 async fn wal_level_not_logical() {
-    let cluster = PgCluster::start_with(&[("wal_level", "replica")]).unwrap_or_else(|e| panic!("{e}"));
-    let db = cluster.create_database("walrep").await.unwrap_or_else(|e| panic!("{e}"));
+    let cluster =
+        PgCluster::start_with(&[("wal_level", "replica")]).unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database("walrep")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let problems = setup_problems(&config_for(&db.url(), "")).await;
-    assert!(problems.contains("wal_level is replica; run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"), "{problems}");
+    assert!(
+        problems.contains(
+            "wal_level is replica; run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"
+        ),
+        "{problems}"
+    );
 }
 
 #[tokio::test]
 async fn no_free_slot_and_no_free_wal_sender() {
-    let cluster = PgCluster::start_with(&[("max_replication_slots", "1"), ("max_wal_senders", "1")]).unwrap_or_else(|e| panic!("{e}"));
-    let db = cluster.create_database("full").await.unwrap_or_else(|e| panic!("{e}"));
+    let cluster =
+        PgCluster::start_with(&[("max_replication_slots", "1"), ("max_wal_senders", "1")])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database("full")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
-    exec(&client, "SELECT pg_create_logical_replication_slot('someone_else', 'pgoutput')").await;
-    let settings = tidemark::source::connection::ConnectionSettings::from_url(&db.url()).unwrap_or_else(|e| panic!("{e}"));
-    let mut busy = ReplicationConnection::connect(&settings).await.unwrap_or_else(|e| panic!("{e}"));
-    busy.identify_system().await.unwrap_or_else(|e| panic!("{e}"));
+    exec(
+        &client,
+        "SELECT pg_create_logical_replication_slot('someone_else', 'pgoutput')",
+    )
+    .await;
+    let settings = tidemark::source::connection::ConnectionSettings::from_url(&db.url())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut busy = ReplicationConnection::connect(&settings)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    busy.identify_system()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let problems = setup_problems(&config_for(&db.url(), "")).await;
-    assert!(problems.contains("all 1 replication slots are in use"), "{problems}");
-    assert!(problems.contains("all 1 WAL senders are busy; raise max_wal_senders"), "{problems}");
+    assert!(
+        problems.contains("all 1 replication slots are in use"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("all 1 WAL senders are busy; raise max_wal_senders"),
+        "{problems}"
+    );
 }
 
 #[tokio::test]
@@ -99,9 +166,15 @@ async fn teardown_refuses_an_active_slot() {
     exec(&client, "CREATE TABLE t (id int PRIMARY KEY)").await;
     let config = config(&db, "teardown_active", "");
     let reader = Running::start(config.clone(), &client).await;
-    let error = setup::teardown(&config).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let error = setup::teardown(&config)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(error.contains("is in use by process"), "{error}");
     assert!(error.contains("stop the connector"), "{error}");
     reader.stop().await;
-    setup::teardown(&config).await.unwrap_or_else(|e| panic!("{e}"));
+    setup::teardown(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }

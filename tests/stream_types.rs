@@ -60,27 +60,63 @@ async fn every_type_round_trips_through_the_stream() {
     expect("f4", Value::Float32(1.5));
     expect("f8", Value::Float64(0.1));
     expect("n", Value::Numeric("12.34".into()));
-    expect("nu", Value::Numeric("123456789012345678901234567890.123456789".into()));
+    expect(
+        "nu",
+        Value::Numeric("123456789012345678901234567890.123456789".into()),
+    );
     expect("t", Value::Text("héllo ☃".into()));
     expect("vc", Value::Text("short".into()));
     expect("c", Value::Text("ab ".into()));
     expect("nm", Value::Text("nm".into()));
     expect("ci", Value::Text(String::new()));
     expect("by", Value::Bytes(vec![0, 255, 16]));
-    let date = oracle_i64(&client, "SELECT ('2024-02-29'::date - '1970-01-01'::date)::int8").await;
+    let date = oracle_i64(
+        &client,
+        "SELECT ('2024-02-29'::date - '1970-01-01'::date)::int8",
+    )
+    .await;
     expect("d", Value::Date(date as i32));
-    expect("tm", Value::Time(oracle_i64(&client, "SELECT (extract(epoch FROM '13:14:15.5'::time) * 1000000)::int8").await));
+    expect(
+        "tm",
+        Value::Time(
+            oracle_i64(
+                &client,
+                "SELECT (extract(epoch FROM '13:14:15.5'::time) * 1000000)::int8",
+            )
+            .await,
+        ),
+    );
     expect("ttz", Value::Text("13:14:15+02".into()));
-    expect("ts", Value::Timestamp(oracle_i64(&client, "SELECT (extract(epoch FROM '2024-01-02 03:04:05.678'::timestamp) * 1000000)::int8").await));
+    expect(
+        "ts",
+        Value::Timestamp(
+            oracle_i64(
+                &client,
+                "SELECT (extract(epoch FROM '2024-01-02 03:04:05.678'::timestamp) * 1000000)::int8",
+            )
+            .await,
+        ),
+    );
     expect("tstz", Value::TimestampTz(oracle_i64(&client, "SELECT (extract(epoch FROM '2024-01-02 03:04:05.123456+02'::timestamptz) * 1000000)::int8").await));
     expect("iv", Value::Text("P1Y2M3DT4H5M6.5S".into()));
-    expect("u", Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()));
+    expect(
+        "u",
+        Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+    );
     expect("j", Value::Json("{\"a\": [1, 2]}".into()));
     expect("jb", Value::Json("{\"a\": 1, \"b\": null}".into()));
-    expect("ai", Value::Array(vec![Value::Int32(1), Value::Null, Value::Int32(3)]));
+    expect(
+        "ai",
+        Value::Array(vec![Value::Int32(1), Value::Null, Value::Int32(3)]),
+    );
     expect(
         "at",
-        Value::Array(vec![Value::Text("a b".into()), Value::Null, Value::Text("q\"uote".into()), Value::Text(String::new())]),
+        Value::Array(vec![
+            Value::Text("a b".into()),
+            Value::Null,
+            Value::Text("q\"uote".into()),
+            Value::Text(String::new()),
+        ]),
     );
     expect(
         "aai",
@@ -90,15 +126,28 @@ async fn every_type_round_trips_through_the_stream() {
         ]),
     );
     expect("e", Value::Text("happy".into()));
-    expect("ea", Value::Array(vec![Value::Text("sad".into()), Value::Text("happy".into())]));
+    expect(
+        "ea",
+        Value::Array(vec![Value::Text("sad".into()), Value::Text("happy".into())]),
+    );
     expect("dom", Value::Int32(5));
     expect("dp", Value::Numeric("3.50".into()));
     expect("ip", Value::Text("192.168.0.1/24".into()));
     expect("pt", Value::Text("(1,2)".into()));
-    expect("tsr", Value::Text("[\"2024-01-01 00:00:00+00\",\"2024-02-01 00:00:00+00\")".into()));
-    let table = row1.table.as_ref().map(|t| t.as_ref()).unwrap_or_else(|| panic!("no table"));
+    expect(
+        "tsr",
+        Value::Text("[\"2024-01-01 00:00:00+00\",\"2024-02-01 00:00:00+00\")".into()),
+    );
+    let table = row1
+        .table
+        .as_ref()
+        .map(|t| t.as_ref())
+        .unwrap_or_else(|| panic!("no table"));
     let numeric = &table.columns[7].column_type.kind;
-    assert_eq!(format!("{numeric:?}"), "Numeric { precision: Some(10), scale: Some(2) }");
+    assert_eq!(
+        format!("{numeric:?}"),
+        "Numeric { precision: Some(10), scale: Some(2) }"
+    );
 
     let row2 = &events[1];
     assert!(matches!(column(row2, "f4"), Value::Float32(v) if v.is_nan()));
@@ -113,32 +162,61 @@ async fn every_type_round_trips_through_the_stream() {
     let row3 = &events[2];
     assert_eq!(column(row3, "f4"), &Value::Float32(-0.0));
     assert_eq!(column(row3, "nu"), &Value::Numeric("-0.000001".into()));
-    let bc_date = oracle_i64(&client, "SELECT ('0044-03-15 BC'::date - '1970-01-01'::date)::int8").await;
+    let bc_date = oracle_i64(
+        &client,
+        "SELECT ('0044-03-15 BC'::date - '1970-01-01'::date)::int8",
+    )
+    .await;
     assert_eq!(column(row3, "d"), &Value::Date(bc_date as i32));
-    let bc_ts = oracle_i64(&client, "SELECT (extract(epoch FROM '0001-01-01 00:00:00 BC'::timestamp) * 1000000)::int8").await;
+    let bc_ts = oracle_i64(
+        &client,
+        "SELECT (extract(epoch FROM '0001-01-01 00:00:00 BC'::timestamp) * 1000000)::int8",
+    )
+    .await;
     assert_eq!(column(row3, "ts"), &Value::Timestamp(bc_ts));
     assert_eq!(column(row3, "tstz"), &Value::TimestampTz(-1));
     // Same transaction: one xid, sequence numbers 0 and 1.
     assert_eq!(row2.source.xid, row3.source.xid);
     assert_eq!((row2.source.seq, row3.source.seq), (0, 1));
 
-    exec(&client, "UPDATE all_types SET t = 'changed', ai = '{}' WHERE id = 1").await;
+    exec(
+        &client,
+        "UPDATE all_types SET t = 'changed', ai = '{}' WHERE id = 1",
+    )
+    .await;
     exec(&client, "DELETE FROM all_types WHERE id = 2").await;
     exec(&client, "TRUNCATE all_types").await;
     let events = reader.wait_for_events(6).await;
     let update = &events[3];
     assert_eq!(update.op, Op::Update);
-    assert_eq!(update.before, None, "REPLICA IDENTITY DEFAULT sends no old row when the key is unchanged");
+    assert_eq!(
+        update.before, None,
+        "REPLICA IDENTITY DEFAULT sends no old row when the key is unchanged"
+    );
     assert_eq!(column(update, "t"), &Value::Text("changed".into()));
     assert_eq!(column(update, "ai"), &Value::Array(vec![]));
-    assert_eq!(column(update, "jb"), &Value::Json("{\"a\": 1, \"b\": null}".into()));
+    assert_eq!(
+        column(update, "jb"),
+        &Value::Json("{\"a\": 1, \"b\": null}".into())
+    );
     let delete = &events[4];
     assert_eq!(delete.op, Op::Delete);
-    assert_eq!(delete.key().unwrap_or_default(), vec![("id", &Value::Int32(2))]);
-    assert_eq!(column(delete, "f8"), &Value::Null, "only the key is in a DEFAULT identity's old row");
+    assert_eq!(
+        delete.key().unwrap_or_default(),
+        vec![("id", &Value::Int32(2))]
+    );
+    assert_eq!(
+        column(delete, "f8"),
+        &Value::Null,
+        "only the key is in a DEFAULT identity's old row"
+    );
     let truncate = &events[5];
     assert_eq!(truncate.op, Op::Truncate);
     assert!(truncate.key().is_none());
-    assert!(events.windows(2).all(|w| w[0].source.commit_lsn <= w[1].source.commit_lsn));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].source.commit_lsn <= w[1].source.commit_lsn)
+    );
     reader.stop().await;
 }

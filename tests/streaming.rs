@@ -24,7 +24,11 @@ async fn large_transaction_is_streamed_spilled_and_delivered_whole() {
     exec(&client, "CREATE TABLE big (id int PRIMARY KEY, pad text)").await;
     // 1 MB in memory at most, so the ~6 MB transaction must spill.
     let mut reader = Running::start(config(&db, "bigtxn", "stream_memory_mb = 1"), &client).await;
-    exec(&client, "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 30000) g").await;
+    exec(
+        &client,
+        "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 30000) g",
+    )
+    .await;
     exec(&client, "INSERT INTO big VALUES (0, 'after')").await;
     let events = reader.wait_for_events(30001).await;
     let stats = reader.stop().await;
@@ -32,10 +36,24 @@ async fn large_transaction_is_streamed_spilled_and_delivered_whole() {
     assert_eq!(ids(&events[..30000]), (1..=30000).collect::<Vec<_>>());
     assert_eq!(ids(&events[30000..]), vec![0]);
     let xid = events[0].source.xid;
-    assert!(events[..30000].iter().all(|e| e.source.xid == xid && e.op == Op::Create));
-    assert!(events[..30000].windows(2).all(|w| w[1].source.seq == w[0].source.seq + 1));
-    assert!(stats.spilled_bytes > 1 << 20, "expected a spill, stats: {stats:?}");
-    assert!(stats.peak_stream_memory <= (1 << 20) + 4096, "memory bound exceeded: {stats:?}");
+    assert!(
+        events[..30000]
+            .iter()
+            .all(|e| e.source.xid == xid && e.op == Op::Create)
+    );
+    assert!(
+        events[..30000]
+            .windows(2)
+            .all(|w| w[1].source.seq == w[0].source.seq + 1)
+    );
+    assert!(
+        stats.spilled_bytes > 1 << 20,
+        "expected a spill, stats: {stats:?}"
+    );
+    assert!(
+        stats.peak_stream_memory <= (1 << 20) + 4096,
+        "memory bound exceeded: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -63,7 +81,11 @@ async fn rolled_back_subtransaction_inside_a_committed_transaction_is_dropped() 
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let events_after = reader.events.snapshot();
     reader.stop().await;
-    assert_eq!(events.len(), events_after.len(), "no events beyond the committed rows");
+    assert_eq!(
+        events.len(),
+        events_after.len(),
+        "no events beyond the committed rows"
+    );
     let mut expected: Vec<i32> = (1..=5000).collect();
     expected.extend(20001..=20010);
     expected.push(30002);

@@ -22,10 +22,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::event::{ChangeEvent, KeySource, LogicalMessage, Op, SourcePosition, TableSchema, TruncateOptions};
+use crate::event::{
+    ChangeEvent, KeySource, LogicalMessage, Op, SourcePosition, TableSchema, TruncateOptions,
+};
 use crate::lsn::Lsn;
 use crate::source::pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
-use crate::source::text_decode::{decode_text, ValueError};
+use crate::source::text_decode::{ValueError, decode_text};
 use crate::value::Value;
 
 /// What to do with an update or delete that cannot identify its row.
@@ -43,7 +45,9 @@ pub enum UnidentifiedRowPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum AssemblyError {
     /// A data message names a relation no Relation message described.
-    #[error("change for relation OID {0} arrived before its Relation message; the replication stream is inconsistent, restart the connector")]
+    #[error(
+        "change for relation OID {0} arrived before its Relation message; the replication stream is inconsistent, restart the connector"
+    )]
     UnknownRelation(u32),
     /// A value does not decode as its column's type.
     #[error("column {table}.{column}: {source}")]
@@ -74,7 +78,9 @@ pub enum AssemblyError {
         column: String,
     },
     /// An update or delete on a table that cannot identify its rows.
-    #[error("table {table} has no primary key and REPLICA IDENTITY is not FULL, so its {op} cannot be applied downstream; run ALTER TABLE {table} REPLICA IDENTITY FULL (or add a primary key), or set source.unidentified_rows = \"skip\"")]
+    #[error(
+        "table {table} has no primary key and REPLICA IDENTITY is not FULL, so its {op} cannot be applied downstream; run ALTER TABLE {table} REPLICA IDENTITY FULL (or add a primary key), or set source.unidentified_rows = \"skip\""
+    )]
     UnidentifiableRow {
         /// Table.
         table: String,
@@ -178,7 +184,9 @@ impl ChangeAssembler {
         out: &mut Vec<ChangeEvent>,
     ) -> Result<(), AssemblyError> {
         match message {
-            PgOutputMessage::Insert { relation_id, new, .. } => {
+            PgOutputMessage::Insert {
+                relation_id, new, ..
+            } => {
                 let table = self.table(*relation_id)?;
                 let (after, toast) = decode_tuple(&table, new, None)?;
                 self.push(out, Op::Create, &table, None, Some(after), toast, lsn)?;
@@ -202,10 +210,17 @@ impl ChangeAssembler {
                     .filter(|(kind, _)| *kind == OldTupleKind::Full)
                     .map(|(_, row)| row.as_slice());
                 let (after, toast) = decode_tuple(&table, new, full_old)?;
-                let has_real_key = matches!(table.key_source, KeySource::PrimaryKey | KeySource::IdentityIndex);
-                let key_changed = has_real_key && before.as_ref().is_some_and(|(_, old_row)| {
-                    table.key_columns.iter().any(|&i| old_row.get(i) != after.get(i))
-                });
+                let has_real_key = matches!(
+                    table.key_source,
+                    KeySource::PrimaryKey | KeySource::IdentityIndex
+                );
+                let key_changed = has_real_key
+                    && before.as_ref().is_some_and(|(_, old_row)| {
+                        table
+                            .key_columns
+                            .iter()
+                            .any(|&i| old_row.get(i) != after.get(i))
+                    });
                 if key_changed {
                     let before_row = before.map(|(_, row)| row);
                     self.push(out, Op::Delete, &table, before_row, None, Vec::new(), lsn)?;
@@ -217,7 +232,9 @@ impl ChangeAssembler {
                     self.push(out, Op::Update, &table, before_row, Some(after), toast, lsn)?;
                 }
             }
-            PgOutputMessage::Delete { relation_id, old, .. } => {
+            PgOutputMessage::Delete {
+                relation_id, old, ..
+            } => {
                 let table = self.table(*relation_id)?;
                 if !self.check_identifiable(&table, "delete")? {
                     return Ok(());
@@ -273,7 +290,11 @@ impl ChangeAssembler {
 
     /// Whether an update/delete of `table` can be applied downstream: `Ok(false)` means skip
     /// it (policy `skip`), an error means stop (policy `fail`).
-    fn check_identifiable(&mut self, table: &TableSchema, op: &'static str) -> Result<bool, AssemblyError> {
+    fn check_identifiable(
+        &mut self,
+        table: &TableSchema,
+        op: &'static str,
+    ) -> Result<bool, AssemblyError> {
         if table.identifies_rows() {
             return Ok(true);
         }
@@ -298,13 +319,21 @@ impl ChangeAssembler {
             .ok_or(AssemblyError::UnknownRelation(id))
     }
 
-    fn event(&mut self, op: Op, table: Option<&Arc<TableSchema>>, lsn: Lsn) -> Result<ChangeEvent, AssemblyError> {
+    fn event(
+        &mut self,
+        op: Op,
+        table: Option<&Arc<TableSchema>>,
+        lsn: Lsn,
+    ) -> Result<ChangeEvent, AssemblyError> {
         let what = match op {
             Op::Truncate => "Truncate",
             Op::Message => "Message",
             _ => "row change",
         };
-        let txn = self.transaction.as_mut().ok_or(AssemblyError::OutsideTransaction(what))?;
+        let txn = self
+            .transaction
+            .as_mut()
+            .ok_or(AssemblyError::OutsideTransaction(what))?;
         let seq = txn.next_seq;
         txn.next_seq += 1;
         let data_collection_order = match table {
@@ -401,10 +430,12 @@ fn decode_tuple(
                 }
             },
             TupleValue::Text(bytes) => {
-                decode_text(&column.column_type.kind, bytes).map_err(|source| AssemblyError::Value {
-                    table: table.qualified_name(),
-                    column: column.name.clone(),
-                    source,
+                decode_text(&column.column_type.kind, bytes).map_err(|source| {
+                    AssemblyError::Value {
+                        table: table.qualified_name(),
+                        column: column.name.clone(),
+                        source,
+                    }
                 })?
             }
             TupleValue::Binary(_) => {

@@ -2,11 +2,11 @@
 
 pub mod changes;
 pub mod connection;
+pub mod pg_type;
 pub mod pgoutput;
 pub mod reader;
 pub mod relations;
 pub mod setup;
 pub mod status;
 pub mod stream_buffer;
-pub mod pg_type;
 pub mod text_decode;

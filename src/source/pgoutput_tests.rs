@@ -110,10 +110,7 @@ fn samples() -> Vec<(Bytes, bool)> {
                 .bytes(),
             true,
         ),
-        (
-            Msg::tag(b'T').i32(2).u8(3).u32(1).u32(2).bytes(),
-            false,
-        ),
+        (Msg::tag(b'T').i32(2).u8(3).u32(1).u32(2).bytes(), false),
         (
             Msg::tag(b'M')
                 .u8(1)
@@ -136,7 +133,10 @@ fn samples() -> Vec<(Bytes, bool)> {
 
 #[test]
 fn decodes_begin_and_commit() {
-    let begin = decode(&Msg::tag(b'B').u64(0x1_0000_0010).u64(5).u32(700).bytes(), false);
+    let begin = decode(
+        &Msg::tag(b'B').u64(0x1_0000_0010).u64(5).u32(700).bytes(),
+        false,
+    );
     assert_eq!(
         begin,
         Ok(PgOutputMessage::Begin {
@@ -145,7 +145,10 @@ fn decodes_begin_and_commit() {
             xid: 700
         })
     );
-    let commit = decode(&Msg::tag(b'C').u8(0).u64(0x10).u64(0x20).u64(0).bytes(), false);
+    let commit = decode(
+        &Msg::tag(b'C').u8(0).u64(0x10).u64(0x20).u64(0).bytes(),
+        false,
+    );
     assert_eq!(
         commit,
         Ok(PgOutputMessage::Commit {
@@ -212,7 +215,10 @@ fn streamed_messages_carry_the_subtransaction_xid() {
     };
     assert_eq!(xid, Some(700));
     assert_eq!(old.0, OldTupleKind::Full);
-    assert_eq!(old.1, vec![TupleValue::Binary(Bytes::from_static(&[0, 0, 0, 7]))]);
+    assert_eq!(
+        old.1,
+        vec![TupleValue::Binary(Bytes::from_static(&[0, 0, 0, 7]))]
+    );
 }
 
 #[test]
@@ -263,7 +269,10 @@ fn decodes_stream_control_messages() {
 #[test]
 fn every_truncated_prefix_is_an_error() {
     for (bytes, in_stream) in samples() {
-        assert!(decode(&bytes, in_stream).is_ok(), "sample must decode: {bytes:?}");
+        assert!(
+            decode(&bytes, in_stream).is_ok(),
+            "sample must decode: {bytes:?}"
+        );
         for len in 0..bytes.len() {
             let prefix = bytes.slice(..len);
             // Stream Stop is a single byte, so only the empty prefix is invalid there.
@@ -287,10 +296,22 @@ fn rejects_unknown_tags_trailing_bytes_and_bad_markers() {
     );
     assert!(decode(&Msg::tag(b'I').u32(1).u8(b'X').bytes(), false).is_err());
     assert!(decode(&Msg::tag(b'I').u32(1).u8(b'N').i16(-1).bytes(), false).is_err());
-    assert!(decode(&Msg::tag(b'I').u32(1).u8(b'N').i16(1).u8(b'q').bytes(), false).is_err());
     assert!(
         decode(
-            &Msg::tag(b'I').u32(1).u8(b'N').i16(1).u8(b't').i32(-5).bytes(),
+            &Msg::tag(b'I').u32(1).u8(b'N').i16(1).u8(b'q').bytes(),
+            false
+        )
+        .is_err()
+    );
+    assert!(
+        decode(
+            &Msg::tag(b'I')
+                .u32(1)
+                .u8(b'N')
+                .i16(1)
+                .u8(b't')
+                .i32(-5)
+                .bytes(),
             false
         )
         .is_err()
@@ -335,7 +356,11 @@ fn captured() -> Vec<(Bytes, bool)> {
 #[test]
 fn bytes_captured_from_a_real_server_decode() {
     let messages = captured();
-    assert!(messages.len() >= 30, "fixture has {} messages", messages.len());
+    assert!(
+        messages.len() >= 30,
+        "fixture has {} messages",
+        messages.len()
+    );
     let mut relations = 0;
     let mut streamed_inserts = 0;
     for (bytes, in_stream) in &messages {
@@ -350,14 +375,20 @@ fn bytes_captured_from_a_real_server_decode() {
         }
     }
     assert!(relations >= 4);
-    assert!(streamed_inserts >= 1, "the capture includes a streamed transaction");
+    assert!(
+        streamed_inserts >= 1,
+        "the capture includes a streamed transaction"
+    );
 }
 
 #[test]
 fn truncated_captured_messages_are_errors() {
     for (bytes, in_stream) in captured() {
         for len in 0..bytes.len() {
-            assert!(decode(&bytes.slice(..len), in_stream).is_err(), "prefix {len} of {bytes:?}");
+            assert!(
+                decode(&bytes.slice(..len), in_stream).is_err(),
+                "prefix {len} of {bytes:?}"
+            );
         }
     }
 }

@@ -48,11 +48,13 @@ use crate::event::ChangeEvent;
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
 use crate::source::changes::{AssemblyError, ChangeAssembler};
-use crate::source::connection::{connect_sql, ConnectionError, ReplicationConnection, ReplicationMessage};
+use crate::source::connection::{
+    ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql,
+};
 use crate::source::pg_type::TypeError;
-use crate::source::pgoutput::{decode, DecodeError, PgOutputMessage};
+use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
 use crate::source::relations::RelationResolver;
-use crate::source::setup::{ensure_publication_and_slot, SetupError};
+use crate::source::setup::{SetupError, ensure_publication_and_slot};
 use crate::source::stream_buffer::{BufferError, BufferedMessage, StreamBuffers};
 
 /// Prefix of the heartbeat messages tidemark writes.
@@ -99,7 +101,9 @@ pub enum ReaderError {
     #[error(transparent)]
     Setup(#[from] SetupError),
     /// The slot disappeared while the connector was running.
-    #[error("replication slot {slot} disappeared while the connector was running (dropped by hand or invalidated); changes after {confirmed} can no longer be read from it; run `tidemark setup` to create it again and re-snapshot the tables")]
+    #[error(
+        "replication slot {slot} disappeared while the connector was running (dropped by hand or invalidated); changes after {confirmed} can no longer be read from it; run `tidemark setup` to create it again and re-snapshot the tables"
+    )]
     SlotLost {
         /// Slot.
         slot: String,
@@ -107,7 +111,9 @@ pub enum ReaderError {
         confirmed: Lsn,
     },
     /// The slot was invalidated because it held back too much WAL.
-    #[error("replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; drop it with `tidemark teardown`, run `tidemark setup`, and re-snapshot")]
+    #[error(
+        "replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; drop it with `tidemark teardown`, run `tidemark setup`, and re-snapshot"
+    )]
     SlotInvalidated {
         /// Slot.
         slot: String,
@@ -224,10 +230,15 @@ impl<'a, O: EventOutput> Session<'a, O> {
         state: &'a mut ReaderState,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ReaderError> {
-        let settings = config.source_settings().map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
+        let settings = config
+            .source_settings()
+            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
         let sql = connect_sql(&settings).await?;
         let slot_exists = sql
-            .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", &[&config.source.slot])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&config.source.slot],
+            )
             .await
             .map_err(ConnectionError::from)?
             .get::<_, bool>(0);
@@ -243,9 +254,13 @@ impl<'a, O: EventOutput> Session<'a, O> {
         }
         let mut repl = ReplicationConnection::connect(&settings).await?;
         let system = repl.identify_system().await?;
-        repl.start_logical_replication(&config.source.slot, Lsn::ZERO, std::slice::from_ref(&config.source.publication))
-            .await
-            .map_err(|e| classify_start_error(e, &config.source.slot))?;
+        repl.start_logical_replication(
+            &config.source.slot,
+            Lsn::ZERO,
+            std::slice::from_ref(&config.source.publication),
+        )
+        .await
+        .map_err(|e| classify_start_error(e, &config.source.slot))?;
         state.streamed_before = true;
         tracing::info!(
             slot = %config.source.slot,
@@ -254,7 +269,11 @@ impl<'a, O: EventOutput> Session<'a, O> {
             protocol = repl.protocol_version(),
             "streaming changes"
         );
-        let spill_dir = config.source.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let spill_dir = config
+            .source
+            .spill_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let mut session = Session {
             config,
             output,
@@ -278,7 +297,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
         let status_every = Duration::from_millis(self.config.source.status_interval_ms);
         let mut status_tick = tokio::time::interval(status_every);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let heartbeat_every = Duration::from_millis(self.config.source.heartbeat_interval_ms.max(1));
+        let heartbeat_every =
+            Duration::from_millis(self.config.source.heartbeat_interval_ms.max(1));
         let heartbeat_on = self.config.source.heartbeat_interval_ms > 0;
         let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
         heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,7 +313,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                     break;
                 }
                 if since.elapsed() > FINISH_TRANSACTION_TIMEOUT {
-                    tracing::warn!("stopping in the middle of a transaction; it will be delivered again after restart");
+                    tracing::warn!(
+                        "stopping in the middle of a transaction; it will be delivered again after restart"
+                    );
                     self.output.abort();
                     self.assembler.reset_transaction();
                     break;
@@ -321,7 +343,11 @@ impl<'a, O: EventOutput> Session<'a, O> {
         self.flush_output().await?;
         self.send_status().await?;
         self.state.stats.spilled_bytes += self.buffers.spilled_bytes_total();
-        self.state.stats.peak_stream_memory = self.state.stats.peak_stream_memory.max(self.buffers.peak_memory());
+        self.state.stats.peak_stream_memory = self
+            .state
+            .stats
+            .peak_stream_memory
+            .max(self.buffers.peak_memory());
         let stats = self.state.stats;
         tracing::info!(confirmed = %self.state.confirmed, transactions = stats.transactions, events = stats.events, "replication stopped");
         self.repl.close().await?;
@@ -330,13 +356,22 @@ impl<'a, O: EventOutput> Session<'a, O> {
 
     async fn handle(&mut self, message: ReplicationMessage) -> Result<(), ReaderError> {
         match message {
-            ReplicationMessage::XLogData { wal_start, data, .. } => {
+            ReplicationMessage::XLogData {
+                wal_start, data, ..
+            } => {
                 self.received = self.received.max(wal_start);
-                let decoded = decode(&data, self.in_stream.is_some())
-                    .map_err(|source| ReaderError::Decode { lsn: wal_start, source })?;
+                let decoded = decode(&data, self.in_stream.is_some()).map_err(|source| {
+                    ReaderError::Decode {
+                        lsn: wal_start,
+                        source,
+                    }
+                })?;
                 self.handle_pgoutput(decoded, wal_start, data).await
             }
-            ReplicationMessage::Keepalive { wal_end, reply_requested } => {
+            ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            } => {
                 self.received = self.received.max(wal_end);
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(wal_end);
@@ -351,7 +386,12 @@ impl<'a, O: EventOutput> Session<'a, O> {
         }
     }
 
-    async fn handle_pgoutput(&mut self, message: PgOutputMessage, lsn: Lsn, raw: bytes::Bytes) -> Result<(), ReaderError> {
+    async fn handle_pgoutput(
+        &mut self,
+        message: PgOutputMessage,
+        lsn: Lsn,
+        raw: bytes::Bytes,
+    ) -> Result<(), ReaderError> {
         if let Some(xid) = self.in_stream {
             match message {
                 PgOutputMessage::StreamStop => self.in_stream = None,
@@ -363,7 +403,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 | PgOutputMessage::Truncate { xid: sub, .. }
                 | PgOutputMessage::Message { xid: sub, .. } => {
                     let subxid = sub.unwrap_or(xid);
-                    self.buffers.push(xid, BufferedMessage { subxid, lsn, data: raw })?;
+                    self.buffers.push(
+                        xid,
+                        BufferedMessage {
+                            subxid,
+                            lsn,
+                            data: raw,
+                        },
+                    )?;
                 }
                 other => {
                     return Err(ReaderError::Decode {
@@ -378,7 +425,11 @@ impl<'a, O: EventOutput> Session<'a, O> {
             return Ok(());
         }
         match message {
-            PgOutputMessage::Begin { final_lsn, commit_time_micros, xid } => {
+            PgOutputMessage::Begin {
+                final_lsn,
+                commit_time_micros,
+                xid,
+            } => {
                 self.assembler.begin(xid, final_lsn, commit_time_micros);
             }
             PgOutputMessage::Commit { end_lsn, .. } => {
@@ -393,18 +444,31 @@ impl<'a, O: EventOutput> Session<'a, O> {
             PgOutputMessage::StreamStart { xid, .. } => self.in_stream = Some(xid),
             PgOutputMessage::StreamStop => {}
             PgOutputMessage::StreamAbort { xid, subxid } => self.buffers.abort(xid, subxid),
-            PgOutputMessage::StreamCommit { xid, commit_lsn, end_lsn, commit_time_micros } => {
-                self.replay_streamed(xid, commit_lsn, commit_time_micros).await?;
+            PgOutputMessage::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_time_micros,
+            } => {
+                self.replay_streamed(xid, commit_lsn, commit_time_micros)
+                    .await?;
                 self.finish_transaction(end_lsn).await?;
             }
-            PgOutputMessage::Message { transactional: false, prefix, lsn: message_lsn, .. }
-                if prefix == HEARTBEAT_PREFIX =>
-            {
+            PgOutputMessage::Message {
+                transactional: false,
+                prefix,
+                lsn: message_lsn,
+                ..
+            } if prefix == HEARTBEAT_PREFIX => {
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(message_lsn);
                 }
             }
-            PgOutputMessage::Message { transactional: false, lsn: message_lsn, .. } if !self.assembler.in_transaction() => {
+            PgOutputMessage::Message {
+                transactional: false,
+                lsn: message_lsn,
+                ..
+            } if !self.assembler.in_transaction() => {
                 self.assemble_and_send(&message, lsn).await?;
                 self.finish_transaction(message_lsn).await?;
             }
@@ -413,7 +477,11 @@ impl<'a, O: EventOutput> Session<'a, O> {
         Ok(())
     }
 
-    async fn assemble_and_send(&mut self, message: &PgOutputMessage, lsn: Lsn) -> Result<(), ReaderError> {
+    async fn assemble_and_send(
+        &mut self,
+        message: &PgOutputMessage,
+        lsn: Lsn,
+    ) -> Result<(), ReaderError> {
         self.events.clear();
         self.assembler
             .assemble(message, lsn, &mut self.events)
@@ -425,11 +493,19 @@ impl<'a, O: EventOutput> Session<'a, O> {
         Ok(())
     }
 
-    async fn replay_streamed(&mut self, xid: u32, commit_lsn: Lsn, commit_time_micros: i64) -> Result<(), ReaderError> {
+    async fn replay_streamed(
+        &mut self,
+        xid: u32,
+        commit_lsn: Lsn,
+        commit_time_micros: i64,
+    ) -> Result<(), ReaderError> {
         let mut replay = self.buffers.take(xid)?;
         self.assembler.begin(xid, commit_lsn, commit_time_micros);
         while let Some(buffered) = replay.next_message()? {
-            let message = decode(&buffered.data, true).map_err(|source| ReaderError::Decode { lsn: buffered.lsn, source })?;
+            let message = decode(&buffered.data, true).map_err(|source| ReaderError::Decode {
+                lsn: buffered.lsn,
+                source,
+            })?;
             match message {
                 PgOutputMessage::Relation { body, .. } => {
                     let table = self.state.resolver.resolve(&self.sql, &body).await?;
@@ -470,7 +546,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
 
     async fn send_status(&mut self) -> Result<(), ReaderError> {
         let confirmed = self.state.confirmed;
-        self.repl.send_status(self.received.max(confirmed), confirmed, false).await?;
+        self.repl
+            .send_status(self.received.max(confirmed), confirmed, false)
+            .await?;
         self.last_status = Instant::now();
         tracing::trace!(%confirmed, received = %self.received, "status update sent");
         Ok(())
@@ -478,7 +556,10 @@ impl<'a, O: EventOutput> Session<'a, O> {
 
     async fn heartbeat(&mut self) -> Result<(), ReaderError> {
         self.sql
-            .execute("SELECT pg_logical_emit_message(false, $1, $2)", &[&HEARTBEAT_PREFIX, &self.config.name])
+            .execute(
+                "SELECT pg_logical_emit_message(false, $1, $2)",
+                &[&HEARTBEAT_PREFIX, &self.config.name],
+            )
             .await
             .map_err(ConnectionError::from)?;
         Ok(())

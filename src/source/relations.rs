@@ -71,7 +71,9 @@ impl RelationResolver {
         // under FULL), so the key must be a subset of them: the primary key under DEFAULT and
         // FULL, the index columns under USING INDEX.
         let (key_columns, key_source) = match body.replica_identity {
-            ReplicaIdentity::Default | ReplicaIdentity::Full if has_pk => (pk_columns, KeySource::PrimaryKey),
+            ReplicaIdentity::Default | ReplicaIdentity::Full if has_pk => {
+                (pk_columns, KeySource::PrimaryKey)
+            }
             ReplicaIdentity::Full => (flagged, KeySource::FullRow),
             ReplicaIdentity::Index if !flagged.is_empty() => (flagged, KeySource::IdentityIndex),
             _ => (Vec::new(), KeySource::None),

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, TableSelector};
 use crate::source::connection::replication::{quote_ident, quote_literal};
-use crate::source::connection::{connect_sql, describe, ConnectionError};
+use crate::source::connection::{ConnectionError, connect_sql, describe};
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,9 @@ pub enum SetupError {
     #[error("the source is not ready for tidemark:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     ChecksFailed(Vec<String>),
     /// The slot is in use by a running connector.
-    #[error("replication slot {slot} is in use by process {pid}; stop the connector that uses it first")]
+    #[error(
+        "replication slot {slot} is in use by process {pid}; stop the connector that uses it first"
+    )]
     SlotActive {
         /// Slot.
         slot: String,
@@ -65,10 +67,24 @@ pub struct SetupReport {
 
 impl fmt::Display for SetupReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = |created| if created { "created" } else { "already present" };
+        let verb = |created| {
+            if created {
+                "created"
+            } else {
+                "already present"
+            }
+        };
         writeln!(f, "publication: {}", verb(self.publication_created))?;
         writeln!(f, "slot:        {}", verb(self.slot_created))?;
-        write!(f, "tables:      {}", if self.tables.is_empty() { "(none yet)".to_string() } else { self.tables.join(", ") })
+        write!(
+            f,
+            "tables:      {}",
+            if self.tables.is_empty() {
+                "(none yet)".to_string()
+            } else {
+                self.tables.join(", ")
+            }
+        )
     }
 }
 
@@ -84,7 +100,9 @@ pub fn create_publication_sql(config: &Config) -> String {
     let tables: Vec<String> = selectors
         .iter()
         .filter_map(|s| match s {
-            TableSelector::Table { schema, name } => Some(format!("{}.{}", quote_ident(schema), quote_ident(name))),
+            TableSelector::Table { schema, name } => {
+                Some(format!("{}.{}", quote_ident(schema), quote_ident(name)))
+            }
             _ => None,
         })
         .collect();
@@ -101,14 +119,21 @@ pub fn create_publication_sql(config: &Config) -> String {
     if !schemas.is_empty() {
         parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
     }
-    format!("CREATE PUBLICATION {name} FOR {} {options}", parts.join(", "))
+    format!(
+        "CREATE PUBLICATION {name} FOR {} {options}",
+        parts.join(", ")
+    )
 }
 
 /// The SQL a DBA runs to set up by hand, with the grants tidemark needs.
 pub fn print_sql(config: &Config) -> String {
     let settings = config.source_settings().ok();
-    let user = settings.as_ref().map_or("tidemark".to_string(), |s| s.user.clone());
-    let db = settings.as_ref().map_or("app".to_string(), |s| s.dbname.clone());
+    let user = settings
+        .as_ref()
+        .map_or("tidemark".to_string(), |s| s.user.clone());
+    let db = settings
+        .as_ref()
+        .map_or("app".to_string(), |s| s.dbname.clone());
     let role = quote_ident(&user);
     let mut out = String::new();
     out.push_str("-- tidemark setup, to run by hand as a superuser (or the tables' owner).\n");
@@ -116,21 +141,41 @@ pub fn print_sql(config: &Config) -> String {
     out.push_str("--    wal_level = logical\n--    max_replication_slots and max_wal_senders: at least one free each\n");
     out.push_str("-- 2. Privileges of the connector's role:\n");
     out.push_str(&format!("ALTER ROLE {role} WITH REPLICATION;\n"));
-    out.push_str(&format!("GRANT CONNECT ON DATABASE {} TO {role};\n", quote_ident(&db)));
+    out.push_str(&format!(
+        "GRANT CONNECT ON DATABASE {} TO {role};\n",
+        quote_ident(&db)
+    ));
     for selector in config.table_selectors() {
         match selector {
             TableSelector::Table { schema, name } => {
-                out.push_str(&format!("GRANT USAGE ON SCHEMA {} TO {role};\n", quote_ident(&schema)));
-                out.push_str(&format!("GRANT SELECT ON {}.{} TO {role};\n", quote_ident(&schema), quote_ident(&name)));
+                out.push_str(&format!(
+                    "GRANT USAGE ON SCHEMA {} TO {role};\n",
+                    quote_ident(&schema)
+                ));
+                out.push_str(&format!(
+                    "GRANT SELECT ON {}.{} TO {role};\n",
+                    quote_ident(&schema),
+                    quote_ident(&name)
+                ));
             }
             TableSelector::Schema(schema) => {
-                out.push_str(&format!("GRANT USAGE ON SCHEMA {} TO {role};\n", quote_ident(&schema)));
-                out.push_str(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {role};\n", quote_ident(&schema)));
+                out.push_str(&format!(
+                    "GRANT USAGE ON SCHEMA {} TO {role};\n",
+                    quote_ident(&schema)
+                ));
+                out.push_str(&format!(
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {role};\n",
+                    quote_ident(&schema)
+                ));
             }
-            TableSelector::All => out.push_str(&format!("-- GRANT SELECT on every published table to {role}\n")),
+            TableSelector::All => out.push_str(&format!(
+                "-- GRANT SELECT on every published table to {role}\n"
+            )),
         }
     }
-    out.push_str("-- 3. Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;\n");
+    out.push_str(
+        "-- 3. Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;\n",
+    );
     out.push_str("-- 4. The publication (FOR ALL TABLES and TABLES IN SCHEMA need a superuser):\n");
     out.push_str(&create_publication_sql(config));
     out.push_str(";\n-- 5. The replication slot:\n");
@@ -160,7 +205,8 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
         .map_err(sql_error("reading server settings"))?;
     let version: i32 = row.get(0);
     let wal_level: String = row.get(1);
-    let (max_slots, max_senders, slots, senders): (i32, i32, i32, i32) = (row.get(2), row.get(3), row.get(4), row.get(5));
+    let (max_slots, max_senders, slots, senders): (i32, i32, i32, i32) =
+        (row.get(2), row.get(3), row.get(4), row.get(5));
     let can_replicate: bool = row.get(6);
     let superuser: bool = row.get(7);
     let user: String = row.get(8);
@@ -192,19 +238,31 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
     }
     let selectors = config.table_selectors();
     let needs_superuser = selectors.is_empty()
-        || selectors.iter().any(|s| matches!(s, TableSelector::All | TableSelector::Schema(_)));
+        || selectors
+            .iter()
+            .any(|s| matches!(s, TableSelector::All | TableSelector::Schema(_)));
     if !publication_exists && needs_superuser && !superuser {
         problems.push(format!(
             "creating a publication FOR ALL TABLES or TABLES IN SCHEMA needs a superuser and {user} is not one; list the tables as schema.table in source.tables, or have a superuser run the SQL from `tidemark setup --print-sql`"
         ));
     }
-    if selectors.iter().any(|s| matches!(s, TableSelector::Schema(_))) && version < 150000 {
-        problems.push("schema.* in source.tables needs PostgreSQL 15 or later; list the tables instead".into());
+    if selectors
+        .iter()
+        .any(|s| matches!(s, TableSelector::Schema(_)))
+        && version < 150000
+    {
+        problems.push(
+            "schema.* in source.tables needs PostgreSQL 15 or later; list the tables instead"
+                .into(),
+        );
     }
     for selector in &selectors {
         if let TableSelector::Table { schema, name } = selector {
             let exists = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{}.{}", quote_ident(schema), quote_ident(name))])
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&format!("{}.{}", quote_ident(schema), quote_ident(name))],
+                )
                 .await
                 .map_err(sql_error("looking up a table"))?;
             if !exists.get::<_, bool>(0) {
@@ -228,7 +286,10 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
 }
 
 /// Tables the configuration selects that exist now: (qualified name, relreplident, has PK).
-async fn candidate_tables(client: &Client, config: &Config) -> Result<Vec<(String, char, bool)>, SetupError> {
+async fn candidate_tables(
+    client: &Client,
+    config: &Config,
+) -> Result<Vec<(String, char, bool)>, SetupError> {
     let selectors = config.table_selectors();
     let all = selectors.is_empty() || selectors.contains(&TableSelector::All);
     let schemas: Vec<String> = selectors
@@ -269,7 +330,12 @@ async fn candidate_tables(client: &Client, config: &Config) -> Result<Vec<(Strin
 
 /// Checks, then creates the publication and the slot where absent.
 pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
-    let client = connect_sql(&config.source_settings().map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?).await?;
+    let client = connect_sql(
+        &config
+            .source_settings()
+            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?,
+    )
+    .await?;
     let problems = check(&client, config).await?;
     if !problems.is_empty() {
         return Err(SetupError::ChecksFailed(problems));
@@ -278,23 +344,31 @@ pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
 }
 
 /// Creates the publication and the slot if they are absent (no checks).
-pub async fn ensure_publication_and_slot(client: &Client, config: &Config) -> Result<SetupReport, SetupError> {
+pub async fn ensure_publication_and_slot(
+    client: &Client,
+    config: &Config,
+) -> Result<SetupReport, SetupError> {
     let mut report = SetupReport::default();
     let exists = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", &[&config.source.publication])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&config.source.publication],
+        )
         .await
         .map_err(sql_error("looking up the publication"))?;
     if !exists.get::<_, bool>(0) {
         let sql = create_publication_sql(config);
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))]))?;
+        client.batch_execute(&sql).await.map_err(|e| {
+            SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))])
+        })?;
         report.publication_created = true;
         tracing::info!(publication = %config.source.publication, "created publication");
     }
     let slot = client
-        .query_opt("SELECT plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1", &[&config.source.slot])
+        .query_opt(
+            "SELECT plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.source.slot],
+        )
         .await
         .map_err(sql_error("looking up the slot"))?;
     match slot {
@@ -306,7 +380,9 @@ pub async fn ensure_publication_and_slot(client: &Client, config: &Config) -> Re
                 .await
                 .map_err(sql_error("reading the database name"))?
                 .get::<_, String>(0);
-            if plugin.as_deref() != Some("pgoutput") || database.as_deref() != Some(expected_db.as_str()) {
+            if plugin.as_deref() != Some("pgoutput")
+                || database.as_deref() != Some(expected_db.as_str())
+            {
                 return Err(SetupError::ChecksFailed(vec![format!(
                     "replication slot {} exists but is for plugin {:?} in database {:?}, not pgoutput in {expected_db}; choose another source.slot or drop it",
                     config.source.slot, plugin, database
@@ -315,9 +391,18 @@ pub async fn ensure_publication_and_slot(client: &Client, config: &Config) -> Re
         }
         None => {
             client
-                .query_one("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&config.source.slot])
+                .query_one(
+                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&config.source.slot],
+                )
                 .await
-                .map_err(|e| SetupError::ChecksFailed(vec![format!("creating replication slot {}: {}", config.source.slot, describe(&e))]))?;
+                .map_err(|e| {
+                    SetupError::ChecksFailed(vec![format!(
+                        "creating replication slot {}: {}",
+                        config.source.slot,
+                        describe(&e)
+                    )])
+                })?;
             report.slot_created = true;
             tracing::info!(slot = %config.source.slot, "created replication slot");
         }
@@ -335,10 +420,18 @@ pub async fn ensure_publication_and_slot(client: &Client, config: &Config) -> Re
 
 /// Drops the slot and the publication. Refuses while the slot is in use.
 pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
-    let client = connect_sql(&config.source_settings().map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?).await?;
+    let client = connect_sql(
+        &config
+            .source_settings()
+            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?,
+    )
+    .await?;
     let mut done = Vec::new();
     let slot = client
-        .query_opt("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&config.source.slot])
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.source.slot],
+        )
         .await
         .map_err(sql_error("looking up the slot"))?;
     if let Some(row) = slot {
@@ -349,9 +442,15 @@ pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
             });
         }
         client
-            .query_one("SELECT pg_drop_replication_slot($1)", &[&config.source.slot])
+            .query_one(
+                "SELECT pg_drop_replication_slot($1)",
+                &[&config.source.slot],
+            )
             .await
-            .map_err(sql_error(format!("dropping replication slot {}", config.source.slot)))?;
+            .map_err(sql_error(format!(
+                "dropping replication slot {}",
+                config.source.slot
+            )))?;
         done.push(format!("dropped replication slot {}", config.source.slot));
     }
     let dropped = client
@@ -363,9 +462,15 @@ pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
         .map_err(sql_error("looking up the publication"))?;
     if dropped > 0 {
         client
-            .batch_execute(&format!("DROP PUBLICATION {}", quote_ident(&config.source.publication)))
+            .batch_execute(&format!(
+                "DROP PUBLICATION {}",
+                quote_ident(&config.source.publication)
+            ))
             .await
-            .map_err(sql_error(format!("dropping publication {}", config.source.publication)))?;
+            .map_err(sql_error(format!(
+                "dropping publication {}",
+                config.source.publication
+            )))?;
         done.push(format!("dropped publication {}", config.source.publication));
     }
     if done.is_empty() {

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::source::connection::{connect_sql, ConnectionError};
+use crate::source::connection::{ConnectionError, connect_sql};
 use crate::source::setup::SetupError;
 
 /// The connector's state as seen from the server.
@@ -65,7 +65,12 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
         .source_settings()
         .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
     let client = connect_sql(&settings).await?;
-    let sql = |what: &'static str| move |source| SetupError::Sql { what: what.into(), source };
+    let sql = |what: &'static str| {
+        move |source| SetupError::Sql {
+            what: what.into(),
+            source,
+        }
+    };
     let server = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('wal_level'), pg_current_wal_lsn()::text",
@@ -93,7 +98,10 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
             retained_wal_bytes: r.get(6),
         });
     let exists = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", &[&config.source.publication])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&config.source.publication],
+        )
         .await
         .map_err(sql("reading the publication"))?
         .get::<_, bool>(0);
@@ -126,7 +134,11 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "connector     {}", self.connector)?;
-        writeln!(f, "source        {} (PostgreSQL {}, wal_level={})", self.source, self.server_version, self.wal_level)?;
+        writeln!(
+            f,
+            "source        {} (PostgreSQL {}, wal_level={})",
+            self.source, self.server_version, self.wal_level
+        )?;
         writeln!(f, "server WAL    {}", self.current_wal_lsn)?;
         match &self.slot {
             None => writeln!(f, "slot          missing (run `tidemark setup`)")?,
@@ -135,19 +147,35 @@ impl std::fmt::Display for Status {
                     Some(pid) => format!("active (pid {pid})"),
                     None => "inactive".into(),
                 };
-                writeln!(f, "slot          {} {state}, wal_status={}", slot.name, slot.wal_status.as_deref().unwrap_or("?"))?;
+                writeln!(
+                    f,
+                    "slot          {} {state}, wal_status={}",
+                    slot.name,
+                    slot.wal_status.as_deref().unwrap_or("?")
+                )?;
                 writeln!(
                     f,
                     "confirmed     {} (lag {} bytes)",
                     slot.confirmed_flush_lsn.as_deref().unwrap_or("-"),
                     slot.lag_bytes.map_or("?".into(), |b| b.to_string())
                 )?;
-                writeln!(f, "retained WAL  {} bytes", slot.retained_wal_bytes.map_or("?".into(), |b| b.to_string()))?;
+                writeln!(
+                    f,
+                    "retained WAL  {} bytes",
+                    slot.retained_wal_bytes
+                        .map_or("?".into(), |b| b.to_string())
+                )?;
             }
         }
         match &self.publication {
             None => write!(f, "publication   missing (run `tidemark setup`)"),
-            Some(p) => write!(f, "publication   {} ({} tables: {})", p.name, p.tables.len(), p.tables.join(", ")),
+            Some(p) => write!(
+                f,
+                "publication   {} ({} tables: {})",
+                p.name,
+                p.tables.len(),
+                p.tables.join(", ")
+            ),
         }
     }
 }

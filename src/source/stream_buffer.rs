@@ -124,10 +124,16 @@ impl StreamBuffers {
             }
             return;
         }
-        let Some(txn) = self.transactions.get_mut(&xid) else { return };
+        let Some(txn) = self.transactions.get_mut(&xid) else {
+            return;
+        };
         let before = txn.memory_bytes;
         txn.memory.retain(|m| m.subxid != subxid);
-        txn.memory_bytes = txn.memory.iter().map(|m| m.data.len() + ENTRY_OVERHEAD).sum();
+        txn.memory_bytes = txn
+            .memory
+            .iter()
+            .map(|m| m.data.len() + ENTRY_OVERHEAD)
+            .sum();
         self.memory_used -= before - txn.memory_bytes;
         if txn.spill.is_some() {
             txn.aborted.insert(subxid);
@@ -140,8 +146,11 @@ impl StreamBuffers {
         self.memory_used -= txn.memory_bytes;
         let spill = match txn.spill {
             Some(writer) => {
-                let mut file = writer.into_inner().map_err(|e| self.spill_error(xid, e.into_error()))?;
-                file.seek(SeekFrom::Start(0)).map_err(|e| self.spill_error(xid, e))?;
+                let mut file = writer
+                    .into_inner()
+                    .map_err(|e| self.spill_error(xid, e.into_error()))?;
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| self.spill_error(xid, e))?;
                 Some(BufReader::with_capacity(256 * 1024, file))
             }
             None => None,
@@ -185,17 +194,27 @@ impl StreamBuffers {
             dir: dir.display().to_string(),
             source,
         };
-        let Some(txn) = self.transactions.get_mut(&xid) else { return Ok(false) };
+        let Some(txn) = self.transactions.get_mut(&xid) else {
+            return Ok(false);
+        };
         if txn.spill.is_none() {
             let file = tempfile::tempfile_in(&dir).map_err(error)?;
             txn.spill = Some(BufWriter::with_capacity(256 * 1024, file));
         }
-        let Some(writer) = txn.spill.as_mut() else { return Ok(false) };
+        let Some(writer) = txn.spill.as_mut() else {
+            return Ok(false);
+        };
         let mut written = 0u64;
         for message in txn.memory.drain(..) {
-            writer.write_all(&message.subxid.to_be_bytes()).map_err(error)?;
-            writer.write_all(&message.lsn.as_u64().to_be_bytes()).map_err(error)?;
-            writer.write_all(&(message.data.len() as u32).to_be_bytes()).map_err(error)?;
+            writer
+                .write_all(&message.subxid.to_be_bytes())
+                .map_err(error)?;
+            writer
+                .write_all(&message.lsn.as_u64().to_be_bytes())
+                .map_err(error)?;
+            writer
+                .write_all(&(message.data.len() as u32).to_be_bytes())
+                .map_err(error)?;
             writer.write_all(&message.data).map_err(error)?;
             written += 16 + message.data.len() as u64;
         }
@@ -234,7 +253,9 @@ impl Replay {
     }
 
     fn read_spilled(&mut self) -> Result<Option<BufferedMessage>, BufferError> {
-        let Some(reader) = self.spill.as_mut() else { return Ok(None) };
+        let Some(reader) = self.spill.as_mut() else {
+            return Ok(None);
+        };
         let mut header = [0u8; 16];
         match reader.read_exact(&mut header) {
             Ok(()) => {}
@@ -255,11 +276,13 @@ impl Replay {
         lsn.copy_from_slice(&header[4..12]);
         let len = u32::from_be_bytes([header[12], header[13], header[14], header[15]]) as usize;
         let mut data = vec![0u8; len];
-        reader.read_exact(&mut data).map_err(|source| BufferError::Spill {
-            xid: self.xid,
-            dir: self.dir.clone(),
-            source,
-        })?;
+        reader
+            .read_exact(&mut data)
+            .map_err(|source| BufferError::Spill {
+                xid: self.xid,
+                dir: self.dir.clone(),
+                source,
+            })?;
         Ok(Some(BufferedMessage {
             subxid,
             lsn: Lsn(u64::from_be_bytes(lsn)),
@@ -294,7 +317,9 @@ mod tests {
     fn spills_beyond_the_limit_and_replays_in_order() {
         let mut buffers = StreamBuffers::new(1000, std::env::temp_dir());
         for n in 0..50 {
-            buffers.push(7, message(7, n)).unwrap_or_else(|e| panic!("{e}"));
+            buffers
+                .push(7, message(7, n))
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(buffers.memory_used() <= 1000);
         }
         assert!(buffers.spilled_bytes_total() > 0);
@@ -308,7 +333,9 @@ mod tests {
         let mut buffers = StreamBuffers::new(600, std::env::temp_dir());
         for n in 0..20 {
             let subxid = if n % 3 == 0 { 8 } else { 7 };
-            buffers.push(7, message(subxid, n)).unwrap_or_else(|e| panic!("{e}"));
+            buffers
+                .push(7, message(subxid, n))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         buffers.abort(7, 8);
         let replayed = replay_all(&mut buffers, 7);
@@ -320,8 +347,12 @@ mod tests {
     fn interleaved_transactions_stay_apart_and_abort_drops_all() {
         let mut buffers = StreamBuffers::new(1 << 20, std::env::temp_dir());
         for n in 0..10 {
-            buffers.push(1, message(1, n)).unwrap_or_else(|e| panic!("{e}"));
-            buffers.push(2, message(2, 100 + n)).unwrap_or_else(|e| panic!("{e}"));
+            buffers
+                .push(1, message(1, n))
+                .unwrap_or_else(|e| panic!("{e}"));
+            buffers
+                .push(2, message(2, 100 + n))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         buffers.abort(2, 2);
         assert_eq!(buffers.in_progress(), 1);

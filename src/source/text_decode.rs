@@ -77,7 +77,9 @@ fn decode_str(kind: &TypeKind, text: &str) -> Result<Value, ValueError> {
         TypeKind::Json => Value::Json(text.to_owned()),
         TypeKind::Bytea => Value::Bytes(decode_bytea(text)?),
         TypeKind::Date => Value::Date(parse_date_value(text)?),
-        TypeKind::Time => Value::Time(parse_time(text).ok_or_else(|| err("time", text, "not HH:MM:SS[.ffffff]"))?),
+        TypeKind::Time => {
+            Value::Time(parse_time(text).ok_or_else(|| err("time", text, "not HH:MM:SS[.ffffff]"))?)
+        }
         TypeKind::Timestamp => Value::Timestamp(parse_timestamp(text, false)?),
         TypeKind::TimestampTz => Value::TimestampTz(parse_timestamp(text, true)?),
         TypeKind::Array(element) => decode_array(element, text)?,
@@ -191,7 +193,11 @@ fn parse_offset(text: &str) -> Option<i64> {
 }
 
 fn parse_timestamp(text: &str, with_zone: bool) -> Result<i64, ValueError> {
-    let expected = if with_zone { "timestamptz" } else { "timestamp" };
+    let expected = if with_zone {
+        "timestamptz"
+    } else {
+        "timestamp"
+    };
     match text {
         "infinity" => return Ok(TIMESTAMP_POS_INFINITY),
         "-infinity" => return Ok(TIMESTAMP_NEG_INFINITY),

@@ -12,15 +12,33 @@ fn d(kind: TypeKind, text: &str) -> Value {
 fn scalars() {
     assert_eq!(d(TypeKind::Bool, "t"), Value::Bool(true));
     assert_eq!(d(TypeKind::Int2, "-32768"), Value::Int16(i16::MIN));
-    assert_eq!(d(TypeKind::Int8, "9223372036854775807"), Value::Int64(i64::MAX));
-    assert_eq!(d(TypeKind::Float8, "-Infinity"), Value::Float64(f64::NEG_INFINITY));
-    assert!(matches!(d(TypeKind::Float4, "NaN"), Value::Float32(v) if v.is_nan()));
-    assert_eq!(d(TypeKind::Float8, "0.30000000000000004"), Value::Float64(0.300_000_000_000_000_04));
     assert_eq!(
-        d(TypeKind::Numeric { precision: None, scale: None }, "123456789012345678901234567890.000000001"),
+        d(TypeKind::Int8, "9223372036854775807"),
+        Value::Int64(i64::MAX)
+    );
+    assert_eq!(
+        d(TypeKind::Float8, "-Infinity"),
+        Value::Float64(f64::NEG_INFINITY)
+    );
+    assert!(matches!(d(TypeKind::Float4, "NaN"), Value::Float32(v) if v.is_nan()));
+    assert_eq!(
+        d(TypeKind::Float8, "0.30000000000000004"),
+        Value::Float64(0.300_000_000_000_000_04)
+    );
+    assert_eq!(
+        d(
+            TypeKind::Numeric {
+                precision: None,
+                scale: None
+            },
+            "123456789012345678901234567890.000000001"
+        ),
         Value::Numeric("123456789012345678901234567890.000000001".into())
     );
-    assert_eq!(d(TypeKind::Bytea, "\\x00ff10"), Value::Bytes(vec![0, 255, 16]));
+    assert_eq!(
+        d(TypeKind::Bytea, "\\x00ff10"),
+        Value::Bytes(vec![0, 255, 16])
+    );
     assert_eq!(d(TypeKind::Bytea, "\\x"), Value::Bytes(vec![]));
 }
 
@@ -30,7 +48,10 @@ fn dates_including_bc_and_infinity() {
     assert_eq!(d(TypeKind::Date, "2000-03-01"), Value::Date(11017));
     assert_eq!(d(TypeKind::Date, "1969-12-31"), Value::Date(-1));
     // 0001-01-01 BC is astronomical year 0, 366 days before 0001-01-01.
-    assert_eq!(d(TypeKind::Date, "0001-01-01 BC"), Value::Date(-719_162 - 366));
+    assert_eq!(
+        d(TypeKind::Date, "0001-01-01 BC"),
+        Value::Date(-719_162 - 366)
+    );
     assert_eq!(d(TypeKind::Date, "0001-01-01"), Value::Date(-719_162));
     assert_eq!(d(TypeKind::Date, "infinity"), Value::Date(i32::MAX));
     assert_eq!(d(TypeKind::Date, "-infinity"), Value::Date(i32::MIN));
@@ -46,11 +67,26 @@ fn times_and_timestamps() {
         d(TypeKind::Timestamp, "2024-02-29 12:00:00.000001"),
         Value::Timestamp(1_709_208_000_000_001)
     );
-    assert_eq!(d(TypeKind::TimestampTz, "1970-01-01 00:00:00+00"), Value::TimestampTz(0));
-    assert_eq!(d(TypeKind::TimestampTz, "1970-01-01 05:30:00+05:30"), Value::TimestampTz(0));
-    assert_eq!(d(TypeKind::TimestampTz, "1969-12-31 23:59:59-00:00:01"), Value::TimestampTz(0));
-    assert_eq!(d(TypeKind::Timestamp, "infinity"), Value::Timestamp(i64::MAX));
-    assert_eq!(d(TypeKind::TimestampTz, "-infinity"), Value::TimestampTz(i64::MIN));
+    assert_eq!(
+        d(TypeKind::TimestampTz, "1970-01-01 00:00:00+00"),
+        Value::TimestampTz(0)
+    );
+    assert_eq!(
+        d(TypeKind::TimestampTz, "1970-01-01 05:30:00+05:30"),
+        Value::TimestampTz(0)
+    );
+    assert_eq!(
+        d(TypeKind::TimestampTz, "1969-12-31 23:59:59-00:00:01"),
+        Value::TimestampTz(0)
+    );
+    assert_eq!(
+        d(TypeKind::Timestamp, "infinity"),
+        Value::Timestamp(i64::MAX)
+    );
+    assert_eq!(
+        d(TypeKind::TimestampTz, "-infinity"),
+        Value::TimestampTz(i64::MIN)
+    );
     assert_eq!(
         d(TypeKind::Timestamp, "0044-03-15 00:00:00 BC"),
         Value::Timestamp(days_from_civil(-43, 3, 15) * 86_400_000_000)
@@ -69,7 +105,10 @@ fn arrays_nested_quoted_and_null() {
         ])
     );
     assert_eq!(
-        d(TypeKind::Array(Box::new(TypeKind::Text)), r#"{"a,b","say \"hi\"","NULL",NULL,""}"#),
+        d(
+            TypeKind::Array(Box::new(TypeKind::Text)),
+            r#"{"a,b","say \"hi\"","NULL",NULL,""}"#
+        ),
         Value::Array(vec![
             Value::Text("a,b".into()),
             Value::Text("say \"hi\"".into()),
@@ -98,7 +137,10 @@ fn malformed_values_are_errors() {
         (TypeKind::Array(Box::new(TypeKind::Int4)), "{1}x"),
         (TypeKind::Array(Box::new(TypeKind::Text)), "{\"a}"),
     ] {
-        assert!(decode_text(&kind, text.as_bytes()).is_err(), "{text} decoded as {kind:?}");
+        assert!(
+            decode_text(&kind, text.as_bytes()).is_err(),
+            "{text} decoded as {kind:?}"
+        );
     }
 }
 

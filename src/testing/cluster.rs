@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 const ROOT: &str = "/tmp/tidemark-test-pg";
@@ -23,7 +23,9 @@ const ROOT: &str = "/tmp/tidemark-test-pg";
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// No PostgreSQL server binaries.
-    #[error("PostgreSQL server binaries not found ({0}); install them (apt-get install postgresql-15) or set TIDEMARK_PG_BIN to their directory")]
+    #[error(
+        "PostgreSQL server binaries not found ({0}); install them (apt-get install postgresql-15) or set TIDEMARK_PG_BIN to their directory"
+    )]
     BinariesMissing(String),
     /// A step of setting up the cluster failed.
     #[error("test cluster: {0}")]
@@ -51,7 +53,10 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 impl PgCluster {
     /// The cluster of this process, started on first use.
     pub fn shared() -> Result<&'static PgCluster, ClusterError> {
-        CLUSTER.get_or_init(|| start(&[])).as_ref().map_err(Clone::clone)
+        CLUSTER
+            .get_or_init(|| start(&[]))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// A separate cluster with extra server settings (e.g. `("wal_level", "replica")`), for
@@ -62,7 +67,10 @@ impl PgCluster {
 
     /// A `postgres://` URL for `user` and `dbname` over TCP.
     pub fn url(&self, user: &str, dbname: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{dbname}?sslmode=disable", self.port)
+        format!(
+            "postgres://{user}@127.0.0.1:{}/{dbname}?sslmode=disable",
+            self.port
+        )
     }
 
     /// The data directory.
@@ -76,9 +84,15 @@ impl PgCluster {
     }
 
     /// Writes a file into the cluster directory, owned by the server's user, with `mode`.
-    pub fn install_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<PathBuf, ClusterError> {
+    pub fn install_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<PathBuf, ClusterError> {
         let path = self.dir.join(name);
-        std::fs::write(&path, contents).map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, contents)
+            .map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| ClusterError::Setup(format!("chmod {}: {e}", path.display())))?;
         if let Some((uid, gid)) = self.owner {
@@ -92,16 +106,29 @@ impl PgCluster {
     pub async fn create_database(&'static self, label: &str) -> Result<TestDatabase, ClusterError> {
         let clean: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
-        let name = format!("t{}_{}_{clean}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "t{}_{}_{clean}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
         let admin = self.admin().await?;
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
             .map_err(|e| ClusterError::Sql(format!("CREATE DATABASE {name}: {e}")))?;
-        Ok(TestDatabase { cluster: self, name })
+        Ok(TestDatabase {
+            cluster: self,
+            name,
+        })
     }
 
     /// A superuser connection to the `postgres` database.
@@ -152,7 +179,10 @@ fn find_binaries() -> Result<PathBuf, ClusterError> {
         return if dir.join("postgres").exists() {
             Ok(dir)
         } else {
-            Err(ClusterError::BinariesMissing(format!("no postgres in TIDEMARK_PG_BIN={}", dir.display())))
+            Err(ClusterError::BinariesMissing(format!(
+                "no postgres in TIDEMARK_PG_BIN={}",
+                dir.display()
+            )))
         };
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -165,10 +195,9 @@ fn find_binaries() -> Result<PathBuf, ClusterError> {
         })
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| ClusterError::BinariesMissing("no /usr/lib/postgresql/*/bin/postgres".into()))
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        ClusterError::BinariesMissing("no /usr/lib/postgresql/*/bin/postgres".into())
+    })
 }
 
 fn postgres_owner() -> Result<Option<(u32, u32)>, ClusterError> {
@@ -191,10 +220,15 @@ fn postgres_owner() -> Result<Option<(u32, u32)>, ClusterError> {
 }
 
 fn remove_stale_clusters() {
-    let Ok(entries) = std::fs::read_dir(ROOT) else { return };
+    let Ok(entries) = std::fs::read_dir(ROOT) else {
+        return;
+    };
     for entry in entries.filter_map(|e| e.ok()) {
         let pid_file = entry.path().join("owner.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok()) else {
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
             continue;
         };
         // SAFETY: kill with signal 0 only checks for existence.
@@ -206,7 +240,8 @@ fn remove_stale_clusters() {
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Setup(format!("finding a free port: {e}")))?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| ClusterError::Setup(format!("finding a free port: {e}")))?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -230,7 +265,8 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let dir = PathBuf::from(ROOT).join(format!("{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| ClusterError::Setup(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ClusterError::Setup(format!("creating {}: {e}", dir.display())))?;
     std::fs::write(dir.join("owner.pid"), std::process::id().to_string())
         .map_err(|e| ClusterError::Setup(format!("writing owner.pid: {e}")))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -244,13 +280,28 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
     initdb
         .args(["-D"])
         .arg(&data)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     as_owner(&mut initdb, owner);
-    let out = initdb.output().map_err(|e| ClusterError::Setup(format!("running initdb: {e}")))?;
+    let out = initdb
+        .output()
+        .map_err(|e| ClusterError::Setup(format!("running initdb: {e}")))?;
     if !out.status.success() {
-        return Err(ClusterError::Setup(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(ClusterError::Setup(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     let hba = "local all all trust\n\
                host all tm_md5 127.0.0.1/32 md5\n\
@@ -258,17 +309,27 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
                host all tm_password 127.0.0.1/32 password\n\
                host all all 127.0.0.1/32 trust\n\
                host all all ::1/128 trust\n";
-    std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| ClusterError::Setup(format!("writing pg_hba.conf: {e}")))?;
+    std::fs::write(data.join("pg_hba.conf"), hba)
+        .map_err(|e| ClusterError::Setup(format!("writing pg_hba.conf: {e}")))?;
 
     let mut last_error = String::new();
     for _attempt in 0..3 {
         let port = free_port()?;
         match launch(&bin, &dir, port, owner, settings) {
-            Ok(()) => return Ok(PgCluster { port, dir, bin, owner }),
+            Ok(()) => {
+                return Ok(PgCluster {
+                    port,
+                    dir,
+                    bin,
+                    owner,
+                });
+            }
             Err(e) => last_error = e,
         }
     }
-    Err(ClusterError::Setup(format!("postgres did not start: {last_error}")))
+    Err(ClusterError::Setup(format!(
+        "postgres did not start: {last_error}"
+    )))
 }
 
 /// Starts the server from a thread that never exits, so `PR_SET_PDEATHSIG` fires only
@@ -290,21 +351,30 @@ fn launch(
         .arg("-c")
         .arg(format!("unix_socket_directories={}", dir.display()))
         .args([
-            "-c", "wal_level=logical",
-            "-c", "max_replication_slots=100",
-            "-c", "max_wal_senders=100",
-            "-c", "max_connections=300",
-            "-c", "fsync=off",
-            "-c", "full_page_writes=off",
-            "-c", "logical_decoding_work_mem=64kB",
-            "-c", "shared_buffers=128MB",
+            "-c",
+            "wal_level=logical",
+            "-c",
+            "max_replication_slots=100",
+            "-c",
+            "max_wal_senders=100",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "logical_decoding_work_mem=64kB",
+            "-c",
+            "shared_buffers=128MB",
         ])
         .stdin(Stdio::null());
     // Later -c options override earlier ones.
     for (name, value) in settings {
         command.arg("-c").arg(format!("{name}={value}"));
     }
-    let log_file = std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
     command.stdout(log_file).stderr(log_err);
     as_owner(&mut command, owner);
@@ -344,7 +414,11 @@ fn launch(
     let pid_file = data.join("postmaster.pid");
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(&pid_file) {
-            if text.lines().nth(7).is_some_and(|status| status.trim() == "ready") {
+            if text
+                .lines()
+                .nth(7)
+                .is_some_and(|status| status.trim() == "ready")
+            {
                 return Ok(());
             }
         }

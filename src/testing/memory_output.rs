@@ -13,7 +13,9 @@ pub struct CollectedEvents(Arc<Mutex<Vec<ChangeEvent>>>);
 impl CollectedEvents {
     /// The events so far (a poisoned lock still yields the data).
     pub fn lock(&self) -> MutexGuard<'_, Vec<ChangeEvent>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A copy of the events so far.
@@ -60,7 +62,10 @@ impl EventOutput for MemoryOutput {
 
     async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
         self.collected.lock().append(&mut self.open);
-        self.commits.lock().unwrap_or_else(|p| p.into_inner()).push(end_lsn);
+        self.commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(end_lsn);
         self.acknowledged = self.acknowledged.max(end_lsn);
         Ok(())
     }

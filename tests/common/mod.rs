@@ -8,14 +8,17 @@ use tokio::task::JoinHandle;
 
 use tidemark::config::Config;
 use tidemark::event::{ChangeEvent, Op};
-use tidemark::source::reader::{run_reader, ReaderError, ReaderStats};
+use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{CollectedEvents, MemoryOutput, PgCluster, TestDatabase};
 use tidemark::value::Value;
 
 /// A fresh database in the shared cluster and a superuser client to it.
 pub async fn database(label: &str) -> (TestDatabase, tokio_postgres::Client) {
     let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
-    let db = cluster.create_database(label).await.unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database(label)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
     (db, client)
 }
@@ -51,7 +54,11 @@ impl Running {
         let (mut output, events) = MemoryOutput::new();
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
-        let mut running = Running { events, shutdown, task };
+        let mut running = Running {
+            events,
+            shutdown,
+            task,
+        };
         let start = Instant::now();
         loop {
             let active = client
@@ -68,7 +75,10 @@ impl Running {
                     other => panic!("reader ended before streaming: {other:?}"),
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "slot {slot} not active after 20 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "slot {slot} not active after 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -122,13 +132,20 @@ where
 
 /// The value of `column` in an event's `after` (or `before` when `after` is absent).
 pub fn column<'a>(event: &'a ChangeEvent, column: &str) -> &'a Value {
-    let table = event.table.as_ref().unwrap_or_else(|| panic!("event without table: {event:?}"));
+    let table = event
+        .table
+        .as_ref()
+        .unwrap_or_else(|| panic!("event without table: {event:?}"));
     let index = table
         .columns
         .iter()
         .position(|c| c.name == column)
         .unwrap_or_else(|| panic!("no column {column} in {}", table.name));
-    let row = event.after.as_ref().or(event.before.as_ref()).unwrap_or_else(|| panic!("no row in {event:?}"));
+    let row = event
+        .after
+        .as_ref()
+        .or(event.before.as_ref())
+        .unwrap_or_else(|| panic!("no row in {event:?}"));
     &row[index]
 }
 

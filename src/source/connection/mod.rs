@@ -58,7 +58,9 @@ impl ServerError {
     pub fn parse(body: &[u8]) -> ServerError {
         let mut error = ServerError::default();
         for field in body.split(|&b| b == 0) {
-            let Some((&kind, value)) = field.split_first() else { continue };
+            let Some((&kind, value)) = field.split_first() else {
+                continue;
+            };
             let value = String::from_utf8_lossy(value).into_owned();
             match kind {
                 b'V' => error.severity = value,
@@ -89,19 +91,27 @@ pub enum ConnectionError {
         source: std::io::Error,
     },
     /// Connecting took longer than `connect_timeout`.
-    #[error("connecting to {0} timed out; check the host and port, and that PostgreSQL listens there (listen_addresses)")]
+    #[error(
+        "connecting to {0} timed out; check the host and port, and that PostgreSQL listens there (listen_addresses)"
+    )]
     Timeout(String),
     /// TLS could not be set up or the handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
     /// `sslmode` requires TLS and the server does not offer it.
-    #[error("the server at {0} does not accept TLS connections but sslmode requires TLS; enable ssl on the server or use sslmode=prefer")]
+    #[error(
+        "the server at {0} does not accept TLS connections but sslmode requires TLS; enable ssl on the server or use sslmode=prefer"
+    )]
     TlsRefused(String),
     /// The server asked for an authentication method tidemark does not implement.
-    #[error("the server asks for authentication method {0}, which tidemark does not support; use scram-sha-256, md5, password or trust in pg_hba.conf")]
+    #[error(
+        "the server asks for authentication method {0}, which tidemark does not support; use scram-sha-256, md5, password or trust in pg_hba.conf"
+    )]
     UnsupportedAuth(String),
     /// The server asked for a password and none was configured.
-    #[error("the server asks for a password for user {0:?} and none was given; put it in the source URL or in TIDEMARK_SOURCE_PASSWORD")]
+    #[error(
+        "the server asks for a password for user {0:?} and none was given; put it in the source URL or in TIDEMARK_SOURCE_PASSWORD"
+    )]
     PasswordRequired(String),
     /// The server reported an error.
     #[error("PostgreSQL: {0}")]
@@ -122,7 +132,9 @@ impl ConnectionError {
     /// opposed to a definite error that needs a change of configuration or on the server.
     pub fn is_transient(&self) -> bool {
         match self {
-            ConnectionError::Io { .. } | ConnectionError::Timeout(_) | ConnectionError::Closed => true,
+            ConnectionError::Io { .. } | ConnectionError::Timeout(_) | ConnectionError::Closed => {
+                true
+            }
             ConnectionError::Server(e) => is_transient_sqlstate(&e.code),
             ConnectionError::Sql(e) => match e.as_db_error() {
                 Some(db) => is_transient_sqlstate(db.code().code()),
@@ -165,12 +177,17 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
 fn is_transient_sqlstate(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55006")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55006"
+        )
 }
 
 /// Opens an ordinary SQL connection (catalog queries, setup, status, snapshot), with TLS as
 /// `settings.sslmode` says, and drives it on a background task.
-pub async fn connect_sql(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, ConnectionError> {
+pub async fn connect_sql(
+    settings: &ConnectionSettings,
+) -> Result<tokio_postgres::Client, ConnectionError> {
     let config = settings.to_tokio_postgres();
     let client = match tls::client_config(settings)? {
         None => {

@@ -20,13 +20,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::settings::{ConnectionSettings, SslMode};
-use super::{tls, ConnectionError, ServerError, SESSION_SETTINGS};
+use super::{ConnectionError, SESSION_SETTINGS, ServerError, tls};
 use crate::lsn::Lsn;
 use crate::source::pgoutput::PG_EPOCH_OFFSET_MICROS;
 
@@ -119,12 +119,18 @@ impl ReplicationConnection {
     /// Connects with `replication=database`, negotiates TLS and authenticates.
     pub async fn connect(settings: &ConnectionSettings) -> Result<Self, ConnectionError> {
         let peer = format!("{}:{}", settings.host, settings.port);
-        tokio::time::timeout(settings.connect_timeout, Self::connect_inner(settings, peer.clone()))
-            .await
-            .map_err(|_| ConnectionError::Timeout(peer))?
+        tokio::time::timeout(
+            settings.connect_timeout,
+            Self::connect_inner(settings, peer.clone()),
+        )
+        .await
+        .map_err(|_| ConnectionError::Timeout(peer))?
     }
 
-    async fn connect_inner(settings: &ConnectionSettings, peer: String) -> Result<Self, ConnectionError> {
+    async fn connect_inner(
+        settings: &ConnectionSettings,
+        peer: String,
+    ) -> Result<Self, ConnectionError> {
         let stream: Box<dyn Transport> = if settings.host.starts_with('/') {
             let path = format!("{}/.s.PGSQL.{}", settings.host, settings.port);
             Box::new(
@@ -163,16 +169,20 @@ impl ReplicationConnection {
         };
         let mut request = BytesMut::new();
         frontend::ssl_request(&mut request);
-        tcp.write_all(&request).await.map_err(io_error("sending SSLRequest"))?;
-        let answer = tcp.read_u8().await.map_err(io_error("reading the SSLRequest answer"))?;
+        tcp.write_all(&request)
+            .await
+            .map_err(io_error("sending SSLRequest"))?;
+        let answer = tcp
+            .read_u8()
+            .await
+            .map_err(io_error("reading the SSLRequest answer"))?;
         match answer {
             b'S' => {
                 let connector = tokio_rustls::TlsConnector::from(config);
                 let name = tls::server_name(&settings.host)?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| ConnectionError::Tls(format!("handshake with {peer} failed: {e}")))?;
+                let stream = connector.connect(name, tcp).await.map_err(|e| {
+                    ConnectionError::Tls(format!("handshake with {peer} failed: {e}"))
+                })?;
                 Ok(Box::new(stream))
             }
             b'N' if settings.sslmode == SslMode::Prefer => Ok(Box::new(tcp)),
@@ -207,7 +217,9 @@ impl ReplicationConnection {
             match tag {
                 b'R' => {
                     if body.len() < 4 {
-                        return Err(ConnectionError::Protocol("short authentication message".into()));
+                        return Err(ConnectionError::Protocol(
+                            "short authentication message".into(),
+                        ));
                     }
                     match body.get_i32() {
                         0 => {}
@@ -233,37 +245,49 @@ impl ReplicationConnection {
                                 .any(|m| m == SCRAM_SHA_256.as_bytes());
                             if !offers_scram {
                                 let offered = String::from_utf8_lossy(&body).replace('\0', " ");
-                                return Err(ConnectionError::UnsupportedAuth(format!("SASL ({})", offered.trim())));
+                                return Err(ConnectionError::UnsupportedAuth(format!(
+                                    "SASL ({})",
+                                    offered.trim()
+                                )));
                             }
-                            let client = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut self.write)
-                                .map_err(io_error("encoding the SCRAM message"))?;
+                            let client =
+                                ScramSha256::new(password()?, ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(
+                                SCRAM_SHA_256,
+                                client.message(),
+                                &mut self.write,
+                            )
+                            .map_err(io_error("encoding the SCRAM message"))?;
                             self.flush().await?;
                             scram = Some(client);
                         }
                         11 => {
-                            let client = scram
-                                .as_mut()
-                                .ok_or_else(|| ConnectionError::Protocol("SASL continue before SASL start".into()))?;
-                            client
-                                .update(&body)
-                                .map_err(|e| ConnectionError::Protocol(format!("SCRAM exchange failed: {e}")))?;
+                            let client = scram.as_mut().ok_or_else(|| {
+                                ConnectionError::Protocol("SASL continue before SASL start".into())
+                            })?;
+                            client.update(&body).map_err(|e| {
+                                ConnectionError::Protocol(format!("SCRAM exchange failed: {e}"))
+                            })?;
                             frontend::sasl_response(client.message(), &mut self.write)
                                 .map_err(io_error("encoding the SCRAM message"))?;
                             self.flush().await?;
                         }
                         12 => {
-                            let client = scram
-                                .as_mut()
-                                .ok_or_else(|| ConnectionError::Protocol("SASL final before SASL start".into()))?;
+                            let client = scram.as_mut().ok_or_else(|| {
+                                ConnectionError::Protocol("SASL final before SASL start".into())
+                            })?;
                             client.finish(&body).map_err(|e| {
-                                ConnectionError::Protocol(format!("the server's SCRAM signature does not verify: {e}"))
+                                ConnectionError::Protocol(format!(
+                                    "the server's SCRAM signature does not verify: {e}"
+                                ))
                             })?;
                         }
                         2 => return Err(ConnectionError::UnsupportedAuth("Kerberos V5".into())),
                         7 | 8 => return Err(ConnectionError::UnsupportedAuth("GSSAPI".into())),
                         9 => return Err(ConnectionError::UnsupportedAuth("SSPI".into())),
-                        other => return Err(ConnectionError::UnsupportedAuth(format!("code {other}"))),
+                        other => {
+                            return Err(ConnectionError::UnsupportedAuth(format!("code {other}")));
+                        }
                     }
                 }
                 b'S' => {
@@ -286,7 +310,10 @@ impl ReplicationConnection {
     }
 
     /// Runs a simple-protocol command and returns its rows as text (or null).
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ConnectionError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ConnectionError> {
         frontend::query(sql, &mut self.write).map_err(io_error("encoding a query"))?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -358,13 +385,18 @@ impl ReplicationConnection {
             (SlotSnapshot::Export, false) => "EXPORT_SNAPSHOT",
             (SlotSnapshot::NoExport, false) => "NOEXPORT_SNAPSHOT",
         };
-        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {action}", quote_ident(slot));
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {action}",
+            quote_ident(slot)
+        );
         let rows = self.simple_query(&sql).await?;
         let row = rows
             .into_iter()
             .next()
             .filter(|r| r.len() >= 4)
-            .ok_or_else(|| ConnectionError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+            .ok_or_else(|| {
+                ConnectionError::Protocol("CREATE_REPLICATION_SLOT returned no row".into())
+            })?;
         Ok(CreatedSlot {
             slot_name: row[0].clone().unwrap_or_default(),
             consistent_point: parse_lsn_field(row[1].clone(), "consistent_point")?,
@@ -475,7 +507,12 @@ impl ReplicationConnection {
 
     /// Sends a standby status update: received up to `write`, durably processed up to
     /// `flush` (the position the slot may advance to).
-    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, reply_requested: bool) -> Result<(), ConnectionError> {
+    pub async fn send_status(
+        &mut self,
+        write: Lsn,
+        flush: Lsn,
+        reply_requested: bool,
+    ) -> Result<(), ConnectionError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -514,17 +551,21 @@ impl ReplicationConnection {
                 source,
             })?;
         self.write.clear();
-        self.stream.flush().await.map_err(|source| ConnectionError::Io {
-            context: format!("writing to {peer}"),
-            source,
-        })
+        self.stream
+            .flush()
+            .await
+            .map_err(|source| ConnectionError::Io {
+                context: format!("writing to {peer}"),
+                source,
+            })
     }
 
     /// Reads one backend message: its tag and body. Cancel-safe.
     async fn next_frame(&mut self) -> Result<(u8, Bytes), ConnectionError> {
         loop {
             if self.read.len() >= 5 {
-                let len = i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]);
+                let len =
+                    i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]);
                 if len < 4 {
                     return Err(ConnectionError::Protocol(format!("message length {len}")));
                 }
@@ -540,10 +581,14 @@ impl ReplicationConnection {
             if self.read.capacity() - self.read.len() < 8192 {
                 self.read.reserve(256 * 1024);
             }
-            let read = self.stream.read_buf(&mut self.read).await.map_err(|source| ConnectionError::Io {
-                context: format!("reading from {}", self.peer),
-                source,
-            })?;
+            let read = self
+                .stream
+                .read_buf(&mut self.read)
+                .await
+                .map_err(|source| ConnectionError::Io {
+                    context: format!("reading from {}", self.peer),
+                    source,
+                })?;
             if read == 0 {
                 return Err(ConnectionError::Closed);
             }
@@ -559,7 +604,10 @@ impl ReplicationConnection {
 }
 
 fn parse_server_version(text: &str) -> u32 {
-    let number: String = text.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let number: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
     let mut parts = number.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
@@ -594,7 +642,10 @@ mod tests {
 
     #[test]
     fn server_versions() {
-        assert_eq!(parse_server_version("15.18 (Debian 15.18-0+deb12u1)"), 150018);
+        assert_eq!(
+            parse_server_version("15.18 (Debian 15.18-0+deb12u1)"),
+            150018
+        );
         assert_eq!(parse_server_version("9.6.24"), 90624);
         assert_eq!(parse_server_version("17devel"), 170000);
     }

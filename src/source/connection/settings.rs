@@ -108,10 +108,14 @@ impl ConnectionSettings {
             )));
         }
         let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| invalid(format!("source URL has bad percent-encoding in {s:?}")))
+            percent_decode(s)
+                .ok_or_else(|| invalid(format!("source URL has bad percent-encoding in {s:?}")))
         };
         let mut settings = ConnectionSettings {
-            host: url.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()).unwrap_or_default(),
+            host: url
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_owned())
+                .unwrap_or_default(),
             port: url.port().unwrap_or(5432),
             user: decode(url.username())?,
             password: url.password().map(decode).transpose()?.map(Secret),
@@ -138,7 +142,9 @@ impl ConnectionSettings {
                 "dbname" => settings.dbname = value,
                 "connect_timeout" => {
                     let secs: u64 = value.parse().map_err(|_| {
-                        invalid(format!("connect_timeout={value} is not a whole number of seconds"))
+                        invalid(format!(
+                            "connect_timeout={value} is not a whole number of seconds"
+                        ))
                     })?;
                     settings.connect_timeout = Duration::from_secs(secs.max(1));
                 }
@@ -227,11 +233,20 @@ mod tests {
         let Ok(s) = s else { panic!("{s:?}") };
         assert_eq!(s.user, "app@x");
         assert_eq!(s.password.as_ref().map(Secret::expose), Some("p/ss"));
-        assert_eq!((s.host.as_str(), s.port, s.dbname.as_str()), ("db.example", 6543, "shop"));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.dbname.as_str()),
+            ("db.example", 6543, "shop")
+        );
         assert_eq!(s.sslmode, SslMode::VerifyFull);
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
-        assert!(!format!("{s:?}").contains("p/ss"), "password leaked into Debug");
-        assert_eq!(s.redacted_url(), "postgres://app@x:***@db.example:6543/shop");
+        assert!(
+            !format!("{s:?}").contains("p/ss"),
+            "password leaked into Debug"
+        );
+        assert_eq!(
+            s.redacted_url(),
+            "postgres://app@x:***@db.example:6543/shop"
+        );
     }
 
     #[test]

@@ -11,17 +11,21 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
 
-use super::settings::{ConnectionSettings, SslMode};
 use super::ConnectionError;
+use super::settings::{ConnectionSettings, SslMode};
 
 /// Builds the rustls client configuration for `settings`, or `None` for `sslmode=disable`.
-pub fn client_config(settings: &ConnectionSettings) -> Result<Option<Arc<ClientConfig>>, ConnectionError> {
+pub fn client_config(
+    settings: &ConnectionSettings,
+) -> Result<Option<Arc<ClientConfig>>, ConnectionError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -36,7 +40,9 @@ pub fn client_config(settings: &ConnectionSettings) -> Result<Option<Arc<ClientC
             let roots = Arc::new(root_store(settings)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| ConnectionError::Tls(format!("cannot build certificate verifier: {e}")))?;
+                .map_err(|e| {
+                    ConnectionError::Tls(format!("cannot build certificate verifier: {e}"))
+                })?;
             let verifier: Arc<dyn ServerCertVerifier> = if settings.sslmode == SslMode::VerifyCa {
                 Arc::new(IgnoreHostName(webpki))
             } else {
@@ -54,8 +60,9 @@ pub fn client_config(settings: &ConnectionSettings) -> Result<Option<Arc<ClientC
 /// The server name to present and verify: the host, or a placeholder for IP addresses that
 /// `verify-full` then checks against the certificate's IP SANs.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, ConnectionError> {
-    ServerName::try_from(host.to_owned())
-        .map_err(|_| ConnectionError::InvalidSettings(format!("{host:?} is not a valid TLS server name")))
+    ServerName::try_from(host.to_owned()).map_err(|_| {
+        ConnectionError::InvalidSettings(format!("{host:?} is not a valid TLS server name"))
+    })
 }
 
 fn root_store(settings: &ConnectionSettings) -> Result<RootCertStore, ConnectionError> {
@@ -72,7 +79,10 @@ fn root_store(settings: &ConnectionSettings) -> Result<RootCertStore, Connection
                 })?;
             for cert in certs {
                 roots.add(cert).map_err(|e| {
-                    ConnectionError::Tls(format!("sslrootcert {} holds an unusable certificate: {e}", path.display()))
+                    ConnectionError::Tls(format!(
+                        "sslrootcert {} holds an unusable certificate: {e}",
+                        path.display()
+                    ))
                 })?;
             }
         }
@@ -115,7 +125,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -124,7 +139,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, integration tests on a private PostgreSQL, doc tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure-deps.sh
+cargo nextest run --no-fail-fast "$@"
+cargo test --doc --quiet
