@@ -226,16 +226,25 @@ impl Config {
             origin: origin.to_owned(),
             message: e.to_string(),
         })?;
+        let mut from_env = Vec::new();
         for (var, value) in env {
-            apply_env_override(&mut table, &var, &value)?;
+            if let Some(path) = apply_env_override(&mut table, &var, &value)? {
+                from_env.push((path, var));
+            }
         }
-        let mut config: Config =
-            table
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let source = from_env
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, var)| format!(" (set by environment variable {var})"))
+                    .unwrap_or_default();
+                ConfigError::Parse {
                     origin: origin.to_owned(),
-                    message: e.message().to_owned(),
-                })?;
+                    message: format!("{path}{source}: {}", e.into_inner().message()),
+                }
+            })?;
         config.fill_defaults()?;
         config.validate()?;
         Ok(config)
@@ -413,15 +422,24 @@ impl TableSelector {
     }
 }
 
-fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+/// Applies one environment variable; returns the dotted key it set, if it is a config key.
+fn apply_env_override(
+    table: &mut toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<Option<String>, ConfigError> {
     let Some(rest) = var.strip_prefix("TIDEMARK_") else {
-        return Ok(());
+        return Ok(None);
     };
     let rest = rest.to_ascii_lowercase();
     let (section, key) = match rest.split_once('_') {
         Some((section, key)) if SECTIONS.contains(&section) => (Some(section), key.to_owned()),
         _ if rest == "name" => (None, rest.clone()),
-        _ => return Ok(()),
+        _ => return Ok(None),
+    };
+    let path = match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.clone(),
     };
     let target = match section {
         None => table,
@@ -436,7 +454,7 @@ fn apply_env_override(table: &mut toml::Table, var: &str, value: &str) -> Result
     };
     let typed = typed_env_value(section, &key, value);
     target.insert(key, typed);
-    Ok(())
+    Ok(Some(path))
 }
 
 /// Gives an environment value the type its key has.

@@ -124,12 +124,18 @@ fn each_broken_rule_names_its_field() {
         (
             EXAMPLE,
             &[("TIDEMARK_SOURCE_STATUS_INTERVAL_MS", "soon")],
-            "invalid type",
+            "source.status_interval_ms (set by environment variable \
+             TIDEMARK_SOURCE_STATUS_INTERVAL_MS): invalid type",
+        ),
+        (
+            "name = \"x\"\n[source]\nurl = \"postgres://u@h/db\"\ntables = \"public.a\"\n",
+            &[],
+            "source.tables: invalid type",
         ),
         (
             EXAMPLE,
             &[("TIDEMARK_KAFKA_DELIVERY", "maybe")],
-            "unknown variant `maybe`",
+            "kafka.delivery (set by environment variable TIDEMARK_KAFKA_DELIVERY): unknown variant `maybe`",
         ),
         (
             EXAMPLE,

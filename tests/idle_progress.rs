@@ -76,3 +76,32 @@ async fn heartbeat_moves_the_slot_and_emits_no_event() {
     let stats = reader.stop().await;
     assert_eq!(stats.events, 0);
 }
+
+#[tokio::test]
+async fn wal_sender_timeout_never_kills_an_idle_healthy_connection() {
+    // The server drops clients silent for 2 s; tidemark's own status interval is 60 s, so only
+    // its immediate answers to keepalive requests keep the connection alive.
+    let cluster = tidemark::testing::PgCluster::start_with(&[("wal_sender_timeout", "2s")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database("timeout")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let text = format!(
+        "name = \"timeout\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 60000\n",
+        db.url()
+    );
+    let config = tidemark::config::Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut reader = Running::start(config, &client).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    exec(&client, "INSERT INTO t VALUES (1)").await;
+    reader.wait_for_events(1).await;
+    let stats = reader.stop().await;
+    assert_eq!(
+        stats.sessions, 1,
+        "the connection was lost and re-opened: {stats:?}"
+    );
+}

@@ -183,3 +183,43 @@ async fn unchanged_toast_columns_are_listed_not_invented() {
     assert_eq!(column(&events[2], "body"), &Value::Text("short".into()));
     reader.stop().await;
 }
+
+#[tokio::test]
+async fn relation_changes_mid_stream_refresh_the_table_description() {
+    let (db, client) = database("ddl").await;
+    exec(&client, "CREATE TABLE d (id int PRIMARY KEY, a text)").await;
+    let mut reader = Running::start(config(&db, "ddl", ""), &client).await;
+    exec(&client, "INSERT INTO d VALUES (1, 'x')").await;
+    exec(&client, "ALTER TABLE d ADD COLUMN b numeric(5,1) DEFAULT 2.5; ALTER TABLE d ALTER COLUMN a TYPE int USING 7").await;
+    exec(&client, "INSERT INTO d VALUES (2, 8, 1.5)").await;
+    exec(&client, "ALTER TABLE d DROP COLUMN b").await;
+    exec(&client, "UPDATE d SET a = 9 WHERE id = 2").await;
+    let events = reader.wait_for_events(3).await;
+    reader.stop().await;
+    let names = |i: usize| {
+        events[i]
+            .table
+            .as_ref()
+            .map(|t| t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(names(0), vec!["id", "a"]);
+    assert_eq!(
+        events[0].after,
+        Some(vec![Value::Int32(1), Value::Text("x".into())])
+    );
+    assert_eq!(names(1), vec!["id", "a", "b"]);
+    assert_eq!(
+        events[1].after,
+        Some(vec![
+            Value::Int32(2),
+            Value::Int32(8),
+            Value::Numeric("1.5".into())
+        ])
+    );
+    assert_eq!(names(2), vec!["id", "a"]);
+    assert_eq!(
+        events[2].after,
+        Some(vec![Value::Int32(2), Value::Int32(9)])
+    );
+}
