@@ -251,17 +251,7 @@ impl Config {
     }
 
     fn fill_defaults(&mut self) -> Result<(), ConfigError> {
-        let suffix: String = self
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let suffix = identifier_safe(&self.name);
         if self.source.slot.is_empty() {
             self.source.slot = format!("tidemark_{suffix}");
         }
@@ -383,6 +373,20 @@ impl Config {
             .filter_map(|p| TableSelector::parse(p))
             .collect()
     }
+}
+
+/// Lower-cases `text` and replaces every character that is not an ASCII letter or digit
+/// with `_`, giving a string usable in slot and database names.
+pub fn identifier_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// One entry of `source.tables`.

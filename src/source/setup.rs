@@ -54,6 +54,34 @@ fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> S
     move |source| SetupError::Sql { what, source }
 }
 
+/// Whether the publication exists.
+pub async fn publication_exists(client: &Client, publication: &str) -> Result<bool, SetupError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_error("looking up the publication"))?;
+    Ok(row.get(0))
+}
+
+/// The tables a publication publishes, as `schema.table`.
+pub async fn published_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Vec<String>, SetupError> {
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables \
+             WHERE pubname = $1 ORDER BY 1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_error("listing published tables"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// What `setup` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SetupReport {
@@ -349,14 +377,7 @@ pub async fn ensure_publication_and_slot(
     config: &Config,
 ) -> Result<SetupReport, SetupError> {
     let mut report = SetupReport::default();
-    let exists = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-            &[&config.source.publication],
-        )
-        .await
-        .map_err(sql_error("looking up the publication"))?;
-    if !exists.get::<_, bool>(0) {
+    if !publication_exists(client, &config.source.publication).await? {
         let sql = create_publication_sql(config);
         client.batch_execute(&sql).await.map_err(|e| {
             SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))])
@@ -407,14 +428,7 @@ pub async fn ensure_publication_and_slot(
             tracing::info!(slot = %config.source.slot, "created replication slot");
         }
     }
-    let tables = client
-        .query(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1",
-            &[&config.source.publication],
-        )
-        .await
-        .map_err(sql_error("listing published tables"))?;
-    report.tables = tables.iter().map(|r| r.get(0)).collect();
+    report.tables = published_tables(client, &config.source.publication).await?;
     Ok(report)
 }
 
@@ -453,14 +467,7 @@ pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
             )))?;
         done.push(format!("dropped replication slot {}", config.source.slot));
     }
-    let dropped = client
-        .execute(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&config.source.publication],
-        )
-        .await
-        .map_err(sql_error("looking up the publication"))?;
-    if dropped > 0 {
+    if publication_exists(&client, &config.source.publication).await? {
         client
             .batch_execute(&format!(
                 "DROP PUBLICATION {}",

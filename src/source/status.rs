@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::source::connection::{ConnectionError, connect_sql};
-use crate::source::setup::SetupError;
+use crate::source::setup::{SetupError, publication_exists, published_tables};
 
 /// The connector's state as seen from the server.
 #[derive(Debug, Clone, Serialize)]
@@ -97,25 +97,10 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
             lag_bytes: r.get(5),
             retained_wal_bytes: r.get(6),
         });
-    let exists = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-            &[&config.source.publication],
-        )
-        .await
-        .map_err(sql("reading the publication"))?
-        .get::<_, bool>(0);
-    let publication = if exists {
-        let tables = client
-            .query(
-                "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1",
-                &[&config.source.publication],
-            )
-            .await
-            .map_err(sql("listing published tables"))?;
+    let publication = if publication_exists(&client, &config.source.publication).await? {
         Some(PublicationStatus {
             name: config.source.publication.clone(),
-            tables: tables.iter().map(|r| r.get(0)).collect(),
+            tables: published_tables(&client, &config.source.publication).await?,
         })
     } else {
         None

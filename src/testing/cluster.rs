@@ -104,15 +104,8 @@ impl PgCluster {
 
     /// Creates a fresh database for one test.
     pub async fn create_database(&'static self, label: &str) -> Result<TestDatabase, ClusterError> {
-        let clean: String = label
+        let clean: String = crate::config::identifier_safe(label)
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
             .take(40)
             .collect();
         let name = format!(
