@@ -105,3 +105,85 @@ async fn wal_sender_timeout_never_kills_an_idle_healthy_connection() {
         "the connection was lost and re-opened: {stats:?}"
     );
 }
+
+/// Delays every 100th event by 15 ms, so a 20,000-row transaction takes ~3 s to deliver.
+struct SlowOutput(tidemark::testing::MemoryOutput, u64);
+
+impl tidemark::output::EventOutput for SlowOutput {
+    async fn send(
+        &mut self,
+        event: &tidemark::event::ChangeEvent,
+    ) -> Result<(), tidemark::output::OutputError> {
+        self.1 += 1;
+        if self.1 % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        self.0.send(event).await
+    }
+    async fn commit(&mut self, end: Lsn) -> Result<(), tidemark::output::OutputError> {
+        self.0.commit(end).await
+    }
+    fn abort(&mut self) {
+        self.0.abort()
+    }
+    fn acknowledged(&self) -> Lsn {
+        self.0.acknowledged()
+    }
+    async fn flush(&mut self) -> Result<(), tidemark::output::OutputError> {
+        self.0.flush().await
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_slower_to_deliver_than_wal_sender_timeout_keeps_its_connection() {
+    let cluster = tidemark::testing::PgCluster::start_with(&[("wal_sender_timeout", "2s")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database("slow")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let text = format!(
+        "name = \"slow\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 500\n",
+        db.url()
+    );
+    let config = tidemark::config::Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tidemark::source::setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    exec(
+        &client,
+        "INSERT INTO t SELECT g FROM generate_series(1, 20000) g",
+    )
+    .await;
+    let (memory, events) = tidemark::testing::MemoryOutput::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut output = SlowOutput(memory, 0);
+        tidemark::source::reader::run_reader(&config, &mut output, stopped).await
+    });
+    wait_until("20000 events", Duration::from_secs(60), || {
+        let events = events.clone();
+        async move { events.len() >= 20000 }
+    })
+    .await;
+    // One more change must travel over the same connection.
+    exec(&client, "INSERT INTO t VALUES (0)").await;
+    wait_until("the next event", Duration::from_secs(60), || {
+        let events = events.clone();
+        async move { events.len() > 20000 }
+    })
+    .await;
+    let _ = stop.send(true);
+    let stats = task
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stats.sessions, 1,
+        "the server dropped the connection during the transaction: {stats:?}"
+    );
+    assert_eq!(events.len(), 20001);
+}

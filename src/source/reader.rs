@@ -190,7 +190,12 @@ pub async fn run_reader<O: EventOutput>(
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "replication interrupted; reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
+                    changed = shutdown.changed() => {
+                        if changed.is_err() {
+                            state.stats.confirmed = state.confirmed;
+                            return Ok(state.stats);
+                        }
+                    }
                 }
                 if *shutdown.borrow() {
                     state.stats.confirmed = state.confirmed;
@@ -221,6 +226,7 @@ struct Session<'a, O> {
     idle_position: Lsn,
     flush_at: Option<tokio::time::Instant>,
     last_status: Instant,
+    status_every: Duration,
 }
 
 impl<'a, O: EventOutput> Session<'a, O> {
@@ -288,14 +294,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
             idle_position: Lsn::ZERO,
             flush_at: None,
             last_status: Instant::now(),
+            status_every: Duration::from_millis(config.source.status_interval_ms),
             state,
         };
         session.stream(shutdown).await
     }
 
     async fn stream(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ReaderError> {
-        let status_every = Duration::from_millis(self.config.source.status_interval_ms);
-        let mut status_tick = tokio::time::interval(status_every);
+        let mut status_tick = tokio::time::interval(self.status_every);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let heartbeat_every =
             Duration::from_millis(self.config.source.heartbeat_interval_ms.max(1));
@@ -324,7 +330,12 @@ impl<'a, O: EventOutput> Session<'a, O> {
             let flush_at = self.flush_at.unwrap_or(far);
             tokio::select! {
                 biased;
-                _ = shutdown.changed(), if stopping_since.is_none() => {}
+                changed = shutdown.changed(), if stopping_since.is_none() => {
+                    // A dropped sender can no longer say "stop", so it means stop now.
+                    if changed.is_err() {
+                        stopping_since = Some(Instant::now());
+                    }
+                }
                 message = self.repl.recv() => self.handle(message?).await?,
                 _ = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => {
                     self.flush_output().await?;
@@ -490,6 +501,13 @@ impl<'a, O: EventOutput> Session<'a, O> {
             self.output.send(event).await?;
         }
         self.state.stats.events += self.events.len() as u64;
+        // Inside a long transaction the select loop does not run: keep the server's
+        // wal_sender_timeout satisfied from here (the flush position does not move).
+        if self.state.stats.events % 1024 < self.events.len() as u64
+            && self.last_status.elapsed() >= self.status_every
+        {
+            self.send_status().await?;
+        }
         Ok(())
     }
 
