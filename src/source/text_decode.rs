@@ -117,6 +117,10 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Years beyond PostgreSQL's range (5874897 AD, 4713 BC) are rejected well before the day
+/// arithmetic could overflow.
+const MAX_YEAR: i64 = 10_000_000;
+
 /// Splits a trailing ` BC`, returning the rest and whether it was there.
 fn strip_bc(text: &str) -> (&str, bool) {
     match text.strip_suffix(" BC") {
@@ -131,7 +135,9 @@ fn parse_ymd(text: &str, bc: bool) -> Option<i64> {
     let year: i64 = parts.next()?.parse().ok()?;
     let month: u32 = parts.next()?.parse().ok()?;
     let day: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || year < 1 {
+    // PostgreSQL's dates end in year 5874897; anything far beyond is not a date it printed
+    // and would overflow the day arithmetic.
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !(1..=MAX_YEAR).contains(&year) {
         return None;
     }
     // 1 BC is astronomical year 0.

@@ -136,6 +136,12 @@ fn malformed_values_are_errors() {
         (TypeKind::Array(Box::new(TypeKind::Int4)), "{1,2"),
         (TypeKind::Array(Box::new(TypeKind::Int4)), "{1}x"),
         (TypeKind::Array(Box::new(TypeKind::Text)), "{\"a}"),
+        // Found by the fuzzer: a year so large the day arithmetic overflowed.
+        (
+            TypeKind::Array(Box::new(TypeKind::Date)),
+            "{100000000000000000-0000000000000000000001-01}",
+        ),
+        (TypeKind::Timestamp, "99999999999-01-01 00:00:00"),
     ] {
         assert!(
             decode_text(&kind, text.as_bytes()).is_err(),
