@@ -86,7 +86,7 @@ pub enum ReaderError {
         /// Where.
         lsn: Lsn,
         /// What.
-        source: AssemblyError,
+        source: Box<AssemblyError>,
     },
     /// A type lookup failed.
     #[error(transparent)]
@@ -496,7 +496,10 @@ impl<'a, O: EventOutput> Session<'a, O> {
         self.events.clear();
         self.assembler
             .assemble(message, lsn, &mut self.events)
-            .map_err(|source| ReaderError::Assembly { lsn, source })?;
+            .map_err(|source| ReaderError::Assembly {
+                lsn,
+                source: Box::new(source),
+            })?;
         for event in &self.events {
             self.output.send(event).await?;
         }

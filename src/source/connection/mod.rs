@@ -115,7 +115,7 @@ pub enum ConnectionError {
     PasswordRequired(String),
     /// The server reported an error.
     #[error("PostgreSQL: {0}")]
-    Server(ServerError),
+    Server(Box<ServerError>),
     /// The server sent something the protocol does not allow here.
     #[error("unexpected message from the server: {0}")]
     Protocol(String),

@@ -347,7 +347,7 @@ impl ReplicationConnection {
                 b'T' | b'C' | b'N' | b'S' | b'I' => {}
                 b'Z' => {
                     return match error {
-                        Some(e) => Err(ConnectionError::Server(e)),
+                        Some(e) => Err(ConnectionError::Server(Box::new(e))),
                         None => Ok(rows),
                     };
                 }
@@ -447,7 +447,7 @@ impl ReplicationConnection {
                             break;
                         }
                     }
-                    return Err(ConnectionError::Server(error));
+                    return Err(ConnectionError::Server(Box::new(error)));
                 }
                 b'N' | b'S' => {}
                 other => return Err(self.unexpected(other, &body)),
@@ -498,7 +498,7 @@ impl ReplicationConnection {
                     }
                 }
                 b'c' => return Ok(ReplicationMessage::CopyDone),
-                b'E' => return Err(ConnectionError::Server(ServerError::parse(&body))),
+                b'E' => return Err(ConnectionError::Server(Box::new(ServerError::parse(&body)))),
                 b'N' | b'S' => {}
                 other => return Err(self.unexpected(other, &body)),
             }
@@ -597,7 +597,7 @@ impl ReplicationConnection {
 
     fn unexpected(&self, tag: u8, body: &[u8]) -> ConnectionError {
         if tag == b'E' {
-            return ConnectionError::Server(ServerError::parse(body));
+            return ConnectionError::Server(Box::new(ServerError::parse(body)));
         }
         ConnectionError::Protocol(format!("message {:?} of {} bytes", tag as char, body.len()))
     }
