@@ -217,6 +217,16 @@ impl Config {
     }
 
     /// Parses TOML text, applies `TIDEMARK_*` variables from `env`, fills defaults, validates.
+    ///
+    /// ```
+    /// use tidemark::config::Config;
+    /// let toml = "name = \"shop\"\n[source]\nurl = \"postgres://cdc@db/shop\"\n";
+    /// let env = [("TIDEMARK_SOURCE_TABLES".to_string(), "sales.*".to_string())];
+    /// let config = Config::from_toml_with_env(toml, "example", env)?;
+    /// assert_eq!(config.source.slot, "tidemark_shop");
+    /// assert_eq!(config.source.tables, vec!["sales.*"]);
+    /// # Ok::<(), tidemark::config::ConfigError>(())
+    /// ```
     pub fn from_toml_with_env(
         text: &str,
         origin: &str,

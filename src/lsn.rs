@@ -10,6 +10,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A position in PostgreSQL's write-ahead log.
+///
+/// ```
+/// use tidemark::lsn::Lsn;
+/// let lsn: Lsn = "16/B374D848".parse()?;
+/// assert_eq!(lsn.to_string(), "16/B374D848");
+/// assert!(lsn > Lsn::ZERO);
+/// # Ok::<(), tidemark::lsn::ParseLsnError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
 

@@ -255,6 +255,18 @@ pub enum PgOutputMessage {
 ///
 /// `in_stream` tells whether the message arrived between Stream Start and Stream Stop,
 /// where data messages carry a leading xid.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tidemark::source::pgoutput::{decode, PgOutputMessage};
+/// // Stream Abort of sub-transaction 701 of transaction 700.
+/// let message = Bytes::from_static(&[b'A', 0, 0, 2, 188, 0, 0, 2, 189]);
+/// assert_eq!(
+///     decode(&message, false),
+///     Ok(PgOutputMessage::StreamAbort { xid: 700, subxid: 701 })
+/// );
+/// assert!(decode(&message.slice(..4), false).is_err());
+/// ```
 pub fn decode(data: &Bytes, in_stream: bool) -> Result<PgOutputMessage, DecodeError> {
     let mut r = Reader { data, pos: 0 };
     let tag = r.u8("message type")?;
