@@ -247,3 +247,52 @@ async fn require_against_a_server_without_tls_is_refused() {
         .await
         .unwrap_or_else(|e| panic!("prefer must fall back to plain: {e}"));
 }
+
+#[tokio::test]
+async fn replication_slot_with_an_exported_snapshot() {
+    let (db, client) = database("export").await;
+    exec(
+        &client,
+        "CREATE TABLE before_slot (id int PRIMARY KEY); INSERT INTO before_slot VALUES (1);",
+    )
+    .await;
+    let mut conn = replication_connect(&db.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let created = conn
+        .create_logical_slot(
+            "exported",
+            tidemark::source::connection::replication::SlotSnapshot::Export,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(created.slot_name, "exported");
+    let snapshot = created
+        .snapshot_name
+        .unwrap_or_else(|| panic!("no snapshot exported"));
+    // A change after the slot's consistent point is invisible in the exported snapshot.
+    exec(&client, "INSERT INTO before_slot VALUES (2)").await;
+    let reader = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    exec(
+        &reader,
+        &format!("BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '{snapshot}';"),
+    )
+    .await;
+    let count: i64 = reader
+        .query_one("SELECT count(*) FROM before_slot", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(
+        count, 1,
+        "the snapshot sees exactly the rows before the slot"
+    );
+    let confirmed: String = client
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'exported'", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(confirmed, created.consistent_point.to_string());
+    exec(&reader, "COMMIT").await;
+    drop(conn);
+}
