@@ -151,6 +151,127 @@ pub struct KafkaConfig {
     /// Delivery guarantee.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Topic prefix; the connector name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    /// Follow each delete with a tombstone (same key, null value) so compaction forgets the key.
+    #[serde(default = "defaults::yes")]
+    pub tombstones: bool,
+    /// Partitions of topics tidemark creates.
+    #[serde(default = "defaults::partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics tidemark creates (`-1`: the broker's default).
+    #[serde(default = "defaults::replication_factor")]
+    pub replication_factor: i32,
+    /// Create change topics with `cleanup.policy=compact`.
+    #[serde(default)]
+    pub compact: bool,
+    /// Extra configs for created change topics, e.g. `{ "retention.ms" = "604800000" }`.
+    #[serde(default)]
+    pub topic_config: std::collections::BTreeMap<String, String>,
+    /// Per-table topic overrides: rename a table's topic or send several tables to one.
+    #[serde(default)]
+    pub routes: Vec<TopicRoute>,
+    /// Write BEGIN/END records with per-table event counts to `<prefix>.transaction`.
+    #[serde(default)]
+    pub transaction_metadata: bool,
+    /// Records produced but not yet acknowledged before reading from PostgreSQL pauses.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// Any librdkafka property (SASL, SSL, compression, …), e.g.
+    /// `{ "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512" }`.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// A topic override for some tables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRoute {
+    /// Tables as `schema.table`.
+    pub tables: Vec<String>,
+    /// Their topic.
+    pub topic: String,
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, rule: String| Err(ConfigError::Invalid { field, rule });
+        if self.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must list at least one host:port".into());
+        }
+        if self.partitions < 1 {
+            return invalid(
+                "kafka.partitions",
+                format!("{} must be at least 1", self.partitions),
+            );
+        }
+        if self.replication_factor < 1 && self.replication_factor != -1 {
+            return invalid(
+                "kafka.replication_factor",
+                format!(
+                    "{} must be at least 1, or -1 for the broker's default",
+                    self.replication_factor
+                ),
+            );
+        }
+        if self.max_in_flight == 0 {
+            return invalid("kafka.max_in_flight", "must be at least 1".into());
+        }
+        if let Some(prefix) = &self.topic_prefix {
+            if !valid_topic_name(prefix) {
+                return invalid(
+                    "kafka.topic_prefix",
+                    format!("{prefix:?} may use only letters, digits, '.', '_' and '-'"),
+                );
+            }
+        }
+        for route in &self.routes {
+            if !valid_topic_name(&route.topic) {
+                return invalid(
+                    "kafka.routes",
+                    format!(
+                        "topic {:?} may use only letters, digits, '.', '_' and '-' (at most 249)",
+                        route.topic
+                    ),
+                );
+            }
+            for table in &route.tables {
+                if !matches!(
+                    TableSelector::parse(table),
+                    Some(TableSelector::Table { .. })
+                ) {
+                    return invalid("kafka.routes", format!("{table:?} is not schema.table"));
+                }
+            }
+        }
+        for key in [
+            "bootstrap.servers",
+            "transactional.id",
+            "enable.idempotence",
+        ] {
+            if self.properties.contains_key(key) {
+                return invalid(
+                    "kafka.properties",
+                    format!(
+                        "{key} is set by tidemark (from kafka.brokers and kafka.delivery); remove it from kafka.properties"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's rule for topic names.
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// `[registry]`.
@@ -177,6 +298,18 @@ pub struct SinkConfig {
 }
 
 mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn partitions() -> i32 {
+        1
+    }
+    pub fn replication_factor() -> i32 {
+        1
+    }
+    pub fn max_in_flight() -> usize {
+        100_000
+    }
     pub fn status_interval_ms() -> u64 {
         10_000
     }
@@ -346,9 +479,7 @@ impl Config {
             return invalid("source.stream_memory_mb", "must be at least 1".into());
         }
         if let Some(kafka) = &self.kafka {
-            if kafka.brokers.trim().is_empty() {
-                return invalid("kafka.brokers", "must list at least one host:port".into());
-            }
+            kafka.validate()?;
         }
         if let Some(sink) = &self.sink {
             if sink.url.trim().is_empty() {
@@ -473,18 +604,32 @@ fn apply_env_override(
 
 /// Gives an environment value the type its key has.
 fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value {
-    let integer_keys = [
-        "status_interval_ms",
-        "heartbeat_interval_ms",
-        "stream_memory_mb",
+    const INTEGERS: &[&str] = &[
+        "source.status_interval_ms",
+        "source.heartbeat_interval_ms",
+        "source.stream_memory_mb",
+        "kafka.partitions",
+        "kafka.replication_factor",
+        "kafka.max_in_flight",
     ];
-    let list_keys = ["tables"];
-    match section {
-        Some("source") if integer_keys.contains(&key) => value
+    const BOOLEANS: &[&str] = &[
+        "kafka.tombstones",
+        "kafka.compact",
+        "kafka.transaction_metadata",
+    ];
+    const LISTS: &[&str] = &["source.tables"];
+    let path = format!("{}.{key}", section.unwrap_or(""));
+    let path = path.as_str();
+    match path {
+        _ if INTEGERS.contains(&path) => value
             .parse::<i64>()
             .map(toml::Value::Integer)
             .unwrap_or_else(|_| toml::Value::String(value.to_owned())),
-        Some("source") if list_keys.contains(&key) => {
+        _ if BOOLEANS.contains(&path) => value
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .unwrap_or_else(|_| toml::Value::String(value.to_owned())),
+        _ if LISTS.contains(&path) => {
             let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))

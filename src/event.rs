@@ -241,7 +241,20 @@ impl Serialize for JsonRecord<'_> {
     }
 }
 
-struct KeyJson<'a>(Vec<(&'a str, &'a Value)>);
+impl<'a> JsonRecord<'a> {
+    /// The key alone (`{"id": 1}`), or none for keyless events.
+    pub fn key_json(&self) -> Option<KeyJson<'a>> {
+        self.event.key().map(KeyJson)
+    }
+
+    /// The value alone: the envelope.
+    pub fn value_json<'b>(&'b self) -> impl Serialize + 'b {
+        Envelope(self)
+    }
+}
+
+/// A key as a JSON object of its columns.
+pub struct KeyJson<'a>(Vec<(&'a str, &'a Value)>);
 
 impl Serialize for KeyJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod event;
+pub mod kafka;
 pub mod lsn;
 pub mod output;
 pub mod source;

@@ -36,9 +36,10 @@ enum Command {
         /// Connector config file (TOML).
         #[arg(long)]
         config: PathBuf,
-        /// Where events go: `stdout`, `null` (encode and discard), or `file:PATH` (append).
-        #[arg(long, default_value = "stdout")]
-        output: String,
+        /// Where events go: `kafka` (the default when the config has `[kafka]`), `stdout`
+        /// (the default otherwise), `null` (encode and discard), or `file:PATH` (append).
+        #[arg(long)]
+        output: Option<String>,
     },
     /// Check the source and create the publication and replication slot.
     Setup {
@@ -125,14 +126,22 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             let mut out = JsonLinesOutput::new(tokio::io::stdout(), "stdout", context);
             reader::run_reader(&config, &mut out, shutdown).await?
         }
+        "kafka" => {
+            let kafka = config
+                .kafka
+                .as_ref()
+                .context("--output kafka needs a [kafka] section with brokers in the config")?;
+            let mut out = tidemark::kafka::KafkaOutput::connect(kafka, context).await?;
+            reader::run_reader(&config, &mut out, shutdown).await?
+        }
         "null" => {
             let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context);
             reader::run_reader(&config, &mut out, shutdown).await?
         }
         other => {
-            let path = other
-                .strip_prefix("file:")
-                .with_context(|| format!("--output {other:?} is not stdout, null or file:PATH"))?;
+            let path = other.strip_prefix("file:").with_context(|| {
+                format!("--output {other:?} is not kafka, stdout, null or file:PATH")
+            })?;
             let file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -149,7 +158,18 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config, output } => run(load(&config)?, &output).await,
+        Command::Run { config, output } => {
+            let config = load(&config)?;
+            let output = output.unwrap_or_else(|| {
+                if config.kafka.is_some() {
+                    "kafka"
+                } else {
+                    "stdout"
+                }
+                .to_string()
+            });
+            run(config, &output).await
+        }
         Command::Setup { config, print_sql } => {
             let config = load(&config)?;
             if print_sql {

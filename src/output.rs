@@ -35,6 +35,9 @@ pub enum OutputError {
     /// An event could not be serialized.
     #[error("serializing an event: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaError),
 }
 
 /// A destination for change events. See the module docs for the contract.
@@ -52,8 +55,23 @@ pub trait EventOutput: Send {
     /// Everything up to this position is durable at the destination.
     fn acknowledged(&self) -> Lsn;
 
-    /// Makes everything committed durable (at shutdown).
+    /// Pushes committed events toward the destination and reports a failed delivery.
+    /// Called often (after commits, on every status update): it must not wait for the
+    /// destination to acknowledge.
     fn flush(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send;
+
+    /// At shutdown: waits (boundedly) until everything sent is acknowledged.
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send {
+        self.flush()
+    }
+
+    /// A heartbeat at `position` passed through the stream (no events since the last
+    /// commit). Outputs that publish heartbeats do so here; acknowledging it lets the
+    /// position be confirmed.
+    fn heartbeat(&mut self, position: Lsn) -> impl Future<Output = Result<(), OutputError>> + Send {
+        let _ = position;
+        async { Ok(()) }
+    }
 }
 
 /// JSON lines to any writer: stdout, a file, or nothing.

@@ -351,6 +351,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 _ = tokio::time::sleep(FINISH_TRANSACTION_TIMEOUT), if stopping_since.is_some() => {}
             }
         }
+        // Wait for the destination to acknowledge what was sent, then confirm it.
+        self.output.shutdown().await?;
         self.flush_output().await?;
         self.send_status().await?;
         self.state.stats.spilled_bytes += self.buffers.spilled_bytes_total();
@@ -471,6 +473,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 lsn: message_lsn,
                 ..
             } if prefix == HEARTBEAT_PREFIX => {
+                if !self.assembler.in_transaction() {
+                    self.output.heartbeat(message_lsn).await?;
+                }
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(message_lsn);
                 }

@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const ROOT: &str = "/tmp/tidemark-test-pg";
@@ -371,38 +371,11 @@ fn launch(
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
     command.stdout(log_file).stderr(log_err);
     as_owner(&mut command, owner);
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("pg-cluster-{port}"))
-        .spawn(move || {
-            let result = command.spawn();
-            let child = match result {
-                Ok(child) => {
-                    let _ = tx.send(Ok(()));
-                    child
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(format!("spawning postgres: {e}")));
-                    return;
-                }
-            };
-            // Keep the thread (and so the death signal) alive for the whole process.
-            let _keep = child;
-            loop {
-                std::thread::park();
-            }
-        })
-        .map_err(|e| format!("spawning the cluster thread: {e}"))?;
-    rx.recv().map_err(|e| e.to_string())??;
+    super::process::spawn_for_process_lifetime(
+        command,
+        libc::SIGQUIT,
+        &format!("pg-cluster-{port}"),
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let pid_file = data.join("postmaster.pid");
     while Instant::now() < deadline {

@@ -1,0 +1,67 @@
+//! Kafka delivery: events to topics keyed and partitioned like Debezium's, with the
+//! position confirmed to PostgreSQL driven by the broker's acknowledgements.
+//!
+//! - [`topics`]: topic names (`<prefix>.<schema>.<table>`, routes) and creation.
+//! - [`murmur2`]: the Java client's partitioner, which librdkafka's `murmur2_random` matches.
+//! - [`ack`]: delivery reports into the acknowledged position.
+//! - [`output`]: the idempotent producer as an [`crate::output::EventOutput`].
+
+pub mod ack;
+pub mod murmur2;
+pub mod output;
+pub mod topics;
+
+pub use output::KafkaOutput;
+
+/// Kafka failures, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The client could not be created or a request failed.
+    #[error("Kafka: {context}: {source}")]
+    Client {
+        /// What was being done.
+        context: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The brokers could not be reached at start.
+    #[error(
+        "cannot reach the Kafka brokers {brokers}: {detail}; check kafka.brokers and that the brokers are running"
+    )]
+    Unreachable {
+        /// Configured brokers.
+        brokers: String,
+        /// librdkafka's error.
+        detail: String,
+    },
+    /// A record is larger than the producer or the broker accepts.
+    #[error(
+        "a record for topic {topic} is {bytes} bytes, more than Kafka accepts ({detail}); raise the topic's max.message.bytes and message.max.bytes in [kafka.properties], or leave the large column out of the publication"
+    )]
+    TooLarge {
+        /// Topic.
+        topic: String,
+        /// Size of key plus value.
+        bytes: usize,
+        /// librdkafka's error.
+        detail: String,
+    },
+    /// A delivery failed for good; nothing after it is confirmed.
+    #[error(
+        "Kafka delivery failed: {0}; nothing from this record on was confirmed to PostgreSQL, so it will be sent again after a restart"
+    )]
+    Delivery(String),
+    /// A topic could not be created.
+    #[error(
+        "creating topic {topic} failed: {detail}; create it yourself or allow tidemark to create topics (CREATE on the cluster)"
+    )]
+    TopicCreation {
+        /// Topic.
+        topic: String,
+        /// Broker's error.
+        detail: String,
+    },
+    /// An event could not be encoded.
+    #[error("encoding an event as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+}

@@ -1,0 +1,389 @@
+//! The Kafka output: an idempotent producer (`acks=all`) whose delivery reports drive the
+//! acknowledged position.
+//!
+//! - Key: the event's key columns as JSON (`{"id":1}`); value: the Debezium envelope as
+//!   JSON. A delete is followed by a tombstone (same key, null value) unless disabled.
+//! - Partitioning: librdkafka's `murmur2_random`, the Java client's algorithm (see
+//!   [`super::murmur2`]), so every event of a key lands on one partition, in commit order
+//!   (the idempotent producer keeps order per partition across retries).
+//! - Headers: `tidemark.commit_lsn`, `tidemark.seq`, `tidemark.xid` (decimal text).
+//! - Backpressure: at most `kafka.max_in_flight` records are unacknowledged; beyond that,
+//!   and when librdkafka's queue is full, `send` waits, so reading from PostgreSQL pauses
+//!   and memory stays bounded. `message.timeout.ms` is 0 (never give up), so a broker outage
+//!   of any length only pauses the connector; a definite failure (a record too large, no
+//!   authorization) stops it with nothing after the failed record confirmed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientContext;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Serialize;
+
+use super::KafkaError;
+use super::ack::AckTracker;
+use super::topics::{TopicCreator, TopicRouter};
+use crate::config::KafkaConfig;
+use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, Op};
+use crate::lsn::Lsn;
+use crate::output::{EventOutput, OutputError};
+
+/// Delivery reports into the [`AckTracker`].
+pub struct AckContext {
+    tracker: Arc<AckTracker>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ordinal: usize) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((error, message)) => {
+                use rdkafka::Message;
+                let topic = message.topic().to_owned();
+                let detail = match error.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
+                        "topic {topic}: the broker rejected a record as too large ({error}); raise the topic's max.message.bytes"
+                    ),
+                    _ => format!("topic {topic}: {error}"),
+                };
+                Err(detail)
+            }
+        };
+        self.tracker.delivered(ordinal, outcome);
+    }
+}
+
+/// Source transaction being written, for transaction metadata.
+struct OpenTransaction {
+    id: String,
+    counts: BTreeMap<String, u64>,
+    total: u64,
+}
+
+/// Events into Kafka. See the module docs.
+pub struct KafkaOutput {
+    producer: Arc<ThreadedProducer<AckContext>>,
+    tracker: Arc<AckTracker>,
+    router: TopicRouter,
+    topics: TopicCreator,
+    context: EnvelopeContext,
+    tombstones: bool,
+    transaction_metadata: bool,
+    max_in_flight: usize,
+    open: Option<OpenTransaction>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The librdkafka settings tidemark uses, then the user's `kafka.properties`.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "0")
+        .set(
+            "queue.buffering.max.messages",
+            config.max_in_flight.clamp(1, 10_000_000).to_string(),
+        )
+        .set("queue.buffering.max.kbytes", "1048576");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+impl KafkaOutput {
+    /// Connects to the brokers (failing early when they cannot be reached).
+    pub async fn connect(
+        config: &KafkaConfig,
+        context: EnvelopeContext,
+    ) -> Result<Self, KafkaError> {
+        let tracker = Arc::new(AckTracker::default());
+        let client = client_config(config);
+        let producer: ThreadedProducer<AckContext> = client
+            .create_with_context(AckContext {
+                tracker: tracker.clone(),
+            })
+            .map_err(|source| KafkaError::Client {
+                context: "creating the producer".into(),
+                source,
+            })?;
+        let producer = Arc::new(producer);
+        let probe = producer.clone();
+        let brokers = config.brokers.clone();
+        tokio::task::spawn_blocking(move || {
+            probe.client().fetch_metadata(None, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| KafkaError::Unreachable {
+            brokers: brokers.clone(),
+            detail: e.to_string(),
+        })?
+        .map_err(|e| KafkaError::Unreachable {
+            brokers: brokers.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut admin_config = ClientConfig::new();
+        admin_config.set("bootstrap.servers", &config.brokers);
+        for (key, value) in &config.properties {
+            if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+                admin_config.set(key, value);
+            }
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            admin_config.create().map_err(|source| KafkaError::Client {
+                context: "creating the admin client".into(),
+                source,
+            })?;
+        Ok(KafkaOutput {
+            producer,
+            tracker,
+            router: TopicRouter::new(config, &context.prefix),
+            topics: TopicCreator::new(admin, config),
+            context,
+            tombstones: config.tombstones,
+            transaction_metadata: config.transaction_metadata,
+            max_in_flight: config.max_in_flight,
+            open: None,
+            key: Vec::with_capacity(256),
+            value: Vec::with_capacity(4096),
+        })
+    }
+
+    /// The topic router (for tests and tools).
+    pub fn router(&self) -> &TopicRouter {
+        &self.router
+    }
+
+    fn failure(&self) -> Result<(), KafkaError> {
+        match self.tracker.failure() {
+            Some(detail) => Err(KafkaError::Delivery(detail)),
+            None => Ok(()),
+        }
+    }
+
+    /// Produces one record, waiting while too much is in flight or the queue is full.
+    async fn produce(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), KafkaError> {
+        while self.tracker.in_flight() >= self.max_in_flight {
+            self.failure()?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ordinal = self.tracker.record_produced();
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, ordinal);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((error, returned)) => match error.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::QueueFull) => {
+                        record = returned;
+                        self.failure()?;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                        let bytes = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+                        let detail = error.to_string();
+                        self.tracker.delivered(
+                            ordinal,
+                            Err(format!("record of {bytes} bytes for {topic} too large")),
+                        );
+                        return Err(KafkaError::TooLarge {
+                            topic: topic.to_owned(),
+                            bytes,
+                            detail,
+                        });
+                    }
+                    _ => {
+                        self.tracker.delivered(ordinal, Err(error.to_string()));
+                        return Err(KafkaError::Client {
+                            context: format!("producing to {topic}"),
+                            source: error,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    async fn transaction_record(
+        &mut self,
+        status: &str,
+        open: &OpenTransaction,
+    ) -> Result<(), KafkaError> {
+        let topic = self.router.transaction_topic();
+        self.topics.ensure(&topic, false).await?;
+        #[derive(Serialize)]
+        struct Collection<'a> {
+            data_collection: &'a str,
+            event_count: u64,
+        }
+        let value = if status == "BEGIN" {
+            serde_json::json!({"status": "BEGIN", "id": open.id, "event_count": null, "data_collections": null, "ts_ms": now_ms()})
+        } else {
+            let collections: Vec<Collection> = open
+                .counts
+                .iter()
+                .map(|(name, count)| Collection {
+                    data_collection: name,
+                    event_count: *count,
+                })
+                .collect();
+            serde_json::json!({"status": "END", "id": open.id, "event_count": open.total, "data_collections": collections, "ts_ms": now_ms()})
+        };
+        let key = serde_json::to_vec(&serde_json::json!({ "id": open.id }))?;
+        let value = serde_json::to_vec(&value)?;
+        self.produce(&topic, Some(&key), Some(&value), None).await
+    }
+
+    async fn send_event(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
+        self.failure()?;
+        let topic = self.router.topic(event);
+        self.topics.ensure(&topic, event.table.is_some()).await?;
+        if self.transaction_metadata && event.source.xid != 0 {
+            let id = format!("{}:{}", event.source.xid, event.source.commit_lsn.as_u64());
+            if self.open.as_ref().is_none_or(|o| o.id != id) {
+                let open = OpenTransaction {
+                    id,
+                    counts: BTreeMap::new(),
+                    total: 0,
+                };
+                self.transaction_record("BEGIN", &open).await?;
+                self.open = Some(open);
+            }
+            if let (Some(open), Some(table)) = (self.open.as_mut(), &event.table) {
+                *open.counts.entry(table.qualified_name()).or_insert(0) += 1;
+                open.total += 1;
+            }
+        }
+        let record = JsonRecord {
+            event,
+            context: &self.context,
+            now_ms: now_ms(),
+        };
+        self.key.clear();
+        let has_key = match record.key_json() {
+            Some(key) => {
+                serde_json::to_writer(&mut self.key, &key)?;
+                true
+            }
+            None => false,
+        };
+        self.value.clear();
+        serde_json::to_writer(&mut self.value, &record.value_json())?;
+        let commit_lsn = event.source.commit_lsn.as_u64().to_string();
+        let seq = event.source.seq.to_string();
+        let xid = event.source.xid.to_string();
+        let headers = || {
+            OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: "tidemark.commit_lsn",
+                    value: Some(commit_lsn.as_bytes()),
+                })
+                .insert(Header {
+                    key: "tidemark.seq",
+                    value: Some(seq.as_bytes()),
+                })
+                .insert(Header {
+                    key: "tidemark.xid",
+                    value: Some(xid.as_bytes()),
+                })
+        };
+        let key = has_key.then_some(self.key.as_slice());
+        self.produce(&topic, key, Some(&self.value), Some(headers()))
+            .await?;
+        if event.op == Op::Delete && self.tombstones && has_key {
+            self.produce(&topic, key, None, Some(headers())).await?;
+        }
+        Ok(())
+    }
+}
+
+impl EventOutput for KafkaOutput {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        Ok(self.send_event(event).await?)
+    }
+
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
+        if let Some(open) = self.open.take() {
+            self.transaction_record("END", &open).await?;
+        }
+        self.tracker.close_transaction(end_lsn);
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        // Records already produced cannot be taken back; the transaction's slot stays open
+        // and closes when the retransmitted transaction is delivered (at-least-once).
+        self.open = None;
+    }
+
+    fn acknowledged(&self) -> Lsn {
+        self.tracker.acknowledged()
+    }
+
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(self.failure()?)
+    }
+
+    async fn heartbeat(&mut self, position: Lsn) -> Result<(), OutputError> {
+        let topic = self.router.heartbeat_topic();
+        self.topics.ensure(&topic, false).await?;
+        let key =
+            serde_json::to_vec(&serde_json::json!({ "serverName": self.context.connector_name }))?;
+        let value =
+            serde_json::to_vec(&serde_json::json!({ "ts_ms": now_ms(), "lsn": position.as_u64() }))
+                .map_err(KafkaError::from)?;
+        self.produce(&topic, Some(&key), Some(&value), None).await?;
+        self.tracker.close_transaction(position);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), OutputError> {
+        let producer = self.producer.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, in_flight = self.tracker.in_flight(), "not every record was acknowledged before shutdown; they are not confirmed and will be sent again")
+            }
+            Err(error) => tracing::warn!(%error, "flushing the producer failed"),
+        }
+        Ok(self.failure()?)
+    }
+}

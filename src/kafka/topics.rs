@@ -1,0 +1,153 @@
+//! Topic names and topic creation.
+//!
+//! Change topics are `<prefix>.<schema>.<table>` (prefix: `kafka.topic_prefix`, else the
+//! connector name), unless a route in `kafka.routes` names another topic for the table.
+//! Logical messages go to `<prefix>.message`, transaction metadata to
+//! `<prefix>.transaction`, heartbeats to `<prefix>.heartbeat`, as Debezium names them.
+//! Topics are created the first time a record is sent to them, with the configured partition
+//! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::KafkaError;
+use crate::config::KafkaConfig;
+use crate::event::ChangeEvent;
+
+/// Maps events to topic names.
+#[derive(Debug, Clone)]
+pub struct TopicRouter {
+    prefix: String,
+    routes: HashMap<String, String>,
+}
+
+impl TopicRouter {
+    /// A router for `config`, with `default_prefix` (the connector name) unless configured.
+    pub fn new(config: &KafkaConfig, default_prefix: &str) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .flat_map(|route| {
+                route
+                    .tables
+                    .iter()
+                    .map(|t| (t.clone(), route.topic.clone()))
+            })
+            .collect();
+        TopicRouter {
+            prefix: config
+                .topic_prefix
+                .clone()
+                .unwrap_or_else(|| default_prefix.to_owned()),
+            routes,
+        }
+    }
+
+    /// The topic prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The topic of an event.
+    pub fn topic(&self, event: &ChangeEvent) -> String {
+        match &event.table {
+            Some(table) => {
+                let qualified = table.qualified_name();
+                match self.routes.get(&qualified) {
+                    Some(topic) => topic.clone(),
+                    None => format!("{}.{qualified}", self.prefix),
+                }
+            }
+            None => self.message_topic(),
+        }
+    }
+
+    /// `<prefix>.message`.
+    pub fn message_topic(&self) -> String {
+        format!("{}.message", self.prefix)
+    }
+
+    /// `<prefix>.transaction`.
+    pub fn transaction_topic(&self) -> String {
+        format!("{}.transaction", self.prefix)
+    }
+
+    /// `<prefix>.heartbeat`.
+    pub fn heartbeat_topic(&self) -> String {
+        format!("{}.heartbeat", self.prefix)
+    }
+}
+
+/// Creates topics once, on first use.
+pub struct TopicCreator {
+    admin: AdminClient<DefaultClientContext>,
+    known: HashSet<String>,
+    partitions: i32,
+    replication_factor: i32,
+    change_configs: Vec<(String, String)>,
+}
+
+impl TopicCreator {
+    /// A creator using `admin`, with the topic settings of `config`.
+    pub fn new(admin: AdminClient<DefaultClientContext>, config: &KafkaConfig) -> Self {
+        let mut change_configs: Vec<(String, String)> = config
+            .topic_config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if config.compact && !config.topic_config.contains_key("cleanup.policy") {
+            change_configs.push(("cleanup.policy".into(), "compact".into()));
+        }
+        TopicCreator {
+            admin,
+            known: HashSet::new(),
+            partitions: config.partitions,
+            replication_factor: config.replication_factor,
+            change_configs,
+        }
+    }
+
+    /// Creates `topic` unless it exists; `change_topic` applies the change-topic configs.
+    pub async fn ensure(&mut self, topic: &str, change_topic: bool) -> Result<(), KafkaError> {
+        if self.known.contains(topic) {
+            return Ok(());
+        }
+        let mut new_topic = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        if change_topic {
+            for (key, value) in &self.change_configs {
+                new_topic = new_topic.set(key, value);
+            }
+        }
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .admin
+            .create_topics([&new_topic], &options)
+            .await
+            .map_err(|e| KafkaError::TopicCreation {
+                topic: topic.to_owned(),
+                detail: e.to_string(),
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(KafkaError::TopicCreation {
+                        topic: topic.to_owned(),
+                        detail: code.to_string(),
+                    });
+                }
+            }
+        }
+        tracing::debug!(topic, "topic ready");
+        self.known.insert(topic.to_owned());
+        Ok(())
+    }
+}
