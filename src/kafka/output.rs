@@ -145,7 +145,9 @@ impl KafkaOutput {
             detail: e.to_string(),
         })?;
         let mut admin_config = ClientConfig::new();
-        admin_config.set("bootstrap.servers", &config.brokers);
+        admin_config
+            .set("bootstrap.servers", &config.brokers)
+            .set("allow.auto.create.topics", "false");
         for (key, value) in &config.properties {
             if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
                 admin_config.set(key, value);

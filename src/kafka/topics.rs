@@ -8,6 +8,7 @@
 //! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -82,9 +83,10 @@ impl TopicRouter {
     }
 }
 
-/// Creates topics once, on first use.
+/// Creates topics once, on first use. The admin client must have
+/// `allow.auto.create.topics=false`, so asking for a topic's metadata never creates it.
 pub struct TopicCreator {
-    admin: AdminClient<DefaultClientContext>,
+    admin: Arc<AdminClient<DefaultClientContext>>,
     known: HashSet<String>,
     partitions: i32,
     replication_factor: i32,
@@ -94,6 +96,7 @@ pub struct TopicCreator {
 impl TopicCreator {
     /// A creator using `admin`, with the topic settings of `config`.
     pub fn new(admin: AdminClient<DefaultClientContext>, config: &KafkaConfig) -> Self {
+        let admin = Arc::new(admin);
         let mut change_configs: Vec<(String, String)> = config
             .topic_config
             .iter()
@@ -116,6 +119,11 @@ impl TopicCreator {
         if self.known.contains(topic) {
             return Ok(());
         }
+        // Pre-created topics (clusters that deny CREATE) are used as they are.
+        if self.exists(topic).await {
+            self.known.insert(topic.to_owned());
+            return Ok(());
+        }
         let mut new_topic = NewTopic::new(
             topic,
             self.partitions,
@@ -126,7 +134,10 @@ impl TopicCreator {
                 new_topic = new_topic.set(key, value);
             }
         }
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        tracing::debug!(topic, "creating topic");
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(30)));
         let results = self
             .admin
             .create_topics([&new_topic], &options)
@@ -149,5 +160,23 @@ impl TopicCreator {
         tracing::debug!(topic, "topic ready");
         self.known.insert(topic.to_owned());
         Ok(())
+    }
+
+    /// Whether the broker knows `topic` (a metadata request; errors count as "no").
+    async fn exists(&self, topic: &str) -> bool {
+        let admin = self.admin.clone();
+        let name = topic.to_owned();
+        let lookup = tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+                .map(|metadata| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+        })
+        .await;
+        matches!(lookup, Ok(Ok(true)))
     }
 }

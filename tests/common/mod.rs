@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -14,6 +16,13 @@ use tidemark::value::Value;
 
 /// A fresh database in the shared cluster and a superuser client to it.
 pub async fn database(label: &str) -> (TestDatabase, tokio_postgres::Client) {
+    // TIDEMARK_TEST_LOG=debug (an EnvFilter) shows the connector's logs in test output.
+    if let Ok(filter) = std::env::var("TIDEMARK_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
     let db = cluster
         .create_database(label)

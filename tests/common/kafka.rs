@@ -1,0 +1,78 @@
+//! Kafka helpers for the integration tests.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message};
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<serde_json::Value>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn key_json(&self) -> serde_json::Value {
+        self.key
+            .as_ref()
+            .and_then(|k| serde_json::from_slice(k).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Reads `topic` from the beginning until `count` records arrived (or panics after 60 s).
+pub fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-{topic}-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    consumer
+        .subscribe(&[topic])
+        .unwrap_or_else(|e| panic!("subscribe: {e}"));
+    let started = Instant::now();
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {count} records on {topic} after 60 s",
+            records.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap_or_else(|e| panic!("consuming {topic}: {e}"));
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| {
+                        let value = header
+                            .value
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default();
+                        (header.key.to_owned(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(|p| {
+                serde_json::from_slice(p).unwrap_or_else(|e| panic!("value is not JSON: {e}"))
+            }),
+            headers,
+        });
+    }
+    records
+}

@@ -1,0 +1,285 @@
+//! Events into a real Kafka-protocol broker (tansu): topics, partitions, keys, envelopes,
+//! tombstones, headers, routes, transaction metadata, per-key order, and refusals.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::kafka::consume;
+use common::*;
+use tidemark::config::Config;
+use tidemark::event::EnvelopeContext;
+use tidemark::kafka::KafkaOutput;
+use tidemark::kafka::murmur2::java_partition;
+use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
+use tidemark::testing::{KafkaBroker, TestDatabase};
+use tokio::sync::watch;
+
+fn kafka_config(db: &TestDatabase, name: &str, kafka_extra: &str) -> Config {
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{}\"\n{kafka_extra}\n",
+        db.url(),
+        broker.bootstrap
+    );
+    Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct KafkaRun {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<ReaderStats, ReaderError>>,
+}
+
+async fn start(config: Config, client: &tokio_postgres::Client) -> KafkaRun {
+    let context = EnvelopeContext {
+        prefix: config.name.clone(),
+        connector_name: config.name.clone(),
+        database: "test".into(),
+    };
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
+    let mut output = KafkaOutput::connect(&kafka, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let slot = config.source.slot.clone();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move { run_reader(&config, &mut output, stopped).await });
+    wait_until("the slot to stream", Duration::from_secs(20), || async {
+        client
+            .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)", &[&slot])
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    })
+    .await;
+    KafkaRun { stop, task }
+}
+
+impl KafkaRun {
+    async fn stop(self) -> Result<ReaderStats, ReaderError> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+#[tokio::test]
+async fn every_op_lands_on_its_topic_and_partition_with_key_envelope_tombstone_and_headers() {
+    let (db, client) = database("kafka_ops").await;
+    exec(&client, "CREATE TABLE orders (id int PRIMARY KEY, note text); CREATE TABLE plain (id int PRIMARY KEY);").await;
+    let config = kafka_config(
+        &db,
+        "kops",
+        "partitions = 3\ntransaction_metadata = true\n[[kafka.routes]]\ntables = [\"public.plain\"]\ntopic = \"custom.plain\"",
+    );
+    let run = start(config, &client).await;
+    exec(
+        &client,
+        "INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 12) g",
+    )
+    .await;
+    exec(&client, "BEGIN; UPDATE orders SET note = 'changed' WHERE id <= 4; DELETE FROM orders WHERE id > 10; INSERT INTO plain VALUES (1); COMMIT;").await;
+    // 12 inserts, 4 updates, 2 deletes each followed by a tombstone.
+    let records = consume(
+        &KafkaBroker::shared()
+            .map(|b| b.bootstrap.as_str())
+            .unwrap_or_default(),
+        "kops.public.orders",
+        20,
+    );
+    let bootstrap = KafkaBroker::shared()
+        .map(|b| b.bootstrap.clone())
+        .unwrap_or_default();
+
+    for record in &records {
+        let key = record
+            .key
+            .as_ref()
+            .unwrap_or_else(|| panic!("record without key: {record:?}"));
+        assert_eq!(
+            record.partition,
+            java_partition(key, 3),
+            "key {} on the wrong partition",
+            String::from_utf8_lossy(key)
+        );
+    }
+    let mut by_key: BTreeMap<i64, Vec<&common::kafka::Record>> = BTreeMap::new();
+    for record in &records {
+        by_key
+            .entry(record.key_json()["id"].as_i64().unwrap_or(-1))
+            .or_default()
+            .push(record);
+    }
+    assert_eq!(by_key.len(), 12);
+    for (id, history) in &by_key {
+        let ops: Vec<&str> = history
+            .iter()
+            .map(|r| {
+                r.value
+                    .as_ref()
+                    .map_or("tombstone", |v| v["op"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        let expected: &[&str] = match id {
+            1..=4 => &["c", "u"],
+            11 | 12 => &["c", "d", "tombstone"],
+            _ => &["c"],
+        };
+        assert_eq!(ops, expected, "history of key {id}");
+        assert!(
+            history
+                .windows(2)
+                .all(|w| w[0].offset < w[1].offset && w[0].partition == w[1].partition)
+        );
+    }
+    let update = by_key[&1][1].value.clone().unwrap_or_default();
+    assert_eq!(
+        update["after"],
+        serde_json::json!({"id": 1, "note": "changed"})
+    );
+    assert_eq!(update["source"]["table"], "orders");
+    assert_eq!(update["source"]["connector"], "postgresql");
+    assert_eq!(
+        by_key[&1][1].headers["tidemark.seq"],
+        update["source"]["seq"].to_string()
+    );
+    assert_eq!(
+        by_key[&1][1].headers["tidemark.commit_lsn"],
+        update["source"]["commit_lsn"].to_string()
+    );
+    assert_eq!(
+        by_key[&1][1].headers["tidemark.xid"],
+        update["source"]["txId"].to_string()
+    );
+    let delete = by_key[&11][1].value.clone().unwrap_or_default();
+    assert_eq!(delete["before"]["id"], 11);
+    assert_eq!(
+        by_key[&11][2].key, by_key[&11][1].key,
+        "the tombstone has the delete's key"
+    );
+
+    let plain = consume(&bootstrap, "custom.plain", 1);
+    assert_eq!(plain[0].key_json(), serde_json::json!({"id": 1}));
+
+    // Transaction metadata: BEGIN and END for both transactions, with per-table counts.
+    let metadata = consume(&bootstrap, "kops.transaction", 4);
+    let ends: Vec<&serde_json::Value> = metadata
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .filter(|v| v["status"] == "END")
+        .collect();
+    assert_eq!(ends.len(), 2);
+    assert_eq!(ends[0]["event_count"], 12);
+    assert_eq!(ends[1]["event_count"], 7);
+    let collections = ends[1]["data_collections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        collections
+            .contains(&serde_json::json!({"data_collection": "public.orders", "event_count": 6})),
+        "{collections:?}"
+    );
+    assert!(
+        collections
+            .contains(&serde_json::json!({"data_collection": "public.plain", "event_count": 1})),
+        "{collections:?}"
+    );
+    assert_eq!(update["transaction"]["id"], ends[1]["id"]);
+
+    let stats = run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.events, 19);
+    // Everything was acknowledged by the broker, so the slot has confirmed past the last commit.
+    let lag: i64 = client
+        .query_one("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = 'tidemark_kops'", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert!(
+        lag < 1024,
+        "slot still {lag} bytes behind after a graceful stop"
+    );
+}
+
+#[tokio::test]
+async fn order_per_key_holds_under_concurrent_writers() {
+    let (db, client) = database("kafka_order").await;
+    exec(&client, "CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL); INSERT INTO counters SELECT g, 0 FROM generate_series(1, 8) g;").await;
+    let run = start(kafka_config(&db, "korder", "partitions = 4"), &client).await;
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let conn = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+        writers.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let id = (i + writer) % 8 + 1;
+                conn.batch_execute(&format!("UPDATE counters SET n = n + 1 WHERE id = {id}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bootstrap = KafkaBroker::shared()
+        .map(|b| b.bootstrap.clone())
+        .unwrap_or_default();
+    let records = consume(&bootstrap, "korder.public.counters", 200);
+    let mut per_key: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for record in &records {
+        let value = record.value.clone().unwrap_or_default();
+        per_key
+            .entry(value["after"]["id"].as_i64().unwrap_or(-1))
+            .or_default()
+            .push(value["after"]["n"].as_i64().unwrap_or(-1));
+    }
+    for (id, values) in per_key {
+        let expected: Vec<i64> = (1..=values.len() as i64).collect();
+        assert_eq!(values, expected, "key {id} arrived out of order");
+    }
+    run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn a_record_too_large_stops_with_a_clear_error_and_is_not_confirmed() {
+    let (db, client) = database("kafka_large").await;
+    exec(
+        &client,
+        "CREATE TABLE blobs (id int PRIMARY KEY, body text)",
+    )
+    .await;
+    let config = kafka_config(
+        &db,
+        "klarge",
+        "[kafka.properties]\n\"message.max.bytes\" = \"20000\"",
+    );
+    let run = start(config, &client).await;
+    exec(&client, "INSERT INTO blobs VALUES (1, 'small')").await;
+    exec(&client, "INSERT INTO blobs VALUES (2, repeat('x', 50000))").await;
+    let before: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    let result = tokio::time::timeout(Duration::from_secs(30), run.task).await;
+    let error = match result {
+        Ok(Ok(Err(error))) => error.to_string(),
+        other => panic!("expected the connector to stop with an error, got {other:?}"),
+    };
+    assert!(
+        error.contains("more than Kafka accepts") && error.contains("max.message.bytes"),
+        "{error}"
+    );
+    let confirmed: String = client
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_klarge'", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    let confirmed: tidemark::lsn::Lsn = confirmed.parse().unwrap_or_default();
+    let before: tidemark::lsn::Lsn = before.parse().unwrap_or_default();
+    assert!(
+        confirmed < before,
+        "the failed transaction was confirmed ({confirmed} >= {before})"
+    );
+    drop(run.stop);
+}

@@ -1,0 +1,140 @@
+//! Faults injected with librdkafka's mock cluster (a real broker cannot fail on demand):
+//! a broker outage during a write burst loses nothing and confirms nothing undelivered.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::kafka::consume;
+use common::*;
+use rdkafka::mocking::MockCluster;
+use tidemark::config::Config;
+use tidemark::event::EnvelopeContext;
+use tidemark::kafka::KafkaOutput;
+use tidemark::lsn::Lsn;
+use tidemark::source::reader::run_reader;
+use tokio::sync::watch;
+
+async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Lsn {
+    let text: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    text.parse().unwrap_or_default()
+}
+
+async fn current_wal(client: &tokio_postgres::Client) -> Lsn {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    text.parse().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn broker_outage_during_a_write_burst_loses_nothing() {
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("mock cluster: {e}"));
+    mock.create_topic("kfault.public.burst", 2, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = mock.bootstrap_servers();
+    let (db, client) = database("kafka_outage").await;
+    exec(&client, "CREATE TABLE burst (id int PRIMARY KEY, pad text)").await;
+    let text = format!(
+        "name = \"kfault\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n[kafka]\nbrokers = \"{bootstrap}\"\npartitions = 2\n",
+        db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
+    let context = EnvelopeContext {
+        prefix: "kfault".into(),
+        connector_name: "kfault".into(),
+        database: db.name.clone(),
+    };
+    let mut output = KafkaOutput::connect(&kafka, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stopped) = watch::channel(false);
+    let mut task = tokio::spawn(async move { run_reader(&config, &mut output, stopped).await });
+    let started = std::time::Instant::now();
+    loop {
+        let active: bool = client
+            .query_one(
+                "SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = 'tidemark_kfault'), false)",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(0);
+        if active {
+            break;
+        }
+        if task.is_finished() {
+            panic!("reader ended: {:?}", (&mut task).await);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "reader did not start streaming"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    exec(
+        &client,
+        "INSERT INTO burst SELECT g, 'before' FROM generate_series(1, 100) g",
+    )
+    .await;
+    let before_outage = current_wal(&client).await;
+    wait_until(
+        "the first rows to be confirmed",
+        Duration::from_secs(30),
+        || async { confirmed(&client, "tidemark_kfault").await >= before_outage },
+    )
+    .await;
+
+    mock.broker_down(1).unwrap_or_else(|e| panic!("{e}"));
+    for batch in 0..10 {
+        exec(
+            &client,
+            &format!(
+                "INSERT INTO burst SELECT g, 'during' FROM generate_series({}, {}) g",
+                101 + batch * 50,
+                150 + batch * 50
+            ),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after_burst = current_wal(&client).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        confirmed(&client, "tidemark_kfault").await < after_burst,
+        "the burst was confirmed to PostgreSQL while the broker was down"
+    );
+    mock.broker_up(1).unwrap_or_else(|e| panic!("{e}"));
+
+    let records = consume(&bootstrap, "kfault.public.burst", 600);
+    let ids: BTreeSet<i64> = records
+        .iter()
+        .filter_map(|r| r.value.as_ref().and_then(|v| v["after"]["id"].as_i64()))
+        .collect();
+    assert_eq!(ids, (1..=600).collect::<BTreeSet<i64>>());
+    wait_until(
+        "the burst to be confirmed after the broker came back",
+        Duration::from_secs(30),
+        || async { confirmed(&client, "tidemark_kfault").await >= after_burst },
+    )
+    .await;
+    let _ = stop.send(true);
+    let stats = task
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.events, 600);
+}
