@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests on a private PostgreSQL, doc tests.
+# The whole test suite: unit tests, integration tests on a private PostgreSQL and a
+# Kafka-protocol broker (tansu), doc tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/ensure-deps.sh
+NEED_BROKER=1 source scripts/ensure-deps.sh
 cargo nextest run --no-fail-fast "$@"
 cargo test --doc --quiet

@@ -86,7 +86,8 @@ async fn every_op_lands_on_its_topic_and_partition_with_key_envelope_tombstone_a
             .unwrap_or_default(),
         "kops.public.orders",
         20,
-    );
+    )
+    .await;
     let bootstrap = KafkaBroker::shared()
         .map(|b| b.bootstrap.clone())
         .unwrap_or_default();
@@ -158,11 +159,11 @@ async fn every_op_lands_on_its_topic_and_partition_with_key_envelope_tombstone_a
         "the tombstone has the delete's key"
     );
 
-    let plain = consume(&bootstrap, "custom.plain", 1);
+    let plain = consume(&bootstrap, "custom.plain", 1).await;
     assert_eq!(plain[0].key_json(), serde_json::json!({"id": 1}));
 
     // Transaction metadata: BEGIN and END for both transactions, with per-table counts.
-    let metadata = consume(&bootstrap, "kops.transaction", 4);
+    let metadata = consume(&bootstrap, "kops.transaction", 4).await;
     let ends: Vec<&serde_json::Value> = metadata
         .iter()
         .filter_map(|r| r.value.as_ref())
@@ -224,7 +225,7 @@ async fn order_per_key_holds_under_concurrent_writers() {
     let bootstrap = KafkaBroker::shared()
         .map(|b| b.bootstrap.clone())
         .unwrap_or_default();
-    let records = consume(&bootstrap, "korder.public.counters", 200);
+    let records = consume(&bootstrap, "korder.public.counters", 200).await;
     let mut per_key: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for record in &records {
         let value = record.value.clone().unwrap_or_default();

@@ -119,7 +119,7 @@ async fn broker_outage_during_a_write_burst_loses_nothing() {
     );
     mock.broker_up(1).unwrap_or_else(|e| panic!("{e}"));
 
-    let records = consume(&bootstrap, "kfault.public.burst", 600);
+    let records = consume(&bootstrap, "kfault.public.burst", 600).await;
     let ids: BTreeSet<i64> = records
         .iter()
         .filter_map(|r| r.value.as_ref().and_then(|v| v["after"]["id"].as_i64()))

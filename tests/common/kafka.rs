@@ -27,12 +27,22 @@ impl Record {
 }
 
 /// Reads `topic` from the beginning until `count` records arrived (or panics after 60 s).
-pub fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
+/// The consumer blocks, so it runs on the blocking pool and the connector keeps running.
+pub async fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || consume_blocking(&bootstrap, &topic, count))
+        .await
+        .unwrap_or_else(|e| panic!("consumer thread: {e}"))
+}
+
+fn consume_blocking(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-{topic}-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // The topic may be created after subscribing: look for it often.
+        .set("topic.metadata.refresh.interval.ms", "500")
         .create()
         .unwrap_or_else(|e| panic!("consumer: {e}"));
     consumer
@@ -49,7 +59,17 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.unwrap_or_else(|e| panic!("consuming {topic}: {e}"));
+        let message = match message {
+            Ok(message) => message,
+            // Subscribed before the connector created the topic: keep polling.
+            Err(e)
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) =>
+            {
+                continue;
+            }
+            Err(e) => panic!("consuming {topic}: {e}"),
+        };
         let headers = message
             .headers()
             .map(|h| {
