@@ -80,17 +80,10 @@ async fn every_op_lands_on_its_topic_and_partition_with_key_envelope_tombstone_a
     .await;
     exec(&client, "BEGIN; UPDATE orders SET note = 'changed' WHERE id <= 4; DELETE FROM orders WHERE id > 10; INSERT INTO plain VALUES (1); COMMIT;").await;
     // 12 inserts, 4 updates, 2 deletes each followed by a tombstone.
-    let records = consume(
-        &KafkaBroker::shared()
-            .map(|b| b.bootstrap.as_str())
-            .unwrap_or_default(),
-        "kops.public.orders",
-        20,
-    )
-    .await;
     let bootstrap = KafkaBroker::shared()
         .map(|b| b.bootstrap.clone())
         .unwrap_or_default();
+    let records = consume(&bootstrap, "kops.public.orders", 20).await;
 
     for record in &records {
         let key = record
