@@ -35,7 +35,34 @@ pub async fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> 
         .unwrap_or_else(|e| panic!("consumer thread: {e}"))
 }
 
+/// Reads `topic` from the beginning until `done` holds for everything read so far (or
+/// panics after `limit`).
+pub async fn consume_until(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    done: impl Fn(&[Record]) -> bool + Send + 'static,
+) -> Vec<Record> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &topic, limit, |records| done(records))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("consumer thread: {e}"))
+}
+
 fn consume_blocking(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
+    read_topic(bootstrap, topic, Duration::from_secs(60), |records| {
+        records.len() >= count
+    })
+}
+
+fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-{topic}-{}", std::process::id()))
@@ -50,10 +77,10 @@ fn consume_blocking(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
         .unwrap_or_else(|e| panic!("subscribe: {e}"));
     let started = Instant::now();
     let mut records = Vec::new();
-    while records.len() < count {
+    while !done(&records) {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "only {} of {count} records on {topic} after 60 s",
+            started.elapsed() < limit,
+            "{} records on {topic} after {limit:?}, not yet all expected",
             records.len()
         );
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
