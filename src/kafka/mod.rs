@@ -61,6 +61,9 @@ pub enum KafkaError {
         /// Broker's error.
         detail: String,
     },
+    /// A configured feature that this version does not provide.
+    #[error("{0}")]
+    Unsupported(String),
     /// An event could not be encoded.
     #[error("encoding an event as JSON: {0}")]
     Encode(#[from] serde_json::Error),
