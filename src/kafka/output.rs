@@ -29,7 +29,7 @@ use serde::Serialize;
 use super::KafkaError;
 use super::ack::AckTracker;
 use super::topics::{TopicCreator, TopicRouter};
-use crate::config::KafkaConfig;
+use crate::config::{Delivery, KafkaConfig};
 use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, Op};
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
@@ -119,6 +119,13 @@ impl KafkaOutput {
         config: &KafkaConfig,
         context: EnvelopeContext,
     ) -> Result<Self, KafkaError> {
+        if config.delivery == Delivery::ExactlyOnce {
+            return Err(KafkaError::Unsupported(
+                "kafka.delivery = \"exactly_once\" is not implemented in this version; use \"at_least_once\" \
+                 (a duplicate after a crash carries the same (commit_lsn, seq), so consumers can drop it)"
+                    .into(),
+            ));
+        }
         let tracker = Arc::new(AckTracker::default());
         let client = client_config(config);
         let producer: ThreadedProducer<AckContext> = client
