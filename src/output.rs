@@ -60,6 +60,13 @@ pub trait EventOutput: Send {
     /// destination to acknowledge.
     fn flush(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send;
 
+    /// Where the destination says delivery stands (exactly-once outputs store it with the
+    /// events): source transactions committed before it were delivered already and are
+    /// skipped when PostgreSQL sends them again.
+    fn resume_position(&self) -> Lsn {
+        Lsn::ZERO
+    }
+
     /// At shutdown: waits (boundedly) until everything sent is acknowledged.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send {
         self.flush()

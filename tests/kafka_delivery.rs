@@ -157,12 +157,22 @@ async fn every_op_lands_on_its_topic_and_partition_with_key_envelope_tombstone_a
 
     // Transaction metadata: BEGIN and END for both transactions, with per-table counts.
     let metadata = consume(&bootstrap, "kops.transaction", 4).await;
-    let ends: Vec<&serde_json::Value> = metadata
+    let mut ends: Vec<&serde_json::Value> = metadata
         .iter()
         .filter_map(|r| r.value.as_ref())
         .filter(|v| v["status"] == "END")
         .collect();
     assert_eq!(ends.len(), 2);
+    // Transactions are keyed by id, so with several partitions their records may arrive in
+    // either order: sort by the commit position in the id ("xid:commit_lsn").
+    let commit_position = |v: &serde_json::Value| -> u64 {
+        v["id"]
+            .as_str()
+            .and_then(|id| id.split_once(':'))
+            .and_then(|(_, lsn)| lsn.parse().ok())
+            .unwrap_or(0)
+    };
+    ends.sort_by_key(|v| commit_position(v));
     assert_eq!(ends[0]["event_count"], 12);
     assert_eq!(ends[1]["event_count"], 7);
     let collections = ends[1]["data_collections"]

@@ -4,9 +4,11 @@
 //! - [`topics`]: topic names (`<prefix>.<schema>.<table>`, routes) and creation.
 //! - [`murmur2`]: the Java client's partitioner, which librdkafka's `murmur2_random` matches.
 //! - [`ack`]: delivery reports into the acknowledged position.
+//! - [`exactly_once`]: the transactional producer and the stored position.
 //! - [`output`]: the idempotent producer as an [`crate::output::EventOutput`].
 
 pub mod ack;
+pub mod exactly_once;
 pub mod murmur2;
 pub mod output;
 pub mod topics;
@@ -61,9 +63,6 @@ pub enum KafkaError {
         /// Broker's error.
         detail: String,
     },
-    /// A configured feature that this version does not provide.
-    #[error("{0}")]
-    Unsupported(String),
     /// An event could not be encoded.
     #[error("encoding an event as JSON: {0}")]
     Encode(#[from] serde_json::Error),

@@ -28,7 +28,8 @@ use serde::Serialize;
 
 use super::KafkaError;
 use super::ack::AckTracker;
-use super::topics::{TopicCreator, TopicRouter};
+use super::exactly_once::ExactlyOnce;
+use super::topics::{TopicCreator, TopicKind, TopicRouter};
 use crate::config::{Delivery, KafkaConfig};
 use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, Op};
 use crate::lsn::Lsn;
@@ -74,6 +75,7 @@ struct OpenTransaction {
 pub struct KafkaOutput {
     producer: Arc<ThreadedProducer<AckContext>>,
     tracker: Arc<AckTracker>,
+    eos: Option<ExactlyOnce>,
     router: TopicRouter,
     topics: TopicCreator,
     context: EnvelopeContext,
@@ -119,15 +121,24 @@ impl KafkaOutput {
         config: &KafkaConfig,
         context: EnvelopeContext,
     ) -> Result<Self, KafkaError> {
-        if config.delivery == Delivery::ExactlyOnce {
-            return Err(KafkaError::Unsupported(
-                "kafka.delivery = \"exactly_once\" is not implemented in this version; use \"at_least_once\" \
-                 (a duplicate after a crash carries the same (commit_lsn, seq), so consumers can drop it)"
-                    .into(),
-            ));
-        }
         let tracker = Arc::new(AckTracker::default());
-        let client = client_config(config);
+        let exactly_once = config.delivery == Delivery::ExactlyOnce;
+        let mut client = client_config(config);
+        if exactly_once {
+            // A fixed id fences any earlier instance of this connector; a transactional
+            // producer needs a finite message timeout within the transaction timeout.
+            let transaction_timeout = config
+                .properties
+                .get("transaction.timeout.ms")
+                .cloned()
+                .unwrap_or_else(|| "60000".into());
+            client
+                .set(
+                    "transactional.id",
+                    format!("tidemark-{}", context.connector_name),
+                )
+                .set("message.timeout.ms", transaction_timeout);
+        }
         let producer: ThreadedProducer<AckContext> = client
             .create_with_context(AckContext {
                 tracker: tracker.clone(),
@@ -165,11 +176,24 @@ impl KafkaOutput {
                 context: "creating the admin client".into(),
                 source,
             })?;
+        let router = TopicRouter::new(config, &context.prefix);
+        let mut topics = TopicCreator::new(admin, config);
+        let eos = if exactly_once {
+            let offsets_topic = router.offsets_topic();
+            topics.ensure(&offsets_topic, TopicKind::Compacted).await?;
+            let eos = ExactlyOnce::start(&producer, config, offsets_topic, &context.connector_name)
+                .await?;
+            tracing::info!(resume = %eos.resume(), topic = eos.offsets_topic(), "exactly-once delivery: position read back from Kafka");
+            Some(eos)
+        } else {
+            None
+        };
         Ok(KafkaOutput {
             producer,
             tracker,
-            router: TopicRouter::new(config, &context.prefix),
-            topics: TopicCreator::new(admin, config),
+            eos,
+            router,
+            topics,
             context,
             tombstones: config.tombstones,
             transaction_metadata: config.transaction_metadata,
@@ -255,7 +279,7 @@ impl KafkaOutput {
         open: &OpenTransaction,
     ) -> Result<(), KafkaError> {
         let topic = self.router.transaction_topic();
-        self.topics.ensure(&topic, false).await?;
+        self.topics.ensure(&topic, TopicKind::Plain).await?;
         #[derive(Serialize)]
         struct Collection<'a> {
             data_collection: &'a str,
@@ -282,7 +306,15 @@ impl KafkaOutput {
     async fn send_event(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
         self.failure()?;
         let topic = self.router.topic(event);
-        self.topics.ensure(&topic, event.table.is_some()).await?;
+        let kind = if event.table.is_some() {
+            TopicKind::Change
+        } else {
+            TopicKind::Plain
+        };
+        self.topics.ensure(&topic, kind).await?;
+        if let Some(eos) = self.eos.as_mut() {
+            eos.before_record(&self.producer)?;
+        }
         if self.transaction_metadata && event.source.xid != 0 {
             let id = format!("{}:{}", event.source.xid, event.source.commit_lsn.as_u64());
             if self.open.as_ref().is_none_or(|o| o.id != id) {
@@ -352,26 +384,55 @@ impl EventOutput for KafkaOutput {
             self.transaction_record("END", &open).await?;
         }
         self.tracker.close_transaction(end_lsn);
+        if let Some(eos) = self.eos.as_mut() {
+            eos.source_committed(end_lsn);
+        }
         Ok(())
     }
 
     fn abort(&mut self) {
-        // Records already produced cannot be taken back; the transaction's slot stays open
-        // and closes when the retransmitted transaction is delivered (at-least-once).
+        // At least once: records already produced cannot be taken back; the transaction's
+        // slot stays open and closes when the retransmitted transaction is delivered.
+        // Exactly once: the Kafka transaction holding the partial source transaction aborts.
         self.open = None;
+        if let Some(eos) = self.eos.as_mut() {
+            eos.abort(&self.producer);
+        }
     }
 
     fn acknowledged(&self) -> Lsn {
-        self.tracker.acknowledged()
+        match &self.eos {
+            Some(eos) => eos.acknowledged(),
+            None => self.tracker.acknowledged(),
+        }
+    }
+
+    fn resume_position(&self) -> Lsn {
+        self.eos.as_ref().map_or(Lsn::ZERO, ExactlyOnce::resume)
     }
 
     async fn flush(&mut self) -> Result<(), OutputError> {
-        Ok(self.failure()?)
+        self.failure()?;
+        let Some(end) = self.eos.as_ref().and_then(ExactlyOnce::ready_to_commit) else {
+            return Ok(());
+        };
+        if let Some(eos) = self.eos.as_ref() {
+            let (key, value) = eos.offsets_record(end)?;
+            let topic = eos.offsets_topic().to_owned();
+            self.produce(&topic, Some(&key), Some(&value), None).await?;
+        }
+        if let Some(eos) = self.eos.as_mut() {
+            eos.commit(&self.producer, end).await?;
+        }
+        Ok(())
     }
 
     async fn heartbeat(&mut self, position: Lsn) -> Result<(), OutputError> {
         let topic = self.router.heartbeat_topic();
-        self.topics.ensure(&topic, false).await?;
+        self.topics.ensure(&topic, TopicKind::Plain).await?;
+        if let Some(eos) = self.eos.as_mut() {
+            eos.before_record(&self.producer)?;
+        }
         let key =
             serde_json::to_vec(&serde_json::json!({ "serverName": self.context.connector_name }))?;
         let value =
@@ -379,10 +440,22 @@ impl EventOutput for KafkaOutput {
                 .map_err(KafkaError::from)?;
         self.produce(&topic, Some(&key), Some(&value), None).await?;
         self.tracker.close_transaction(position);
+        if let Some(eos) = self.eos.as_mut() {
+            eos.source_committed(position);
+        }
         Ok(())
     }
 
     async fn shutdown(&mut self) -> Result<(), OutputError> {
+        if self
+            .eos
+            .as_ref()
+            .is_some_and(ExactlyOnce::source_transaction_open)
+        {
+            self.abort();
+        } else {
+            self.flush().await?;
+        }
         let producer = self.producer.clone();
         let flushed =
             tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;

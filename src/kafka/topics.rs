@@ -77,10 +77,26 @@ impl TopicRouter {
         format!("{}.transaction", self.prefix)
     }
 
+    /// `<prefix>.offsets`: the exactly-once position.
+    pub fn offsets_topic(&self) -> String {
+        format!("{}.offsets", self.prefix)
+    }
+
     /// `<prefix>.heartbeat`.
     pub fn heartbeat_topic(&self) -> String {
         format!("{}.heartbeat", self.prefix)
     }
+}
+
+/// What a topic holds, which decides how it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// A table's changes: the configured partitions and change-topic configs.
+    Change,
+    /// Messages, transaction metadata, heartbeats: the configured partitions only.
+    Plain,
+    /// The exactly-once offsets: one partition, `cleanup.policy=compact`.
+    Compacted,
 }
 
 /// Creates topics once, on first use. The admin client must have
@@ -114,8 +130,8 @@ impl TopicCreator {
         }
     }
 
-    /// Creates `topic` unless it exists; `change_topic` applies the change-topic configs.
-    pub async fn ensure(&mut self, topic: &str, change_topic: bool) -> Result<(), KafkaError> {
+    /// Creates `topic` unless it exists, as a topic of `kind`.
+    pub async fn ensure(&mut self, topic: &str, kind: TopicKind) -> Result<(), KafkaError> {
         if self.known.contains(topic) {
             return Ok(());
         }
@@ -124,15 +140,24 @@ impl TopicCreator {
             self.known.insert(topic.to_owned());
             return Ok(());
         }
+        let partitions = if kind == TopicKind::Compacted {
+            1
+        } else {
+            self.partitions
+        };
         let mut new_topic = NewTopic::new(
             topic,
-            self.partitions,
+            partitions,
             TopicReplication::Fixed(self.replication_factor),
         );
-        if change_topic {
-            for (key, value) in &self.change_configs {
-                new_topic = new_topic.set(key, value);
+        match kind {
+            TopicKind::Change => {
+                for (key, value) in &self.change_configs {
+                    new_topic = new_topic.set(key, value);
+                }
             }
+            TopicKind::Compacted => new_topic = new_topic.set("cleanup.policy", "compact"),
+            TopicKind::Plain => {}
         }
         tracing::debug!(topic, "creating topic");
         let options = AdminOptions::new()

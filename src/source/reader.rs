@@ -227,6 +227,10 @@ struct Session<'a, O> {
     flush_at: Option<tokio::time::Instant>,
     last_status: Instant,
     status_every: Duration,
+    /// Transactions committed before this were delivered already (exactly-once outputs).
+    resume: Lsn,
+    /// Inside a transaction that is being skipped because it was delivered already.
+    skipping: bool,
 }
 
 impl<'a, O: EventOutput> Session<'a, O> {
@@ -295,12 +299,18 @@ impl<'a, O: EventOutput> Session<'a, O> {
             flush_at: None,
             last_status: Instant::now(),
             status_every: Duration::from_millis(config.source.status_interval_ms),
+            resume: Lsn::ZERO,
+            skipping: false,
             state,
         };
         session.stream(shutdown).await
     }
 
     async fn stream(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ReaderError> {
+        self.resume = self.output.resume_position();
+        if self.resume > Lsn::ZERO {
+            tracing::info!(resume = %self.resume, "the output has delivered transactions up to here; earlier ones are skipped");
+        }
         let mut status_tick = tokio::time::interval(self.status_every);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let heartbeat_every =
@@ -443,11 +453,18 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 commit_time_micros,
                 xid,
             } => {
+                // A transaction whose commit precedes the output's resume position was
+                // delivered before a crash; PostgreSQL sends it again, tidemark drops it.
+                self.skipping = final_lsn < self.resume;
                 self.assembler.begin(xid, final_lsn, commit_time_micros);
             }
             PgOutputMessage::Commit { end_lsn, .. } => {
                 self.assembler.end();
-                self.finish_transaction(end_lsn).await?;
+                if std::mem::take(&mut self.skipping) {
+                    self.last_committed = self.last_committed.max(end_lsn);
+                } else {
+                    self.finish_transaction(end_lsn).await?;
+                }
             }
             PgOutputMessage::Relation { body, .. } => {
                 let table = self.state.resolver.resolve(&self.sql, &body).await?;
@@ -463,9 +480,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 end_lsn,
                 commit_time_micros,
             } => {
-                self.replay_streamed(xid, commit_lsn, commit_time_micros)
-                    .await?;
-                self.finish_transaction(end_lsn).await?;
+                if commit_lsn < self.resume {
+                    drop(self.buffers.take(xid)?);
+                    self.last_committed = self.last_committed.max(end_lsn);
+                } else {
+                    self.replay_streamed(xid, commit_lsn, commit_time_micros)
+                        .await?;
+                    self.finish_transaction(end_lsn).await?;
+                }
             }
             PgOutputMessage::Message {
                 transactional: false,
@@ -485,9 +507,12 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 lsn: message_lsn,
                 ..
             } if !self.assembler.in_transaction() => {
-                self.assemble_and_send(&message, lsn).await?;
-                self.finish_transaction(message_lsn).await?;
+                if message_lsn >= self.resume {
+                    self.assemble_and_send(&message, lsn).await?;
+                    self.finish_transaction(message_lsn).await?;
+                }
             }
+            _ if self.skipping => {}
             data => self.assemble_and_send(&data, lsn).await?,
         }
         Ok(())

@@ -1,11 +1,15 @@
 //! Kafka helpers for the integration tests.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message};
+
+static NEXT_GROUP: AtomicU32 = AtomicU32::new(0);
 
 /// One consumed record.
 #[derive(Debug, Clone)]
@@ -29,10 +33,14 @@ impl Record {
 /// Reads `topic` from the beginning until `count` records arrived (or panics after 60 s).
 /// The consumer blocks, so it runs on the blocking pool and the connector keeps running.
 pub async fn consume(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || consume_blocking(&bootstrap, &topic, count))
-        .await
-        .unwrap_or_else(|e| panic!("consumer thread: {e}"))
+    consume_until_isolated(
+        bootstrap,
+        topic,
+        Duration::from_secs(60),
+        false,
+        move |records| records.len() >= count,
+    )
+    .await
 }
 
 /// Reads `topic` from the beginning until `done` holds for everything read so far (or
@@ -43,30 +51,50 @@ pub async fn consume_until(
     limit: Duration,
     done: impl Fn(&[Record]) -> bool + Send + 'static,
 ) -> Vec<Record> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, &topic, limit, |records| done(records))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("consumer thread: {e}"))
+    consume_until_isolated(bootstrap, topic, limit, false, done).await
 }
 
-fn consume_blocking(bootstrap: &str, topic: &str, count: usize) -> Vec<Record> {
-    read_topic(bootstrap, topic, Duration::from_secs(60), |records| {
-        records.len() >= count
-    })
+/// [`consume_until`], optionally with `isolation.level=read_committed`.
+pub async fn consume_until_isolated(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    read_committed: bool,
+    done: impl Fn(&[Record]) -> bool + Send + 'static,
+) -> Vec<Record> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || read_topic(&bootstrap, &topic, limit, read_committed, done))
+        .await
+        .unwrap_or_else(|e| panic!("consumer thread: {e}"))
 }
 
 fn read_topic(
     bootstrap: &str,
     topic: &str,
     limit: Duration,
+    read_committed: bool,
     done: impl Fn(&[Record]) -> bool,
 ) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("test-{topic}-{}", std::process::id()))
+        // A fresh group per read: reusing one would wait out the last member's session.
+        .set(
+            "group.id",
+            format!(
+                "test-{topic}-{}-{}",
+                std::process::id(),
+                NEXT_GROUP.fetch_add(1, Ordering::Relaxed)
+            ),
+        )
         .set("auto.offset.reset", "earliest")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
         .set("enable.auto.commit", "false")
         // The topic may be created after subscribing: look for it often.
         .set("topic.metadata.refresh.interval.ms", "500")
@@ -89,10 +117,7 @@ fn read_topic(
         let message = match message {
             Ok(message) => message,
             // Subscribed before the connector created the topic: keep polling.
-            Err(e)
-                if e.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) =>
-            {
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
                 continue;
             }
             Err(e) => panic!("consuming {topic}: {e}"),
@@ -122,4 +147,37 @@ fn read_topic(
         });
     }
     records
+}
+
+/// Reads `topic` from the beginning until no new record arrives for `quiet` (at most 60 s).
+pub async fn drain(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+    quiet: Duration,
+) -> Vec<Record> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let last_change = std::cell::Cell::new((Instant::now(), 0usize));
+        read_topic(
+            &bootstrap,
+            &topic,
+            Duration::from_secs(60),
+            read_committed,
+            |records| {
+                let (at, seen) = last_change.get();
+                if records.is_empty() {
+                    // Quiet only counts once the consumer has started receiving.
+                    false
+                } else if records.len() != seen {
+                    last_change.set((Instant::now(), records.len()));
+                    false
+                } else {
+                    at.elapsed() >= quiet
+                }
+            },
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("consumer thread: {e}"))
 }

@@ -1,0 +1,264 @@
+//! Exactly-once delivery with a transactional producer.
+//!
+//! Whole source transactions are batched into one Kafka transaction together with a record on
+//! the compacted `<prefix>.offsets` topic (key: the connector; value: the end position of the
+//! last source transaction in the batch). A Kafka transaction is committed only at a source
+//! transaction boundary, so it never holds half a source transaction. Its commit is the
+//! acknowledgement: only then may PostgreSQL be told the position.
+//!
+//! After a crash, PostgreSQL resends everything after the position it was told, which may
+//! be older than what Kafka committed. On start, the stored position is read back with
+//! `isolation.level=read_committed` (after `init_transactions`, which aborts whatever the
+//! previous instance left open), and the reader skips every source transaction whose commit
+//! LSN is below it. That is exact because a transaction's commit record ends at or before the
+//! next transaction's commit record begins. A consumer reading with `read_committed` sees
+//! every change once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message};
+
+use super::KafkaError;
+use super::output::AckContext;
+use crate::config::KafkaConfig;
+use crate::lsn::Lsn;
+
+/// The state of exactly-once delivery.
+#[derive(Debug)]
+pub struct ExactlyOnce {
+    offsets_topic: String,
+    connector: String,
+    kafka_transaction_open: bool,
+    source_transaction_open: bool,
+    pending_end: Option<Lsn>,
+    acknowledged: Lsn,
+    resume: Lsn,
+}
+
+fn client_error(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
+    move |source| KafkaError::Client {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+impl ExactlyOnce {
+    /// Initializes transactions (fencing any previous instance) and reads the stored position.
+    pub async fn start(
+        producer: &Arc<ThreadedProducer<AckContext>>,
+        config: &KafkaConfig,
+        offsets_topic: String,
+        connector: &str,
+    ) -> Result<Self, KafkaError> {
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
+            .await
+            .map_err(|e| KafkaError::Delivery(format!("initializing transactions: {e}")))?
+            .map_err(|source| KafkaError::Client {
+                context: "initializing transactions (does the broker support them?)".into(),
+                source,
+            })?;
+        let (config, topic, name) = (config.clone(), offsets_topic.clone(), connector.to_owned());
+        let resume = tokio::task::spawn_blocking(move || read_position(&config, &topic, &name))
+            .await
+            .map_err(|e| KafkaError::Delivery(format!("reading {offsets_topic}: {e}")))??;
+        Ok(ExactlyOnce {
+            offsets_topic,
+            connector: connector.to_owned(),
+            kafka_transaction_open: false,
+            source_transaction_open: false,
+            pending_end: None,
+            acknowledged: resume,
+            resume,
+        })
+    }
+
+    /// The offsets topic.
+    pub fn offsets_topic(&self) -> &str {
+        &self.offsets_topic
+    }
+
+    /// Source transactions committed before this were delivered in an earlier run.
+    pub fn resume(&self) -> Lsn {
+        self.resume
+    }
+
+    /// The end of the last source transaction in a committed Kafka transaction.
+    pub fn acknowledged(&self) -> Lsn {
+        self.acknowledged
+    }
+
+    /// Called before producing a record of a source transaction.
+    pub fn before_record(
+        &mut self,
+        producer: &ThreadedProducer<AckContext>,
+    ) -> Result<(), KafkaError> {
+        if !self.kafka_transaction_open {
+            producer
+                .begin_transaction()
+                .map_err(client_error("beginning a Kafka transaction"))?;
+            self.kafka_transaction_open = true;
+        }
+        self.source_transaction_open = true;
+        Ok(())
+    }
+
+    /// A source transaction ended at `end`.
+    pub fn source_committed(&mut self, end: Lsn) {
+        self.source_transaction_open = false;
+        if self.kafka_transaction_open {
+            self.pending_end = Some(end);
+        } else {
+            // Nothing was produced for it (e.g. a skipped table): nothing to commit.
+            self.acknowledged = self.acknowledged.max(end);
+        }
+    }
+
+    /// The position to store and commit now, if the Kafka transaction may be committed.
+    pub fn ready_to_commit(&self) -> Option<Lsn> {
+        if self.kafka_transaction_open && !self.source_transaction_open {
+            self.pending_end
+        } else {
+            None
+        }
+    }
+
+    /// The offsets record for `end`: key and value.
+    pub fn offsets_record(&self, end: Lsn) -> Result<(Vec<u8>, Vec<u8>), KafkaError> {
+        let key = serde_json::to_vec(&serde_json::json!({ "connector": self.connector }))?;
+        let value = serde_json::to_vec(
+            &serde_json::json!({ "end_lsn": end.as_u64(), "position": end.to_string() }),
+        )?;
+        Ok((key, value))
+    }
+
+    /// Commits the Kafka transaction whose last source transaction ends at `end`.
+    pub async fn commit(
+        &mut self,
+        producer: &Arc<ThreadedProducer<AckContext>>,
+        end: Lsn,
+    ) -> Result<(), KafkaError> {
+        let committing = producer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            committing.commit_transaction(Duration::from_secs(60))
+        })
+        .await
+        .map_err(|e| KafkaError::Delivery(format!("committing a Kafka transaction: {e}")))?;
+        self.kafka_transaction_open = false;
+        self.pending_end = None;
+        match result {
+            Ok(()) => {
+                self.acknowledged = self.acknowledged.max(end);
+                Ok(())
+            }
+            Err(error) => {
+                let _ = producer.abort_transaction(Duration::from_secs(30));
+                Err(KafkaError::Client {
+                    context: "committing a Kafka transaction (it was aborted; nothing in it was confirmed)".into(),
+                    source: error,
+                })
+            }
+        }
+    }
+
+    /// Aborts the open Kafka transaction (a source transaction was interrupted).
+    pub fn abort(&mut self, producer: &ThreadedProducer<AckContext>) {
+        if self.kafka_transaction_open {
+            if let Err(error) = producer.abort_transaction(Duration::from_secs(30)) {
+                tracing::warn!(%error, "aborting the Kafka transaction failed; the next start fences it");
+            }
+        }
+        self.kafka_transaction_open = false;
+        self.source_transaction_open = false;
+        self.pending_end = None;
+    }
+
+    /// Whether a source transaction is half written.
+    pub fn source_transaction_open(&self) -> bool {
+        self.source_transaction_open
+    }
+}
+
+/// Reads the last committed position of `connector` from the offsets topic (zero if none).
+fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<Lsn, KafkaError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", format!("tidemark-offsets-{connector}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "false");
+    for (key, value) in &config.properties {
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            client.set(key, value);
+        }
+    }
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(client_error("creating the offsets reader"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(client_error("reading the offsets topic's metadata"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Ok(Lsn::ZERO);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in &partitions {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .map_err(client_error("assigning the offsets topic"))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(client_error("assigning the offsets topic"))?;
+    let wanted_key = serde_json::json!({ "connector": connector });
+    let mut at_end = HashSet::new();
+    let mut position = Lsn::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while at_end.len() < partitions.len() {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Delivery(format!(
+                "could not read {topic} to its end within 60 s; the stored position is unknown, so nothing is skipped safely"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Ok(message)) => {
+                let key: Option<serde_json::Value> =
+                    message.key().and_then(|k| serde_json::from_slice(k).ok());
+                if key.as_ref() == Some(&wanted_key) {
+                    let value: Option<serde_json::Value> = message
+                        .payload()
+                        .and_then(|v| serde_json::from_slice(v).ok());
+                    if let Some(end) = value.and_then(|v| v["end_lsn"].as_u64()) {
+                        position = position.max(Lsn(end));
+                    }
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(error))
+                if error.rdkafka_error_code()
+                    == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+            {
+                return Ok(Lsn::ZERO);
+            }
+            Some(Err(error)) => return Err(client_error("reading the offsets topic")(error)),
+        }
+    }
+    Ok(position)
+}
