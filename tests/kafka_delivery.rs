@@ -287,3 +287,46 @@ async fn a_record_too_large_stops_with_a_clear_error_and_is_not_confirmed() {
     );
     drop(run.stop);
 }
+
+#[tokio::test]
+async fn heartbeats_reach_the_heartbeat_topic_and_move_the_slot() {
+    let (db, client) = database("kafka_heartbeat").await;
+    exec(&client, "CREATE TABLE quiet (id int PRIMARY KEY)").await;
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "name = \"kbeat\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\nheartbeat_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{}\"\n",
+        db.url(),
+        broker.bootstrap
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = start(config, &client).await;
+    let beats = consume(&broker.bootstrap, "kbeat.heartbeat", 3).await;
+    assert_eq!(
+        beats[0].key_json(),
+        serde_json::json!({"serverName": "kbeat"})
+    );
+    assert!(
+        beats[2]
+            .value
+            .as_ref()
+            .and_then(|v| v["lsn"].as_u64())
+            .unwrap_or(0)
+            > 0
+    );
+    let stats = run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.events, 0, "heartbeats are not change events");
+    let lag: i64 = client
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = 'tidemark_kbeat'",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert!(
+        lag < 4096,
+        "slot {lag} bytes behind on an idle database with heartbeats"
+    );
+}
