@@ -14,20 +14,21 @@ use tokio::sync::watch;
 
 use tidemark::config::Config;
 use tidemark::event::{ChangeEvent, EnvelopeContext};
+use tidemark::kafka::KafkaOutput;
 use tidemark::lsn::Lsn;
 use tidemark::output::{EventOutput, JsonLinesOutput, OutputError};
 use tidemark::source::reader::run_reader;
-use tidemark::testing::PgCluster;
+use tidemark::testing::{KafkaBroker, PgCluster};
 
-/// JSON lines into nothing, stopping the reader once `target` events are acknowledged.
-struct CountingOutput {
-    inner: JsonLinesOutput<tokio::io::Sink>,
+/// Any output, stopping the reader once `target` events were sent and committed.
+struct CountingOutput<O> {
+    inner: O,
     target: u64,
     seen: u64,
     done: watch::Sender<bool>,
 }
 
-impl EventOutput for CountingOutput {
+impl<O: EventOutput> EventOutput for CountingOutput<O> {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
         self.seen += 1;
         self.inner.send(event).await
@@ -49,6 +50,12 @@ impl EventOutput for CountingOutput {
     async fn flush(&mut self) -> Result<(), OutputError> {
         self.inner.flush().await
     }
+    fn resume_position(&self) -> Lsn {
+        self.inner.resume_position()
+    }
+    async fn shutdown(&mut self) -> Result<(), OutputError> {
+        self.inner.shutdown().await
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -58,38 +65,153 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Where tidemark's events go in a drain.
+enum Sink<'a> {
+    Null,
+    Kafka {
+        brokers: &'a str,
+        exactly_once: bool,
+    },
+}
+
 async fn drain_with_tidemark(
     cluster: &PgCluster,
     db: &str,
     slot: &str,
     rows: u64,
+    sink: Sink<'_>,
 ) -> anyhow::Result<Duration> {
+    let kafka = match &sink {
+        Sink::Null => String::new(),
+        Sink::Kafka {
+            brokers,
+            exactly_once,
+        } => format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{slot}\"\ndelivery = \"{}\"\n",
+            if *exactly_once {
+                "exactly_once"
+            } else {
+                "at_least_once"
+            }
+        ),
+    };
     let text = format!(
-        "name = \"bench\"\n[source]\nurl = \"{}\"\nslot = \"{slot}\"\npublication = \"bench\"\nsnapshot = \"never\"\n",
+        "name = \"{slot}\"\n[source]\nurl = \"{}\"\nslot = \"{slot}\"\npublication = \"bench\"\nsnapshot = \"never\"\n{kafka}",
         cluster.url("postgres", db)
     );
     let config = Config::from_toml_with_env(&text, "bench", std::iter::empty())?;
     let context = EnvelopeContext {
-        prefix: "bench".into(),
-        connector_name: "bench".into(),
+        prefix: slot.into(),
+        connector_name: slot.into(),
         database: db.into(),
     };
     let (done, stop) = watch::channel(false);
-    let mut output = CountingOutput {
-        inner: JsonLinesOutput::new(tokio::io::sink(), "null", context),
-        target: rows,
-        seen: 0,
-        done,
-    };
     let start = Instant::now();
-    let stats = run_reader(&config, &mut output, stop).await?;
+    let seen = match sink {
+        Sink::Null => {
+            let inner = JsonLinesOutput::new(tokio::io::sink(), "null", context);
+            let mut output = CountingOutput {
+                inner,
+                target: rows,
+                seen: 0,
+                done,
+            };
+            run_reader(&config, &mut output, stop).await?;
+            output.seen
+        }
+        Sink::Kafka { .. } => {
+            let kafka = config
+                .kafka
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("no [kafka]"))?;
+            let inner = KafkaOutput::connect(&kafka, context).await?;
+            let mut output = CountingOutput {
+                inner,
+                target: rows,
+                seen: 0,
+                done,
+            };
+            run_reader(&config, &mut output, stop).await?;
+            output.seen
+        }
+    };
     let elapsed = start.elapsed();
-    anyhow::ensure!(
-        output.seen >= rows,
-        "tidemark saw {} of {rows} rows ({stats:?})",
-        output.seen
-    );
+    anyhow::ensure!(seen >= rows, "tidemark saw {seen} of {rows} rows");
     Ok(elapsed)
+}
+
+/// Creates `topic` (1 partition) through the admin API, as tidemark creates its topics, so
+/// the bare producer does not wait for auto-creation.
+async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let topic = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    admin.create_topics([&topic], &AdminOptions::new()).await?;
+    Ok(())
+}
+
+/// Key and value sizes of the first record on `topic`.
+fn record_size(brokers: &str, topic: &str) -> anyhow::Result<(usize, usize)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("size-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+            return Ok((message.key_len(), message.payload_len()));
+        }
+    }
+    anyhow::bail!("no record on {topic} to measure")
+}
+
+/// A bare rdkafka producer with tidemark's settings sending `rows` records of the given
+/// key and value sizes: the broker's own ingest ceiling.
+fn bare_producer(
+    brokers: &str,
+    topic: &str,
+    rows: u64,
+    key_bytes: usize,
+    value_bytes: usize,
+) -> anyhow::Result<Duration> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let settings = Config::from_toml_with_env(
+        &format!(
+            "name = \"bare\"\n[source]\nurl = \"postgres://u@h/db\"\n[kafka]\nbrokers = \"{brokers}\"\n"
+        ),
+        "bench",
+        std::iter::empty(),
+    )?;
+    let kafka = settings
+        .kafka
+        .ok_or_else(|| anyhow::anyhow!("no [kafka]"))?;
+    let producer: BaseProducer = tidemark::kafka::output::client_config(&kafka).create()?;
+    let value = vec![b'x'; value_bytes];
+    let start = Instant::now();
+    for i in 0..rows {
+        let mut key = format!("{{\"id\":{i}}}").into_bytes();
+        key.resize(key_bytes.max(key.len()), b' ');
+        let mut record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(start.elapsed())
 }
 
 fn drain_with_pg_recvlogical(
@@ -145,7 +267,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let rows = env_number("DRAIN_ROWS", 500_000);
     let rounds = env_number("DRAIN_ROUNDS", 3);
@@ -155,22 +277,16 @@ async fn main() -> anyhow::Result<()> {
     client
         .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), at timestamptz); CREATE PUBLICATION bench FOR TABLE orders;")
         .await?;
-    let slots: Vec<(String, String)> = (0..rounds)
-        .map(|i| (format!("tm_{i}"), format!("recv_{i}")))
-        .collect();
-    for (a, b) in &slots {
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[a],
-            )
-            .await?;
-        client
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[b],
-            )
-            .await?;
+    let slot_names = |i: u64| ["tm_null", "tm_kafka", "tm_eos", "recv"].map(|k| format!("{k}_{i}"));
+    for i in 0..rounds {
+        for slot in slot_names(i) {
+            client
+                .execute(
+                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&slot],
+                )
+                .await?;
+        }
     }
     let transactions = rows / 100;
     let load_start = Instant::now();
@@ -191,28 +307,131 @@ async fn main() -> anyhow::Result<()> {
         load_start.elapsed()
     );
 
-    let mut tidemark_rates = Vec::new();
-    let mut recv_rates = Vec::new();
-    for (tm_slot, recv_slot) in &slots {
-        let recv = drain_with_pg_recvlogical(cluster, &db.name, recv_slot, &end)?;
-        let tm = drain_with_tidemark(cluster, &db.name, tm_slot, rows).await?;
-        let (tm_rate, recv_rate) = (
-            rows as f64 / tm.as_secs_f64(),
-            rows as f64 / recv.as_secs_f64(),
+    // Kafka: tansu for at-least-once, librdkafka's mock cluster for exactly-once.
+    let with_kafka = std::env::var("DRAIN_KAFKA").map_or(true, |v| v != "0");
+    let tansu = if with_kafka {
+        Some(KafkaBroker::shared()?.bootstrap.clone())
+    } else {
+        None
+    };
+    let mock = if with_kafka {
+        Some(rdkafka::mocking::MockCluster::new(1)?)
+    } else {
+        None
+    };
+    // The bare producer sends records of the sizes tidemark produced (measured below).
+    let mut sizes: Option<(usize, usize)> = None;
+
+    let mut rates: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    for i in 0..rounds {
+        let [null_slot, kafka_slot, eos_slot, recv_slot] = slot_names(i);
+        let recv = drain_with_pg_recvlogical(cluster, &db.name, &recv_slot, &end)?;
+        rates.entry("pg_recvlogical").or_default().push(rate(recv));
+        let null = drain_with_tidemark(cluster, &db.name, &null_slot, rows, Sink::Null).await?;
+        rates.entry("tidemark_null").or_default().push(rate(null));
+        let mut line = format!(
+            "round {i}: pg_recvlogical {:.0}/s, tidemark→null {:.0}/s",
+            rate(recv),
+            rate(null)
         );
-        eprintln!(
-            "round: tidemark {tm:.2?} ({tm_rate:.0} rows/s), pg_recvlogical {recv:.2?} ({recv_rate:.0} rows/s), ratio {:.2}",
-            tm_rate / recv_rate
-        );
-        tidemark_rates.push(tm_rate);
-        recv_rates.push(recv_rate);
+        if let (Some(brokers), Some(mock)) = (&tansu, &mock) {
+            let kafka = drain_with_tidemark(
+                cluster,
+                &db.name,
+                &kafka_slot,
+                rows,
+                Sink::Kafka {
+                    brokers,
+                    exactly_once: false,
+                },
+            )
+            .await?;
+            rates.entry("tidemark_kafka").or_default().push(rate(kafka));
+            let (key_bytes, value_bytes) = match sizes {
+                Some(sizes) => sizes,
+                None => {
+                    let measured = tokio::task::block_in_place(|| {
+                        record_size(brokers, &format!("{kafka_slot}.public.orders"))
+                    })?;
+                    sizes = Some(measured);
+                    measured
+                }
+            };
+            create_topic(brokers, &format!("bare_{i}")).await?;
+            let bare = tokio::task::block_in_place(|| {
+                bare_producer(brokers, &format!("bare_{i}"), rows, key_bytes, value_bytes)
+            })?;
+            rates.entry("bare_tansu").or_default().push(rate(bare));
+            let mock_brokers = mock.bootstrap_servers();
+            mock.create_topic(&format!("{eos_slot}.public.orders"), 1, 1)?;
+            mock.create_topic(&format!("{eos_slot}.offsets"), 1, 1)?;
+            mock.create_topic(&format!("bare_mock_{i}"), 1, 1)?;
+            let bare_mock = tokio::task::block_in_place(|| {
+                bare_producer(
+                    &mock_brokers,
+                    &format!("bare_mock_{i}"),
+                    rows,
+                    key_bytes,
+                    value_bytes,
+                )
+            })?;
+            rates.entry("bare_mock").or_default().push(rate(bare_mock));
+            let eos = drain_with_tidemark(
+                cluster,
+                &db.name,
+                &eos_slot,
+                rows,
+                Sink::Kafka {
+                    brokers: &mock_brokers,
+                    exactly_once: true,
+                },
+            )
+            .await?;
+            rates.entry("tidemark_eos").or_default().push(rate(eos));
+            line.push_str(&format!(
+                ", bare→tansu {:.0}/s, tidemark→tansu {:.0}/s, bare→mock {:.0}/s, tidemark exactly-once→mock {:.0}/s",
+                rate(bare), rate(kafka), rate(bare_mock), rate(eos)
+            ));
+        }
+        eprintln!("{line}");
     }
-    let (tm, recv) = (median(tidemark_rates), median(recv_rates));
+    let m = |k: &str| rates.get(k).cloned().map(median).unwrap_or(f64::NAN);
+    let (key_bytes, value_bytes) = sizes.unwrap_or_default();
     println!(
-        "drain bench: {rows} rows of ~100 B, 100 rows per transaction, {rounds} rounds (median)"
+        "drain bench: {rows} rows of ~100 B, 100 rows per transaction, {rounds} rounds (median rows/s); \
+         Kafka records: {key_bytes} B keys, {value_bytes} B JSON values"
     );
-    println!("  pg_recvlogical (walsender ceiling): {recv:>10.0} rows/s");
-    println!("  tidemark, JSON to null:             {tm:>10.0} rows/s");
-    println!("  ratio tidemark / pg_recvlogical:    {:>10.2}", tm / recv);
+    println!(
+        "  pg_recvlogical (walsender ceiling)          {:>10.0}",
+        m("pg_recvlogical")
+    );
+    println!(
+        "  tidemark, JSON to null                      {:>10.0}  ratio to pg_recvlogical {:.2}",
+        m("tidemark_null"),
+        m("tidemark_null") / m("pg_recvlogical")
+    );
+    if tansu.is_some() {
+        let ceiling = m("pg_recvlogical").min(m("bare_tansu"));
+        println!(
+            "  bare producer → tansu (broker ceiling)      {:>10.0}",
+            m("bare_tansu")
+        );
+        println!(
+            "  tidemark → tansu, at-least-once             {:>10.0}  ratio to the lower ceiling {:.2}",
+            m("tidemark_kafka"),
+            m("tidemark_kafka") / ceiling
+        );
+        let mock_ceiling = m("pg_recvlogical").min(m("bare_mock"));
+        println!(
+            "  bare producer → mock cluster                {:>10.0}",
+            m("bare_mock")
+        );
+        println!(
+            "  tidemark → mock cluster, exactly-once       {:>10.0}  ratio to the lower ceiling {:.2}",
+            m("tidemark_eos"),
+            m("tidemark_eos") / mock_ceiling
+        );
+    }
     Ok(())
 }
