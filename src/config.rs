@@ -154,6 +154,10 @@ pub struct KafkaConfig {
     /// Topic prefix; the connector name by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_prefix: Option<String>,
+    /// JSON in Debezium's JsonConverter shape with `schemas.enable=true`: every key and
+    /// value is `{"schema": …, "payload": …}`. False: the bare payloads.
+    #[serde(default)]
+    pub json_schemas: bool,
     /// Follow each delete with a tombstone (same key, null value) so compaction forgets the key.
     #[serde(default = "defaults::yes")]
     pub tombstones: bool,
@@ -616,6 +620,7 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "kafka.tombstones",
         "kafka.compact",
         "kafka.transaction_metadata",
+        "kafka.json_schemas",
     ];
     const LISTS: &[&str] = &["source.tables"];
     let path = format!("{}.{key}", section.unwrap_or(""));

@@ -330,3 +330,61 @@ async fn heartbeats_reach_the_heartbeat_topic_and_move_the_slot() {
         "slot {lag} bytes behind on an idle database with heartbeats"
     );
 }
+
+#[tokio::test]
+async fn json_with_schemas_wraps_keys_and_values_like_debeziums_json_converter() {
+    let (db, client) = database("kafka_schemas").await;
+    exec(
+        &client,
+        "CREATE TABLE s (id bigint PRIMARY KEY, at timestamptz, tags text[], price numeric(8,2))",
+    )
+    .await;
+    let run = start(kafka_config(&db, "kschema", "json_schemas = true"), &client).await;
+    exec(
+        &client,
+        "INSERT INTO s VALUES (7, '2024-01-01 00:00:00+00', '{a,NULL}', 1.50)",
+    )
+    .await;
+    exec(&client, "ALTER TABLE s ADD COLUMN note text; INSERT INTO s VALUES (8, NULL, NULL, NULL, 'new column');").await;
+    let bootstrap = KafkaBroker::shared()
+        .map(|b| b.bootstrap.clone())
+        .unwrap_or_default();
+    let records = consume(&bootstrap, "kschema.public.s", 2).await;
+    run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let key = records[0].key_json();
+    assert_eq!(key["payload"], serde_json::json!({"id": 7}));
+    assert_eq!(key["schema"]["name"], "kschema.public.s.Key");
+    assert_eq!(
+        key["schema"]["fields"][0],
+        serde_json::json!({"type": "int64", "optional": false, "field": "id"})
+    );
+    let value = records[0].value.clone().unwrap_or_default();
+    assert_eq!(value["schema"]["name"], "kschema.public.s.Envelope");
+    assert_eq!(value["payload"]["op"], "c");
+    assert_eq!(value["payload"]["after"]["id"], 7);
+    assert_eq!(value["payload"]["after"]["at"], 1_704_067_200_000_000i64);
+    assert_eq!(value["payload"]["after"]["price"], "1.50");
+    // Every payload field of `after` is described by the schema, in order.
+    let described: Vec<String> = value["schema"]["fields"][1]["fields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let present: Vec<String> = value["payload"]["after"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(described, vec!["id", "at", "tags", "price"]);
+    assert_eq!(present.len(), described.len());
+    // After DDL the schema follows the new relation.
+    let changed = records[1].value.clone().unwrap_or_default();
+    let fields = changed["schema"]["fields"][1]["fields"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(fields, 5);
+    assert_eq!(changed["payload"]["after"]["note"], "new column");
+}

@@ -2,7 +2,9 @@
 //! acknowledged position.
 //!
 //! - Key: the event's key columns as JSON (`{"id":1}`); value: the Debezium envelope as
-//!   JSON. A delete is followed by a tombstone (same key, null value) unless disabled.
+//!   JSON; with `kafka.json_schemas`, each wrapped as `{"schema":…,"payload":…}` (see
+//!   [`super::connect_schema`]). A delete is followed by a tombstone (same key, null value)
+//!   unless disabled.
 //! - Partitioning: librdkafka's `murmur2_random`, the Java client's algorithm (see
 //!   [`super::murmur2`]), so every event of a key lands on one partition, in commit order
 //!   (the idempotent producer keeps order per partition across retries).
@@ -28,6 +30,7 @@ use serde::Serialize;
 
 use super::KafkaError;
 use super::ack::AckTracker;
+use super::connect_schema::{self, SchemaCache};
 use super::exactly_once::ExactlyOnce;
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
 use crate::config::{Delivery, KafkaConfig};
@@ -85,6 +88,9 @@ pub struct KafkaOutput {
     open: Option<OpenTransaction>,
     key: Vec<u8>,
     value: Vec<u8>,
+    /// Connect schemas, when `kafka.json_schemas` is on.
+    schemas: Option<SchemaCache>,
+    scratch: Vec<u8>,
 }
 
 fn now_ms() -> i64 {
@@ -201,6 +207,8 @@ impl KafkaOutput {
             open: None,
             key: Vec::with_capacity(256),
             value: Vec::with_capacity(4096),
+            schemas: config.json_schemas.then(SchemaCache::default),
+            scratch: Vec::with_capacity(4096),
         })
     }
 
@@ -346,6 +354,24 @@ impl KafkaOutput {
         };
         self.value.clear();
         serde_json::to_writer(&mut self.value, &record.value_json())?;
+        if let Some(cache) = self.schemas.as_mut() {
+            let prefix = self.router.prefix();
+            let (key_schema, value_schema) = match &event.table {
+                Some(table) => {
+                    let (key, value) = cache.table(table, prefix);
+                    (Some(key), value)
+                }
+                None => (None, cache.message(prefix)),
+            };
+            if let (true, Some(key_schema)) = (has_key, key_schema) {
+                self.scratch.clear();
+                connect_schema::wrap(&key_schema, &self.key, &mut self.scratch);
+                std::mem::swap(&mut self.key, &mut self.scratch);
+            }
+            self.scratch.clear();
+            connect_schema::wrap(&value_schema, &self.value, &mut self.scratch);
+            std::mem::swap(&mut self.value, &mut self.scratch);
+        }
         let commit_lsn = event.source.commit_lsn.as_u64().to_string();
         let seq = event.source.seq.to_string();
         let xid = event.source.xid.to_string();

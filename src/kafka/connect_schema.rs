@@ -1,0 +1,293 @@
+//! Kafka Connect schemas for Debezium's JsonConverter shape with `schemas.enable=true`:
+//! every key and value is `{"schema": {…}, "payload": {…}}`.
+//!
+//! Column types map to Connect types as the JSON payload carries them: integers and floats
+//! to `int16`…`double`, `numeric` and text-like types to `string` (numeric stays exact text),
+//! `bytea` to `bytes` (base64 in JSON), `date` to `int32` named `io.debezium.time.Date`,
+//! `time` to `int64` `io.debezium.time.MicroTime`, `timestamp` and `timestamptz` to `int64`
+//! `io.debezium.time.MicroTimestamp` (microseconds since the epoch; UTC for `timestamptz`),
+//! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
+//! arrays to `array` with optional items. pgoutput does not say which columns are NOT NULL,
+//! so value columns are optional and key columns required. Record names follow Debezium:
+//! `<prefix>.<schema>.<table>.Key`, `.Value`, `.Envelope`.
+//!
+//! Schemas are built once per table description and kept as JSON text, so each record only
+//! splices the cached text in front of its payload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value as Json, json};
+
+use crate::event::{Column, TableSchema};
+use crate::source::pg_type::TypeKind;
+
+fn field_type(kind: &TypeKind) -> Json {
+    let (connect, name) = match kind {
+        TypeKind::Bool => ("boolean", None),
+        TypeKind::Int2 => ("int16", None),
+        TypeKind::Int4 => ("int32", None),
+        TypeKind::Int8 => ("int64", None),
+        TypeKind::Float4 => ("float", None),
+        TypeKind::Float8 => ("double", None),
+        TypeKind::Bytea => ("bytes", None),
+        TypeKind::Date => ("int32", Some("io.debezium.time.Date")),
+        TypeKind::Time => ("int64", Some("io.debezium.time.MicroTime")),
+        TypeKind::Timestamp | TypeKind::TimestampTz => {
+            ("int64", Some("io.debezium.time.MicroTimestamp"))
+        }
+        TypeKind::Uuid => ("string", Some("io.debezium.data.Uuid")),
+        TypeKind::Json => ("string", Some("io.debezium.data.Json")),
+        TypeKind::Array(element) => {
+            let mut items = field_type(element);
+            items["optional"] = json!(true);
+            return json!({ "type": "array", "items": items });
+        }
+        TypeKind::Numeric { .. }
+        | TypeKind::Text
+        | TypeKind::Enum
+        | TypeKind::Other
+        | TypeKind::TimeTz
+        | TypeKind::Interval => ("string", None),
+    };
+    match name {
+        Some(name) => json!({ "type": connect, "name": name, "version": 1 }),
+        None => json!({ "type": connect }),
+    }
+}
+
+fn column_field(column: &Column, optional: bool) -> Json {
+    let mut field = field_type(&column.column_type.kind);
+    field["optional"] = json!(optional);
+    field["field"] = json!(column.name);
+    field
+}
+
+fn simple(kind: &str, optional: bool, field: &str) -> Json {
+    json!({ "type": kind, "optional": optional, "field": field })
+}
+
+/// The key schema of a table.
+pub fn key_schema(table: &TableSchema, prefix: &str) -> Json {
+    let fields: Vec<Json> = table
+        .key_columns
+        .iter()
+        .filter_map(|&i| table.columns.get(i))
+        .map(|c| column_field(c, false))
+        .collect();
+    json!({
+        "type": "struct",
+        "fields": fields,
+        "optional": false,
+        "name": format!("{prefix}.{}.{}.Key", table.schema, table.name),
+    })
+}
+
+fn source_schema() -> Json {
+    json!({
+        "type": "struct",
+        "fields": [
+            simple("string", false, "version"),
+            simple("string", false, "connector"),
+            simple("string", false, "name"),
+            simple("int64", false, "ts_ms"),
+            simple("string", true, "snapshot"),
+            simple("string", false, "db"),
+            simple("string", true, "schema"),
+            simple("string", true, "table"),
+            simple("int64", true, "txId"),
+            simple("int64", true, "lsn"),
+            simple("int64", true, "commit_lsn"),
+            simple("int64", true, "seq"),
+        ],
+        "optional": false,
+        "name": "io.debezium.connector.postgresql.Source",
+        "field": "source",
+    })
+}
+
+fn transaction_schema() -> Json {
+    json!({
+        "type": "struct",
+        "fields": [
+            simple("string", false, "id"),
+            simple("int64", false, "total_order"),
+            simple("int64", false, "data_collection_order"),
+        ],
+        "optional": true,
+        "name": "event.block",
+        "version": 1,
+        "field": "transaction",
+    })
+}
+
+/// The envelope (value) schema of a table's events.
+pub fn value_schema(table: &TableSchema, prefix: &str) -> Json {
+    let row_name = format!("{prefix}.{}.{}.Value", table.schema, table.name);
+    let row = |field: &str| {
+        let fields: Vec<Json> = table
+            .columns
+            .iter()
+            .map(|c| column_field(c, true))
+            .collect();
+        json!({ "type": "struct", "fields": fields, "optional": true, "name": row_name, "field": field })
+    };
+    json!({
+        "type": "struct",
+        "fields": [
+            row("before"),
+            row("after"),
+            source_schema(),
+            simple("string", false, "op"),
+            simple("int64", true, "ts_ms"),
+            transaction_schema(),
+            { "type": "array", "items": { "type": "string", "optional": false }, "optional": true, "field": "unchanged_toast" },
+            { "type": "struct", "fields": [simple("boolean", false, "cascade"), simple("boolean", false, "restart_identity")],
+              "optional": true, "name": "tidemark.Truncate", "field": "truncate" },
+        ],
+        "optional": false,
+        "name": format!("{prefix}.{}.{}.Envelope", table.schema, table.name),
+        "version": 1,
+    })
+}
+
+/// The value schema of logical-message events (`op = m`).
+pub fn message_value_schema(prefix: &str) -> Json {
+    json!({
+        "type": "struct",
+        "fields": [
+            simple("string", true, "before"),
+            simple("string", true, "after"),
+            source_schema(),
+            simple("string", false, "op"),
+            simple("int64", true, "ts_ms"),
+            transaction_schema(),
+            { "type": "struct", "fields": [simple("string", false, "prefix"), simple("bytes", false, "content"), simple("boolean", false, "transactional")],
+              "optional": true, "name": "io.debezium.connector.common.Message", "field": "message" },
+        ],
+        "optional": false,
+        "name": format!("{prefix}.message.Envelope"),
+        "version": 1,
+    })
+}
+
+/// Schemas as JSON text, built once per table description.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    tables: HashMap<u32, (Arc<TableSchema>, Arc<str>, Arc<str>)>,
+    message: Option<Arc<str>>,
+}
+
+impl SchemaCache {
+    /// Key and value schema text for `table` (rebuilt when its description changes).
+    pub fn table(&mut self, table: &Arc<TableSchema>, prefix: &str) -> (Arc<str>, Arc<str>) {
+        if let Some((cached, key, value)) = self.tables.get(&table.relation_id) {
+            if Arc::ptr_eq(cached, table) || **cached == **table {
+                return (key.clone(), value.clone());
+            }
+        }
+        let key: Arc<str> = key_schema(table, prefix).to_string().into();
+        let value: Arc<str> = value_schema(table, prefix).to_string().into();
+        self.tables.insert(
+            table.relation_id,
+            (table.clone(), key.clone(), value.clone()),
+        );
+        (key, value)
+    }
+
+    /// Value schema text for logical messages.
+    pub fn message(&mut self, prefix: &str) -> Arc<str> {
+        self.message
+            .get_or_insert_with(|| message_value_schema(prefix).to_string().into())
+            .clone()
+    }
+}
+
+/// Writes `{"schema":<schema>,"payload":<payload>}` into `out`, where `payload` is already
+/// serialized JSON.
+pub fn wrap(schema: &str, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"schema\":");
+    out.extend_from_slice(schema.as_bytes());
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(payload);
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::KeySource;
+    use crate::source::pg_type::ColumnType;
+    use crate::source::pgoutput::ReplicaIdentity;
+
+    fn table() -> TableSchema {
+        let column = |name: &str, kind: TypeKind| Column {
+            name: name.into(),
+            column_type: ColumnType {
+                kind,
+                name: name.into(),
+                oid: 0,
+            },
+            type_modifier: -1,
+        };
+        TableSchema {
+            relation_id: 1,
+            schema: "public".into(),
+            name: "orders".into(),
+            columns: vec![
+                column("id", TypeKind::Int8),
+                column("at", TypeKind::TimestampTz),
+                column("tags", TypeKind::Array(Box::new(TypeKind::Text))),
+            ],
+            key_columns: vec![0],
+            key_source: KeySource::PrimaryKey,
+            replica_identity: ReplicaIdentity::Default,
+        }
+    }
+
+    #[test]
+    fn key_and_value_schemas_follow_debezium_names_and_types() {
+        let key = key_schema(&table(), "shop");
+        assert_eq!(
+            key,
+            json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id"}],
+                   "optional": false, "name": "shop.public.orders.Key"})
+        );
+        let value = value_schema(&table(), "shop");
+        assert_eq!(value["name"], "shop.public.orders.Envelope");
+        let after = &value["fields"][1];
+        assert_eq!(after["field"], "after");
+        assert_eq!(after["name"], "shop.public.orders.Value");
+        assert_eq!(
+            after["fields"][1],
+            json!({"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1, "optional": true, "field": "at"})
+        );
+        assert_eq!(
+            after["fields"][2],
+            json!({"type": "array", "items": {"type": "string", "optional": true}, "optional": true, "field": "tags"})
+        );
+        assert_eq!(
+            value["fields"][2]["name"],
+            "io.debezium.connector.postgresql.Source"
+        );
+    }
+
+    #[test]
+    fn cache_rebuilds_when_the_table_changes() {
+        let mut cache = SchemaCache::default();
+        let first = Arc::new(table());
+        let (_, value1) = cache.table(&first, "p");
+        let (_, again) = cache.table(&Arc::new(table()), "p");
+        assert!(
+            Arc::ptr_eq(&value1, &again),
+            "an equal description reuses the cached text"
+        );
+        let mut changed = table();
+        changed.columns.pop();
+        let (_, value2) = cache.table(&Arc::new(changed), "p");
+        assert!(!value2.contains("\"tags\""));
+        let mut wrapped = Vec::new();
+        wrap("{}", b"{\"id\":1}", &mut wrapped);
+        assert_eq!(wrapped, b"{\"schema\":{},\"payload\":{\"id\":1}}");
+    }
+}
