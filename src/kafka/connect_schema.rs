@@ -171,27 +171,37 @@ pub fn message_value_schema(prefix: &str) -> Json {
     })
 }
 
+/// The schemas of one table description, as JSON text.
+#[derive(Debug)]
+struct CachedSchemas {
+    table: Arc<TableSchema>,
+    key: Arc<str>,
+    value: Arc<str>,
+}
+
 /// Schemas as JSON text, built once per table description.
 #[derive(Debug, Default)]
 pub struct SchemaCache {
-    tables: HashMap<u32, (Arc<TableSchema>, Arc<str>, Arc<str>)>,
+    tables: HashMap<u32, CachedSchemas>,
     message: Option<Arc<str>>,
 }
 
 impl SchemaCache {
     /// Key and value schema text for `table` (rebuilt when its description changes).
     pub fn table(&mut self, table: &Arc<TableSchema>, prefix: &str) -> (Arc<str>, Arc<str>) {
-        if let Some((cached, key, value)) = self.tables.get(&table.relation_id) {
-            if Arc::ptr_eq(cached, table) || **cached == **table {
-                return (key.clone(), value.clone());
+        if let Some(cached) = self.tables.get(&table.relation_id) {
+            if Arc::ptr_eq(&cached.table, table) || *cached.table == **table {
+                return (cached.key.clone(), cached.value.clone());
             }
         }
         let key: Arc<str> = key_schema(table, prefix).to_string().into();
         let value: Arc<str> = value_schema(table, prefix).to_string().into();
-        self.tables.insert(
-            table.relation_id,
-            (table.clone(), key.clone(), value.clone()),
-        );
+        let cached = CachedSchemas {
+            table: table.clone(),
+            key: key.clone(),
+            value: value.clone(),
+        };
+        self.tables.insert(table.relation_id, cached);
         (key, value)
     }
 
