@@ -176,6 +176,9 @@ pub struct KafkaConfig {
     /// Per-table topic overrides: rename a table's topic or send several tables to one.
     #[serde(default)]
     pub routes: Vec<TopicRoute>,
+    /// Topic for `pg_logical_emit_message` events (`op = m`); default `<prefix>.message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_topic: Option<String>,
     /// Write BEGIN/END records with per-table event counts to `<prefix>.transaction`.
     #[serde(default)]
     pub transaction_metadata: bool,
@@ -227,6 +230,14 @@ impl KafkaConfig {
                 return invalid(
                     "kafka.topic_prefix",
                     format!("{prefix:?} may use only letters, digits, '.', '_' and '-'"),
+                );
+            }
+        }
+        if let Some(topic) = &self.message_topic {
+            if !valid_topic_name(topic) {
+                return invalid(
+                    "kafka.message_topic",
+                    format!("{topic:?} may use only letters, digits, '.', '_' and '-'"),
                 );
             }
         }

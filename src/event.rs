@@ -221,6 +221,14 @@ impl EnvelopeContext {
     }
 }
 
+/// The wall clock in milliseconds since the Unix epoch (the envelope's `ts_ms`).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Serializes one event as a JSON line object `{"topic", "key", "value"}`.
 pub struct JsonRecord<'a> {
     /// The event.

@@ -14,11 +14,10 @@
 //! as they arrive (and redelivered whole after a crash).
 
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord};
+use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
 use crate::lsn::Lsn;
 
 /// Output failures.
@@ -137,13 +136,6 @@ impl<W: AsyncWrite + Unpin + Send> JsonLinesOutput<W> {
         }
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl<W: AsyncWrite + Unpin + Send> EventOutput for JsonLinesOutput<W> {

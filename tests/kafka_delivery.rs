@@ -388,3 +388,35 @@ async fn json_with_schemas_wraps_keys_and_values_like_debeziums_json_converter()
     assert_eq!(fields, 5);
     assert_eq!(changed["payload"]["after"]["note"], "new column");
 }
+
+#[tokio::test]
+async fn logical_messages_go_to_the_configured_topic() {
+    let (db, client) = database("kafka_messages").await;
+    exec(&client, "CREATE TABLE m (id int PRIMARY KEY)").await;
+    let run = start(
+        kafka_config(&db, "kmsg", "message_topic = \"app.events\""),
+        &client,
+    )
+    .await;
+    exec(&client, "SELECT pg_logical_emit_message(true, 'orders', 'paid'); SELECT pg_logical_emit_message(false, 'audit', 'login')").await;
+    let bootstrap = KafkaBroker::shared()
+        .map(|b| b.bootstrap.clone())
+        .unwrap_or_default();
+    let records = consume(&bootstrap, "app.events", 2).await;
+    run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    let values: Vec<serde_json::Value> = records.iter().filter_map(|r| r.value.clone()).collect();
+    assert!(values.iter().all(|v| v["op"] == "m"));
+    // Both statements ran in one implicit transaction: the non-transactional message is
+    // decoded at once, the transactional one at the commit, so "audit" comes first.
+    let prefixes: Vec<&str> = values
+        .iter()
+        .filter_map(|v| v["message"]["prefix"].as_str())
+        .collect();
+    assert_eq!(prefixes, vec!["audit", "orders"]);
+    assert_eq!(values[0]["message"]["transactional"], false);
+    assert_eq!(values[1]["message"]["transactional"], true);
+    assert_eq!(
+        values[1]["message"]["content"], "cGFpZA==",
+        "content is base64 of 'paid'"
+    );
+}

@@ -4,12 +4,14 @@
 //! - [`topics`]: topic names (`<prefix>.<schema>.<table>`, routes) and creation.
 //! - [`murmur2`]: the Java client's partitioner, which librdkafka's `murmur2_random` matches.
 //! - [`ack`]: delivery reports into the acknowledged position.
+//! - [`encode`]: the record encoder trait and the JSON encoder.
 //! - [`connect_schema`]: Kafka Connect schemas for the `schemas.enable=true` JSON shape.
 //! - [`exactly_once`]: the transactional producer and the stored position.
 //! - [`output`]: the idempotent producer as an [`crate::output::EventOutput`].
 
 pub mod ack;
 pub mod connect_schema;
+pub mod encode;
 pub mod exactly_once;
 pub mod murmur2;
 pub mod output;

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::admin::AdminClient;
@@ -30,11 +30,11 @@ use serde::Serialize;
 
 use super::KafkaError;
 use super::ack::AckTracker;
-use super::connect_schema::{self, SchemaCache};
+use super::encode::{JsonEncoder, RecordEncoder};
 use super::exactly_once::ExactlyOnce;
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
 use crate::config::{Delivery, KafkaConfig};
-use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, Op};
+use crate::event::{ChangeEvent, EnvelopeContext, Op, now_ms};
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
 
@@ -88,16 +88,7 @@ pub struct KafkaOutput {
     open: Option<OpenTransaction>,
     key: Vec<u8>,
     value: Vec<u8>,
-    /// Connect schemas, when `kafka.json_schemas` is on.
-    schemas: Option<SchemaCache>,
-    scratch: Vec<u8>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    encoder: Box<dyn RecordEncoder>,
 }
 
 /// The librdkafka settings tidemark uses, then the user's `kafka.properties`.
@@ -194,6 +185,7 @@ impl KafkaOutput {
         } else {
             None
         };
+        let encoder = Box::new(JsonEncoder::new(context.clone(), config.json_schemas));
         Ok(KafkaOutput {
             producer,
             tracker,
@@ -207,8 +199,7 @@ impl KafkaOutput {
             open: None,
             key: Vec::with_capacity(256),
             value: Vec::with_capacity(4096),
-            schemas: config.json_schemas.then(SchemaCache::default),
-            scratch: Vec::with_capacity(4096),
+            encoder,
         })
     }
 
@@ -339,39 +330,7 @@ impl KafkaOutput {
                 open.total += 1;
             }
         }
-        let record = JsonRecord {
-            event,
-            context: &self.context,
-            now_ms: now_ms(),
-        };
-        self.key.clear();
-        let has_key = match record.key_json() {
-            Some(key) => {
-                serde_json::to_writer(&mut self.key, &key)?;
-                true
-            }
-            None => false,
-        };
-        self.value.clear();
-        serde_json::to_writer(&mut self.value, &record.value_json())?;
-        if let Some(cache) = self.schemas.as_mut() {
-            let prefix = self.router.prefix();
-            let (key_schema, value_schema) = match &event.table {
-                Some(table) => {
-                    let (key, value) = cache.table(table, prefix);
-                    (Some(key), value)
-                }
-                None => (None, cache.message(prefix)),
-            };
-            if let (true, Some(key_schema)) = (has_key, key_schema) {
-                self.scratch.clear();
-                connect_schema::wrap(&key_schema, &self.key, &mut self.scratch);
-                std::mem::swap(&mut self.key, &mut self.scratch);
-            }
-            self.scratch.clear();
-            connect_schema::wrap(&value_schema, &self.value, &mut self.scratch);
-            std::mem::swap(&mut self.value, &mut self.scratch);
-        }
+        let has_key = self.encoder.encode(event, &mut self.key, &mut self.value)?;
         let commit_lsn = event.source.commit_lsn.as_u64().to_string();
         let seq = event.source.seq.to_string();
         let xid = event.source.xid.to_string();

@@ -2,7 +2,7 @@
 //!
 //! Change topics are `<prefix>.<schema>.<table>` (prefix: `kafka.topic_prefix`, else the
 //! connector name), unless a route in `kafka.routes` names another topic for the table.
-//! Logical messages go to `<prefix>.message`, transaction metadata to
+//! Logical messages go to `kafka.message_topic` (default `<prefix>.message`), transaction metadata to
 //! `<prefix>.transaction`, heartbeats to `<prefix>.heartbeat`, as Debezium names them.
 //! Topics are created the first time a record is sent to them, with the configured partition
 //! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`).
@@ -24,6 +24,7 @@ use crate::event::ChangeEvent;
 pub struct TopicRouter {
     prefix: String,
     routes: HashMap<String, String>,
+    message_topic: Option<String>,
 }
 
 impl TopicRouter {
@@ -45,6 +46,7 @@ impl TopicRouter {
                 .clone()
                 .unwrap_or_else(|| default_prefix.to_owned()),
             routes,
+            message_topic: config.message_topic.clone(),
         }
     }
 
@@ -67,9 +69,12 @@ impl TopicRouter {
         }
     }
 
-    /// `<prefix>.message`.
+    /// `kafka.message_topic`, else `<prefix>.message`.
     pub fn message_topic(&self) -> String {
-        format!("{}.message", self.prefix)
+        match &self.message_topic {
+            Some(topic) => topic.clone(),
+            None => format!("{}.message", self.prefix),
+        }
     }
 
     /// `<prefix>.transaction`.
