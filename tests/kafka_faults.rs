@@ -138,3 +138,85 @@ async fn broker_outage_during_a_write_burst_loses_nothing() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stats.events, 600);
 }
+
+#[tokio::test]
+async fn produce_errors_and_a_slow_broker_are_retried_without_loss_or_duplicates() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("mock cluster: {e}"));
+    mock.create_topic("kslow.public.r", 2, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = mock.bootstrap_servers();
+    let (db, client) = database("kafka_slow").await;
+    exec(&client, "CREATE TABLE r (id int PRIMARY KEY)").await;
+    let text = format!(
+        "name = \"kslow\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n[kafka]\nbrokers = \"{bootstrap}\"\n",
+        db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
+    let context = EnvelopeContext {
+        prefix: "kslow".into(),
+        connector_name: "kslow".into(),
+        database: db.name.clone(),
+    };
+    let mut output = KafkaOutput::connect(&kafka, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move { run_reader(&config, &mut output, stopped).await });
+    wait_until("the slot to stream", Duration::from_secs(20), || async {
+        client
+            .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = 'tidemark_kslow'), false)", &[])
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    })
+    .await;
+    // The next produce requests fail with retriable errors, and every round trip is slow.
+    mock.broker_round_trip_time(1, Duration::from_millis(200))
+        .unwrap_or_else(|e| panic!("{e}"));
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    for batch in 0..10 {
+        exec(
+            &client,
+            &format!(
+                "INSERT INTO r SELECT g FROM generate_series({}, {}) g",
+                batch * 20 + 1,
+                batch * 20 + 20
+            ),
+        )
+        .await;
+    }
+    let written = current_wal(&client).await;
+    wait_until(
+        "everything to be acknowledged and confirmed",
+        Duration::from_secs(60),
+        || async { confirmed(&client, "tidemark_kslow").await >= written },
+    )
+    .await;
+    mock.broker_round_trip_time(1, Duration::ZERO)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let records = consume(&bootstrap, "kslow.public.r", 200).await;
+    let ids: BTreeSet<i64> = records
+        .iter()
+        .filter_map(|r| r.value.as_ref().and_then(|v| v["after"]["id"].as_i64()))
+        .collect();
+    assert_eq!(ids, (1..=200).collect::<BTreeSet<i64>>());
+    let _ = stop.send(true);
+    let stats = task
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.events, 200);
+    let all =
+        common::kafka::drain(&bootstrap, "kslow.public.r", false, Duration::from_secs(1)).await;
+    assert_eq!(all.len(), 200, "retries wrote duplicates");
+}
