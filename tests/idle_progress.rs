@@ -8,27 +8,6 @@ use std::time::Duration;
 use common::*;
 use tidemark::lsn::Lsn;
 
-async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Lsn {
-    let text: String = client
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    text.parse().unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn current_wal(client: &tokio_postgres::Client) -> Lsn {
-    let text: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    text.parse().unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[tokio::test]
 async fn confirmed_position_follows_wal_written_by_other_databases() {
     let (db, client) = database("idle").await;

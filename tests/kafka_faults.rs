@@ -12,30 +12,8 @@ use rdkafka::mocking::MockCluster;
 use tidemark::config::Config;
 use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
-use tidemark::lsn::Lsn;
 use tidemark::source::reader::run_reader;
 use tokio::sync::watch;
-
-async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Lsn {
-    let text: String = client
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    text.parse().unwrap_or_default()
-}
-
-async fn current_wal(client: &tokio_postgres::Client) -> Lsn {
-    let text: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    text.parse().unwrap_or_default()
-}
 
 #[tokio::test]
 async fn broker_outage_during_a_write_burst_loses_nothing() {

@@ -162,3 +162,26 @@ pub fn column<'a>(event: &'a ChangeEvent, column: &str) -> &'a Value {
 pub fn ops(events: &[ChangeEvent]) -> Vec<Op> {
     events.iter().map(|e| e.op).collect()
 }
+
+/// The slot's confirmed flush position.
+pub async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> tidemark::lsn::Lsn {
+    let text: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    text.parse().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The server's current WAL position.
+pub async fn current_wal(client: &tokio_postgres::Client) -> tidemark::lsn::Lsn {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    text.parse().unwrap_or_else(|e| panic!("{e}"))
+}
