@@ -1,6 +1,8 @@
 //! Exactly-once delivery on librdkafka's mock cluster (tansu does not support
-//! transactions): a crash after Kafka committed but before PostgreSQL was told the position,
-//! then a restart, and a `read_committed` consumer sees every change exactly once.
+//! transactions): run 1 is killed (task abort) once Kafka shows its transactions committed;
+//! run 2 streams from a copy of the slot taken before run 1, which is exactly what PostgreSQL
+//! does after a crash that came before the position was confirmed: it resends everything.
+//! Run 2 must skip all of it, and a `read_committed` consumer sees every change once.
 
 mod common;
 
@@ -79,6 +81,15 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
     tidemark::source::setup::setup(&config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // A copy of the slot at its start: run 2 streams from it, so PostgreSQL certainly resends
+    // everything run 1 delivered, as after a crash before the position was confirmed.
+    exec(
+        &client,
+        "SELECT pg_copy_logical_replication_slot('tidemark_keos', 'keos_rewound')",
+    )
+    .await;
+    let mut rewound = config.clone();
+    rewound.source.slot = "keos_rewound".into();
 
     let began = std::time::Instant::now();
     // Run 1: 30 transactions, then a crash as soon as Kafka shows them committed.
@@ -106,15 +117,15 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
     .await;
     run1.abort();
     let _ = run1.await;
-    let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_keos'").await;
+    let rewound_at = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'keos_rewound'").await;
     assert!(
-        confirmed < written,
-        "PostgreSQL was told everything before the crash ({confirmed} >= {written}), so this run did not exercise redelivery"
+        rewound_at < written,
+        "the copied slot must precede run 1's changes"
     );
 
     eprintln!("run 1 and crash: {:?}", began.elapsed());
-    // Run 2: PostgreSQL resends what it was not told about; tidemark must skip it.
-    let (stop2, run2) = start(&config, &db.name).await;
+    // Run 2: PostgreSQL resends all of run 1's transactions; tidemark must skip them.
+    let (stop2, run2) = start(&rewound, &db.name).await;
     eprintln!("run 2 connected: {:?}", began.elapsed());
     exec(
         &client,
@@ -151,7 +162,7 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
         310,
         "a read_committed consumer saw duplicates"
     );
-    let after = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_keos'").await;
+    let after = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'keos_rewound'").await;
     assert!(
         after >= written,
         "the slot did not move past the skipped transactions"
