@@ -11,6 +11,7 @@ pub mod event;
 pub mod kafka;
 pub mod lsn;
 pub mod output;
+pub mod schema;
 pub mod source;
 pub mod testing;
 pub mod value;

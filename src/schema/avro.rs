@@ -1,0 +1,424 @@
+//! Avro schemas derived from tables, events as Avro data, and Confluent's wire framing.
+//!
+//! Type mapping (the design brief's table):
+//!
+//! | PostgreSQL | Avro |
+//! |---|---|
+//! | bool, int2, int4, int8, float4, float8 | boolean, int, int, long, float, double |
+//! | numeric(p,s) | bytes, logicalType decimal(p,s) (exact; `NaN`/`±Infinity` are refused) |
+//! | numeric (unconstrained) | string, the exact decimal text |
+//! | text types, enums, interval, timetz, json, everything else | string |
+//! | bytea | bytes |
+//! | date / time | int date / long time-micros |
+//! | timestamp / timestamptz | long local-timestamp-micros / long timestamp-micros (UTC) |
+//! | uuid | string, logicalType uuid |
+//! | arrays | array of the element type with nullable items |
+//!
+//! Value columns are `["null", T]` with default null (pgoutput does not say which columns are
+//! NOT NULL); key columns are plain `T`. Record names follow Debezium:
+//! `<prefix>.<schema>.<table>.Key`, `.Value`, `.Envelope`, with characters Avro does not allow
+//! in names replaced by `_`. `±infinity` dates and timestamps are the extreme values of their
+//! integer types, as in the JSON output. The fixed `source` and `transaction` blocks come from
+//! `schemas/*.avsc`.
+//!
+//! This module is the Avro mapping itself; the encoder that registers these schemas and
+//! frames records arrives with the schema registry.
+
+use apache_avro::types::Value as Avro;
+use apache_avro::{Decimal, Schema};
+use num_bigint::BigInt;
+use serde_json::{Value as Json, json};
+
+use crate::event::{ChangeEvent, EnvelopeContext, TableSchema};
+use crate::source::pg_type::TypeKind;
+use crate::value::Value;
+
+/// The source block schema (`schemas/source.avsc`).
+pub const SOURCE_AVSC: &str = include_str!("../../schemas/source.avsc");
+/// The transaction block schema (`schemas/transaction.avsc`).
+pub const TRANSACTION_AVSC: &str = include_str!("../../schemas/transaction.avsc");
+
+/// Avro failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AvroError {
+    /// A schema is not valid Avro (a bug, or a bad `schemas/*.avsc`).
+    #[error("invalid Avro schema {name}: {detail}")]
+    Schema {
+        /// Which schema.
+        name: String,
+        /// apache-avro's message.
+        detail: String,
+    },
+    /// A value cannot be represented in its column's Avro type.
+    #[error("column {column}: {detail}")]
+    Value {
+        /// Column.
+        column: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+    /// Encoding failed.
+    #[error("encoding Avro: {0}")]
+    Encode(String),
+}
+
+/// A name Avro accepts: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn avro_name(text: &str) -> String {
+    let mut name: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+fn namespace(table: &TableSchema, prefix: &str) -> String {
+    [prefix, &table.schema, &table.name]
+        .iter()
+        .map(|part| avro_name(part))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn column_type(kind: &TypeKind) -> Json {
+    match kind {
+        TypeKind::Bool => json!("boolean"),
+        TypeKind::Int2 | TypeKind::Int4 => json!("int"),
+        TypeKind::Int8 => json!("long"),
+        TypeKind::Float4 => json!("float"),
+        TypeKind::Float8 => json!("double"),
+        TypeKind::Numeric {
+            precision: Some(precision),
+            scale: Some(scale),
+        } if *scale >= 0 => {
+            json!({"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
+        }
+        TypeKind::Bytea => json!("bytes"),
+        TypeKind::Date => json!({"type": "int", "logicalType": "date"}),
+        TypeKind::Time => json!({"type": "long", "logicalType": "time-micros"}),
+        TypeKind::Timestamp => json!({"type": "long", "logicalType": "local-timestamp-micros"}),
+        TypeKind::TimestampTz => json!({"type": "long", "logicalType": "timestamp-micros"}),
+        TypeKind::Uuid => json!({"type": "string", "logicalType": "uuid"}),
+        TypeKind::Array(element) => {
+            json!({"type": "array", "items": ["null", column_type(element)]})
+        }
+        TypeKind::Numeric { .. }
+        | TypeKind::Text
+        | TypeKind::Enum
+        | TypeKind::Other
+        | TypeKind::TimeTz
+        | TypeKind::Interval
+        | TypeKind::Json => json!("string"),
+    }
+}
+
+fn parse(name: &str, json: &Json) -> Result<Schema, AvroError> {
+    Schema::parse(json).map_err(|e| AvroError::Schema {
+        name: name.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn fixed(name: &str, text: &str) -> Result<Json, AvroError> {
+    serde_json::from_str(text).map_err(|e| AvroError::Schema {
+        name: name.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// The Avro schemas of one table.
+#[derive(Debug, Clone)]
+pub struct TableAvro {
+    /// Key schema (a record of the key columns), or none for keyless tables.
+    pub key: Option<Schema>,
+    /// Envelope schema of the table's events.
+    pub envelope: Schema,
+    /// The key schema as JSON (what a registry stores).
+    pub key_json: Option<Json>,
+    /// The envelope schema as JSON.
+    pub envelope_json: Json,
+}
+
+/// Derives the key and envelope schemas of `table` under `prefix`.
+pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError> {
+    let ns = namespace(table, prefix);
+    let key_json = (!table.key_columns.is_empty()).then(|| {
+        let fields: Vec<Json> = table
+            .key_columns
+            .iter()
+            .filter_map(|&i| table.columns.get(i))
+            .map(|c| json!({"name": avro_name(&c.name), "type": column_type(&c.column_type.kind)}))
+            .collect();
+        json!({"type": "record", "name": "Key", "namespace": ns, "fields": fields})
+    });
+    let value_fields: Vec<Json> = table
+        .columns
+        .iter()
+        .map(|c| json!({"name": avro_name(&c.name), "type": ["null", column_type(&c.column_type.kind)], "default": null}))
+        .collect();
+    let value_record =
+        json!({"type": "record", "name": "Value", "namespace": ns, "fields": value_fields});
+    let envelope_json = json!({
+        "type": "record",
+        "name": "Envelope",
+        "namespace": ns,
+        "fields": [
+            {"name": "before", "type": ["null", value_record], "default": null},
+            {"name": "after", "type": ["null", format!("{ns}.Value")], "default": null},
+            {"name": "source", "type": fixed("source.avsc", SOURCE_AVSC)?},
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"], "default": null},
+            {"name": "transaction", "type": ["null", fixed("transaction.avsc", TRANSACTION_AVSC)?], "default": null},
+            {"name": "unchanged_toast", "type": {"type": "array", "items": "string"}, "default": []},
+        ],
+    });
+    Ok(TableAvro {
+        key: key_json.as_ref().map(|k| parse("Key", k)).transpose()?,
+        envelope: parse("Envelope", &envelope_json)?,
+        key_json,
+        envelope_json,
+    })
+}
+
+/// The unscaled two's-complement big-endian bytes of decimal text at `scale`.
+fn decimal_bytes(text: &str, scale: i32, column: &str) -> Result<Vec<u8>, AvroError> {
+    let bad = |detail: String| AvroError::Value {
+        column: column.to_owned(),
+        detail,
+    };
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return Err(bad(format!(
+            "{text:?} cannot be an Avro decimal (NaN and infinities have no decimal form); make the column unconstrained numeric, which maps to string"
+        )));
+    }
+    let scale = usize::try_from(scale).map_err(|_| bad(format!("negative scale {scale}")))?;
+    if fraction.len() > scale {
+        return Err(bad(format!(
+            "{text:?} has more than {scale} fraction digits"
+        )));
+    }
+    let mut unscaled = String::with_capacity(whole.len() + scale + 1);
+    if negative {
+        unscaled.push('-');
+    }
+    unscaled.push_str(if whole.is_empty() { "0" } else { whole });
+    unscaled.push_str(fraction);
+    unscaled.extend(std::iter::repeat_n('0', scale - fraction.len()));
+    let number: BigInt = unscaled
+        .parse()
+        .map_err(|e| bad(format!("{text:?}: {e}")))?;
+    Ok(number.to_signed_bytes_be())
+}
+
+fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroError> {
+    Ok(match (value, kind) {
+        (Value::Null, _) => Avro::Null,
+        (Value::Bool(v), _) => Avro::Boolean(*v),
+        (Value::Int16(v), _) => Avro::Int(i32::from(*v)),
+        (Value::Int32(v), _) => Avro::Int(*v),
+        (Value::Int64(v), _) => Avro::Long(*v),
+        (Value::Float32(v), _) => Avro::Float(*v),
+        (Value::Float64(v), _) => Avro::Double(*v),
+        (
+            Value::Numeric(text),
+            TypeKind::Numeric {
+                precision: Some(_),
+                scale: Some(scale),
+            },
+        ) if *scale >= 0 => Avro::Decimal(Decimal::from(decimal_bytes(text, *scale, column)?)),
+        (Value::Numeric(text) | Value::Text(text) | Value::Json(text), _) => {
+            Avro::String(text.clone())
+        }
+        (Value::Uuid(text), _) => {
+            let uuid = uuid::Uuid::parse_str(text).map_err(|e| AvroError::Value {
+                column: column.to_owned(),
+                detail: format!("{text:?} is not a UUID: {e}"),
+            })?;
+            Avro::Uuid(uuid)
+        }
+        (Value::Bytes(v), _) => Avro::Bytes(v.clone()),
+        (Value::Date(v), _) => Avro::Date(*v),
+        (Value::Time(v), _) => Avro::TimeMicros(*v),
+        (Value::Timestamp(v), _) => Avro::LocalTimestampMicros(*v),
+        (Value::TimestampTz(v), _) => Avro::TimestampMicros(*v),
+        (Value::Array(items), kind) => {
+            let element = match kind {
+                TypeKind::Array(element) => element.as_ref(),
+                _ => kind,
+            };
+            let items = items
+                .iter()
+                .map(|item| Ok(nullable(to_avro(item, element, column)?)))
+                .collect::<Result<Vec<_>, AvroError>>()?;
+            Avro::Array(items)
+        }
+    })
+}
+
+fn nullable(value: Avro) -> Avro {
+    match value {
+        Avro::Null => Avro::Union(0, Box::new(Avro::Null)),
+        other => Avro::Union(1, Box::new(other)),
+    }
+}
+
+fn row(table: &TableSchema, values: &[Value]) -> Result<Avro, AvroError> {
+    let fields = table
+        .columns
+        .iter()
+        .zip(values)
+        .map(|(column, value)| {
+            Ok((
+                avro_name(&column.name),
+                nullable(to_avro(value, &column.column_type.kind, &column.name)?),
+            ))
+        })
+        .collect::<Result<Vec<_>, AvroError>>()?;
+    Ok(Avro::Record(fields))
+}
+
+/// The key record of an event, if it has one.
+pub fn key_datum(event: &ChangeEvent) -> Result<Option<Avro>, AvroError> {
+    let (Some(table), Some(key)) = (&event.table, event.key()) else {
+        return Ok(None);
+    };
+    let kinds = table
+        .key_columns
+        .iter()
+        .filter_map(|&i| table.columns.get(i));
+    let fields = key
+        .iter()
+        .zip(kinds)
+        .map(|((name, value), column)| {
+            Ok((
+                avro_name(name),
+                to_avro(value, &column.column_type.kind, name)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, AvroError>>()?;
+    Ok(Some(Avro::Record(fields)))
+}
+
+/// The envelope record of a table event.
+pub fn envelope_datum(
+    event: &ChangeEvent,
+    context: &EnvelopeContext,
+    now_ms: i64,
+) -> Result<Avro, AvroError> {
+    let table = event
+        .table
+        .as_ref()
+        .ok_or_else(|| AvroError::Encode("a table event without its table".into()))?;
+    let optional_row = |values: &Option<Vec<Value>>| -> Result<Avro, AvroError> {
+        Ok(match values {
+            Some(values) => Avro::Union(1, Box::new(row(table, values)?)),
+            None => Avro::Union(0, Box::new(Avro::Null)),
+        })
+    };
+    let position = &event.source;
+    let long = |v: i64| Avro::Union(1, Box::new(Avro::Long(v)));
+    let string = |v: &str| Avro::Union(1, Box::new(Avro::String(v.to_owned())));
+    let snapshot = match position.snapshot {
+        crate::event::SnapshotMarker::True => "true",
+        crate::event::SnapshotMarker::Last => "last",
+        crate::event::SnapshotMarker::False => "false",
+    };
+    let source = Avro::Record(vec![
+        (
+            "version".into(),
+            Avro::String(env!("CARGO_PKG_VERSION").into()),
+        ),
+        ("connector".into(), Avro::String("postgresql".into())),
+        ("name".into(), Avro::String(context.connector_name.clone())),
+        (
+            "ts_ms".into(),
+            Avro::Long(position.commit_time_micros.div_euclid(1000)),
+        ),
+        (
+            "snapshot".into(),
+            Avro::Union(0, Box::new(Avro::String(snapshot.into()))),
+        ),
+        ("db".into(), Avro::String(context.database.clone())),
+        ("schema".into(), string(&table.schema)),
+        ("table".into(), string(&table.name)),
+        ("txId".into(), long(i64::from(position.xid))),
+        ("lsn".into(), long(position.lsn.as_u64() as i64)),
+        (
+            "commit_lsn".into(),
+            long(position.commit_lsn.as_u64() as i64),
+        ),
+        ("seq".into(), long(position.seq as i64)),
+    ]);
+    let transaction = Avro::Union(
+        1,
+        Box::new(Avro::Record(vec![
+            (
+                "id".into(),
+                Avro::String(format!("{}:{}", position.xid, position.commit_lsn.as_u64())),
+            ),
+            ("total_order".into(), Avro::Long(position.seq as i64 + 1)),
+            (
+                "data_collection_order".into(),
+                Avro::Long(event.data_collection_order as i64),
+            ),
+        ])),
+    );
+    let op = serde_json::to_value(event.op)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let toast = event
+        .unchanged_toast
+        .iter()
+        .filter_map(|&i| table.columns.get(i))
+        .map(|c| Avro::String(c.name.clone()))
+        .collect();
+    Ok(Avro::Record(vec![
+        ("before".into(), optional_row(&event.before)?),
+        ("after".into(), optional_row(&event.after)?),
+        ("source".into(), source),
+        ("op".into(), Avro::String(op)),
+        ("ts_ms".into(), long(now_ms)),
+        ("transaction".into(), transaction),
+        ("unchanged_toast".into(), Avro::Array(toast)),
+    ]))
+}
+
+/// Encodes `datum` with `schema` in Confluent's wire format: magic byte 0, the 4-byte
+/// big-endian schema id, then the Avro binary datum.
+pub fn confluent_frame(
+    schema_id: u32,
+    schema: &Schema,
+    datum: Avro,
+    out: &mut Vec<u8>,
+) -> Result<(), AvroError> {
+    let body =
+        apache_avro::to_avro_datum(schema, datum).map_err(|e| AvroError::Encode(e.to_string()))?;
+    out.clear();
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "avro_tests.rs"]
+mod tests;

@@ -1,0 +1,3 @@
+//! Schemas of the records tidemark writes: Avro now, the schema registry next.
+
+pub mod avro;
