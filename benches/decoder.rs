@@ -7,7 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidemark::event::{Column, KeySource, TableSchema};
 use tidemark::lsn::Lsn;
 use tidemark::source::changes::{ChangeAssembler, UnidentifiedRowPolicy};
-use tidemark::source::pg_type::{ColumnType, TypeKind};
+use tidemark::source::pg_type::TypeKind;
 use tidemark::source::pgoutput::{ReplicaIdentity, decode};
 
 /// An Insert of a narrow row (id int, name text, amount numeric, at timestamptz).
@@ -31,15 +31,7 @@ fn insert_message(id: u32) -> Bytes {
 }
 
 fn table() -> TableSchema {
-    let column = |name: &str, kind: TypeKind| Column {
-        name: name.into(),
-        column_type: ColumnType {
-            kind,
-            name: name.into(),
-            oid: 0,
-        },
-        type_modifier: -1,
-    };
+    let column = Column::new;
     TableSchema {
         relation_id: 16384,
         schema: "public".into(),

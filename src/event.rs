@@ -70,6 +70,22 @@ pub enum KeySource {
     None,
 }
 
+impl Column {
+    /// A column of `kind`, named as PostgreSQL would name its type after the column, with
+    /// no type modifier (for tests, benches and tools that build tables by hand).
+    pub fn new(name: &str, kind: crate::source::pg_type::TypeKind) -> Self {
+        Column {
+            name: name.into(),
+            column_type: ColumnType {
+                kind,
+                name: name.into(),
+                oid: 0,
+            },
+            type_modifier: -1,
+        }
+    }
+}
+
 /// A table as the stream describes it, shared by its events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSchema {

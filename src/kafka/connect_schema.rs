@@ -227,19 +227,10 @@ pub fn wrap(schema: &str, payload: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::event::KeySource;
-    use crate::source::pg_type::ColumnType;
     use crate::source::pgoutput::ReplicaIdentity;
 
     fn table() -> TableSchema {
-        let column = |name: &str, kind: TypeKind| Column {
-            name: name.into(),
-            column_type: ColumnType {
-                kind,
-                name: name.into(),
-                oid: 0,
-            },
-            type_modifier: -1,
-        };
+        let column = Column::new;
         TableSchema {
             relation_id: 1,
             schema: "public".into(),

@@ -3,19 +3,10 @@ use std::sync::Arc;
 use super::*;
 use crate::event::{Column, KeySource, Op, SourcePosition};
 use crate::lsn::Lsn;
-use crate::source::pg_type::ColumnType;
 use crate::source::pgoutput::ReplicaIdentity;
 
 fn column(name: &str, kind: TypeKind) -> Column {
-    Column {
-        name: name.into(),
-        column_type: ColumnType {
-            kind,
-            name: name.into(),
-            oid: 0,
-        },
-        type_modifier: -1,
-    }
+    Column::new(name, kind)
 }
 
 fn table() -> TableSchema {

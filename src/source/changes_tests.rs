@@ -1,19 +1,11 @@
 use super::*;
 use crate::event::{Column, KeySource};
-use crate::source::pg_type::{ColumnType, TypeKind};
+use crate::source::pg_type::TypeKind;
 use crate::source::pgoutput::ReplicaIdentity;
 use bytes::Bytes;
 
 fn table(identity: ReplicaIdentity, key_columns: Vec<usize>) -> TableSchema {
-    let column = |name: &str, kind: TypeKind| Column {
-        name: name.into(),
-        column_type: ColumnType {
-            kind,
-            name: "x".into(),
-            oid: 0,
-        },
-        type_modifier: -1,
-    };
+    let column = Column::new;
     TableSchema {
         relation_id: 10,
         schema: "public".into(),
