@@ -1,10 +1,16 @@
 //! tidemark: change data capture for PostgreSQL.
 //!
 //! The modules follow the flow of data (see `../shared/design.md` and the README):
-//! [`source`] reads PostgreSQL's logical replication stream and turns it into
-//! [`event::ChangeEvent`]s, [`output`] delivers them and acknowledges what is durable, and
-//! [`pipeline`] ties the two together so the position confirmed to PostgreSQL only moves
-//! past what the output has acknowledged.
+//!
+//! - [`source`] reads PostgreSQL's logical replication stream and turns it into
+//!   [`event::ChangeEvent`]s; its [`source::reader`] confirms to PostgreSQL only the position
+//!   the output has acknowledged.
+//! - [`output`] is the contract of a destination; [`kafka`] is the Kafka destination and
+//!   [`output::JsonLinesOutput`] writes JSON lines.
+//! - [`schema`] holds the Avro mapping and the schema registry's state (for the registry
+//!   stage, not yet used by the reader).
+//! - [`config`] reads and validates the configuration; [`testing`] starts real services for
+//!   tests.
 
 pub mod config;
 pub mod event;

@@ -31,6 +31,15 @@
 //! transaction whole and in commit order; Stream Abort drops a transaction or one of its
 //! sub-transactions.
 //!
+//! ## Transactions delivered before a crash
+//!
+//! An output that stores its position with the events (exactly-once Kafka) reports it through
+//! [`EventOutput::resume_position`]. PostgreSQL resends everything after the position it was
+//! last told, which may be older; every transaction whose commit LSN lies below the output's
+//! position was delivered already and is skipped whole (Relation messages in it are still
+//! applied). This is exact because a transaction's commit record ends at or before the next
+//! transaction's commit record begins.
+//!
 //! ## Stopping and reconnecting
 //!
 //! On a stop request the reader finishes the open transaction (for at most
