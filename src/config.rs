@@ -290,7 +290,7 @@ pub fn valid_topic_name(name: &str) -> bool {
 }
 
 /// `[registry]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// URL of an external Confluent-compatible registry; absent: the embedded registry.
@@ -299,6 +299,15 @@ pub struct RegistryConfig {
     /// Listen address of the embedded registry.
     #[serde(default = "defaults::registry_listen")]
     pub listen: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            url: None,
+            listen: defaults::registry_listen(),
+        }
+    }
 }
 
 /// `[sink]`.

@@ -56,6 +56,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Serve the embedded Confluent-compatible schema registry alone, on `[registry] listen`,
+    /// keeping its state in the `_schemas` topic of `[kafka] brokers`.
+    Registry {
+        /// Connector config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Show the slot, publication and lag as the server sees them.
     Status {
         /// Connector config file (TOML).
@@ -156,6 +163,28 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn serve_registry(config: Config) -> anyhow::Result<()> {
+    use tidemark::schema::registry_http::{Registry, SchemasTopic, router};
+    let kafka = config.kafka.as_ref().context(
+        "the embedded registry keeps its schemas in Kafka: add a [kafka] section with brokers",
+    )?;
+    let listen = config.registry.clone().unwrap_or_default().listen;
+    let (log, store) =
+        SchemasTopic::open(&kafka.brokers, "_schemas", kafka.replication_factor).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen} ([registry] listen)"))?;
+    tracing::info!(%listen, subjects = store.subjects(false).len(), "schema registry serving");
+    let mut shutdown = shutdown_signal()?;
+    axum::serve(listener, router(Registry::new(store, Some(log))))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("serving the schema registry")?;
+    Ok(())
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config, output } => {
@@ -180,6 +209,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
+        Command::Registry { config } => serve_registry(load(&config)?).await,
         Command::Teardown { config } => {
             for line in setup::teardown(&load(&config)?).await? {
                 println!("{line}");

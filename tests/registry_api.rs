@@ -335,3 +335,58 @@ async fn a_restarted_registry_rebuilds_its_state_from_the_schemas_topic() {
         "ids continue after a restart"
     );
 }
+
+#[tokio::test]
+async fn tidemark_registry_serves_the_registry_alone() {
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("registry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"reg\"\n[source]\nurl = \"postgres://u@localhost/db\"\n[kafka]\nbrokers = \"{}\"\n[registry]\nlisten = \"127.0.0.1:{port}\"\n",
+            broker.bootstrap
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["registry", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let started = std::time::Instant::now();
+    let subjects = loop {
+        match c.http.get(format!("{}/subjects", c.base)).send().await {
+            Ok(response) => break response.text().await.unwrap_or_default(),
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(30) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("the registry did not start: {e}"),
+        }
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&subjects).unwrap_or_default(),
+        json!([])
+    );
+    let schema = record(r#"{"name":"id","type":"long"}"#);
+    assert_eq!(
+        c.post("/subjects/x-value/versions", json!({"schema": schema}))
+            .await,
+        (200, json!({"id": 1}))
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "graceful stop exited with {status}");
+}
