@@ -169,8 +169,7 @@ async fn serve_registry(config: Config) -> anyhow::Result<()> {
         "the embedded registry keeps its schemas in Kafka: add a [kafka] section with brokers",
     )?;
     let listen = config.registry.clone().unwrap_or_default().listen;
-    let (log, store) =
-        SchemasTopic::open(&kafka.brokers, "_schemas", kafka.replication_factor).await?;
+    let (log, store) = SchemasTopic::open(kafka, "_schemas").await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen} ([registry] listen)"))?;

@@ -19,6 +19,16 @@ async fn serve(registry: Arc<Registry>) -> String {
     format!("http://{address}")
 }
 
+/// The `[kafka]` section the registry reads its brokers and settings from.
+fn kafka_config(brokers: &str) -> tidemark::config::KafkaConfig {
+    let text = format!(
+        "name = \"r\"\n[source]\nurl = \"postgres://u@h/db\"\n[kafka]\nbrokers = \"{brokers}\"\n"
+    );
+    let config = tidemark::config::Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.kafka.unwrap_or_else(|| panic!("no [kafka]"))
+}
+
 fn record(fields: &str) -> String {
     format!(
         r#"{{"type":"record","name":"Value","namespace":"shop.public.orders","fields":[{fields}]}}"#
@@ -267,7 +277,7 @@ async fn every_endpoint_answers_like_confluent_schema_registry() {
 async fn a_restarted_registry_rebuilds_its_state_from_the_schemas_topic() {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let topic = format!("_schemas_{}", std::process::id());
-    let (log, store) = SchemasTopic::open(&broker.bootstrap, &topic, 1)
+    let (log, store) = SchemasTopic::open(&kafka_config(&broker.bootstrap), &topic)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let first = Registry::new(store, Some(log));
@@ -305,7 +315,7 @@ async fn a_restarted_registry_rebuilds_its_state_from_the_schemas_topic() {
         (200, json!(1))
     );
 
-    let (log, store) = SchemasTopic::open(&broker.bootstrap, &topic, 1)
+    let (log, store) = SchemasTopic::open(&kafka_config(&broker.bootstrap), &topic)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let second = Registry::new(store, Some(log));

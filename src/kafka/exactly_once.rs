@@ -18,11 +18,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Message};
 
 use super::KafkaError;
 use super::output::AckContext;
@@ -187,19 +187,12 @@ impl ExactlyOnce {
 
 /// Reads the last committed position of `connector` from the offsets topic (zero if none).
 fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<Lsn, KafkaError> {
-    let mut client = ClientConfig::new();
+    let mut client = super::connection_config(config);
     client
-        .set("bootstrap.servers", &config.brokers)
         .set("group.id", format!("tidemark-offsets-{connector}"))
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .set("allow.auto.create.topics", "false");
-    for (key, value) in &config.properties {
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            client.set(key, value);
-        }
-    }
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = client
         .create()
         .map_err(client_error("creating the offsets reader"))?;

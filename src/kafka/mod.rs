@@ -19,6 +19,26 @@ pub mod topics;
 
 pub use output::KafkaOutput;
 
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Settings for tidemark's auxiliary Kafka clients (admin, offsets reader, registry log):
+/// the brokers, every security, SASL and SSL property of `[kafka.properties]`, and no topic
+/// auto-creation, so asking for a topic's metadata never creates it with broker defaults.
+pub fn connection_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("allow.auto.create.topics", "false");
+    for (key, value) in &config.properties {
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
 /// Kafka failures, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {

@@ -159,17 +159,9 @@ impl KafkaOutput {
             brokers: brokers.clone(),
             detail: e.to_string(),
         })?;
-        let mut admin_config = ClientConfig::new();
-        admin_config
-            .set("bootstrap.servers", &config.brokers)
-            .set("allow.auto.create.topics", "false");
-        for (key, value) in &config.properties {
-            if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-                admin_config.set(key, value);
-            }
-        }
-        let admin: AdminClient<DefaultClientContext> =
-            admin_config.create().map_err(|source| KafkaError::Client {
+        let admin: AdminClient<DefaultClientContext> = super::connection_config(config)
+            .create()
+            .map_err(|source| KafkaError::Client {
                 context: "creating the admin client".into(),
                 source,
             })?;

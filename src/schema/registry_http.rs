@@ -22,13 +22,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientConfig, Message};
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, json};
 use tokio::sync::Mutex;
+
+use crate::config::KafkaConfig;
+use crate::kafka::connection_config;
 
 use super::registry_store::{
     Compatibility, RegistryError, RegistryStore, SchemaRecord, SchemaRecordKey, VersionSelector,
@@ -59,12 +62,12 @@ pub struct SchemasTopic {
 }
 
 impl SchemasTopic {
-    /// Opens the log in `topic` on `brokers` (creating the topic, compacted with one
-    /// partition, when missing) and replays it into a fresh store.
+    /// Opens the log in `topic` on the `[kafka]` brokers, with its security settings
+    /// (creating the topic, compacted with one partition, when missing) and replays it into
+    /// a fresh store.
     pub async fn open(
-        brokers: &str,
+        kafka: &KafkaConfig,
         topic: &str,
-        replication_factor: i32,
     ) -> Result<(Self, RegistryStore), StorageError> {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         use rdkafka::types::RDKafkaErrorCode;
@@ -72,11 +75,10 @@ impl SchemasTopic {
             topic: topic.to_owned(),
             detail,
         };
-        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = connection_config(kafka)
             .create()
             .map_err(|e| fail(e.to_string()))?;
-        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication_factor))
+        let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(kafka.replication_factor))
             .set("cleanup.policy", "compact");
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
@@ -89,29 +91,31 @@ impl SchemasTopic {
                 Err((_, code)) => return Err(fail(format!("creating it: {code}"))),
             }
         }
-        let (brokers, name) = (brokers.to_owned(), topic.to_owned());
+        let (kafka, name) = (kafka.clone(), topic.to_owned());
         tokio::task::spawn_blocking(move || {
             let mut store = RegistryStore::default();
-            let log = Self::replay(&brokers, &name, &mut store)?;
+            let log = Self::replay(&kafka, &name, &mut store)?;
             Ok((log, store))
         })
         .await
         .map_err(|e| fail(e.to_string()))?
     }
 
-    fn replay(brokers: &str, topic: &str, store: &mut RegistryStore) -> Result<Self, StorageError> {
+    fn replay(
+        kafka: &KafkaConfig,
+        topic: &str,
+        store: &mut RegistryStore,
+    ) -> Result<Self, StorageError> {
         let fail = |detail: String| StorageError::Kafka {
             topic: topic.to_owned(),
             detail,
         };
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer: FutureProducer = connection_config(kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()
             .map_err(|e| fail(e.to_string()))?;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = connection_config(kafka)
             .set("group.id", format!("tidemark-registry-{topic}"))
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
