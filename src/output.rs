@@ -90,7 +90,6 @@ pub struct JsonLinesOutput<W> {
     committed_len: usize,
     acknowledged: Lsn,
     pending_end: Option<Lsn>,
-    events: u64,
 }
 
 impl<W: AsyncWrite + Unpin + Send> JsonLinesOutput<W> {
@@ -107,13 +106,7 @@ impl<W: AsyncWrite + Unpin + Send> JsonLinesOutput<W> {
             committed_len: 0,
             acknowledged: Lsn::ZERO,
             pending_end: None,
-            events: 0,
         }
-    }
-
-    /// Events written so far.
-    pub fn events(&self) -> u64 {
-        self.events
     }
 
     /// Writes the first `len` bytes of the buffer (and flushes the writer if asked).
@@ -147,7 +140,6 @@ impl<W: AsyncWrite + Unpin + Send> EventOutput for JsonLinesOutput<W> {
         };
         serde_json::to_writer(&mut self.buffer, &record)?;
         self.buffer.push(b'\n');
-        self.events += 1;
         if self.buffer.len() >= Self::TRANSACTION_BUFFER {
             // Too large to hold back: the open transaction's lines start to be written.
             let len = self.buffer.len();

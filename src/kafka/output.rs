@@ -195,11 +195,6 @@ impl KafkaOutput {
         })
     }
 
-    /// The topic router (for tests and tools).
-    pub fn router(&self) -> &TopicRouter {
-        &self.router
-    }
-
     fn failure(&self) -> Result<(), KafkaError> {
         match self.tracker.failure() {
             Some(detail) => Err(KafkaError::Delivery(detail)),

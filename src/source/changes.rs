@@ -102,17 +102,6 @@ struct TransactionContext {
     per_table: HashMap<u32, u64>,
 }
 
-/// Summary of a transaction, for transaction metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransactionSummary {
-    /// Transaction id.
-    pub xid: u32,
-    /// Commit LSN.
-    pub commit_lsn: Lsn,
-    /// Number of events.
-    pub event_count: u64,
-}
-
 /// Turns decoded messages into events.
 #[derive(Debug, Default)]
 pub struct ChangeAssembler {
@@ -136,11 +125,6 @@ impl ChangeAssembler {
         self.relations.insert(table.relation_id, Arc::new(table));
     }
 
-    /// The current description of a relation.
-    pub fn relation(&self, id: u32) -> Option<&Arc<TableSchema>> {
-        self.relations.get(&id)
-    }
-
     /// Changes skipped under [`UnidentifiedRowPolicy::Skip`].
     pub fn skipped(&self) -> u64 {
         self.skipped
@@ -157,12 +141,8 @@ impl ChangeAssembler {
     }
 
     /// Ends the current transaction.
-    pub fn end(&mut self) -> Option<TransactionSummary> {
-        self.transaction.take().map(|t| TransactionSummary {
-            xid: t.xid,
-            commit_lsn: t.commit_lsn,
-            event_count: t.next_seq,
-        })
+    pub fn end(&mut self) {
+        self.transaction = None;
     }
 
     /// Whether a transaction is open.
