@@ -15,7 +15,7 @@
 //!   of any length only pauses the connector; a definite failure (a record too large, no
 //!   authorization) stops it with nothing after the failed record confirmed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use super::encode::{JsonEncoder, RecordEncoder};
 use super::exactly_once::ExactlyOnce;
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
 use crate::config::{Delivery, KafkaConfig};
-use crate::event::{ChangeEvent, EnvelopeContext, Op, now_ms};
+use crate::event::{ChangeEvent, EnvelopeContext, Op, TableSchema, now_ms};
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
 
@@ -69,9 +69,18 @@ impl ProducerContext for AckContext {
 
 /// Source transaction being written, for transaction metadata.
 struct OpenTransaction {
-    id: String,
-    counts: BTreeMap<String, u64>,
+    xid: u32,
+    commit_lsn: Lsn,
+    /// Events per relation (names are built only for the END record).
+    counts: HashMap<u32, (Arc<TableSchema>, u64)>,
     total: u64,
+}
+
+impl OpenTransaction {
+    /// Debezium's transaction id, `xid:commit_lsn`.
+    fn id(&self) -> String {
+        format!("{}:{}", self.xid, self.commit_lsn.as_u64())
+    }
 }
 
 /// Events into Kafka. See the module docs.
@@ -271,20 +280,25 @@ impl KafkaOutput {
             data_collection: &'a str,
             event_count: u64,
         }
+        let id = open.id();
         let value = if status == "BEGIN" {
-            serde_json::json!({"status": "BEGIN", "id": open.id, "event_count": null, "data_collections": null, "ts_ms": now_ms()})
+            serde_json::json!({"status": "BEGIN", "id": id, "event_count": null, "data_collections": null, "ts_ms": now_ms()})
         } else {
-            let collections: Vec<Collection> = open
+            let names: BTreeMap<String, u64> = open
                 .counts
+                .values()
+                .map(|(table, count)| (table.qualified_name(), *count))
+                .collect();
+            let collections: Vec<Collection> = names
                 .iter()
                 .map(|(name, count)| Collection {
                     data_collection: name,
                     event_count: *count,
                 })
                 .collect();
-            serde_json::json!({"status": "END", "id": open.id, "event_count": open.total, "data_collections": collections, "ts_ms": now_ms()})
+            serde_json::json!({"status": "END", "id": id, "event_count": open.total, "data_collections": collections, "ts_ms": now_ms()})
         };
-        let key = serde_json::to_vec(&serde_json::json!({ "id": open.id }))?;
+        let key = serde_json::to_vec(&serde_json::json!({ "id": id }))?;
         let value = serde_json::to_vec(&value)?;
         self.produce(&topic, Some(&key), Some(&value), None).await
     }
@@ -302,18 +316,26 @@ impl KafkaOutput {
             eos.before_record(&self.producer)?;
         }
         if self.transaction_metadata && event.source.xid != 0 {
-            let id = format!("{}:{}", event.source.xid, event.source.commit_lsn.as_u64());
-            if self.open.as_ref().is_none_or(|o| o.id != id) {
+            let (xid, commit_lsn) = (event.source.xid, event.source.commit_lsn);
+            if self
+                .open
+                .as_ref()
+                .is_none_or(|o| (o.xid, o.commit_lsn) != (xid, commit_lsn))
+            {
                 let open = OpenTransaction {
-                    id,
-                    counts: BTreeMap::new(),
+                    xid,
+                    commit_lsn,
+                    counts: HashMap::new(),
                     total: 0,
                 };
                 self.transaction_record("BEGIN", &open).await?;
                 self.open = Some(open);
             }
             if let (Some(open), Some(table)) = (self.open.as_mut(), &event.table) {
-                *open.counts.entry(table.qualified_name()).or_insert(0) += 1;
+                open.counts
+                    .entry(table.relation_id)
+                    .or_insert_with(|| (table.clone(), 0))
+                    .1 += 1;
                 open.total += 1;
             }
         }

@@ -17,7 +17,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaError;
 use crate::config::KafkaConfig;
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, TableSchema};
 
 /// Maps events to topic names.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub struct TopicRouter {
     prefix: String,
     routes: HashMap<String, String>,
     message_topic: Option<String>,
+    /// Topic of each relation, valid while its description is the same `Arc` (a new
+    /// Relation message, e.g. a rename, gives a new one), so no event allocates its topic.
+    by_relation: HashMap<u32, (Arc<TableSchema>, Arc<str>)>,
 }
 
 impl TopicRouter {
@@ -47,6 +50,7 @@ impl TopicRouter {
                 .unwrap_or_else(|| default_prefix.to_owned()),
             routes,
             message_topic: config.message_topic.clone(),
+            by_relation: HashMap::new(),
         }
     }
 
@@ -56,17 +60,23 @@ impl TopicRouter {
     }
 
     /// The topic of an event.
-    pub fn topic(&self, event: &ChangeEvent) -> String {
-        match &event.table {
-            Some(table) => {
-                let qualified = table.qualified_name();
-                match self.routes.get(&qualified) {
-                    Some(topic) => topic.clone(),
-                    None => format!("{}.{qualified}", self.prefix),
-                }
+    pub fn topic(&mut self, event: &ChangeEvent) -> Arc<str> {
+        let Some(table) = &event.table else {
+            return self.message_topic().into();
+        };
+        if let Some((cached, topic)) = self.by_relation.get(&table.relation_id) {
+            if Arc::ptr_eq(cached, table) {
+                return topic.clone();
             }
-            None => self.message_topic(),
         }
+        let qualified = table.qualified_name();
+        let topic: Arc<str> = match self.routes.get(&qualified) {
+            Some(topic) => topic.as_str().into(),
+            None => format!("{}.{qualified}", self.prefix).into(),
+        };
+        self.by_relation
+            .insert(table.relation_id, (table.clone(), topic.clone()));
+        topic
     }
 
     /// `kafka.message_topic`, else `<prefix>.message`.
