@@ -50,7 +50,9 @@ pub enum AssemblyError {
     )]
     UnknownRelation(u32),
     /// A value does not decode as its column's type.
-    #[error("column {table}.{column}: {source}")]
+    #[error(
+        "column {table}.{column}: {source}; nothing from this transaction on was confirmed, so a restart reads it again; if it fails again, report this message"
+    )]
     Value {
         /// Table.
         table: String,
@@ -60,7 +62,9 @@ pub enum AssemblyError {
         source: ValueError,
     },
     /// A tuple has a different number of columns than the relation.
-    #[error("table {table}: tuple has {got} columns, the Relation message {expected}")]
+    #[error(
+        "table {table}: tuple has {got} columns, the Relation message {expected}; nothing from this transaction on was confirmed, so a restart reads it again; if it fails again, report this message"
+    )]
     ColumnCount {
         /// Table.
         table: String,
@@ -70,7 +74,9 @@ pub enum AssemblyError {
         got: usize,
     },
     /// A value arrived in binary format, which tidemark never requests.
-    #[error("column {table}.{column} arrived in binary format, which tidemark does not request")]
+    #[error(
+        "column {table}.{column} arrived in binary format, which tidemark does not request; check that no other client streams from this slot with binary 'true' (each connector needs its own slot)"
+    )]
     BinaryValue {
         /// Table.
         table: String,
@@ -88,7 +94,9 @@ pub enum AssemblyError {
         op: &'static str,
     },
     /// A data message outside a transaction.
-    #[error("{0} message outside a transaction")]
+    #[error(
+        "{0} message outside a transaction; nothing from this transaction on was confirmed, so a restart reads it again; if it fails again, report this message"
+    )]
     OutsideTransaction(&'static str),
 }
 

@@ -82,7 +82,9 @@ pub enum ReaderError {
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     /// A message from the server did not decode.
-    #[error("at WAL position {lsn}: {source}")]
+    #[error(
+        "at WAL position {lsn}: {source}; nothing from this transaction on was confirmed, so a restart reads it again; if it fails again, report this message"
+    )]
     Decode {
         /// Where.
         lsn: Lsn,
@@ -545,9 +547,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
         self.state.stats.events += self.events.len() as u64;
         // Inside a long transaction the select loop does not run: keep the server's
         // wal_sender_timeout satisfied from here (the flush position does not move).
-        if self.state.stats.events % 1024 < self.events.len() as u64
-            && self.last_status.elapsed() >= self.status_every
-        {
+        if self.last_status.elapsed() >= self.status_every {
             self.send_status().await?;
         }
         Ok(())

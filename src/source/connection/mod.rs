@@ -117,7 +117,9 @@ pub enum ConnectionError {
     #[error("PostgreSQL: {0}")]
     Server(Box<ServerError>),
     /// The server sent something the protocol does not allow here.
-    #[error("unexpected message from the server: {0}")]
+    #[error(
+        "unexpected message from the server: {0}; connect to PostgreSQL directly (a pooler or proxy such as PgBouncer cannot carry replication)"
+    )]
     Protocol(String),
     /// The server closed the connection.
     #[error("the server closed the connection")]
