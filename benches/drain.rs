@@ -65,6 +65,19 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Runs the reader into `inner` until `rows` events were committed; returns how many it saw.
+async fn drain_into<O: EventOutput>(config: &Config, inner: O, rows: u64) -> anyhow::Result<u64> {
+    let (done, stop) = watch::channel(false);
+    let mut output = CountingOutput {
+        inner,
+        target: rows,
+        seen: 0,
+        done,
+    };
+    run_reader(config, &mut output, stop).await?;
+    Ok(output.seen)
+}
+
 /// Where tidemark's events go in a drain.
 enum Sink<'a> {
     Null,
@@ -105,19 +118,11 @@ async fn drain_with_tidemark(
         connector_name: slot.into(),
         database: db.into(),
     };
-    let (done, stop) = watch::channel(false);
     let start = Instant::now();
     let seen = match sink {
         Sink::Null => {
             let inner = JsonLinesOutput::new(tokio::io::sink(), "null", context);
-            let mut output = CountingOutput {
-                inner,
-                target: rows,
-                seen: 0,
-                done,
-            };
-            run_reader(&config, &mut output, stop).await?;
-            output.seen
+            drain_into(&config, inner, rows).await?
         }
         Sink::Kafka { .. } => {
             let kafka = config
@@ -125,14 +130,7 @@ async fn drain_with_tidemark(
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("no [kafka]"))?;
             let inner = KafkaOutput::connect(&kafka, context).await?;
-            let mut output = CountingOutput {
-                inner,
-                target: rows,
-                seen: 0,
-                done,
-            };
-            run_reader(&config, &mut output, stop).await?;
-            output.seen
+            drain_into(&config, inner, rows).await?
         }
     };
     let elapsed = start.elapsed();
