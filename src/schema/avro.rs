@@ -21,8 +21,8 @@
 //! integer types, as in the JSON output. The fixed `source` and `transaction` blocks come from
 //! `schemas/*.avsc`.
 //!
-//! This module is the Avro mapping itself; the encoder that registers these schemas and
-//! frames records arrives with the schema registry.
+//! This module is the mapping and a reference encoder through apache-avro's value tree;
+//! [`super::avro_write`] is the hot-path writer, tested byte for byte against it.
 
 use apache_avro::types::Value as Avro;
 use apache_avro::{Decimal, Schema};
@@ -189,7 +189,7 @@ pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError>
 }
 
 /// The unscaled two's-complement big-endian bytes of decimal text at `scale`.
-fn decimal_bytes(text: &str, scale: i32, column: &str) -> Result<Vec<u8>, AvroError> {
+pub(crate) fn decimal_bytes(text: &str, scale: i32, column: &str) -> Result<Vec<u8>, AvroError> {
     let bad = |detail: String| AvroError::Value {
         column: column.to_owned(),
         detail,
@@ -421,4 +421,4 @@ pub fn confluent_frame(
 
 #[cfg(test)]
 #[path = "avro_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -9,7 +9,7 @@ fn column(name: &str, kind: TypeKind) -> Column {
     Column::new(name, kind)
 }
 
-fn table() -> TableSchema {
+pub(crate) fn table() -> TableSchema {
     TableSchema {
         relation_id: 1,
         schema: "public".into(),
@@ -49,7 +49,7 @@ fn table() -> TableSchema {
     }
 }
 
-fn event() -> ChangeEvent {
+pub(crate) fn event() -> ChangeEvent {
     ChangeEvent {
         op: Op::Create,
         table: Some(Arc::new(table())),
@@ -86,7 +86,7 @@ fn event() -> ChangeEvent {
     }
 }
 
-fn context() -> EnvelopeContext {
+pub(crate) fn context() -> EnvelopeContext {
     EnvelopeContext {
         prefix: "shop".into(),
         connector_name: "shop".into(),

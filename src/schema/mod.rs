@@ -1,5 +1,8 @@
-//! Schemas of the records tidemark writes: Avro now, the schema registry next.
+//! Schemas of the records tidemark writes: the Avro mapping and writer, the schema registry
+//! (embedded server, store, client) and schema changes.
 
 pub mod avro;
+pub mod avro_write;
+pub mod registry_client;
 pub mod registry_http;
 pub mod registry_store;
