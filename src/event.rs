@@ -53,6 +53,8 @@ pub struct Column {
     pub column_type: ColumnType,
     /// PostgreSQL type modifier.
     pub type_modifier: i32,
+    /// The column's comment (`COMMENT ON COLUMN`), the Avro field's doc.
+    pub comment: Option<String>,
 }
 
 /// Where a table's key columns come from.
@@ -71,6 +73,25 @@ pub enum KeySource {
 }
 
 impl Column {
+    /// The PostgreSQL type as DDL writes it: `varchar(10)`, `numeric(12,2)`, `int4[]`.
+    pub fn type_display(&self) -> String {
+        let name = &self.column_type.name;
+        let modifier = self.type_modifier;
+        let base = name.trim_start_matches('_');
+        let array = if name.starts_with('_') { "[]" } else { "" };
+        match base {
+            "varchar" | "bpchar" | "bit" | "varbit" if modifier >= 4 || base.contains("bit") && modifier >= 0 => {
+                let length = if base.contains("bit") { modifier } else { modifier - 4 };
+                format!("{base}({length}){array}")
+            }
+            "numeric" if modifier >= 4 => {
+                let packed = modifier - 4;
+                format!("numeric({},{}){array}", (packed >> 16) & 0xffff, ((packed & 0x7ff) ^ 1024) - 1024)
+            }
+            _ => format!("{base}{array}"),
+        }
+    }
+
     /// A column of `kind`, named as PostgreSQL would name its type after the column, with
     /// no type modifier (for tests, benches and tools that build tables by hand).
     pub fn new(name: &str, kind: crate::source::pg_type::TypeKind) -> Self {
@@ -82,6 +103,7 @@ impl Column {
                 oid: 0,
             },
             type_modifier: -1,
+            comment: None,
         }
     }
 }

@@ -15,7 +15,8 @@
 //! | arrays | array of the element type with nullable items |
 //!
 //! Value columns are `["null", T]` with default null (pgoutput does not say which columns are
-//! NOT NULL); key columns are plain `T`. Record names follow Debezium:
+//! NOT NULL), with the column comment as `doc` and the PostgreSQL type in a `tidemark.type`
+//! attribute; key columns are plain `T`. Record names follow Debezium:
 //! `<prefix>.<schema>.<table>.Key`, `.Value`, `.Envelope`, with characters Avro does not allow
 //! in names replaced by `_`. `±infinity` dates and timestamps are the extreme values of their
 //! integer types, as in the JSON output. The fixed `source` and `transaction` blocks come from
@@ -29,7 +30,7 @@ use apache_avro::{Decimal, Schema};
 use num_bigint::BigInt;
 use serde_json::{Value as Json, json};
 
-use crate::event::{ChangeEvent, EnvelopeContext, TableSchema};
+use crate::event::{ChangeEvent, Column, EnvelopeContext, TableSchema};
 use crate::source::pg_type::TypeKind;
 use crate::value::Value;
 
@@ -134,6 +135,30 @@ fn fixed(name: &str, text: &str) -> Result<Json, AvroError> {
     })
 }
 
+/// A value record field: `["null", T]` with default null, the column comment as doc, and
+/// the PostgreSQL type (and the column's own name, when Avro's rules changed it) as extra
+/// attributes, which Avro readers ignore and schema-change records read back.
+fn value_field(column: &Column) -> Json {
+    let mut field = json!({
+        "name": avro_name(&column.name),
+        "type": ["null", column_type(&column.column_type.kind)],
+        "default": null,
+        PG_TYPE_ATTRIBUTE: column.type_display(),
+    });
+    if let Some(comment) = &column.comment {
+        field["doc"] = json!(comment);
+    }
+    if avro_name(&column.name) != column.name {
+        field[COLUMN_ATTRIBUTE] = json!(column.name);
+    }
+    field
+}
+
+/// Field attribute holding the PostgreSQL type of a column.
+pub const PG_TYPE_ATTRIBUTE: &str = "tidemark.type";
+/// Field attribute holding a column's name when it is not a valid Avro name.
+pub const COLUMN_ATTRIBUTE: &str = "tidemark.column";
+
 /// The Avro schemas of one table.
 #[derive(Debug, Clone)]
 pub struct TableAvro {
@@ -159,11 +184,7 @@ pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError>
             .collect();
         json!({"type": "record", "name": "Key", "namespace": ns, "fields": fields})
     });
-    let value_fields: Vec<Json> = table
-        .columns
-        .iter()
-        .map(|c| json!({"name": avro_name(&c.name), "type": ["null", column_type(&c.column_type.kind)], "default": null}))
-        .collect();
+    let value_fields: Vec<Json> = table.columns.iter().map(value_field).collect();
     let value_record =
         json!({"type": "record", "name": "Value", "namespace": ns, "fields": value_fields});
     let envelope_json = json!({

@@ -40,6 +40,7 @@ impl RelationResolver {
                 name: column.name.clone(),
                 column_type,
                 type_modifier: column.type_modifier,
+                comment: None,
             });
         }
         let primary_key = client
@@ -86,10 +87,40 @@ impl RelationResolver {
                 body.namespace.clone()
             },
             name: body.name.clone(),
-            columns,
+            columns: self.with_comments(client, body.id, columns).await?,
             key_columns,
             key_source,
             replica_identity: body.replica_identity,
         })
+    }
+
+    /// Adds column comments (they become Avro docs). Read from the catalog now, not as of
+    /// the stream's position: a comment changed since is seen early, which is harmless.
+    async fn with_comments(
+        &self,
+        client: &tokio_postgres::Client,
+        relation: u32,
+        mut columns: Vec<Column>,
+    ) -> Result<Vec<Column>, TypeError> {
+        let rows = client
+            .query(
+                "SELECT a.attname::text, d.description FROM pg_catalog.pg_attribute a \
+                 JOIN pg_catalog.pg_description d ON d.objoid = a.attrelid \
+                 AND d.classoid = 'pg_catalog.pg_class'::regclass AND d.objsubid = a.attnum \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&relation],
+            )
+            .await
+            .map_err(|source| TypeError::Catalog {
+                oid: relation,
+                source,
+            })?;
+        for row in rows {
+            let name: String = row.get(0);
+            if let Some(column) = columns.iter_mut().find(|c| c.name == name) {
+                column.comment = Some(row.get(1));
+            }
+        }
+        Ok(columns)
     }
 }
