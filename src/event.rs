@@ -73,23 +73,9 @@ pub enum KeySource {
 }
 
 impl Column {
-    /// The PostgreSQL type as DDL writes it: `varchar(10)`, `numeric(12,2)`, `int4[]`.
+    /// The PostgreSQL type with its modifier: `varchar(10)`, `numeric(12,2)`, `int4[]`.
     pub fn type_display(&self) -> String {
-        let name = &self.column_type.name;
-        let modifier = self.type_modifier;
-        let base = name.trim_start_matches('_');
-        let array = if name.starts_with('_') { "[]" } else { "" };
-        match base {
-            "varchar" | "bpchar" | "bit" | "varbit" if modifier >= 4 || base.contains("bit") && modifier >= 0 => {
-                let length = if base.contains("bit") { modifier } else { modifier - 4 };
-                format!("{base}({length}){array}")
-            }
-            "numeric" if modifier >= 4 => {
-                let packed = modifier - 4;
-                format!("numeric({},{}){array}", (packed >> 16) & 0xffff, ((packed & 0x7ff) ^ 1024) - 1024)
-            }
-            _ => format!("{base}{array}"),
-        }
+        pg_type_display(&self.column_type.name, self.type_modifier)
     }
 
     /// A column of `kind`, named as PostgreSQL would name its type after the column, with
@@ -105,6 +91,26 @@ impl Column {
             type_modifier: -1,
             comment: None,
         }
+    }
+}
+
+/// A type name (`varchar`, `_int4` for arrays) with its modifier, as `varchar(10)`,
+/// `numeric(12,2)`, `int4[]`.
+pub fn pg_type_display(name: &str, modifier: i32) -> String {
+    let (base, array) = match name.strip_prefix('_') {
+        Some(element) => (element, "[]"),
+        None => (name, ""),
+    };
+    match base {
+        "varchar" | "bpchar" if modifier >= 4 => format!("{base}({}){array}", modifier - 4),
+        "bit" | "varbit" if modifier >= 0 => format!("{base}({modifier}){array}"),
+        "numeric" if modifier >= 4 => {
+            let packed = modifier - 4;
+            let precision = (packed >> 16) & 0xffff;
+            let scale = ((packed & 0x7ff) ^ 1024) - 1024;
+            format!("numeric({precision},{scale}){array}")
+        }
+        _ => format!("{base}{array}"),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod avro;
 pub mod avro_write;
+pub mod change;
 pub mod fixed;
 pub mod registry_client;
 pub mod registry_http;
