@@ -100,7 +100,7 @@ async fn drain_with_tidemark(
             brokers,
             exactly_once,
         } => format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ntopic_prefix = \"{slot}\"\ndelivery = \"{}\"\n",
+            "[kafka]\nbrokers = \"{brokers}\"\nformat = \"json\"\ntopic_prefix = \"{slot}\"\ndelivery = \"{}\"\n",
             if *exactly_once {
                 "exactly_once"
             } else {

@@ -134,11 +134,8 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             reader::run_reader(&config, &mut out, shutdown).await?
         }
         "kafka" => {
-            let kafka = config
-                .kafka
-                .as_ref()
-                .context("--output kafka needs a [kafka] section with brokers in the config")?;
-            let mut out = tidemark::kafka::KafkaOutput::connect(kafka, context).await?;
+            let (mut out, _registry) =
+                tidemark::kafka::KafkaOutput::from_config(&config, context).await?;
             reader::run_reader(&config, &mut out, shutdown).await?
         }
         "null" => {
@@ -168,8 +165,9 @@ async fn serve_registry(config: Config) -> anyhow::Result<()> {
     let kafka = config.kafka.as_ref().context(
         "the embedded registry keeps its schemas in Kafka: add a [kafka] section with brokers",
     )?;
-    let listen = config.registry.clone().unwrap_or_default().listen;
-    let (log, store) = SchemasTopic::open(kafka, "_schemas").await?;
+    let registry = config.registry.clone().unwrap_or_default();
+    let listen = registry.listen;
+    let (log, store) = SchemasTopic::open(kafka, &registry.topic).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen} ([registry] listen)"))?;

@@ -37,6 +37,9 @@ pub enum OutputError {
     /// Kafka failed.
     #[error(transparent)]
     Kafka(#[from] crate::kafka::KafkaError),
+    /// The output could not be set up as configured.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// A destination for change events. See the module docs for the contract.

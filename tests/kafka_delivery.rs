@@ -20,7 +20,7 @@ fn kafka_config(db: &TestDatabase, name: &str, kafka_extra: &str) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"{name}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\n{kafka_extra}\n",
+         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\n{kafka_extra}\n",
         db.url(),
         broker.bootstrap
     );
@@ -295,7 +295,7 @@ async fn heartbeats_reach_the_heartbeat_topic_and_move_the_slot() {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"kbeat\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\nheartbeat_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\n",
+         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\n",
         db.url(),
         broker.bootstrap
     );

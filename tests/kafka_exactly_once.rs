@@ -72,7 +72,7 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
     exec(&client, "CREATE TABLE t (id int PRIMARY KEY, batch int)").await;
     let text = format!(
         "name = \"keos\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 600000\n\
-         [kafka]\nbrokers = \"{bootstrap}\"\ndelivery = \"exactly_once\"\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\n\
          [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
         db.url()
     );

@@ -24,7 +24,7 @@ async fn broker_outage_during_a_write_burst_loses_nothing() {
     let (db, client) = database("kafka_outage").await;
     exec(&client, "CREATE TABLE burst (id int PRIMARY KEY, pad text)").await;
     let text = format!(
-        "name = \"kfault\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n[kafka]\nbrokers = \"{bootstrap}\"\npartitions = 2\n",
+        "name = \"kfault\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n[kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\npartitions = 2\n",
         db.url()
     );
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
@@ -127,7 +127,7 @@ async fn produce_errors_and_a_slow_broker_are_retried_without_loss_or_duplicates
     let (db, client) = database("kafka_slow").await;
     exec(&client, "CREATE TABLE r (id int PRIMARY KEY)").await;
     let text = format!(
-        "name = \"kslow\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n[kafka]\nbrokers = \"{bootstrap}\"\n",
+        "name = \"kslow\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n[kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\n",
         db.url()
     );
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())

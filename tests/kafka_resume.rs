@@ -47,7 +47,7 @@ async fn sigkill_mid_stream_and_restart_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "name = \"kkill\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 100\n[kafka]\nbrokers = \"{}\"\npartitions = 2\n",
+            "name = \"kkill\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 100\n[kafka]\nbrokers = \"{}\"\nformat = \"json\"\npartitions = 2\n",
             db.url(),
             broker.bootstrap
         ),

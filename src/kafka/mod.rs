@@ -10,6 +10,7 @@
 //! - [`output`]: the idempotent producer as an [`crate::output::EventOutput`].
 
 pub mod ack;
+pub mod avro_encoder;
 pub mod connect_schema;
 pub mod encode;
 pub mod exactly_once;
@@ -90,4 +91,27 @@ pub enum KafkaError {
     /// An event could not be encoded.
     #[error("encoding an event as JSON: {0}")]
     Encode(#[from] serde_json::Error),
+    /// An event could not be encoded as Avro.
+    #[error("encoding an event as Avro: {0}")]
+    Avro(#[from] crate::schema::avro::AvroError),
+    /// The schema registry failed.
+    #[error(transparent)]
+    Registry(#[from] crate::schema::registry_client::RegistryClientError),
+    /// The registry refused a table's new schema and the policy is `fail`.
+    #[error(
+        "the schema registry refused the new schema of {table} under subject {subject} as incompatible ({reasons}); the stream stopped before the first row with the new shape. Remedy: set [registry] on_incompatible = \"relax\" or \"new-topic\", or change the subject's compatibility level"
+    )]
+    Incompatible {
+        /// `schema.table`.
+        table: String,
+        /// The subject.
+        subject: String,
+        /// What the registry said, naming columns and rules.
+        reasons: String,
+    },
+    /// Avro output was asked for without a registry.
+    #[error(
+        "kafka.format = \"avro\" needs a schema registry; give [registry] url, or let tidemark run start the embedded one"
+    )]
+    NoRegistry,
 }

@@ -30,13 +30,29 @@ use serde::Serialize;
 
 use super::KafkaError;
 use super::ack::AckTracker;
+use super::avro_encoder::{AvroEncoder, InUse, position, schema_record};
 use super::encode::{JsonEncoder, RecordEncoder};
 use super::exactly_once::ExactlyOnce;
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
-use crate::config::{Delivery, KafkaConfig};
+use crate::config::{Delivery, IncompatiblePolicy, KafkaConfig, RecordFormat};
 use crate::event::{ChangeEvent, EnvelopeContext, Op, TableSchema, now_ms};
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
+use crate::schema::change::{
+    CapturedDdl, DDL_MESSAGE_PREFIX, SchemaChangeRecord, columns_of_table, diff,
+};
+use crate::schema::fixed::FixedSchema;
+use crate::schema::registry_client::RegistryClient;
+
+/// How records are encoded.
+enum Format {
+    /// JSON; the shapes in use per topic, for schema-change records.
+    Json(JsonEncoder, HashMap<Arc<str>, InUse>),
+    /// Avro with a registry.
+    Avro(Box<AvroEncoder>),
+    /// Avro configured, but no registry given yet.
+    AvroWithoutRegistry,
+}
 
 /// Delivery reports into the [`AckTracker`].
 pub struct AckContext {
@@ -97,7 +113,9 @@ pub struct KafkaOutput {
     open: Option<OpenTransaction>,
     key: Vec<u8>,
     value: Vec<u8>,
-    encoder: Box<dyn RecordEncoder>,
+    format: Format,
+    /// DDL captured for a relation, waiting for the first row of its new shape.
+    pending_ddl: HashMap<u32, CapturedDdl>,
 }
 
 /// The librdkafka settings tidemark uses, then the user's `kafka.properties`.
@@ -186,7 +204,13 @@ impl KafkaOutput {
         } else {
             None
         };
-        let encoder = Box::new(JsonEncoder::new(context.clone(), config.json_schemas));
+        let format = match config.format {
+            RecordFormat::Json => Format::Json(
+                JsonEncoder::new(context.clone(), config.json_schemas),
+                HashMap::new(),
+            ),
+            RecordFormat::Avro => Format::AvroWithoutRegistry,
+        };
         Ok(KafkaOutput {
             producer,
             tracker,
@@ -200,8 +224,215 @@ impl KafkaOutput {
             open: None,
             key: Vec::with_capacity(256),
             value: Vec::with_capacity(4096),
-            encoder,
+            format,
+            pending_ddl: HashMap::new(),
         })
+    }
+
+    /// The output a config asks for: `[kafka]` with, for Avro, the `[registry]` url or an
+    /// embedded registry started here (returned: it serves while it lives).
+    pub async fn from_config(
+        config: &crate::config::Config,
+        context: EnvelopeContext,
+    ) -> Result<(Self, Option<crate::schema::registry_http::EmbeddedRegistry>), OutputError> {
+        let kafka = config.kafka.as_ref().ok_or_else(|| {
+            OutputError::Setup("the Kafka output needs a [kafka] section with brokers".into())
+        })?;
+        let output = KafkaOutput::connect(kafka, context).await?;
+        if kafka.format == RecordFormat::Json {
+            return Ok((output, None));
+        }
+        let registry = config.registry.clone().unwrap_or_default();
+        let (url, embedded) = match &registry.url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let embedded =
+                    crate::schema::registry_http::EmbeddedRegistry::start(kafka, &registry)
+                        .await
+                        .map_err(|e| OutputError::Setup(e.to_string()))?;
+                (embedded.url(), Some(embedded))
+            }
+        };
+        let client = RegistryClient::new(&url, &registry).map_err(KafkaError::from)?;
+        Ok((
+            output.with_registry(client, registry.on_incompatible),
+            embedded,
+        ))
+    }
+
+    /// Gives an Avro output its schema registry (no effect with `format = "json"`).
+    pub fn with_registry(mut self, client: RegistryClient, policy: IncompatiblePolicy) -> Self {
+        if !matches!(self.format, Format::Json(..)) {
+            self.format = Format::Avro(Box::new(AvroEncoder::new(
+                client,
+                policy,
+                self.context.clone(),
+            )));
+        }
+        self
+    }
+
+    /// Encodes a fixed-shape record (heartbeat, transaction metadata, message, schema
+    /// change) into `self.key`/`self.value`, as JSON or with its `schemas/` Avro schema.
+    async fn encode_fixed(
+        &mut self,
+        topic: &str,
+        key: Option<(FixedSchema, serde_json::Value)>,
+        value_schema: FixedSchema,
+        value: serde_json::Value,
+    ) -> Result<bool, KafkaError> {
+        match &mut self.format {
+            Format::Avro(encoder) => {
+                encoder
+                    .encode_fixed(
+                        topic,
+                        key,
+                        value_schema,
+                        value,
+                        &mut self.key,
+                        &mut self.value,
+                    )
+                    .await
+            }
+            Format::AvroWithoutRegistry => Err(KafkaError::NoRegistry),
+            Format::Json(..) => {
+                self.key.clear();
+                let has_key = match key {
+                    Some((_, json)) => {
+                        serde_json::to_writer(&mut self.key, &json)?;
+                        true
+                    }
+                    None => false,
+                };
+                self.value.clear();
+                serde_json::to_writer(&mut self.value, &value)?;
+                Ok(has_key)
+            }
+        }
+    }
+
+    /// Writes a schema-change record to `<prefix>.schema-changes`.
+    async fn write_schema_change(&mut self, record: &SchemaChangeRecord) -> Result<(), KafkaError> {
+        let topic = self.router.schema_change_topic();
+        self.topics.ensure(&topic, TopicKind::Plain).await?;
+        if let Some(eos) = self.eos.as_mut() {
+            eos.before_record(&self.producer)?;
+        }
+        let value = serde_json::to_value(record)?;
+        self.encode_fixed(
+            &topic,
+            Some((FixedSchema::SchemaChangeKey, record.key())),
+            FixedSchema::SchemaChange,
+            value,
+        )
+        .await?;
+        tracing::info!(table = %format!("{}.{}", record.schema, record.table), kind = record.kind, changes = record.changes.len(), "schema change");
+        let (key, value) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.value),
+        );
+        let result = self.produce(&topic, Some(&key), Some(&value), None).await;
+        (self.key, self.value) = (key, value);
+        result
+    }
+
+    /// A DDL command captured by the event trigger: written at once as `ddl` records for
+    /// the tables it touched, and kept so the `schema` record that follows can tell renames.
+    async fn captured_ddl(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
+        let Some(message) = &event.message else {
+            return Ok(());
+        };
+        let ddl: CapturedDdl = match serde_json::from_slice(&message.content) {
+            Ok(ddl) => ddl,
+            Err(error) => {
+                tracing::warn!(%error, "a tidemark.ddl message that is not a captured DDL command; ignored (was it emitted by hand?)");
+                return Ok(());
+            }
+        };
+        let mut records = Vec::new();
+        let mut seen = Vec::new();
+        for table in &ddl.tables {
+            if seen.contains(&table.relid) {
+                continue;
+            }
+            seen.push(table.relid);
+            let topic = self.router.table_topic(&table.schema, &table.table);
+            let previous = self.in_use(&topic);
+            let after = table.column_infos();
+            let renames = previous
+                .as_ref()
+                .map(|p| ddl.renames(table.relid, &p.columns))
+                .unwrap_or_default();
+            let mut changes = previous
+                .as_ref()
+                .map(|p| diff(&p.columns, &after, &renames))
+                .unwrap_or_default();
+            if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
+                changes.push(crate::schema::change::Change {
+                    kind: "create_table".into(),
+                    column: None,
+                    old: None,
+                    new: None,
+                });
+            }
+            records.push(SchemaChangeRecord {
+                kind: "ddl",
+                ts_ms: now_ms(),
+                db: self.context.database.clone(),
+                schema: table.schema.clone(),
+                table: table.table.clone(),
+                topic: Some(topic.to_string()),
+                position: position(event),
+                tag: Some(ddl.tag.clone()),
+                ddl: Some(ddl.statement.clone()),
+                changes,
+                before: previous.as_ref().map(|p| p.columns.clone()),
+                after: Some(after),
+                old_key_schema_id: previous.as_ref().and_then(|p| p.key_id),
+                old_value_schema_id: previous.as_ref().and_then(|p| p.value_id),
+                ..Default::default()
+            });
+            self.pending_ddl.insert(table.relid, ddl.clone());
+        }
+        for dropped in &ddl.dropped {
+            let topic = self.router.table_topic(&dropped.schema, &dropped.table);
+            let previous = self.in_use(&topic);
+            records.push(SchemaChangeRecord {
+                kind: "ddl",
+                ts_ms: now_ms(),
+                db: self.context.database.clone(),
+                schema: dropped.schema.clone(),
+                table: dropped.table.clone(),
+                topic: Some(topic.to_string()),
+                position: position(event),
+                tag: Some(ddl.tag.clone()),
+                ddl: Some(ddl.statement.clone()),
+                changes: vec![crate::schema::change::Change {
+                    kind: "drop_table".into(),
+                    column: None,
+                    old: None,
+                    new: None,
+                }],
+                before: previous.as_ref().map(|p| p.columns.clone()),
+                after: None,
+                old_key_schema_id: previous.as_ref().and_then(|p| p.key_id),
+                old_value_schema_id: previous.as_ref().and_then(|p| p.value_id),
+                ..Default::default()
+            });
+        }
+        for record in &records {
+            self.write_schema_change(record).await?;
+        }
+        Ok(())
+    }
+
+    /// The shape in use on a topic in this run.
+    fn in_use(&self, topic: &Arc<str>) -> Option<InUse> {
+        match &self.format {
+            Format::Avro(encoder) => encoder.in_use(topic).cloned(),
+            Format::Json(_, shapes) => shapes.get(topic).cloned(),
+            Format::AvroWithoutRegistry => None,
+        }
     }
 
     fn failure(&self) -> Result<(), KafkaError> {
@@ -298,14 +529,80 @@ impl KafkaOutput {
                 .collect();
             serde_json::json!({"status": "END", "id": id, "event_count": open.total, "data_collections": collections, "ts_ms": now_ms()})
         };
-        let key = serde_json::to_vec(&serde_json::json!({ "id": id }))?;
-        let value = serde_json::to_vec(&value)?;
-        self.produce(&topic, Some(&key), Some(&value), None).await
+        self.encode_fixed(
+            &topic,
+            Some((FixedSchema::TransactionKey, serde_json::json!({ "id": id }))),
+            FixedSchema::TransactionMetadata,
+            value,
+        )
+        .await?;
+        let (key, value) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.value),
+        );
+        let result = self.produce(&topic, Some(&key), Some(&value), None).await;
+        (self.key, self.value) = (key, value);
+        result
     }
 
     async fn send_event(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
         self.failure()?;
-        let topic = self.router.topic(event);
+        if event
+            .message
+            .as_ref()
+            .is_some_and(|m| m.prefix == DDL_MESSAGE_PREFIX)
+        {
+            return self.captured_ddl(event).await;
+        }
+        let routed = self.router.topic(event);
+        let relation = event.table.as_ref().map(|t| t.relation_id);
+        let (topic, change) = match (&mut self.format, &event.table) {
+            (Format::Avro(encoder), Some(_)) => {
+                let ddl = relation.and_then(|r| self.pending_ddl.get(&r));
+                let resolution = encoder.resolve(&routed, event, ddl).await?;
+                (resolution.topic, resolution.change)
+            }
+            (Format::Json(_, shapes), Some(table)) => {
+                let columns = columns_of_table(table);
+                let change = match shapes.get(&routed) {
+                    Some(previous) if previous.columns != columns => {
+                        let renames = self
+                            .pending_ddl
+                            .get(&table.relation_id)
+                            .map(|d| d.renames(table.relation_id, &previous.columns))
+                            .unwrap_or_default();
+                        Some(schema_record(
+                            event,
+                            &self.context,
+                            &routed,
+                            previous,
+                            &columns,
+                            &renames,
+                        ))
+                    }
+                    _ => None,
+                };
+                if change.is_some() || !shapes.contains_key(&routed) {
+                    shapes.insert(
+                        routed.clone(),
+                        InUse {
+                            columns,
+                            key_id: None,
+                            value_id: None,
+                        },
+                    );
+                }
+                (routed, change)
+            }
+            (Format::AvroWithoutRegistry, _) => return Err(KafkaError::NoRegistry),
+            _ => (routed, None),
+        };
+        if let Some(change) = change {
+            self.write_schema_change(&change).await?;
+            if let Some(relation) = relation {
+                self.pending_ddl.remove(&relation);
+            }
+        }
         let kind = if event.table.is_some() {
             TopicKind::Change
         } else {
@@ -339,7 +636,18 @@ impl KafkaOutput {
                 open.total += 1;
             }
         }
-        let has_key = self.encoder.encode(event, &mut self.key, &mut self.value)?;
+        let has_key = match &mut self.format {
+            Format::Json(encoder, _) => encoder.encode(event, &mut self.key, &mut self.value)?,
+            Format::Avro(encoder) if event.table.is_some() => {
+                encoder.encode_table(event, now_ms(), &mut self.key, &mut self.value)?
+            }
+            Format::Avro(_) => {
+                let value = message_json(event, &self.context);
+                self.encode_fixed(&topic, None, FixedSchema::Message, value)
+                    .await?
+            }
+            Format::AvroWithoutRegistry => return Err(KafkaError::NoRegistry),
+        };
         let commit_lsn = event.source.commit_lsn.as_u64().to_string();
         let seq = event.source.seq.to_string();
         let xid = event.source.xid.to_string();
@@ -427,12 +735,21 @@ impl EventOutput for KafkaOutput {
         if let Some(eos) = self.eos.as_mut() {
             eos.before_record(&self.producer)?;
         }
-        let key =
-            serde_json::to_vec(&serde_json::json!({ "serverName": self.context.connector_name }))?;
-        let value =
-            serde_json::to_vec(&serde_json::json!({ "ts_ms": now_ms(), "lsn": position.as_u64() }))
-                .map_err(KafkaError::from)?;
-        self.produce(&topic, Some(&key), Some(&value), None).await?;
+        let server = serde_json::json!({ "serverName": self.context.connector_name });
+        self.encode_fixed(
+            &topic,
+            Some((FixedSchema::HeartbeatKey, server)),
+            FixedSchema::Heartbeat,
+            serde_json::json!({ "ts_ms": now_ms(), "lsn": position.as_u64() }),
+        )
+        .await?;
+        let (key, value) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.value),
+        );
+        let produced = self.produce(&topic, Some(&key), Some(&value), None).await;
+        (self.key, self.value) = (key, value);
+        produced?;
         self.tracker.close_transaction(position);
         if let Some(eos) = self.eos.as_mut() {
             eos.source_committed(position);
@@ -462,4 +779,31 @@ impl EventOutput for KafkaOutput {
         }
         Ok(self.failure()?)
     }
+}
+
+/// A logical message event in `schemas/message.avsc`'s shape.
+fn message_json(event: &ChangeEvent, context: &EnvelopeContext) -> serde_json::Value {
+    let position = &event.source;
+    let (prefix, content, transactional) = event
+        .message
+        .as_ref()
+        .map_or((String::new(), Vec::new(), false), |m| {
+            (m.prefix.clone(), m.content.to_vec(), m.transactional)
+        });
+    serde_json::json!({
+        "op": "m",
+        "ts_ms": now_ms(),
+        "source": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "connector": "postgresql",
+            "name": context.connector_name,
+            "ts_ms": position.commit_time_micros.div_euclid(1000),
+            "db": context.database,
+            "txId": position.xid,
+            "lsn": position.lsn.as_u64(),
+            "commit_lsn": position.commit_lsn.as_u64(),
+            "seq": position.seq,
+        },
+        "message": {"prefix": prefix, "content": content, "transactional": transactional},
+    })
 }

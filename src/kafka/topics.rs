@@ -69,14 +69,24 @@ impl TopicRouter {
                 return topic.clone();
             }
         }
-        let qualified = table.qualified_name();
-        let topic: Arc<str> = match self.routes.get(&qualified) {
-            Some(topic) => topic.as_str().into(),
-            None => format!("{}.{qualified}", self.prefix).into(),
-        };
+        let topic = self.table_topic(&table.schema, &table.name);
         self.by_relation
             .insert(table.relation_id, (table.clone(), topic.clone()));
         topic
+    }
+
+    /// The topic of table `schema.name`: its route, else `<prefix>.<schema>.<name>`.
+    pub fn table_topic(&self, schema: &str, name: &str) -> Arc<str> {
+        let qualified = format!("{schema}.{name}");
+        match self.routes.get(&qualified) {
+            Some(topic) => topic.as_str().into(),
+            None => format!("{}.{qualified}", self.prefix).into(),
+        }
+    }
+
+    /// `<prefix>.schema-changes`.
+    pub fn schema_change_topic(&self) -> String {
+        format!("{}.schema-changes", self.prefix)
     }
 
     /// `kafka.message_topic`, else `<prefix>.message`.

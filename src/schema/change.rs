@@ -179,7 +179,11 @@ pub fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<Vec<Colu
 
 /// The changes from `before` to `after`. `renames` (old name, new name) come from captured
 /// DDL; without them a renamed column shows as a drop and an add.
-pub fn diff(before: &[ColumnInfo], after: &[ColumnInfo], renames: &[(String, String)]) -> Vec<Change> {
+pub fn diff(
+    before: &[ColumnInfo],
+    after: &[ColumnInfo],
+    renames: &[(String, String)],
+) -> Vec<Change> {
     let mut changes = Vec::new();
     let renamed_to = |old: &str| {
         renames
@@ -190,7 +194,12 @@ pub fn diff(before: &[ColumnInfo], after: &[ColumnInfo], renames: &[(String, Str
     for old in before {
         let new_name = renamed_to(&old.name).unwrap_or(&old.name);
         match after.iter().find(|c| c.name == new_name) {
-            None => changes.push(Change::new("drop", Some(&old.name), Some(old.type_name.clone()), None)),
+            None => changes.push(Change::new(
+                "drop",
+                Some(&old.name),
+                Some(old.type_name.clone()),
+                None,
+            )),
             Some(new) => {
                 if new_name != old.name {
                     changes.push(Change::new(
@@ -211,8 +220,14 @@ pub fn diff(before: &[ColumnInfo], after: &[ColumnInfo], renames: &[(String, Str
                 if let (Some(was), Some(is)) = (old.optional, new.optional)
                     && was != is
                 {
-                    let text = |optional: bool| if optional { "NULL" } else { "NOT NULL" }.to_owned();
-                    changes.push(Change::new("nullability", Some(new_name), Some(text(was)), Some(text(is))));
+                    let text =
+                        |optional: bool| if optional { "NULL" } else { "NOT NULL" }.to_owned();
+                    changes.push(Change::new(
+                        "nullability",
+                        Some(new_name),
+                        Some(text(was)),
+                        Some(text(is)),
+                    ));
                 }
             }
         }
@@ -222,7 +237,12 @@ pub fn diff(before: &[ColumnInfo], after: &[ColumnInfo], renames: &[(String, Str
             .iter()
             .any(|old| renamed_to(&old.name).unwrap_or(&old.name) == new.name);
         if !existed {
-            changes.push(Change::new("add", Some(&new.name), None, Some(new.type_name.clone())));
+            changes.push(Change::new(
+                "add",
+                Some(&new.name),
+                None,
+                Some(new.type_name.clone()),
+            ));
         }
     }
     let keys = |columns: &[ColumnInfo]| {
@@ -241,7 +261,12 @@ pub fn diff(before: &[ColumnInfo], after: &[ColumnInfo], renames: &[(String, Str
         })
         .collect();
     if keys(&renamed_keys) != keys(after) {
-        changes.push(Change::new("key", None, Some(keys(before)), Some(keys(after))));
+        changes.push(Change::new(
+            "key",
+            None,
+            Some(keys(before)),
+            Some(keys(after)),
+        ));
     }
     changes
 }

@@ -18,8 +18,16 @@ fn kinds(changes: &[Change]) -> Vec<(String, Option<String>)> {
 
 #[test]
 fn adds_drops_type_and_key_changes_are_named() {
-    let before = vec![column("id", "int4", true), column("a", "int4", false), column("b", "text", false)];
-    let after = vec![column("id", "int8", true), column("b", "text", true), column("c", "bool", false)];
+    let before = vec![
+        column("id", "int4", true),
+        column("a", "int4", false),
+        column("b", "text", false),
+    ];
+    let after = vec![
+        column("id", "int8", true),
+        column("b", "text", true),
+        column("c", "bool", false),
+    ];
     let changes = diff(&before, &after, &[]);
     assert_eq!(
         kinds(&changes),
@@ -40,7 +48,10 @@ fn without_capture_a_rename_is_a_drop_and_an_add_and_with_it_a_rename() {
     let after = vec![column("id", "int4", true), column("new", "text", false)];
     assert_eq!(
         kinds(&diff(&before, &after, &[])),
-        vec![("drop".into(), Some("old".into())), ("add".into(), Some("new".into()))]
+        vec![
+            ("drop".into(), Some("old".into())),
+            ("add".into(), Some("new".into()))
+        ]
     );
     let ddl: CapturedDdl = serde_json::from_value(serde_json::json!({
         "event": "ddl_command_end", "tag": "ALTER TABLE", "statement": "ALTER TABLE t RENAME old TO new",

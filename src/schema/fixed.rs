@@ -101,7 +101,10 @@ mod tests {
     fn every_fixed_schema_parses_and_encodes_a_sample_that_reads_back() {
         let samples = [
             (FixedSchema::HeartbeatKey, json!({"serverName": "shop"})),
-            (FixedSchema::Heartbeat, json!({"ts_ms": 1, "lsn": 5_000_000_000i64})),
+            (
+                FixedSchema::Heartbeat,
+                json!({"ts_ms": 1, "lsn": 5_000_000_000i64}),
+            ),
             (
                 FixedSchema::Message,
                 json!({"op": "m", "ts_ms": 1, "source": {"version": "0", "connector": "postgresql", "name": "shop", "ts_ms": 1, "db": "app", "txId": 7, "lsn": 8, "commit_lsn": 9, "seq": 0},
@@ -112,7 +115,10 @@ mod tests {
                 FixedSchema::TransactionMetadata,
                 json!({"status": "END", "id": "7:9", "event_count": 2, "data_collections": [{"data_collection": "public.t", "event_count": 2}], "ts_ms": 1}),
             ),
-            (FixedSchema::SchemaChangeKey, json!({"schema": "public", "table": "t"})),
+            (
+                FixedSchema::SchemaChangeKey,
+                json!({"schema": "public", "table": "t"}),
+            ),
             (
                 FixedSchema::SchemaChange,
                 json!({"kind": "schema", "ts_ms": 1, "db": "app", "schema": "public", "table": "t", "topic": "shop.public.t",

@@ -53,6 +53,16 @@ pub enum StorageError {
         /// What failed.
         detail: String,
     },
+    /// The listen address cannot be bound.
+    #[error(
+        "the embedded schema registry cannot listen on {address} ([registry] listen): {detail}; is another registry (or tidemark) using it? Point [registry] url at it, or choose another listen address"
+    )]
+    Listen {
+        /// The address.
+        address: String,
+        /// The OS error.
+        detail: String,
+    },
 }
 
 /// Where the registry's records go: the `_schemas` topic, or nowhere (tests, tools).
@@ -192,6 +202,57 @@ impl SchemasTopic {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// An embedded registry serving in this process; stops when dropped.
+pub struct EmbeddedRegistry {
+    address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EmbeddedRegistry {
+    /// Replays `[registry] topic` from the `[kafka]` brokers and serves the API on
+    /// `[registry] listen` (`host:0` picks a free port).
+    pub async fn start(
+        kafka: &KafkaConfig,
+        config: &crate::config::RegistryConfig,
+    ) -> Result<Self, StorageError> {
+        let (log, store) = SchemasTopic::open(kafka, &config.topic).await?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| StorageError::Listen {
+                address: config.listen.clone(),
+                detail: e.to_string(),
+            })?;
+        let address = listener.local_addr().map_err(|e| StorageError::Listen {
+            address: config.listen.clone(),
+            detail: e.to_string(),
+        })?;
+        tracing::info!(%address, topic = %config.topic, subjects = store.subjects(false).len(), "embedded schema registry serving");
+        let app = router(Registry::new(store, Some(log)));
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "the embedded schema registry stopped");
+            }
+        });
+        Ok(EmbeddedRegistry { address, task })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for EmbeddedRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
