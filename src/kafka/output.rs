@@ -116,6 +116,8 @@ pub struct KafkaOutput {
     format: Format,
     /// DDL captured for a relation, waiting for the first row of its new shape.
     pending_ddl: HashMap<u32, CapturedDdl>,
+    /// Columns of each relation as the last captured DDL left them (with nullability).
+    captured_columns: HashMap<u32, Vec<crate::schema::change::ColumnInfo>>,
 }
 
 /// The librdkafka settings tidemark uses, then the user's `kafka.properties`.
@@ -226,6 +228,7 @@ impl KafkaOutput {
             value: Vec::with_capacity(4096),
             format,
             pending_ddl: HashMap::new(),
+            captured_columns: HashMap::new(),
         })
     }
 
@@ -359,14 +362,21 @@ impl KafkaOutput {
             let topic = self.router.table_topic(&table.schema, &table.table);
             let previous = self.in_use(&topic);
             let after = table.column_infos();
-            let renames = previous
+            // The last capture knows nullability too; else the shape in use.
+            let before = self
+                .captured_columns
+                .get(&table.relid)
+                .cloned()
+                .or_else(|| previous.as_ref().map(|p| p.columns.clone()));
+            let renames = before
                 .as_ref()
-                .map(|p| ddl.renames(table.relid, &p.columns))
+                .map(|b| ddl.renames(table.relid, b))
                 .unwrap_or_default();
-            let mut changes = previous
+            let mut changes = before
                 .as_ref()
-                .map(|p| diff(&p.columns, &after, &renames))
+                .map(|b| diff(b, &after, &renames))
                 .unwrap_or_default();
+            self.captured_columns.insert(table.relid, after.clone());
             if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
                 changes.push(crate::schema::change::Change {
                     kind: "create_table".into(),
@@ -386,7 +396,7 @@ impl KafkaOutput {
                 tag: Some(ddl.tag.clone()),
                 ddl: Some(ddl.statement.clone()),
                 changes,
-                before: previous.as_ref().map(|p| p.columns.clone()),
+                before,
                 after: Some(after),
                 old_key_schema_id: previous.as_ref().and_then(|p| p.key_id),
                 old_value_schema_id: previous.as_ref().and_then(|p| p.value_id),

@@ -8,7 +8,7 @@
 //! | identity | key |
 //! |---|---|
 //! | DEFAULT with a primary key | the primary key |
-//! | FULL with a primary key | the primary key (looked up in the catalog) |
+//! | FULL with a primary key | the primary key (looked up in the catalog, which can be ahead of the stream) |
 //! | FULL without one | every column ([`KeySource::FullRow`]): updates are never key changes |
 //! | USING INDEX | the index columns |
 //! | DEFAULT without a primary key, NOTHING | none |
@@ -72,6 +72,9 @@ impl RelationResolver {
         // under FULL), so the key must be a subset of them: the primary key under DEFAULT and
         // FULL, the index columns under USING INDEX.
         let (key_columns, key_source) = match body.replica_identity {
+            // Under DEFAULT the flagged columns are the primary key as of this message's
+            // place in the WAL; the catalog may already be ahead (a later key change).
+            ReplicaIdentity::Default if !flagged.is_empty() => (flagged, KeySource::PrimaryKey),
             ReplicaIdentity::Default | ReplicaIdentity::Full if has_pk => {
                 (pk_columns, KeySource::PrimaryKey)
             }

@@ -91,6 +91,8 @@ pub struct SetupReport {
     pub slot_created: bool,
     /// Tables in the publication after setup.
     pub tables: Vec<String>,
+    /// Whether the DDL capture event triggers were installed (or refreshed).
+    pub ddl_capture_installed: bool,
 }
 
 impl fmt::Display for SetupReport {
@@ -104,6 +106,9 @@ impl fmt::Display for SetupReport {
         };
         writeln!(f, "publication: {}", verb(self.publication_created))?;
         writeln!(f, "slot:        {}", verb(self.slot_created))?;
+        if self.ddl_capture_installed {
+            writeln!(f, "ddl capture: installed")?;
+        }
         write!(
             f,
             "tables:      {}",
@@ -211,6 +216,10 @@ pub fn print_sql(config: &Config) -> String {
         "SELECT pg_create_logical_replication_slot({}, 'pgoutput');\n",
         quote_literal(&config.source.slot)
     ));
+    if config.source.ddl_capture {
+        out.push_str("-- 6. DDL capture (source.ddl_capture; event triggers need a superuser):\n");
+        out.push_str(DDL_CAPTURE_SQL);
+    }
     out
 }
 
@@ -428,9 +437,27 @@ pub async fn ensure_publication_and_slot(
             tracing::info!(slot = %config.source.slot, "created replication slot");
         }
     }
+    if config.source.ddl_capture {
+        client.batch_execute(DDL_CAPTURE_SQL).await.map_err(|e| {
+            SetupError::ChecksFailed(vec![format!(
+                "installing DDL capture (event triggers need a superuser; run sql/ddl_capture.sql as one, or set source.ddl_capture = false): {}",
+                describe(&e)
+            )])
+        })?;
+        report.ddl_capture_installed = true;
+        tracing::info!("installed DDL capture event triggers");
+    }
     report.tables = published_tables(client, &config.source.publication).await?;
     Ok(report)
 }
+
+/// The DDL capture event triggers (`sql/ddl_capture.sql`).
+pub const DDL_CAPTURE_SQL: &str = include_str!("../../sql/ddl_capture.sql");
+
+/// Removes DDL capture (the event triggers and their functions).
+pub const DDL_CAPTURE_REMOVE_SQL: &str = "DROP EVENT TRIGGER IF EXISTS tidemark_ddl_capture; \
+     DROP EVENT TRIGGER IF EXISTS tidemark_drop_capture; \
+     DROP FUNCTION IF EXISTS tidemark.capture_ddl(); DROP FUNCTION IF EXISTS tidemark.capture_drop();";
 
 /// Drops the slot and the publication. Refuses while the slot is in use.
 pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
@@ -479,6 +506,13 @@ pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
                 config.source.publication
             )))?;
         done.push(format!("dropped publication {}", config.source.publication));
+    }
+    if config.source.ddl_capture {
+        client
+            .batch_execute(DDL_CAPTURE_REMOVE_SQL)
+            .await
+            .map_err(sql_error("removing DDL capture"))?;
+        done.push("removed DDL capture event triggers".into());
     }
     if done.is_empty() {
         done.push("nothing to drop: no slot or publication of this connector".into());

@@ -18,6 +18,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<serde_json::Value>,
+    /// The value's bytes (Avro records are not JSON: `value` is none for them).
+    pub raw: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
 }
 
@@ -140,9 +142,13 @@ fn read_topic(
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(|p| {
-                serde_json::from_slice(p).unwrap_or_else(|e| panic!("value is not JSON: {e}"))
-            }),
+            value: message
+                .payload()
+                .filter(|p| p.first() != Some(&0))
+                .map(|p| {
+                    serde_json::from_slice(p).unwrap_or_else(|e| panic!("value is not JSON: {e}"))
+                }),
+            raw: message.payload().map(<[u8]>::to_vec),
             headers,
         });
     }
