@@ -1,9 +1,9 @@
 //! Record encoders: an event into Kafka key and value bytes.
 //!
-//! [`RecordEncoder`] is the seam between delivery and format: the producer output asks the
-//! encoder for bytes and knows nothing of JSON or Avro. [`JsonEncoder`] writes Debezium's
-//! JsonConverter shapes (`schemas.enable` false or true); the Avro encoder with the schema
-//! registry comes next behind the same trait.
+//! [`RecordEncoder`] turns an event into bytes with no I/O. [`JsonEncoder`] writes
+//! Debezium's JsonConverter shapes (`schemas.enable` false or true). Avro needs the schema
+//! registry (async) before it can encode a new table description, so it lives in
+//! [`super::avro_encoder`] and the output resolves schemas before encoding.
 
 use super::KafkaError;
 use super::connect_schema::{self, SchemaCache};

@@ -1,8 +1,10 @@
 //! The Kafka output: an idempotent producer (`acks=all`) whose delivery reports drive the
 //! acknowledged position.
 //!
-//! - Key: the event's key columns as JSON (`{"id":1}`); value: the Debezium envelope as
-//!   JSON; with `kafka.json_schemas`, each wrapped as `{"schema":…,"payload":…}` (see
+//! - Format: Avro in Confluent framing by default (see [`super::avro_encoder`]; schema
+//!   changes are written to `<prefix>.schema-changes` before the first row of the new
+//!   shape, and captured DDL at its own place); or JSON: key `{"id":1}`, value the Debezium
+//!   envelope, with `kafka.json_schemas` each wrapped as `{"schema":…,"payload":…}` (see
 //!   [`super::connect_schema`]). A delete is followed by a tombstone (same key, null value)
 //!   unless disabled.
 //! - Partitioning: librdkafka's `murmur2_random`, the Java client's algorithm (see
