@@ -111,7 +111,7 @@ pub enum KafkaError {
     },
     /// Avro output was asked for without a registry.
     #[error(
-        "kafka.format = \"avro\" needs a schema registry; give [registry] url, or let tidemark run start the embedded one"
+        "kafka.format = \"avro\" needs a schema registry: build the output with KafkaOutput::from_config (which uses [registry] url or starts the embedded registry), or set kafka.format = \"json\""
     )]
     NoRegistry,
 }

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use super::KafkaError;
 use super::ack::AckTracker;
-use super::avro_encoder::{AvroEncoder, InUse, position, schema_record};
+use super::avro_encoder::AvroEncoder;
 use super::encode::{JsonEncoder, RecordEncoder};
 use super::exactly_once::ExactlyOnce;
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
@@ -41,19 +41,27 @@ use crate::event::{ChangeEvent, EnvelopeContext, Op, TableSchema, now_ms};
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
 use crate::schema::change::{
-    CapturedDdl, DDL_MESSAGE_PREFIX, SchemaChangeRecord, columns_of_table, diff,
+    CapturedDdl, Change, ColumnInfo, DDL_MESSAGE_PREFIX, SchemaChangeRecord, ShapeInUse,
+    columns_of_table, diff,
 };
 use crate::schema::fixed::FixedSchema;
 use crate::schema::registry_client::RegistryClient;
+use crate::schema::registry_http::EmbeddedRegistry;
 
 /// How records are encoded.
 enum Format {
-    /// JSON; the shapes in use per topic, for schema-change records.
-    Json(JsonEncoder, HashMap<Arc<str>, InUse>),
+    /// Debezium's JSON shapes.
+    Json(JsonEncoder),
     /// Avro with a registry.
     Avro(Box<AvroEncoder>),
-    /// Avro configured, but no registry given yet.
-    AvroWithoutRegistry,
+}
+
+/// A relation's current description: where its events go and their schema ids.
+struct Description {
+    table: Arc<TableSchema>,
+    topic: Arc<str>,
+    key_id: Option<u32>,
+    value_id: Option<u32>,
 }
 
 /// Delivery reports into the [`AckTracker`].
@@ -116,10 +124,15 @@ pub struct KafkaOutput {
     key: Vec<u8>,
     value: Vec<u8>,
     format: Format,
+    /// Each relation's description, valid while it is the same `Arc` (a Relation message
+    /// gives a new one): the per-event lookup of topic and schema ids.
+    descriptions: HashMap<u32, Description>,
+    /// The shape in use on each topic, which a new description is compared with.
+    shapes: HashMap<Arc<str>, ShapeInUse>,
     /// DDL captured for a relation, waiting for the first row of its new shape.
     pending_ddl: HashMap<u32, CapturedDdl>,
     /// Columns of each relation as the last captured DDL left them (with nullability).
-    captured_columns: HashMap<u32, Vec<crate::schema::change::ColumnInfo>>,
+    captured_columns: HashMap<u32, Vec<ColumnInfo>>,
 }
 
 /// The librdkafka settings tidemark uses, then the user's `kafka.properties`.
@@ -144,11 +157,30 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 }
 
 impl KafkaOutput {
-    /// Connects to the brokers (failing early when they cannot be reached).
+    /// Connects to the brokers (failing early when they cannot be reached), for
+    /// `format = "json"`; Avro needs a registry: see [`KafkaOutput::from_config`].
     pub async fn connect(
         config: &KafkaConfig,
         context: EnvelopeContext,
     ) -> Result<Self, KafkaError> {
+        Self::connect_with(config, context, None).await
+    }
+
+    /// [`KafkaOutput::connect`], with the registry that Avro needs.
+    async fn connect_with(
+        config: &KafkaConfig,
+        context: EnvelopeContext,
+        registry: Option<(RegistryClient, IncompatiblePolicy)>,
+    ) -> Result<Self, KafkaError> {
+        let format = match (config.format, registry) {
+            (RecordFormat::Json, _) => {
+                Format::Json(JsonEncoder::new(context.clone(), config.json_schemas))
+            }
+            (RecordFormat::Avro, Some((client, policy))) => {
+                Format::Avro(Box::new(AvroEncoder::new(client, policy, context.clone())))
+            }
+            (RecordFormat::Avro, None) => return Err(KafkaError::NoRegistry),
+        };
         let tracker = Arc::new(AckTracker::default());
         let exactly_once = config.delivery == Delivery::ExactlyOnce;
         let mut client = client_config(config);
@@ -208,13 +240,6 @@ impl KafkaOutput {
         } else {
             None
         };
-        let format = match config.format {
-            RecordFormat::Json => Format::Json(
-                JsonEncoder::new(context.clone(), config.json_schemas),
-                HashMap::new(),
-            ),
-            RecordFormat::Avro => Format::AvroWithoutRegistry,
-        };
         Ok(KafkaOutput {
             producer,
             tracker,
@@ -229,6 +254,8 @@ impl KafkaOutput {
             key: Vec::with_capacity(256),
             value: Vec::with_capacity(4096),
             format,
+            descriptions: HashMap::new(),
+            shapes: HashMap::new(),
             pending_ddl: HashMap::new(),
             captured_columns: HashMap::new(),
         })
@@ -239,42 +266,28 @@ impl KafkaOutput {
     pub async fn from_config(
         config: &crate::config::Config,
         context: EnvelopeContext,
-    ) -> Result<(Self, Option<crate::schema::registry_http::EmbeddedRegistry>), OutputError> {
+    ) -> Result<(Self, Option<EmbeddedRegistry>), OutputError> {
         let kafka = config.kafka.as_ref().ok_or_else(|| {
             OutputError::Setup("the Kafka output needs a [kafka] section with brokers".into())
         })?;
-        let output = KafkaOutput::connect(kafka, context).await?;
         if kafka.format == RecordFormat::Json {
-            return Ok((output, None));
+            return Ok((KafkaOutput::connect(kafka, context).await?, None));
         }
         let registry = config.registry.clone().unwrap_or_default();
         let (url, embedded) = match &registry.url {
             Some(url) => (url.clone(), None),
             None => {
-                let embedded =
-                    crate::schema::registry_http::EmbeddedRegistry::start(kafka, &registry)
-                        .await
-                        .map_err(|e| OutputError::Setup(e.to_string()))?;
+                let embedded = EmbeddedRegistry::start(kafka, &registry)
+                    .await
+                    .map_err(|e| OutputError::Setup(e.to_string()))?;
                 (embedded.url(), Some(embedded))
             }
         };
         let client = RegistryClient::new(&url, &registry).map_err(KafkaError::from)?;
-        Ok((
-            output.with_registry(client, registry.on_incompatible),
-            embedded,
-        ))
-    }
-
-    /// Gives an Avro output its schema registry (no effect with `format = "json"`).
-    pub fn with_registry(mut self, client: RegistryClient, policy: IncompatiblePolicy) -> Self {
-        if !matches!(self.format, Format::Json(..)) {
-            self.format = Format::Avro(Box::new(AvroEncoder::new(
-                client,
-                policy,
-                self.context.clone(),
-            )));
-        }
-        self
+        let output =
+            KafkaOutput::connect_with(kafka, context, Some((client, registry.on_incompatible)))
+                .await?;
+        Ok((output, embedded))
     }
 
     /// Encodes a fixed-shape record (heartbeat, transaction metadata, message, schema
@@ -299,8 +312,7 @@ impl KafkaOutput {
                     )
                     .await
             }
-            Format::AvroWithoutRegistry => Err(KafkaError::NoRegistry),
-            Format::Json(..) => {
+            Format::Json(_) => {
                 self.key.clear();
                 let has_key = match key {
                     Some((_, json)) => {
@@ -316,6 +328,20 @@ impl KafkaOutput {
         }
     }
 
+    /// Encodes a keyed fixed-shape record and produces it to `topic`.
+    async fn produce_fixed(
+        &mut self,
+        topic: &str,
+        key: (FixedSchema, serde_json::Value),
+        value_schema: FixedSchema,
+        value: serde_json::Value,
+    ) -> Result<(), KafkaError> {
+        self.encode_fixed(topic, Some(key), value_schema, value)
+            .await?;
+        self.produce(topic, Some(&self.key), Some(&self.value), None)
+            .await
+    }
+
     /// Writes a schema-change record to `<prefix>.schema-changes`.
     async fn write_schema_change(&mut self, record: &SchemaChangeRecord) -> Result<(), KafkaError> {
         let topic = self.router.schema_change_topic();
@@ -323,22 +349,87 @@ impl KafkaOutput {
         if let Some(eos) = self.eos.as_mut() {
             eos.before_record(&self.producer)?;
         }
-        let value = serde_json::to_value(record)?;
-        self.encode_fixed(
-            &topic,
-            Some((FixedSchema::SchemaChangeKey, record.key())),
-            FixedSchema::SchemaChange,
-            value,
-        )
-        .await?;
         tracing::info!(table = %format!("{}.{}", record.schema, record.table), kind = record.kind, changes = record.changes.len(), "schema change");
-        let (key, value) = (
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.value),
+        let key = (FixedSchema::SchemaChangeKey, record.key());
+        let value = serde_json::to_value(record)?;
+        self.produce_fixed(&topic, key, FixedSchema::SchemaChange, value)
+            .await
+    }
+
+    /// The topic and schema ids of a table event. A new description of the relation is
+    /// routed, registered (Avro) and compared with the shape in use on its topic (after a
+    /// restart, with Avro, the registry's latest); a different shape is written as a
+    /// `schema` record first.
+    async fn describe(
+        &mut self,
+        event: &ChangeEvent,
+        table: &Arc<TableSchema>,
+    ) -> Result<(Arc<str>, Option<u32>, Option<u32>), KafkaError> {
+        if let Some(known) = self.descriptions.get(&table.relation_id)
+            && Arc::ptr_eq(&known.table, table)
+        {
+            return Ok((known.topic.clone(), known.key_id, known.value_id));
+        }
+        let routed = self.router.topic(event);
+        let (topic, key_id, value_id, note, previous) = match &mut self.format {
+            Format::Json(_) => (
+                routed.clone(),
+                None,
+                None,
+                None,
+                self.shapes.get(&routed).cloned(),
+            ),
+            Format::Avro(encoder) => {
+                let current = encoder.redirect(&routed);
+                let previous = match self.shapes.get(&current) {
+                    Some(shape) => Some(shape.clone()),
+                    None => encoder.registered(&current).await?,
+                };
+                let registered = encoder.register_table(&routed, table).await?;
+                (
+                    registered.topic,
+                    registered.key_id,
+                    Some(registered.value_id),
+                    registered.note,
+                    previous,
+                )
+            }
+        };
+        let shape = ShapeInUse {
+            columns: columns_of_table(table),
+            key_id,
+            value_id,
+        };
+        let ddl = self.pending_ddl.remove(&table.relation_id);
+        if let Some(previous) = previous.filter(|p| *p != shape || note.is_some()) {
+            let renames = ddl
+                .map(|d| d.renames(table.relation_id, &previous.columns))
+                .unwrap_or_default();
+            let record = SchemaChangeRecord::schema(
+                event,
+                &self.context.database,
+                &topic,
+                &previous,
+                &shape,
+                &renames,
+                note,
+            );
+            self.write_schema_change(&record).await?;
+        }
+        if topic != routed {
+            self.shapes.insert(routed, shape.clone());
+        }
+        self.shapes.insert(topic.clone(), shape);
+        self.descriptions.insert(
+            table.relation_id,
+            Description {
+                table: table.clone(),
+                topic: topic.clone(),
+                key_id,
+                value_id,
+            },
         );
-        let result = self.produce(&topic, Some(&key), Some(&value), None).await;
-        (self.key, self.value) = (key, value);
-        result
+        Ok((topic, key_id, value_id))
     }
 
     /// A DDL command captured by the event trigger: written at once as `ddl` records for
@@ -354,6 +445,7 @@ impl KafkaOutput {
                 return Ok(());
             }
         };
+        let db = &self.context.database;
         let mut records = Vec::new();
         let mut seen = Vec::new();
         for table in &ddl.tables {
@@ -362,89 +454,36 @@ impl KafkaOutput {
             }
             seen.push(table.relid);
             let topic = self.router.table_topic(&table.schema, &table.table);
-            let previous = self.in_use(&topic);
+            let names = (table.schema.as_str(), table.table.as_str(), &*topic);
+            let mut record =
+                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
             let after = table.column_infos();
             // The last capture knows nullability too; else the shape in use.
-            let before = self
-                .captured_columns
-                .get(&table.relid)
-                .cloned()
-                .or_else(|| previous.as_ref().map(|p| p.columns.clone()));
-            let renames = before
-                .as_ref()
-                .map(|b| ddl.renames(table.relid, b))
-                .unwrap_or_default();
-            let mut changes = before
-                .as_ref()
-                .map(|b| diff(b, &after, &renames))
-                .unwrap_or_default();
-            self.captured_columns.insert(table.relid, after.clone());
-            if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
-                changes.push(crate::schema::change::Change {
-                    kind: "create_table".into(),
-                    column: None,
-                    old: None,
-                    new: None,
-                });
+            if let Some(captured) = self.captured_columns.insert(table.relid, after.clone()) {
+                record.before = Some(captured);
             }
-            records.push(SchemaChangeRecord {
-                kind: "ddl",
-                ts_ms: now_ms(),
-                db: self.context.database.clone(),
-                schema: table.schema.clone(),
-                table: table.table.clone(),
-                topic: Some(topic.to_string()),
-                position: position(event),
-                tag: Some(ddl.tag.clone()),
-                ddl: Some(ddl.statement.clone()),
-                changes,
-                before,
-                after: Some(after),
-                old_key_schema_id: previous.as_ref().and_then(|p| p.key_id),
-                old_value_schema_id: previous.as_ref().and_then(|p| p.value_id),
-                ..Default::default()
-            });
+            if let Some(before) = &record.before {
+                record.changes = diff(before, &after, &ddl.renames(table.relid, before));
+            }
+            if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
+                record.changes.push(Change::table("create_table"));
+            }
+            record.after = Some(after);
+            records.push(record);
             self.pending_ddl.insert(table.relid, ddl.clone());
         }
         for dropped in &ddl.dropped {
             let topic = self.router.table_topic(&dropped.schema, &dropped.table);
-            let previous = self.in_use(&topic);
-            records.push(SchemaChangeRecord {
-                kind: "ddl",
-                ts_ms: now_ms(),
-                db: self.context.database.clone(),
-                schema: dropped.schema.clone(),
-                table: dropped.table.clone(),
-                topic: Some(topic.to_string()),
-                position: position(event),
-                tag: Some(ddl.tag.clone()),
-                ddl: Some(ddl.statement.clone()),
-                changes: vec![crate::schema::change::Change {
-                    kind: "drop_table".into(),
-                    column: None,
-                    old: None,
-                    new: None,
-                }],
-                before: previous.as_ref().map(|p| p.columns.clone()),
-                after: None,
-                old_key_schema_id: previous.as_ref().and_then(|p| p.key_id),
-                old_value_schema_id: previous.as_ref().and_then(|p| p.value_id),
-                ..Default::default()
-            });
+            let names = (dropped.schema.as_str(), dropped.table.as_str(), &*topic);
+            let mut record =
+                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
+            record.changes.push(Change::table("drop_table"));
+            records.push(record);
         }
         for record in &records {
             self.write_schema_change(record).await?;
         }
         Ok(())
-    }
-
-    /// The shape in use on a topic in this run.
-    fn in_use(&self, topic: &Arc<str>) -> Option<InUse> {
-        match &self.format {
-            Format::Avro(encoder) => encoder.in_use(topic).cloned(),
-            Format::Json(_, shapes) => shapes.get(topic).cloned(),
-            Format::AvroWithoutRegistry => None,
-        }
     }
 
     fn failure(&self) -> Result<(), KafkaError> {
@@ -541,20 +580,9 @@ impl KafkaOutput {
                 .collect();
             serde_json::json!({"status": "END", "id": id, "event_count": open.total, "data_collections": collections, "ts_ms": now_ms()})
         };
-        self.encode_fixed(
-            &topic,
-            Some((FixedSchema::TransactionKey, serde_json::json!({ "id": id }))),
-            FixedSchema::TransactionMetadata,
-            value,
-        )
-        .await?;
-        let (key, value) = (
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.value),
-        );
-        let result = self.produce(&topic, Some(&key), Some(&value), None).await;
-        (self.key, self.value) = (key, value);
-        result
+        let key = (FixedSchema::TransactionKey, serde_json::json!({ "id": id }));
+        self.produce_fixed(&topic, key, FixedSchema::TransactionMetadata, value)
+            .await
     }
 
     async fn send_event(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
@@ -566,55 +594,10 @@ impl KafkaOutput {
         {
             return self.captured_ddl(event).await;
         }
-        let routed = self.router.topic(event);
-        let relation = event.table.as_ref().map(|t| t.relation_id);
-        let (topic, change) = match (&mut self.format, &event.table) {
-            (Format::Avro(encoder), Some(_)) => {
-                let ddl = relation.and_then(|r| self.pending_ddl.get(&r));
-                let resolution = encoder.resolve(&routed, event, ddl).await?;
-                (resolution.topic, resolution.change)
-            }
-            (Format::Json(_, shapes), Some(table)) => {
-                let columns = columns_of_table(table);
-                let change = match shapes.get(&routed) {
-                    Some(previous) if previous.columns != columns => {
-                        let renames = self
-                            .pending_ddl
-                            .get(&table.relation_id)
-                            .map(|d| d.renames(table.relation_id, &previous.columns))
-                            .unwrap_or_default();
-                        Some(schema_record(
-                            event,
-                            &self.context,
-                            &routed,
-                            previous,
-                            &columns,
-                            &renames,
-                        ))
-                    }
-                    _ => None,
-                };
-                if change.is_some() || !shapes.contains_key(&routed) {
-                    shapes.insert(
-                        routed.clone(),
-                        InUse {
-                            columns,
-                            key_id: None,
-                            value_id: None,
-                        },
-                    );
-                }
-                (routed, change)
-            }
-            (Format::AvroWithoutRegistry, _) => return Err(KafkaError::NoRegistry),
-            _ => (routed, None),
+        let (topic, key_id, value_id) = match &event.table {
+            Some(table) => self.describe(event, table).await?,
+            None => (self.router.topic(event), None, None),
         };
-        if let Some(change) = change {
-            self.write_schema_change(&change).await?;
-            if let Some(relation) = relation {
-                self.pending_ddl.remove(&relation);
-            }
-        }
         let kind = if event.table.is_some() {
             TopicKind::Change
         } else {
@@ -648,17 +631,20 @@ impl KafkaOutput {
                 open.total += 1;
             }
         }
-        let has_key = match &mut self.format {
-            Format::Json(encoder, _) => encoder.encode(event, &mut self.key, &mut self.value)?,
-            Format::Avro(encoder) if event.table.is_some() => {
-                encoder.encode_table(event, now_ms(), &mut self.key, &mut self.value)?
-            }
-            Format::Avro(_) => {
+        let has_key = match (&mut self.format, value_id) {
+            (Format::Json(encoder), _) => encoder.encode(event, &mut self.key, &mut self.value)?,
+            (Format::Avro(encoder), Some(value_id)) => encoder.encode_table(
+                event,
+                (key_id, value_id),
+                now_ms(),
+                &mut self.key,
+                &mut self.value,
+            )?,
+            (Format::Avro(_), None) => {
                 let value = message_json(event, &self.context);
                 self.encode_fixed(&topic, None, FixedSchema::Message, value)
                     .await?
             }
-            Format::AvroWithoutRegistry => return Err(KafkaError::NoRegistry),
         };
         let commit_lsn = event.source.commit_lsn.as_u64().to_string();
         let seq = event.source.seq.to_string();
@@ -748,20 +734,14 @@ impl EventOutput for KafkaOutput {
             eos.before_record(&self.producer)?;
         }
         let server = serde_json::json!({ "serverName": self.context.connector_name });
-        self.encode_fixed(
+        let value = serde_json::json!({ "ts_ms": now_ms(), "lsn": position.as_u64() });
+        self.produce_fixed(
             &topic,
-            Some((FixedSchema::HeartbeatKey, server)),
+            (FixedSchema::HeartbeatKey, server),
             FixedSchema::Heartbeat,
-            serde_json::json!({ "ts_ms": now_ms(), "lsn": position.as_u64() }),
+            value,
         )
         .await?;
-        let (key, value) = (
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.value),
-        );
-        let produced = self.produce(&topic, Some(&key), Some(&value), None).await;
-        (self.key, self.value) = (key, value);
-        produced?;
         self.tracker.close_transaction(position);
         if let Some(eos) = self.eos.as_mut() {
             eos.source_committed(position);

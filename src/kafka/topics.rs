@@ -17,17 +17,14 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaError;
 use crate::config::KafkaConfig;
-use crate::event::{ChangeEvent, TableSchema};
+use crate::event::ChangeEvent;
 
 /// Maps events to topic names.
 #[derive(Debug, Clone)]
 pub struct TopicRouter {
     prefix: String,
     routes: HashMap<String, String>,
-    message_topic: Option<String>,
-    /// Topic of each relation, valid while its description is the same `Arc` (a new
-    /// Relation message, e.g. a rename, gives a new one), so no event allocates its topic.
-    by_relation: HashMap<u32, (Arc<TableSchema>, Arc<str>)>,
+    message_topic: Arc<str>,
 }
 
 impl TopicRouter {
@@ -43,14 +40,18 @@ impl TopicRouter {
                     .map(|t| (t.clone(), route.topic.clone()))
             })
             .collect();
+        let prefix = config
+            .topic_prefix
+            .clone()
+            .unwrap_or_else(|| default_prefix.to_owned());
+        let message_topic = match &config.message_topic {
+            Some(topic) => topic.as_str().into(),
+            None => format!("{prefix}.message").into(),
+        };
         TopicRouter {
-            prefix: config
-                .topic_prefix
-                .clone()
-                .unwrap_or_else(|| default_prefix.to_owned()),
+            prefix,
             routes,
-            message_topic: config.message_topic.clone(),
-            by_relation: HashMap::new(),
+            message_topic,
         }
     }
 
@@ -59,20 +60,13 @@ impl TopicRouter {
         &self.prefix
     }
 
-    /// The topic of an event.
-    pub fn topic(&mut self, event: &ChangeEvent) -> Arc<str> {
-        let Some(table) = &event.table else {
-            return self.message_topic().into();
-        };
-        if let Some((cached, topic)) = self.by_relation.get(&table.relation_id) {
-            if Arc::ptr_eq(cached, table) {
-                return topic.clone();
-            }
+    /// The topic of an event. The output asks once per table description and keeps the
+    /// answer, so this is not on the per-event path.
+    pub fn topic(&self, event: &ChangeEvent) -> Arc<str> {
+        match &event.table {
+            Some(table) => self.table_topic(&table.schema, &table.name),
+            None => self.message_topic.clone(),
         }
-        let topic = self.table_topic(&table.schema, &table.name);
-        self.by_relation
-            .insert(table.relation_id, (table.clone(), topic.clone()));
-        topic
     }
 
     /// The topic of table `schema.name`: its route, else `<prefix>.<schema>.<name>`.
@@ -90,11 +84,8 @@ impl TopicRouter {
     }
 
     /// `kafka.message_topic`, else `<prefix>.message`.
-    pub fn message_topic(&self) -> String {
-        match &self.message_topic {
-            Some(topic) => topic.clone(),
-            None => format!("{}.message", self.prefix),
-        }
+    pub fn message_topic(&self) -> Arc<str> {
+        self.message_topic.clone()
     }
 
     /// `<prefix>.transaction`.

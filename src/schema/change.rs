@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::TableSchema;
+use crate::event::{ChangeEvent, TableSchema};
 use crate::schema::avro::{COLUMN_ATTRIBUTE, PG_TYPE_ATTRIBUTE};
 
 /// A column as a schema-change record describes it.
@@ -49,6 +49,11 @@ pub struct Change {
 }
 
 impl Change {
+    /// A change of the whole table (`create_table`, `drop_table`).
+    pub fn table(kind: &str) -> Self {
+        Change::new(kind, None, None, None)
+    }
+
     fn new(kind: &str, column: Option<&str>, old: Option<String>, new: Option<String>) -> Self {
         Change {
             kind: kind.into(),
@@ -71,6 +76,29 @@ pub struct ChangePosition {
     pub commit_lsn: i64,
     /// Commit time, ms.
     pub commit_ts_ms: i64,
+}
+
+impl ChangePosition {
+    /// Where `event` sits.
+    pub fn of(event: &ChangeEvent) -> Self {
+        ChangePosition {
+            tx_id: i64::from(event.source.xid),
+            lsn: event.source.lsn.as_u64() as i64,
+            commit_lsn: event.source.commit_lsn.as_u64() as i64,
+            commit_ts_ms: event.source.commit_time_micros.div_euclid(1000),
+        }
+    }
+}
+
+/// The shape in use on a topic: its columns and, with Avro, its schema ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShapeInUse {
+    /// Columns.
+    pub columns: Vec<ColumnInfo>,
+    /// Key schema id (Avro).
+    pub key_id: Option<u32>,
+    /// Value schema id (Avro).
+    pub value_id: Option<u32>,
 }
 
 /// A record for `<prefix>.schema-changes` (`schemas/schema_change.avsc`).
@@ -113,6 +141,64 @@ pub struct SchemaChangeRecord {
 }
 
 impl SchemaChangeRecord {
+    /// A `schema` record: `event`'s table moves from `previous` to `current` on `topic`.
+    /// `renames` come from captured DDL; `note` says what the incompatible-schema policy did.
+    pub fn schema(
+        event: &ChangeEvent,
+        db: &str,
+        topic: &str,
+        previous: &ShapeInUse,
+        current: &ShapeInUse,
+        renames: &[(String, String)],
+        note: Option<String>,
+    ) -> Self {
+        let table = event.table.as_deref();
+        SchemaChangeRecord {
+            kind: "schema",
+            ts_ms: crate::event::now_ms(),
+            db: db.to_owned(),
+            schema: table.map(|t| t.schema.clone()).unwrap_or_default(),
+            table: table.map(|t| t.name.clone()).unwrap_or_default(),
+            topic: Some(topic.to_owned()),
+            position: ChangePosition::of(event),
+            changes: diff(&previous.columns, &current.columns, renames),
+            before: Some(previous.columns.clone()),
+            after: Some(current.columns.clone()),
+            old_key_schema_id: previous.key_id,
+            old_value_schema_id: previous.value_id,
+            new_key_schema_id: current.key_id,
+            new_value_schema_id: current.value_id,
+            compatibility: note,
+            ..Default::default()
+        }
+    }
+
+    /// A `ddl` record for table `schema.table` (on `topic`), captured at `event`; `before`
+    /// is the shape in use, `after` and `changes` are for the caller to fill in.
+    pub fn ddl(
+        event: &ChangeEvent,
+        db: &str,
+        (schema, table, topic): (&str, &str, &str),
+        command: &CapturedDdl,
+        in_use: Option<&ShapeInUse>,
+    ) -> Self {
+        SchemaChangeRecord {
+            kind: "ddl",
+            ts_ms: crate::event::now_ms(),
+            db: db.to_owned(),
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            topic: Some(topic.to_owned()),
+            position: ChangePosition::of(event),
+            tag: Some(command.tag.clone()),
+            ddl: Some(command.statement.clone()),
+            before: in_use.map(|p| p.columns.clone()),
+            old_key_schema_id: in_use.and_then(|p| p.key_id),
+            old_value_schema_id: in_use.and_then(|p| p.value_id),
+            ..Default::default()
+        }
+    }
+
     /// The record's key: the table.
     pub fn key(&self) -> serde_json::Value {
         serde_json::json!({"schema": self.schema, "table": self.table})
