@@ -365,7 +365,8 @@ async fn candidate_tables(
         .collect())
 }
 
-/// Checks, then creates the publication and the slot where absent.
+/// Checks, then creates the publication and the slot where absent, and installs DDL capture
+/// when `source.ddl_capture` is set.
 pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
     let client = connect_sql(
         &config
@@ -377,7 +378,12 @@ pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
     if !problems.is_empty() {
         return Err(SetupError::ChecksFailed(problems));
     }
-    ensure_publication_and_slot(&client, config).await
+    let mut report = ensure_publication_and_slot(&client, config).await?;
+    if config.source.ddl_capture {
+        install_ddl_capture(&client).await?;
+        report.ddl_capture_installed = true;
+    }
+    Ok(report)
 }
 
 /// Creates the publication and the slot if they are absent (no checks).
@@ -437,18 +443,21 @@ pub async fn ensure_publication_and_slot(
             tracing::info!(slot = %config.source.slot, "created replication slot");
         }
     }
-    if config.source.ddl_capture {
-        client.batch_execute(DDL_CAPTURE_SQL).await.map_err(|e| {
-            SetupError::ChecksFailed(vec![format!(
-                "installing DDL capture (event triggers need a superuser; run sql/ddl_capture.sql as one, or set source.ddl_capture = false): {}",
-                describe(&e)
-            )])
-        })?;
-        report.ddl_capture_installed = true;
-        tracing::info!("installed DDL capture event triggers");
-    }
     report.tables = published_tables(client, &config.source.publication).await?;
     Ok(report)
+}
+
+/// Installs (or refreshes) the DDL capture event triggers. Only `setup` does this: it needs
+/// a superuser, which `run` should not.
+async fn install_ddl_capture(client: &Client) -> Result<(), SetupError> {
+    client.batch_execute(DDL_CAPTURE_SQL).await.map_err(|e| {
+        SetupError::ChecksFailed(vec![format!(
+            "installing DDL capture (event triggers need a superuser; run sql/ddl_capture.sql as one, or set source.ddl_capture = false): {}",
+            describe(&e)
+        )])
+    })?;
+    tracing::info!("installed DDL capture event triggers");
+    Ok(())
 }
 
 /// The DDL capture event triggers (`sql/ddl_capture.sql`).
