@@ -49,7 +49,10 @@ pub enum RegistryClientError {
     #[error("schema registry client: {0}")]
     Config(String),
     /// The registry answered with a definite error.
-    #[error("schema registry at {url} refused {what}: HTTP {status}, error {code}: {message}")]
+    #[error(
+        "schema registry at {url} refused {what}: HTTP {status}, error {code}: {message}; {}",
+        remedy(*status)
+    )]
     Rejected {
         /// Registry base URL.
         url: String,
@@ -77,7 +80,9 @@ pub enum RegistryClientError {
         detail: String,
     },
     /// The registry answered with a body that is not what the API documents.
-    #[error("schema registry at {url} answered {what} with an unexpected body: {detail}")]
+    #[error(
+        "schema registry at {url} answered {what} with an unexpected body: {detail}; is [registry] url the base URL of a Confluent-compatible schema registry?"
+    )]
     Protocol {
         /// Registry base URL.
         url: String,
@@ -86,6 +91,25 @@ pub enum RegistryClientError {
         /// What was wrong.
         detail: String,
     },
+}
+
+/// What to do about a definite refusal with HTTP `status`.
+fn remedy(status: u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            "check [registry] username and password (or the URL's credentials) and the account's permissions"
+        }
+        404 => {
+            "the subject or schema is not in this registry; is [registry] url the registry the records were written with?"
+        }
+        409 => {
+            "the schema is incompatible with the subject's earlier versions; see [registry] on_incompatible"
+        }
+        422 => {
+            "the registry found the request invalid; if it names a schema tidemark derived, please report it"
+        }
+        _ => "see the registry's own logs",
+    }
 }
 
 impl RegistryClientError {
@@ -307,6 +331,18 @@ impl RegistryClient {
         })
     }
 
+    /// Sends a request ([`Self::call`]) and decodes its answer ([`Self::parse`]).
+    async fn request<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        what: &str,
+    ) -> Result<T, RegistryClientError> {
+        let answer = self.call(method, path, body.as_ref(), what).await?;
+        self.parse(what, answer)
+    }
+
     /// Registers `schema` under `subject` (or finds it there) and returns its id.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryClientError> {
         let cache_key = (subject.to_owned(), schema.to_owned());
@@ -320,15 +356,10 @@ impl RegistryClient {
         }
         let what = format!("registering a schema under subject {subject}");
         let path = format!("/subjects/{}/versions", Self::subject_path(subject));
-        let answer = self
-            .call(
-                reqwest::Method::POST,
-                &path,
-                Some(&json!({ "schema": schema })),
-                &what,
-            )
+        let body = json!({ "schema": schema });
+        let IdBody { id } = self
+            .request(reqwest::Method::POST, &path, Some(body), &what)
             .await?;
-        let IdBody { id } = self.parse(&what, answer)?;
         self.ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -347,8 +378,7 @@ impl RegistryClient {
     ) -> Result<Option<SubjectVersion>, RegistryClientError> {
         let what = format!("reading the latest version of subject {subject}");
         let path = format!("/subjects/{}/versions/latest", Self::subject_path(subject));
-        let answer = self.call(reqwest::Method::GET, &path, None, &what).await?;
-        match self.parse::<SubjectVersion>(&what, answer) {
+        match self.request(reqwest::Method::GET, &path, None, &what).await {
             Ok(version) => Ok(Some(version)),
             Err(RegistryClientError::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -366,15 +396,10 @@ impl RegistryClient {
             return Ok(schema.clone());
         }
         let what = format!("fetching schema id {id}");
-        let answer = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/schemas/ids/{id}"),
-                None,
-                &what,
-            )
+        let path = format!("/schemas/ids/{id}");
+        let SchemaBody { schema } = self
+            .request(reqwest::Method::GET, &path, None, &what)
             .await?;
-        let SchemaBody { schema } = self.parse(&what, answer)?;
         let schema: Arc<str> = Arc::from(schema);
         self.schemas
             .lock()
@@ -395,15 +420,11 @@ impl RegistryClient {
             "/compatibility/subjects/{}/versions/latest?verbose=true",
             Self::subject_path(subject)
         );
-        let answer = self
-            .call(
-                reqwest::Method::POST,
-                &path,
-                Some(&json!({ "schema": schema })),
-                &what,
-            )
-            .await?;
-        match self.parse::<CompatibilityBody>(&what, answer) {
+        let body = json!({ "schema": schema });
+        match self
+            .request::<CompatibilityBody>(reqwest::Method::POST, &path, Some(body), &what)
+            .await
+        {
             Ok(body) => Ok((body.is_compatible, body.messages)),
             // No version yet: anything is compatible.
             Err(RegistryClientError::Rejected { status: 404, .. }) => Ok((true, Vec::new())),
@@ -419,15 +440,10 @@ impl RegistryClient {
     ) -> Result<(), RegistryClientError> {
         let what = format!("setting compatibility {level} on subject {subject}");
         let path = format!("/config/{}", Self::subject_path(subject));
-        let answer = self
-            .call(
-                reqwest::Method::PUT,
-                &path,
-                Some(&json!({ "compatibility": level })),
-                &what,
-            )
-            .await?;
-        self.parse::<serde_json::Value>(&what, answer).map(|_| ())
+        let body = json!({ "compatibility": level });
+        self.request::<serde_json::Value>(reqwest::Method::PUT, &path, Some(body), &what)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -442,6 +458,47 @@ mod tests {
             "shop.public.orders-value"
         );
         assert_eq!(RegistryClient::subject_path("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn refusals_name_a_remedy_by_status() {
+        let refused = |status| {
+            RegistryClientError::Rejected {
+                url: "http://r".into(),
+                what: "registering".into(),
+                status,
+                code: u32::from(status),
+                message: "no".into(),
+            }
+            .to_string()
+        };
+        assert!(
+            refused(401).contains("[registry] username"),
+            "{}",
+            refused(401)
+        );
+        assert!(refused(409).contains("on_incompatible"), "{}", refused(409));
+        assert!(refused(404).contains("[registry] url"), "{}", refused(404));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_retried_then_reported_with_the_remedy() {
+        // Port 1 on loopback: nothing listens, so every attempt is refused at once.
+        let config = RegistryConfig {
+            attempts: 2,
+            ..RegistryConfig::default()
+        };
+        let client = RegistryClient::new("http://127.0.0.1:1", &config).expect("client");
+        let error = client
+            .register("t-value", "\"string\"")
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("after 2 attempts") && error.contains("[registry] url"),
+            "{error}"
+        );
     }
 
     #[test]
