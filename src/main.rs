@@ -161,24 +161,15 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
 }
 
 async fn serve_registry(config: Config) -> anyhow::Result<()> {
-    use tidemark::schema::registry_http::{Registry, SchemasTopic, router};
+    use tidemark::schema::registry_http::EmbeddedRegistry;
     let kafka = config.kafka.as_ref().context(
         "the embedded registry keeps its schemas in Kafka: add a [kafka] section with brokers",
     )?;
-    let registry = config.registry.clone().unwrap_or_default();
-    let listen = registry.listen;
-    let (log, store) = SchemasTopic::open(kafka, &registry.topic).await?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("listening on {listen} ([registry] listen)"))?;
-    tracing::info!(%listen, subjects = store.subjects(false).len(), "schema registry serving");
     let mut shutdown = shutdown_signal()?;
-    axum::serve(listener, router(Registry::new(store, Some(log))))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .context("serving the schema registry")?;
+    let registry =
+        EmbeddedRegistry::start(kafka, &config.registry.clone().unwrap_or_default()).await?;
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    registry.stop().await;
     Ok(())
 }
 

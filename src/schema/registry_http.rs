@@ -205,10 +205,12 @@ impl SchemasTopic {
     }
 }
 
-/// An embedded registry serving in this process; stops when dropped.
+/// An embedded registry serving in this process; stops (finishing the requests it is
+/// answering) when stopped or dropped.
 pub struct EmbeddedRegistry {
     address: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl EmbeddedRegistry {
@@ -218,41 +220,54 @@ impl EmbeddedRegistry {
         kafka: &KafkaConfig,
         config: &crate::config::RegistryConfig,
     ) -> Result<Self, StorageError> {
+        let listen_error = |e: std::io::Error| StorageError::Listen {
+            address: config.listen.clone(),
+            detail: e.to_string(),
+        };
         let (log, store) = SchemasTopic::open(kafka, &config.topic).await?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
-            .map_err(|e| StorageError::Listen {
-                address: config.listen.clone(),
-                detail: e.to_string(),
-            })?;
-        let address = listener.local_addr().map_err(|e| StorageError::Listen {
-            address: config.listen.clone(),
-            detail: e.to_string(),
-        })?;
+            .map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
         tracing::info!(%address, topic = %config.topic, subjects = store.subjects(false).len(), "embedded schema registry serving");
         let app = router(Registry::new(store, Some(log)));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serving.await {
                 tracing::error!(%error, "the embedded schema registry stopped");
             }
         });
-        Ok(EmbeddedRegistry { address, task })
-    }
-
-    /// Where it listens.
-    pub fn address(&self) -> std::net::SocketAddr {
-        self.address
+        Ok(EmbeddedRegistry {
+            address,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 
     /// Its base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
+
+    /// Stops serving and waits for the requests in progress to be answered.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for EmbeddedRegistry {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
