@@ -89,7 +89,29 @@ fn namespace(table: &TableSchema, prefix: &str) -> String {
         .join(".")
 }
 
+/// Whether `kind` maps to Avro `string` (unconstrained numeric, text-like types and
+/// everything without a closer Avro type).
+pub(crate) fn maps_to_string(kind: &TypeKind) -> bool {
+    match kind {
+        TypeKind::Numeric {
+            precision: Some(_),
+            scale: Some(scale),
+        } => *scale < 0,
+        TypeKind::Numeric { .. }
+        | TypeKind::Text
+        | TypeKind::Enum
+        | TypeKind::Other
+        | TypeKind::TimeTz
+        | TypeKind::Interval
+        | TypeKind::Json => true,
+        _ => false,
+    }
+}
+
 fn column_type(kind: &TypeKind) -> Json {
+    if maps_to_string(kind) {
+        return json!("string");
+    }
     match kind {
         TypeKind::Bool => json!("boolean"),
         TypeKind::Int2 | TypeKind::Int4 => json!("int"),
@@ -99,7 +121,7 @@ fn column_type(kind: &TypeKind) -> Json {
         TypeKind::Numeric {
             precision: Some(precision),
             scale: Some(scale),
-        } if *scale >= 0 => {
+        } => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": scale})
         }
         TypeKind::Bytea => json!("bytes"),
@@ -111,13 +133,7 @@ fn column_type(kind: &TypeKind) -> Json {
         TypeKind::Array(element) => {
             json!({"type": "array", "items": ["null", column_type(element)]})
         }
-        TypeKind::Numeric { .. }
-        | TypeKind::Text
-        | TypeKind::Enum
-        | TypeKind::Other
-        | TypeKind::TimeTz
-        | TypeKind::Interval
-        | TypeKind::Json => json!("string"),
+        _ => json!("string"),
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::avro::AvroError;
+use super::avro::{AvroError, decimal_bytes, maps_to_string};
 use crate::event::{ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema};
 use crate::source::pg_type::TypeKind;
 use crate::value::Value;
@@ -41,6 +41,56 @@ fn mismatch(column: &str, value: &Value, kind: &TypeKind) -> AvroError {
     }
 }
 
+/// Writes decimal text as an Avro decimal at `scale`: the unscaled value's minimal
+/// two's-complement big-endian bytes. Values that fit an `i128` (precision up to 38) take
+/// a path without allocation; the rest, and anything malformed, go through
+/// [`decimal_bytes`], which also gives the errors.
+fn write_decimal(out: &mut Vec<u8>, text: &str, scale: i32, column: &str) -> Result<(), AvroError> {
+    match usize::try_from(scale)
+        .ok()
+        .and_then(|s| unscaled_i128(text, s))
+    {
+        Some(unscaled) => {
+            let bytes = unscaled.to_be_bytes();
+            let redundant = |i: usize| {
+                (bytes[i] == 0x00 && bytes[i + 1] & 0x80 == 0)
+                    || (bytes[i] == 0xff && bytes[i + 1] & 0x80 != 0)
+            };
+            let start = (0..bytes.len() - 1)
+                .find(|&i| !redundant(i))
+                .unwrap_or(bytes.len() - 1);
+            write_bytes(out, &bytes[start..]);
+        }
+        None => write_bytes(out, &decimal_bytes(text, scale, column)?),
+    }
+    Ok(())
+}
+
+/// The unscaled value of well-formed decimal text at `scale`, if it fits an `i128`.
+fn unscaled_i128(text: &str, scale: usize) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.len() > scale {
+        return None;
+    }
+    let mut unscaled: i128 = 0;
+    for digit in whole.bytes().chain(fraction.bytes()) {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        unscaled = unscaled
+            .checked_mul(10)?
+            .checked_add(i128::from(digit - b'0'))?;
+    }
+    for _ in fraction.len()..scale {
+        unscaled = unscaled.checked_mul(10)?;
+    }
+    Some(if negative { -unscaled } else { unscaled })
+}
+
 /// Writes `value` as the Avro type that `kind` maps to (not nullable).
 fn write_value(
     out: &mut Vec<u8>,
@@ -61,12 +111,9 @@ fn write_value(
                 precision: Some(_),
                 scale: Some(scale),
             },
-        ) if *scale >= 0 => {
-            let unscaled = super::avro::decimal_bytes(text, *scale, column)?;
-            write_bytes(out, &unscaled);
-        }
+        ) if *scale >= 0 => write_decimal(out, text, *scale, column)?,
         (Value::Numeric(text) | Value::Text(text) | Value::Json(text), _)
-            if !matches!(kind, TypeKind::Array(_)) =>
+            if maps_to_string(kind) =>
         {
             write_bytes(out, text.as_bytes())
         }

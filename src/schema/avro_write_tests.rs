@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::event::Column;
 use crate::schema::avro::tests::{context, event, table};
-use crate::schema::avro::{derive, envelope_datum, key_datum};
+use crate::schema::avro::{decimal_bytes, derive, envelope_datum, key_datum, maps_to_string};
 
 /// apache-avro's encoding of the same event, through its value tree.
 fn reference(event: &ChangeEvent) -> (Option<Vec<u8>>, Vec<u8>) {
@@ -94,6 +94,104 @@ fn a_null_key_value_or_a_mismatched_value_is_an_error_not_bad_bytes() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(error.contains("flag"), "{error}");
+}
+
+#[test]
+fn decimals_without_allocation_match_the_bigint_reference() {
+    let cases = [
+        ("0", 2),
+        ("-0.00", 2),
+        ("1", 0),
+        ("-1", 0),
+        ("127", 0),
+        ("128", 0),
+        ("-128", 0),
+        ("-129", 0),
+        ("255", 0),
+        ("32768", 0),
+        ("-32769", 0),
+        ("12.34", 2),
+        ("-0.01", 2),
+        (".5", 1),
+        ("5", 3),
+        ("99999999999999999999999999999999999999", 0),
+        ("-99999999999999999999999999999999999999", 0),
+        ("170141183460469231731687303715884105728", 0), // beyond i128: the BigInt path
+        ("-123456789012345678901.123456789", 9),
+    ];
+    for (text, scale) in cases {
+        let mut fast = Vec::new();
+        write_decimal(&mut fast, text, scale, "c").unwrap_or_else(|e| panic!("{text}: {e}"));
+        let mut reference = Vec::new();
+        let bytes = decimal_bytes(text, scale, "c").unwrap_or_else(|e| panic!("{e}"));
+        write_bytes(&mut reference, &bytes);
+        assert_eq!(fast, reference, "{text} at scale {scale}");
+    }
+    for bad in ["NaN", "Infinity", "1.234", "", "-", "+5", "1e5"] {
+        assert!(
+            write_decimal(&mut Vec::new(), bad, 2, "c").is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn string_kinds_are_the_kinds_the_schema_maps_to_string() {
+    let kinds = [
+        TypeKind::Bool,
+        TypeKind::Int2,
+        TypeKind::Int4,
+        TypeKind::Int8,
+        TypeKind::Float4,
+        TypeKind::Float8,
+        TypeKind::Numeric {
+            precision: Some(5),
+            scale: Some(2),
+        },
+        TypeKind::Numeric {
+            precision: Some(5),
+            scale: Some(-2),
+        },
+        TypeKind::Numeric {
+            precision: None,
+            scale: None,
+        },
+        TypeKind::Text,
+        TypeKind::Bytea,
+        TypeKind::Date,
+        TypeKind::Time,
+        TypeKind::TimeTz,
+        TypeKind::Timestamp,
+        TypeKind::TimestampTz,
+        TypeKind::Interval,
+        TypeKind::Uuid,
+        TypeKind::Json,
+        TypeKind::Enum,
+        TypeKind::Array(Box::new(TypeKind::Text)),
+        TypeKind::Other,
+    ];
+    for kind in kinds {
+        let mut table = narrow_table();
+        table.columns = vec![Column::new("c", kind.clone())];
+        table.key_columns = vec![];
+        let schema = derive(&table, "p").unwrap_or_else(|e| panic!("{e}"));
+        let field = &schema.envelope_json["fields"][0]["type"][1]["fields"][0]["type"][1];
+        assert_eq!(
+            maps_to_string(&kind),
+            *field == "string",
+            "{kind:?}: {field}"
+        );
+    }
+    // A text value in a boolean column is refused, not written as a string.
+    let mut event = event();
+    if let Some(after) = event.after.as_mut() {
+        after[1] = Value::Text("true".into());
+    }
+    assert!(
+        AvroWriter::default()
+            .envelope(&event, &context(), 5, &mut Vec::new())
+            .is_err()
+    );
 }
 
 fn narrow_table() -> TableSchema {
