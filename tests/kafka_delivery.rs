@@ -12,7 +12,7 @@ use tidemark::config::Config;
 use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::kafka::murmur2::java_partition;
-use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
+use tidemark::source::reader::{ReaderError, ReaderStats};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 
@@ -39,20 +39,10 @@ async fn start(config: Config, client: &tokio_postgres::Client) -> KafkaRun {
         database: "test".into(),
     };
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
-    let mut output = KafkaOutput::connect(&kafka, context)
+    let output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let slot = config.source.slot.clone();
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(async move { run_reader(&config, &mut output, stopped).await });
-    wait_until("the slot to stream", Duration::from_secs(20), || async {
-        client
-            .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)", &[&slot])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
-    })
-    .await;
+    let (stop, task) = spawn_reader(config, output, client).await;
     KafkaRun { stop, task }
 }
 

@@ -12,8 +12,6 @@ use rdkafka::mocking::MockCluster;
 use tidemark::config::Config;
 use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
-use tidemark::source::reader::run_reader;
-use tokio::sync::watch;
 
 #[tokio::test]
 async fn broker_outage_during_a_write_burst_loses_nothing() {
@@ -35,33 +33,10 @@ async fn broker_outage_during_a_write_burst_loses_nothing() {
         connector_name: "kfault".into(),
         database: db.name.clone(),
     };
-    let mut output = KafkaOutput::connect(&kafka, context)
+    let output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, stopped) = watch::channel(false);
-    let mut task = tokio::spawn(async move { run_reader(&config, &mut output, stopped).await });
-    let started = std::time::Instant::now();
-    loop {
-        let active: bool = client
-            .query_one(
-                "SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = 'tidemark_kfault'), false)",
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .get(0);
-        if active {
-            break;
-        }
-        if task.is_finished() {
-            panic!("reader ended: {:?}", (&mut task).await);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "reader did not start streaming"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (stop, task) = spawn_reader(config, output, &client).await;
 
     exec(
         &client,
@@ -138,19 +113,10 @@ async fn produce_errors_and_a_slow_broker_are_retried_without_loss_or_duplicates
         connector_name: "kslow".into(),
         database: db.name.clone(),
     };
-    let mut output = KafkaOutput::connect(&kafka, context)
+    let output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(async move { run_reader(&config, &mut output, stopped).await });
-    wait_until("the slot to stream", Duration::from_secs(20), || async {
-        client
-            .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = 'tidemark_kslow'), false)", &[])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
-    })
-    .await;
+    let (stop, task) = spawn_reader(config, output, &client).await;
     // The next produce requests fail with retriable errors, and every round trip is slow.
     mock.broker_round_trip_time(1, Duration::from_millis(200))
         .unwrap_or_else(|e| panic!("{e}"));

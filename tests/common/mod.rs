@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use tidemark::config::Config;
 use tidemark::event::{ChangeEvent, Op};
+use tidemark::output::EventOutput;
 use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{CollectedEvents, MemoryOutput, PgCluster, TestDatabase};
 use tidemark::value::Value;
@@ -59,36 +60,12 @@ pub struct Running {
 impl Running {
     /// Starts the reader and waits until its slot is streaming.
     pub async fn start(config: Config, client: &tokio_postgres::Client) -> Running {
-        let slot = config.source.slot.clone();
-        let (mut output, events) = MemoryOutput::new();
-        let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
-        let mut running = Running {
+        let (output, events) = MemoryOutput::new();
+        let (shutdown, task) = spawn_reader(config, output, client).await;
+        Running {
             events,
             shutdown,
             task,
-        };
-        let start = Instant::now();
-        loop {
-            let active = client
-                .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)", &[&slot])
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false);
-            if active {
-                return running;
-            }
-            if running.task.is_finished() {
-                match (&mut running.task).await {
-                    Ok(Err(e)) => panic!("reader failed to start: {e}"),
-                    other => panic!("reader ended before streaming: {other:?}"),
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "slot {slot} not active after 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -121,6 +98,46 @@ impl Running {
             Ok(Err(e)) => panic!("reader task: {e}"),
             Err(_) => panic!("reader did not stop within 30 s"),
         }
+    }
+}
+
+/// A reader running in the background: its stop signal and its task.
+pub type Background = (
+    watch::Sender<bool>,
+    JoinHandle<Result<ReaderStats, ReaderError>>,
+);
+
+/// Starts the reader with `output` in the background and waits until its slot is
+/// streaming; panics with the reader's error if it ends first, or after 20 s.
+pub async fn spawn_reader<O: EventOutput + 'static>(
+    config: Config,
+    mut output: O,
+    client: &tokio_postgres::Client,
+) -> Background {
+    let slot = config.source.slot.clone();
+    let (shutdown, rx) = watch::channel(false);
+    let mut task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
+    let start = Instant::now();
+    loop {
+        let active = client
+            .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)", &[&slot])
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false);
+        if active {
+            return (shutdown, task);
+        }
+        if task.is_finished() {
+            match (&mut task).await {
+                Ok(Err(e)) => panic!("reader failed to start: {e}"),
+                other => panic!("reader ended before streaming: {other:?}"),
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "slot {slot} not active after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
