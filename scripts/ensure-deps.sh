@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tidemark's demo and tests need, when it is missing. Sourced by the other scripts.
-# With NEED_BROKER=1 (the tests) it also installs tansu, a Kafka-compatible broker.
+# With NEED_BROKER=1 (the tests) it also installs tansu, a Kafka-compatible broker, and
+# Confluent's Python client, which a test uses to decode tidemark's Avro records.
 set -euo pipefail
 
 need_apt=()
@@ -27,5 +28,10 @@ if [ "${NEED_BROKER:-0}" = 1 ] && [ -z "${TIDEMARK_TEST_KAFKA_BROKERS:-}" ] \
   && ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   echo "installing tansu, a Kafka-compatible broker for the tests (about 9 minutes, once)" >&2
   cargo install tansu --locked --features dynostore,libsql
+fi
+if [ "${NEED_BROKER:-0}" = 1 ] \
+  && ! python3 -c 'import confluent_kafka.schema_registry.avro, fastavro' >/dev/null 2>&1; then
+  echo "installing confluent-kafka and fastavro (Python) for the Avro interoperability test" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka[avro,schemaregistry]" fastavro
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}"

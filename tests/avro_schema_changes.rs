@@ -1,9 +1,8 @@
 //! Avro through the schema registry, end to end on a real PostgreSQL, a real broker (tansu)
 //! and the embedded registry: a drill of DDL changes with rows written before and after
-//! each, every record decoded with the schema its id names (by apache-avro and by
-//! `schema_registry_converter`), and the schema-change records checked.
-//! (`tests/python/decode_avro_topics.py` decodes the same topics with Confluent's Python
-//! client; it is not run here yet: its consumer did not finish against tansu.)
+//! each, every record decoded with the schema its id names (by apache-avro, by
+//! `schema_registry_converter`, and by Confluent's Python client with fastavro, which
+//! `scripts/ensure-deps.sh` installs), and the schema-change records checked.
 
 mod common;
 
@@ -265,6 +264,41 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
     assert!(text.contains("ddl fresh create_table:"), "{text}");
     assert!(text.contains("ddl fresh drop_table:"), "{text}");
 
+    // And through Confluent's own Python client. It runs as a child process awaited
+    // asynchronously: the embedded registry answering it is served by this test's runtime.
+    let python = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/decode_avro_topics.py"
+        ))
+        .arg(&bootstrap)
+        .arg(&run.registry_url)
+        .arg(format!("avdrill.public.items={}", items.len()))
+        .arg(format!("avdrill.schema-changes={}", changes.len()))
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("python3 (scripts/ensure-deps.sh installs what it needs): {e}"));
+    let stderr = String::from_utf8_lossy(&python.stderr);
+    assert!(
+        python.status.success(),
+        "Confluent's Python client could not decode our records (scripts/ensure-deps.sh installs confluent-kafka[avro,schemaregistry] and fastavro): {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&python.stdout);
+    let topics: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(topics.len(), 2, "{stdout}");
+    assert_eq!(topics[0]["records"], items.len());
+    assert_eq!(topics[0]["tombstones"], 1);
+    let bonus_eighty = topics[0]["values"]
+        .as_array()
+        .is_some_and(|values| values.iter().any(|v| v["after"]["bonus"] == "eighty"));
+    assert!(
+        bonus_eighty,
+        "the int→text value as Python reads it: {stdout}"
+    );
+    assert_eq!(topics[1]["records"], changes.len());
     let _ = run.stop.send(true);
     run.task
         .await
