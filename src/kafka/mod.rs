@@ -5,6 +5,8 @@
 //! - [`murmur2`]: the Java client's partitioner, which librdkafka's `murmur2_random` matches.
 //! - [`ack`]: delivery reports into the acknowledged position.
 //! - [`encode`]: the record encoder trait and the JSON encoder.
+//! - [`avro_encoder`]: Avro in Confluent framing, schemas registered in the registry, and
+//!   the incompatible-schema policies.
 //! - [`connect_schema`]: Kafka Connect schemas for the `schemas.enable=true` JSON shape.
 //! - [`exactly_once`]: the transactional producer and the stored position.
 //! - [`output`]: the idempotent producer as an [`crate::output::EventOutput`].
