@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
-use common::kafka::{Record, consume_until};
+use common::kafka::{Record, consume_until, drain};
 use common::*;
 use tidemark::config::Config;
 use tidemark::event::EnvelopeContext;
@@ -19,10 +19,10 @@ use tidemark::source::reader::{ReaderError, ReaderStats};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 
-fn avro_config(db: &TestDatabase, name: &str, policy: &str) -> Config {
+fn avro_config(db: &TestDatabase, name: &str, policy: &str, ddl_capture: bool) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
-        "name = \"{name}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\nddl_capture = true\n\
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\nddl_capture = {ddl_capture}\n\
          [kafka]\nbrokers = \"{}\"\n\
          [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\non_incompatible = \"{policy}\"\n",
         db.url(),
@@ -95,8 +95,56 @@ fn field<'a>(record: &'a Avro, name: &str) -> &'a Avro {
 fn string(value: &Avro) -> String {
     match value {
         Avro::String(s) => s.clone(),
+        Avro::Int(n) => n.to_string(),
+        Avro::Long(n) => n.to_string(),
         other => format!("{other:?}"),
     }
+}
+
+/// One line per schema-change record, decoded with its schema:
+/// `<kind> <table> <change:column,…> <ids> <policy note>`.
+async fn summarize_schema_changes(registry: &RegistryClient, records: &[Record]) -> String {
+    let mut summary = Vec::new();
+    for record in records {
+        let raw = record.raw.as_ref().unwrap_or_else(|| panic!("no value"));
+        let (_, value) = decode(registry, raw).await;
+        let optional = |name: &str| match field(&value, name) {
+            Avro::Null => String::new(),
+            other => string(other),
+        };
+        let Avro::Array(list) = field(&value, "changes") else {
+            panic!("changes")
+        };
+        let list: Vec<String> = list
+            .iter()
+            .map(|c| {
+                let column = match field(c, "column") {
+                    Avro::Null => String::new(),
+                    other => string(other),
+                };
+                format!("{}:{column}", string(field(c, "kind")))
+            })
+            .collect();
+        summary.push(format!(
+            "{} {} {} ids:{}->{} {}",
+            string(field(&value, "kind")),
+            string(field(&value, "table")),
+            list.join(","),
+            optional("old_value_schema_id"),
+            optional("new_value_schema_id"),
+            optional("compatibility"),
+        ));
+    }
+    summary.join("\n")
+}
+
+/// Every record's value (tombstones skipped) decoded with the schema its id names.
+async fn decode_values(registry: &RegistryClient, records: &[Record]) -> Vec<(u32, Avro)> {
+    let mut values = Vec::new();
+    for raw in records.iter().filter_map(|r| r.raw.as_ref()) {
+        values.push(decode(registry, raw).await);
+    }
+    values
 }
 
 const DRILL: &[&str] = &[
@@ -125,7 +173,7 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
          COMMENT ON COLUMN items.qty IS 'units in stock'",
     )
     .await;
-    let config = avro_config(&db, "avdrill", "relax");
+    let config = avro_config(&db, "avdrill", "relax", true);
     let bootstrap = config
         .kafka
         .as_ref()
@@ -221,35 +269,7 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
         |records| records.len() >= 20,
     )
     .await;
-    let mut summary = Vec::new();
-    for record in &changes {
-        let raw = record.raw.as_ref().unwrap_or_else(|| panic!("no value"));
-        let (_, value) = decode(&registry, raw).await;
-        let kind = string(field(&value, "kind"));
-        let table = string(field(&value, "table"));
-        let Avro::Array(list) = field(&value, "changes") else {
-            panic!("changes")
-        };
-        let list: Vec<String> = list
-            .iter()
-            .map(|c| {
-                format!(
-                    "{}:{}",
-                    string(field(c, "kind")),
-                    match field(c, "column") {
-                        Avro::Null => String::new(),
-                        other => string(other),
-                    }
-                )
-            })
-            .collect();
-        let note = match field(&value, "compatibility") {
-            Avro::Null => String::new(),
-            other => string(other),
-        };
-        summary.push(format!("{kind} {table} {} {note}", list.join(",")));
-    }
-    let text = summary.join("\n");
+    let text = summarize_schema_changes(&registry, &changes).await;
     assert!(text.contains("ddl items add:extra"), "{text}");
     assert!(text.contains("schema items add:extra"), "{text}");
     assert!(text.contains("drop:note"), "{text}");
@@ -310,7 +330,7 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
 async fn an_incompatible_change_under_fail_stops_before_the_row_and_names_the_subject() {
     let (db, client) = database("avro_fail").await;
     exec(&client, "CREATE TABLE t (id int PRIMARY KEY, n int)").await;
-    let config = avro_config(&db, "avfail", "fail");
+    let config = avro_config(&db, "avfail", "fail", true);
     let run = start(config, &client).await;
     exec(&client, "INSERT INTO t VALUES (1, 1)").await;
     // Everything before the refused transaction may be confirmed, nothing after this point.
@@ -337,4 +357,131 @@ async fn an_incompatible_change_under_fail_stops_before_the_row_and_names_the_su
         confirmed <= before_refused,
         "the refused row's transaction must not be confirmed: {confirmed} > {before_refused}"
     );
+}
+
+#[tokio::test]
+async fn a_table_altered_while_tidemark_was_stopped_is_reported_against_the_registry() {
+    let (db, client) = database("avro_restart").await;
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY, a int)").await;
+    // No DDL capture: only the registry can tell what the table looked like before.
+    let config = avro_config(&db, "avstop", "fail", false);
+    let bootstrap = config
+        .kafka
+        .as_ref()
+        .map(|k| k.brokers.clone())
+        .unwrap_or_default();
+    let run = start(config.clone(), &client).await;
+    exec(&client, "INSERT INTO t VALUES (1, 1)").await;
+    consume_until(
+        &bootstrap,
+        "avstop.public.t",
+        Duration::from_secs(60),
+        |r| !r.is_empty(),
+    )
+    .await;
+    let _ = run.stop.send(true);
+    run.task
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(run._registry);
+
+    exec(
+        &client,
+        "ALTER TABLE t ADD COLUMN b text; INSERT INTO t VALUES (2, 2, 'two')",
+    )
+    .await;
+    let run = start(config, &client).await;
+    let rows = consume_until(
+        &bootstrap,
+        "avstop.public.t",
+        Duration::from_secs(60),
+        |r| r.len() >= 2,
+    )
+    .await;
+    let registry = RegistryClient::new(&run.registry_url, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let values = decode_values(&registry, &rows).await;
+    let (first_id, second_id) = (values[0].0, values[1].0);
+    assert_ne!(
+        first_id, second_id,
+        "the new shape has a new schema version"
+    );
+    assert_eq!(
+        field(field(&values[1].1, "after"), "b"),
+        &Avro::String("two".into())
+    );
+    let changes = consume_until(
+        &bootstrap,
+        "avstop.schema-changes",
+        Duration::from_secs(60),
+        |r| !r.is_empty(),
+    )
+    .await;
+    let text = summarize_schema_changes(&registry, &changes).await;
+    assert_eq!(
+        text,
+        format!("schema t add:b ids:{first_id}->{second_id} "),
+        "one schema record, against the version registered before the stop"
+    );
+    let _ = run.stop.send(true);
+    run.task
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn an_incompatible_change_under_new_topic_moves_the_table_to_a_versioned_topic() {
+    let (db, client) = database("avro_new_topic").await;
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY, n int)").await;
+    let config = avro_config(&db, "avnew", "new-topic", false);
+    let bootstrap = config
+        .kafka
+        .as_ref()
+        .map(|k| k.brokers.clone())
+        .unwrap_or_default();
+    let run = start(config, &client).await;
+    exec(&client, "INSERT INTO t VALUES (1, 1)").await;
+    exec(
+        &client,
+        "ALTER TABLE t ALTER COLUMN n TYPE text; INSERT INTO t VALUES (2, 'two')",
+    )
+    .await;
+    exec(&client, "INSERT INTO t VALUES (3, 'three')").await;
+    let registry = RegistryClient::new(&run.registry_url, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let moved = consume_until(
+        &bootstrap,
+        "avnew.public.t-v2",
+        Duration::from_secs(60),
+        |r| r.len() >= 2,
+    )
+    .await;
+    // Everything on the old topic was written before the moved records were.
+    let old = drain(&bootstrap, "avnew.public.t", false, Duration::from_secs(2)).await;
+    assert_eq!(old.len(), 1, "nothing after the change on the old topic");
+    let ids: Vec<Avro> = decode_values(&registry, &moved)
+        .await
+        .iter()
+        .map(|(_, value)| field(field(value, "after"), "id").clone())
+        .collect();
+    assert_eq!(ids, vec![Avro::Int(2), Avro::Int(3)]);
+    let changes = consume_until(
+        &bootstrap,
+        "avnew.schema-changes",
+        Duration::from_secs(60),
+        |r| !r.is_empty(),
+    )
+    .await;
+    let text = summarize_schema_changes(&registry, &changes).await;
+    assert!(
+        text.starts_with("schema t type:n") && text.contains("moves to topic avnew.public.t-v2"),
+        "{text}"
+    );
+    let _ = run.stop.send(true);
+    run.task
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
