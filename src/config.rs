@@ -123,6 +123,27 @@ pub struct SourceConfig {
     /// Snapshot mode.
     #[serde(default)]
     pub snapshot: SnapshotMode,
+    /// Connections reading the snapshot in parallel.
+    #[serde(default = "defaults::snapshot_workers")]
+    pub snapshot_workers: usize,
+    /// Heap pages (8 KiB each) per snapshot chunk: large tables are read as ranges of this
+    /// many pages in parallel; a chunk read against the running stream is held in memory
+    /// until it is reconciled, so this bounds memory too.
+    #[serde(default = "defaults::snapshot_chunk_pages")]
+    pub snapshot_chunk_pages: u64,
+    /// Milliseconds between stores of snapshot progress while chunks are delivered (each
+    /// waits for the output to acknowledge what was sent; a crash re-reads at most this much).
+    #[serde(default = "defaults::snapshot_checkpoint_ms")]
+    pub snapshot_checkpoint_ms: u64,
+    /// A file to keep snapshot progress in; by default it is kept with the output's offsets
+    /// (the Kafka output's `<prefix>.offsets` topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_progress_file: Option<PathBuf>,
+    /// A table (`schema.table`, in the publication) whose inserted rows are signals, for
+    /// example `{"type": "execute-snapshot", "data": {"data-collections": ["public.a"]}}`
+    /// in a column named `data`; see `tidemark snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_table: Option<String>,
     /// Milliseconds between standby status updates sent to the server (well below
     /// `wal_sender_timeout`).
     #[serde(default = "defaults::status_interval_ms")]
@@ -439,6 +460,15 @@ mod defaults {
     pub fn stream_memory_mb() -> u64 {
         64
     }
+    pub fn snapshot_workers() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+    }
+    pub fn snapshot_chunk_pages() -> u64 {
+        2048
+    }
+    pub fn snapshot_checkpoint_ms() -> u64 {
+        5000
+    }
     pub fn registry_listen() -> String {
         "127.0.0.1:8081".into()
     }
@@ -604,6 +634,29 @@ impl Config {
                 "must be 0 (off) or at least 100".into(),
             );
         }
+        if !(1..=64).contains(&self.source.snapshot_workers) {
+            return invalid(
+                "source.snapshot_workers",
+                format!(
+                    "{} must be between 1 and 64 (each is a connection to the source)",
+                    self.source.snapshot_workers
+                ),
+            );
+        }
+        if self.source.snapshot_chunk_pages == 0 {
+            return invalid(
+                "source.snapshot_chunk_pages",
+                "must be at least 1 (2048 pages = 16 MiB of table)".into(),
+            );
+        }
+        if let Some(table) = &self.source.signal_table {
+            if table.split('.').count() != 2 {
+                return invalid(
+                    "source.signal_table",
+                    format!("{table:?} must be schema.table"),
+                );
+            }
+        }
         if self.source.stream_memory_mb == 0 {
             return invalid("source.stream_memory_mb", "must be at least 1".into());
         }
@@ -740,6 +793,9 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "source.status_interval_ms",
         "source.heartbeat_interval_ms",
         "source.stream_memory_mb",
+        "source.snapshot_workers",
+        "source.snapshot_chunk_pages",
+        "source.snapshot_checkpoint_ms",
         "kafka.partitions",
         "kafka.replication_factor",
         "kafka.max_in_flight",

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod lsn;
 pub mod output;
 pub mod schema;
+pub mod snapshot;
 pub mod source;
 pub mod testing;
 pub mod value;

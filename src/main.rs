@@ -31,7 +31,8 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Stream changes (creates the publication and slot if missing).
+    /// Snapshot and stream changes (creates the publication and slot if missing; see
+    /// `source.snapshot` for when existing rows are read).
     Run {
         /// Connector config file (TOML).
         #[arg(long)]
@@ -41,7 +42,8 @@ enum Command {
         #[arg(long)]
         output: Option<String>,
     },
-    /// Check the source and create the publication and replication slot.
+    /// Check the source and create the publication (and, with `snapshot = "never"`, the slot;
+    /// otherwise the first `run` creates it with an exported snapshot).
     Setup {
         /// Connector config file (TOML).
         #[arg(long)]
@@ -62,6 +64,19 @@ enum Command {
         /// Connector config file (TOML).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Re-read tables while the running connector keeps streaming: sends it a signal
+    /// through the database (a logical message, or a row in `source.signal_table`).
+    Snapshot {
+        /// Connector config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Tables to read, `schema.table`, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tables: Vec<String>,
+        /// Only rows meeting this SQL condition, e.g. `--where "region = 'eu'"`.
+        #[arg(long = "where")]
+        condition: Option<String>,
     },
     /// Show the slot, publication and lag as the server sees them.
     Status {
@@ -156,7 +171,7 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             reader::run_reader(&config, &mut out, shutdown).await?
         }
     };
-    tracing::info!(events = stats.events, transactions = stats.transactions, confirmed = %stats.confirmed, "done");
+    tracing::info!(events = stats.events, snapshot_rows = stats.snapshot_rows, transactions = stats.transactions, confirmed = %stats.confirmed, "done");
     Ok(())
 }
 
@@ -198,6 +213,24 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Registry { config } => serve_registry(load(&config)?).await,
+        Command::Snapshot {
+            config,
+            tables,
+            condition,
+        } => {
+            let config = load(&config)?;
+            let how = tidemark::snapshot::signal::request_snapshot(
+                &config,
+                &tables,
+                condition.as_deref(),
+            )
+            .await?;
+            println!(
+                "asked the connector to snapshot {} (sent as {how}); it reads them while streaming and logs when done",
+                tables.join(", ")
+            );
+            Ok(())
+        }
         Command::Teardown { config } => {
             for line in setup::teardown(&load(&config)?).await? {
                 println!("{line}");

@@ -69,6 +69,29 @@ pub trait EventOutput: Send {
         Lsn::ZERO
     }
 
+    /// Waits (boundedly) until everything committed so far is acknowledged, and reports a
+    /// failed delivery. Snapshot progress is stored only after this.
+    fn wait_acknowledged(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send {
+        self.flush()
+    }
+
+    /// The snapshot progress stored with this output's offsets, if it keeps any.
+    fn load_snapshot_progress(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, OutputError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Stores snapshot progress with this output's offsets, durable no earlier than every
+    /// event sent before it; false when this output keeps no offsets.
+    fn store_snapshot_progress(
+        &mut self,
+        progress: &[u8],
+    ) -> impl Future<Output = Result<bool, OutputError>> + Send {
+        let _ = progress;
+        async { Ok(false) }
+    }
+
     /// At shutdown: waits (boundedly) until everything sent is acknowledged.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send {
         self.flush()

@@ -85,7 +85,7 @@ fn print_sql_needs_no_database() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = write_config(
         dir.path(),
-        "name = \"shop\"\n[source]\nurl = \"postgres://cdc@db.invalid/shop\"\ntables = [\"sales.orders\"]\n",
+        "name = \"shop\"\n[source]\nurl = \"postgres://cdc@db.invalid/shop\"\ntables = [\"sales.orders\"]\nsnapshot = \"never\"\n",
     );
     let out = tidemark(&["setup", "--config", &config, "--print-sql"], &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -108,7 +108,7 @@ async fn setup_status_and_teardown_through_the_binary() {
     let config = write_config(
         dir.path(),
         &format!(
-            "name = \"cli\"\n[source]\nurl = \"{}\"\ntables = [\"public.items\"]\n",
+            "name = \"cli\"\n[source]\nurl = \"{}\"\ntables = [\"public.items\"]\nsnapshot = \"never\"\n",
             db.url()
         ),
     );
@@ -143,7 +143,7 @@ async fn setup_status_and_teardown_through_the_binary() {
     assert!(teardown.status.success(), "{}", text(&teardown));
     let after = text(&tidemark(&["status", "--config", &config], &[]));
     assert!(
-        after.contains("slot          missing (run `tidemark setup`)"),
+        after.contains("slot          missing (`tidemark run` creates it)"),
         "{after}"
     );
 }

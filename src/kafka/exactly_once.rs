@@ -99,13 +99,36 @@ impl ExactlyOnce {
         &mut self,
         producer: &ThreadedProducer<AckContext>,
     ) -> Result<(), KafkaError> {
-        if !self.kafka_transaction_open {
-            producer
-                .begin_transaction()
-                .map_err(client_error("beginning a Kafka transaction"))?;
-            self.kafka_transaction_open = true;
-        }
+        self.begin_if_closed(producer)?;
         self.source_transaction_open = true;
+        Ok(())
+    }
+
+    /// Begins a Kafka transaction unless one is open; true when it began one.
+    fn begin_if_closed(
+        &mut self,
+        producer: &ThreadedProducer<AckContext>,
+    ) -> Result<bool, KafkaError> {
+        if self.kafka_transaction_open {
+            return Ok(false);
+        }
+        producer
+            .begin_transaction()
+            .map_err(client_error("beginning a Kafka transaction"))?;
+        self.kafka_transaction_open = true;
+        Ok(true)
+    }
+
+    /// Called before producing a record that belongs to no source transaction (snapshot
+    /// progress): it joins the open Kafka transaction, or opens one that commits at the
+    /// position already acknowledged.
+    pub fn before_side_record(
+        &mut self,
+        producer: &ThreadedProducer<AckContext>,
+    ) -> Result<(), KafkaError> {
+        if self.begin_if_closed(producer)? {
+            self.pending_end.get_or_insert(self.acknowledged);
+        }
         Ok(())
     }
 
@@ -187,6 +210,44 @@ impl ExactlyOnce {
 
 /// Reads the last committed position of `connector` from the offsets topic (zero if none).
 fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<Lsn, KafkaError> {
+    let wanted_key = serde_json::json!({ "connector": connector });
+    let mut position = Lsn::ZERO;
+    read_records(config, topic, connector, |key, value| {
+        if key == &wanted_key {
+            let value: Option<serde_json::Value> =
+                value.and_then(|v| serde_json::from_slice(v).ok());
+            if let Some(end) = value.and_then(|v| v["end_lsn"].as_u64()) {
+                position = position.max(Lsn(end));
+            }
+        }
+    })?;
+    Ok(position)
+}
+
+/// The value of the last committed record with `key` in the offsets topic, if any.
+pub fn read_latest(
+    config: &KafkaConfig,
+    topic: &str,
+    connector: &str,
+    key: &serde_json::Value,
+) -> Result<Option<Vec<u8>>, KafkaError> {
+    let mut latest = None;
+    read_records(config, topic, connector, |found, value| {
+        if found == key {
+            latest = value.map(<[u8]>::to_vec);
+        }
+    })?;
+    Ok(latest)
+}
+
+/// Reads the offsets topic from the beginning to its end (committed records only), handing
+/// each record with a JSON key to `each`.
+fn read_records(
+    config: &KafkaConfig,
+    topic: &str,
+    connector: &str,
+    mut each: impl FnMut(&serde_json::Value, Option<&[u8]>),
+) -> Result<(), KafkaError> {
     let mut client = super::connection_config(config);
     client
         .set("group.id", format!("tidemark-offsets-{connector}"))
@@ -206,7 +267,7 @@ fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<L
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Ok(Lsn::ZERO);
+        return Ok(());
     }
     let mut assignment = TopicPartitionList::new();
     for partition in &partitions {
@@ -217,9 +278,7 @@ fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<L
     consumer
         .assign(&assignment)
         .map_err(client_error("assigning the offsets topic"))?;
-    let wanted_key = serde_json::json!({ "connector": connector });
     let mut at_end = HashSet::new();
-    let mut position = Lsn::ZERO;
     let deadline = Instant::now() + Duration::from_secs(60);
     while at_end.len() < partitions.len() {
         if Instant::now() > deadline {
@@ -232,13 +291,8 @@ fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<L
             Some(Ok(message)) => {
                 let key: Option<serde_json::Value> =
                     message.key().and_then(|k| serde_json::from_slice(k).ok());
-                if key.as_ref() == Some(&wanted_key) {
-                    let value: Option<serde_json::Value> = message
-                        .payload()
-                        .and_then(|v| serde_json::from_slice(v).ok());
-                    if let Some(end) = value.and_then(|v| v["end_lsn"].as_u64()) {
-                        position = position.max(Lsn(end));
-                    }
+                if let Some(key) = key {
+                    each(&key, message.payload());
                 }
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
@@ -248,10 +302,10 @@ fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<L
                 if error.rdkafka_error_code()
                     == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
             {
-                return Ok(Lsn::ZERO);
+                return Ok(());
             }
             Some(Err(error)) => return Err(client_error("reading the offsets topic")(error)),
         }
     }
-    Ok(position)
+    Ok(())
 }

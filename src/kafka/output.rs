@@ -111,6 +111,7 @@ impl OpenTransaction {
 
 /// Events into Kafka. See the module docs.
 pub struct KafkaOutput {
+    config: KafkaConfig,
     producer: Arc<ThreadedProducer<AckContext>>,
     tracker: Arc<AckTracker>,
     eos: Option<ExactlyOnce>,
@@ -241,6 +242,7 @@ impl KafkaOutput {
             None
         };
         Ok(KafkaOutput {
+            config: config.clone(),
             producer,
             tracker,
             eos,
@@ -749,6 +751,58 @@ impl EventOutput for KafkaOutput {
         Ok(())
     }
 
+    async fn wait_acknowledged(&mut self) -> Result<(), OutputError> {
+        self.flush().await?;
+        if self.eos.is_none() {
+            let producer = self.producer.clone();
+            let flushed =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
+                    .await
+                    .map_err(|e| {
+                        KafkaError::Delivery(format!("waiting for acknowledgements: {e}"))
+                    })?;
+            if let Err(error) = flushed {
+                return Err(KafkaError::Delivery(format!(
+                    "records were not acknowledged within 60 s ({error}); is the broker reachable?"
+                ))
+                .into());
+            }
+        }
+        Ok(self.failure()?)
+    }
+
+    async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
+        let topic = self.router.offsets_topic();
+        self.topics.ensure(&topic, TopicKind::Compacted).await?;
+        let (config, name) = (self.config.clone(), self.context.connector_name.clone());
+        let key = snapshot_progress_key(&name);
+        let read = tokio::task::spawn_blocking(move || {
+            super::exactly_once::read_latest(&config, &topic, &name, &key)
+        })
+        .await
+        .map_err(|e| KafkaError::Delivery(format!("reading snapshot progress: {e}")))??;
+        Ok(read)
+    }
+
+    async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {
+        let topic = self.router.offsets_topic();
+        self.topics.ensure(&topic, TopicKind::Compacted).await?;
+        let key = serde_json::to_vec(&snapshot_progress_key(&self.context.connector_name))
+            .map_err(KafkaError::from)?;
+        match self.eos.as_mut() {
+            // Exactly once: in the same Kafka transaction as the rows it counts.
+            Some(eos) => eos.before_side_record(&self.producer)?,
+            // At least once: only after those rows are acknowledged.
+            None => self.wait_acknowledged().await?,
+        }
+        self.produce(&topic, Some(&key), Some(progress), None)
+            .await?;
+        if self.eos.is_none() {
+            self.tracker.close_transaction(self.tracker.acknowledged());
+        }
+        Ok(true)
+    }
+
     async fn shutdown(&mut self) -> Result<(), OutputError> {
         if self
             .eos
@@ -771,6 +825,11 @@ impl EventOutput for KafkaOutput {
         }
         Ok(self.failure()?)
     }
+}
+
+/// The offsets-topic key of a connector's snapshot progress.
+fn snapshot_progress_key(connector: &str) -> serde_json::Value {
+    serde_json::json!({ "connector": connector, "snapshot": true })
 }
 
 /// A logical message event in `schemas/message.avsc`'s shape.

@@ -56,6 +56,9 @@ use crate::config::Config;
 use crate::event::ChangeEvent;
 use crate::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
+use crate::snapshot::SnapshotError;
+use crate::snapshot::progress::{ProgressKeeper, SnapshotProgress};
+use crate::snapshot::watermark::{ChunkRead, Watermarks};
 use crate::source::changes::{AssemblyError, ChangeAssembler};
 use crate::source::connection::{
     ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql,
@@ -63,14 +66,23 @@ use crate::source::connection::{
 use crate::source::pg_type::TypeError;
 use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
 use crate::source::relations::RelationResolver;
-use crate::source::setup::{SetupError, ensure_publication_and_slot};
+use crate::source::setup::SetupError;
 use crate::source::stream_buffer::{BufferError, BufferedMessage, StreamBuffers};
+
+#[path = "reader_snapshots.rs"]
+mod snapshots;
 
 /// Prefix of the heartbeat messages tidemark writes.
 pub const HEARTBEAT_PREFIX: &str = "tidemark.heartbeat";
 
 /// How long a stop request waits for the open transaction to complete.
 pub const FINISH_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the server is asked for its position while a snapshot chunk waits for it.
+const WATERMARK_POLL: Duration = Duration::from_millis(200);
+
+/// How often the publication is checked for tables added to it.
+const NEW_TABLE_CHECK: Duration = Duration::from_secs(30);
 
 /// How long committed transactions wait before the output is flushed (batching).
 const FLUSH_LINGER: Duration = Duration::from_millis(20);
@@ -121,6 +133,17 @@ pub enum ReaderError {
         /// Last confirmed position.
         confirmed: Lsn,
     },
+    /// The snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The slot is gone after a completed snapshot, and the mode does not allow another.
+    #[error(
+        "replication slot {slot} does not exist, but a snapshot was completed with it before: the changes since then are lost to the stream. Set source.snapshot = \"when_needed\" to snapshot again into a new slot (or remove the stored snapshot progress to start over)"
+    )]
+    SlotMissingAfterSnapshot {
+        /// Slot.
+        slot: String,
+    },
     /// The slot was invalidated because it held back too much WAL.
     #[error(
         "replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; drop it with `tidemark teardown`, run `tidemark setup`, and re-snapshot"
@@ -141,6 +164,7 @@ impl ReaderError {
             ReaderError::Type(TypeError::Catalog { source, .. }) => source.as_db_error().is_none(),
             ReaderError::Setup(SetupError::Connection(e)) => e.is_transient(),
             ReaderError::Setup(SetupError::Sql { source, .. }) => source.as_db_error().is_none(),
+            ReaderError::Snapshot(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -161,6 +185,8 @@ pub struct ReaderStats {
     pub spilled_bytes: u64,
     /// The most bytes of streamed transactions held in memory at once.
     pub peak_stream_memory: usize,
+    /// Rows emitted by snapshots (`op = r`).
+    pub snapshot_rows: u64,
 }
 
 /// State that lives across reconnects.
@@ -169,6 +195,15 @@ struct ReaderState {
     confirmed: Lsn,
     stats: ReaderStats,
     streamed_before: bool,
+    keeper: ProgressKeeper,
+    /// Snapshot progress: loaded at the first session, kept current after.
+    progress: Option<SnapshotProgress>,
+    progress_loaded: bool,
+    marks: Watermarks,
+    chunk_results: tokio::sync::mpsc::UnboundedReceiver<(u64, Result<ChunkRead, SnapshotError>)>,
+    chunk_sender: tokio::sync::mpsc::UnboundedSender<(u64, Result<ChunkRead, SnapshotError>)>,
+    /// `initial_only`: the snapshot is done, stop.
+    finished: bool,
 }
 
 /// Streams changes into `output` until `shutdown` turns true or a definite error.
@@ -177,11 +212,19 @@ pub async fn run_reader<O: EventOutput>(
     output: &mut O,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ReaderStats, ReaderError> {
+    let (chunk_sender, chunk_results) = tokio::sync::mpsc::unbounded_channel();
     let mut state = ReaderState {
         resolver: RelationResolver::default(),
         confirmed: Lsn::ZERO,
         stats: ReaderStats::default(),
         streamed_before: false,
+        keeper: ProgressKeeper::new(config.source.snapshot_progress_file.clone()),
+        progress: None,
+        progress_loaded: false,
+        marks: Watermarks::default(),
+        chunk_results,
+        chunk_sender,
+        finished: false,
     };
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -224,6 +267,11 @@ pub async fn run_reader<O: EventOutput>(
 
 struct Session<'a, O> {
     config: &'a Config,
+    settings: crate::source::connection::ConnectionSettings,
+    /// The stream has passed every transaction committing before this (snapshot chunks
+    /// whose high watermark lies here or earlier can be emitted).
+    passed: Lsn,
+    last_checkpoint: Instant,
     output: &'a mut O,
     state: &'a mut ReaderState,
     sql: tokio_postgres::Client,
@@ -255,25 +303,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
             .source_settings()
             .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
         let sql = connect_sql(&settings).await?;
-        let slot_exists = sql
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-                &[&config.source.slot],
-            )
-            .await
-            .map_err(ConnectionError::from)?
-            .get::<_, bool>(0);
-        if !slot_exists && state.streamed_before {
-            return Err(ReaderError::SlotLost {
-                slot: config.source.slot.clone(),
-                confirmed: state.confirmed,
-            });
-        }
-        let report = ensure_publication_and_slot(&sql, config).await?;
-        if report.slot_created {
-            tracing::info!(slot = %config.source.slot, "streaming starts at the new slot's position; rows that existed before are not emitted (no initial snapshot in this version)");
-        }
         let mut repl = ReplicationConnection::connect(&settings).await?;
+        if snapshots::prepare(config, output, state, &sql, &mut repl, shutdown).await?
+            == snapshots::Start::Stop
+        {
+            repl.close().await?;
+            state.stats.confirmed = state.confirmed;
+            return Ok(());
+        }
         let system = repl.identify_system().await?;
         repl.start_logical_replication(
             &config.source.slot,
@@ -297,6 +334,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
             .unwrap_or_else(std::env::temp_dir);
         let mut session = Session {
             config,
+            settings,
+            passed: Lsn::ZERO,
+            last_checkpoint: Instant::now(),
             output,
             sql,
             repl,
@@ -331,9 +371,19 @@ impl<'a, O: EventOutput> Session<'a, O> {
         heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping_since: Option<Instant> = None;
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        // While a snapshot chunk waits for the stream to pass its watermark, ask the server
+        // for its position often (a keepalive answers a status update that requests one).
+        let mut watermark_tick = tokio::time::interval(WATERMARK_POLL);
+        watermark_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut discover_tick = tokio::time::interval(NEW_TABLE_CHECK);
+        discover_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        discover_tick.reset();
         loop {
-            if *shutdown.borrow() && stopping_since.is_none() {
+            if (*shutdown.borrow() || self.state.finished) && stopping_since.is_none() {
                 stopping_since = Some(Instant::now());
+            }
+            if stopping_since.is_none() {
+                self.fill_workers();
             }
             if let Some(since) = stopping_since {
                 if !self.assembler.in_transaction() {
@@ -369,6 +419,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
                     self.send_status().await?;
                 }
                 _ = heartbeat_tick.tick(), if heartbeat_on => self.heartbeat().await?,
+                Some((id, result)) = self.state.chunk_results.recv() => {
+                    self.chunk_arrived(id, result).await?;
+                }
+                _ = watermark_tick.tick(), if self.state.marks.waiting_for().is_some() => {
+                    self.flush_output().await?;
+                    self.send_status_with(true).await?;
+                }
+                _ = discover_tick.tick(), if stopping_since.is_none() => self.discover_new_tables().await?,
                 _ = tokio::time::sleep(FINISH_TRANSACTION_TIMEOUT), if stopping_since.is_some() => {}
             }
         }
@@ -376,6 +434,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
         self.output.shutdown().await?;
         self.flush_output().await?;
         self.send_status().await?;
+        if self
+            .state
+            .progress
+            .as_ref()
+            .is_some_and(SnapshotProgress::is_running)
+        {
+            self.checkpoint().await?;
+        }
         self.state.stats.spilled_bytes += self.buffers.spilled_bytes_total();
         self.state.stats.peak_stream_memory = self
             .state
@@ -409,6 +475,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 self.received = self.received.max(wal_end);
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(wal_end);
+                }
+                if !self.assembler.in_transaction() {
+                    self.emit_ready(wal_end).await?;
                 }
                 if reply_requested {
                     self.flush_output().await?;
@@ -467,6 +536,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 // A transaction whose commit precedes the output's resume position was
                 // delivered before a crash; PostgreSQL sends it again, tidemark drops it.
                 self.skipping = final_lsn < self.resume;
+                // Every transaction committing before this one has been passed.
+                self.emit_ready(final_lsn).await?;
+                self.state.marks.transaction_passed(xid);
                 self.assembler.begin(xid, final_lsn, commit_time_micros);
             }
             PgOutputMessage::Commit { end_lsn, .. } => {
@@ -476,10 +548,15 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 } else {
                     self.finish_transaction(end_lsn).await?;
                 }
+                self.emit_ready(end_lsn).await?;
             }
             PgOutputMessage::Relation { body, .. } => {
                 let table = self.state.resolver.resolve(&self.sql, &body).await?;
+                let new_table = self.is_new_table(&table.schema, &table.name);
                 self.assembler.set_relation(table);
+                if new_table {
+                    self.discover_new_tables().await?;
+                }
             }
             PgOutputMessage::Type { .. } | PgOutputMessage::Origin { .. } => {}
             PgOutputMessage::StreamStart { xid, .. } => self.in_stream = Some(xid),
@@ -491,6 +568,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 end_lsn,
                 commit_time_micros,
             } => {
+                self.emit_ready(commit_lsn).await?;
+                self.state.marks.transaction_passed(xid);
                 if commit_lsn < self.resume {
                     drop(self.buffers.take(xid)?);
                     self.last_committed = self.last_committed.max(end_lsn);
@@ -499,6 +578,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                         .await?;
                     self.finish_transaction(end_lsn).await?;
                 }
+                self.emit_ready(end_lsn).await?;
             }
             PgOutputMessage::Message {
                 transactional: false,
@@ -511,6 +591,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 }
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(message_lsn);
+                }
+                if !self.assembler.in_transaction() {
+                    self.emit_ready(message_lsn).await?;
                 }
             }
             PgOutputMessage::Message {
@@ -541,10 +624,19 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 lsn,
                 source: Box::new(source),
             })?;
+        let mut signals = Vec::new();
         for event in &self.events {
+            self.state.marks.observe(event);
+            if let Some(signal) = snapshots::signal_in(self.config, event) {
+                signals.push(signal);
+                continue;
+            }
             self.output.send(event).await?;
         }
-        self.state.stats.events += self.events.len() as u64;
+        self.state.stats.events += (self.events.len() - signals.len()) as u64;
+        for signal in signals {
+            self.handle_signal(signal).await?;
+        }
         // Inside a long transaction the select loop does not run: keep the server's
         // wal_sender_timeout satisfied from here (the flush position does not move).
         if self.last_status.elapsed() >= self.status_every {
@@ -605,9 +697,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
     }
 
     async fn send_status(&mut self) -> Result<(), ReaderError> {
+        self.send_status_with(false).await
+    }
+
+    /// A status update; `reply_requested` asks the server for a keepalive with its position.
+    async fn send_status_with(&mut self, reply_requested: bool) -> Result<(), ReaderError> {
         let confirmed = self.state.confirmed;
         self.repl
-            .send_status(self.received.max(confirmed), confirmed, false)
+            .send_status(self.received.max(confirmed), confirmed, reply_requested)
             .await?;
         self.last_status = Instant::now();
         tracing::trace!(%confirmed, received = %self.received, "status update sent");

@@ -87,8 +87,11 @@ pub async fn published_tables(
 pub struct SetupReport {
     /// Whether the publication was created (false: it existed).
     pub publication_created: bool,
-    /// Whether the slot was created (false: it existed).
+    /// Whether the slot was created.
     pub slot_created: bool,
+    /// Whether the slot exists after setup (it is left to `tidemark run` when a snapshot is
+    /// to be taken).
+    pub slot_present: bool,
     /// Tables in the publication after setup.
     pub tables: Vec<String>,
     /// Whether the DDL capture event triggers were installed (or refreshed).
@@ -105,7 +108,12 @@ impl fmt::Display for SetupReport {
             }
         };
         writeln!(f, "publication: {}", verb(self.publication_created))?;
-        writeln!(f, "slot:        {}", verb(self.slot_created))?;
+        let slot = if self.slot_present {
+            verb(self.slot_created)
+        } else {
+            "created by the first `tidemark run`, with the initial snapshot"
+        };
+        writeln!(f, "slot:        {slot}")?;
         if self.ddl_capture_installed {
             writeln!(f, "ddl capture: installed")?;
         }
@@ -211,11 +219,18 @@ pub fn print_sql(config: &Config) -> String {
     );
     out.push_str("-- 4. The publication (FOR ALL TABLES and TABLES IN SCHEMA need a superuser):\n");
     out.push_str(&create_publication_sql(config));
-    out.push_str(";\n-- 5. The replication slot:\n");
-    out.push_str(&format!(
-        "SELECT pg_create_logical_replication_slot({}, 'pgoutput');\n",
-        quote_literal(&config.source.slot)
-    ));
+    if config.source.snapshot == crate::config::SnapshotMode::Never {
+        out.push_str(";\n-- 5. The replication slot:\n");
+        out.push_str(&format!(
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput');\n",
+            quote_literal(&config.source.slot)
+        ));
+    } else {
+        out.push_str(&format!(
+            ";\n-- 5. The replication slot {} is created by the first `tidemark run` (REPLICATION\n--    privilege), with the exported snapshot that its initial snapshot reads at.\n",
+            config.source.slot
+        ));
+    }
     if config.source.ddl_capture {
         out.push_str("-- 6. DDL capture (source.ddl_capture; event triggers need a superuser):\n");
         out.push_str(DDL_CAPTURE_SQL);
@@ -378,7 +393,9 @@ pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
     if !problems.is_empty() {
         return Err(SetupError::ChecksFailed(problems));
     }
-    let mut report = ensure_publication_and_slot(&client, config).await?;
+    // With a snapshot to take, the first `run` creates the slot with an exported snapshot.
+    let create_slot = config.source.snapshot == crate::config::SnapshotMode::Never;
+    let mut report = ensure_publication_and_slot(&client, config, create_slot).await?;
     if config.source.ddl_capture {
         install_ddl_capture(&client).await?;
         report.ddl_capture_installed = true;
@@ -386,10 +403,13 @@ pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
     Ok(report)
 }
 
-/// Creates the publication and the slot if they are absent (no checks).
+/// Creates the publication if it is absent, checks an existing slot, and creates a missing
+/// slot when `create_slot` (no checks). Without `create_slot` the slot is left to
+/// `tidemark run`, which creates it with an exported snapshot for the initial snapshot.
 pub async fn ensure_publication_and_slot(
     client: &Client,
     config: &Config,
+    create_slot: bool,
 ) -> Result<SetupReport, SetupError> {
     let mut report = SetupReport::default();
     if !publication_exists(client, &config.source.publication).await? {
@@ -409,6 +429,7 @@ pub async fn ensure_publication_and_slot(
         .map_err(sql_error("looking up the slot"))?;
     match slot {
         Some(row) => {
+            report.slot_present = true;
             let plugin: Option<String> = row.get(0);
             let database: Option<String> = row.get(1);
             let expected_db = client
@@ -425,6 +446,7 @@ pub async fn ensure_publication_and_slot(
                 )]));
             }
         }
+        None if !create_slot => {}
         None => {
             client
                 .query_one(
@@ -440,6 +462,7 @@ pub async fn ensure_publication_and_slot(
                     )])
                 })?;
             report.slot_created = true;
+            report.slot_present = true;
             tracing::info!(slot = %config.source.slot, "created replication slot");
         }
     }

@@ -27,6 +27,63 @@ pub struct Status {
     pub slot: Option<SlotStatus>,
     /// The publication, if it exists.
     pub publication: Option<PublicationStatus>,
+    /// Snapshot progress as stored with the connector's offsets, if it could be read.
+    pub snapshot: Option<SnapshotStatus>,
+}
+
+/// Snapshot progress as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotStatus {
+    /// Where it is stored.
+    pub stored_in: String,
+    /// `starting`, `running` or `complete`; none when nothing is stored.
+    pub phase: Option<String>,
+    /// Tables covered.
+    pub tables: usize,
+    /// Chunks not yet delivered.
+    pub chunks_left: usize,
+    /// Rows delivered.
+    pub rows: u64,
+}
+
+/// Reads the stored snapshot progress: `source.snapshot_progress_file`, else the Kafka
+/// offsets topic when the config has `[kafka]`.
+async fn snapshot_status(config: &Config) -> Option<SnapshotStatus> {
+    use crate::snapshot::progress::SnapshotProgress;
+    let (stored_in, bytes) = match (&config.source.snapshot_progress_file, &config.kafka) {
+        (Some(path), _) => (path.display().to_string(), tokio::fs::read(path).await.ok()),
+        (None, Some(kafka)) => {
+            let topic = crate::kafka::topics::TopicRouter::new(kafka, &config.name).offsets_topic();
+            let key = serde_json::json!({ "connector": config.name, "snapshot": true });
+            let (kafka, name, t) = (kafka.clone(), config.name.clone(), topic.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                crate::kafka::exactly_once::read_latest(&kafka, &t, &name, &key)
+            })
+            .await
+            .ok()?;
+            match read {
+                Ok(bytes) => (format!("Kafka topic {topic}"), bytes),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read snapshot progress from Kafka");
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+    };
+    let progress: Option<SnapshotProgress> = bytes.and_then(|b| serde_json::from_slice(&b).ok());
+    Some(SnapshotStatus {
+        stored_in,
+        phase: progress.as_ref().map(|p| {
+            serde_json::to_value(p.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        }),
+        tables: progress.as_ref().map_or(0, |p| p.tables.len()),
+        chunks_left: progress.as_ref().map_or(0, |p| p.pending.len()),
+        rows: progress.as_ref().map_or(0, |p| p.rows),
+    })
 }
 
 /// Replication slot state.
@@ -113,6 +170,7 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
         current_wal_lsn: server.get(2),
         slot,
         publication,
+        snapshot: snapshot_status(config).await,
     })
 }
 
@@ -126,7 +184,7 @@ impl std::fmt::Display for Status {
         )?;
         writeln!(f, "server WAL    {}", self.current_wal_lsn)?;
         match &self.slot {
-            None => writeln!(f, "slot          missing (run `tidemark setup`)")?,
+            None => writeln!(f, "slot          missing (`tidemark run` creates it)")?,
             Some(slot) => {
                 let state = match slot.active_pid {
                     Some(pid) => format!("active (pid {pid})"),
@@ -153,14 +211,25 @@ impl std::fmt::Display for Status {
             }
         }
         match &self.publication {
-            None => write!(f, "publication   missing (run `tidemark setup`)"),
+            None => write!(f, "publication   missing (run `tidemark setup`)")?,
             Some(p) => write!(
                 f,
                 "publication   {} ({} tables: {})",
                 p.name,
                 p.tables.len(),
                 p.tables.join(", ")
-            ),
+            )?,
         }
+        if let Some(snapshot) = &self.snapshot {
+            match snapshot.phase.as_deref() {
+                None => write!(f, "\nsnapshot      none recorded ({})", snapshot.stored_in)?,
+                Some(phase) => write!(
+                    f,
+                    "\nsnapshot      {phase}: {} tables, {} chunks left, {} rows delivered ({})",
+                    snapshot.tables, snapshot.chunks_left, snapshot.rows, snapshot.stored_in
+                )?,
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,303 @@
+//! Snapshot speed against its ceilings, side by side in one run:
+//!
+//! - PostgreSQL's own export rate: `psql -c "\copy (SELECT * FROM t) to '/dev/null'"`;
+//! - tidemark's snapshot of the same table (`snapshot = "initial_only"`, a fresh slot with an
+//!   exported snapshot each time), every row decoded into an event and encoded, into a null
+//!   output: JSON lines, and Avro (key and envelope, as the Kafka output writes them);
+//! - into Kafka (tansu, Avro with the embedded registry), against a bare rdkafka producer
+//!   sending the same number of records of the same sizes (the broker's ingest ceiling).
+//!
+//! For a narrow table (~100-byte rows) and a wide one (~1 KB rows). Also prints the peak RSS
+//! of the bench process, to show memory stays bounded while millions of rows pass.
+//!
+//! `cargo bench --bench snapshot`; `SNAPSHOT_ROWS` (default 2000000 narrow rows),
+//! `SNAPSHOT_WIDE_ROWS` (default 200000), `SNAPSHOT_ROUNDS` (default 3), `SNAPSHOT_KAFKA=0`
+//! to skip the broker.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use tidemark::config::Config;
+use tidemark::event::{ChangeEvent, EnvelopeContext};
+use tidemark::kafka::KafkaOutput;
+use tidemark::lsn::Lsn;
+use tidemark::output::{EventOutput, JsonLinesOutput, OutputError};
+use tidemark::schema::avro_write::AvroWriter;
+use tidemark::source::reader::run_reader;
+use tidemark::testing::{KafkaBroker, PgCluster, TestDatabase};
+
+mod common;
+use common::{bare_producer, create_topic, env_number, median, record_size};
+
+/// Encodes each event's Avro key and envelope and throws them away.
+struct AvroNull {
+    writer: AvroWriter,
+    context: EnvelopeContext,
+    buffer: Vec<u8>,
+    acknowledged: Lsn,
+}
+
+impl EventOutput for AvroNull {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        self.buffer.clear();
+        let encode = |e: tidemark::schema::avro::AvroError| OutputError::Setup(e.to_string());
+        self.writer.key(event, &mut self.buffer).map_err(encode)?;
+        self.writer
+            .envelope(event, &self.context, 0, &mut self.buffer)
+            .map_err(encode)?;
+        std::hint::black_box(&self.buffer);
+        Ok(())
+    }
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
+        self.acknowledged = self.acknowledged.max(end_lsn);
+        Ok(())
+    }
+    fn abort(&mut self) {}
+    fn acknowledged(&self) -> Lsn {
+        self.acknowledged
+    }
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+}
+
+fn config(
+    db: &TestDatabase,
+    name: &str,
+    table: &str,
+    kafka: Option<&str>,
+) -> anyhow::Result<Config> {
+    let mut text = format!(
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\ntables = [\"public.{table}\"]\nsnapshot = \"initial_only\"\n",
+        db.url()
+    );
+    if let Some(brokers) = kafka {
+        text.push_str(&format!(
+            "[kafka]\nbrokers = \"{brokers}\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\n"
+        ));
+    }
+    Ok(Config::from_toml_with_env(
+        &text,
+        "bench",
+        std::iter::empty(),
+    )?)
+}
+
+fn context(db: &TestDatabase) -> EnvelopeContext {
+    EnvelopeContext {
+        prefix: "bench".into(),
+        connector_name: "bench".into(),
+        database: db.name.clone(),
+    }
+}
+
+/// Runs an `initial_only` snapshot into `output`; returns its duration and row count.
+async fn snapshot_into<O: EventOutput>(
+    config: &Config,
+    output: &mut O,
+) -> anyhow::Result<(Duration, u64)> {
+    let (_stop, rx) = watch::channel(false);
+    let start = Instant::now();
+    let stats = run_reader(config, output, rx).await?;
+    Ok((start.elapsed(), stats.snapshot_rows))
+}
+
+async fn drop_slot(client: &tokio_postgres::Client, config: &Config) -> anyhow::Result<()> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot($1)",
+            &[&config.source.slot],
+        )
+        .await?;
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            config.source.publication
+        ))
+        .await?;
+    Ok(())
+}
+
+fn psql_copy(cluster: &PgCluster, db: &TestDatabase, table: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new(cluster.binary("psql"))
+        .arg(db.url())
+        .arg("-c")
+        .arg(format!("\\copy (SELECT * FROM {table}) to '/dev/null'"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(start.elapsed())
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let narrow_rows = env_number("SNAPSHOT_ROWS", 2_000_000);
+    let wide_rows = env_number("SNAPSHOT_WIDE_ROWS", 200_000);
+    let rounds = env_number("SNAPSHOT_ROUNDS", 3);
+    let with_kafka = std::env::var("SNAPSHOT_KAFKA").map_or(true, |v| v != "0");
+    let cluster = PgCluster::shared()?;
+    let db = cluster.create_database("snapbench").await?;
+    let client = db.connect().await?;
+    let load = Instant::now();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE narrow (id bigint PRIMARY KEY, customer text, amount numeric(12,2), at timestamptz); \
+             INSERT INTO narrow SELECT g, 'customer-' || lpad(g::text, 8, '0') || '-with-a-longer-name', g * 0.07, now() \
+             FROM generate_series(1, {narrow_rows}) g; \
+             CREATE TABLE wide (id bigint PRIMARY KEY, c1 text, c2 text, c3 text, c4 text, c5 text, \
+               c6 text, c7 text, c8 text, c9 text, c10 text, n int, at timestamptz); \
+             INSERT INTO wide SELECT g, {cols}, g, now() FROM generate_series(1, {wide_rows}) g; \
+             VACUUM ANALYZE narrow; VACUUM ANALYZE wide;",
+            cols = (1..=10)
+                .map(|i| format!("repeat(md5((g * {i})::text), 3)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await?;
+    let sizes = client
+        .query_one(
+            "SELECT pg_relation_size('narrow') / greatest(count(*), 1) FROM narrow",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0);
+    eprintln!(
+        "tables: narrow {narrow_rows} rows (~{sizes} bytes of heap each), wide {wide_rows} rows (~1 KB), written in {:.1?}",
+        load.elapsed()
+    );
+    let brokers = if with_kafka {
+        Some(KafkaBroker::shared()?.bootstrap.clone())
+    } else {
+        None
+    };
+    let mut rates: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut record: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for round in 0..rounds {
+        for (table, rows) in [("narrow", narrow_rows), ("wide", wide_rows)] {
+            let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+            let copy = psql_copy(cluster, &db, table)?;
+            rates
+                .entry(format!("{table} psql_copy"))
+                .or_default()
+                .push(rate(copy));
+
+            let cfg = config(&db, &format!("json_{table}_{round}"), table, None)?;
+            let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context(&db));
+            let (took, seen) = snapshot_into(&cfg, &mut out).await?;
+            anyhow::ensure!(seen == rows, "JSON snapshot emitted {seen} of {rows} rows");
+            drop_slot(&client, &cfg).await?;
+            rates
+                .entry(format!("{table} json_null"))
+                .or_default()
+                .push(rate(took));
+
+            let cfg = config(&db, &format!("avro_{table}_{round}"), table, None)?;
+            let mut out = AvroNull {
+                writer: AvroWriter::default(),
+                context: context(&db),
+                buffer: Vec::with_capacity(4096),
+                acknowledged: Lsn::ZERO,
+            };
+            let (took, seen) = snapshot_into(&cfg, &mut out).await?;
+            anyhow::ensure!(seen == rows, "Avro snapshot emitted {seen} of {rows} rows");
+            drop_slot(&client, &cfg).await?;
+            rates
+                .entry(format!("{table} avro_null"))
+                .or_default()
+                .push(rate(took));
+
+            let mut line = format!(
+                "round {round} {table}: psql \\copy {:.0}/s, JSON→null {:.0}/s, Avro→null {:.0}/s",
+                rate(copy),
+                rates[&format!("{table} json_null")][round as usize],
+                rate(took)
+            );
+            if let Some(brokers) = &brokers {
+                let name = format!("kafka_{table}_{round}");
+                let cfg = config(&db, &name, table, Some(brokers))?;
+                let (mut out, registry) = KafkaOutput::from_config(&cfg, context(&db)).await?;
+                let (took, seen) = snapshot_into(&cfg, &mut out).await?;
+                anyhow::ensure!(seen == rows, "Kafka snapshot emitted {seen} of {rows} rows");
+                drop(out);
+                drop(registry);
+                drop_slot(&client, &cfg).await?;
+                rates
+                    .entry(format!("{table} kafka"))
+                    .or_default()
+                    .push(rate(took));
+                let (key_bytes, value_bytes) = match record.get(table) {
+                    Some(sizes) => *sizes,
+                    None => {
+                        let topic = format!("bench.public.{table}");
+                        let b = brokers.clone();
+                        let sizes =
+                            tokio::task::spawn_blocking(move || record_size(&b, &topic)).await??;
+                        record.insert(table, sizes);
+                        sizes
+                    }
+                };
+                let bare_topic = format!("bare_{table}_{round}");
+                create_topic(brokers, &bare_topic).await?;
+                let b = brokers.clone();
+                let bare = tokio::task::spawn_blocking(move || {
+                    bare_producer(&b, &bare_topic, rows, key_bytes, value_bytes)
+                })
+                .await??;
+                rates
+                    .entry(format!("{table} bare_producer"))
+                    .or_default()
+                    .push(rate(bare));
+                line.push_str(&format!(
+                    ", bare producer→tansu {:.0}/s, tidemark→tansu {:.0}/s (records {key_bytes}+{value_bytes} bytes)",
+                    rate(bare),
+                    rate(took)
+                ));
+            }
+            eprintln!("{line}");
+        }
+    }
+    let m = |k: &str| median(rates.get(k).cloned().unwrap_or_default());
+    println!("\nsnapshot, median of {rounds} rounds (rows/s):");
+    for table in ["narrow", "wide"] {
+        let copy = m(&format!("{table} psql_copy"));
+        println!("  {table}: psql \\copy to /dev/null              {copy:>10.0}");
+        for (label, key) in [("JSON to null", "json_null"), ("Avro to null", "avro_null")] {
+            let value = m(&format!("{table} {key}"));
+            println!(
+                "  {table}: tidemark, {label:<24} {value:>10.0}  ratio to COPY {:.2}",
+                value / copy
+            );
+        }
+        if brokers.is_some() {
+            let bare = m(&format!("{table} bare_producer"));
+            let kafka = m(&format!("{table} kafka"));
+            println!("  {table}: bare producer → tansu              {bare:>10.0}");
+            println!(
+                "  {table}: tidemark → tansu (Avro)           {kafka:>10.0}  ratio to bare producer {:.2}",
+                kafka / bare
+            );
+        }
+    }
+    println!("  peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+    Ok(())
+}

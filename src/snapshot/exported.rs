@@ -1,0 +1,378 @@
+//! The first snapshot, read at the slot's exported snapshot by parallel workers.
+//!
+//! Workers import the snapshot (`SET TRANSACTION SNAPSHOT` in `REPEATABLE READ`), take
+//! chunks from a shared queue and send rows in batches through a bounded channel, so memory
+//! stays bounded whatever the table size. One emitter (the caller's task) gives each row its
+//! position and hands it to the output; it holds back one row so that the last row of the
+//! whole snapshot can be marked `source.snapshot = last`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::SnapshotError;
+use super::chunk::ChunkReader;
+use super::plan::{ChunkSpec, chunks_of, describe_table, snapshot_tables};
+use super::progress::{Phase, ProgressKeeper, SnapshotProgress};
+use super::report::SnapshotReport;
+use crate::config::Config;
+use crate::event::{ChangeEvent, SnapshotMarker, TableSchema};
+use crate::lsn::Lsn;
+use crate::output::EventOutput;
+use crate::source::connection::replication::quote_literal;
+use crate::source::connection::{ConnectionError, connect_sql};
+use crate::source::relations::RelationResolver;
+
+/// Rows per batch sent from a worker to the emitter.
+pub const BATCH_ROWS: usize = 2048;
+
+/// How a snapshot run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotOutcome {
+    /// Every chunk was delivered.
+    Complete {
+        /// Rows emitted.
+        rows: u64,
+    },
+    /// A stop was requested; progress was stored.
+    Interrupted,
+}
+
+enum WorkerMessage {
+    Rows {
+        chunk: usize,
+        events: Vec<ChangeEvent>,
+    },
+    ChunkDone {
+        chunk: usize,
+    },
+    Failed(SnapshotError),
+}
+
+type Queue = Arc<Mutex<VecDeque<(usize, ChunkSpec, Arc<TableSchema>)>>>;
+
+/// Opens a `REPEATABLE READ` transaction importing `snapshot` on a new connection.
+async fn import(config: &Config, snapshot: &str) -> Result<tokio_postgres::Client, SnapshotError> {
+    let settings = config
+        .source_settings()
+        .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
+    let client = connect_sql(&settings).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot)
+        ))
+        .await
+        .map_err(SnapshotError::sql(format!(
+            "importing the slot's exported snapshot {snapshot}"
+        )))?;
+    Ok(client)
+}
+
+/// Plans the published tables at the exported snapshot: descriptions and chunks.
+async fn plan(
+    config: &Config,
+    client: &tokio_postgres::Client,
+) -> Result<(Vec<(Arc<TableSchema>, ChunkSpec)>, HashMap<String, u64>), SnapshotError> {
+    let mut resolver = RelationResolver::default();
+    let mut chunks = Vec::new();
+    let mut estimates = HashMap::new();
+    for (schema, table) in snapshot_tables(client, config).await? {
+        let planned = describe_table(client, &mut resolver, &schema, &table).await?;
+        estimates.insert(format!("{schema}.{table}"), planned.estimated_rows);
+        for chunk in chunks_of(
+            &schema,
+            &table,
+            planned.pages,
+            config.source.snapshot_chunk_pages,
+            None,
+        ) {
+            chunks.push((planned.schema.clone(), chunk));
+        }
+    }
+    Ok((chunks, estimates))
+}
+
+async fn worker(
+    config: Config,
+    snapshot: String,
+    queue: Queue,
+    sender: mpsc::Sender<WorkerMessage>,
+) {
+    let result = async {
+        let client = import(&config, &snapshot).await?;
+        loop {
+            let next = queue
+                .lock()
+                .map_err(|_| SnapshotError::Worker("queue lock poisoned".into()))?
+                .pop_front();
+            let Some((index, chunk, table)) = next else {
+                return Ok(());
+            };
+            let mut reader = ChunkReader::open(&client, table, &chunk).await?;
+            while let Some(events) = reader.next_batch(BATCH_ROWS).await? {
+                if sender
+                    .send(WorkerMessage::Rows {
+                        chunk: index,
+                        events,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if sender
+                .send(WorkerMessage::ChunkDone { chunk: index })
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        let _ = sender.send(WorkerMessage::Failed(error)).await;
+    }
+}
+
+/// Reads every published table at `snapshot` (exported by the slot created at
+/// `consistent_point`) into `output`, storing progress with `keeper` as chunks are
+/// acknowledged. The replication connection that exported the snapshot must stay idle until
+/// this returns.
+pub async fn read_exported<O: EventOutput>(
+    config: &Config,
+    output: &mut O,
+    keeper: &mut ProgressKeeper,
+    snapshot: &str,
+    consistent_point: Lsn,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(SnapshotOutcome, SnapshotProgress), SnapshotError> {
+    let planner = import(config, snapshot).await?;
+    let (planned, estimates) = plan(config, &planner).await?;
+    drop(planner);
+    let mut progress = SnapshotProgress {
+        slot: config.source.slot.clone(),
+        phase: Phase::Running,
+        tables: estimates.keys().cloned().collect(),
+        pending: planned.iter().map(|(_, c)| c.clone()).collect(),
+        rows: 0,
+    };
+    keeper.save(output, &progress).await?;
+    let mut report = SnapshotReport::new();
+    let mut chunks_per_table: HashMap<String, u32> = HashMap::new();
+    for (_, chunk) in &planned {
+        *chunks_per_table.entry(chunk.qualified_table()).or_default() += 1;
+    }
+    for (table, chunks) in &chunks_per_table {
+        report.add_table(table, estimates.get(table).copied().unwrap_or(0), *chunks);
+    }
+    tracing::info!(
+        tables = estimates.len(),
+        chunks = planned.len(),
+        workers = config.source.snapshot_workers,
+        %consistent_point,
+        "snapshot started at the slot's exported snapshot"
+    );
+    let specs: Vec<ChunkSpec> = planned.iter().map(|(_, c)| c.clone()).collect();
+    let queue: Queue = Arc::new(Mutex::new(
+        planned
+            .into_iter()
+            .enumerate()
+            .map(|(i, (table, chunk))| (i, chunk, table))
+            .collect(),
+    ));
+    let (sender, mut receiver) = mpsc::channel(config.source.snapshot_workers * 4);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.source.snapshot_workers.min(specs.len().max(1)) {
+        workers.spawn(worker(
+            config.clone(),
+            snapshot.to_owned(),
+            queue.clone(),
+            sender.clone(),
+        ));
+    }
+    drop(sender);
+
+    let mut emitter = Emitter {
+        position: Lsn(consistent_point.as_u64().saturating_sub(1)),
+        lsn: consistent_point,
+        next_seq: 0,
+        held: None,
+        held_chunk: None,
+        deferred_done: Vec::new(),
+        done: vec![false; specs.len()],
+    };
+    let mut last_checkpoint = Instant::now();
+    let mut interrupted = false;
+    while let Some(message) = receiver.recv().await {
+        match message {
+            WorkerMessage::Rows { chunk, events } => {
+                report.rows(&specs[chunk].qualified_table(), events.len() as u64);
+                emitter
+                    .rows(output, chunk, events, consistent_point)
+                    .await?;
+            }
+            WorkerMessage::ChunkDone { chunk } => {
+                report.chunk_done(&specs[chunk].qualified_table());
+                emitter.chunk_done(output, chunk, consistent_point).await?;
+                output.flush().await?;
+            }
+            WorkerMessage::Failed(error) => {
+                workers.abort_all();
+                return Err(error);
+            }
+        }
+        if last_checkpoint.elapsed() >= Duration::from_millis(config.source.snapshot_checkpoint_ms)
+        {
+            progress.pending = emitter.pending(&specs);
+            progress.rows = report.total_rows();
+            keeper.save(output, &progress).await?;
+            last_checkpoint = Instant::now();
+        }
+        if *shutdown.borrow() {
+            interrupted = true;
+            break;
+        }
+    }
+    workers.abort_all();
+    if interrupted {
+        emitter
+            .flush_held(output, SnapshotMarker::True, consistent_point)
+            .await?;
+        progress.pending = emitter.pending(&specs);
+        progress.rows = report.total_rows();
+        keeper.save(output, &progress).await?;
+        tracing::info!(
+            chunks_left = progress.pending.len(),
+            "snapshot interrupted; the next start reads the remaining chunks"
+        );
+        return Ok((SnapshotOutcome::Interrupted, progress));
+    }
+    emitter
+        .flush_held(output, SnapshotMarker::Last, consistent_point)
+        .await?;
+    let unfinished = emitter.pending(&specs);
+    if !unfinished.is_empty() {
+        return Err(SnapshotError::Worker(format!(
+            "the workers stopped with {} chunks unread",
+            unfinished.len()
+        )));
+    }
+    report.finish();
+    progress.pending.clear();
+    progress.phase = Phase::Complete;
+    progress.rows = report.total_rows();
+    keeper.save(output, &progress).await?;
+    let rows = report.total_rows();
+    Ok((SnapshotOutcome::Complete { rows }, progress))
+}
+
+/// Gives rows their positions and sends them, one row behind (see the module docs).
+struct Emitter {
+    position: Lsn,
+    lsn: Lsn,
+    next_seq: u64,
+    held: Option<ChangeEvent>,
+    held_chunk: Option<usize>,
+    deferred_done: Vec<usize>,
+    done: Vec<bool>,
+}
+
+impl Emitter {
+    fn place(&mut self, event: &mut ChangeEvent) {
+        event.source.lsn = self.lsn;
+        event.source.commit_lsn = self.position;
+        event.source.seq = self.next_seq;
+        event.source.commit_time_micros = crate::event::now_ms() * 1000;
+        self.next_seq += 1;
+    }
+
+    async fn rows<O: EventOutput>(
+        &mut self,
+        output: &mut O,
+        chunk: usize,
+        events: Vec<ChangeEvent>,
+        commit_at: Lsn,
+    ) -> Result<(), SnapshotError> {
+        for mut event in events {
+            self.place(&mut event);
+            let previous = self.held.replace(event);
+            self.held_chunk = Some(chunk);
+            if let Some(previous) = previous {
+                output.send(&previous).await?;
+                if !self.deferred_done.is_empty() {
+                    self.commit_deferred(output, commit_at).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn chunk_done<O: EventOutput>(
+        &mut self,
+        output: &mut O,
+        chunk: usize,
+        commit_at: Lsn,
+    ) -> Result<(), SnapshotError> {
+        self.deferred_done.push(chunk);
+        if self.held_chunk != Some(chunk) || self.held.is_none() {
+            // Its rows are all sent (or it had none).
+            self.commit_deferred(output, commit_at).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_deferred<O: EventOutput>(
+        &mut self,
+        output: &mut O,
+        commit_at: Lsn,
+    ) -> Result<(), SnapshotError> {
+        let held_chunk = if self.held.is_some() {
+            self.held_chunk
+        } else {
+            None
+        };
+        let (ready, waiting): (Vec<usize>, Vec<usize>) = self
+            .deferred_done
+            .drain(..)
+            .partition(|c| Some(*c) != held_chunk);
+        self.deferred_done = waiting;
+        if !ready.is_empty() {
+            output.commit(commit_at).await?;
+            for chunk in ready {
+                self.done[chunk] = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_held<O: EventOutput>(
+        &mut self,
+        output: &mut O,
+        marker: SnapshotMarker,
+        commit_at: Lsn,
+    ) -> Result<(), SnapshotError> {
+        if let Some(mut event) = self.held.take() {
+            event.source.snapshot = marker;
+            output.send(&event).await?;
+        }
+        self.commit_deferred(output, commit_at).await?;
+        // Rows of unfinished chunks were sent too: close them so they are acknowledged.
+        output.commit(commit_at).await?;
+        output.flush().await?;
+        Ok(())
+    }
+
+    fn pending(&self, specs: &[ChunkSpec]) -> Vec<ChunkSpec> {
+        specs
+            .iter()
+            .zip(&self.done)
+            .filter(|(_, done)| !**done)
+            .map(|(spec, _)| spec.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,189 @@
+//! Snapshot progress: which tables a snapshot covers and which chunks remain, stored with the
+//! connector's offsets so a restart reads only what was not delivered.
+//!
+//! A progress record is written only after the output acknowledged every row of the chunks
+//! it no longer lists ([`EventOutput::wait_acknowledged`]); the exactly-once Kafka output
+//! writes it in the same Kafka transaction as those rows instead. Where it is kept:
+//! `source.snapshot_progress_file` when set (written atomically: a temporary file renamed
+//! over the old one), else the output ([`EventOutput::store_snapshot_progress`]: the Kafka
+//! output's compacted `<prefix>.offsets` topic). An output that keeps nothing (JSON lines
+//! without a progress file) still snapshots, but an interrupted snapshot then starts over.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::SnapshotError;
+use super::plan::ChunkSpec;
+use crate::output::EventOutput;
+
+/// Where a snapshot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The slot is being created; no plan yet (a restart plans every published table).
+    #[default]
+    Starting,
+    /// Chunks remain.
+    Running,
+    /// Every planned chunk was delivered.
+    Complete,
+}
+
+/// The stored progress of a connector's snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    /// The slot the snapshot joins.
+    pub slot: String,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Tables snapshotted or planned (`schema.table`): a published table missing here is new.
+    pub tables: BTreeSet<String>,
+    /// Chunks not yet delivered.
+    pub pending: Vec<ChunkSpec>,
+    /// Rows delivered so far.
+    pub rows: u64,
+}
+
+impl SnapshotProgress {
+    /// Whether chunks remain to be read.
+    pub fn is_running(&self) -> bool {
+        self.phase != Phase::Complete
+    }
+}
+
+/// Loads and saves progress where the configuration says.
+#[derive(Debug, Clone)]
+pub struct ProgressKeeper {
+    file: Option<PathBuf>,
+    warned: bool,
+}
+
+impl ProgressKeeper {
+    /// Keeps progress in `file`, or with the output when none.
+    pub fn new(file: Option<PathBuf>) -> Self {
+        ProgressKeeper {
+            file,
+            warned: false,
+        }
+    }
+
+    fn store_name(&self) -> String {
+        match &self.file {
+            Some(path) => path.display().to_string(),
+            None => "the output".into(),
+        }
+    }
+
+    /// The stored progress, if any.
+    pub async fn load<O: EventOutput>(
+        &self,
+        output: &mut O,
+    ) -> Result<Option<SnapshotProgress>, SnapshotError> {
+        let bytes = match &self.file {
+            Some(path) => match tokio::fs::read(path).await {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(SnapshotError::Progress {
+                        store: self.store_name(),
+                        detail: format!(
+                            "{e}; fix the file's permissions or remove source.snapshot_progress_file"
+                        ),
+                    });
+                }
+            },
+            None => output.load_snapshot_progress().await?,
+        };
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|e| SnapshotError::Progress {
+                    store: self.store_name(),
+                    detail: format!(
+                        "the stored progress does not parse ({e}); remove it to snapshot from scratch"
+                    ),
+                })
+            })
+            .transpose()
+    }
+
+    /// Stores `progress` once everything sent so far is acknowledged.
+    pub async fn save<O: EventOutput>(
+        &mut self,
+        output: &mut O,
+        progress: &SnapshotProgress,
+    ) -> Result<(), SnapshotError> {
+        let bytes = serde_json::to_vec(progress).map_err(|e| SnapshotError::Progress {
+            store: self.store_name(),
+            detail: e.to_string(),
+        })?;
+        match &self.file {
+            Some(path) => {
+                output.wait_acknowledged().await?;
+                write_atomically(path, &bytes)
+                    .await
+                    .map_err(|e| SnapshotError::Progress {
+                        store: self.store_name(),
+                        detail: e.to_string(),
+                    })
+            }
+            None => {
+                let stored = output.store_snapshot_progress(&bytes).await?;
+                if !stored && !self.warned {
+                    self.warned = true;
+                    tracing::warn!(
+                        "snapshot progress is not stored (this output keeps no offsets): an interrupted snapshot starts over; set source.snapshot_progress_file to keep it"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    {
+        let mut file = tokio::fs::File::create(&temporary).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+        file.sync_all().await?;
+    }
+    tokio::fs::rename(&temporary, path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EnvelopeContext;
+    use crate::output::JsonLinesOutput;
+
+    #[tokio::test]
+    async fn a_file_keeps_progress_across_keepers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.json");
+        let context = EnvelopeContext {
+            prefix: "t".into(),
+            connector_name: "t".into(),
+            database: "d".into(),
+        };
+        let mut output = JsonLinesOutput::new(tokio::io::sink(), "null", context);
+        let mut keeper = ProgressKeeper::new(Some(path.clone()));
+        assert_eq!(keeper.load(&mut output).await.unwrap(), None);
+        let progress = SnapshotProgress {
+            slot: "s".into(),
+            phase: Phase::Running,
+            tables: ["public.a".to_string()].into(),
+            pending: super::super::plan::chunks_of("public", "a", 3, 1, None),
+            rows: 42,
+        };
+        keeper.save(&mut output, &progress).await.unwrap();
+        let again = ProgressKeeper::new(Some(path.clone()));
+        assert_eq!(again.load(&mut output).await.unwrap(), Some(progress));
+        std::fs::write(&path, b"{not json").unwrap();
+        let error = again.load(&mut output).await.unwrap_err().to_string();
+        assert!(error.contains("remove it"), "{error}");
+    }
+}

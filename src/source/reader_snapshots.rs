@@ -1,0 +1,448 @@
+//! The reader's side of snapshots: deciding at start whether and how to snapshot, and
+//! reading chunks against the running stream (watermarks) when resuming, when a table is
+//! added to the publication, and on request (signals).
+//!
+//! | at start | `initial` / `initial_only` | `when_needed` | `never` |
+//! |---|---|---|---|
+//! | no slot, no snapshot record | create the slot with an exported snapshot and read every table at it | same | create the slot, stream |
+//! | no slot, a snapshot was completed | error: changes since are lost | new slot, snapshot again (logged) | create the slot, stream |
+//! | slot invalidated | error | drop it, new slot, snapshot again (logged) | error |
+//! | slot, snapshot unfinished | read the remaining chunks with watermarks while streaming | same | stream |
+//! | slot, no record | stream (the slot's position is the committed position); `tidemark snapshot` re-reads tables | same | stream |
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{ReaderError, ReaderState, Session};
+use crate::config::{Config, SnapshotMode};
+use crate::event::{ChangeEvent, Op, SnapshotMarker};
+use crate::lsn::Lsn;
+use crate::output::EventOutput;
+use crate::snapshot::SnapshotError;
+use crate::snapshot::exported::{SnapshotOutcome, read_exported};
+use crate::snapshot::plan::{plan_tables, snapshot_tables};
+use crate::snapshot::progress::{Phase, SnapshotProgress};
+use crate::snapshot::signal::{self, SIGNAL_PREFIX, SnapshotSignal};
+use crate::snapshot::watermark::{Reconciled, Watermarks, place, read_chunk};
+use crate::source::connection::replication::SlotSnapshot;
+use crate::source::connection::{ConnectionError, ReplicationConnection, connect_sql};
+use crate::source::setup::ensure_publication_and_slot;
+
+/// Whether the session goes on to stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// Start streaming.
+    Stream,
+    /// Nothing more to do (`initial_only` done, or stopped during the snapshot).
+    Stop,
+}
+
+fn sql_error(what: &str) -> impl FnOnce(tokio_postgres::Error) -> ReaderError + '_ {
+    move |source| {
+        ReaderError::Snapshot(SnapshotError::Sql {
+            what: what.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Decides, at the start of a session, whether and how to snapshot (see the module docs),
+/// and takes the exported snapshot when that is the way.
+pub(super) async fn prepare<O: EventOutput>(
+    config: &Config,
+    output: &mut O,
+    state: &mut ReaderState,
+    sql: &tokio_postgres::Client,
+    repl: &mut ReplicationConnection,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Start, ReaderError> {
+    ensure_publication_and_slot(sql, config, false).await?;
+    let slot_name = &config.source.slot;
+    let mut slot: Option<String> = sql
+        .query_opt(
+            "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+            &[slot_name],
+        )
+        .await
+        .map_err(sql_error("looking up the replication slot"))?
+        .map(|row| row.get(0));
+    let mode = config.source.snapshot;
+    let first_load = !state.progress_loaded;
+    if first_load && mode != SnapshotMode::Never {
+        state.progress = state.keeper.load(output).await?;
+        state.progress_loaded = true;
+    }
+    state.marks.restart();
+    if slot.as_deref() == Some("lost") && mode == SnapshotMode::WhenNeeded {
+        tracing::warn!(slot = %slot_name, "the replication slot was invalidated (its WAL was removed, see max_slot_wal_keep_size); dropping it and snapshotting again into a new slot (source.snapshot = \"when_needed\")");
+        sql.execute("SELECT pg_drop_replication_slot($1)", &[slot_name])
+            .await
+            .map_err(sql_error("dropping the invalidated slot"))?;
+        slot = None;
+        state.progress = None;
+        state.marks = Watermarks::default();
+    }
+    if slot.is_some() {
+        if first_load && mode != SnapshotMode::Never {
+            resume_or_baseline(config, output, state, sql).await?;
+        }
+        if mode == SnapshotMode::InitialOnly && state.marks.is_idle() {
+            tracing::info!(
+                "source.snapshot = \"initial_only\" and no snapshot is unfinished: nothing to do"
+            );
+            state.finished = true;
+            return Ok(Start::Stop);
+        }
+        return Ok(Start::Stream);
+    }
+    // No slot.
+    if state.streamed_before && mode != SnapshotMode::WhenNeeded {
+        return Err(ReaderError::SlotLost {
+            slot: slot_name.clone(),
+            confirmed: state.confirmed,
+        });
+    }
+    if mode == SnapshotMode::Never {
+        let created = repl
+            .create_logical_slot(slot_name, SlotSnapshot::NoExport)
+            .await?;
+        tracing::info!(slot = %slot_name, position = %created.consistent_point, "created the replication slot; streaming starts at its position (source.snapshot = \"never\": rows that existed before are not read)");
+        return Ok(Start::Stream);
+    }
+    // A record still `Starting` means the slot was never created: start afresh.
+    if state
+        .progress
+        .as_ref()
+        .is_some_and(|p| p.phase != Phase::Starting)
+    {
+        if mode != SnapshotMode::WhenNeeded {
+            return Err(ReaderError::SlotMissingAfterSnapshot {
+                slot: slot_name.clone(),
+            });
+        }
+        tracing::warn!(slot = %slot_name, "the replication slot is missing; snapshotting again into a new slot (source.snapshot = \"when_needed\")");
+    }
+    // Stored before the slot exists: a crash from here on resumes instead of skipping.
+    let starting = SnapshotProgress {
+        slot: slot_name.clone(),
+        phase: Phase::Starting,
+        ..SnapshotProgress::default()
+    };
+    state.keeper.save(output, &starting).await?;
+    state.progress = Some(starting);
+    let created = repl
+        .create_logical_slot(slot_name, SlotSnapshot::Export)
+        .await?;
+    let snapshot = created.snapshot_name.clone().ok_or_else(|| {
+        ConnectionError::Protocol("CREATE_REPLICATION_SLOT exported no snapshot".into())
+    })?;
+    tracing::info!(slot = %slot_name, consistent_point = %created.consistent_point, snapshot = %snapshot, "created the replication slot with an exported snapshot");
+    let (outcome, progress) = read_exported(
+        config,
+        output,
+        &mut state.keeper,
+        &snapshot,
+        created.consistent_point,
+        shutdown,
+    )
+    .await?;
+    let delivered = progress.rows;
+    state.progress = Some(progress);
+    match outcome {
+        SnapshotOutcome::Complete { rows } => {
+            state.stats.snapshot_rows += rows;
+            if mode == SnapshotMode::InitialOnly {
+                tracing::info!(
+                    rows,
+                    "snapshot complete; stopping (source.snapshot = \"initial_only\"); the slot keeps its position for a later start"
+                );
+                state.finished = true;
+                return Ok(Start::Stop);
+            }
+            Ok(Start::Stream)
+        }
+        SnapshotOutcome::Interrupted => {
+            state.stats.snapshot_rows += delivered;
+            Ok(Start::Stop)
+        }
+    }
+}
+
+/// At the first session with an existing slot: queue an unfinished snapshot's chunks, or
+/// record the published tables as the baseline for noticing new ones.
+async fn resume_or_baseline<O: EventOutput>(
+    config: &Config,
+    output: &mut O,
+    state: &mut ReaderState,
+    sql: &tokio_postgres::Client,
+) -> Result<(), ReaderError> {
+    match state.progress.as_mut() {
+        Some(progress) if progress.phase == Phase::Starting => {
+            let tables = snapshot_tables(sql, config).await?;
+            progress.pending =
+                plan_tables(sql, &tables, config.source.snapshot_chunk_pages, None).await?;
+            progress.tables = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+            progress.phase = Phase::Running;
+            tracing::info!(
+                chunks = progress.pending.len(),
+                "the snapshot was interrupted before it read anything; reading every table against the stream"
+            );
+            state.marks.enqueue(progress.pending.clone());
+            let progress = progress.clone();
+            state.keeper.save(output, &progress).await?;
+        }
+        Some(progress) if progress.phase == Phase::Running => {
+            tracing::info!(
+                chunks = progress.pending.len(),
+                rows_done = progress.rows,
+                "resuming the unfinished snapshot: its remaining chunks are read against the stream"
+            );
+            state.marks.enqueue(progress.pending.clone());
+        }
+        Some(_) => {}
+        None => {
+            let tables = snapshot_tables(sql, config).await?;
+            tracing::info!(slot = %config.source.slot, "the slot exists and no snapshot is recorded: streaming from the slot's position (run `tidemark snapshot` to read existing rows)");
+            let baseline = SnapshotProgress {
+                slot: config.source.slot.clone(),
+                phase: Phase::Complete,
+                tables: tables.iter().map(|(s, t)| format!("{s}.{t}")).collect(),
+                pending: Vec::new(),
+                rows: 0,
+            };
+            state.keeper.save(output, &baseline).await?;
+            state.progress = Some(baseline);
+        }
+    }
+    Ok(())
+}
+
+/// A streamed event that is a signal rather than data.
+pub(super) fn signal_in(
+    config: &Config,
+    event: &ChangeEvent,
+) -> Option<Result<Option<SnapshotSignal>, String>> {
+    if let Some(message) = &event.message {
+        return (message.prefix == SIGNAL_PREFIX).then(|| signal::from_message(&message.content));
+    }
+    let table = event.table.as_deref()?;
+    let signal_table = config.source.signal_table.as_deref()?;
+    if signal_table.split_once('.') != Some((table.schema.as_str(), table.name.as_str())) {
+        return None;
+    }
+    Some(match (event.op, event.after.as_deref()) {
+        (Op::Create, Some(row)) => signal::from_row(table, row),
+        _ => Ok(None),
+    })
+}
+
+impl<O: EventOutput> Session<'_, O> {
+    /// Starts chunk reads while workers are free.
+    pub(super) fn fill_workers(&mut self) {
+        while self.state.marks.open_windows() < self.config.source.snapshot_workers {
+            let Some((id, chunk)) = self.state.marks.open_next() else {
+                break;
+            };
+            let sender = self.state.chunk_sender.clone();
+            let settings = self.settings.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let client = connect_sql(&settings).await?;
+                    read_chunk(&client, &chunk).await
+                }
+                .await;
+                let _ = sender.send((id, result));
+            });
+        }
+    }
+
+    /// A worker finished a chunk.
+    pub(super) async fn chunk_arrived(
+        &mut self,
+        id: u64,
+        result: Result<crate::snapshot::watermark::ChunkRead, SnapshotError>,
+    ) -> Result<(), ReaderError> {
+        match result {
+            Ok(read) => self.state.marks.chunk_read(id, read),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(%error, "reading a snapshot chunk failed; it is read again");
+                self.state.marks.chunk_failed(id);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if !self.assembler.in_transaction() {
+            self.emit_ready(self.passed).await?;
+        }
+        Ok(())
+    }
+
+    /// The stream has passed `passed` (a transaction boundary): emits the chunks whose high
+    /// watermark lies at or before it.
+    pub(super) async fn emit_ready(&mut self, passed: Lsn) -> Result<(), ReaderError> {
+        self.passed = self.passed.max(passed);
+        if self.state.marks.waiting_for().is_none() {
+            return Ok(());
+        }
+        let ready = self.state.marks.take_ready(self.passed);
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for reconciled in ready {
+            match reconciled {
+                Reconciled::Retry(chunk) => {
+                    tracing::info!(chunk = %chunk.label(), "a chunk's snapshot missed a transaction the stream had passed; reading it again");
+                    self.state.marks.retry(chunk);
+                }
+                Reconciled::Emit {
+                    chunk,
+                    high,
+                    mut events,
+                    superseded,
+                } => {
+                    place(&mut events, high);
+                    if self.state.marks.is_idle() {
+                        if let Some(last) = events.last_mut() {
+                            last.source.snapshot = SnapshotMarker::Last;
+                        }
+                    }
+                    for event in &events {
+                        self.output.send(event).await?;
+                    }
+                    self.output.commit(self.last_committed).await?;
+                    let rows = events.len() as u64;
+                    self.state.stats.snapshot_rows += rows;
+                    tracing::debug!(chunk = %chunk.label(), rows, superseded, %high, "emitted a chunk read against the stream");
+                    if let Some(progress) = self.state.progress.as_mut() {
+                        if let Some(i) = progress.pending.iter().position(|c| *c == chunk) {
+                            progress.pending.remove(i);
+                        }
+                        progress.rows += rows;
+                    }
+                }
+            }
+        }
+        self.flush_output().await?;
+        let idle = self.state.marks.is_idle();
+        if idle {
+            if let Some(progress) = self.state.progress.as_mut() {
+                if progress.phase != Phase::Complete {
+                    progress.phase = Phase::Complete;
+                    tracing::info!(rows = progress.rows, "snapshot complete");
+                }
+            }
+            if self.config.source.snapshot == SnapshotMode::InitialOnly {
+                self.state.finished = true;
+            }
+        }
+        if idle
+            || self.last_checkpoint.elapsed()
+                >= Duration::from_millis(self.config.source.snapshot_checkpoint_ms)
+        {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores snapshot progress (after everything sent is acknowledged).
+    pub(super) async fn checkpoint(&mut self) -> Result<(), ReaderError> {
+        if let Some(progress) = self.state.progress.clone() {
+            self.state.keeper.save(self.output, &progress).await?;
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Queues chunks of `tables` (ad-hoc snapshots and tables new to the publication).
+    async fn snapshot_tables(
+        &mut self,
+        tables: &[(String, String)],
+        condition: Option<&str>,
+    ) -> Result<(), ReaderError> {
+        let chunks = plan_tables(
+            &self.sql,
+            tables,
+            self.config.source.snapshot_chunk_pages,
+            condition,
+        )
+        .await?;
+        let progress = self.state.progress.get_or_insert_with(|| SnapshotProgress {
+            slot: self.config.source.slot.clone(),
+            ..SnapshotProgress::default()
+        });
+        progress.phase = Phase::Running;
+        for (schema, table) in tables {
+            progress.tables.insert(format!("{schema}.{table}"));
+        }
+        for chunk in &chunks {
+            if !progress.pending.contains(chunk) {
+                progress.pending.push(chunk.clone());
+            }
+        }
+        self.state.marks.enqueue(chunks);
+        self.checkpoint().await
+    }
+
+    /// Acts on a signal from the stream.
+    pub(super) async fn handle_signal(
+        &mut self,
+        signal: Result<Option<SnapshotSignal>, String>,
+    ) -> Result<(), ReaderError> {
+        let request = match signal {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(problem) => {
+                tracing::warn!(%problem, "ignoring a signal");
+                return Ok(());
+            }
+        };
+        let published = snapshot_tables(&self.sql, self.config).await?;
+        let mut tables = Vec::new();
+        for name in &request.tables {
+            let found = published
+                .iter()
+                .find(|(s, t)| format!("{s}.{t}") == *name)
+                .cloned();
+            match found {
+                Some(table) => tables.push(table),
+                None => {
+                    tracing::warn!(table = %name, publication = %self.config.source.publication, "a snapshot signal names a table that is not published; skipping it")
+                }
+            }
+        }
+        if tables.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(tables = ?request.tables, condition = ?request.condition, "snapshot requested by a signal; reading while streaming continues");
+        self.snapshot_tables(&tables, request.condition.as_deref())
+            .await
+    }
+
+    /// Whether `schema.table` is unknown to the stored progress (a table new to the
+    /// publication).
+    pub(super) fn is_new_table(&self, schema: &str, table: &str) -> bool {
+        self.config.source.snapshot != SnapshotMode::Never
+            && self
+                .state
+                .progress
+                .as_ref()
+                .is_some_and(|p| !p.tables.contains(&format!("{schema}.{table}")))
+    }
+
+    /// Snapshots published tables that the progress does not know yet.
+    pub(super) async fn discover_new_tables(&mut self) -> Result<(), ReaderError> {
+        if self.config.source.snapshot == SnapshotMode::Never || self.state.progress.is_none() {
+            return Ok(());
+        }
+        let published = snapshot_tables(&self.sql, self.config).await?;
+        let new: Vec<(String, String)> = published
+            .into_iter()
+            .filter(|(s, t)| self.is_new_table(s, t))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(tables = ?new.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>(), "tables new to the publication; reading their rows while streaming continues");
+        self.snapshot_tables(&new, None).await
+    }
+}

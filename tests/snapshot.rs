@@ -1,0 +1,641 @@
+//! The initial snapshot and its seam with the stream, on a real PostgreSQL: exported
+//! snapshot under a concurrent write load, interrupted and killed snapshots resumed with
+//! watermarks, ad-hoc re-snapshots by signal, tables added to the publication, empty and
+//! keyless tables, `initial_only`, and `when_needed` after the slot is dropped.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{database, exec, wait_until};
+use tidemark::config::Config;
+use tidemark::event::{ChangeEvent, Op, SnapshotMarker};
+use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
+use tidemark::testing::{CollectedEvents, MemoryOutput, TestDatabase};
+use tidemark::value::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+type Row = (String, i32);
+
+struct Reader {
+    events: CollectedEvents,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<ReaderStats, ReaderError>>,
+}
+
+fn start(config: &Config) -> Reader {
+    let (mut output, events) = MemoryOutput::new();
+    let (shutdown, rx) = watch::channel(false);
+    let config = config.clone();
+    let task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
+    Reader {
+        events,
+        shutdown,
+        task,
+    }
+}
+
+impl Reader {
+    async fn stop(self) -> ReaderStats {
+        let _ = self.shutdown.send(true);
+        match tokio::time::timeout(Duration::from_secs(60), self.task).await {
+            Ok(Ok(Ok(stats))) => stats,
+            Ok(Ok(Err(e))) => panic!("reader failed: {e}"),
+            other => panic!("reader did not stop cleanly: {other:?}"),
+        }
+    }
+
+    async fn finished(self) -> Result<ReaderStats, ReaderError> {
+        match tokio::time::timeout(Duration::from_secs(120), self.task).await {
+            Ok(Ok(result)) => result,
+            other => panic!("reader did not finish: {other:?}"),
+        }
+    }
+
+    async fn wait_for_last_snapshot_row(&self) {
+        wait_until(
+            "the snapshot's last row",
+            Duration::from_secs(60),
+            || async {
+                self.events
+                    .lock()
+                    .iter()
+                    .any(|e| e.source.snapshot == SnapshotMarker::Last)
+            },
+        )
+        .await;
+    }
+
+    fn check_alive(&self) {
+        assert!(!self.task.is_finished(), "the reader stopped early");
+    }
+}
+
+fn snapshot_config(db: &TestDatabase, name: &str, dir: &std::path::Path, extra: &str) -> Config {
+    let mut text = format!(
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\nsnapshot_progress_file = \"{}\"\n{extra}\n",
+        db.url(),
+        dir.join(format!("{name}.progress.json")).display()
+    );
+    if !extra.contains("snapshot_workers") {
+        text.push_str("snapshot_workers = 2\n");
+    }
+    Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn key(event: &ChangeEvent) -> i64 {
+    let table = event.table.as_ref().expect("table event");
+    let row = event.after.as_ref().or(event.before.as_ref()).expect("row");
+    match &row[table.key_columns[0]] {
+        Value::Int64(k) => *k,
+        other => panic!("unexpected key {other:?}"),
+    }
+}
+
+fn row_of(event: &ChangeEvent) -> Row {
+    let row = event.after.as_ref().expect("after");
+    let v = match &row[1] {
+        Value::Text(t) => t.clone(),
+        other => panic!("v: {other:?}"),
+    };
+    let n = match &row[2] {
+        Value::Int32(n) => *n,
+        other => panic!("n: {other:?}"),
+    };
+    (v, n)
+}
+
+/// The table's state after applying `events` in order (reads, inserts and updates upsert,
+/// deletes remove, truncates empty it).
+fn replay(events: &[ChangeEvent], table: &str) -> BTreeMap<i64, Row> {
+    let mut state = BTreeMap::new();
+    for event in events {
+        if event.table.as_ref().is_none_or(|t| t.name != table) {
+            continue;
+        }
+        match event.op {
+            Op::Read | Op::Create | Op::Update => {
+                if let Some(before) = &event.before {
+                    let table = event.table.as_ref().expect("table");
+                    if let Value::Int64(old) = &before[table.key_columns[0]] {
+                        state.remove(old);
+                    }
+                }
+                state.insert(key(event), row_of(event));
+            }
+            Op::Delete => {
+                state.remove(&key(event));
+            }
+            Op::Truncate => state.clear(),
+            Op::Message => {}
+        }
+    }
+    state
+}
+
+async fn source_state(client: &tokio_postgres::Client, table: &str) -> BTreeMap<i64, Row> {
+    client
+        .query(&format!("SELECT id, v, n FROM {table}"), &[])
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0),
+                (r.get::<_, String>(1), r.get::<_, i32>(2)),
+            )
+        })
+        .collect()
+}
+
+async fn create_table(client: &tokio_postgres::Client, table: &str, rows: i64) {
+    exec(
+        client,
+        &format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, v text NOT NULL, n int NOT NULL); \
+             INSERT INTO {table} SELECT i, 'row ' || i, 0 FROM generate_series(1, {rows}) i;"
+        ),
+    )
+    .await;
+}
+
+/// Updates, inserts and deletes on `table` until `stop` is set; returns the statements run.
+fn write_load(
+    client: Arc<tokio_postgres::Client>,
+    table: &'static str,
+    first_new_id: i64,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut count = 0u64;
+        let mut next_id = first_new_id;
+        while !stop.load(Ordering::Relaxed) {
+            let pick = (count * 7919) % (first_new_id as u64).max(1) + 1;
+            let sql = match count % 4 {
+                0 => {
+                    format!("UPDATE {table} SET n = n + 1, v = 'updated {count}' WHERE id = {pick}")
+                }
+                1 => {
+                    next_id += 1;
+                    format!("INSERT INTO {table} VALUES ({next_id}, 'new {count}', 1)")
+                }
+                2 => format!("DELETE FROM {table} WHERE id = {pick}"),
+                _ => format!(
+                    "BEGIN; UPDATE {table} SET n = n + 10 WHERE id = {}; UPDATE {table} SET id = id + 1000000 WHERE id = {}; COMMIT",
+                    pick + 1,
+                    pick + 2
+                ),
+            };
+            client.batch_execute(&sql).await.expect("load statement");
+            count += 1;
+        }
+        count
+    })
+}
+
+/// Waits until the slot confirmed everything written so far.
+async fn caught_up(client: &tokio_postgres::Client, slot: &str) {
+    let target = common::current_wal(client).await;
+    wait_until(
+        "the slot to confirm the end of the load",
+        Duration::from_secs(60),
+        || async { common::confirmed(client, slot).await >= target },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_snapshot_joins_the_stream_under_a_write_load() {
+    let (db, client) = database("snap_seam").await;
+    let client = Arc::new(client);
+    create_table(&client, "seam", 30_000).await;
+    exec(
+        &client,
+        "CREATE TABLE empty_t (id bigint PRIMARY KEY, v text NOT NULL, n int NOT NULL); \
+                   CREATE TABLE keyless (v text, n int); \
+                   INSERT INTO keyless SELECT 'k' || i, i FROM generate_series(1, 500) i;",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small chunks so that the table is read by both workers in many ranges.
+    let config = snapshot_config(&db, "seam", dir.path(), "snapshot_chunk_pages = 16");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load(client.clone(), "seam", 30_000, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let statements = load.await.expect("load");
+    assert!(statements > 50, "the load ran ({statements} statements)");
+    caught_up(&client, &config.source.slot).await;
+    reader.check_alive();
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+
+    // Every snapshot row comes before every streamed change, and exactly one is the last.
+    let first_streamed = events
+        .iter()
+        .position(|e| e.op != Op::Read)
+        .expect("streamed changes");
+    assert!(
+        events[first_streamed..].iter().all(|e| e.op != Op::Read),
+        "snapshot rows after streamed ones"
+    );
+    let lasts: Vec<&ChangeEvent> = events
+        .iter()
+        .filter(|e| e.source.snapshot == SnapshotMarker::Last)
+        .collect();
+    assert_eq!(lasts.len(), 1, "one row marked last");
+    assert_eq!(
+        events[first_streamed - 1].source.snapshot,
+        SnapshotMarker::Last
+    );
+    assert!(
+        events[..first_streamed]
+            .iter()
+            .all(|e| e.source.snapshot != SnapshotMarker::False)
+    );
+    // Snapshot positions sort before every streamed change.
+    let max_snapshot = events[..first_streamed]
+        .iter()
+        .map(|e| e.source.commit_lsn)
+        .max()
+        .unwrap();
+    assert!(
+        events[first_streamed..]
+            .iter()
+            .all(|e| e.source.commit_lsn > max_snapshot)
+    );
+
+    // The seam: the final state from the events equals the table, row by row.
+    let expected = source_state(&client, "seam").await;
+    let replayed = replay(&events, "seam");
+    assert_eq!(replayed.len(), expected.len(), "row count");
+    for (id, row) in &expected {
+        assert_eq!(replayed.get(id), Some(row), "row {id}");
+    }
+    // Each row existing at the snapshot was read once.
+    let reads = events
+        .iter()
+        .filter(|e| e.op == Op::Read && e.table.as_ref().unwrap().name == "seam")
+        .count();
+    assert!((29_000..=31_000).contains(&reads), "{reads} reads");
+    // The empty table gives nothing; the keyless one every row, without a key.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.table.as_ref().is_none_or(|t| t.name != "empty_t"))
+    );
+    let keyless: Vec<&ChangeEvent> = events
+        .iter()
+        .filter(|e| e.table.as_ref().is_some_and(|t| t.name == "keyless"))
+        .collect();
+    assert_eq!(keyless.len(), 500);
+    assert!(
+        keyless
+            .iter()
+            .all(|e| e.op == Op::Read && e.key().is_none())
+    );
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_stream_of_the_same_value_are_identical() {
+    let (db, client) = database("snap_same").await;
+    exec(&client, "CREATE TABLE typed (id bigint PRIMARY KEY, price numeric(12,3), at timestamptz, \
+                   d date, tags text[], doc jsonb, raw bytea, u uuid, note text); \
+                   INSERT INTO typed VALUES (1, 12.5, '2024-02-29 12:34:56.789+02', 'infinity', \
+                   '{a,NULL,\"b c\"}', '{\"k\": [1, 2]}', '\\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', e'tab\\there\\nline');").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(&db, "same", dir.path(), "");
+    let reader = start(&config);
+    wait_until("the snapshot row", Duration::from_secs(30), || async {
+        !reader.events.is_empty()
+    })
+    .await;
+    exec(
+        &client,
+        "BEGIN; CREATE TEMP TABLE copy_of AS SELECT * FROM typed; DELETE FROM typed; \
+                   INSERT INTO typed SELECT * FROM copy_of; COMMIT;",
+    )
+    .await;
+    wait_until("the re-inserted row", Duration::from_secs(30), || async {
+        reader.events.lock().iter().any(|e| e.op == Op::Create)
+    })
+    .await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    let read = events.iter().find(|e| e.op == Op::Read).expect("read");
+    let insert = events.iter().find(|e| e.op == Op::Create).expect("insert");
+    assert_eq!(read.after, insert.after, "same values");
+    assert_eq!(
+        read.table, insert.table,
+        "same table description (so the same schemas)"
+    );
+    // And the same Avro bytes: the read, given the insert's op and position, encodes to the
+    // insert's record byte for byte (key and envelope).
+    let context = tidemark::event::EnvelopeContext {
+        prefix: "p".into(),
+        connector_name: "p".into(),
+        database: "d".into(),
+    };
+    let mut as_insert = read.clone();
+    as_insert.op = insert.op;
+    as_insert.source = insert.source;
+    as_insert.data_collection_order = insert.data_collection_order;
+    let mut writer = tidemark::schema::avro_write::AvroWriter::default();
+    let encode = |writer: &mut tidemark::schema::avro_write::AvroWriter, e: &ChangeEvent| {
+        let mut out = Vec::new();
+        writer.key(e, &mut out).expect("key");
+        writer.envelope(e, &context, 7, &mut out).expect("envelope");
+        out
+    };
+    assert_eq!(encode(&mut writer, &as_insert), encode(&mut writer, insert));
+    drop(db);
+}
+
+fn read_progress(path: &std::path::Path) -> Option<serde_json::Value> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+async fn wait_slot_released(client: &tokio_postgres::Client, slot: &str) {
+    wait_until("the slot to be released", Duration::from_secs(30), || async {
+        !client
+            .query_one(
+                "SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)",
+                &[&slot],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(true)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_snapshots_resume_where_they_stopped() {
+    let (db, client) = database("snap_kill").await;
+    let client = Arc::new(client);
+    create_table(&client, "big", 40_000).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(
+        &db,
+        "kill",
+        dir.path(),
+        "snapshot_chunk_pages = 8\nsnapshot_workers = 1\nsnapshot_checkpoint_ms = 100",
+    );
+    let progress_file = dir.path().join("kill.progress.json");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load(client.clone(), "big", 40_000, stop.clone());
+    let mut all_events = Vec::new();
+
+    // 1. Killed as soon as the snapshot is recorded as started.
+    let reader = start(&config);
+    wait_until("a progress record", Duration::from_secs(30), || async {
+        read_progress(&progress_file).is_some()
+    })
+    .await;
+    reader.task.abort();
+    let _ = reader.task.await;
+    all_events.extend(reader.events.snapshot());
+    wait_slot_released(&client, &config.source.slot).await;
+
+    // 2. Killed after some chunks were recorded as done (a checkpoint passed).
+    let reader = start(&config);
+    let total_chunks = std::cell::Cell::new(0usize);
+    wait_until(
+        "a checkpoint with chunks done",
+        Duration::from_secs(90),
+        || async {
+            let Some(progress) = read_progress(&progress_file) else {
+                return false;
+            };
+            let pending = progress["pending"].as_array().map_or(0, Vec::len);
+            if progress["phase"] == "running" && total_chunks.get() == 0 && pending > 0 {
+                total_chunks.set(pending);
+            }
+            progress["phase"] == "running" && pending > 0 && pending + 2 < total_chunks.get()
+        },
+    )
+    .await;
+    reader.task.abort();
+    let _ = reader.task.await;
+    let second = reader.events.snapshot();
+    all_events.extend(second.iter().cloned());
+    wait_slot_released(&client, &config.source.slot).await;
+    let left = read_progress(&progress_file).expect("progress")["pending"]
+        .as_array()
+        .map_or(0, Vec::len);
+
+    // 3. Runs to the end while the load goes on.
+    let reader = start(&config);
+    wait_until(
+        "the snapshot to complete",
+        Duration::from_secs(120),
+        || async { read_progress(&progress_file).is_some_and(|p| p["phase"] == "complete") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    caught_up(&client, &config.source.slot).await;
+    let handle = reader.events.clone();
+    reader.check_alive();
+    reader.stop().await;
+    let third = handle.snapshot();
+    all_events.extend(third.iter().cloned());
+
+    let reads_in_third = third.iter().filter(|e| e.op == Op::Read).count();
+    let reads_in_second = second.iter().filter(|e| e.op == Op::Read).count();
+    assert!(left > 0, "chunks remained after the second kill");
+    assert!(
+        reads_in_third < 40_000 - reads_in_second / 2,
+        "the last run read only what was left ({reads_in_third} rows; {reads_in_second} before)"
+    );
+    let expected = source_state(&client, "big").await;
+    let replayed = replay(&all_events, "big");
+    assert_eq!(replayed.len(), expected.len(), "row count");
+    for (id, row) in &expected {
+        assert_eq!(replayed.get(id), Some(row), "row {id}");
+    }
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_re_reads_a_table_while_writes_continue() {
+    let (db, client) = database("snap_signal").await;
+    let client = Arc::new(client);
+    create_table(&client, "sig", 3_000).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(&db, "signal", dir.path(), "snapshot_chunk_pages = 4");
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    let before = reader.events.len();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = write_load(client.clone(), "sig", 3_000, stop.clone());
+    let how = tidemark::snapshot::signal::request_snapshot(
+        &config,
+        &["public.sig".to_string()],
+        Some("id <= 1500"),
+    )
+    .await
+    .expect("request");
+    assert_eq!(how, "a logical message");
+    wait_until("the re-read to finish", Duration::from_secs(60), || async {
+        reader.events.lock()[before..]
+            .iter()
+            .filter(|e| e.op == Op::Read)
+            .count()
+            > 1_000
+            && read_progress(&dir.path().join("signal.progress.json"))
+                .is_some_and(|p| p["phase"] == "complete")
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    caught_up(&client, &config.source.slot).await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    let rereads: Vec<&ChangeEvent> = events[before..]
+        .iter()
+        .filter(|e| e.op == Op::Read)
+        .collect();
+    assert!(
+        rereads.len() <= 1_500 && rereads.len() > 1_000,
+        "{} rows re-read",
+        rereads.len()
+    );
+    assert!(
+        rereads.iter().all(|e| key(e) <= 1_500),
+        "the condition was applied"
+    );
+    assert_eq!(
+        rereads.last().map(|e| e.source.snapshot),
+        Some(SnapshotMarker::Last)
+    );
+    assert!(
+        events.iter().all(|e| e.message.is_none()),
+        "the signal itself is not published"
+    );
+    let expected = source_state(&client, "sig").await;
+    assert_eq!(replay(&events, "sig"), expected);
+    // Bad requests are refused with the reason.
+    let error =
+        tidemark::snapshot::signal::request_snapshot(&config, &["public.nope".to_string()], None)
+            .await
+            .expect_err("unknown table");
+    assert!(error.to_string().contains("not in publication"), "{error}");
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_the_publication_is_snapshotted() {
+    let (db, client) = database("snap_new").await;
+    create_table(&client, "first", 100).await;
+    create_table(&client, "second", 2_000).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(&db, "newtable", dir.path(), "tables = [\"public.first\"]");
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    assert!(
+        reader
+            .events
+            .lock()
+            .iter()
+            .all(|e| e.table.as_ref().unwrap().name == "first")
+    );
+    exec(
+        &client,
+        "ALTER PUBLICATION tidemark_newtable ADD TABLE public.second; \
+                   UPDATE second SET n = 5 WHERE id = 7;",
+    )
+    .await;
+    wait_until("the new table's rows", Duration::from_secs(60), || async {
+        reader
+            .events
+            .lock()
+            .iter()
+            .filter(|e| e.op == Op::Read && e.table.as_ref().unwrap().name == "second")
+            .count()
+            >= 2_000
+    })
+    .await;
+    caught_up(&client, &config.source.slot).await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    assert_eq!(
+        replay(&events, "second"),
+        source_state(&client, "second").await
+    );
+    let progress = read_progress(&dir.path().join("newtable.progress.json")).expect("progress");
+    assert!(
+        progress["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "public.second")
+    );
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_initial_only_when_needed_and_a_lost_slot() {
+    let (db, client) = database("snap_modes").await;
+    create_table(&client, "m", 1_000).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // initial_only: the snapshot, then the reader stops by itself.
+    let config = snapshot_config(&db, "modes", dir.path(), "snapshot = \"initial_only\"");
+    let reader = start(&config);
+    let handle = reader.events.clone();
+    let stats = reader.finished().await.expect("initial_only finishes");
+    assert_eq!(stats.snapshot_rows, 1_000);
+    assert!(handle.snapshot().iter().all(|e| e.op == Op::Read));
+
+    // The slot dropped behind the connector's back, rows written meanwhile.
+    exec(
+        &client,
+        "SELECT pg_drop_replication_slot('tidemark_modes'); \
+                   INSERT INTO m SELECT i, 'late', 2 FROM generate_series(1001, 1100) i;",
+    )
+    .await;
+    let mut strict = config.clone();
+    strict.source.snapshot = tidemark::config::SnapshotMode::Initial;
+    let error = start(&strict)
+        .finished()
+        .await
+        .expect_err("initial refuses to skip the gap");
+    assert!(
+        matches!(error, ReaderError::SlotMissingAfterSnapshot { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("when_needed"), "{error}");
+
+    // when_needed: a new slot and a new snapshot, then streaming.
+    let mut healing = config.clone();
+    healing.source.snapshot = tidemark::config::SnapshotMode::WhenNeeded;
+    let reader = start(&healing);
+    reader.wait_for_last_snapshot_row().await;
+    exec(&client, "UPDATE m SET n = 9 WHERE id = 1").await;
+    wait_until("the streamed update", Duration::from_secs(30), || async {
+        reader.events.lock().iter().any(|e| e.op == Op::Update)
+    })
+    .await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    assert_eq!(events.iter().filter(|e| e.op == Op::Read).count(), 1_100);
+    assert_eq!(replay(&events, "m"), source_state(&client, "m").await);
+    drop(db);
+}

@@ -1,0 +1,189 @@
+//! The snapshot into Kafka (tansu, Avro, the embedded registry): read events with the
+//! snapshot markers, progress stored in the `<prefix>.offsets` topic, and a snapshot stopped
+//! half-way that the next start finishes without reading the delivered chunks again.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::kafka::consume_until;
+use common::{database, exec, wait_until};
+use tidemark::config::Config;
+use tidemark::event::ChangeEvent;
+use tidemark::event::EnvelopeContext;
+use tidemark::kafka::KafkaOutput;
+use tidemark::lsn::Lsn;
+use tidemark::output::{EventOutput, OutputError};
+use tidemark::source::reader::run_reader;
+use tidemark::testing::{KafkaBroker, TestDatabase};
+use tokio::sync::watch;
+
+fn kafka_config(db: &TestDatabase, name: &str) -> Config {
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\nsnapshot_chunk_pages = 4\n\
+         snapshot_workers = 1\nsnapshot_checkpoint_ms = 100\n\
+         [kafka]\nbrokers = \"{}\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\n",
+        db.url(),
+        broker.bootstrap
+    );
+    Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn context(config: &Config) -> EnvelopeContext {
+    EnvelopeContext {
+        prefix: config.name.clone(),
+        connector_name: config.name.clone(),
+        database: "test".into(),
+    }
+}
+
+/// An output that asks the reader to stop after `limit` events (a deterministic interrupt).
+struct StopAfter<O> {
+    inner: O,
+    seen: u64,
+    limit: u64,
+    stop: watch::Sender<bool>,
+}
+
+impl<O: EventOutput> EventOutput for StopAfter<O> {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        self.seen += 1;
+        if self.seen == self.limit {
+            let _ = self.stop.send(true);
+        }
+        self.inner.send(event).await
+    }
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
+        self.inner.commit(end_lsn).await
+    }
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
+    fn acknowledged(&self) -> Lsn {
+        self.inner.acknowledged()
+    }
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        self.inner.flush().await
+    }
+    async fn wait_acknowledged(&mut self) -> Result<(), OutputError> {
+        self.inner.wait_acknowledged().await
+    }
+    async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
+        self.inner.load_snapshot_progress().await
+    }
+    async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {
+        self.inner.store_snapshot_progress(progress).await
+    }
+    async fn shutdown(&mut self) -> Result<(), OutputError> {
+        self.inner.shutdown().await
+    }
+}
+
+/// The stored progress, read back the way `tidemark status` does.
+async fn stored(config: &Config) -> Option<tidemark::source::status::SnapshotStatus> {
+    tidemark::source::status::status(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .snapshot
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_stopped_half_way_is_finished_by_the_next_start() {
+    let (db, client) = database("snap_kafka").await;
+    exec(
+        &client,
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(12,2)); \
+         INSERT INTO accounts SELECT i, 'owner ' || i, i * 1.5 FROM generate_series(1, 100000) i;",
+    )
+    .await;
+    let config = kafka_config(&db, "snapkafka");
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+
+    // First start: stopped after 30,000 rows.
+    let (inner, registry) = KafkaOutput::from_config(&config, context(&config))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, rx) = watch::channel(false);
+    let mut output = StopAfter {
+        inner,
+        seen: 0,
+        limit: 30_000,
+        stop,
+    };
+    let first_config = config.clone();
+    let first = tokio::spawn(async move { run_reader(&first_config, &mut output, rx).await });
+    let first_stats = first
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("first run: {e}"));
+    drop(registry);
+    let after_first = stored(&config).await.expect("progress");
+    assert_eq!(after_first.phase.as_deref(), Some("running"));
+    assert!(after_first.chunks_left > 0, "{after_first:?}");
+    assert!(after_first.rows >= 29_000, "{after_first:?}");
+    assert!(
+        first_stats.snapshot_rows < 100_000,
+        "stopped half-way: {first_stats:?}"
+    );
+
+    // A change while stopped, then the second start finishes the snapshot and streams.
+    exec(&client, "UPDATE accounts SET balance = 0 WHERE id = 100000").await;
+    let (mut output, registry) = KafkaOutput::from_config(&config, context(&config))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, rx) = watch::channel(false);
+    let second_config = config.clone();
+    let second = tokio::spawn(async move { run_reader(&second_config, &mut output, rx).await });
+    wait_until(
+        "the snapshot to complete",
+        Duration::from_secs(60),
+        || async {
+            stored(&config)
+                .await
+                .is_some_and(|s| s.phase.as_deref() == Some("complete"))
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    let second_stats = second
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("second run: {e}"));
+    drop(registry);
+    assert!(
+        first_stats.snapshot_rows + second_stats.snapshot_rows < 100_000 + 4_000,
+        "delivered chunks were not read again: {} + {}",
+        first_stats.snapshot_rows,
+        second_stats.snapshot_rows
+    );
+
+    // Every row is on the topic (as a read or the streamed update), in Avro: every row the
+    // two runs emitted, and the update.
+    let expected_records = first_stats.snapshot_rows + second_stats.snapshot_rows + 1;
+    let records = consume_until(
+        &broker.bootstrap,
+        "snapkafka.public.accounts",
+        Duration::from_secs(60),
+        move |records| records.len() as u64 >= expected_records,
+    )
+    .await;
+    let keys: BTreeSet<Vec<u8>> = records.iter().filter_map(|r| r.key.clone()).collect();
+    assert_eq!(keys.len(), 100_000, "one key per row");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.raw.as_ref().is_some_and(|v| v.first() == Some(&0))),
+        "Confluent-framed Avro"
+    );
+    let text = tidemark::source::status::status(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    assert!(
+        text.contains("snapshot      complete: 1 tables, 0 chunks left"),
+        "{text}"
+    );
+    drop(db);
+}
