@@ -86,10 +86,11 @@ fn config(
     )?)
 }
 
-fn context(db: &TestDatabase) -> EnvelopeContext {
+/// The envelope names `run` would use for `config`.
+fn context(db: &TestDatabase, config: &Config) -> EnvelopeContext {
     EnvelopeContext {
-        prefix: "bench".into(),
-        connector_name: "bench".into(),
+        prefix: config.name.clone(),
+        connector_name: config.name.clone(),
         database: db.name.clone(),
     }
 }
@@ -136,19 +137,6 @@ fn psql_copy(cluster: &PgCluster, db: &TestDatabase, table: &str) -> anyhow::Res
     Ok(start.elapsed())
 }
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let narrow_rows = env_number("SNAPSHOT_ROWS", 2_000_000);
@@ -166,14 +154,15 @@ async fn main() -> anyhow::Result<()> {
              FROM generate_series(1, {narrow_rows}) g; \
              CREATE TABLE wide (id bigint PRIMARY KEY, c1 text, c2 text, c3 text, c4 text, c5 text, \
                c6 text, c7 text, c8 text, c9 text, c10 text, n int, at timestamptz); \
-             INSERT INTO wide SELECT g, {cols}, g, now() FROM generate_series(1, {wide_rows}) g; \
-             VACUUM ANALYZE narrow; VACUUM ANALYZE wide;",
+             INSERT INTO wide SELECT g, {cols}, g, now() FROM generate_series(1, {wide_rows}) g;",
             cols = (1..=10)
                 .map(|i| format!("repeat(md5((g * {i})::text), 3)"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
         .await?;
+    client.batch_execute("VACUUM ANALYZE narrow").await?;
+    client.batch_execute("VACUUM ANALYZE wide").await?;
     let sizes = client
         .query_one(
             "SELECT pg_relation_size('narrow') / greatest(count(*), 1) FROM narrow",
@@ -202,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
                 .push(rate(copy));
 
             let cfg = config(&db, &format!("json_{table}_{round}"), table, None)?;
-            let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context(&db));
+            let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context(&db, &cfg));
             let (took, seen) = snapshot_into(&cfg, &mut out).await?;
             anyhow::ensure!(seen == rows, "JSON snapshot emitted {seen} of {rows} rows");
             drop_slot(&client, &cfg).await?;
@@ -214,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             let cfg = config(&db, &format!("avro_{table}_{round}"), table, None)?;
             let mut out = AvroNull {
                 writer: AvroWriter::default(),
-                context: context(&db),
+                context: context(&db, &cfg),
                 buffer: Vec::with_capacity(4096),
                 acknowledged: Lsn::ZERO,
             };
@@ -235,7 +224,8 @@ async fn main() -> anyhow::Result<()> {
             if let Some(brokers) = &brokers {
                 let name = format!("kafka_{table}_{round}");
                 let cfg = config(&db, &name, table, Some(brokers))?;
-                let (mut out, registry) = KafkaOutput::from_config(&cfg, context(&db)).await?;
+                let (mut out, registry) =
+                    KafkaOutput::from_config(&cfg, context(&db, &cfg)).await?;
                 let (took, seen) = snapshot_into(&cfg, &mut out).await?;
                 anyhow::ensure!(seen == rows, "Kafka snapshot emitted {seen} of {rows} rows");
                 drop(out);
@@ -248,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
                 let (key_bytes, value_bytes) = match record.get(table) {
                     Some(sizes) => *sizes,
                     None => {
-                        let topic = format!("bench.public.{table}");
+                        let topic = format!("{name}.public.{table}");
                         let b = brokers.clone();
                         let sizes =
                             tokio::task::spawn_blocking(move || record_size(&b, &topic)).await??;
@@ -298,6 +288,9 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("  peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+    println!(
+        "  peak RSS of the bench process: {:.0} MB",
+        tidemark::testing::peak_rss_mib() as f64
+    );
     Ok(())
 }

@@ -5,10 +5,13 @@
 //! - [`source`] reads PostgreSQL's logical replication stream and turns it into
 //!   [`event::ChangeEvent`]s; its [`source::reader`] confirms to PostgreSQL only the position
 //!   the output has acknowledged.
+//! - [`snapshot`] reads the existing rows as read events: at the slot's exported snapshot on
+//!   the first start, and against the running stream with watermarks when resuming, for new
+//!   tables and on request.
 //! - [`output`] is the contract of a destination; [`kafka`] is the Kafka destination and
 //!   [`output::JsonLinesOutput`] writes JSON lines.
-//! - [`schema`] holds the Avro mapping and the schema registry's state (for the registry
-//!   stage, not yet used by the reader).
+//! - [`schema`] holds the Avro mapping, schema-change records, the registry client and the
+//!   embedded registry.
 //! - [`config`] reads and validates the configuration; [`testing`] starts real services for
 //!   tests.
 

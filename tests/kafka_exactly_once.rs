@@ -168,3 +168,88 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
         "the slot did not move past the skipped transactions"
     );
 }
+
+/// The initial snapshot in exactly-once mode: read events committed in Kafka transactions
+/// together with the snapshot progress, each row once for a `read_committed` consumer, and
+/// the progress stored in the offsets topic as complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() {
+    let mock = MockCluster::new(3).unwrap_or_else(|e| panic!("mock cluster: {e}"));
+    for (topic, partitions) in [("ksnap.public.s", 2), ("ksnap.offsets", 1)] {
+        mock.create_topic(topic, partitions, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let (db, client) = database("kafka_eos_snap").await;
+    exec(
+        &client,
+        "CREATE TABLE s (id int PRIMARY KEY, batch int); \
+         INSERT INTO s SELECT g, 0 FROM generate_series(1, 5000) g;",
+    )
+    .await;
+    let text = format!(
+        "name = \"ksnap\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\nsnapshot_chunk_pages = 2\n\
+         snapshot_checkpoint_ms = 50\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\n\
+         [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
+        db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
+    let context = EnvelopeContext {
+        prefix: "ksnap".into(),
+        connector_name: "ksnap".into(),
+        database: db.name.clone(),
+    };
+    let mut output = KafkaOutput::connect(&kafka, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run_config = config.clone();
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn(async move { run_reader(&run_config, &mut output, stopped).await });
+    let records = consume_until_isolated(
+        &bootstrap,
+        "ksnap.public.s",
+        Duration::from_secs(60),
+        true,
+        |records| distinct_ids(records).len() == 5000,
+    )
+    .await;
+    let reads: Vec<&common::kafka::Record> = records
+        .iter()
+        .filter(|r| r.value.as_ref().is_some_and(|v| v["op"] == "r"))
+        .collect();
+    assert_eq!(reads.len(), 5000, "each row once");
+    assert_eq!(
+        reads
+            .iter()
+            .filter(|r| r
+                .value
+                .as_ref()
+                .is_some_and(|v| v["source"]["snapshot"] == "last"))
+            .count(),
+        1
+    );
+    let _ = stop.send(true);
+    let stats = run
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.snapshot_rows, 5000);
+    let offsets = consume_until_isolated(
+        &bootstrap,
+        "ksnap.offsets",
+        Duration::from_secs(30),
+        true,
+        |records| {
+            records.iter().any(|r| {
+                r.key_json()["snapshot"] == true
+                    && r.value.as_ref().is_some_and(|v| v["phase"] == "complete")
+            })
+        },
+    )
+    .await;
+    assert!(offsets.iter().any(|r| r.key_json()["connector"] == "ksnap" && r.key_json().get("snapshot").is_none()));
+    drop(db);
+}

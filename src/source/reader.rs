@@ -40,6 +40,15 @@
 //! applied). This is exact because a transaction's commit record ends at or before the next
 //! transaction's commit record begins.
 //!
+//! ## Snapshots
+//!
+//! At the start of each session, `reader_snapshots.rs` decides per `source.snapshot`
+//! whether to create the slot with an exported snapshot and read every table at it before
+//! streaming, or to read remaining chunks against the stream. Chunks read against the
+//! stream are emitted at transaction boundaries once the stream has passed their high
+//! watermark (a Begin's commit position, a commit, a keepalive, a heartbeat); streamed
+//! events are recorded for them on the way (see [`crate::snapshot`]).
+//!
 //! ## Stopping and reconnecting
 //!
 //! On a stop request the reader finishes the open transaction (for at most
@@ -125,7 +134,7 @@ pub enum ReaderError {
     Setup(#[from] SetupError),
     /// The slot disappeared while the connector was running.
     #[error(
-        "replication slot {slot} disappeared while the connector was running (dropped by hand or invalidated); changes after {confirmed} can no longer be read from it; run `tidemark setup` to create it again and re-snapshot the tables"
+        "replication slot {slot} disappeared while the connector was running (dropped by hand or invalidated); changes after {confirmed} can no longer be read from it; restart with source.snapshot = \"when_needed\" to snapshot again into a new slot"
     )]
     SlotLost {
         /// Slot.
@@ -146,7 +155,7 @@ pub enum ReaderError {
     },
     /// The slot was invalidated because it held back too much WAL.
     #[error(
-        "replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; drop it with `tidemark teardown`, run `tidemark setup`, and re-snapshot"
+        "replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; restart with source.snapshot = \"when_needed\" to drop it and snapshot again into a new slot, or drop it with `tidemark teardown`"
     )]
     SlotInvalidated {
         /// Slot.

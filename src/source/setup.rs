@@ -8,9 +8,10 @@
 //! primary key, or `REPLICA IDENTITY FULL`/`USING INDEX`).
 //!
 //! The publication is created `WITH (publish_via_partition_root = true)` so a partitioned
-//! table's changes arrive under the parent's name. The slot is created with
-//! `pg_create_logical_replication_slot(…, 'pgoutput')`; `run` creates it the same way when
-//! it is missing.
+//! table's changes arrive under the parent's name. With `source.snapshot = "never"`, `setup`
+//! creates the slot with `pg_create_logical_replication_slot(…, 'pgoutput')`; otherwise the
+//! slot is left to the first `run`, which creates it over the replication protocol with an
+//! exported snapshot for the initial snapshot to read at (see [`crate::snapshot`]).
 
 use std::fmt;
 

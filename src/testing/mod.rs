@@ -14,3 +14,4 @@ mod process;
 pub use broker::{BrokerError, KafkaBroker};
 pub use cluster::{ClusterError, PgCluster, TestDatabase};
 pub use memory_output::{CollectedEvents, MemoryOutput};
+pub use process::peak_rss_mib;

@@ -44,3 +44,17 @@ pub fn spawn_for_process_lifetime(
         .map_err(|e| format!("spawning the {name} thread: {e}"))?;
     rx.recv().map_err(|e| e.to_string())?
 }
+
+/// The peak resident set size of this process so far (`VmHWM`), in MiB; 0 where
+/// `/proc/self/status` cannot be read.
+pub fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
