@@ -639,3 +639,55 @@ async fn modes_initial_only_when_needed_and_a_lost_slot() {
     assert_eq!(replay(&events, "m"), source_state(&client, "m").await);
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_connection_cut_mid_copy_is_resumed_after_reconnecting() {
+    let (db, client) = database("snap_cut").await;
+    create_table(&client, "cut", 60_000).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(
+        &db,
+        "cut",
+        dir.path(),
+        "snapshot_chunk_pages = 4\nsnapshot_workers = 1\nsnapshot_checkpoint_ms = 50",
+    );
+    let reader = start(&config);
+    wait_until(
+        "the snapshot to be under way",
+        Duration::from_secs(60),
+        || async { reader.events.len() > 5_000 },
+    )
+    .await;
+    // Cut the worker's connection in the middle of its COPY.
+    wait_until("a COPY to cut", Duration::from_secs(30), || async {
+        client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE query LIKE 'COPY (SELECT%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("terminate")
+            .get::<_, i64>(0)
+            > 0
+    })
+    .await;
+    exec(&client, "UPDATE cut SET n = 7 WHERE id IN (1, 59999)").await;
+    wait_until(
+        "the snapshot to complete after the cut",
+        Duration::from_secs(90),
+        || async {
+            read_progress(&dir.path().join("cut.progress.json"))
+                .is_some_and(|p| p["phase"] == "complete")
+        },
+    )
+    .await;
+    caught_up(&client, &config.source.slot).await;
+    reader.check_alive();
+    let handle = reader.events.clone();
+    let stats = reader.stop().await;
+    let events = handle.snapshot();
+    assert!(stats.sessions >= 2, "the reader reconnected: {stats:?}");
+    assert_eq!(replay(&events, "cut"), source_state(&client, "cut").await);
+    drop(db);
+}

@@ -58,6 +58,9 @@ impl SnapshotProgress {
 pub struct ProgressKeeper {
     file: Option<PathBuf>,
     warned: bool,
+    /// The last progress saved by this process: what a reconnect resumes from when the
+    /// store keeps nothing.
+    last_saved: Option<SnapshotProgress>,
 }
 
 impl ProgressKeeper {
@@ -66,6 +69,7 @@ impl ProgressKeeper {
         ProgressKeeper {
             file,
             warned: false,
+            last_saved: None,
         }
     }
 
@@ -76,7 +80,7 @@ impl ProgressKeeper {
         }
     }
 
-    /// The stored progress, if any.
+    /// The stored progress, if any (else what this process saved last).
     pub async fn load<O: EventOutput>(
         &self,
         output: &mut O,
@@ -96,7 +100,7 @@ impl ProgressKeeper {
             },
             None => output.load_snapshot_progress().await?,
         };
-        bytes
+        let stored = bytes
             .map(|b| {
                 serde_json::from_slice(&b).map_err(|e| SnapshotError::Progress {
                     store: self.store_name(),
@@ -105,7 +109,8 @@ impl ProgressKeeper {
                     ),
                 })
             })
-            .transpose()
+            .transpose()?;
+        Ok(stored.or_else(|| self.last_saved.clone()))
     }
 
     /// Stores `progress` once everything sent so far is acknowledged.
@@ -118,6 +123,7 @@ impl ProgressKeeper {
             store: self.store_name(),
             detail: e.to_string(),
         })?;
+        self.last_saved = Some(progress.clone());
         match &self.file {
             Some(path) => {
                 output.wait_acknowledged().await?;
@@ -181,7 +187,19 @@ mod tests {
         };
         keeper.save(&mut output, &progress).await.unwrap();
         let again = ProgressKeeper::new(Some(path.clone()));
-        assert_eq!(again.load(&mut output).await.unwrap(), Some(progress));
+        assert_eq!(
+            again.load(&mut output).await.unwrap(),
+            Some(progress.clone())
+        );
+        // An output that keeps nothing: the keeper still remembers what it saved, so a
+        // reconnect within the process resumes.
+        let mut memory = ProgressKeeper::new(None);
+        assert_eq!(memory.load(&mut output).await.unwrap(), None);
+        memory.save(&mut output, &progress).await.unwrap();
+        assert_eq!(
+            memory.load(&mut output).await.unwrap(),
+            Some(progress.clone())
+        );
         std::fs::write(&path, b"{not json").unwrap();
         let error = again.load(&mut output).await.unwrap_err().to_string();
         assert!(error.contains("remove it"), "{error}");

@@ -138,7 +138,7 @@ pub(super) async fn prepare<O: EventOutput>(
         ConnectionError::Protocol("CREATE_REPLICATION_SLOT exported no snapshot".into())
     })?;
     tracing::info!(slot = %slot_name, consistent_point = %created.consistent_point, snapshot = %snapshot, "created the replication slot with an exported snapshot");
-    let (outcome, progress) = read_exported(
+    let exported = read_exported(
         config,
         output,
         &mut state.keeper,
@@ -146,7 +146,15 @@ pub(super) async fn prepare<O: EventOutput>(
         created.consistent_point,
         shutdown,
     )
-    .await?;
+    .await;
+    let (outcome, progress) = match exported {
+        Ok(done) => done,
+        Err(error) => {
+            // The next session reads the stored progress again and resumes from it.
+            state.progress_loaded = false;
+            return Err(error.into());
+        }
+    };
     let delivered = progress.rows;
     state.progress = Some(progress);
     match outcome {
