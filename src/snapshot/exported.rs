@@ -283,11 +283,11 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn place(&mut self, event: &mut ChangeEvent) {
+    fn place(&mut self, event: &mut ChangeEvent, now_micros: i64) {
         event.source.lsn = self.lsn;
         event.source.commit_lsn = self.position;
         event.source.seq = self.next_seq;
-        event.source.commit_time_micros = crate::event::now_ms() * 1000;
+        event.source.commit_time_micros = now_micros;
         self.next_seq += 1;
     }
 
@@ -298,8 +298,10 @@ impl Emitter {
         events: Vec<ChangeEvent>,
         commit_at: Lsn,
     ) -> Result<(), SnapshotError> {
+        // One clock read per batch: the read time is the batch's.
+        let now_micros = crate::event::now_ms() * 1000;
         for mut event in events {
-            self.place(&mut event);
+            self.place(&mut event, now_micros);
             let previous = self.held.replace(event);
             self.held_chunk = Some(chunk);
             if let Some(previous) = previous {
