@@ -59,6 +59,19 @@ impl ChunkReader {
         })
     }
 
+    /// Every remaining row as a read event.
+    pub async fn read_all(mut self) -> Result<Vec<ChangeEvent>, SnapshotError> {
+        let mut events = Vec::new();
+        while let Some(batch) = self.next_batch(8192).await? {
+            if events.is_empty() {
+                events = batch;
+            } else {
+                events.extend(batch);
+            }
+        }
+        Ok(events)
+    }
+
     /// The next rows as read events (about `max_rows` of them), or none at the end.
     pub async fn next_batch(
         &mut self,

@@ -6,7 +6,7 @@
 //! position and hands it to the output; it holds back one row so that the last row of the
 //! whole snapshot can be marked `source.snapshot = last`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,15 @@ use tokio::sync::{mpsc, watch};
 
 use super::SnapshotError;
 use super::chunk::ChunkReader;
-use super::plan::{ChunkSpec, chunks_of, describe_table, snapshot_tables};
+use super::plan::{ChunkSpec, PublishedTable, all_chunks, plan_tables, snapshot_tables};
 use super::progress::{Phase, ProgressKeeper, SnapshotProgress};
 use super::report::SnapshotReport;
 use crate::config::Config;
 use crate::event::{ChangeEvent, SnapshotMarker, TableSchema};
 use crate::lsn::Lsn;
 use crate::output::EventOutput;
+use crate::source::connection::connect_source;
 use crate::source::connection::replication::quote_literal;
-use crate::source::connection::{ConnectionError, connect_sql};
-use crate::source::relations::RelationResolver;
 
 /// Rows per batch sent from a worker to the emitter.
 pub const BATCH_ROWS: usize = 2048;
@@ -55,10 +54,7 @@ type Queue = Arc<Mutex<VecDeque<(usize, ChunkSpec, Arc<TableSchema>)>>>;
 
 /// Opens a `REPEATABLE READ` transaction importing `snapshot` on a new connection.
 async fn import(config: &Config, snapshot: &str) -> Result<tokio_postgres::Client, SnapshotError> {
-    let settings = config
-        .source_settings()
-        .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
-    let client = connect_sql(&settings).await?;
+    let client = connect_source(config).await?;
     client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -69,30 +65,6 @@ async fn import(config: &Config, snapshot: &str) -> Result<tokio_postgres::Clien
             "importing the slot's exported snapshot {snapshot}"
         )))?;
     Ok(client)
-}
-
-/// Plans the published tables at the exported snapshot: descriptions and chunks.
-async fn plan(
-    config: &Config,
-    client: &tokio_postgres::Client,
-) -> Result<(Vec<(Arc<TableSchema>, ChunkSpec)>, HashMap<String, u64>), SnapshotError> {
-    let mut resolver = RelationResolver::default();
-    let mut chunks = Vec::new();
-    let mut estimates = HashMap::new();
-    for (schema, table) in snapshot_tables(client, config).await? {
-        let planned = describe_table(client, &mut resolver, &schema, &table).await?;
-        estimates.insert(format!("{schema}.{table}"), planned.estimated_rows);
-        for chunk in chunks_of(
-            &schema,
-            &table,
-            planned.pages,
-            config.source.snapshot_chunk_pages,
-            None,
-        ) {
-            chunks.push((planned.schema.clone(), chunk));
-        }
-    }
-    Ok((chunks, estimates))
 }
 
 async fn worker(
@@ -152,35 +124,38 @@ pub async fn read_exported<O: EventOutput>(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(SnapshotOutcome, SnapshotProgress), SnapshotError> {
     let planner = import(config, snapshot).await?;
-    let (planned, estimates) = plan(config, &planner).await?;
+    let tables = snapshot_tables(&planner, config).await?;
+    let plans = plan_tables(&planner, &tables, config.source.snapshot_chunk_pages, None).await?;
     drop(planner);
+    let specs = all_chunks(&plans);
     let mut progress = SnapshotProgress {
         slot: config.source.slot.clone(),
         phase: Phase::Running,
-        tables: estimates.keys().cloned().collect(),
-        pending: planned.iter().map(|(_, c)| c.clone()).collect(),
+        tables: tables.iter().map(PublishedTable::qualified).collect(),
+        pending: specs.clone(),
         rows: 0,
     };
     keeper.save(output, &progress).await?;
     let mut report = SnapshotReport::new();
-    let mut chunks_per_table: HashMap<String, u32> = HashMap::new();
-    for (_, chunk) in &planned {
-        *chunks_per_table.entry(chunk.qualified_table()).or_default() += 1;
-    }
-    for (table, chunks) in &chunks_per_table {
-        report.add_table(table, estimates.get(table).copied().unwrap_or(0), *chunks);
+    for plan in &plans {
+        let name = plan.table.schema.qualified_name();
+        report.add_table(&name, plan.table.estimated_rows, plan.chunks.len() as u32);
     }
     tracing::info!(
-        tables = estimates.len(),
-        chunks = planned.len(),
+        tables = plans.len(),
+        chunks = specs.len(),
         workers = config.source.snapshot_workers,
         %consistent_point,
         "snapshot started at the slot's exported snapshot"
     );
-    let specs: Vec<ChunkSpec> = planned.iter().map(|(_, c)| c.clone()).collect();
     let queue: Queue = Arc::new(Mutex::new(
-        planned
-            .into_iter()
+        plans
+            .iter()
+            .flat_map(|plan| {
+                plan.chunks
+                    .iter()
+                    .map(|c| (plan.table.schema.clone(), c.clone()))
+            })
             .enumerate()
             .map(|(i, (table, chunk))| (i, chunk, table))
             .collect(),

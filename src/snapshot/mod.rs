@@ -123,6 +123,14 @@ pub enum SnapshotError {
         /// What went wrong.
         detail: String,
     },
+    /// A catalog lookup shared with `setup` failed.
+    #[error(transparent)]
+    Setup(#[from] crate::source::setup::SetupError),
+    /// The server's snapshot or WAL position came back in a form tidemark does not read.
+    #[error(
+        "reading a chunk's watermark: {0}; the chunk is not emitted and is read again after a restart; report this with the server version"
+    )]
+    Watermark(String),
     /// A snapshot worker stopped unexpectedly.
     #[error("a snapshot worker stopped: {0}")]
     Worker(String),
@@ -145,6 +153,9 @@ impl SnapshotError {
             }),
             SnapshotError::Truncated { .. } | SnapshotError::Worker(_) => true,
             SnapshotError::Type(TypeError::Catalog { source, .. }) => {
+                source.as_db_error().is_none()
+            }
+            SnapshotError::Setup(crate::source::setup::SetupError::Sql { source, .. }) => {
                 source.as_db_error().is_none()
             }
             _ => false,

@@ -24,6 +24,8 @@ use crate::event::TableSchema;
 use crate::source::connection::replication::quote_ident;
 use crate::source::pgoutput::{RelationBody, RelationColumn, ReplicaIdentity};
 use crate::source::relations::RelationResolver;
+pub use crate::source::setup::PublishedTable;
+use crate::source::setup::published;
 
 /// One range of one table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,54 +98,51 @@ pub struct PlannedTable {
     pub estimated_rows: u64,
 }
 
-/// The tables of a publication, as `(schema, table)`.
-pub async fn published_tables(
-    client: &Client,
-    publication: &str,
-) -> Result<Vec<(String, String)>, SnapshotError> {
-    let rows = client
-        .query(
-            "SELECT schemaname::text, tablename::text FROM pg_publication_tables \
-             WHERE pubname = $1 ORDER BY 1, 2",
-            &[&publication],
-        )
-        .await
-        .map_err(SnapshotError::sql("listing the published tables"))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
 /// The published tables a snapshot reads: all but the signal table.
 pub async fn snapshot_tables(
     client: &Client,
     config: &crate::config::Config,
-) -> Result<Vec<(String, String)>, SnapshotError> {
-    let mut tables = published_tables(client, &config.source.publication).await?;
+) -> Result<Vec<PublishedTable>, SnapshotError> {
+    let mut tables = published(client, &config.source.publication).await?;
     if let Some(signal) = &config.source.signal_table {
-        tables.retain(|(schema, table)| format!("{schema}.{table}") != *signal);
+        tables.retain(|table| table.qualified() != *signal);
     }
     Ok(tables)
+}
+
+/// A table with its chunks.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    /// The table, described and measured.
+    pub table: PlannedTable,
+    /// Its chunks, in page order.
+    pub chunks: Vec<ChunkSpec>,
 }
 
 /// Describes each table and splits it into chunks (with an optional extra condition).
 pub async fn plan_tables(
     client: &Client,
-    tables: &[(String, String)],
+    tables: &[PublishedTable],
     chunk_pages: u64,
     condition: Option<&str>,
-) -> Result<Vec<ChunkSpec>, SnapshotError> {
+) -> Result<Vec<TablePlan>, SnapshotError> {
     let mut resolver = RelationResolver::default();
-    let mut chunks = Vec::new();
-    for (schema, table) in tables {
-        let planned = describe_table(client, &mut resolver, schema, table).await?;
-        chunks.extend(chunks_of(
-            schema,
-            table,
-            planned.pages,
-            chunk_pages,
-            condition,
-        ));
+    let mut plans = Vec::with_capacity(tables.len());
+    for published in tables {
+        let (schema, name) = (&published.schema, &published.name);
+        let table = describe_table(client, &mut resolver, schema, name).await?;
+        let chunks = chunks_of(schema, name, table.pages, chunk_pages, condition);
+        plans.push(TablePlan { table, chunks });
     }
-    Ok(chunks)
+    Ok(plans)
+}
+
+/// Every chunk of `plans`, in order.
+pub fn all_chunks(plans: &[TablePlan]) -> Vec<ChunkSpec> {
+    plans
+        .iter()
+        .flat_map(|p| p.chunks.iter().cloned())
+        .collect()
 }
 
 /// Describes `schema.table` as a Relation message would, and measures it.

@@ -104,13 +104,19 @@ pub fn from_row(table: &TableSchema, row: &[Value]) -> Result<Option<SnapshotSig
     interpret(&kind, data)
 }
 
-/// The message content that asks for a snapshot of `tables`.
-pub fn snapshot_message(tables: &[String], condition: Option<&str>) -> String {
+/// The `data` object of a request to snapshot `tables`.
+fn snapshot_data(tables: &[String], condition: Option<&str>) -> serde_json::Value {
     let mut data = serde_json::json!({ "data-collections": tables });
     if let Some(condition) = condition {
         data["additional-condition"] = condition.into();
     }
-    serde_json::json!({ "type": "execute-snapshot", "data": data }).to_string()
+    data
+}
+
+/// The message content that asks for a snapshot of `tables`.
+pub fn snapshot_message(tables: &[String], condition: Option<&str>) -> String {
+    serde_json::json!({ "type": "execute-snapshot", "data": snapshot_data(tables, condition) })
+        .to_string()
 }
 
 /// Asks the running connector configured by `config` to snapshot `tables` (each
@@ -122,15 +128,10 @@ pub async fn request_snapshot(
     condition: Option<&str>,
 ) -> Result<&'static str, super::SnapshotError> {
     use super::SnapshotError;
-    let settings = config.source_settings().map_err(|e| {
-        SnapshotError::Connection(crate::source::connection::ConnectionError::InvalidSettings(
-            e.to_string(),
-        ))
-    })?;
-    let client = crate::source::connection::connect_sql(&settings).await?;
+    let client = crate::source::connection::connect_source(config).await?;
     let published = super::plan::snapshot_tables(&client, config).await?;
     for table in tables {
-        if !published.iter().any(|(s, t)| format!("{s}.{t}") == *table) {
+        if !published.iter().any(|t| t.qualified() == *table) {
             return Err(SnapshotError::TableMissing {
                 table: format!(
                     "{table} (not in publication {}; add it with ALTER PUBLICATION … ADD TABLE, or check the name)",
@@ -139,15 +140,12 @@ pub async fn request_snapshot(
             });
         }
     }
-    let content = snapshot_message(tables, condition);
     match &config.source.signal_table {
         Some(signal_table) => {
             let (schema, table) = signal_table
                 .split_once('.')
                 .unwrap_or(("public", signal_table));
-            let data: serde_json::Value = serde_json::from_str(&content)
-                .map(|v: serde_json::Value| v["data"].clone())
-                .unwrap_or_default();
+            let data = snapshot_data(tables, condition);
             let sql = format!(
                 "INSERT INTO {}.{} (id, type, data) VALUES ($1, 'execute-snapshot', $2)",
                 crate::source::connection::replication::quote_ident(schema),
@@ -166,7 +164,7 @@ pub async fn request_snapshot(
             client
                 .execute(
                     "SELECT pg_logical_emit_message(true, $1, $2)",
-                    &[&SIGNAL_PREFIX, &content],
+                    &[&SIGNAL_PREFIX, &snapshot_message(tables, condition)],
                 )
                 .await
                 .map_err(SnapshotError::sql(

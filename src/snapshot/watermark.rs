@@ -7,7 +7,6 @@
 //! READ` transaction, with the snapshot's visibility and the high watermark.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use tokio_postgres::Client;
 
@@ -97,20 +96,19 @@ pub async fn read_chunk(client: &Client, chunk: &ChunkSpec) -> Result<ChunkRead,
             .await
             .map_err(SnapshotError::sql("reading the snapshot's watermark"))?;
         let text: String = row.get(0);
-        let visibility = Visibility::parse(&text).ok_or_else(|| SnapshotError::Progress {
-            store: "pg_current_snapshot()".into(),
-            detail: format!("unexpected snapshot text {text:?}"),
+        let visibility = Visibility::parse(&text).ok_or_else(|| {
+            SnapshotError::Watermark(format!("pg_current_snapshot() returned {text:?}"))
         })?;
-        let high: Lsn = row.get::<_, String>(1).parse().map_err(|_| {
-            SnapshotError::Worker("pg_current_wal_insert_lsn() did not parse".into())
+        let lsn: String = row.get(1);
+        let high: Lsn = lsn.parse().map_err(|_| {
+            SnapshotError::Watermark(format!("pg_current_wal_insert_lsn() returned {lsn:?}"))
         })?;
         let mut resolver = RelationResolver::default();
         let table = describe_table(client, &mut resolver, &chunk.schema, &chunk.table).await?;
-        let mut reader = ChunkReader::open(client, table.schema, chunk).await?;
-        let mut events = Vec::new();
-        while let Some(batch) = reader.next_batch(8192).await? {
-            events.extend(batch);
-        }
+        let events = ChunkReader::open(client, table.schema, chunk)
+            .await?
+            .read_all()
+            .await?;
         Ok(ChunkRead {
             visibility,
             high,
@@ -118,12 +116,21 @@ pub async fn read_chunk(client: &Client, chunk: &ChunkSpec) -> Result<ChunkRead,
         })
     }
     .await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    client
-        .batch_execute(end)
-        .await
-        .map_err(SnapshotError::sql("ending a snapshot transaction"))?;
-    result
+    match result {
+        Ok(read) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(SnapshotError::sql("ending a snapshot transaction"))?;
+            Ok(read)
+        }
+        Err(error) => {
+            // The read's error is the one to report; a failing ROLLBACK (the connection is
+            // probably gone) adds nothing.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(error)
+        }
+    }
 }
 
 /// The key of a row as comparable bytes, or none for a table without a key.
@@ -265,6 +272,11 @@ impl Watermarks {
         }
     }
 
+    /// Queues `chunk` to be read next.
+    pub fn retry(&mut self, chunk: ChunkSpec) {
+        self.queue.push_front(chunk);
+    }
+
     /// A worker failed to read the chunk of window `id`: it goes back to the queue's front.
     pub fn chunk_failed(&mut self, id: u64) {
         if let Some(index) = self.windows.iter().position(|w| w.id == id) {
@@ -303,16 +315,15 @@ impl Watermarks {
                 index += 1;
                 continue;
             }
-            let window = self.windows.remove(index);
-            ready.push(self.reconcile(window));
+            let mut window = self.windows.remove(index);
+            if let Some(read) = window.read.take() {
+                ready.push(self.reconcile(window, read));
+            }
         }
         ready
     }
 
-    fn reconcile(&self, window: Window) -> Reconciled {
-        let Some(read) = window.read else {
-            return Reconciled::Retry(window.chunk);
-        };
+    fn reconcile(&self, window: Window, read: ChunkRead) -> Reconciled {
         let visibility = &read.visibility;
         let missed_earlier = self
             .recent
@@ -368,13 +379,6 @@ pub fn reached(passed: Lsn, high: Lsn) -> bool {
     passed >= high || (passed % PAGE == 0 && high - passed <= LONG_PAGE_HEADER)
 }
 
-impl Watermarks {
-    /// Queues `chunk` to be read next.
-    pub fn retry(&mut self, chunk: ChunkSpec) {
-        self.queue.push_front(chunk);
-    }
-}
-
 /// Gives reconciled rows their position: just before the high watermark, in row order.
 pub fn place(events: &mut [ChangeEvent], high: Lsn) {
     let position = Lsn(high.as_u64().saturating_sub(1));
@@ -387,13 +391,10 @@ pub fn place(events: &mut [ChangeEvent], high: Lsn) {
     }
 }
 
-/// The table of a chunk's rows, if it has any.
-pub fn table_of(events: &[ChangeEvent]) -> Option<Arc<TableSchema>> {
-    events.first().and_then(|e| e.table.clone())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::event::{Column, KeySource, SourcePosition};
     use crate::snapshot::chunk::read_event;

@@ -595,13 +595,14 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 lsn: message_lsn,
                 ..
             } if prefix == HEARTBEAT_PREFIX => {
-                if !self.assembler.in_transaction() {
+                let between_transactions = !self.assembler.in_transaction();
+                if between_transactions {
                     self.output.heartbeat(message_lsn).await?;
                 }
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(message_lsn);
                 }
-                if !self.assembler.in_transaction() {
+                if between_transactions {
                     self.emit_ready(message_lsn).await?;
                 }
             }

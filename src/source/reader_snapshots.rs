@@ -21,7 +21,7 @@ use crate::lsn::Lsn;
 use crate::output::EventOutput;
 use crate::snapshot::SnapshotError;
 use crate::snapshot::exported::{SnapshotOutcome, read_exported};
-use crate::snapshot::plan::{plan_tables, snapshot_tables};
+use crate::snapshot::plan::{PublishedTable, all_chunks, plan_tables, snapshot_tables};
 use crate::snapshot::progress::{Phase, SnapshotProgress};
 use crate::snapshot::signal::{self, SIGNAL_PREFIX, SnapshotSignal};
 use crate::snapshot::watermark::{Reconciled, Watermarks, place, read_chunk};
@@ -38,15 +38,6 @@ pub(super) enum Start {
     Stop,
 }
 
-fn sql_error(what: &str) -> impl FnOnce(tokio_postgres::Error) -> ReaderError + '_ {
-    move |source| {
-        ReaderError::Snapshot(SnapshotError::Sql {
-            what: what.to_owned(),
-            source,
-        })
-    }
-}
-
 /// Decides, at the start of a session, whether and how to snapshot (see the module docs),
 /// and takes the exported snapshot when that is the way.
 pub(super) async fn prepare<O: EventOutput>(
@@ -57,16 +48,11 @@ pub(super) async fn prepare<O: EventOutput>(
     repl: &mut ReplicationConnection,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Start, ReaderError> {
-    ensure_publication_and_slot(sql, config, false).await?;
+    // `slot` is the existing slot's wal_status, none when there is no slot.
+    let mut slot = ensure_publication_and_slot(sql, config, false)
+        .await?
+        .slot_wal_status;
     let slot_name = &config.source.slot;
-    let mut slot: Option<String> = sql
-        .query_opt(
-            "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
-            &[slot_name],
-        )
-        .await
-        .map_err(sql_error("looking up the replication slot"))?
-        .map(|row| row.get(0));
     let mode = config.source.snapshot;
     let first_load = !state.progress_loaded;
     if first_load && mode != SnapshotMode::Never {
@@ -78,10 +64,9 @@ pub(super) async fn prepare<O: EventOutput>(
         tracing::warn!(slot = %slot_name, "the replication slot was invalidated (its WAL was removed, see max_slot_wal_keep_size); dropping it and snapshotting again into a new slot (source.snapshot = \"when_needed\")");
         sql.execute("SELECT pg_drop_replication_slot($1)", &[slot_name])
             .await
-            .map_err(sql_error("dropping the invalidated slot"))?;
+            .map_err(SnapshotError::sql("dropping the invalidated slot"))?;
         slot = None;
         state.progress = None;
-        state.marks = Watermarks::default();
     }
     if slot.is_some() {
         if first_load && mode != SnapshotMode::Never {
@@ -123,6 +108,8 @@ pub(super) async fn prepare<O: EventOutput>(
         }
         tracing::warn!(slot = %slot_name, "the replication slot is missing; snapshotting again into a new slot (source.snapshot = \"when_needed\")");
     }
+    // The exported snapshot reads every table: chunks queued from an earlier snapshot go.
+    state.marks = Watermarks::default();
     // Stored before the slot exists: a crash from here on resumes instead of skipping.
     let starting = SnapshotProgress {
         slot: slot_name.clone(),
@@ -188,9 +175,9 @@ async fn resume_or_baseline<O: EventOutput>(
     match state.progress.as_mut() {
         Some(progress) if progress.phase == Phase::Starting => {
             let tables = snapshot_tables(sql, config).await?;
-            progress.pending =
-                plan_tables(sql, &tables, config.source.snapshot_chunk_pages, None).await?;
-            progress.tables = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+            let plans = plan_tables(sql, &tables, config.source.snapshot_chunk_pages, None).await?;
+            progress.pending = all_chunks(&plans);
+            progress.tables = tables.iter().map(PublishedTable::qualified).collect();
             progress.phase = Phase::Running;
             tracing::info!(
                 chunks = progress.pending.len(),
@@ -215,7 +202,7 @@ async fn resume_or_baseline<O: EventOutput>(
             let baseline = SnapshotProgress {
                 slot: config.source.slot.clone(),
                 phase: Phase::Complete,
-                tables: tables.iter().map(|(s, t)| format!("{s}.{t}")).collect(),
+                tables: tables.iter().map(PublishedTable::qualified).collect(),
                 pending: Vec::new(),
                 rows: 0,
             };
@@ -364,24 +351,25 @@ impl<O: EventOutput> Session<'_, O> {
     /// Queues chunks of `tables` (ad-hoc snapshots and tables new to the publication).
     async fn snapshot_tables(
         &mut self,
-        tables: &[(String, String)],
+        tables: &[PublishedTable],
         condition: Option<&str>,
     ) -> Result<(), ReaderError> {
-        let chunks = plan_tables(
+        let plans = plan_tables(
             &self.sql,
             tables,
             self.config.source.snapshot_chunk_pages,
             condition,
         )
         .await?;
+        let chunks = all_chunks(&plans);
         let progress = self.state.progress.get_or_insert_with(|| SnapshotProgress {
             slot: self.config.source.slot.clone(),
             ..SnapshotProgress::default()
         });
         progress.phase = Phase::Running;
-        for (schema, table) in tables {
-            progress.tables.insert(format!("{schema}.{table}"));
-        }
+        progress
+            .tables
+            .extend(tables.iter().map(PublishedTable::qualified));
         for chunk in &chunks {
             if !progress.pending.contains(chunk) {
                 progress.pending.push(chunk.clone());
@@ -407,10 +395,7 @@ impl<O: EventOutput> Session<'_, O> {
         let published = snapshot_tables(&self.sql, self.config).await?;
         let mut tables = Vec::new();
         for name in &request.tables {
-            let found = published
-                .iter()
-                .find(|(s, t)| format!("{s}.{t}") == *name)
-                .cloned();
+            let found = published.iter().find(|t| t.qualified() == *name).cloned();
             match found {
                 Some(table) => tables.push(table),
                 None => {
@@ -443,14 +428,14 @@ impl<O: EventOutput> Session<'_, O> {
             return Ok(());
         }
         let published = snapshot_tables(&self.sql, self.config).await?;
-        let new: Vec<(String, String)> = published
+        let new: Vec<PublishedTable> = published
             .into_iter()
-            .filter(|(s, t)| self.is_new_table(s, t))
+            .filter(|t| self.is_new_table(&t.schema, &t.name))
             .collect();
         if new.is_empty() {
             return Ok(());
         }
-        tracing::info!(tables = ?new.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>(), "tables new to the publication; reading their rows while streaming continues");
+        tracing::info!(tables = ?new.iter().map(|t| &t.display).collect::<Vec<_>>(), "tables new to the publication; reading their rows while streaming continues");
         self.snapshot_tables(&new, None).await
     }
 }

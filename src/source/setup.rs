@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, TableSelector};
 use crate::source::connection::replication::{quote_ident, quote_literal};
-use crate::source::connection::{ConnectionError, connect_sql, describe};
+use crate::source::connection::{ConnectionError, connect_source, describe};
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -67,20 +67,57 @@ pub async fn publication_exists(client: &Client, publication: &str) -> Result<bo
     Ok(row.get(0))
 }
 
-/// The tables a publication publishes, as `schema.table`.
-pub async fn published_tables(
+/// A table a publication publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedTable {
+    /// Schema, as stored.
+    pub schema: String,
+    /// Table, as stored.
+    pub name: String,
+    /// `schema.table` quoted where SQL needs it (`format('%I.%I')`), for display.
+    pub display: String,
+}
+
+impl PublishedTable {
+    /// `schema.table` unquoted: how snapshot progress and signals name tables.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// The tables a publication publishes, in name order.
+pub async fn published(
     client: &Client,
     publication: &str,
-) -> Result<Vec<String>, SetupError> {
+) -> Result<Vec<PublishedTable>, SetupError> {
     let rows = client
         .query(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_publication_tables \
-             WHERE pubname = $1 ORDER BY 1",
+            "SELECT schemaname::text, tablename::text, format('%I.%I', schemaname, tablename) \
+             FROM pg_publication_tables WHERE pubname = $1 ORDER BY 3",
             &[&publication],
         )
         .await
         .map_err(sql_error("listing published tables"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| PublishedTable {
+            schema: r.get(0),
+            name: r.get(1),
+            display: r.get(2),
+        })
+        .collect())
+}
+
+/// The tables a publication publishes, as `schema.table` quoted for display.
+pub async fn published_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Vec<String>, SetupError> {
+    Ok(published(client, publication)
+        .await?
+        .into_iter()
+        .map(|t| t.display)
+        .collect())
 }
 
 /// What `setup` did.
@@ -93,6 +130,8 @@ pub struct SetupReport {
     /// Whether the slot exists after setup (it is left to `tidemark run` when a snapshot is
     /// to be taken).
     pub slot_present: bool,
+    /// The existing slot's `wal_status` (`lost`: invalidated), when it existed.
+    pub slot_wal_status: Option<String>,
     /// Tables in the publication after setup.
     pub tables: Vec<String>,
     /// Whether the DDL capture event triggers were installed (or refreshed).
@@ -384,12 +423,7 @@ async fn candidate_tables(
 /// Checks, then creates the publication and the slot where absent, and installs DDL capture
 /// when `source.ddl_capture` is set.
 pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
-    let client = connect_sql(
-        &config
-            .source_settings()
-            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?,
-    )
-    .await?;
+    let client = connect_source(config).await?;
     let problems = check(&client, config).await?;
     if !problems.is_empty() {
         return Err(SetupError::ChecksFailed(problems));
@@ -423,7 +457,8 @@ pub async fn ensure_publication_and_slot(
     }
     let slot = client
         .query_opt(
-            "SELECT plugin::text, database::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin::text, database::text, coalesce(wal_status, '') \
+             FROM pg_replication_slots WHERE slot_name = $1",
             &[&config.source.slot],
         )
         .await
@@ -431,6 +466,7 @@ pub async fn ensure_publication_and_slot(
     match slot {
         Some(row) => {
             report.slot_present = true;
+            report.slot_wal_status = Some(row.get(2));
             let plugin: Option<String> = row.get(0);
             let database: Option<String> = row.get(1);
             let expected_db = client
@@ -494,12 +530,7 @@ pub const DDL_CAPTURE_REMOVE_SQL: &str = "DROP EVENT TRIGGER IF EXISTS tidemark_
 
 /// Drops the slot and the publication. Refuses while the slot is in use.
 pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
-    let client = connect_sql(
-        &config
-            .source_settings()
-            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?,
-    )
-    .await?;
+    let client = connect_source(config).await?;
     let mut done = Vec::new();
     let slot = client
         .query_opt(

@@ -207,6 +207,16 @@ pub async fn connect_sql(
     Ok(client)
 }
 
+/// A SQL connection to the source that `config` names.
+pub async fn connect_source(
+    config: &crate::config::Config,
+) -> Result<tokio_postgres::Client, ConnectionError> {
+    let settings = config
+        .source_settings()
+        .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
+    connect_sql(&settings).await
+}
+
 async fn log_connection_end<F>(connection: F)
 where
     F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
