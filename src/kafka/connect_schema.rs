@@ -189,10 +189,12 @@ pub struct SchemaCache {
 impl SchemaCache {
     /// Key and value schema text for `table` (rebuilt when its description changes).
     pub fn table(&mut self, table: &Arc<TableSchema>, prefix: &str) -> (Arc<str>, Arc<str>) {
-        if let Some(cached) = self.tables.get(&table.relation_id) {
-            if Arc::ptr_eq(&cached.table, table) || *cached.table == **table {
-                return (cached.key.clone(), cached.value.clone());
-            }
+        if let Some(cached) = self.tables.get_mut(&table.relation_id)
+            && (Arc::ptr_eq(&cached.table, table) || *cached.table == **table)
+        {
+            // Keep the newest `Arc` so its next events take the pointer check.
+            cached.table = table.clone();
+            return (cached.key.clone(), cached.value.clone());
         }
         let key: Arc<str> = key_schema(table, prefix).to_string().into();
         let value: Arc<str> = value_schema(table, prefix).to_string().into();

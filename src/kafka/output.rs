@@ -367,9 +367,13 @@ impl KafkaOutput {
         event: &ChangeEvent,
         table: &Arc<TableSchema>,
     ) -> Result<(Arc<str>, Option<u32>, Option<u32>), KafkaError> {
-        if let Some(known) = self.descriptions.get(&table.relation_id)
-            && Arc::ptr_eq(&known.table, table)
+        // The same `Arc` (every event of a Relation message), or an equal description from
+        // elsewhere (a snapshot chunk, a Relation message resent after a reconnect): nothing
+        // to register or compare. The `Arc` is kept so its next events take the first check.
+        if let Some(known) = self.descriptions.get_mut(&table.relation_id)
+            && (Arc::ptr_eq(&known.table, table) || *known.table == **table)
         {
+            known.table = table.clone();
             return Ok((known.topic.clone(), known.key_id, known.value_id));
         }
         let routed = self.router.topic(event);
@@ -418,6 +422,7 @@ impl KafkaOutput {
             );
             self.write_schema_change(&record).await?;
         }
+        self.topics.ensure(&topic, TopicKind::Change).await?;
         if topic != routed {
             self.shapes.insert(routed, shape.clone());
         }
@@ -596,16 +601,15 @@ impl KafkaOutput {
         {
             return self.captured_ddl(event).await;
         }
+        // A table's topic is created when its description is first seen (`describe`).
         let (topic, key_id, value_id) = match &event.table {
             Some(table) => self.describe(event, table).await?,
-            None => (self.router.topic(event), None, None),
+            None => {
+                let topic = self.router.topic(event);
+                self.topics.ensure(&topic, TopicKind::Plain).await?;
+                (topic, None, None)
+            }
         };
-        let kind = if event.table.is_some() {
-            TopicKind::Change
-        } else {
-            TopicKind::Plain
-        };
-        self.topics.ensure(&topic, kind).await?;
         if let Some(eos) = self.eos.as_mut() {
             eos.before_record(&self.producer)?;
         }
@@ -648,9 +652,17 @@ impl KafkaOutput {
                     .await?
             }
         };
-        let commit_lsn = event.source.commit_lsn.as_u64().to_string();
-        let seq = event.source.seq.to_string();
-        let xid = event.source.xid.to_string();
+        // Decimal text formatted on the stack: no allocation per record.
+        let (mut commit_lsn, mut seq, mut xid) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        let (commit_lsn, seq, xid) = (
+            commit_lsn.format(event.source.commit_lsn.as_u64()),
+            seq.format(event.source.seq),
+            xid.format(event.source.xid),
+        );
         let headers = || {
             OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
