@@ -46,7 +46,9 @@ pub fn connection_config(config: &KafkaConfig) -> ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     /// The client could not be created or a request failed.
-    #[error("Kafka: {context}: {source}")]
+    #[error(
+        "Kafka: {context}: {source}; check kafka.brokers, the security settings in [kafka.properties] and the brokers' logs; nothing after the last acknowledged transaction was confirmed to PostgreSQL"
+    )]
     Client {
         /// What was being done.
         context: String,
@@ -91,10 +93,14 @@ pub enum KafkaError {
         detail: String,
     },
     /// An event could not be encoded.
-    #[error("encoding an event as JSON: {0}")]
+    #[error(
+        "encoding an event as JSON: {0}; nothing from this event on was confirmed to PostgreSQL; please report this"
+    )]
     Encode(#[from] serde_json::Error),
     /// An event could not be encoded as Avro.
-    #[error("encoding an event as Avro: {0}")]
+    #[error(
+        "encoding an event as Avro: {0}; nothing from this event on was confirmed to PostgreSQL"
+    )]
     Avro(#[from] crate::schema::avro::AvroError),
     /// The schema registry failed.
     #[error(transparent)]

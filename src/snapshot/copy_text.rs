@@ -20,7 +20,9 @@ use crate::value::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum CopyRowError {
     /// The row has a different number of columns than the table.
-    #[error("a COPY row of {table} has {found} columns, the table has {expected}")]
+    #[error(
+        "a COPY row of {table} has {found} columns, the table has {expected} (was it altered while it was read?); the chunk is not confirmed and is read again after a restart"
+    )]
     ColumnCount {
         /// Table.
         table: String,
@@ -30,7 +32,9 @@ pub enum CopyRowError {
         expected: usize,
     },
     /// A value did not decode.
-    #[error("column {column} of {table}: {source}")]
+    #[error(
+        "column {column} of {table}: {source}; the chunk is not confirmed; if a restart fails the same way, report this with the column's type"
+    )]
     Value {
         /// Table.
         table: String,

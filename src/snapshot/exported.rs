@@ -78,7 +78,7 @@ async fn worker(
         loop {
             let next = queue
                 .lock()
-                .map_err(|_| SnapshotError::Worker("queue lock poisoned".into()))?
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pop_front();
             let Some((index, chunk, table)) = next else {
                 return Ok(());

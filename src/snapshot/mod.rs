@@ -132,7 +132,9 @@ pub enum SnapshotError {
     )]
     Watermark(String),
     /// A snapshot worker stopped unexpectedly.
-    #[error("a snapshot worker stopped: {0}")]
+    #[error(
+        "a snapshot worker stopped: {0}; the connector reconnects and reads the chunks not yet stored as done"
+    )]
     Worker(String),
 }
 

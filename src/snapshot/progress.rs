@@ -131,7 +131,9 @@ impl ProgressKeeper {
                     .await
                     .map_err(|e| SnapshotError::Progress {
                         store: self.store_name(),
-                        detail: e.to_string(),
+                        detail: format!(
+                            "{e}; make its directory writable, or point source.snapshot_progress_file elsewhere"
+                        ),
                     })
             }
             None => {
