@@ -38,6 +38,17 @@ struct AvroRun {
     _registry: Option<tidemark::schema::registry_http::EmbeddedRegistry>,
 }
 
+impl AvroRun {
+    /// Stops the reader and fails the test if it ended with an error.
+    async fn stop(self) -> ReaderStats {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 async fn start(config: Config, client: &tokio_postgres::Client) -> AvroRun {
     tidemark::source::setup::setup(&config)
         .await
@@ -319,11 +330,7 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
         "the int→text value as Python reads it: {stdout}"
     );
     assert_eq!(topics[1]["records"], changes.len());
-    let _ = run.stop.send(true);
-    run.task
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -379,12 +386,7 @@ async fn a_table_altered_while_tidemark_was_stopped_is_reported_against_the_regi
         |r| !r.is_empty(),
     )
     .await;
-    let _ = run.stop.send(true);
-    run.task
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    drop(run._registry);
+    run.stop().await;
 
     exec(
         &client,
@@ -424,11 +426,7 @@ async fn a_table_altered_while_tidemark_was_stopped_is_reported_against_the_regi
         format!("schema t add:b ids:{first_id}->{second_id} "),
         "one schema record, against the version registered before the stop"
     );
-    let _ = run.stop.send(true);
-    run.task
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -479,9 +477,5 @@ async fn an_incompatible_change_under_new_topic_moves_the_table_to_a_versioned_t
         text.starts_with("schema t type:n") && text.contains("moves to topic avnew.public.t-v2"),
         "{text}"
     );
-    let _ = run.stop.send(true);
-    run.task
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    run.stop().await;
 }
