@@ -113,6 +113,16 @@ pub enum VersionSelector {
     Number(u32),
 }
 
+impl std::fmt::Display for VersionSelector {
+    /// As the request named it: `latest` or the number.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionSelector::Latest => f.write_str("latest"),
+            VersionSelector::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 impl std::str::FromStr for VersionSelector {
     type Err = RegistryError;
 
@@ -414,12 +424,7 @@ impl RegistryStore {
             VersionSelector::Latest => self.live_versions(subject).last(),
             VersionSelector::Number(n) => self.live_versions(subject).find(|v| v.version == n),
         };
-        let version = found.ok_or_else(|| {
-            RegistryError::VersionNotFound(match selector {
-                VersionSelector::Latest => "latest".into(),
-                VersionSelector::Number(n) => n.to_string(),
-            })
-        })?;
+        let version = found.ok_or_else(|| RegistryError::VersionNotFound(selector.to_string()))?;
         Ok((version.version, version.id, self.schema(version.id)?))
     }
 
@@ -489,7 +494,7 @@ impl RegistryStore {
                 versions.iter().find(|v| v.version == n).map(|v| v.version)
             }
         }
-        .ok_or_else(|| RegistryError::VersionNotFound(format!("{selector:?}")))?;
+        .ok_or_else(|| RegistryError::VersionNotFound(selector.to_string()))?;
         self.delete_one(subject, version, permanent)
     }
 

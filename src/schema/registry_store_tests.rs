@@ -229,3 +229,24 @@ fn replaying_the_records_rebuilds_the_same_state() {
         serde_json::json!({"keytype": "SCHEMA", "subject": "x", "version": 1, "magic": 1})
     );
 }
+
+#[test]
+fn a_missing_version_is_named_as_the_request_named_it() {
+    let mut store = RegistryStore::default();
+    if let Err(e) = store.register("s", &record(A_INT)) {
+        panic!("{e}");
+    }
+    let missing = |r: Result<(u32, SchemaRecord), RegistryError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("deleted a version that does not exist"),
+    };
+    assert_eq!(
+        missing(store.delete_version("s", VersionSelector::Number(7), false)),
+        "Version 7 not found."
+    );
+    let found = store.version("s", VersionSelector::Number(7)).map(|_| ());
+    assert_eq!(
+        found.map_err(|e| e.to_string()),
+        Err("Version 7 not found.".to_string())
+    );
+}
