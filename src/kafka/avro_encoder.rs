@@ -48,7 +48,9 @@ pub struct AvroEncoder {
     context: EnvelopeContext,
     writer: AvroWriter,
     redirects: HashMap<Arc<str>, Arc<str>>,
-    fixed_ids: HashMap<(String, FixedSchema), u32>,
+    /// Ids of fixed schemas by schema, then topic (few of each): looked up per record
+    /// without building the subject name.
+    fixed_ids: HashMap<FixedSchema, Vec<(Box<str>, u32)>>,
 }
 
 impl AvroEncoder {
@@ -233,29 +235,27 @@ impl AvroEncoder {
         key.clear();
         let has_key = key_schema.is_some();
         if let Some((schema, json)) = key_schema {
-            let id = self.fixed_id(topic, "key", schema).await?;
+            let id = self.fixed_id(topic, schema).await?;
             frame_header(key, id);
             schema.encode(json, key)?;
         }
-        let id = self.fixed_id(topic, "value", value_schema).await?;
+        let id = self.fixed_id(topic, value_schema).await?;
         value.clear();
         frame_header(value, id);
         value_schema.encode(value_json, value)?;
         Ok(has_key)
     }
 
-    async fn fixed_id(
-        &mut self,
-        topic: &str,
-        part: &str,
-        schema: FixedSchema,
-    ) -> Result<u32, KafkaError> {
-        let cache_key = (format!("{topic}-{part}"), schema);
-        if let Some(id) = self.fixed_ids.get(&cache_key) {
+    async fn fixed_id(&mut self, topic: &str, schema: FixedSchema) -> Result<u32, KafkaError> {
+        let known = self.fixed_ids.entry(schema).or_default();
+        if let Some((_, id)) = known.iter().find(|(t, _)| &**t == topic) {
             return Ok(*id);
         }
-        let id = self.client.register(&cache_key.0, schema.text()).await?;
-        self.fixed_ids.insert(cache_key, id);
+        let id = self
+            .client
+            .register(&format!("{topic}-{}", schema.part()), schema.text())
+            .await?;
+        known.push((topic.into(), id));
         Ok(id)
     }
 }

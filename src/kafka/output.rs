@@ -215,13 +215,11 @@ impl KafkaOutput {
             probe.client().fetch_metadata(None, Duration::from_secs(10))
         })
         .await
-        .map_err(|e| KafkaError::Unreachable {
+        .map_err(|e| e.to_string())
+        .and_then(|probed| probed.map_err(|e| e.to_string()))
+        .map_err(|detail| KafkaError::Unreachable {
             brokers: brokers.clone(),
-            detail: e.to_string(),
-        })?
-        .map_err(|e| KafkaError::Unreachable {
-            brokers: brokers.clone(),
-            detail: e.to_string(),
+            detail,
         })?;
         let admin: AdminClient<DefaultClientContext> = super::connection_config(config)
             .create()

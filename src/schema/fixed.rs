@@ -42,6 +42,16 @@ const ALL: [FixedSchema; 7] = [
 ];
 
 impl FixedSchema {
+    /// The subject suffix it is registered under: `key` for the key schemas, else `value`.
+    pub fn part(self) -> &'static str {
+        match self {
+            FixedSchema::HeartbeatKey
+            | FixedSchema::TransactionKey
+            | FixedSchema::SchemaChangeKey => "key",
+            _ => "value",
+        }
+    }
+
     /// The schema text, as registered.
     pub fn text(self) -> &'static str {
         match self {

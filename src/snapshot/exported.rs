@@ -173,11 +173,9 @@ pub async fn read_exported<O: EventOutput>(
     drop(sender);
 
     let mut emitter = Emitter {
-        position: Lsn(consistent_point.as_u64().saturating_sub(1)),
-        lsn: consistent_point,
+        consistent_point,
         next_seq: 0,
         held: None,
-        held_chunk: None,
         deferred_done: Vec::new(),
         done: vec![false; specs.len()],
     };
@@ -187,13 +185,11 @@ pub async fn read_exported<O: EventOutput>(
         match message {
             WorkerMessage::Rows { chunk, events } => {
                 report.rows(&specs[chunk].qualified_table(), events.len() as u64);
-                emitter
-                    .rows(output, chunk, events, consistent_point)
-                    .await?;
+                emitter.rows(output, chunk, events).await?;
             }
             WorkerMessage::ChunkDone { chunk } => {
                 report.chunk_done(&specs[chunk].qualified_table());
-                emitter.chunk_done(output, chunk, consistent_point).await?;
+                emitter.chunk_done(output, chunk).await?;
                 output.flush().await?;
             }
             WorkerMessage::Failed(error) => {
@@ -215,9 +211,7 @@ pub async fn read_exported<O: EventOutput>(
     }
     workers.abort_all();
     if interrupted {
-        emitter
-            .flush_held(output, SnapshotMarker::True, consistent_point)
-            .await?;
+        emitter.flush_held(output, SnapshotMarker::True).await?;
         progress.pending = emitter.pending(&specs);
         progress.rows = report.total_rows();
         keeper.save(output, &progress).await?;
@@ -227,9 +221,7 @@ pub async fn read_exported<O: EventOutput>(
         );
         return Ok((SnapshotOutcome::Interrupted, progress));
     }
-    emitter
-        .flush_held(output, SnapshotMarker::Last, consistent_point)
-        .await?;
+    emitter.flush_held(output, SnapshotMarker::Last).await?;
     let unfinished = emitter.pending(&specs);
     if !unfinished.is_empty() {
         return Err(SnapshotError::Worker(format!(
@@ -247,20 +239,22 @@ pub async fn read_exported<O: EventOutput>(
 }
 
 /// Gives rows their positions and sends them, one row behind (see the module docs).
+/// Every row is part of one source "transaction" committed at the consistent point: a
+/// chunk counts as done once its rows are sent and committed.
 struct Emitter {
-    position: Lsn,
-    lsn: Lsn,
+    consistent_point: Lsn,
     next_seq: u64,
-    held: Option<ChangeEvent>,
-    held_chunk: Option<usize>,
+    /// The row held back, with its chunk.
+    held: Option<(usize, ChangeEvent)>,
+    /// Chunks whose rows are all read, waiting for their last row to be sent.
     deferred_done: Vec<usize>,
     done: Vec<bool>,
 }
 
 impl Emitter {
     fn place(&mut self, event: &mut ChangeEvent, now_micros: i64) {
-        event.source.lsn = self.lsn;
-        event.source.commit_lsn = self.position;
+        event.source.lsn = self.consistent_point;
+        event.source.commit_lsn = Lsn(self.consistent_point.as_u64().saturating_sub(1));
         event.source.seq = self.next_seq;
         event.source.commit_time_micros = now_micros;
         self.next_seq += 1;
@@ -271,18 +265,15 @@ impl Emitter {
         output: &mut O,
         chunk: usize,
         events: Vec<ChangeEvent>,
-        commit_at: Lsn,
     ) -> Result<(), SnapshotError> {
         // One clock read per batch: the read time is the batch's.
         let now_micros = crate::event::now_ms() * 1000;
         for mut event in events {
             self.place(&mut event, now_micros);
-            let previous = self.held.replace(event);
-            self.held_chunk = Some(chunk);
-            if let Some(previous) = previous {
+            if let Some((_, previous)) = self.held.replace((chunk, event)) {
                 output.send(&previous).await?;
                 if !self.deferred_done.is_empty() {
-                    self.commit_deferred(output, commit_at).await?;
+                    self.commit_deferred(output).await?;
                 }
             }
         }
@@ -293,33 +284,28 @@ impl Emitter {
         &mut self,
         output: &mut O,
         chunk: usize,
-        commit_at: Lsn,
     ) -> Result<(), SnapshotError> {
         self.deferred_done.push(chunk);
-        if self.held_chunk != Some(chunk) || self.held.is_none() {
+        if self.held.as_ref().is_none_or(|(held, _)| *held != chunk) {
             // Its rows are all sent (or it had none).
-            self.commit_deferred(output, commit_at).await?;
+            self.commit_deferred(output).await?;
         }
         Ok(())
     }
 
+    /// Commits the done chunks whose rows are all sent (all but the held row's chunk).
     async fn commit_deferred<O: EventOutput>(
         &mut self,
         output: &mut O,
-        commit_at: Lsn,
     ) -> Result<(), SnapshotError> {
-        let held_chunk = if self.held.is_some() {
-            self.held_chunk
-        } else {
-            None
-        };
+        let held_chunk = self.held.as_ref().map(|(chunk, _)| *chunk);
         let (ready, waiting): (Vec<usize>, Vec<usize>) = self
             .deferred_done
             .drain(..)
             .partition(|c| Some(*c) != held_chunk);
         self.deferred_done = waiting;
         if !ready.is_empty() {
-            output.commit(commit_at).await?;
+            output.commit(self.consistent_point).await?;
             for chunk in ready {
                 self.done[chunk] = true;
             }
@@ -331,15 +317,14 @@ impl Emitter {
         &mut self,
         output: &mut O,
         marker: SnapshotMarker,
-        commit_at: Lsn,
     ) -> Result<(), SnapshotError> {
-        if let Some(mut event) = self.held.take() {
+        if let Some((_, mut event)) = self.held.take() {
             event.source.snapshot = marker;
             output.send(&event).await?;
         }
-        self.commit_deferred(output, commit_at).await?;
+        self.commit_deferred(output).await?;
         // Rows of unfinished chunks were sent too: close them so they are acknowledged.
-        output.commit(commit_at).await?;
+        output.commit(self.consistent_point).await?;
         output.flush().await?;
         Ok(())
     }

@@ -73,7 +73,7 @@ pub mod signal;
 pub mod watermark;
 
 use crate::output::OutputError;
-use crate::source::connection::{ConnectionError, describe};
+use crate::source::connection::{ConnectionError, describe, is_transient_sql};
 use crate::source::pg_type::TypeError;
 
 /// Snapshot failures.
@@ -149,17 +149,15 @@ impl SnapshotError {
     pub fn is_transient(&self) -> bool {
         match self {
             SnapshotError::Connection(e) => e.is_transient(),
-            SnapshotError::Sql { source, .. } => source.as_db_error().is_none_or(|db| {
-                // Serialization and snapshot conflicts, admin shutdown, too many connections.
-                matches!(&db.code().code()[..2], "40" | "57" | "53" | "08")
-            }),
+            SnapshotError::Sql { source, .. }
+            | SnapshotError::Type(TypeError::Catalog { source, .. })
+            | SnapshotError::Setup(crate::source::setup::SetupError::Sql { source, .. }) => {
+                is_transient_sql(source)
+            }
+            SnapshotError::Setup(crate::source::setup::SetupError::Connection(e)) => {
+                e.is_transient()
+            }
             SnapshotError::Truncated { .. } | SnapshotError::Worker(_) => true,
-            SnapshotError::Type(TypeError::Catalog { source, .. }) => {
-                source.as_db_error().is_none()
-            }
-            SnapshotError::Setup(crate::source::setup::SetupError::Sql { source, .. }) => {
-                source.as_db_error().is_none()
-            }
             _ => false,
         }
     }

@@ -41,10 +41,7 @@ struct SignalMessage {
     data: Option<serde_json::Value>,
 }
 
-fn interpret(
-    kind: &str,
-    data: Option<serde_json::Value>,
-) -> Result<Option<SnapshotSignal>, String> {
+fn interpret(kind: &str, data: Option<serde_json::Value>) -> Result<SnapshotSignal, String> {
     if kind != "execute-snapshot" {
         return Err(format!(
             "unknown signal type {kind:?}; tidemark understands \"execute-snapshot\""
@@ -64,21 +61,21 @@ fn interpret(
     if let Some(bad) = tables.iter().find(|t| t.split('.').count() != 2) {
         return Err(format!("{bad:?} in data-collections must be schema.table"));
     }
-    Ok(Some(SnapshotSignal {
+    Ok(SnapshotSignal {
         tables,
         condition: data.additional_condition.filter(|c| !c.trim().is_empty()),
-    }))
+    })
 }
 
 /// The signal in a logical message's content.
-pub fn from_message(content: &[u8]) -> Result<Option<SnapshotSignal>, String> {
+pub fn from_message(content: &[u8]) -> Result<SnapshotSignal, String> {
     let message: SignalMessage =
         serde_json::from_slice(content).map_err(|e| format!("a signal message: {e}"))?;
     interpret(&message.kind, message.data)
 }
 
 /// The signal in a row of the signal table (columns `type` and `data`).
-pub fn from_row(table: &TableSchema, row: &[Value]) -> Result<Option<SnapshotSignal>, String> {
+pub fn from_row(table: &TableSchema, row: &[Value]) -> Result<SnapshotSignal, String> {
     let column = |name: &str| {
         table
             .columns
@@ -184,10 +181,10 @@ mod tests {
         let text = snapshot_message(&["public.a".into(), "s.b".into()], Some("id > 3"));
         assert_eq!(
             from_message(text.as_bytes()).unwrap(),
-            Some(SnapshotSignal {
+            SnapshotSignal {
                 tables: vec!["public.a".into(), "s.b".into()],
                 condition: Some("id > 3".into())
-            })
+            }
         );
         assert!(from_message(b"{").unwrap_err().contains("signal message"));
         assert!(

@@ -70,7 +70,7 @@ use crate::snapshot::progress::{ProgressKeeper, SnapshotProgress};
 use crate::snapshot::watermark::{ChunkRead, Watermarks};
 use crate::source::changes::{AssemblyError, ChangeAssembler};
 use crate::source::connection::{
-    ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql,
+    ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql, is_transient_sql,
 };
 use crate::source::pg_type::TypeError;
 use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
@@ -170,9 +170,9 @@ impl ReaderError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReaderError::Connection(e) => e.is_transient(),
-            ReaderError::Type(TypeError::Catalog { source, .. }) => source.as_db_error().is_none(),
+            ReaderError::Type(TypeError::Catalog { source, .. }) => is_transient_sql(source),
             ReaderError::Setup(SetupError::Connection(e)) => e.is_transient(),
-            ReaderError::Setup(SetupError::Sql { source, .. }) => source.as_db_error().is_none(),
+            ReaderError::Setup(SetupError::Sql { source, .. }) => is_transient_sql(source),
             ReaderError::Snapshot(e) => e.is_transient(),
             _ => false,
         }
@@ -644,7 +644,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             self.output.send(event).await?;
         }
         self.state.stats.events += (self.events.len() - signals.len()) as u64;
-        for signal in signals {
+        for signal in signals.into_iter().flatten() {
             self.handle_signal(signal).await?;
         }
         // Inside a long transaction the select loop does not run: keep the server's

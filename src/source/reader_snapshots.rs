@@ -213,13 +213,16 @@ async fn resume_or_baseline<O: EventOutput>(
     Ok(())
 }
 
-/// A streamed event that is a signal rather than data.
+/// A streamed event that is a signal rather than data: none for data; inside, none for a
+/// signal-table change that asks nothing (an update or delete of a signal row), else the
+/// request or why it is not one.
 pub(super) fn signal_in(
     config: &Config,
     event: &ChangeEvent,
-) -> Option<Result<Option<SnapshotSignal>, String>> {
+) -> Option<Option<Result<SnapshotSignal, String>>> {
     if let Some(message) = &event.message {
-        return (message.prefix == SIGNAL_PREFIX).then(|| signal::from_message(&message.content));
+        return (message.prefix == SIGNAL_PREFIX)
+            .then(|| Some(signal::from_message(&message.content)));
     }
     let table = event.table.as_deref()?;
     let signal_table = config.source.signal_table.as_deref()?;
@@ -227,8 +230,8 @@ pub(super) fn signal_in(
         return None;
     }
     Some(match (event.op, event.after.as_deref()) {
-        (Op::Create, Some(row)) => signal::from_row(table, row),
-        _ => Ok(None),
+        (Op::Create, Some(row)) => Some(signal::from_row(table, row)),
+        _ => None,
     })
 }
 
@@ -382,11 +385,10 @@ impl<O: EventOutput> Session<'_, O> {
     /// Acts on a signal from the stream.
     pub(super) async fn handle_signal(
         &mut self,
-        signal: Result<Option<SnapshotSignal>, String>,
+        signal: Result<SnapshotSignal, String>,
     ) -> Result<(), ReaderError> {
         let request = match signal {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ok(()),
+            Ok(request) => request,
             Err(problem) => {
                 tracing::warn!(%problem, "ignoring a signal");
                 return Ok(());

@@ -138,10 +138,7 @@ impl ConnectionError {
                 true
             }
             ConnectionError::Server(e) => is_transient_sqlstate(&e.code),
-            ConnectionError::Sql(e) => match e.as_db_error() {
-                Some(db) => is_transient_sqlstate(db.code().code()),
-                None => true,
-            },
+            ConnectionError::Sql(e) => is_transient_sql(e),
             _ => false,
         }
     }
@@ -173,6 +170,15 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         Some(cause) => format!("{error}: {cause}"),
         None => error.to_string(),
     }
+}
+
+/// Whether a failed SQL statement may succeed when retried: the connection broke (no
+/// server error), or the server reported a connection exception, a shutdown, exhaustion,
+/// or a serialization failure.
+pub fn is_transient_sql(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_none_or(|db| is_transient_sqlstate(db.code().code()))
 }
 
 /// Connection exceptions, shutdowns, resource exhaustion and serialization failures.
