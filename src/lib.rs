@@ -10,6 +10,8 @@
 //!   tables and on request.
 //! - [`output`] is the contract of a destination; [`kafka`] is the Kafka destination and
 //!   [`output::JsonLinesOutput`] writes JSON lines.
+//! - [`sink`] consumes the topics and applies them to a warehouse (DuckDB, PostgreSQL,
+//!   Snowflake) with batched MERGE, exactly once.
 //! - [`schema`] holds the Avro mapping, schema-change records, the registry client and the
 //!   embedded registry.
 //! - [`config`] reads and validates the configuration; [`testing`] starts real services for
@@ -21,6 +23,7 @@ pub mod kafka;
 pub mod lsn;
 pub mod output;
 pub mod schema;
+pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod testing;

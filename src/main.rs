@@ -78,6 +78,32 @@ enum Command {
         #[arg(long = "where")]
         condition: Option<String>,
     },
+    /// Apply the connector's topics to the `[sink]` warehouse (a Kafka consumer group;
+    /// run several to share the partitions).
+    Sink {
+        /// Connector config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Rebuild warehouse tables from the topics alone (the source is not contacted).
+    Replay {
+        /// Connector config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Only these tables, `schema.table` or `schema.*`, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+        /// Read every topic from its start into new `<table>__replay` tables (the default).
+        #[arg(long, conflicts_with = "from_timestamp")]
+        from_beginning: bool,
+        /// Apply the changes since this time (RFC 3339, or ms since the epoch) onto the
+        /// existing tables.
+        #[arg(long)]
+        from_timestamp: Option<String>,
+        /// At the end, replace each old table with its rebuilt one.
+        #[arg(long, conflicts_with = "from_timestamp")]
+        replace: bool,
+    },
     /// Show the slot, publication and lag as the server sees them.
     Status {
         /// Connector config file (TOML).
@@ -149,9 +175,30 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             reader::run_reader(&config, &mut out, shutdown).await?
         }
         "kafka" => {
-            let (mut out, _registry) =
+            let (mut out, registry) =
                 tidemark::kafka::KafkaOutput::from_config(&config, context).await?;
-            reader::run_reader(&config, &mut out, shutdown).await?
+            if config.sink.is_none() {
+                reader::run_reader(&config, &mut out, shutdown).await?
+            } else {
+                // Source and sink together; the sink uses the registry the source uses.
+                let options = tidemark::sink::SinkOptions {
+                    registry_url: registry.as_ref().map(|r| r.url()),
+                    ..Default::default()
+                };
+                let sink_config = config.clone();
+                let sink_shutdown = shutdown.clone();
+                let sink = tokio::spawn(async move {
+                    tidemark::sink::run_sink(&sink_config, options, sink_shutdown).await
+                });
+                let stats = reader::run_reader(&config, &mut out, shutdown).await;
+                let sink_stats = sink.await.context("the sink task")??;
+                tracing::info!(
+                    applied = sink_stats.applied,
+                    flushes = sink_stats.flushes,
+                    "sink done"
+                );
+                stats?
+            }
         }
         "null" => {
             let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context);
@@ -237,6 +284,53 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Sink { config } => {
+            let config = load(&config)?;
+            let stats =
+                tidemark::sink::run_sink(&config, Default::default(), shutdown_signal()?).await?;
+            tracing::info!(
+                records = stats.records,
+                applied = stats.applied,
+                flushes = stats.flushes,
+                "done"
+            );
+            Ok(())
+        }
+        Command::Replay {
+            config,
+            tables,
+            from_beginning: _,
+            from_timestamp,
+            replace,
+        } => {
+            use tidemark::sink::replay::{ReplayFrom, replay};
+            let config = load(&config)?;
+            let from = match from_timestamp {
+                None => ReplayFrom::Beginning,
+                Some(text) => ReplayFrom::Timestamp(parse_timestamp(&text)?),
+            };
+            let started = std::time::Instant::now();
+            let report = replay(&config, tables, from, replace, shutdown_signal()?).await?;
+            let seconds = started.elapsed().as_secs_f64().max(0.001);
+            println!(
+                "replayed {} records ({:.0}/s) into {} table(s){}: {}",
+                report.stats.records,
+                report.stats.records as f64 / seconds,
+                report.tables.len(),
+                if report.replaced {
+                    ", replacing the old ones"
+                } else {
+                    ""
+                },
+                report
+                    .tables
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
         Command::Status { config, json } => {
             let status = status::status(&load(&config)?).await?;
             if json {
@@ -247,6 +341,39 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Milliseconds since the epoch from digits, or from RFC 3339 UTC
+/// (`2026-11-21T10:00:00Z`).
+fn parse_timestamp(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || {
+        anyhow::anyhow!(
+            "--from-timestamp {text:?}: use milliseconds since the epoch or YYYY-MM-DDTHH:MM:SSZ"
+        )
+    };
+    let text = text.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, time) = text.split_once('T').ok_or_else(bad)?;
+    let numbers = |part: &str, sep: char| -> anyhow::Result<Vec<i64>> {
+        part.split(sep)
+            .map(|n| n.parse::<i64>().map_err(|_| bad()))
+            .collect()
+    };
+    let (d, t) = (numbers(date, '-')?, numbers(time, ':')?);
+    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
+        return Err(bad());
+    };
+    // Days from civil (Howard Hinnant).
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
 }
 
 fn main() -> ExitCode {

@@ -347,7 +347,8 @@ async fn json_with_schemas_wraps_keys_and_values_like_debeziums_json_converter()
     assert_eq!(key["schema"]["name"], "kschema.public.s.Key");
     assert_eq!(
         key["schema"]["fields"][0],
-        serde_json::json!({"type": "int64", "optional": false, "field": "id"})
+        serde_json::json!({"type": "int64", "optional": false, "field": "id",
+                           "parameters": {"__debezium.source.column.type": "int8"}})
     );
     let value = records[0].value.clone().unwrap_or_default();
     assert_eq!(value["schema"]["name"], "kschema.public.s.Envelope");

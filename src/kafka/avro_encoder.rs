@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::KafkaError;
 use crate::config::IncompatiblePolicy;
 use crate::event::{ChangeEvent, EnvelopeContext, TableSchema};
-use crate::schema::avro::derive;
+use crate::schema::avro::{derive_renamed, frame_header};
 use crate::schema::avro_write::AvroWriter;
 use crate::schema::change::{ShapeInUse, columns_of_envelope};
 use crate::schema::fixed::FixedSchema;
@@ -154,8 +154,9 @@ impl AvroEncoder {
         &mut self,
         routed: &Arc<str>,
         table: &TableSchema,
+        renames: &[(String, String)],
     ) -> Result<Registered, KafkaError> {
-        let avro = derive(table, &self.context.prefix)?;
+        let avro = derive_renamed(table, &self.context.prefix, renames)?;
         let key_text = avro.key_json.as_ref().map(|k| k.to_string());
         let value_text = avro.envelope_json.to_string();
         let mut topic = self.redirect(routed);
@@ -258,10 +259,4 @@ impl AvroEncoder {
         known.push((topic.into(), id));
         Ok(id)
     }
-}
-
-/// Magic byte 0 and the big-endian schema id.
-fn frame_header(out: &mut Vec<u8>, id: u32) {
-    out.push(0);
-    out.extend_from_slice(&id.to_be_bytes());
 }

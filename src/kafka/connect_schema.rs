@@ -56,10 +56,15 @@ fn field_type(kind: &TypeKind) -> Json {
     }
 }
 
+/// Connect parameter naming the column's PostgreSQL type, as Debezium writes it with
+/// `column.propagate.source.type`; the sink reads it to create exact warehouse types.
+pub const SOURCE_TYPE_PARAMETER: &str = "__debezium.source.column.type";
+
 fn column_field(column: &Column, optional: bool) -> Json {
     let mut field = field_type(&column.column_type.kind);
     field["optional"] = json!(optional);
     field["field"] = json!(column.name);
+    field["parameters"] = json!({ SOURCE_TYPE_PARAMETER: column.type_display() });
     field
 }
 
@@ -253,7 +258,8 @@ mod tests {
         let key = key_schema(&table(), "shop");
         assert_eq!(
             key,
-            json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id"}],
+            json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id",
+                   "parameters": {SOURCE_TYPE_PARAMETER: "id"}}],
                    "optional": false, "name": "shop.public.orders.Key"})
         );
         let value = value_schema(&table(), "shop");
@@ -263,11 +269,13 @@ mod tests {
         assert_eq!(after["name"], "shop.public.orders.Value");
         assert_eq!(
             after["fields"][1],
-            json!({"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1, "optional": true, "field": "at"})
+            json!({"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1, "optional": true, "field": "at",
+                   "parameters": {SOURCE_TYPE_PARAMETER: "at"}})
         );
         assert_eq!(
             after["fields"][2],
-            json!({"type": "array", "items": {"type": "string", "optional": true}, "optional": true, "field": "tags"})
+            json!({"type": "array", "items": {"type": "string", "optional": true}, "optional": true, "field": "tags",
+                   "parameters": {SOURCE_TYPE_PARAMETER: "tags"}})
         );
         assert_eq!(
             value["fields"][2]["name"],

@@ -389,7 +389,14 @@ impl KafkaOutput {
                     Some(shape) => Some(shape.clone()),
                     None => encoder.registered(&current).await?,
                 };
-                let registered = encoder.register_table(&routed, table).await?;
+                // Columns renamed by captured DDL carry their old name as an Avro alias.
+                let renames = match (self.pending_ddl.get(&table.relation_id), &previous) {
+                    (Some(ddl), Some(previous)) => {
+                        ddl.renames(table.relation_id, &previous.columns)
+                    }
+                    _ => Vec::new(),
+                };
+                let registered = encoder.register_table(&routed, table, &renames).await?;
                 (
                     registered.topic,
                     registered.key_id,

@@ -154,7 +154,7 @@ fn fixed(name: &str, text: &str) -> Result<Json, AvroError> {
 /// A value record field: `["null", T]` with default null, the column comment as doc, and
 /// the PostgreSQL type (and the column's own name, when Avro's rules changed it) as extra
 /// attributes, which Avro readers ignore and schema-change records read back.
-fn value_field(column: &Column) -> Json {
+fn value_field(column: &Column, renamed_from: Option<&str>) -> Json {
     let mut field = json!({
         "name": avro_name(&column.name),
         "type": ["null", column_type(&column.column_type.kind)],
@@ -166,6 +166,10 @@ fn value_field(column: &Column) -> Json {
     }
     if avro_name(&column.name) != column.name {
         field[COLUMN_ATTRIBUTE] = json!(column.name);
+    }
+    if let Some(old) = renamed_from {
+        // Avro's own way to say a field was renamed: readers resolve the old name to it.
+        field["aliases"] = json!([avro_name(old)]);
     }
     field
 }
@@ -190,6 +194,17 @@ pub struct TableAvro {
 
 /// Derives the key and envelope schemas of `table` under `prefix`.
 pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError> {
+    derive_renamed(table, prefix, &[])
+}
+
+/// [`derive`], with the value fields of columns renamed by captured DDL (`(old, new)`
+/// pairs) carrying their old name in `aliases`, so a reader (the sink) renames the column
+/// instead of seeing a drop and an add.
+pub fn derive_renamed(
+    table: &TableSchema,
+    prefix: &str,
+    renames: &[(String, String)],
+) -> Result<TableAvro, AvroError> {
     let ns = namespace(table, prefix);
     let key_json = (!table.key_columns.is_empty()).then(|| {
         let fields: Vec<Json> = table
@@ -200,7 +215,17 @@ pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError>
             .collect();
         json!({"type": "record", "name": "Key", "namespace": ns, "fields": fields})
     });
-    let value_fields: Vec<Json> = table.columns.iter().map(value_field).collect();
+    let value_fields: Vec<Json> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let old = renames
+                .iter()
+                .find(|(_, new)| *new == c.name)
+                .map(|(old, _)| old.as_str());
+            value_field(c, old)
+        })
+        .collect();
     let value_record =
         json!({"type": "record", "name": "Value", "namespace": ns, "fields": value_fields});
     let envelope_json = json!({
@@ -450,10 +475,24 @@ pub fn confluent_frame(
     let body =
         apache_avro::to_avro_datum(schema, datum).map_err(|e| AvroError::Encode(e.to_string()))?;
     out.clear();
-    out.push(0);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    frame_header(out, schema_id);
     out.extend_from_slice(&body);
     Ok(())
+}
+
+/// Appends Confluent's frame header: magic byte 0 and the big-endian schema id.
+pub fn frame_header(out: &mut Vec<u8>, schema_id: u32) {
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+}
+
+/// The schema id and the datum of a record in Confluent's wire format, or none when the
+/// bytes do not start with the magic byte and a 4-byte id.
+pub fn split_frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    match bytes {
+        [0, a, b, c, d, datum @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

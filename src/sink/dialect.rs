@@ -1,0 +1,563 @@
+//! The SQL the sink runs, generated once for the three warehouses: DuckDB, PostgreSQL and
+//! Snowflake differ in type names, identifier and literal quoting, and how a staged column
+//! becomes a target column; the MERGE itself is one statement shape for all three.
+//!
+//! Every managed table carries the position of the change that last wrote each row,
+//! `__tidemark_lsn` and `__tidemark_seq`, and with soft deletes `__deleted` and
+//! `__deleted_at`. The MERGE applies a staged change only when it is newer than the row's
+//! stored position, so redelivered and replayed changes leave the table as it is:
+//!
+//! ```text
+//! MERGE INTO target t USING stage s ON t.k = s.k
+//! WHEN MATCHED AND s.__op = 'd' AND <s newer than t> THEN DELETE        -- soft: UPDATE SET __deleted
+//! WHEN MATCHED AND s.__op = 'u' AND <s newer than t> THEN UPDATE SET c = s.c, …, position
+//! WHEN NOT MATCHED AND s.__op = 'u' THEN INSERT (c, …, position) VALUES (s.c, …)
+//! ```
+//!
+//! A column whose TOASTed value the source did not send (listed in the staged row's
+//! `__unchanged`, as `,a,b,`) keeps the target's value: `CASE WHEN POSITION(',c,' IN
+//! s.__unchanged) > 0 THEN t.c ELSE s.c END`. A truncate deletes (or marks) the rows older
+//! than its position. The consumed Kafka offsets, and each table's applied shape and
+//! truncate position, live in `__tidemark_offsets` and `__tidemark_tables`, written in the
+//! same transaction as the MERGE.
+
+use std::collections::BTreeSet;
+
+use super::evolve::Step;
+use super::record::Position;
+use super::shape::{ColumnKind, SinkColumn, TableShape};
+
+/// Column holding the commit position of the change that last wrote the row.
+pub const LSN_COLUMN: &str = "__tidemark_lsn";
+/// Column holding that change's index in its transaction.
+pub const SEQ_COLUMN: &str = "__tidemark_seq";
+/// Soft delete flag.
+pub const DELETED_COLUMN: &str = "__deleted";
+/// Soft delete time.
+pub const DELETED_AT_COLUMN: &str = "__deleted_at";
+/// Consumed offsets, per consumer group, topic and partition.
+pub const OFFSETS_TABLE: &str = "__tidemark_offsets";
+/// Each managed table's applied shape and truncate position.
+pub const TABLES_TABLE: &str = "__tidemark_tables";
+
+/// A warehouse's SQL dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// DuckDB 1.4 or later.
+    DuckDb,
+    /// PostgreSQL 15 or later.
+    Postgres,
+    /// Snowflake.
+    Snowflake,
+}
+
+/// A warehouse table: schema and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    /// Schema.
+    pub schema: String,
+    /// Table.
+    pub name: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// How one batch of one table is merged.
+#[derive(Debug, Clone)]
+pub struct MergeSpec<'a> {
+    /// The target.
+    pub target: &'a Target,
+    /// The staging table (already qualified).
+    pub stage: &'a str,
+    /// The batch's shape.
+    pub shape: &'a TableShape,
+    /// Deletes mark rows instead of removing them.
+    pub soft_delete: bool,
+    /// Columns some staged row lists as unchanged TOAST.
+    pub unchanged: &'a BTreeSet<String>,
+}
+
+impl Dialect {
+    /// A quoted identifier.
+    pub fn quote(self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+
+    /// A string literal.
+    pub fn literal(self, text: &str) -> String {
+        let doubled = text.replace('\'', "''");
+        match self {
+            // Snowflake treats backslash as an escape inside literals.
+            Dialect::Snowflake => format!("'{}'", doubled.replace('\\', "\\\\")),
+            _ => format!("'{doubled}'"),
+        }
+    }
+
+    /// `schema.table`, quoted.
+    pub fn table(self, target: &Target) -> String {
+        format!(
+            "{}.{}",
+            self.quote(&target.schema),
+            self.quote(&target.name)
+        )
+    }
+
+    /// The warehouse type of a column kind.
+    pub fn type_of(self, kind: &ColumnKind) -> String {
+        use ColumnKind::*;
+        match (self, kind) {
+            (_, Bool) => "BOOLEAN".into(),
+            (Dialect::Snowflake, Int16) => "NUMBER(5,0)".into(),
+            (Dialect::Snowflake, Int32) => "NUMBER(10,0)".into(),
+            (Dialect::Snowflake, Int64) => "NUMBER(19,0)".into(),
+            (_, Int16) => "SMALLINT".into(),
+            (_, Int32) => "INTEGER".into(),
+            (_, Int64) => "BIGINT".into(),
+            (Dialect::Snowflake, Float32 | Float64) => "FLOAT".into(),
+            (_, Float32) => "REAL".into(),
+            (Dialect::Postgres, Float64) => "DOUBLE PRECISION".into(),
+            (_, Float64) => "DOUBLE".into(),
+            (Dialect::Postgres, Decimal { precision, scale }) => {
+                format!("NUMERIC({precision},{scale})")
+            }
+            (Dialect::Snowflake, Decimal { precision, scale }) if *precision <= 38 => {
+                format!("NUMBER({precision},{scale})")
+            }
+            (Dialect::DuckDb, Decimal { precision, scale }) if *precision <= 38 => {
+                format!("DECIMAL({precision},{scale})")
+            }
+            // Wider than 38 digits, or unconstrained: exact text.
+            (Dialect::Postgres, Numeric) => "NUMERIC".into(),
+            (_, Decimal { .. } | Numeric | Text) => "VARCHAR".into(),
+            (Dialect::Postgres, Json) => "JSONB".into(),
+            (Dialect::Snowflake, Json) => "VARIANT".into(),
+            (_, Json) => "VARCHAR".into(),
+            (Dialect::Postgres, Bytes) => "BYTEA".into(),
+            (Dialect::Snowflake, Bytes) => "BINARY".into(),
+            (_, Bytes) => "BLOB".into(),
+            (_, Date) => "DATE".into(),
+            (Dialect::Snowflake, Time) => "TIME(6)".into(),
+            (_, Time) => "TIME".into(),
+            (Dialect::Snowflake, Timestamp) => "TIMESTAMP_NTZ(6)".into(),
+            (Dialect::Snowflake, TimestampTz) => "TIMESTAMP_TZ(6)".into(),
+            (_, Timestamp) => "TIMESTAMP".into(),
+            (_, TimestampTz) => "TIMESTAMPTZ".into(),
+            (Dialect::Snowflake, Uuid) => "VARCHAR(36)".into(),
+            (_, Uuid) => "UUID".into(),
+            (Dialect::Snowflake, Array(_)) => "ARRAY".into(),
+            (_, Array(inner)) => format!("{}[]", self.type_of(inner)),
+            // PostgreSQL has the source's own type; the others keep its text form. Not
+            // `xml`: PostgreSQL stores xml values (from `xmlelement`, say) that its own
+            // input refuses, so it is kept as text rather than stop the sink.
+            (Dialect::Postgres, Other(name)) if name != "xml" => name.clone(),
+            (Dialect::Postgres, Other(_)) => "TEXT".into(),
+            (_, Other(_)) => "VARCHAR".into(),
+        }
+    }
+
+    /// The type a staged column has: the target type, except where the staging path
+    /// carries the value as text to be cast in the MERGE (DuckDB's UUIDs arrive from Arrow
+    /// as strings; Snowflake stages semi-structured values as text).
+    pub fn stage_type_of(self, kind: &ColumnKind) -> String {
+        match (self, kind) {
+            (Dialect::DuckDb, ColumnKind::Uuid) => "VARCHAR".into(),
+            (Dialect::DuckDb, ColumnKind::Array(inner)) => {
+                format!("{}[]", self.stage_type_of(inner))
+            }
+            (Dialect::Snowflake, ColumnKind::Json | ColumnKind::Array(_)) => "VARCHAR".into(),
+            _ => self.type_of(kind),
+        }
+    }
+
+    /// `expr` (a staged column) as the target column's type.
+    fn staged_as_target(self, expr: &str, kind: &ColumnKind) -> String {
+        if self.stage_type_of(kind) == self.type_of(kind) {
+            return expr.to_owned();
+        }
+        match (self, kind) {
+            (Dialect::Snowflake, ColumnKind::Array(_)) => format!("PARSE_JSON({expr})::ARRAY"),
+            (Dialect::Snowflake, _) => format!("PARSE_JSON({expr})"),
+            _ => format!("CAST({expr} AS {})", self.type_of(kind)),
+        }
+    }
+
+    fn column_def(self, column: &SinkColumn) -> String {
+        format!(
+            "{} {}",
+            self.quote(&column.name),
+            self.type_of(&column.kind)
+        )
+    }
+
+    /// The bookkeeping columns every managed table has.
+    fn position_defs(self, soft_delete: bool) -> Vec<String> {
+        let mut defs = vec![
+            format!("{} BIGINT", self.quote(LSN_COLUMN)),
+            format!("{} BIGINT", self.quote(SEQ_COLUMN)),
+        ];
+        if soft_delete {
+            defs.push(format!("{} BOOLEAN", self.quote(DELETED_COLUMN)));
+            defs.push(format!(
+                "{} {}",
+                self.quote(DELETED_AT_COLUMN),
+                self.type_of(&ColumnKind::TimestampTz)
+            ));
+        }
+        defs
+    }
+
+    /// The statements of one evolution step.
+    pub fn step(self, target: &Target, step: &Step, soft_delete: bool) -> Vec<String> {
+        let table = self.table(target);
+        match step {
+            Step::Create(shape) => {
+                let mut defs: Vec<String> =
+                    shape.columns.iter().map(|c| self.column_def(c)).collect();
+                defs.extend(self.position_defs(soft_delete));
+                let mut statements = vec![
+                    format!("CREATE SCHEMA IF NOT EXISTS {}", self.quote(&target.schema)),
+                    format!("CREATE TABLE IF NOT EXISTS {table} ({})", defs.join(", ")),
+                ];
+                if self == Dialect::Postgres && !shape.key.is_empty() {
+                    let keys: Vec<String> = shape.key.iter().map(|k| self.quote(k)).collect();
+                    statements.push(format!(
+                        "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
+                        self.quote(&format!("{}__tidemark_key", target.name)),
+                        keys.join(", ")
+                    ));
+                }
+                statements
+            }
+            // Re-runnable: Snowflake commits DDL by itself, ahead of the flush's transaction.
+            Step::Add(column) => vec![format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {}",
+                self.column_def(column)
+            )],
+            Step::Drop(name) => vec![format!(
+                "ALTER TABLE {table} DROP COLUMN IF EXISTS {}",
+                self.quote(name)
+            )],
+            // PostgreSQL: only while the old column is there, so a second sink instance
+            // that planned the same rename (it waited on the first's lock) does nothing.
+            Step::Rename { from, to } if self == Dialect::Postgres => vec![format!(
+                "DO $tidemark$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = {} AND table_name = {} AND column_name = {}) THEN ALTER TABLE {table} RENAME COLUMN {} TO {}; END IF; END $tidemark$",
+                self.literal(&target.schema),
+                self.literal(&target.name),
+                self.literal(from),
+                self.quote(from),
+                self.quote(to)
+            )],
+            Step::Rename { from, to } => vec![format!(
+                "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+                self.quote(from),
+                self.quote(to)
+            )],
+            Step::Widen(column) => {
+                let name = self.quote(&column.name);
+                let new_type = self.type_of(&column.kind);
+                vec![match self {
+                    Dialect::Postgres => format!(
+                        "ALTER TABLE {table} ALTER COLUMN {name} TYPE {new_type} USING {name}::{new_type}"
+                    ),
+                    Dialect::Snowflake => {
+                        format!("ALTER TABLE {table} ALTER COLUMN {name} SET DATA TYPE {new_type}")
+                    }
+                    Dialect::DuckDb => {
+                        format!("ALTER TABLE {table} ALTER COLUMN {name} TYPE {new_type}")
+                    }
+                }]
+            }
+        }
+    }
+
+    /// The staged columns: operation, position, unchanged list, then the shape's columns.
+    pub fn stage_columns(self, shape: &TableShape) -> Vec<String> {
+        let mut columns = vec![
+            "__op VARCHAR".to_string(),
+            "__lsn BIGINT".to_string(),
+            "__seq BIGINT".to_string(),
+            "__unchanged VARCHAR".to_string(),
+        ];
+        columns.extend(
+            shape
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", self.quote(&c.name), self.stage_type_of(&c.kind))),
+        );
+        columns
+    }
+
+    /// `CREATE` of a staging table named `stage` (temporary where the warehouse has them).
+    pub fn create_stage(self, stage: &str, shape: &TableShape) -> String {
+        let columns = self.stage_columns(shape).join(", ");
+        match self {
+            Dialect::DuckDb => format!("CREATE OR REPLACE TABLE {stage} ({columns})"),
+            Dialect::Postgres => {
+                format!("CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ({columns}) ON COMMIT DROP")
+            }
+            Dialect::Snowflake => format!("CREATE OR REPLACE TEMPORARY TABLE {stage} ({columns})"),
+        }
+    }
+
+    fn newer(self) -> String {
+        let (lsn, seq) = (self.quote(LSN_COLUMN), self.quote(SEQ_COLUMN));
+        format!(
+            "(t.{lsn} IS NULL OR s.__lsn > t.{lsn} OR (s.__lsn = t.{lsn} AND s.__seq > t.{seq}))"
+        )
+    }
+
+    /// The MERGE of a staged batch into its target.
+    pub fn merge(self, spec: &MergeSpec<'_>) -> String {
+        let q = |name: &str| self.quote(name);
+        let table = self.table(spec.target);
+        let on = if spec.shape.key.is_empty() {
+            "FALSE".to_string()
+        } else {
+            spec.shape
+                .key
+                .iter()
+                .map(|k| {
+                    let kind = spec.shape.column(k).map(|c| c.kind.clone());
+                    let source = kind.map_or_else(
+                        || format!("s.{}", q(k)),
+                        |kind| self.staged_as_target(&format!("s.{}", q(k)), &kind),
+                    );
+                    format!("t.{} = {source}", q(k))
+                })
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let newer = self.newer();
+        let value = |column: &SinkColumn| {
+            self.staged_as_target(&format!("s.{}", q(&column.name)), &column.kind)
+        };
+        let sets: Vec<String> = spec
+            .shape
+            .columns
+            .iter()
+            .filter(|c| !spec.shape.key.contains(&c.name))
+            .map(|c| {
+                let name = q(&c.name);
+                if spec.unchanged.contains(&c.name) {
+                    let marker = self.literal(&format!(",{},", c.name));
+                    format!(
+                        "{name} = CASE WHEN s.__unchanged IS NOT NULL AND POSITION({marker} IN s.__unchanged) > 0 THEN t.{name} ELSE {} END",
+                        value(c)
+                    )
+                } else {
+                    format!("{name} = {}", value(c))
+                }
+            })
+            .chain([
+                format!("{} = s.__lsn", q(LSN_COLUMN)),
+                format!("{} = s.__seq", q(SEQ_COLUMN)),
+            ])
+            .chain(spec.soft_delete.then(|| {
+                [
+                    format!("{} = FALSE", q(DELETED_COLUMN)),
+                    format!("{} = NULL", q(DELETED_AT_COLUMN)),
+                ]
+            }).into_iter().flatten())
+            .collect();
+        let mut insert_columns: Vec<String> =
+            spec.shape.columns.iter().map(|c| q(&c.name)).collect();
+        insert_columns.push(q(LSN_COLUMN));
+        insert_columns.push(q(SEQ_COLUMN));
+        let mut insert_values: Vec<String> = spec.shape.columns.iter().map(value).collect();
+        insert_values.push("s.__lsn".into());
+        insert_values.push("s.__seq".into());
+        if spec.soft_delete {
+            insert_columns.push(q(DELETED_COLUMN));
+            insert_values.push("FALSE".into());
+        }
+        let delete = if spec.soft_delete {
+            let keys: Vec<String> = spec.shape.key.iter().map(|k| q(k)).collect();
+            let key_values: Vec<String> = spec
+                .shape
+                .key
+                .iter()
+                .filter_map(|k| spec.shape.column(k))
+                .map(value)
+                .collect();
+            format!(
+                "WHEN MATCHED AND s.__op = 'd' AND {newer} THEN UPDATE SET {deleted} = TRUE, {deleted_at} = CURRENT_TIMESTAMP, {lsn} = s.__lsn, {seq} = s.__seq \
+                 WHEN NOT MATCHED AND s.__op = 'd' THEN INSERT ({keys}, {lsn}, {seq}, {deleted}, {deleted_at}) VALUES ({key_values}, s.__lsn, s.__seq, TRUE, CURRENT_TIMESTAMP)",
+                deleted = q(DELETED_COLUMN),
+                deleted_at = q(DELETED_AT_COLUMN),
+                lsn = q(LSN_COLUMN),
+                seq = q(SEQ_COLUMN),
+                keys = keys.join(", "),
+                key_values = key_values.join(", "),
+            )
+        } else {
+            format!("WHEN MATCHED AND s.__op = 'd' AND {newer} THEN DELETE")
+        };
+        format!(
+            "MERGE INTO {table} AS t USING {stage} AS s ON {on} \
+             {delete} \
+             WHEN MATCHED AND s.__op = 'u' AND {newer} THEN UPDATE SET {sets} \
+             WHEN NOT MATCHED AND s.__op = 'u' THEN INSERT ({columns}) VALUES ({values})",
+            stage = spec.stage,
+            sets = sets.join(", "),
+            columns = insert_columns.join(", "),
+            values = insert_values.join(", "),
+        )
+    }
+
+    /// An `INSERT … SELECT` of a keyless table's staged rows (appended, never merged).
+    pub fn append(self, target: &Target, stage: &str, shape: &TableShape) -> String {
+        let mut columns: Vec<String> = shape.columns.iter().map(|c| self.quote(&c.name)).collect();
+        let mut values: Vec<String> = shape
+            .columns
+            .iter()
+            .map(|c| self.staged_as_target(&format!("s.{}", self.quote(&c.name)), &c.kind))
+            .collect();
+        columns.extend([self.quote(LSN_COLUMN), self.quote(SEQ_COLUMN)]);
+        values.extend(["s.__lsn".to_string(), "s.__seq".to_string()]);
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {stage} AS s",
+            self.table(target),
+            columns.join(", "),
+            values.join(", ")
+        )
+    }
+
+    /// Empties `target` as of `position`: rows written before it go (or are marked).
+    pub fn truncate(self, target: &Target, position: Position, soft_delete: bool) -> String {
+        let (lsn, seq) = (self.quote(LSN_COLUMN), self.quote(SEQ_COLUMN));
+        let older = format!(
+            "({lsn} IS NULL OR {lsn} < {l} OR ({lsn} = {l} AND {seq} < {s}))",
+            l = position.commit_lsn,
+            s = position.seq
+        );
+        if soft_delete {
+            format!(
+                "UPDATE {} SET {} = TRUE, {} = CURRENT_TIMESTAMP WHERE {older} AND {} IS NOT TRUE",
+                self.table(target),
+                self.quote(DELETED_COLUMN),
+                self.quote(DELETED_AT_COLUMN),
+                self.quote(DELETED_COLUMN)
+            )
+        } else {
+            format!("DELETE FROM {} WHERE {older}", self.table(target))
+        }
+    }
+
+    /// The bookkeeping tables, in `schema`.
+    pub fn bookkeeping(self, schema: &str) -> Vec<String> {
+        let text = self.type_of(&ColumnKind::Text);
+        let offsets = self.table(&Target {
+            schema: schema.into(),
+            name: OFFSETS_TABLE.into(),
+        });
+        let tables = self.table(&Target {
+            schema: schema.into(),
+            name: TABLES_TABLE.into(),
+        });
+        vec![
+            format!("CREATE SCHEMA IF NOT EXISTS {}", self.quote(schema)),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {offsets} (consumer_group {text} NOT NULL, topic {text} NOT NULL, kafka_partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, updated_at {ts}, PRIMARY KEY (consumer_group, topic, kafka_partition))",
+                ts = self.type_of(&ColumnKind::TimestampTz)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {tables} (target {text} NOT NULL PRIMARY KEY, shape {text} NOT NULL, truncated_lsn BIGINT, truncated_seq BIGINT)"
+            ),
+        ]
+    }
+
+    /// Stores `offsets` (topic, partition, next offset) for `group`; an offset never moves
+    /// backwards here (a revoked partition's late flush cannot rewind its new owner).
+    pub fn store_offsets(
+        self,
+        schema: &str,
+        group: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Option<String> {
+        if offsets.is_empty() {
+            return None;
+        }
+        let rows: Vec<String> = offsets
+            .iter()
+            .map(|(topic, partition, offset)| {
+                format!(
+                    "({}, {}, {partition}, {offset})",
+                    self.literal(group),
+                    self.literal(topic)
+                )
+            })
+            .collect();
+        let table = self.table(&Target {
+            schema: schema.into(),
+            name: OFFSETS_TABLE.into(),
+        });
+        // Snowflake spells a VALUES table without parentheses.
+        let values = match self {
+            Dialect::Snowflake => format!("VALUES {}", rows.join(", ")),
+            _ => format!("(VALUES {})", rows.join(", ")),
+        };
+        Some(format!(
+            "MERGE INTO {table} AS o USING (SELECT * FROM {values} AS v(consumer_group, topic, kafka_partition, next_offset)) AS s \
+             ON o.consumer_group = s.consumer_group AND o.topic = s.topic AND o.kafka_partition = s.kafka_partition \
+             WHEN MATCHED AND s.next_offset > o.next_offset THEN UPDATE SET next_offset = s.next_offset, updated_at = CURRENT_TIMESTAMP \
+             WHEN NOT MATCHED THEN INSERT (consumer_group, topic, kafka_partition, next_offset, updated_at) VALUES (s.consumer_group, s.topic, s.kafka_partition, s.next_offset, CURRENT_TIMESTAMP)"
+        ))
+    }
+
+    /// Stores a table's applied shape and truncate position.
+    pub fn store_table(
+        self,
+        schema: &str,
+        target: &Target,
+        shape: &TableShape,
+        truncated: Option<Position>,
+    ) -> String {
+        let table = self.table(&Target {
+            schema: schema.into(),
+            name: TABLES_TABLE.into(),
+        });
+        let shape_json = serde_json::to_string(shape).unwrap_or_default();
+        let (lsn, seq) = truncated.map_or(("NULL".to_string(), "NULL".to_string()), |p| {
+            (p.commit_lsn.to_string(), p.seq.to_string())
+        });
+        format!(
+            "MERGE INTO {table} AS o USING (SELECT {target} AS target, {shape} AS shape, CAST({lsn} AS BIGINT) AS truncated_lsn, CAST({seq} AS BIGINT) AS truncated_seq) AS s \
+             ON o.target = s.target \
+             WHEN MATCHED THEN UPDATE SET shape = s.shape, truncated_lsn = COALESCE(s.truncated_lsn, o.truncated_lsn), truncated_seq = COALESCE(s.truncated_seq, o.truncated_seq) \
+             WHEN NOT MATCHED THEN INSERT (target, shape, truncated_lsn, truncated_seq) VALUES (s.target, s.shape, s.truncated_lsn, s.truncated_seq)",
+            target = self.literal(&target.to_string()),
+            shape = self.literal(&shape_json),
+        )
+    }
+
+    /// Reads every managed table's row: target, shape, truncated_lsn, truncated_seq.
+    pub fn load_tables(self, schema: &str) -> String {
+        format!(
+            "SELECT target, shape, truncated_lsn, truncated_seq FROM {}",
+            self.table(&Target {
+                schema: schema.into(),
+                name: TABLES_TABLE.into(),
+            })
+        )
+    }
+
+    /// Reads a group's offsets: topic, kafka_partition, next_offset.
+    pub fn load_offsets(self, schema: &str, group: &str) -> String {
+        format!(
+            "SELECT topic, kafka_partition, next_offset FROM {} WHERE consumer_group = {}",
+            self.table(&Target {
+                schema: schema.into(),
+                name: OFFSETS_TABLE.into(),
+            }),
+            self.literal(group)
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "dialect_tests.rs"]
+mod tests;

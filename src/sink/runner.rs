@@ -1,0 +1,549 @@
+//! The sink's loop: consume, decode, fold into per-table batches, and apply a flush when a
+//! batch is full or old enough, on a new shape, at the end of a bounded replay, and at
+//! shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::SinkError;
+use super::batch::TableBatch;
+use super::consumer::{SinkContext, subscription};
+use super::decode::{Decoder, RawRecord, SchemaLookup};
+use super::dialect::Target;
+use super::evolve::{self, Policies};
+use super::record::{Position, SinkRecord, SourceTable, TopicPartition};
+use super::shape::TableShape;
+use super::warehouse::{Flush, StoredTable, TableFlush, Warehouse, failpoint};
+use crate::config::{Config, KafkaConfig, SinkConfig, TableSelector};
+use crate::schema::registry_client::RegistryClient;
+
+/// How a sink run starts and ends.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// A registry URL to use instead of `[registry] url` (e.g. the embedded registry that
+    /// `run` started).
+    pub registry_url: Option<String>,
+    /// A consumer group instead of `sink.group`.
+    pub group: Option<String>,
+    /// Only these source tables (`schema.table`, `schema.*`), on top of `sink.tables`.
+    pub tables: Vec<String>,
+    /// Appended to every warehouse table name (replay builds `<table><suffix>`).
+    pub target_suffix: String,
+    /// Read these partitions from these offsets up to these ends, then stop (replay);
+    /// none: follow the consumer group.
+    pub bounded: Option<Vec<(String, i32, Offset, i64)>>,
+    /// A progress bar advanced per record (replay).
+    pub progress: Option<indicatif::ProgressBar>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct SinkStats {
+    /// Records consumed.
+    pub records: u64,
+    /// Changes applied after folding.
+    pub applied: u64,
+    /// Warehouse transactions.
+    pub flushes: u64,
+    /// The warehouse tables written, with their source tables.
+    pub targets: Vec<(SourceTable, Target)>,
+}
+
+/// The schema-id lookup the config implies: the registry URL, or the embedded registry's
+/// topic.
+pub async fn schema_lookup(
+    config: &Config,
+    kafka: &KafkaConfig,
+    url: Option<&str>,
+) -> Result<Option<SchemaLookup>, SinkError> {
+    if kafka.format == crate::config::RecordFormat::Json {
+        return Ok(None);
+    }
+    let registry = config.registry.clone().unwrap_or_default();
+    let url = url.map(str::to_owned).or_else(|| registry.url.clone());
+    Ok(Some(match url {
+        Some(url) => SchemaLookup::Registry(
+            RegistryClient::new(&url, &registry).map_err(|e| SinkError::Config(e.to_string()))?,
+        ),
+        None => SchemaLookup::Topic {
+            kafka: kafka.clone(),
+            topic: registry.topic.clone(),
+            store: Box::default(),
+        },
+    }))
+}
+
+fn parse_selectors(patterns: &[String]) -> Vec<TableSelector> {
+    patterns
+        .iter()
+        .filter_map(|t| TableSelector::parse(t))
+        .collect()
+}
+
+/// Whether `table` is in the selection (an empty one selects every table).
+fn selected(selectors: &[TableSelector], table: &SourceTable) -> bool {
+    selectors.is_empty()
+        || selectors
+            .iter()
+            .any(|s| s.matches(&table.schema, &table.name))
+}
+
+/// The warehouse table of a source table.
+pub fn target_of(sink: &SinkConfig, table: &SourceTable, suffix: &str) -> Target {
+    let override_target = sink
+        .table
+        .get(&table.to_string())
+        .and_then(|t| t.target.clone());
+    let default_schema = sink.schema.clone().unwrap_or_else(|| table.schema.clone());
+    let (schema, name) = match override_target {
+        Some(target) => match target.split_once('.') {
+            Some((schema, name)) => (schema.to_owned(), name.to_owned()),
+            None => (default_schema, target),
+        },
+        None => (default_schema, table.name.clone()),
+    };
+    Target {
+        schema,
+        name: format!("{name}{suffix}"),
+    }
+}
+
+fn header_position(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Position> {
+    let headers = message.headers()?;
+    let mut position = (None, None);
+    for header in headers.iter() {
+        let value = header
+            .value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match header.key {
+            "tidemark.commit_lsn" => position.0 = value,
+            "tidemark.seq" => position.1 = value,
+            _ => {}
+        }
+    }
+    Some(Position {
+        commit_lsn: position.0?,
+        seq: position.1?,
+    })
+}
+
+struct Sink<'a> {
+    sink: &'a SinkConfig,
+    options: &'a SinkOptions,
+    group: String,
+    warehouse: Warehouse,
+    stored: HashMap<Target, StoredTable>,
+    batches: HashMap<SourceTable, TableBatch>,
+    /// Each source table's warehouse table, worked out once.
+    targets: HashMap<SourceTable, Target>,
+    /// The next offset of each partition, consumed and taken into a batch.
+    offsets: HashMap<Arc<TopicPartition>, i64>,
+    /// The partitions seen (few): records point at these instead of owning names.
+    partitions: Vec<Arc<TopicPartition>>,
+    stats: SinkStats,
+}
+
+impl Sink<'_> {
+    fn pending_changes(&self) -> usize {
+        self.batches
+            .values()
+            .map(TableBatch::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn oldest(&self) -> Option<std::time::Instant> {
+        self.batches.values().map(|b| b.opened).min()
+    }
+
+    /// The shared handle of a partition.
+    fn partition(&mut self, topic: &str, partition: i32) -> Arc<TopicPartition> {
+        if let Some(known) = self
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition && p.topic == topic)
+        {
+            return known.clone();
+        }
+        let new = Arc::new(TopicPartition {
+            topic: topic.to_owned(),
+            partition,
+        });
+        self.partitions.push(new.clone());
+        new
+    }
+
+    /// The warehouse table of `table`.
+    fn target(&mut self, table: &SourceTable) -> &Target {
+        if !self.targets.contains_key(table) {
+            let target = target_of(self.sink, table, &self.options.target_suffix);
+            self.targets.insert(table.clone(), target);
+        }
+        &self.targets[table]
+    }
+
+    /// Takes a change into its table's batch; a new shape applies the batch so far first.
+    async fn take(
+        &mut self,
+        record: SinkRecord,
+        partition: &Arc<TopicPartition>,
+        consumer: &StreamConsumer<SinkContext>,
+    ) -> Result<(), SinkError> {
+        if self
+            .batches
+            .get(&record.table)
+            .is_some_and(|batch| batch.needs_new_batch(&record))
+        {
+            self.flush(consumer).await?;
+        }
+        let target = self.target(&record.table).clone();
+        let floor = self
+            .stored
+            .get(&target)
+            .and_then(|s| s.truncated)
+            .unwrap_or_default();
+        match self.batches.get_mut(&record.table) {
+            Some(batch) => batch.add(record, partition, floor),
+            None => {
+                let mut batch = TableBatch::new(record.table.clone(), record.shape.clone());
+                let table = record.table.clone();
+                batch.add(record, partition, floor);
+                self.batches.insert(table, batch);
+            }
+        }
+        Ok(())
+    }
+
+    fn policies(&self) -> Policies {
+        Policies {
+            dropped: self.sink.on_dropped_column,
+            type_change: self.sink.on_type_change,
+        }
+    }
+
+    async fn table_flush(&mut self, batch: TableBatch) -> Result<Option<TableFlush>, SinkError> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let target = self.target(&batch.table).clone();
+        let soft_delete = self
+            .sink
+            .soft_delete_for(&batch.table.schema, &batch.table.name);
+        let has_upserts = batch.has_upserts;
+        let mut stored = self.stored.get(&target).map(|s| s.shape.clone());
+        if stored.is_none() {
+            // A table that exists without tidemark's record of it (created by hand, or the
+            // record was deleted): take it as it is and add what is missing.
+            if let Some(names) = self.warehouse.columns(&target).await? {
+                stored = Some(TableShape {
+                    columns: batch
+                        .shape
+                        .columns
+                        .iter()
+                        .filter(|c| names.contains(&c.name))
+                        .cloned()
+                        .collect(),
+                    key: batch.shape.key.clone(),
+                    renamed: Vec::new(),
+                });
+            } else if !has_upserts {
+                tracing::debug!(table = %target, "deletes and truncates for a table the warehouse does not have: nothing to do");
+                return Ok(None);
+            }
+        }
+        let (steps, new_shape) = if has_upserts {
+            evolve::plan(stored.as_ref(), &batch.shape, self.policies()).map_err(|source| {
+                SinkError::SchemaChange {
+                    table: target.to_string(),
+                    source,
+                }
+            })?
+        } else {
+            (Vec::new(), stored.clone().unwrap_or_default())
+        };
+        for step in &steps {
+            tracing::info!(table = %target, ?step, "schema change applied with the next flush");
+        }
+        let shape = batch.shape.clone();
+        let (truncate, rows) = batch.into_rows();
+        let recorded = self.stored.get(&target).map(|s| &s.shape);
+        Ok(Some(TableFlush {
+            record_shape: recorded != Some(&new_shape),
+            target,
+            shape,
+            steps,
+            stored: new_shape,
+            soft_delete,
+            truncate,
+            rows,
+        }))
+    }
+
+    /// Applies every pending batch with the consumed offsets in one transaction,
+    /// retrying transient warehouse errors; then commits Kafka's (advisory) offsets.
+    async fn flush(&mut self, consumer: &StreamConsumer<SinkContext>) -> Result<(), SinkError> {
+        let batches: Vec<TableBatch> = self.batches.drain().map(|(_, b)| b).collect();
+        if batches.is_empty() && self.offsets.is_empty() {
+            return Ok(());
+        }
+        let mut flush = Flush::default();
+        let mut sources = Vec::new();
+        for batch in batches {
+            let source = batch.table.clone();
+            if let Some(table) = self.table_flush(batch).await? {
+                sources.push(source);
+                flush.tables.push(table);
+            }
+        }
+        flush.offsets = self
+            .offsets
+            .iter()
+            .map(|(tp, next)| (tp.topic.clone(), tp.partition, *next))
+            .collect();
+        let changes: usize = flush.tables.iter().map(|t| t.rows.len()).sum();
+        let flush = Arc::new(flush);
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.warehouse.apply(flush.clone(), &self.group).await {
+                Ok(()) => break,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, retry_in = ?delay, "warehouse transaction failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.stats.flushes += 1;
+        self.stats.applied += changes as u64;
+        for (table, source) in flush.tables.iter().zip(sources) {
+            let entry = self
+                .stored
+                .entry(table.target.clone())
+                .or_insert(StoredTable {
+                    shape: table.stored.clone(),
+                    truncated: None,
+                });
+            entry.shape = table.stored.clone();
+            if let Some(truncate) = table.truncate {
+                entry.truncated = Some(entry.truncated.map_or(truncate, |t| t.max(truncate)));
+            }
+            if !self.stats.targets.iter().any(|(_, t)| t == &table.target) {
+                self.stats.targets.push((source, table.target.clone()));
+            }
+        }
+        tracing::debug!(changes, tables = flush.tables.len(), "flushed");
+        failpoint("sink.after_commit");
+        if self.options.bounded.is_none() && !flush.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, next) in &flush.offsets {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+            }
+            if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(%error, "advisory Kafka offset commit failed");
+            }
+        }
+        self.offsets.clear();
+        Ok(())
+    }
+
+    fn forget(&mut self, revoked: &[TopicPartition]) {
+        if revoked.is_empty() {
+            return;
+        }
+        for batch in self.batches.values_mut() {
+            batch.forget_partitions(revoked);
+        }
+        for tp in revoked {
+            self.offsets.remove(tp);
+        }
+    }
+}
+
+/// Runs the sink until `shutdown` (or, when bounded, until every partition reached its
+/// end), applying the topics of `config`'s connector to `[sink]`'s warehouse.
+pub async fn run_sink(
+    config: &Config,
+    options: SinkOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<SinkStats, SinkError> {
+    let result = sink_loop(config, options, shutdown).await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "the sink stopped");
+    }
+    result
+}
+
+async fn sink_loop(
+    config: &Config,
+    options: SinkOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SinkStats, SinkError> {
+    let sink_config = config.sink.as_ref().ok_or_else(|| {
+        SinkError::Config("the sink needs a [sink] section (kind and url of the warehouse)".into())
+    })?;
+    let kafka = config.kafka.as_ref().ok_or_else(|| {
+        SinkError::Config("the sink reads Kafka: add a [kafka] section with brokers".into())
+    })?;
+    let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
+    let lookup = schema_lookup(config, kafka, options.registry_url.as_deref()).await?;
+    let mut decoder = Decoder::new(router.prefix(), lookup);
+    // A table must be in both selections (`sink.tables` and the run's own).
+    let configured = parse_selectors(&sink_config.tables);
+    let requested = parse_selectors(&options.tables);
+    let warehouse = Warehouse::open(sink_config).await?;
+    let group = options
+        .group
+        .clone()
+        .unwrap_or_else(|| sink_config.group.clone());
+    let context = SinkContext::new(warehouse.offsets_reader(), &group);
+    let consumer: StreamConsumer<SinkContext> = crate::kafka::connection_config(kafka)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        // As Kafka Connect: a crashed instance's partitions move after 10 s, not 45.
+        .set("session.timeout.ms", "10000")
+        // The subscription is a pattern: new tables' topics are found on metadata refresh.
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create_with_context(context)
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
+    match &options.bounded {
+        Some(partitions) => {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, start, end) in partitions {
+                if let Offset::Offset(start) = start {
+                    if start >= end {
+                        continue;
+                    }
+                }
+                let _ = tpl.add_partition_offset(topic, *partition, *start);
+                ends.insert(
+                    TopicPartition {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    *end,
+                );
+            }
+            consumer
+                .assign(&tpl)
+                .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        }
+        None => {
+            let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
+            let topics = subscription(router.prefix(), &routed);
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        }
+    }
+    let mut sink = Sink {
+        sink: sink_config,
+        options: &options,
+        group,
+        stored: HashMap::new(),
+        warehouse,
+        batches: HashMap::new(),
+        targets: HashMap::new(),
+        offsets: HashMap::new(),
+        partitions: Vec::new(),
+        stats: SinkStats::default(),
+    };
+    sink.stored = sink.warehouse.load_tables().await?;
+    if !options.target_suffix.is_empty() {
+        sink.stored
+            .retain(|t, _| t.name.ends_with(&options.target_suffix));
+    }
+    let batch_wait = Duration::from_millis(sink_config.batch_ms);
+    let bounded = options.bounded.is_some();
+    tracing::info!(group = %sink.group, warehouse = ?sink_config.kind, "sink started");
+    loop {
+        if bounded && ends.is_empty() {
+            break;
+        }
+        let deadline = sink.oldest().map_or_else(
+            || tokio::time::Instant::now() + batch_wait,
+            |opened| tokio::time::Instant::from_std(opened) + batch_wait,
+        );
+        let message = tokio::select! {
+            message = consumer.recv() => Some(message),
+            _ = tokio::time::sleep_until(deadline) => None,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let revoked = consumer.context().take_revoked();
+        sink.forget(&revoked);
+        let Some(message) = message else {
+            sink.flush(&consumer).await?;
+            continue;
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                // Broker outages and topics that do not exist yet (a pattern subscription
+                // before the source created any) are reported here and pass.
+                tracing::warn!(%error, "Kafka consumer error; continuing");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        sink.stats.records += 1;
+        if let Some(progress) = &options.progress {
+            progress.inc(1);
+        }
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let tp = sink.partition(topic, partition);
+        let end = ends.get(&*tp).copied();
+        if end.is_some_and(|end| offset >= end) {
+            ends.remove(&*tp);
+            continue;
+        }
+        let raw = RawRecord {
+            topic,
+            key: message.key(),
+            value: message.payload(),
+            header_position: header_position(&message),
+        };
+        let record = decoder.decode(&raw).await.map_err(|e| SinkError::Decode {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            next: offset + 1,
+            detail: e.to_string(),
+        })?;
+        if let Some(record) =
+            record.filter(|r| selected(&configured, &r.table) && selected(&requested, &r.table))
+        {
+            sink.take(record, &tp, &consumer).await?;
+        }
+        // Recorded only now: a flush inside `take` (a new shape) must not store this
+        // record's offset before the record is in a batch.
+        sink.offsets.insert(tp.clone(), offset + 1);
+        if end.is_some_and(|end| offset + 1 >= end) {
+            ends.remove(&*tp);
+        }
+        if sink.pending_changes() >= sink_config.batch_rows {
+            sink.flush(&consumer).await?;
+        }
+    }
+    sink.flush(&consumer).await?;
+    tracing::info!(
+        records = sink.stats.records,
+        applied = sink.stats.applied,
+        flushes = sink.stats.flushes,
+        "sink stopped"
+    );
+    Ok(sink.stats)
+}

@@ -1,0 +1,330 @@
+//! The warehouses: DuckDB (embedded, the default), PostgreSQL, and Snowflake (cargo feature
+//! `snowflake`; its SQL is always compiled and unit-tested).
+//!
+//! Each applies a [`Flush`] in one transaction: the tables' schema steps, truncates, the
+//! staged rows (DuckDB's Arrow appender, PostgreSQL's `COPY`, Snowflake's multi-row
+//! `INSERT`), one MERGE per table, the tables' applied shapes, and the consumed offsets.
+//! Either all of it commits or none does, so the offsets stored in the warehouse always
+//! describe exactly what it holds. (Snowflake commits DDL by itself, so its schema steps
+//! run just before that transaction, written to be re-runnable: see [`snowflake_sql`].)
+
+#[cfg(feature = "duckdb")]
+pub mod arrow_stage;
+pub mod calendar;
+#[cfg(feature = "duckdb")]
+pub mod duck;
+pub mod pg_text;
+pub mod postgres;
+#[cfg(feature = "snowflake")]
+pub mod snowflake;
+pub mod snowflake_sql;
+pub mod staged;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::batch::PendingRow;
+use super::dialect::{Dialect, Target};
+use super::evolve::Step;
+use super::record::Position;
+use super::shape::TableShape;
+use crate::config::{SinkConfig, SinkKind};
+
+/// Warehouse failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    /// Cannot connect or open.
+    #[error("opening the {kind} warehouse {location}: {detail}; check [sink] url and credentials")]
+    Open {
+        /// Kind.
+        kind: &'static str,
+        /// URL or path, without secrets.
+        location: String,
+        /// Cause.
+        detail: String,
+    },
+    /// A statement failed; nothing of the flush was applied.
+    #[error(
+        "{what}: {detail}; nothing of this batch was applied{}",
+        if *.transient { " (retried with backoff)" } else { ". If a warehouse table was altered by hand, make it fit its row in __tidemark_tables again, or drop it and rebuild it with `tidemark replay`" }
+    )]
+    Statement {
+        /// What was being done.
+        what: String,
+        /// The warehouse's message.
+        detail: String,
+        /// Whether retrying may succeed (connection lost, a transaction conflict, a lock),
+        /// as the warehouse's own error says.
+        transient: bool,
+    },
+    /// A value cannot be staged.
+    #[error("staging rows of {table}: {detail}")]
+    Stage {
+        /// Table.
+        table: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The kind is not compiled in.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl WarehouseError {
+    /// Whether retrying may succeed (connection loss, a locked file, a conflict).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            WarehouseError::Statement {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+/// A failed statement that retrying will not mend.
+pub(crate) fn statement(what: impl Into<String>) -> impl FnOnce(String) -> WarehouseError {
+    let what = what.into();
+    move |detail| WarehouseError::Statement {
+        what,
+        detail,
+        transient: false,
+    }
+}
+
+/// One table's part of a flush.
+#[derive(Debug)]
+pub struct TableFlush {
+    /// The warehouse table.
+    pub target: Target,
+    /// The batch's shape.
+    pub shape: Arc<TableShape>,
+    /// Schema steps first.
+    pub steps: Vec<Step>,
+    /// The table's shape after the steps, stored in `__tidemark_tables`.
+    pub stored: TableShape,
+    /// Whether `stored` differs from the shape recorded (new table, steps): only then, or
+    /// with a truncate, is the table's row in `__tidemark_tables` written.
+    pub record_shape: bool,
+    /// Soft deletes.
+    pub soft_delete: bool,
+    /// A truncate to apply before the rows.
+    pub truncate: Option<Position>,
+    /// The folded rows.
+    pub rows: Vec<PendingRow>,
+}
+
+/// Everything one warehouse transaction applies.
+#[derive(Debug, Default)]
+pub struct Flush {
+    /// Tables.
+    pub tables: Vec<TableFlush>,
+    /// (topic, partition, next offset) consumed through this flush.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// A managed table as the warehouse remembers it.
+#[derive(Debug, Clone)]
+pub struct StoredTable {
+    /// Its applied shape.
+    pub shape: TableShape,
+    /// The newest truncate applied.
+    pub truncated: Option<Position>,
+}
+
+/// Reads a group's stored offsets from another thread (the consumer's rebalance
+/// callback), with a connection of its own.
+pub type OffsetsReader =
+    Arc<dyn Fn(&str) -> Result<HashMap<(String, i32), i64>, WarehouseError> + Send + Sync>;
+
+/// Failure injection for the crash tests: `TIDEMARK_FAILPOINTS=sink.before_commit` aborts
+/// the process after the MERGE, before the warehouse commits; `sink.after_commit` after
+/// the warehouse committed, before Kafka's offsets are committed.
+pub fn failpoint(name: &str) {
+    if std::env::var("TIDEMARK_FAILPOINTS")
+        .is_ok_and(|points| points.split(',').any(|p| p.trim() == name))
+    {
+        tracing::error!(failpoint = name, "failpoint reached: aborting the process");
+        std::process::abort();
+    }
+}
+
+/// An open warehouse.
+pub enum Warehouse {
+    /// DuckDB.
+    #[cfg(feature = "duckdb")]
+    DuckDb(duck::DuckDbWarehouse),
+    /// PostgreSQL.
+    Postgres(Box<postgres::PgWarehouse>),
+    /// Snowflake.
+    #[cfg(feature = "snowflake")]
+    Snowflake(Box<snowflake::SnowflakeWarehouse>),
+}
+
+impl Warehouse {
+    /// Opens the warehouse `[sink]` names and creates the bookkeeping tables.
+    pub async fn open(config: &SinkConfig) -> Result<Self, WarehouseError> {
+        let warehouse = match config.kind {
+            #[cfg(feature = "duckdb")]
+            SinkKind::Duckdb => Warehouse::DuckDb(duck::DuckDbWarehouse::open(config).await?),
+            #[cfg(not(feature = "duckdb"))]
+            SinkKind::Duckdb => {
+                return Err(WarehouseError::Unsupported(
+                    "kind = \"duckdb\" needs tidemark built with its default feature duckdb".into(),
+                ));
+            }
+            SinkKind::Postgres => {
+                Warehouse::Postgres(Box::new(postgres::PgWarehouse::open(config).await?))
+            }
+            #[cfg(feature = "snowflake")]
+            SinkKind::Snowflake => {
+                Warehouse::Snowflake(Box::new(snowflake::SnowflakeWarehouse::open(config).await?))
+            }
+            #[cfg(not(feature = "snowflake"))]
+            SinkKind::Snowflake => {
+                return Err(WarehouseError::Unsupported(
+                    "kind = \"snowflake\" needs tidemark built with the snowflake feature: cargo build --release --features snowflake".into(),
+                ));
+            }
+        };
+        Ok(warehouse)
+    }
+
+    /// Its dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(_) => Dialect::DuckDb,
+            Warehouse::Postgres(_) => Dialect::Postgres,
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(_) => Dialect::Snowflake,
+        }
+    }
+
+    /// The schema the bookkeeping tables live in.
+    pub fn bookkeeping_schema(&self) -> &str {
+        match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(_) => "main",
+            Warehouse::Postgres(w) => w.bookkeeping_schema(),
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(w) => w.bookkeeping_schema(),
+        }
+    }
+
+    /// Every managed table.
+    pub async fn load_tables(&mut self) -> Result<HashMap<Target, StoredTable>, WarehouseError> {
+        let rows = match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(w) => w.load_tables().await?,
+            Warehouse::Postgres(w) => w.load_tables().await?,
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(w) => w.load_tables().await?,
+        };
+        parse_tables(rows)
+    }
+
+    /// A reader of stored offsets usable from another thread.
+    pub fn offsets_reader(&self) -> OffsetsReader {
+        match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(w) => w.offsets_reader(),
+            Warehouse::Postgres(w) => w.offsets_reader(),
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(w) => w.offsets_reader(),
+        }
+    }
+
+    /// Applies `flush` in one transaction, offsets of `group` included.
+    pub async fn apply(&mut self, flush: Arc<Flush>, group: &str) -> Result<(), WarehouseError> {
+        match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(w) => w.apply(flush, group).await,
+            Warehouse::Postgres(w) => w.apply(flush, group).await,
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(w) => w.apply(flush, group).await,
+        }
+    }
+
+    /// Runs statements in one transaction (replay's swap of rebuilt tables).
+    pub async fn execute(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
+        match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(w) => w.execute(statements).await,
+            Warehouse::Postgres(w) => w.execute(statements).await,
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(w) => w.execute(statements).await,
+        }
+    }
+
+    /// The column names `target` has in the warehouse, or none if it does not exist.
+    pub async fn columns(
+        &mut self,
+        target: &Target,
+    ) -> Result<Option<Vec<String>>, WarehouseError> {
+        match self {
+            #[cfg(feature = "duckdb")]
+            Warehouse::DuckDb(w) => w.columns(target).await,
+            Warehouse::Postgres(w) => w.columns(target).await,
+            #[cfg(feature = "snowflake")]
+            Warehouse::Snowflake(w) => w.columns(target).await,
+        }
+    }
+}
+
+/// Rows of `__tidemark_tables` (target, shape JSON, truncated lsn, seq) into stored tables.
+fn parse_tables(
+    rows: Vec<(String, String, Option<i64>, Option<i64>)>,
+) -> Result<HashMap<Target, StoredTable>, WarehouseError> {
+    let mut tables = HashMap::new();
+    for (target, shape, lsn, seq) in rows {
+        let Some((schema, name)) = target.split_once('.') else {
+            continue;
+        };
+        let shape: TableShape = serde_json::from_str(&shape).map_err(|e| {
+            statement(format!("reading the stored shape of {target} in __tidemark_tables"))(format!(
+                "{e}; the row was edited by hand? Delete it and tidemark re-learns the table's shape from the next record"
+            ))
+        })?;
+        let truncated = match (lsn, seq) {
+            (Some(l), Some(s)) => Some(Position {
+                commit_lsn: l as u64,
+                seq: s as u64,
+            }),
+            _ => None,
+        };
+        tables.insert(
+            Target {
+                schema: schema.into(),
+                name: name.into(),
+            },
+            StoredTable { shape, truncated },
+        );
+    }
+    Ok(tables)
+}
+
+/// The statements of a table's schema steps, truncate and shape bookkeeping, in order,
+/// for warehouses that run them as plain SQL.
+pub(crate) fn prelude(dialect: Dialect, schema: &str, table: &TableFlush) -> Vec<String> {
+    let mut statements: Vec<String> = table
+        .steps
+        .iter()
+        .flat_map(|step| dialect.step(&table.target, step, table.soft_delete))
+        .collect();
+    if let Some(position) = table.truncate {
+        statements.push(dialect.truncate(&table.target, position, table.soft_delete));
+    }
+    if table.record_shape || table.truncate.is_some() {
+        statements.push(dialect.store_table(schema, &table.target, &table.stored, table.truncate));
+    }
+    statements
+}
+
+/// The set of columns some row of `rows` lists as unchanged.
+pub(crate) fn unchanged_columns(rows: &[PendingRow]) -> std::collections::BTreeSet<String> {
+    rows.iter()
+        .flat_map(|r| r.unchanged.iter().cloned())
+        .collect()
+}

@@ -1,0 +1,295 @@
+//! PostgreSQL 15 or later as the warehouse (`MERGE` arrived in 15).
+//!
+//! A flush is one transaction: schema steps, then per table a temporary staging table
+//! (`ON COMMIT DROP`) filled with `COPY … FROM STDIN` in text format (every value in its
+//! lossless text form, [`super::pg_text`]), one MERGE, and the offsets. Warehouse tables
+//! get an index on the key columns so the MERGE's join does not scan the table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use super::pg_text::copy_row;
+use super::staged::Staged;
+use super::{
+    Flush, OffsetsReader, WarehouseError, failpoint, prelude, statement, unchanged_columns,
+};
+use crate::config::SinkConfig;
+use crate::sink::dialect::{Dialect, MergeSpec, Target};
+use crate::source::connection::settings::ConnectionSettings;
+use crate::source::connection::{connect_sql, describe, is_transient_sql};
+
+const DIALECT: Dialect = Dialect::Postgres;
+/// The advisory lock that sink instances sharing a warehouse hold while they change its
+/// tables' definitions (creating, altering), so two of them never race on the catalog.
+const DDL_LOCK: i64 = 0x7469_6465_6d61_726b; // "tidemark"
+
+/// An open PostgreSQL warehouse.
+pub struct PgWarehouse {
+    client: tokio_postgres::Client,
+    settings: ConnectionSettings,
+    schema: String,
+}
+
+fn settings_of(config: &SinkConfig) -> Result<ConnectionSettings, WarehouseError> {
+    let mut settings =
+        ConnectionSettings::from_url(&config.url).map_err(|e| WarehouseError::Open {
+            kind: "PostgreSQL",
+            location: "[sink] url".into(),
+            detail: e.to_string(),
+        })?;
+    if let Some(password) = &config.password {
+        settings.password = Some(password.clone());
+    }
+    settings.application_name = "tidemark-sink".into();
+    Ok(settings)
+}
+
+async fn connect(settings: &ConnectionSettings) -> Result<tokio_postgres::Client, WarehouseError> {
+    connect_sql(settings)
+        .await
+        .map_err(|e| WarehouseError::Open {
+            kind: "PostgreSQL",
+            location: settings.redacted_url(),
+            detail: e.to_string(),
+        })
+}
+
+fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> WarehouseError {
+    let what = what.into();
+    move |e| WarehouseError::Statement {
+        what,
+        detail: describe(&e),
+        transient: is_transient_sql(&e),
+    }
+}
+
+impl PgWarehouse {
+    /// Connects and creates the bookkeeping tables (in `sink.schema`, default `public`).
+    pub async fn open(config: &SinkConfig) -> Result<Self, WarehouseError> {
+        let settings = settings_of(config)?;
+        let client = connect(&settings).await?;
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(sql_error("reading the server version"))?
+            .get(0);
+        if version < 150_000 {
+            return Err(WarehouseError::Open {
+                kind: "PostgreSQL",
+                location: settings.redacted_url(),
+                detail: format!(
+                    "server version {version} has no MERGE; the warehouse needs PostgreSQL 15 or later"
+                ),
+            });
+        }
+        let schema = config.schema.clone().unwrap_or_else(|| "public".into());
+        // Several sink instances may start at once: `CREATE … IF NOT EXISTS` is not safe
+        // against a concurrent create, so they take turns.
+        let mut client = client;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(sql_error("creating the bookkeeping tables"))?;
+        let mut statements = vec![format!("SELECT pg_advisory_xact_lock({DDL_LOCK})")];
+        statements.extend(DIALECT.bookkeeping(&schema));
+        for sql in statements {
+            transaction
+                .batch_execute(&sql)
+                .await
+                .map_err(sql_error("creating the bookkeeping tables"))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(sql_error("creating the bookkeeping tables"))?;
+        Ok(PgWarehouse {
+            client,
+            settings,
+            schema,
+        })
+    }
+
+    pub(super) fn bookkeeping_schema(&self) -> &str {
+        &self.schema
+    }
+
+    pub(super) async fn load_tables(
+        &mut self,
+    ) -> Result<Vec<(String, String, Option<i64>, Option<i64>)>, WarehouseError> {
+        let rows = self
+            .client
+            .query(&DIALECT.load_tables(&self.schema), &[])
+            .await
+            .map_err(sql_error("reading __tidemark_tables"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    pub(super) fn offsets_reader(&self) -> OffsetsReader {
+        let settings = self.settings.clone();
+        let schema = self.schema.clone();
+        Arc::new(move |group: &str| {
+            let (settings, schema, group) = (settings.clone(), schema.clone(), group.to_owned());
+            // Called from the consumer's rebalance callback, possibly inside the async
+            // runtime: a thread with a runtime of its own reads with its own connection.
+            let reader = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| statement("reading offsets")(e.to_string()))?;
+                runtime.block_on(async move {
+                    let client = connect(&settings).await?;
+                    let rows = client
+                        .query(&DIALECT.load_offsets(&schema, &group), &[])
+                        .await
+                        .map_err(sql_error("reading __tidemark_offsets"))?;
+                    Ok(rows
+                        .iter()
+                        .map(|r| ((r.get::<_, String>(0), r.get::<_, i32>(1)), r.get(2)))
+                        .collect::<HashMap<_, i64>>())
+                })
+            });
+            reader
+                .join()
+                .map_err(|_| statement("reading offsets")("reader thread panicked".into()))?
+        })
+    }
+
+    pub(super) async fn columns(
+        &mut self,
+        target: &Target,
+    ) -> Result<Option<Vec<String>>, WarehouseError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&target.schema, &target.name],
+            )
+            .await
+            .map_err(sql_error(format!("describing {target}")))?;
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok((!names.is_empty()).then_some(names))
+    }
+
+    /// Connects again when the connection was lost (a retried flush after an outage).
+    async fn reconnect_if_closed(&mut self) -> Result<(), WarehouseError> {
+        if self.client.is_closed() {
+            tracing::info!(warehouse = %self.settings.redacted_url(), "reconnecting to the warehouse");
+            self.client = connect(&self.settings).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn execute(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
+        self.reconnect_if_closed().await?;
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(sql_error("BEGIN"))?;
+        for sql in &statements {
+            transaction
+                .batch_execute(sql)
+                .await
+                .map_err(sql_error(sql.clone()))?;
+        }
+        transaction.commit().await.map_err(sql_error("COMMIT"))
+    }
+
+    pub(super) async fn apply(
+        &mut self,
+        flush: Arc<Flush>,
+        group: &str,
+    ) -> Result<(), WarehouseError> {
+        self.reconnect_if_closed().await?;
+        let schema = self.schema.clone();
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(sql_error("BEGIN"))?;
+        if flush.tables.iter().any(|t| !t.steps.is_empty()) {
+            // Held to the commit: another instance's steps on the same tables wait, then
+            // find them applied (the steps are written to be re-runnable).
+            transaction
+                .batch_execute(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK})"))
+                .await
+                .map_err(sql_error("taking the schema-change lock"))?;
+        }
+        for (index, table) in flush.tables.iter().enumerate() {
+            let target = &table.target;
+            for sql in prelude(DIALECT, &schema, table) {
+                transaction
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(sql_error(format!("{target}: {sql}")))?;
+            }
+            if table.rows.is_empty() {
+                continue;
+            }
+            let stage = format!("__tidemark_stage_{index}");
+            transaction
+                .batch_execute(&DIALECT.create_stage(&stage, &table.shape))
+                .await
+                .map_err(sql_error(format!("{target}: creating the staging table")))?;
+            let staged = Staged::new(&table.shape, &table.rows);
+            let sink = transaction
+                .copy_in(&format!("COPY {stage} FROM STDIN"))
+                .await
+                .map_err(sql_error(format!("{target}: COPY")))?;
+            futures_util::pin_mut!(sink);
+            let mut buffer = Vec::with_capacity(1 << 20);
+            let mut scratch = String::new();
+            for row in staged.rows() {
+                copy_row(&staged, row, &mut scratch, &mut buffer);
+                if buffer.len() >= 1 << 20 {
+                    let chunk = Bytes::from(std::mem::take(&mut buffer));
+                    sink.send(chunk)
+                        .await
+                        .map_err(sql_error(format!("{target}: COPY")))?;
+                }
+            }
+            if !buffer.is_empty() {
+                sink.send(Bytes::from(buffer))
+                    .await
+                    .map_err(sql_error(format!("{target}: COPY")))?;
+            }
+            sink.finish()
+                .await
+                .map_err(sql_error(format!("{target}: COPY")))?;
+            let unchanged = unchanged_columns(&table.rows);
+            let apply_sql = if table.shape.key.is_empty() {
+                DIALECT.append(target, &stage, &table.shape)
+            } else {
+                DIALECT.merge(&MergeSpec {
+                    target,
+                    stage: &stage,
+                    shape: &table.shape,
+                    soft_delete: table.soft_delete,
+                    unchanged: &unchanged,
+                })
+            };
+            transaction
+                .batch_execute(&apply_sql)
+                .await
+                .map_err(sql_error(format!("{target}: MERGE")))?;
+            transaction
+                .batch_execute(&format!("DROP TABLE {stage}"))
+                .await
+                .map_err(sql_error(format!("{target}: dropping the staging table")))?;
+        }
+        if let Some(sql) = DIALECT.store_offsets(&schema, group, &flush.offsets) {
+            transaction
+                .batch_execute(&sql)
+                .await
+                .map_err(sql_error("storing offsets"))?;
+        }
+        failpoint("sink.before_commit");
+        transaction.commit().await.map_err(sql_error("COMMIT"))
+    }
+}
