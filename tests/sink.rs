@@ -336,7 +336,6 @@ async fn workload_without_flag(client: &tokio_postgres::Client) {
 /// Kafka's offsets are committed), then run to the end: nothing lost, nothing doubled (the
 /// keyless table is appended, so a doubled batch would show in its count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "work in progress (issue 6): both failpoints abort as intended, the final run does not converge yet; run with --run-ignored all"]
 async fn sink_aborted_around_its_commit_loses_and_doubles_nothing() {
     let (db, client) = database("sink_crash").await;
     exec(
