@@ -40,19 +40,7 @@ fn config(db: &TestDatabase, name: &str, sink: &str) -> Config {
 
 /// Rows as text; none while the query fails (a warehouse table not created yet).
 async fn pg_rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
-    let Ok(rows) = client.simple_query(sql).await else {
-        return Vec::new();
-    };
-    rows.iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    common::text_rows(client, sql).await.unwrap_or_default()
 }
 
 fn duck_rows(path: &str, sql: &str) -> Rows {

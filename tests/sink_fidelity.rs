@@ -289,24 +289,6 @@ fn canonical_select(columns: &[Column], duck: bool) -> String {
 
 type Rows = Vec<Vec<Option<String>>>;
 
-async fn pg_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Rows, String> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .map_err(|e| tidemark::source::connection::describe(&e))?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect())
-}
-
 fn duck_rows(path: &str, sql: &str) -> Result<Rows, String> {
     let connection = duckdb::Connection::open(path).map_err(|e| e.to_string())?;
     let mut statement = connection.prepare(sql).map_err(|e| e.to_string())?;
@@ -503,7 +485,7 @@ async fn random_values_of_every_type_read_back_equal_from_duckdb_and_postgres() 
     // text a DuckDB warehouse holds; both PostgreSQL sides print the same way here.
     exec(&client, "SET IntervalStyle = iso_8601").await;
     exec(&warehouse, "SET IntervalStyle = iso_8601").await;
-    let expected = pg_rows(&client, &canonical_select(&columns, false))
+    let expected = common::text_rows(&client, &canonical_select(&columns, false))
         .await
         .unwrap_or_else(|e| panic!("the oracle's query: {e}"));
     assert_eq!(expected.len(), 240 - 14, "the source has the rows written");
@@ -515,7 +497,7 @@ async fn random_values_of_every_type_read_back_equal_from_duckdb_and_postgres() 
             let ended = pg_sink.await;
             panic!("the PostgreSQL sink ended early: {ended:?}");
         }
-        last = match pg_rows(&warehouse, &pg_select).await {
+        last = match common::text_rows(&warehouse, &pg_select).await {
             Ok(actual) => difference(&columns, &literals, &expected, &actual),
             Err(error) => Some(format!("the warehouse query: {error}")),
         };

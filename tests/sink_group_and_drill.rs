@@ -121,20 +121,7 @@ impl Sink {
 
 /// Rows as text, or none while the query fails (a table not created yet).
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Rows {
-    let Ok(messages) = client.simple_query(sql).await else {
-        return Vec::new();
-    };
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
+    common::text_rows(client, sql).await.unwrap_or_default()
 }
 
 /// Waits until `sql` gives the same rows on the warehouse as on the source.
