@@ -92,6 +92,12 @@ fn micros_literal(base: &'static str, range: std::ops::Range<i64>) -> BoxedStrat
     .boxed()
 }
 
+/// Arrays as a JSON list of each element's text in hex (null for a null element), built
+/// the same way on both sides (DuckDB's `to_json` needs its json extension, which a
+/// bundled build without network cannot load).
+const ARRAY_PG: &str = "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce((SELECT json_agg(upper(encode(convert_to(e::text, 'UTF8'), 'hex')) ORDER BY i) FROM unnest({c}) WITH ORDINALITY AS u(e, i)), '[]')::text END";
+const ARRAY_DUCK: &str = "CASE WHEN {c} IS NULL THEN NULL WHEN len({c}) = 0 THEN '[]' ELSE '[' || array_to_string(list_transform({c}, e -> coalesce('\"' || hex(CAST(e AS VARCHAR)) || '\"', 'null')), ',') || ']' END";
+
 /// 0001-01-01 and 9999-12-31 23:59:59.999999 in microseconds since 1970.
 const FIRST_US: i64 = -62_135_596_800_000_000;
 const LAST_US: i64 = 253_402_300_799_999_999;
@@ -141,7 +147,7 @@ fn columns() -> Vec<Column> {
         ),
         column("t", "text", text_pg, text_duck, Compare::Text, text(40).prop_map(|s| quote(&s)).boxed()),
         column("vc", "varchar(20)", text_pg, text_duck, Compare::Text, text(20).prop_map(|s| quote(&s)).boxed()),
-        column("ch", "char(5)", "rpad({c}::text, 5)", "rpad({c}, 5)", Compare::Text, "[a-z ]{0,5}".prop_map(|s| quote(&s)).boxed()),
+        column("ch", "char(5)", "rpad({c}::text, 5)", "rpad({c}, 5, ' ')", Compare::Text, "[a-z ]{0,5}".prop_map(|s| quote(&s)).boxed()),
         column(
             "bin", "bytea", "encode({c}, 'hex')", "lower(hex({c}))", Compare::Text,
             prop::collection::vec(any::<u8>(), 0..48)
@@ -224,7 +230,7 @@ fn columns() -> Vec<Column> {
         ),
         column("pos", "posint", text_pg, text_duck, Compare::Text, (1i32..i32::MAX).prop_map(|v| format!("{v}::posint")).boxed()),
         column(
-            "ia", "int4[]", "array_to_json({c})::text", "CAST(to_json({c}) AS VARCHAR)", Compare::Json,
+            "ia", "int4[]", ARRAY_PG, ARRAY_DUCK, Compare::Json,
             prop::collection::vec(prop::option::weighted(0.8, any::<i32>()), 0..6)
                 .prop_map(|items| {
                     let items: Vec<String> = items.iter().map(|i| i.map_or("NULL".into(), |v| v.to_string())).collect();
@@ -233,7 +239,7 @@ fn columns() -> Vec<Column> {
                 .boxed(),
         ),
         column(
-            "ta", "text[]", "array_to_json({c})::text", "CAST(to_json({c}) AS VARCHAR)", Compare::Json,
+            "ta", "text[]", ARRAY_PG, ARRAY_DUCK, Compare::Json,
             prop::collection::vec(prop::option::weighted(0.8, text(8)), 0..5)
                 .prop_map(|items| {
                     let items: Vec<String> = items.iter().map(|i| i.as_deref().map_or("NULL".into(), quote)).collect();

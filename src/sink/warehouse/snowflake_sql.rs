@@ -15,7 +15,7 @@
 //!   the table, column and value (nothing is applied, nothing silently changed).
 //!
 //! This module is pure and always compiled, so its SQL is unit-tested on machines without
-//! Snowflake; the connection ([`super::snowflake`]) is behind the `snowflake` feature.
+//! Snowflake; the connection (`snowflake.rs`) is behind the `snowflake` feature.
 
 use super::calendar::{civil_from_days, time_text, timestamp_text};
 use super::staged::Staged;
