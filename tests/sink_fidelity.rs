@@ -288,7 +288,8 @@ fn canonical_select(columns: &[Column], duck: bool) -> String {
         })
         .collect();
     format!(
-        "SELECT CAST(id AS VARCHAR), {} FROM public.fidelity ORDER BY id",
+        // DuckDB names `CAST(id AS VARCHAR)` "id", so order by the number explicitly.
+        "SELECT CAST(id AS VARCHAR), {} FROM public.fidelity ORDER BY CAST(id AS BIGINT)",
         exprs.join(", ")
     )
 }

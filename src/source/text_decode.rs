@@ -294,9 +294,11 @@ impl<'a> ArrayParser<'a> {
                 None => return Err(self.fail("unterminated array")),
             };
             items.push(item);
-            // Every built-in type but `box` uses ',' as the delimiter.
+            // Every built-in type but `box` uses ',' as the delimiter. A ';' is an ordinary
+            // character of an element (PostgreSQL does not quote `a;b` in a text[]); box
+            // arrays, delimited by ';', are not decoded element by element here.
             match self.peek() {
-                Some(b',') | Some(b';') => self.pos += 1,
+                Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
                     return Ok(Value::Array(items));
@@ -337,7 +339,7 @@ impl<'a> ArrayParser<'a> {
     fn unquoted(&mut self) -> Result<&'a str, ValueError> {
         let start = self.pos;
         while let Some(b) = self.peek() {
-            if matches!(b, b',' | b';' | b'}') {
+            if matches!(b, b',' | b'}') {
                 break;
             }
             self.pos += 1;

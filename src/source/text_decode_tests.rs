@@ -173,3 +173,20 @@ proptest! {
         let _ = decode_text(&kinds[kind_index], text.as_bytes());
     }
 }
+
+#[test]
+fn a_semicolon_is_part_of_a_text_element() {
+    // PostgreSQL quotes `a;b` in a text[] only for other reasons; found by the sink's
+    // fidelity test, where such an element came out as two.
+    assert_eq!(
+        d(
+            TypeKind::Array(Box::new(TypeKind::Text)),
+            "{a;b,\"c d\",NULL}"
+        ),
+        Value::Array(vec![
+            Value::Text("a;b".into()),
+            Value::Text("c d".into()),
+            Value::Null
+        ])
+    );
+}
