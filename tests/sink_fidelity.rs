@@ -203,7 +203,9 @@ fn columns() -> Vec<Column> {
                 .boxed(),
         ),
         column(
-            "ip", "inet", text_pg, text_duck, Compare::Text,
+            // `inet::text` always shows the netmask; the output function (what pgoutput sends)
+            // leaves out /32 for a host.
+            "ip", "inet", "CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END", text_duck, Compare::Text,
             (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, m)| format!("'{}.{}.{}.{}/{m}'::inet", a[0], a[1], a[2], a[3])).boxed(),
         ),
         column(
