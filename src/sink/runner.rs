@@ -514,7 +514,12 @@ async fn sink_loop(
             topic,
             key: message.key(),
             value: message.payload(),
-            header_position: header_position(&message),
+            // Only a tombstone needs the position headers (its value is gone).
+            header_position: message
+                .payload()
+                .is_none()
+                .then(|| header_position(&message))
+                .flatten(),
         };
         let record = decoder.decode(&raw).await.map_err(|e| SinkError::Decode {
             topic: topic.to_owned(),

@@ -12,11 +12,9 @@ use std::sync::{Arc, Mutex};
 use duckdb::Connection;
 
 use super::staged::Staged;
-use super::{
-    Flush, OffsetsReader, WarehouseError, failpoint, prelude, statement, unchanged_columns,
-};
+use super::{Flush, OffsetsReader, WarehouseError, apply_statement, failpoint, prelude, statement};
 use crate::config::SinkConfig;
-use crate::sink::dialect::{Dialect, MergeSpec, Target};
+use crate::sink::dialect::{Dialect, Target};
 
 const DIALECT: Dialect = Dialect::DuckDb;
 const SCHEMA: &str = "main";
@@ -244,18 +242,7 @@ fn apply_in_transaction(
                 .flush()
                 .map_err(duck_error(format!("{target}: staging")))?;
         }
-        let unchanged = unchanged_columns(&table.rows);
-        let apply_sql = if table.shape.key.is_empty() {
-            DIALECT.append(target, &stage, &table.shape)
-        } else {
-            DIALECT.merge(&MergeSpec {
-                target,
-                stage: &stage,
-                shape: &table.shape,
-                soft_delete: table.soft_delete,
-                unchanged: &unchanged,
-            })
-        };
+        let apply_sql = apply_statement(DIALECT, table, &stage);
         connection
             .execute_batch(&apply_sql)
             .map_err(duck_error(format!("{target}: MERGE")))?;

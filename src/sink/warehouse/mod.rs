@@ -322,9 +322,23 @@ pub(crate) fn prelude(dialect: Dialect, schema: &str, table: &TableFlush) -> Vec
     statements
 }
 
-/// The set of columns some row of `rows` lists as unchanged.
-pub(crate) fn unchanged_columns(rows: &[PendingRow]) -> std::collections::BTreeSet<String> {
-    rows.iter()
+/// The statement that applies a table's staged rows: one MERGE, or for a keyless table an
+/// append. Shared by every warehouse so the choice is made in one place.
+pub(crate) fn apply_statement(dialect: Dialect, table: &TableFlush, stage: &str) -> String {
+    if table.shape.key.is_empty() {
+        return dialect.append(&table.target, stage, &table.shape);
+    }
+    // The columns some staged row lists as unchanged TOAST.
+    let unchanged: std::collections::BTreeSet<String> = table
+        .rows
+        .iter()
         .flat_map(|r| r.unchanged.iter().cloned())
-        .collect()
+        .collect();
+    dialect.merge(&super::dialect::MergeSpec {
+        target: &table.target,
+        stage,
+        shape: &table.shape,
+        soft_delete: table.soft_delete,
+        unchanged: &unchanged,
+    })
 }

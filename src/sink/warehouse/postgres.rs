@@ -13,11 +13,9 @@ use futures_util::SinkExt;
 
 use super::pg_text::copy_row;
 use super::staged::Staged;
-use super::{
-    Flush, OffsetsReader, WarehouseError, failpoint, prelude, statement, unchanged_columns,
-};
+use super::{Flush, OffsetsReader, WarehouseError, apply_statement, failpoint, prelude, statement};
 use crate::config::SinkConfig;
-use crate::sink::dialect::{Dialect, MergeSpec, Target};
+use crate::sink::dialect::{Dialect, Target};
 use crate::source::connection::settings::ConnectionSettings;
 use crate::source::connection::{connect_sql, describe, is_transient_sql};
 
@@ -262,18 +260,7 @@ impl PgWarehouse {
             sink.finish()
                 .await
                 .map_err(sql_error(format!("{target}: COPY")))?;
-            let unchanged = unchanged_columns(&table.rows);
-            let apply_sql = if table.shape.key.is_empty() {
-                DIALECT.append(target, &stage, &table.shape)
-            } else {
-                DIALECT.merge(&MergeSpec {
-                    target,
-                    stage: &stage,
-                    shape: &table.shape,
-                    soft_delete: table.soft_delete,
-                    unchanged: &unchanged,
-                })
-            };
+            let apply_sql = apply_statement(DIALECT, table, &stage);
             transaction
                 .batch_execute(&apply_sql)
                 .await

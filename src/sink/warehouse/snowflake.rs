@@ -23,9 +23,9 @@ use snowflake_api::{RawQueryResult, SnowflakeApi, SnowflakeApiError};
 
 use super::snowflake_sql::{SnowflakeLocation, insert_statements};
 use super::staged::Staged;
-use super::{Flush, OffsetsReader, WarehouseError, failpoint, statement, unchanged_columns};
+use super::{Flush, OffsetsReader, WarehouseError, apply_statement, failpoint, statement};
 use crate::config::SinkConfig;
-use crate::sink::dialect::{Dialect, MergeSpec, Target};
+use crate::sink::dialect::{Dialect, Target};
 
 const DIALECT: Dialect = Dialect::Snowflake;
 
@@ -345,18 +345,7 @@ impl SnowflakeWarehouse {
                         detail: e.to_string(),
                     }
                 })?);
-                let unchanged = unchanged_columns(&table.rows);
-                statements.push(if table.shape.key.is_empty() {
-                    DIALECT.append(target, &stage, &table.shape)
-                } else {
-                    DIALECT.merge(&MergeSpec {
-                        target,
-                        stage: &stage,
-                        shape: &table.shape,
-                        soft_delete: table.soft_delete,
-                        unchanged: &unchanged,
-                    })
-                });
+                statements.push(apply_statement(DIALECT, table, &stage));
             }
             if table.record_shape || table.truncate.is_some() {
                 statements.push(DIALECT.store_table(
