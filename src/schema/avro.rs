@@ -197,7 +197,7 @@ pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError>
     derive_renamed(table, prefix, &[])
 }
 
-/// [`derive`], with the value fields of columns renamed by captured DDL (`(old, new)`
+/// [`derive()`], with the value fields of columns renamed by captured DDL (`(old, new)`
 /// pairs) carrying their old name in `aliases`, so a reader (the sink) renames the column
 /// instead of seeing a drop and an add.
 pub fn derive_renamed(
