@@ -22,7 +22,7 @@ use tidemark::config::Config;
 use tidemark::sink::batch::PendingRow;
 use tidemark::sink::dialect::{Dialect, Target};
 use tidemark::sink::evolve::Step;
-use tidemark::sink::record::{Position, SinkOp, TopicPartition};
+use tidemark::sink::record::{OffsetClaim, Position, SinkOp, TopicPartition};
 use tidemark::sink::shape::{ColumnKind, SinkColumn, TableShape};
 use tidemark::sink::warehouse::staged::Staged;
 use tidemark::sink::warehouse::{Flush, TableFlush, Warehouse};
@@ -88,7 +88,23 @@ fn rows(first: i64, count: usize, lsn: u64) -> Vec<PendingRow> {
         .collect()
 }
 
-fn flush(target: &Target, shape: &Arc<TableShape>, rows: Vec<PendingRow>, create: bool) -> Flush {
+/// One flush of `rows` into `target`, moving the offset of `target`'s own partition from
+/// `stored` on by one (the sink's compare-and-set: the bench is the partition's only
+/// writer).
+fn flush(
+    target: &Target,
+    shape: &Arc<TableShape>,
+    rows: Vec<PendingRow>,
+    stored: &mut Option<i64>,
+) -> Flush {
+    let create = stored.is_none();
+    let claim = OffsetClaim {
+        topic: format!("bench.{}", target.name),
+        partition: 0,
+        expected: *stored,
+        next: stored.unwrap_or(0) + 1,
+    };
+    *stored = Some(claim.next);
     Flush {
         tables: vec![TableFlush {
             target: target.clone(),
@@ -104,7 +120,7 @@ fn flush(target: &Target, shape: &Arc<TableShape>, rows: Vec<PendingRow>, create
             truncate: None,
             rows,
         }],
-        offsets: vec![("bench.public.t".into(), 0, 1)],
+        offsets: vec![claim],
     }
 }
 
@@ -213,9 +229,10 @@ async fn measure(
         };
         // The target starts with `size` rows, so the first timed batch updates half.
         let mut lsn = 1_000;
+        let mut stored = None;
         warehouse
             .apply(
-                Arc::new(flush(&target, &shape, rows(0, size, lsn), true)),
+                Arc::new(flush(&target, &shape, rows(0, size, lsn), &mut stored)),
                 "bench",
             )
             .await?;
@@ -230,7 +247,10 @@ async fn measure(
             bare_rates.push(size as f64 / took.as_secs_f64());
             let started = Instant::now();
             warehouse
-                .apply(Arc::new(flush(&target, &shape, batch, false)), "bench")
+                .apply(
+                    Arc::new(flush(&target, &shape, batch, &mut stored)),
+                    "bench",
+                )
                 .await?;
             merge_rates.push(size as f64 / started.elapsed().as_secs_f64());
         }

@@ -17,9 +17,9 @@ mod snowflake {
     use tidemark::sink::batch::PendingRow;
     use tidemark::sink::dialect::Target;
     use tidemark::sink::evolve::Step;
-    use tidemark::sink::record::{Position, SinkOp, TopicPartition};
+    use tidemark::sink::record::{OffsetClaim, Position, SinkOp, TopicPartition};
     use tidemark::sink::shape::{ColumnKind, SinkColumn, TableShape};
-    use tidemark::sink::warehouse::{Flush, TableFlush, Warehouse};
+    use tidemark::sink::warehouse::{Flush, TableFlush, Warehouse, WarehouseError};
     use tidemark::value::Value;
 
     fn shape(extra: bool) -> TableShape {
@@ -69,11 +69,14 @@ mod snowflake {
         }
     }
 
+    /// A flush moving the offset of the table's own partition (the table's name: every run
+    /// has its own) from `expected` to `next`.
     fn flush(
         target: &Target,
         shape: TableShape,
         steps: Vec<Step>,
         rows: Vec<PendingRow>,
+        (expected, next): (Option<i64>, i64),
     ) -> Arc<Flush> {
         Arc::new(Flush {
             tables: vec![TableFlush {
@@ -86,7 +89,12 @@ mod snowflake {
                 truncate: None,
                 rows,
             }],
-            offsets: vec![("sf.public.t".into(), 0, 10)],
+            offsets: vec![OffsetClaim {
+                topic: target.name.clone(),
+                partition: 0,
+                expected,
+                next,
+            }],
         })
     }
 
@@ -117,10 +125,7 @@ mod snowflake {
             schema: warehouse.bookkeeping_schema().to_owned(),
             name: format!("tidemark_test_{}", std::process::id()),
         };
-        let first = flush(
-            &target,
-            shape(false),
-            vec![Step::Create(shape(false))],
+        let first_rows = || {
             vec![
                 row(
                     SinkOp::Upsert,
@@ -138,15 +143,36 @@ mod snowflake {
                     vec![Value::Int64(2), Value::Text("two".into()), Value::Null],
                     &[],
                 ),
-            ],
+            ]
+        };
+        let first = flush(
+            &target,
+            shape(false),
+            vec![Step::Create(shape(false))],
+            first_rows(),
+            (None, 10),
         );
         warehouse
             .apply(first.clone(), "sf-test")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        // Redelivered: changes nothing.
+        // The same offsets claimed again (an instance that lost the partition): refused.
+        match warehouse.apply(first, "sf-test").await {
+            Err(WarehouseError::Fenced { .. }) => {}
+            other => panic!("a stale claim is refused, got {other:?}"),
+        }
+        // The same rows redelivered under the next offsets: change nothing.
         warehouse
-            .apply(first, "sf-test")
+            .apply(
+                flush(
+                    &target,
+                    shape(false),
+                    Vec::new(),
+                    first_rows(),
+                    (Some(10), 11),
+                ),
+                "sf-test",
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let second = flush(
@@ -170,6 +196,7 @@ mod snowflake {
                 ),
                 row(SinkOp::Delete, 20, vec![Value::Int64(2)], &[]),
             ],
+            (Some(11), 20),
         );
         warehouse
             .apply(second, "sf-test")

@@ -4,11 +4,20 @@
 //! On every assignment the rebalance callback reads the group's offsets from the
 //! warehouse (`__tidemark_offsets`, written in the same transaction as the rows) and
 //! assigns each partition from there, or from the beginning when the warehouse has none.
+//! It reports each assignment and revocation to the runner as a [`PartitionChange`]: a
+//! revoked partition's pending changes are dropped (its new owner starts from the
+//! warehouse's offsets), and an assigned one is claimed at the offset read, which the
+//! runner's flushes then move as a compare-and-set (see
+//! [`crate::sink::dialect::Dialect::store_offsets`]). So an instance that still applies a
+//! partition the group has given to another (one paused past its session timeout, or a
+//! broker that settled a rebalance without it) has its flush refused and reads the
+//! partition again, instead of writing older rows over newer ones — for hard deletes that
+//! would bring deleted rows back, which no position column can prevent.
+//!
 //! Kafka's committed offsets are written after each warehouse commit for monitoring tools
-//! only; if the warehouse cannot be read during a rebalance, the consumer falls back to
-//! them, which can only replay changes the warehouse already has (harmless: the MERGE
-//! applies only newer positions). Revoked partitions are reported to the runner, which
-//! drops their pending changes: their new owner starts from the warehouse's offsets.
+//! only. If the warehouse cannot be read during a rebalance, the partitions start from
+//! Kafka's committed offsets unclaimed, and the runner reads the warehouse's offsets and
+//! seeks before it applies anything of them.
 
 use std::sync::Mutex;
 
@@ -21,11 +30,24 @@ use rdkafka::types::RDKafkaRespErr;
 use super::record::TopicPartition;
 use super::warehouse::OffsetsReader;
 
+/// What a rebalance did to a partition, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionChange {
+    /// Taken away: its pending changes are dropped.
+    Revoked(TopicPartition),
+    /// Given, reading from the offset the warehouse stores for it (none: from the
+    /// beginning, nothing stored).
+    Assigned(TopicPartition, Option<i64>),
+    /// Given while the warehouse's offsets could not be read: the runner reads them and
+    /// seeks before it applies anything of the partition.
+    AssignedUnread(TopicPartition),
+}
+
 /// The consumer's callbacks.
 pub struct SinkContext {
     reader: OffsetsReader,
     group: String,
-    revoked: Mutex<Vec<TopicPartition>>,
+    changes: Mutex<Vec<PartitionChange>>,
 }
 
 impl SinkContext {
@@ -34,33 +56,31 @@ impl SinkContext {
         SinkContext {
             reader,
             group: group.to_owned(),
-            revoked: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
         }
     }
 
-    /// Partitions revoked since the last call.
-    pub fn take_revoked(&self) -> Vec<TopicPartition> {
-        std::mem::take(
-            &mut *self
-                .revoked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+    /// What rebalances did since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<PartitionChange> {
+        std::mem::take(&mut *self.lock_changes())
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, Vec<PartitionChange>> {
+        self.changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn assign_from_warehouse(&self, tpl: &mut TopicPartitionList) {
+        let assigned = partitions_of(tpl);
+        let mut changes = self.lock_changes();
         match (self.reader)(&self.group) {
             Ok(stored) => {
-                let assigned: Vec<(String, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                for key in assigned {
-                    let offset = stored
-                        .get(&key)
-                        .map_or(Offset::Beginning, |next| Offset::Offset(*next));
-                    let _ = tpl.set_partition_offset(&key.0, key.1, offset);
+                for tp in assigned {
+                    let next = stored.get(&(tp.topic.clone(), tp.partition)).copied();
+                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
+                    let _ = tpl.set_partition_offset(&tp.topic, tp.partition, offset);
+                    changes.push(PartitionChange::Assigned(tp, next));
                 }
                 tracing::info!(
                     partitions = tpl.count(),
@@ -68,12 +88,26 @@ impl SinkContext {
                     "partitions assigned; starting from the offsets stored in the warehouse"
                 );
             }
-            Err(error) => tracing::warn!(
-                %error,
-                "cannot read the warehouse's offsets; starting from Kafka's committed offsets (changes the warehouse already has are skipped by position)"
-            ),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "cannot read the warehouse's offsets during the rebalance; the sink reads them again before it applies anything"
+                );
+                changes.extend(assigned.into_iter().map(PartitionChange::AssignedUnread));
+            }
         }
     }
+}
+
+/// The partitions of a list.
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition {
+            topic: e.topic().to_owned(),
+            partition: e.partition(),
+        })
+        .collect()
 }
 
 impl ClientContext for SinkContext {}
@@ -93,19 +127,10 @@ impl ConsumerContext for SinkContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let revoked: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| TopicPartition {
-                        topic: e.topic().to_owned(),
-                        partition: e.partition(),
-                    })
-                    .collect();
+                let revoked = partitions_of(tpl);
                 tracing::info!(partitions = revoked.len(), "partitions revoked");
-                self.revoked
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend(revoked);
+                self.lock_changes()
+                    .extend(revoked.into_iter().map(PartitionChange::Revoked));
                 if let Err(error) = base_consumer.unassign() {
                     tracing::error!(%error, "unassigning partitions");
                 }

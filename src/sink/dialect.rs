@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 
 use super::evolve::Step;
-use super::record::Position;
+use super::record::{OffsetClaim, Position};
 use super::shape::{ColumnKind, SinkColumn, TableShape};
 
 /// Column holding the commit position of the change that last wrote the row.
@@ -39,6 +39,9 @@ pub const DELETED_AT_COLUMN: &str = "__deleted_at";
 pub const OFFSETS_TABLE: &str = "__tidemark_offsets";
 /// Each managed table's applied shape and truncate position.
 pub const TABLES_TABLE: &str = "__tidemark_tables";
+/// The columns of the claims a flush's offsets statements read.
+const OFFSET_CLAIM_COLUMNS: &str =
+    "consumer_group, topic, kafka_partition, expected_offset, next_offset";
 
 /// A warehouse's SQL dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,42 +473,90 @@ impl Dialect {
         ]
     }
 
-    /// Stores `offsets` (topic, partition, next offset) for `group`; an offset never moves
-    /// backwards here (a revoked partition's late flush cannot rewind its new owner).
-    pub fn store_offsets(
-        self,
-        schema: &str,
-        group: &str,
-        offsets: &[(String, i32, i64)],
-    ) -> Option<String> {
-        if offsets.is_empty() {
-            return None;
-        }
-        let rows: Vec<String> = offsets
-            .iter()
-            .map(|(topic, partition, offset)| {
-                format!(
-                    "({}, {}, {partition}, {offset})",
-                    self.literal(group),
-                    self.literal(topic)
-                )
-            })
-            .collect();
+    /// The statements that move `group`'s stored offsets from where this instance found
+    /// them to where it has consumed, as a compare-and-set per partition: a row moves only
+    /// while it still holds the claim's `expected` offset, and is inserted only when none
+    /// was expected and none exists. Together they change one row per claim exactly when
+    /// every claim holds; fewer means another instance applied some of these partitions
+    /// meanwhile (a rebalance the broker settled without this instance, or an instance
+    /// paused past its session timeout), and the caller rolls the whole flush back
+    /// ([`crate::sink::warehouse::check_claims`]).
+    ///
+    /// PostgreSQL and DuckDB get an `UPDATE … WHERE next_offset = expected` and an
+    /// `INSERT … ON CONFLICT DO NOTHING`, not a MERGE: under concurrency PostgreSQL
+    /// re-checks an UPDATE's condition on the row another transaction committed, and skips
+    /// an insert another one made, where a MERGE would fail on the unique key. Snowflake
+    /// (no unique constraints, DML on a table taking turns) gets one MERGE.
+    pub fn store_offsets(self, schema: &str, group: &str, claims: &[OffsetClaim]) -> Vec<String> {
         let table = self.table(&Target {
             schema: schema.into(),
             name: OFFSETS_TABLE.into(),
         });
-        // Snowflake spells a VALUES table without parentheses.
-        let values = match self {
-            Dialect::Snowflake => format!("VALUES {}", rows.join(", ")),
-            _ => format!("(VALUES {})", rows.join(", ")),
+        // Sorted, so instances lock the rows of shared partitions in one order.
+        let mut claims: Vec<&OffsetClaim> = claims.iter().collect();
+        claims.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let row = |claim: &OffsetClaim| {
+            let expected = claim
+                .expected
+                .map_or_else(|| "NULL".to_string(), |e| e.to_string());
+            format!(
+                "({}, {}, {}, CAST({expected} AS BIGINT), CAST({} AS BIGINT))",
+                self.literal(group),
+                self.literal(&claim.topic),
+                claim.partition,
+                claim.next
+            )
         };
-        Some(format!(
-            "MERGE INTO {table} AS o USING (SELECT * FROM {values} AS v(consumer_group, topic, kafka_partition, next_offset)) AS s \
-             ON o.consumer_group = s.consumer_group AND o.topic = s.topic AND o.kafka_partition = s.kafka_partition \
-             WHEN MATCHED AND s.next_offset > o.next_offset THEN UPDATE SET next_offset = s.next_offset, updated_at = CURRENT_TIMESTAMP \
-             WHEN NOT MATCHED THEN INSERT (consumer_group, topic, kafka_partition, next_offset, updated_at) VALUES (s.consumer_group, s.topic, s.kafka_partition, s.next_offset, CURRENT_TIMESTAMP)"
-        ))
+        let source = |rows: Vec<String>| match self {
+            // Snowflake spells a VALUES table without parentheses.
+            Dialect::Snowflake => format!(
+                "(SELECT * FROM VALUES {} AS v({OFFSET_CLAIM_COLUMNS}))",
+                rows.join(", ")
+            ),
+            _ => format!("(VALUES {}) AS s({OFFSET_CLAIM_COLUMNS})", rows.join(", ")),
+        };
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        if matches!(self, Dialect::Snowflake) {
+            let rows = claims.iter().map(|c| row(c)).collect();
+            return vec![format!(
+                "MERGE INTO {table} AS o USING {} AS s \
+                 ON o.consumer_group = s.consumer_group AND o.topic = s.topic AND o.kafka_partition = s.kafka_partition \
+                 WHEN MATCHED AND o.next_offset = s.expected_offset THEN UPDATE SET next_offset = s.next_offset, updated_at = CURRENT_TIMESTAMP \
+                 WHEN NOT MATCHED AND s.expected_offset IS NULL THEN INSERT (consumer_group, topic, kafka_partition, next_offset, updated_at) VALUES (s.consumer_group, s.topic, s.kafka_partition, s.next_offset, CURRENT_TIMESTAMP)",
+                source(rows)
+            )];
+        }
+        let (moved, new): (Vec<&OffsetClaim>, Vec<&OffsetClaim>) =
+            claims.into_iter().partition(|c| c.expected.is_some());
+        let mut statements = Vec::new();
+        if !moved.is_empty() {
+            statements.push(format!(
+                "UPDATE {table} AS o SET next_offset = s.next_offset, updated_at = CURRENT_TIMESTAMP FROM {} \
+                 WHERE o.consumer_group = s.consumer_group AND o.topic = s.topic AND o.kafka_partition = s.kafka_partition AND o.next_offset = s.expected_offset",
+                source(moved.iter().map(|c| row(c)).collect())
+            ));
+        }
+        if !new.is_empty() {
+            let rows: Vec<String> = new
+                .iter()
+                .map(|c| {
+                    format!(
+                        "({}, {}, {}, {}, CURRENT_TIMESTAMP)",
+                        self.literal(group),
+                        self.literal(&c.topic),
+                        c.partition,
+                        c.next
+                    )
+                })
+                .collect();
+            statements.push(format!(
+                "INSERT INTO {table} (consumer_group, topic, kafka_partition, next_offset, updated_at) VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            ));
+        }
+        statements
     }
 
     /// Stores a table's applied shape and truncate position.

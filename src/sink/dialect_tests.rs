@@ -136,15 +136,49 @@ fn literals_and_evolution_statements() {
         truncate,
         "DELETE FROM \"public\".\"orders\" WHERE (\"__tidemark_lsn\" IS NULL OR \"__tidemark_lsn\" < 100 OR (\"__tidemark_lsn\" = 100 AND \"__tidemark_seq\" < 3))"
     );
+    let claims = [
+        OffsetClaim {
+            topic: "t".into(),
+            partition: 0,
+            expected: Some(40),
+            next: 42,
+        },
+        OffsetClaim {
+            topic: "t".into(),
+            partition: 1,
+            expected: None,
+            next: 7,
+        },
+    ];
     let offsets = Dialect::Snowflake
-        .store_offsets("main", "g", &[("t".into(), 0, 42)])
-        .unwrap_or_default();
+        .store_offsets("main", "g", &claims)
+        .join(";\n");
     assert!(
-        offsets.contains("FROM VALUES ('g', 't', 0, 42) AS v"),
+        offsets.contains(
+            "FROM VALUES ('g', 't', 0, CAST(40 AS BIGINT), CAST(42 AS BIGINT)), ('g', 't', 1, CAST(NULL AS BIGINT), CAST(7 AS BIGINT)) AS v"
+        ),
         "{offsets}"
     );
     assert!(
-        offsets.contains("WHEN MATCHED AND s.next_offset > o.next_offset"),
+        offsets.contains("WHEN MATCHED AND o.next_offset = s.expected_offset THEN UPDATE"),
         "{offsets}"
+    );
+    assert!(
+        offsets.contains("WHEN NOT MATCHED AND s.expected_offset IS NULL THEN INSERT"),
+        "{offsets}"
+    );
+    let offsets = Dialect::Postgres.store_offsets("main", "g", &claims);
+    assert_eq!(offsets.len(), 2, "{offsets:?}");
+    assert!(
+        offsets[0].starts_with(
+            "UPDATE \"main\".\"__tidemark_offsets\" AS o SET next_offset = s.next_offset"
+        ) && offsets[0]
+            .contains("(VALUES ('g', 't', 0, CAST(40 AS BIGINT), CAST(42 AS BIGINT))) AS s(")
+            && offsets[0].ends_with("AND o.next_offset = s.expected_offset"),
+        "{offsets:?}"
+    );
+    assert!(
+        offsets[1].contains("VALUES ('g', 't', 1, 7, CURRENT_TIMESTAMP) ON CONFLICT DO NOTHING"),
+        "{offsets:?}"
     );
 }

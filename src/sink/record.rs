@@ -85,3 +85,18 @@ pub struct TopicPartition {
     /// Partition.
     pub partition: i32,
 }
+
+/// How far a flush moves one partition's stored offset: from `expected`, the offset this
+/// instance found in the warehouse when it took the partition (none: nothing stored), to
+/// `next`, the offset after the last record the flush holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetClaim {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The stored offset the flush starts from.
+    pub expected: Option<i64>,
+    /// The offset stored by the flush.
+    pub next: i64,
+}

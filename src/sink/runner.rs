@@ -14,13 +14,15 @@ use tokio::sync::watch;
 
 use super::SinkError;
 use super::batch::TableBatch;
-use super::consumer::{SinkContext, subscription};
+use super::consumer::{PartitionChange, SinkContext, subscription};
 use super::decode::{Decoder, RawRecord, SchemaLookup};
 use super::dialect::Target;
 use super::evolve::{self, Policies};
-use super::record::{Position, SinkRecord, SourceTable, TopicPartition};
+use super::record::{OffsetClaim, Position, SinkRecord, SourceTable, TopicPartition};
 use super::shape::TableShape;
-use super::warehouse::{Flush, StoredTable, TableFlush, Warehouse, failpoint};
+use super::warehouse::{
+    Flush, OffsetsReader, StoredTable, TableFlush, Warehouse, WarehouseError, failpoint,
+};
 use crate::config::{Config, KafkaConfig, SinkConfig, TableSelector};
 use crate::schema::registry_client::RegistryClient;
 
@@ -115,6 +117,15 @@ pub fn target_of(sink: &SinkConfig, table: &SourceTable, suffix: &str) -> Target
     }
 }
 
+/// Whether the consumer's current assignment has `partition`.
+fn holds(consumer: &StreamConsumer<SinkContext>, partition: &TopicPartition) -> bool {
+    consumer.assignment().is_ok_and(|assigned| {
+        assigned
+            .find_partition(&partition.topic, partition.partition)
+            .is_some()
+    })
+}
+
 fn header_position(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Position> {
     let headers = message.headers()?;
     let mut position = (None, None);
@@ -146,6 +157,15 @@ struct Sink<'a> {
     targets: HashMap<SourceTable, Target>,
     /// The next offset of each partition, consumed and taken into a batch.
     offsets: HashMap<Arc<TopicPartition>, i64>,
+    /// The offset the warehouse stores for each partition this instance holds, as far as
+    /// it knows (none: nothing stored): where its next flush moves the offset from. A
+    /// consumer group only; a bounded run stores no offsets.
+    claims: HashMap<TopicPartition, Option<i64>>,
+    /// Reads the stored offsets (a resync).
+    reader: OffsetsReader,
+    /// Partitions read again from the warehouse's offsets while the current record was
+    /// handled: that record comes again and is not taken now.
+    resynced: Vec<TopicPartition>,
     /// The partitions seen (few): records point at these instead of owning names.
     partitions: Vec<Arc<TopicPartition>>,
     stats: SinkStats,
@@ -158,6 +178,16 @@ impl Sink<'_> {
             .map(TableBatch::len)
             .max()
             .unwrap_or(0)
+    }
+
+    /// A record this instance must not take: of a partition it does not hold (fetched
+    /// before a revocation, or seen before the partition was read again), or before the
+    /// offset the warehouse already stores for it.
+    fn stale(&self, partition: &TopicPartition, offset: i64) -> bool {
+        match self.claims.get(partition) {
+            None => true,
+            Some(stored) => stored.is_some_and(|next| offset < next),
+        }
     }
 
     fn oldest(&self) -> Option<std::time::Instant> {
@@ -203,6 +233,9 @@ impl Sink<'_> {
             .is_some_and(|batch| batch.needs_new_batch(&record))
         {
             self.flush(consumer).await?;
+            if self.resynced.contains(partition.as_ref()) {
+                return Ok(());
+            }
         }
         let target = self.target(&record.table).clone();
         let floor = self
@@ -303,17 +336,30 @@ impl Sink<'_> {
                 flush.tables.push(table);
             }
         }
-        flush.offsets = self
-            .offsets
-            .iter()
-            .map(|(tp, next)| (tp.topic.clone(), tp.partition, *next))
-            .collect();
+        if self.options.bounded.is_none() {
+            flush.offsets = self
+                .offsets
+                .iter()
+                .map(|(tp, next)| OffsetClaim {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    expected: self.claims.get(&**tp).copied().flatten(),
+                    next: *next,
+                })
+                .collect();
+        }
         let changes: usize = flush.tables.iter().map(|t| t.rows.len()).sum();
         let flush = Arc::new(flush);
         let mut delay = Duration::from_millis(500);
         loop {
             match self.warehouse.apply(flush.clone(), &self.group).await {
                 Ok(()) => break,
+                Err(error @ WarehouseError::Fenced { .. }) => {
+                    tracing::warn!(%error, "flush refused");
+                    let partitions: Vec<TopicPartition> =
+                        self.offsets.keys().map(|tp| (**tp).clone()).collect();
+                    return self.resync(consumer, &partitions).await;
+                }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, retry_in = ?delay, "warehouse transaction failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -342,10 +388,23 @@ impl Sink<'_> {
         }
         tracing::debug!(changes, tables = flush.tables.len(), "flushed");
         failpoint("sink.after_commit");
-        if self.options.bounded.is_none() && !flush.offsets.is_empty() {
+        for claim in &flush.offsets {
+            self.claims.insert(
+                TopicPartition {
+                    topic: claim.topic.clone(),
+                    partition: claim.partition,
+                },
+                Some(claim.next),
+            );
+        }
+        if !flush.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for (topic, partition, next) in &flush.offsets {
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+            for claim in &flush.offsets {
+                let _ = tpl.add_partition_offset(
+                    &claim.topic,
+                    claim.partition,
+                    Offset::Offset(claim.next),
+                );
             }
             if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!(%error, "advisory Kafka offset commit failed");
@@ -355,16 +414,92 @@ impl Sink<'_> {
         Ok(())
     }
 
-    fn forget(&mut self, revoked: &[TopicPartition]) {
-        if revoked.is_empty() {
+    /// Drops the pending changes and consumed offsets of `partitions`.
+    fn forget(&mut self, partitions: &[TopicPartition]) {
+        if partitions.is_empty() {
             return;
         }
         for batch in self.batches.values_mut() {
-            batch.forget_partitions(revoked);
+            batch.forget_partitions(partitions);
         }
-        for tp in revoked {
+        for tp in partitions {
             self.offsets.remove(tp);
         }
+    }
+
+    /// Follows what rebalances did, in order; partitions assigned while the warehouse
+    /// could not be read are read again from it.
+    async fn follow(
+        &mut self,
+        consumer: &StreamConsumer<SinkContext>,
+        changes: Vec<PartitionChange>,
+    ) -> Result<(), SinkError> {
+        let mut unread = Vec::new();
+        for change in changes {
+            match change {
+                PartitionChange::Revoked(tp) => {
+                    self.forget(std::slice::from_ref(&tp));
+                    self.claims.remove(&tp);
+                    unread.retain(|u| u != &tp);
+                }
+                PartitionChange::Assigned(tp, stored) => {
+                    self.forget(std::slice::from_ref(&tp));
+                    self.claims.insert(tp.clone(), stored);
+                    unread.retain(|u| u != &tp);
+                }
+                PartitionChange::AssignedUnread(tp) => unread.push(tp),
+            }
+        }
+        if unread.is_empty() {
+            Ok(())
+        } else {
+            self.resync(consumer, &unread).await
+        }
+    }
+
+    /// Drops what is pending of `partitions` and reads them again from the offsets the
+    /// warehouse stores (retrying while it cannot be read).
+    async fn resync(
+        &mut self,
+        consumer: &StreamConsumer<SinkContext>,
+        partitions: &[TopicPartition],
+    ) -> Result<(), SinkError> {
+        self.forget(partitions);
+        let mut delay = Duration::from_millis(500);
+        let stored = loop {
+            let (reader, group) = (self.reader.clone(), self.group.clone());
+            let read = tokio::task::spawn_blocking(move || reader(&group))
+                .await
+                .map_err(|e| SinkError::Config(format!("reading offsets: {e}")))?;
+            match read {
+                Ok(stored) => break stored,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot read the warehouse's offsets; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        for tp in partitions {
+            let next = stored.get(&(tp.topic.clone(), tp.partition)).copied();
+            let offset = next.map_or(Offset::Beginning, Offset::Offset);
+            match consumer.seek(&tp.topic, tp.partition, offset, Duration::from_secs(10)) {
+                Ok(()) => {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, ?offset, "reading the partition again from the warehouse's offset");
+                    self.claims.insert(tp.clone(), next);
+                }
+                // No longer assigned (its owner starts from the warehouse's offsets), or not
+                // fetching yet: unclaimed, its records are not taken, and one arriving while
+                // the partition is still assigned here tries the seek again.
+                Err(error) => {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, %error, "partition not sought; not applying it until it is");
+                    self.claims.remove(tp);
+                }
+            }
+            self.resynced.push(tp.clone());
+        }
+        Ok(())
     }
 }
 
@@ -404,7 +539,8 @@ async fn sink_loop(
         .group
         .clone()
         .unwrap_or_else(|| sink_config.group.clone());
-    let context = SinkContext::new(warehouse.offsets_reader(), &group);
+    let reader = warehouse.offsets_reader();
+    let context = SinkContext::new(reader.clone(), &group);
     let consumer: StreamConsumer<SinkContext> = crate::kafka::connection_config(kafka)
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -459,6 +595,9 @@ async fn sink_loop(
         batches: HashMap::new(),
         targets: HashMap::new(),
         offsets: HashMap::new(),
+        claims: HashMap::new(),
+        reader,
+        resynced: Vec::new(),
         partitions: Vec::new(),
         stats: SinkStats::default(),
     };
@@ -483,8 +622,9 @@ async fn sink_loop(
             _ = tokio::time::sleep_until(deadline) => None,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let revoked = consumer.context().take_revoked();
-        sink.forget(&revoked);
+        sink.resynced.clear();
+        let changes = consumer.context().take_changes();
+        sink.follow(&consumer, changes).await?;
         let Some(message) = message else {
             sink.flush(&consumer).await?;
             continue;
@@ -510,6 +650,13 @@ async fn sink_loop(
             ends.remove(&*tp);
             continue;
         }
+        if !bounded && sink.stale(&tp, offset) {
+            if !sink.claims.contains_key(&*tp) && holds(&consumer, &tp) {
+                // Assigned, but its seek after a refused flush did not take: try again.
+                sink.resync(&consumer, &[(*tp).clone()]).await?;
+            }
+            continue;
+        }
         let raw = RawRecord {
             topic,
             key: message.key(),
@@ -532,6 +679,10 @@ async fn sink_loop(
             record.filter(|r| selected(&configured, &r.table) && selected(&requested, &r.table))
         {
             sink.take(record, &tp, &consumer).await?;
+            if sink.resynced.contains(&*tp) {
+                // Read again from the warehouse's offset: this record comes again.
+                continue;
+            }
         }
         // Recorded only now: a flush inside `take` (a new shape) must not store this
         // record's offset before the record is in a batch.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod sink;
 
 use std::time::{Duration, Instant};
 

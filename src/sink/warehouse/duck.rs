@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use duckdb::Connection;
 
 use super::staged::Staged;
-use super::{Flush, OffsetsReader, WarehouseError, apply_statement, failpoint, prelude, statement};
+use super::{
+    Flush, OffsetsReader, WarehouseError, apply_statement, check_claims, failpoint, prelude,
+    statement,
+};
 use crate::config::SinkConfig;
 use crate::sink::dialect::{Dialect, Target};
 
@@ -210,6 +213,14 @@ fn apply_in_transaction(
     flush: &Flush,
     group: &str,
 ) -> Result<(), WarehouseError> {
+    // The offsets first, as on PostgreSQL: a flush whose claims do not hold does no work.
+    let mut changed = 0;
+    for sql in DIALECT.store_offsets(SCHEMA, group, &flush.offsets) {
+        changed += connection
+            .execute(&sql, [])
+            .map_err(duck_error("storing offsets"))?;
+    }
+    check_claims(flush, changed as u64)?;
     for (index, table) in flush.tables.iter().enumerate() {
         let target = &table.target;
         for sql in prelude(DIALECT, SCHEMA, table) {
@@ -249,11 +260,6 @@ fn apply_in_transaction(
         connection
             .execute_batch(&format!("DROP TABLE {stage}"))
             .map_err(duck_error(format!("{target}: dropping the staging table")))?;
-    }
-    if let Some(sql) = DIALECT.store_offsets(SCHEMA, group, &flush.offsets) {
-        connection
-            .execute_batch(&sql)
-            .map_err(duck_error("storing offsets"))?;
     }
     Ok(())
 }

@@ -1,11 +1,18 @@
 //! The warehouses: DuckDB (embedded, the default), PostgreSQL, and Snowflake (cargo feature
 //! `snowflake`; its SQL is always compiled and unit-tested).
 //!
-//! Each applies a [`Flush`] in one transaction: the tables' schema steps, truncates, the
-//! staged rows (DuckDB's Arrow appender, PostgreSQL's `COPY`, Snowflake's multi-row
-//! `INSERT`), one MERGE per table, the tables' applied shapes, and the consumed offsets.
+//! Each applies a [`Flush`] in one transaction: the consumed offsets, the tables' schema
+//! steps, truncates, the staged rows (DuckDB's Arrow appender, PostgreSQL's `COPY`,
+//! Snowflake's multi-row `INSERT`), one MERGE per table, and the tables' applied shapes.
 //! Either all of it commits or none does, so the offsets stored in the warehouse always
-//! describe exactly what it holds. (Snowflake commits DDL by itself, so its schema steps
+//! describe exactly what it holds.
+//!
+//! The offsets go first, as a compare-and-set per partition
+//! ([`Dialect::store_offsets`]): a flush moves each partition's stored offset from the
+//! value its instance found there, or is refused whole ([`WarehouseError::Fenced`]). The
+//! consumer group decides who reads a partition; this decides who writes it, so an
+//! instance that lost a partition without noticing cannot write older rows over what the
+//! new owner applied. (Snowflake commits DDL by itself, so its schema steps
 //! run just before that transaction, written to be re-runnable: see [`snowflake_sql`].)
 
 #[cfg(feature = "duckdb")]
@@ -26,7 +33,7 @@ use std::sync::Arc;
 use super::batch::PendingRow;
 use super::dialect::{Dialect, Target};
 use super::evolve::Step;
-use super::record::Position;
+use super::record::{OffsetClaim, Position};
 use super::shape::TableShape;
 use crate::config::{SinkConfig, SinkKind};
 
@@ -64,6 +71,17 @@ pub enum WarehouseError {
         table: String,
         /// What is wrong.
         detail: String,
+    },
+    /// Another instance of the group applied some of the flush's partitions since this
+    /// one took them; nothing of the flush was applied.
+    #[error(
+        "{claims} partition offsets claimed, {held} still where this instance found them: another instance of the group applied the others meanwhile; nothing of this batch was applied, and the sink reads its partitions again from the warehouse's offsets"
+    )]
+    Fenced {
+        /// Partitions in the flush.
+        claims: usize,
+        /// Claims that held.
+        held: u64,
     },
     /// The kind is not compiled in.
     #[error("{0}")]
@@ -120,8 +138,22 @@ pub struct TableFlush {
 pub struct Flush {
     /// Tables.
     pub tables: Vec<TableFlush>,
-    /// (topic, partition, next offset) consumed through this flush.
-    pub offsets: Vec<(String, i32, i64)>,
+    /// Each partition's offset, moved from where this instance found it to after the
+    /// flush's last record (a compare-and-set: see [`Dialect::store_offsets`]).
+    pub offsets: Vec<OffsetClaim>,
+}
+
+/// Whether every claim of `flush` held, given how many offset rows its offsets statement
+/// changed: one per claim, or the flush is rolled back as [`WarehouseError::Fenced`].
+pub(crate) fn check_claims(flush: &Flush, changed: u64) -> Result<(), WarehouseError> {
+    if changed == flush.offsets.len() as u64 {
+        Ok(())
+    } else {
+        Err(WarehouseError::Fenced {
+            claims: flush.offsets.len(),
+            held: changed,
+        })
+    }
 }
 
 /// A managed table as the warehouse remembers it.
@@ -133,10 +165,31 @@ pub struct StoredTable {
     pub truncated: Option<Position>,
 }
 
+/// A group's stored offsets: the next offset of each (topic, partition).
+pub type StoredOffsets = HashMap<(String, i32), i64>;
+
 /// Reads a group's stored offsets from another thread (the consumer's rebalance
 /// callback), with a connection of its own.
-pub type OffsetsReader =
-    Arc<dyn Fn(&str) -> Result<HashMap<(String, i32), i64>, WarehouseError> + Send + Sync>;
+pub type OffsetsReader = Arc<dyn Fn(&str) -> Result<StoredOffsets, WarehouseError> + Send + Sync>;
+
+/// Runs `read` to completion on a thread with a runtime of its own: an offsets reader is
+/// called from the consumer's rebalance callback, possibly inside the sink's async runtime,
+/// where it cannot block on a future.
+pub(crate) fn read_on_own_thread<F, Fut>(read: F) -> Result<StoredOffsets, WarehouseError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<StoredOffsets, WarehouseError>>,
+{
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| statement("reading offsets")(e.to_string()))?;
+        runtime.block_on(read())
+    })
+    .join()
+    .map_err(|_| statement("reading offsets")("reader thread panicked".into()))?
+}
 
 /// Failure injection for the crash tests: `TIDEMARK_FAILPOINTS=sink.before_commit` aborts
 /// the process after the MERGE, before the warehouse commits; `sink.after_commit` after

@@ -1,11 +1,12 @@
 //! PostgreSQL 15 or later as the warehouse (`MERGE` arrived in 15).
 //!
-//! A flush is one transaction: schema steps, then per table a temporary staging table
-//! (`ON COMMIT DROP`) filled with `COPY … FROM STDIN` in text format (every value in its
-//! lossless text form, [`super::pg_text`]), one MERGE, and the offsets. Warehouse tables
-//! get an index on the key columns so the MERGE's join does not scan the table.
+//! A flush is one transaction: the offsets' compare-and-set (first, so a refused flush
+//! does no work and instances claiming the same partition wait on its rows), schema
+//! steps, then per table a temporary staging table filled with `COPY … FROM STDIN` in
+//! text format (every value in its lossless text form, [`super::pg_text`]) and one MERGE.
+//! Warehouse tables get an index on the key columns so the MERGE's join does not scan the
+//! table.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +14,10 @@ use futures_util::SinkExt;
 
 use super::pg_text::copy_row;
 use super::staged::Staged;
-use super::{Flush, OffsetsReader, WarehouseError, apply_statement, failpoint, prelude, statement};
+use super::{
+    Flush, OffsetsReader, WarehouseError, apply_statement, check_claims, failpoint, prelude,
+    read_on_own_thread,
+};
 use crate::config::SinkConfig;
 use crate::sink::dialect::{Dialect, Target};
 use crate::source::connection::settings::ConnectionSettings;
@@ -133,28 +137,17 @@ impl PgWarehouse {
         let schema = self.schema.clone();
         Arc::new(move |group: &str| {
             let (settings, schema, group) = (settings.clone(), schema.clone(), group.to_owned());
-            // Called from the consumer's rebalance callback, possibly inside the async
-            // runtime: a thread with a runtime of its own reads with its own connection.
-            let reader = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| statement("reading offsets")(e.to_string()))?;
-                runtime.block_on(async move {
-                    let client = connect(&settings).await?;
-                    let rows = client
-                        .query(&DIALECT.load_offsets(&schema, &group), &[])
-                        .await
-                        .map_err(sql_error("reading __tidemark_offsets"))?;
-                    Ok(rows
-                        .iter()
-                        .map(|r| ((r.get::<_, String>(0), r.get::<_, i32>(1)), r.get(2)))
-                        .collect::<HashMap<_, i64>>())
-                })
-            });
-            reader
-                .join()
-                .map_err(|_| statement("reading offsets")("reader thread panicked".into()))?
+            read_on_own_thread(move || async move {
+                let client = connect(&settings).await?;
+                let rows = client
+                    .query(&DIALECT.load_offsets(&schema, &group), &[])
+                    .await
+                    .map_err(sql_error("reading __tidemark_offsets"))?;
+                Ok(rows
+                    .iter()
+                    .map(|r| ((r.get::<_, String>(0), r.get::<_, i32>(1)), r.get(2)))
+                    .collect())
+            })
         })
     }
 
@@ -211,6 +204,18 @@ impl PgWarehouse {
             .transaction()
             .await
             .map_err(sql_error("BEGIN"))?;
+        // The offsets first: a flush whose claims do not hold (another instance applied
+        // these partitions) is refused before any work, and the claimed offset rows stay
+        // locked to the commit, so an instance claiming the same partitions waits and is
+        // refused instead of merging the same keys at the same time.
+        let mut changed = 0;
+        for sql in DIALECT.store_offsets(&schema, group, &flush.offsets) {
+            changed += transaction
+                .execute(&sql, &[])
+                .await
+                .map_err(sql_error("storing offsets"))?;
+        }
+        check_claims(&flush, changed)?;
         if flush.tables.iter().any(|t| !t.steps.is_empty()) {
             // Held to the commit: another instance's steps on the same tables wait, then
             // find them applied (the steps are written to be re-runnable).
@@ -269,12 +274,6 @@ impl PgWarehouse {
                 .batch_execute(&format!("DROP TABLE {stage}"))
                 .await
                 .map_err(sql_error(format!("{target}: dropping the staging table")))?;
-        }
-        if let Some(sql) = DIALECT.store_offsets(&schema, group, &flush.offsets) {
-            transaction
-                .batch_execute(&sql)
-                .await
-                .map_err(sql_error("storing offsets"))?;
         }
         failpoint("sink.before_commit");
         transaction.commit().await.map_err(sql_error("COMMIT"))

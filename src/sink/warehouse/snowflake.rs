@@ -8,22 +8,26 @@
 //!    session), each committed by itself. The steps are written to be re-runnable
 //!    (`CREATE TABLE IF NOT EXISTS`, `ADD COLUMN IF NOT EXISTS`, `DROP COLUMN IF EXISTS`),
 //!    since a crash before part 2 commits leaves them applied but unrecorded;
-//! 2. one transaction of DML: truncates, the staged rows (`INSERT … VALUES`, see
-//!    [`super::snowflake_sql`]), one MERGE per table, each table's applied shape, and the
-//!    consumed offsets. Either all of it commits or none does, so the offsets stored in
+//! 2. one transaction of DML: the consumed offsets (a compare-and-set that refuses the
+//!    flush if another instance applied these partitions meanwhile, see
+//!    [`Dialect::store_offsets`]), truncates, the staged rows (`INSERT … VALUES`, see
+//!    [`super::snowflake_sql`]), one MERGE per table, and each table's applied shape.
+//!    Either all of it commits or none does, so the offsets stored in
 //!    `__tidemark_offsets` still describe exactly what the tables hold.
 //!
 //! Results are asked for as JSON (`GO_QUERY_RESULT_FORMAT`: the crate presents itself as
 //! Snowflake's Go driver), so reading the bookkeeping tables needs no Arrow decoding.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use snowflake_api::{RawQueryResult, SnowflakeApi, SnowflakeApiError};
 
 use super::snowflake_sql::{SnowflakeLocation, insert_statements};
 use super::staged::Staged;
-use super::{Flush, OffsetsReader, WarehouseError, apply_statement, failpoint, statement};
+use super::{
+    Flush, OffsetsReader, WarehouseError, apply_statement, check_claims, failpoint,
+    read_on_own_thread, statement,
+};
 use crate::config::SinkConfig;
 use crate::sink::dialect::{Dialect, Target};
 
@@ -235,36 +239,26 @@ impl SnowflakeWarehouse {
                 schema.clone(),
                 group.to_owned(),
             );
-            // Called from the consumer's rebalance callback: a thread with a runtime and a
-            // session of its own.
-            let reader = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| statement("reading offsets")(e.to_string()))?;
-                runtime.block_on(async move {
-                    let api = connect(&location, &credentials)?;
-                    start_session(&api).await?;
-                    let rows = query(
-                        &api,
-                        &DIALECT.load_offsets(&schema, &group),
-                        "reading __tidemark_offsets",
-                    )
-                    .await?;
-                    Ok(rows
-                        .into_iter()
-                        .filter_map(|r| {
-                            let topic = r.first().cloned().flatten()?;
-                            let partition = r.get(1).cloned().flatten()?.parse().ok()?;
-                            let next = r.get(2).cloned().flatten()?.parse().ok()?;
-                            Some(((topic, partition), next))
-                        })
-                        .collect::<HashMap<_, i64>>())
-                })
-            });
-            reader
-                .join()
-                .map_err(|_| statement("reading offsets")("reader thread panicked".into()))?
+            // A session of its own.
+            read_on_own_thread(move || async move {
+                let api = connect(&location, &credentials)?;
+                start_session(&api).await?;
+                let rows = query(
+                    &api,
+                    &DIALECT.load_offsets(&schema, &group),
+                    "reading __tidemark_offsets",
+                )
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|r| {
+                        let topic = r.first().cloned().flatten()?;
+                        let partition = r.get(1).cloned().flatten()?.parse().ok()?;
+                        let next = r.get(2).cloned().flatten()?.parse().ok()?;
+                        Some(((topic, partition), next))
+                    })
+                    .collect())
+            })
         })
     }
 
@@ -287,22 +281,55 @@ impl SnowflakeWarehouse {
 
     /// Runs `statements` in one transaction; on failure rolls back. `flush` marks a sink
     /// flush, where the crash tests' failpoint sits.
-    async fn transaction(&self, statements: &[String], flush: bool) -> Result<(), WarehouseError> {
+    /// Runs `statements` in one transaction; for a flush, its offsets statements first,
+    /// whose claims must all hold ([`check_claims`]) before anything else runs.
+    async fn transaction(
+        &self,
+        statements: &[String],
+        flush: Option<(&Flush, Vec<String>)>,
+    ) -> Result<(), WarehouseError> {
+        let is_flush = flush.is_some();
         query(&self.api, "BEGIN", "BEGIN").await?;
-        for sql in statements {
-            if let Err(error) = query(&self.api, sql, sql).await {
-                let _ = query(&self.api, "ROLLBACK", "ROLLBACK").await;
-                return Err(error);
-            }
+        if let Err(error) = self.claims_then_statements(statements, flush).await {
+            let _ = query(&self.api, "ROLLBACK", "ROLLBACK").await;
+            return Err(error);
         }
-        if flush {
+        if is_flush {
             failpoint("sink.before_commit");
         }
         query(&self.api, "COMMIT", "COMMIT").await.map(|_| ())
     }
 
+    async fn claims_then_statements(
+        &self,
+        statements: &[String],
+        flush: Option<(&Flush, Vec<String>)>,
+    ) -> Result<(), WarehouseError> {
+        if let Some((flush, offsets_sql)) = flush {
+            let mut changed = 0;
+            for sql in offsets_sql {
+                // A MERGE answers one row: the numbers of rows inserted and updated.
+                let answer = query(&self.api, &sql, "storing offsets").await?;
+                changed += answer
+                    .first()
+                    .map(|row| {
+                        row.iter()
+                            .flatten()
+                            .filter_map(|cell| cell.parse::<u64>().ok())
+                            .sum::<u64>()
+                    })
+                    .unwrap_or(0);
+            }
+            check_claims(flush, changed)?;
+        }
+        for sql in statements {
+            query(&self.api, sql, sql).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn execute(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
-        self.transaction(&statements, false).await
+        self.transaction(&statements, None).await
     }
 
     pub(super) async fn apply(
@@ -356,9 +383,8 @@ impl SnowflakeWarehouse {
                 ));
             }
         }
-        if let Some(sql) = DIALECT.store_offsets(&self.schema, group, &flush.offsets) {
-            statements.push(sql);
-        }
-        self.transaction(&statements, true).await
+        let offsets_sql = DIALECT.store_offsets(&self.schema, group, &flush.offsets);
+        self.transaction(&statements, Some((&flush, offsets_sql)))
+            .await
     }
 }
