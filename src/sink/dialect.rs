@@ -480,7 +480,7 @@ impl Dialect {
     /// every claim holds; fewer means another instance applied some of these partitions
     /// meanwhile (a rebalance the broker settled without this instance, or an instance
     /// paused past its session timeout), and the caller rolls the whole flush back
-    /// ([`crate::sink::warehouse::check_claims`]).
+    /// ([`crate::sink::warehouse::WarehouseError::Fenced`]).
     ///
     /// PostgreSQL and DuckDB get an `UPDATE … WHERE next_offset = expected` and an
     /// `INSERT … ON CONFLICT DO NOTHING`, not a MERGE: under concurrency PostgreSQL
