@@ -324,19 +324,7 @@ impl Decoder {
             .zip(&columns)
             .map(|((_, value), column)| avro_value(value, &column.kind, &column.name))
             .collect::<Result<Vec<_>, _>>()?;
-        let key = columns.iter().map(|c| c.name.clone()).collect();
-        Ok(Some(SinkRecord {
-            table,
-            shape: Arc::new(TableShape {
-                columns,
-                key,
-                renamed: Vec::new(),
-            }),
-            op: SinkOp::Delete,
-            position,
-            row,
-            unchanged: Vec::new(),
-        }))
+        Ok(Some(tombstone_delete(table, columns, row, position)))
     }
 
     fn decode_json(&mut self, raw: &RawRecord<'_>) -> Result<Option<SinkRecord>, DecodeError> {
@@ -446,19 +434,7 @@ impl Decoder {
                 kind,
             });
         }
-        let key = columns.iter().map(|c| c.name.clone()).collect();
-        Ok(Some(SinkRecord {
-            table,
-            shape: Arc::new(TableShape {
-                columns,
-                key,
-                renamed: Vec::new(),
-            }),
-            op: SinkOp::Delete,
-            position,
-            row,
-            unchanged: Vec::new(),
-        }))
+        Ok(Some(tombstone_delete(table, columns, row, position)))
     }
 
     /// A schemaless table's shape: the columns seen so far, each typed by its first
@@ -718,6 +694,28 @@ fn json_value(value: &Json, kind: &ColumnKind, column: &str) -> Result<Value, De
         (Json::Number(n), ColumnKind::Text | ColumnKind::Other(_)) => Value::Text(n.to_string()),
         (other, _) => return Err(wrong(column, kind, &other.to_string())),
     })
+}
+
+/// The delete a tombstone stands for: its key columns (every one a key column) and values.
+fn tombstone_delete(
+    table: SourceTable,
+    columns: Vec<SinkColumn>,
+    row: Vec<Value>,
+    position: Position,
+) -> SinkRecord {
+    let key = columns.iter().map(|c| c.name.clone()).collect();
+    SinkRecord {
+        table,
+        shape: Arc::new(TableShape {
+            columns,
+            key,
+            renamed: Vec::new(),
+        }),
+        op: SinkOp::Delete,
+        position,
+        row,
+        unchanged: Vec::new(),
+    }
 }
 
 #[cfg(test)]
