@@ -14,9 +14,10 @@
 //!   Snowflake) with batched MERGE, exactly once.
 //! - [`schema`] holds the Avro mapping, schema-change records, the registry client and the
 //!   embedded registry.
-//! - [`config`] reads and validates the configuration; [`testing`] starts real services for
-//!   tests.
+//! - [`config`] reads and validates the configuration, [`check`] tries every connection
+//!   and setting it names; [`testing`] starts real services for tests.
 
+pub mod check;
 pub mod config;
 pub mod event;
 pub mod kafka;

@@ -104,6 +104,16 @@ enum Command {
         #[arg(long, conflicts_with = "from_timestamp")]
         replace: bool,
     },
+    /// Try every part the config names (source settings and privileges, broker, registry,
+    /// warehouse) and say what is wrong with each and how to fix it; exits 1 on a problem.
+    Check {
+        /// Connector config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the slot, publication and lag as the server sees them.
     Status {
         /// Connector config file (TOML).
@@ -330,6 +340,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     .join(", ")
             );
             Ok(())
+        }
+        Command::Check { config, json } => {
+            let report = tidemark::check::check(&load(&config)?).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if report.passed() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the config is not ready: {} problem(s)",
+                    report.problems().count()
+                ))
+            }
         }
         Command::Status { config, json } => {
             let status = status::status(&load(&config)?).await?;

@@ -1,0 +1,248 @@
+//! `tidemark check`: tries every part a config names, one by one, and says for each what is
+//! wrong and how to fix it, before anything is created or streamed.
+//!
+//! - **source**: connects, then the checks `setup` runs (server version, `wal_level`, the
+//!   role's REPLICATION privilege, free replication slots and WAL senders, the tables named
+//!   in `source.tables`, replica identity of keyless tables, the right to create the
+//!   publication), and the role's SELECT on every selected table (the snapshot reads them).
+//! - **kafka**: the brokers answer a metadata request within 10 s (with the connection
+//!   properties of `[kafka.properties]`: TLS, SASL).
+//! - **registry**: an external registry (`[registry] url`) answers a lookup of a subject
+//!   that does not exist with "not found"; without a url, the embedded one is started by
+//!   `run` and needs only the broker.
+//! - **sink**: the warehouse opens (which, like the sink's first start, creates its two
+//!   bookkeeping tables when missing).
+//!
+//! Nothing else is written: no publication, slot, topic or subject.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+
+use crate::config::{Config, RecordFormat};
+use crate::source::connection::{connect_sql, describe};
+
+/// One finding.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    /// The part checked: `source`, `kafka`, `registry` or `sink`.
+    pub part: &'static str,
+    /// Whether it is ready.
+    pub ok: bool,
+    /// What was found, and when not ok, how to fix it.
+    pub detail: String,
+}
+
+/// Everything `check` found, in the order the parts were tried.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// The findings.
+    pub findings: Vec<Finding>,
+}
+
+impl CheckReport {
+    /// Whether every part is ready.
+    pub fn passed(&self) -> bool {
+        self.findings.iter().all(|f| f.ok)
+    }
+
+    /// The problems only.
+    pub fn problems(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.ok)
+    }
+
+    fn ok(&mut self, part: &'static str, detail: impl Into<String>) {
+        self.findings.push(Finding {
+            part,
+            ok: true,
+            detail: detail.into(),
+        });
+    }
+
+    fn problem(&mut self, part: &'static str, detail: impl Into<String>) {
+        self.findings.push(Finding {
+            part,
+            ok: false,
+            detail: detail.into(),
+        });
+    }
+
+    /// The report as terminal lines: `ok` or `FAIL` per finding, then a verdict.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for finding in &self.findings {
+            let mark = if finding.ok { "ok  " } else { "FAIL" };
+            out.push_str(&format!(
+                "{mark}  {:<8}  {}\n",
+                finding.part, finding.detail
+            ));
+        }
+        let problems = self.problems().count();
+        if problems == 0 {
+            out.push_str("ready: every part of the config answered\n");
+        } else {
+            out.push_str(&format!(
+                "{problems} problem{} to fix (each line says how)\n",
+                if problems == 1 { "" } else { "s" }
+            ));
+        }
+        out
+    }
+}
+
+/// Checks every part `config` names.
+pub async fn check(config: &Config) -> CheckReport {
+    let mut report = CheckReport::default();
+    check_source(config, &mut report).await;
+    if let Some(kafka) = &config.kafka {
+        check_kafka(kafka, &mut report).await;
+        if kafka.format != RecordFormat::Json {
+            check_registry(config, &mut report).await;
+        }
+    }
+    if let Some(sink) = &config.sink {
+        match crate::sink::warehouse::Warehouse::open(sink).await {
+            Ok(_) => report.ok("sink", format!("the {:?} warehouse opens", sink.kind)),
+            Err(error) => report.problem("sink", error.to_string()),
+        }
+    }
+    report
+}
+
+async fn check_source(config: &Config, report: &mut CheckReport) {
+    let settings = match config.source_settings() {
+        Ok(settings) => settings,
+        Err(error) => return report.problem("source", error.to_string()),
+    };
+    let client = match connect_sql(&settings).await {
+        Ok(client) => client,
+        Err(error) => {
+            return report.problem(
+                "source",
+                format!(
+                    "cannot connect to {}: {error}; check source.url (host, port, database, user) and the password (TIDEMARK_SOURCE_PASSWORD)",
+                    settings.redacted_url()
+                ),
+            );
+        }
+    };
+    match crate::source::setup::check(&client, config).await {
+        Ok(problems) if problems.is_empty() => report.ok(
+            "source",
+            format!(
+                "{} answers; wal_level, replication privilege, slots, WAL senders and tables are ready",
+                settings.redacted_url()
+            ),
+        ),
+        Ok(problems) => {
+            for problem in problems {
+                report.problem("source", problem);
+            }
+        }
+        Err(error) => report.problem("source", error.to_string()),
+    }
+    match unreadable_tables(&client, config).await {
+        Ok(tables) => {
+            for (table, user) in tables {
+                report.problem(
+                    "source",
+                    format!(
+                        "role {user} cannot SELECT from {table} (the snapshot reads it); run GRANT SELECT ON {table} TO {user};"
+                    ),
+                );
+            }
+        }
+        Err(error) => report.problem(
+            "source",
+            format!("checking SELECT privileges: {}", describe(&error)),
+        ),
+    }
+}
+
+/// Selected tables the connecting role cannot read: (qualified table, role).
+async fn unreadable_tables(
+    client: &tokio_postgres::Client,
+    config: &Config,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let selectors = config.table_selectors();
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), current_user::text, n.nspname, c.relname \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+               AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            let (schema, name): (String, String) = (r.get(2), r.get(3));
+            selectors.is_empty() || selectors.iter().any(|s| s.matches(&schema, &name))
+        })
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+async fn check_kafka(kafka: &crate::config::KafkaConfig, report: &mut CheckReport) {
+    let consumer: BaseConsumer = match crate::kafka::connection_config(kafka)
+        .set("group.id", "tidemark-check")
+        .create()
+    {
+        Ok(consumer) => consumer,
+        Err(error) => {
+            return report.problem(
+                "kafka",
+                format!("{error}; check [kafka.properties] (a librdkafka property is wrong)"),
+            );
+        }
+    };
+    let brokers = kafka.brokers.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map(|m| (m.brokers().len(), m.topics().len()))
+    })
+    .await;
+    match metadata {
+        Ok(Ok((brokers_seen, topics))) => report.ok(
+            "kafka",
+            format!("{brokers} answers: {brokers_seen} broker(s), {topics} topic(s)"),
+        ),
+        Ok(Err(error)) => report.problem(
+            "kafka",
+            format!(
+                "no answer from {brokers} within 10 s ({error}); check [kafka] brokers, that the broker runs and is reachable, and the TLS/SASL settings in [kafka.properties]"
+            ),
+        ),
+        Err(error) => report.problem("kafka", format!("the metadata request failed: {error}")),
+    }
+}
+
+async fn check_registry(config: &Config, report: &mut CheckReport) {
+    let registry = config.registry.clone().unwrap_or_default();
+    let Some(url) = registry.url.clone() else {
+        return report.ok(
+            "registry",
+            format!(
+                "embedded (started by run on {}, its schemas kept in the topic {})",
+                registry.listen, registry.topic
+            ),
+        );
+    };
+    let client = match crate::schema::registry_client::RegistryClient::new(&url, &registry) {
+        Ok(client) => client,
+        Err(error) => return report.problem("registry", error.to_string()),
+    };
+    match client.latest("tidemark-check-no-such-subject").await {
+        Ok(_) => report.ok("registry", format!("{url} answers")),
+        Err(error) => report.problem(
+            "registry",
+            format!(
+                "{error}; check [registry] url, username and TIDEMARK_REGISTRY_PASSWORD, and ca_file"
+            ),
+        ),
+    }
+}
