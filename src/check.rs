@@ -17,7 +17,10 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use serde::Serialize;
 
 use crate::config::{Config, RecordFormat};
@@ -103,7 +106,13 @@ pub async fn check(config: &Config) -> CheckReport {
     }
     if let Some(sink) = &config.sink {
         match crate::sink::warehouse::Warehouse::open(sink).await {
-            Ok(_) => report.ok("sink", format!("the {:?} warehouse opens", sink.kind)),
+            Ok(_) => report.ok(
+                "sink",
+                format!(
+                    "the {} warehouse opens",
+                    format!("{:?}", sink.kind).to_lowercase()
+                ),
+            ),
             Err(error) => report.problem("sink", error.to_string()),
         }
     }
@@ -186,10 +195,22 @@ async fn unreadable_tables(
         .collect())
 }
 
+/// A client that keeps librdkafka's own connection errors out of the log: the metadata
+/// request's answer says what went wrong, once.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _level: RDKafkaLogLevel, _fac: &str, _log_message: &str) {}
+
+    fn error(&self, _error: KafkaError, _reason: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
+
 async fn check_kafka(kafka: &crate::config::KafkaConfig, report: &mut CheckReport) {
-    let consumer: BaseConsumer = match crate::kafka::connection_config(kafka)
+    let consumer: BaseConsumer<Quiet> = match crate::kafka::connection_config(kafka)
         .set("group.id", "tidemark-check")
-        .create()
+        .create_with_context(Quiet)
     {
         Ok(consumer) => consumer,
         Err(error) => {
