@@ -391,14 +391,10 @@ fn parse_timestamp(text: &str) -> anyhow::Result<i64> {
     let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
         return Err(bad());
     };
-    // Days from civil (Howard Hinnant).
-    let y = if *m <= 2 { y - 1 } else { *y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let (Ok(month), Ok(day)) = (u32::try_from(*m), u32::try_from(*day)) else {
+        return Err(bad());
+    };
+    let days = tidemark::source::text_decode::days_from_civil(*y, month, day);
     Ok(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
 }
 
@@ -421,5 +417,30 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_timestamp;
+
+    #[test]
+    fn timestamps_are_milliseconds_or_rfc3339_utc() {
+        assert_eq!(
+            parse_timestamp("1795255200000").ok(),
+            Some(1_795_255_200_000)
+        );
+        assert_eq!(
+            parse_timestamp("2026-11-21T10:00:00Z").ok(),
+            Some(1_795_255_200_000)
+        );
+        assert_eq!(parse_timestamp("1969-12-31T23:59:59Z").ok(), Some(-1000));
+        let wrong = parse_timestamp("2026-11-21 10:00").map_err(|e| e.to_string());
+        assert!(
+            wrong.as_ref().is_err_and(
+                |e| e.contains("use milliseconds since the epoch or YYYY-MM-DDTHH:MM:SSZ")
+            ),
+            "{wrong:?}"
+        );
     }
 }
