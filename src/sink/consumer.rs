@@ -73,7 +73,8 @@ impl SinkContext {
 
     fn assign_from_warehouse(&self, tpl: &mut TopicPartitionList) {
         let assigned = partitions_of(tpl);
-        let mut changes = self.lock_changes();
+        // Read first, report after: the lock is not held across the warehouse read.
+        let mut changes = Vec::new();
         match (self.reader)(&self.group) {
             Ok(stored) => {
                 for tp in assigned {
@@ -96,6 +97,7 @@ impl SinkContext {
                 changes.extend(assigned.into_iter().map(PartitionChange::AssignedUnread));
             }
         }
+        self.lock_changes().extend(changes);
     }
 }
 

@@ -470,7 +470,7 @@ impl Sink<'_> {
             let (reader, group) = (self.reader.clone(), self.group.clone());
             let read = tokio::task::spawn_blocking(move || reader(&group))
                 .await
-                .map_err(|e| SinkError::Config(format!("reading offsets: {e}")))?;
+                .map_err(|e| super::warehouse::statement("reading offsets")(e.to_string()))?;
             match read {
                 Ok(stored) => break stored,
                 Err(error) if error.is_transient() => {
