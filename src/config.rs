@@ -1,5 +1,6 @@
 //! Connector configuration: a TOML file, then `TIDEMARK_<SECTION>_<KEY>` environment
-//! overrides (top-level keys as `TIDEMARK_<KEY>`), then [`Config::validate`].
+//! overrides (top-level keys as `TIDEMARK_<KEY>`), then the command line's
+//! `--set section.key=value` flags, then [`Config::validate`].
 //!
 //! Environment values take the type of the key they override: numbers and booleans are
 //! parsed, lists accept a TOML array (`["a","b"]`) or comma-separated text. Secrets (the source
@@ -97,6 +98,19 @@ pub struct Config {
     /// Warehouse sink (used by the sink stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<SinkConfig>,
+    /// The HTTP endpoint for Prometheus and orchestrators (`/metrics`, `/healthz`,
+    /// `/readyz`); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics`, `/healthz` and `/readyz` on, e.g. `0.0.0.0:9187`.
+    #[serde(default = "defaults::metrics_listen")]
+    pub listen: String,
 }
 
 /// `[source]`.
@@ -603,6 +617,9 @@ mod defaults {
     pub fn snapshot_checkpoint_ms() -> u64 {
         5000
     }
+    pub fn metrics_listen() -> String {
+        "127.0.0.1:9187".into()
+    }
     pub fn registry_listen() -> String {
         "127.0.0.1:8081".into()
     }
@@ -636,7 +653,7 @@ mod secret_opt {
     }
 }
 
-const SECTIONS: &[&str] = &["source", "kafka", "registry", "sink"];
+const SECTIONS: &[&str] = &["source", "kafka", "registry", "sink", "metrics"];
 
 impl Config {
     /// Reads `path`, applies the process environment, fills defaults and validates.
@@ -664,6 +681,36 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::from_layers(text, origin, env, &[])
+    }
+
+    /// Reads `path`, then the process environment, then `flags` (`section.key=value`, the
+    /// CLI's `--set`): each layer overrides the one before. Fills defaults and validates.
+    pub fn load_with_flags(path: &Path, flags: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_layers(&text, &path.display().to_string(), std::env::vars(), flags)
+    }
+
+    /// The config file's text, then `TIDEMARK_*` variables from `env`, then `flags`.
+    ///
+    /// ```
+    /// use tidemark::config::Config;
+    /// let toml = "name = \"shop\"\n[source]\nurl = \"postgres://cdc@db/shop\"\n";
+    /// let env = [("TIDEMARK_SOURCE_SLOT".to_string(), "from_env".to_string())];
+    /// let flags = ["source.slot=from_flag".to_string()];
+    /// let config = Config::from_layers(toml, "example", env, &flags)?;
+    /// assert_eq!(config.source.slot, "from_flag");
+    /// # Ok::<(), tidemark::config::ConfigError>(())
+    /// ```
+    pub fn from_layers(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[String],
+    ) -> Result<Config, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
             message: e.to_string(),
@@ -671,8 +718,13 @@ impl Config {
         let mut from_env = Vec::new();
         for (var, value) in env {
             if let Some(path) = apply_env_override(&mut table, &var, &value)? {
-                from_env.push((path, var));
+                from_env.push((path, format!("environment variable {var}")));
             }
+        }
+        for flag in flags {
+            let path = apply_flag_override(&mut table, flag)?;
+            from_env.retain(|(p, _)| *p != path);
+            from_env.push((path, format!("--set {flag}")));
         }
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
@@ -680,7 +732,7 @@ impl Config {
                 let source = from_env
                     .iter()
                     .find(|(p, _)| *p == path)
-                    .map(|(_, var)| format!(" (set by environment variable {var})"))
+                    .map(|(_, layer)| format!(" (set by {layer})"))
                     .unwrap_or_default();
                 ConfigError::Parse {
                     origin: origin.to_owned(),
@@ -822,6 +874,17 @@ impl Config {
         if let Some(sink) = &self.sink {
             sink.validate()?;
         }
+        if let Some(metrics) = &self.metrics {
+            if metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+                return invalid(
+                    "metrics.listen",
+                    format!(
+                        "{:?} is not an address to listen on: use IP:PORT, e.g. 0.0.0.0:9187",
+                        metrics.listen
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -920,13 +983,54 @@ fn apply_env_override(
     };
     let rest = rest.to_ascii_lowercase();
     let (section, key) = match rest.split_once('_') {
-        Some((section, key)) if SECTIONS.contains(&section) => (Some(section), key.to_owned()),
-        _ if rest == "name" => (None, rest.clone()),
+        Some((section, key)) if SECTIONS.contains(&section) => (Some(section), key),
+        _ if rest == "name" => (None, rest.as_str()),
         _ => return Ok(None),
     };
+    set_key(
+        table,
+        section,
+        key,
+        value,
+        &format!("environment variable {var}"),
+    )
+    .map(Some)
+}
+
+/// Applies one `--set section.key=value` flag; returns the dotted key it set.
+fn apply_flag_override(table: &mut toml::Table, flag: &str) -> Result<String, ConfigError> {
+    let origin = format!("--set {flag}");
+    let bad = |message: String| ConfigError::Parse {
+        origin: origin.clone(),
+        message,
+    };
+    let (path, value) = flag.split_once('=').ok_or_else(|| {
+        bad("use --set section.key=value, e.g. --set sink.batch_rows=5000".into())
+    })?;
+    let path = path.trim();
+    match path.split_once('.') {
+        Some((section, key)) if SECTIONS.contains(&section) && !key.is_empty() => {
+            set_key(table, Some(section), key, value, &origin)
+        }
+        None if path == "name" => set_key(table, None, path, value, &origin),
+        _ => Err(bad(format!(
+            "{path:?} is not a config key: use name or <section>.<key> with a section of {}",
+            SECTIONS.join(", ")
+        ))),
+    }
+}
+
+/// Sets `section.key` (a top-level key without a section) to `value`, typed as the key is.
+fn set_key(
+    table: &mut toml::Table,
+    section: Option<&str>,
+    key: &str,
+    value: &str,
+    origin: &str,
+) -> Result<String, ConfigError> {
     let path = match section {
         Some(section) => format!("{section}.{key}"),
-        None => key.clone(),
+        None => key.to_owned(),
     };
     let target = match section {
         None => table,
@@ -935,13 +1039,13 @@ fn apply_env_override(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
             .ok_or_else(|| ConfigError::Parse {
-                origin: format!("environment variable {var}"),
+                origin: origin.to_owned(),
                 message: format!("[{section}] is not a table in the config file"),
             })?,
     };
-    let typed = typed_env_value(section, &key, value);
-    target.insert(key, typed);
-    Ok(Some(path))
+    let typed = typed_env_value(section, key, value);
+    target.insert(key.to_owned(), typed);
+    Ok(path)
 }
 
 /// Gives an environment value the type its key has.
@@ -957,6 +1061,8 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "kafka.replication_factor",
         "kafka.max_in_flight",
         "registry.attempts",
+        "sink.batch_rows",
+        "sink.batch_ms",
     ];
     const BOOLEANS: &[&str] = &[
         "source.ddl_capture",
@@ -964,8 +1070,9 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "kafka.compact",
         "kafka.transaction_metadata",
         "kafka.json_schemas",
+        "sink.soft_delete",
     ];
-    const LISTS: &[&str] = &["source.tables"];
+    const LISTS: &[&str] = &["source.tables", "sink.tables"];
     let path = format!("{}.{key}", section.unwrap_or(""));
     let path = path.as_str();
     match path {

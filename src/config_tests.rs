@@ -151,3 +151,52 @@ fn each_broken_rule_names_its_field() {
         }
     }
 }
+
+#[test]
+fn flags_override_the_environment_which_overrides_the_file() {
+    let env = [
+        ("TIDEMARK_SOURCE_SLOT".to_string(), "from_env".to_string()),
+        ("TIDEMARK_SINK_BATCH_ROWS".to_string(), "700".to_string()),
+    ];
+    let flags = [
+        "source.slot=from_flag".to_string(),
+        "sink.batch_ms=250".to_string(),
+        "metrics.listen=0.0.0.0:9999".to_string(),
+        "name=renamed".to_string(),
+    ];
+    let config =
+        Config::from_layers(EXAMPLE, "test.toml", env, &flags).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.source.slot, "from_flag");
+    assert_eq!(config.name, "renamed");
+    let sink = config.sink.unwrap_or_else(|| panic!("EXAMPLE has [sink]"));
+    assert_eq!(
+        sink.batch_rows, 700,
+        "the environment still applies under flags"
+    );
+    assert_eq!(sink.batch_ms, 250);
+    assert_eq!(
+        config.metrics.map(|m| m.listen),
+        Some("0.0.0.0:9999".to_string())
+    );
+}
+
+#[test]
+fn bad_flags_name_the_flag_and_the_fix() {
+    let cases: &[(&str, &str)] = &[
+        ("sink.batch_rows", "use --set section.key=value"),
+        ("nosuch.key=1", "\"nosuch.key\" is not a config key"),
+        (
+            "sink.batch_rows=many",
+            "sink.batch_rows (set by --set sink.batch_rows=many): invalid type",
+        ),
+        ("metrics.listen=nowhere", "metrics.listen"),
+        ("source.nosuchkey=1", "unknown field `nosuchkey`"),
+    ];
+    for (flag, expected) in cases {
+        let flags = [flag.to_string()];
+        match Config::from_layers(EXAMPLE, "test.toml", std::iter::empty(), &flags) {
+            Ok(_) => panic!("accepted --set {flag}"),
+            Err(e) => assert!(e.to_string().contains(expected), "--set {flag}: {e}"),
+        }
+    }
+}

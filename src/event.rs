@@ -22,7 +22,7 @@ use crate::source::pgoutput::ReplicaIdentity;
 use crate::value::Value;
 
 /// The operation of an event, with Debezium's one-letter codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Op {
     /// `c`: insert.
     #[serde(rename = "c")]

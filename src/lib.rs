@@ -14,15 +14,21 @@
 //!   Snowflake) with batched MERGE, exactly once.
 //! - [`schema`] holds the Avro mapping, schema-change records, the registry client and the
 //!   embedded registry.
+//! - [`drill`] rehearses schema changes on the configured stack.
+//! - [`pipeline`] runs source, Kafka and sink in-process (programs and tests).
+//! - [`observe`] serves Prometheus metrics and the health endpoints.
 //! - [`config`] reads and validates the configuration, [`check`] tries every connection
 //!   and setting it names; [`testing`] starts real services for tests.
 
 pub mod check;
 pub mod config;
+pub mod drill;
 pub mod event;
 pub mod kafka;
 pub mod lsn;
+pub mod observe;
 pub mod output;
+pub mod pipeline;
 pub mod schema;
 pub mod sink;
 pub mod snapshot;

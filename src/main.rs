@@ -19,6 +19,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "TIDEMARK_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Override one config key, after the file and the `TIDEMARK_*` environment
+    /// (repeatable): `--set sink.batch_rows=5000`, `--set source.slot=cdc`.
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,11 +118,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rehearse on the configured stack: `drill schema-change` runs a scratch table
+    /// through every kind of schema change and compares the warehouse after each.
+    Drill {
+        #[command(subcommand)]
+        drill: DrillCommand,
+    },
     /// Show the slot, publication and lag as the server sees them.
     Status {
         /// Connector config file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DrillCommand {
+    /// Create a scratch table in the source, apply each schema change of a migration with
+    /// rows between, wait for the warehouse and compare after each step; print a pass/fail
+    /// table; drop the scratch table. Exits 1 when a step fails.
+    SchemaChange {
+        /// Connector config file (TOML) with [kafka] and [sink].
+        #[arg(long)]
+        config: PathBuf,
+        /// Source schema to create the scratch table in.
+        #[arg(long, default_value = "public")]
+        schema: String,
+        /// Keep the scratch table's copy in the warehouse.
+        #[arg(long)]
+        keep: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -138,8 +169,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+fn load(path: &std::path::Path, flags: &[String]) -> anyhow::Result<Config> {
+    Ok(Config::load_with_flags(path, flags)?)
 }
 
 /// First SIGINT/SIGTERM: stop gracefully. Second: exit at once (nothing unacknowledged is
@@ -171,7 +202,20 @@ fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` when the config has `[metrics]`.
+async fn start_metrics(
+    config: &Config,
+) -> anyhow::Result<Option<tidemark::observe::server::MetricsServer>> {
+    match &config.metrics {
+        Some(metrics) => Ok(Some(
+            tidemark::observe::server::serve(&metrics.listen).await?,
+        )),
+        None => Ok(None),
+    }
+}
+
 async fn run(config: Config, output: &str) -> anyhow::Result<()> {
+    let metrics = start_metrics(&config).await?;
     let settings = config.source_settings()?;
     let context = EnvelopeContext {
         prefix: config.name.clone(),
@@ -185,30 +229,13 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             reader::run_reader(&config, &mut out, shutdown).await?
         }
         "kafka" => {
-            let (mut out, registry) =
-                tidemark::kafka::KafkaOutput::from_config(&config, context).await?;
-            if config.sink.is_none() {
-                reader::run_reader(&config, &mut out, shutdown).await?
-            } else {
-                // Source and sink together; the sink uses the registry the source uses.
-                let options = tidemark::sink::SinkOptions {
-                    registry_url: registry.as_ref().map(|r| r.url()),
-                    ..Default::default()
-                };
-                let sink_config = config.clone();
-                let sink_shutdown = shutdown.clone();
-                let sink = tokio::spawn(async move {
-                    tidemark::sink::run_sink(&sink_config, options, sink_shutdown).await
-                });
-                let stats = reader::run_reader(&config, &mut out, shutdown).await;
-                let sink_stats = sink.await.context("the sink task")??;
-                tracing::info!(
-                    applied = sink_stats.applied,
-                    flushes = sink_stats.flushes,
-                    "sink done"
-                );
-                stats?
+            // Source and, with [sink], the sink: the sink uses the registry the source uses.
+            let pipeline = tidemark::pipeline::Pipeline::start(config.clone()).await?;
+            let stats = pipeline.run_until(shutdown).await?;
+            if let Some(sink) = stats.sink {
+                tracing::info!(applied = sink.applied, flushes = sink.flushes, "sink done");
             }
+            stats.source
         }
         "null" => {
             let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context);
@@ -229,6 +256,9 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
         }
     };
     tracing::info!(events = stats.events, snapshot_rows = stats.snapshot_rows, transactions = stats.transactions, confirmed = %stats.confirmed, "done");
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     Ok(())
 }
 
@@ -238,17 +268,24 @@ async fn serve_registry(config: Config) -> anyhow::Result<()> {
         "the embedded registry keeps its schemas in Kafka: add a [kafka] section with brokers",
     )?;
     let mut shutdown = shutdown_signal()?;
+    let metrics = start_metrics(&config).await?;
     let registry =
         EmbeddedRegistry::start(kafka, &config.registry.clone().unwrap_or_default()).await?;
+    use tidemark::observe::health::{self, Part, Readiness};
+    health::set(Part::Registry, Readiness::Ready);
     let _ = shutdown.wait_for(|stop| *stop).await;
+    health::set(Part::Registry, Readiness::NotReady("stopping".into()));
     registry.stop().await;
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     Ok(())
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(command: Command, flags: &[String]) -> anyhow::Result<()> {
     match command {
         Command::Run { config, output } => {
-            let config = load(&config)?;
+            let config = load(&config, flags)?;
             let output = output.unwrap_or_else(|| {
                 if config.kafka.is_some() {
                     "kafka"
@@ -260,7 +297,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             run(config, &output).await
         }
         Command::Setup { config, print_sql } => {
-            let config = load(&config)?;
+            let config = load(&config, flags)?;
             if print_sql {
                 print!("{}", setup::print_sql(&config));
                 return Ok(());
@@ -269,13 +306,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::Registry { config } => serve_registry(load(&config)?).await,
+        Command::Registry { config } => serve_registry(load(&config, flags)?).await,
         Command::Snapshot {
             config,
             tables,
             condition,
         } => {
-            let config = load(&config)?;
+            let config = load(&config, flags)?;
             let how = tidemark::snapshot::signal::request_snapshot(
                 &config,
                 &tables,
@@ -289,15 +326,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Teardown { config } => {
-            for line in setup::teardown(&load(&config)?).await? {
+            for line in setup::teardown(&load(&config, flags)?).await? {
                 println!("{line}");
             }
             Ok(())
         }
         Command::Sink { config } => {
-            let config = load(&config)?;
+            let config = load(&config, flags)?;
+            let metrics = start_metrics(&config).await?;
             let stats =
                 tidemark::sink::run_sink(&config, Default::default(), shutdown_signal()?).await?;
+            if let Some(metrics) = metrics {
+                metrics.stop().await;
+            }
             tracing::info!(
                 records = stats.records,
                 applied = stats.applied,
@@ -314,7 +355,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             replace,
         } => {
             use tidemark::sink::replay::{ReplayFrom, replay};
-            let config = load(&config)?;
+            let config = load(&config, flags)?;
             let from = match from_timestamp {
                 None => ReplayFrom::Beginning,
                 Some(text) => ReplayFrom::Timestamp(parse_timestamp(&text)?),
@@ -342,7 +383,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { config, json } => {
-            let report = tidemark::check::check(&load(&config)?).await;
+            let report = tidemark::check::check(&load(&config, flags)?).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -357,12 +398,40 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 ))
             }
         }
-        Command::Status { config, json } => {
-            let status = status::status(&load(&config)?).await?;
+        Command::Drill {
+            drill:
+                DrillCommand::SchemaChange {
+                    config,
+                    schema,
+                    keep,
+                    json,
+                },
+        } => {
+            let config = load(&config, flags)?;
+            let report = tidemark::drill::schema_change(&config, &schema, keep).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            anyhow::ensure!(report.passed(), "the schema-change drill failed");
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let config = load(&config, flags)?;
+            let status = status::status(&config).await?;
+            let sink = tidemark::sink::status::sink_status(&config).await;
+            if json {
+                let mut value = serde_json::to_value(&status)?;
+                if let (Some(sink), Some(object)) = (&sink, value.as_object_mut()) {
+                    object.insert("sink".into(), serde_json::to_value(sink)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!("{status}");
+                if let Some(sink) = sink {
+                    println!("{sink}");
+                }
             }
             Ok(())
         }
@@ -411,7 +480,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, &cli.set)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

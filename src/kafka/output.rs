@@ -39,6 +39,7 @@ use super::topics::{TopicCreator, TopicKind, TopicRouter};
 use crate::config::{Delivery, IncompatiblePolicy, KafkaConfig, RecordFormat};
 use crate::event::{ChangeEvent, EnvelopeContext, Op, TableSchema, now_ms};
 use crate::lsn::Lsn;
+use crate::observe::names;
 use crate::output::{EventOutput, OutputError};
 use crate::schema::change::{
     CapturedDdl, Change, ColumnInfo, DDL_MESSAGE_PREFIX, SchemaChangeRecord, ShapeInUse,
@@ -67,6 +68,20 @@ struct Description {
 /// Delivery reports into the [`AckTracker`].
 pub struct AckContext {
     tracker: Arc<AckTracker>,
+    delivered: metrics::Counter,
+    latency: metrics::Histogram,
+    failed: metrics::Counter,
+}
+
+impl AckContext {
+    fn new(tracker: Arc<AckTracker>) -> Self {
+        AckContext {
+            tracker,
+            delivered: metrics::counter!(names::KAFKA_RECORDS),
+            latency: metrics::histogram!(names::KAFKA_DELIVERY_SECONDS),
+            failed: metrics::counter!(names::KAFKA_DELIVERY_ERRORS),
+        }
+    }
 }
 
 impl ClientContext for AckContext {}
@@ -75,10 +90,22 @@ impl ProducerContext for AckContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ordinal: usize) {
+        use rdkafka::Message;
         let outcome = match result {
-            Ok(_) => Ok(()),
+            Ok(message) => {
+                self.delivered.increment(1);
+                // The producer stamps each record with its create time (ms) at send.
+                if let Some(created) = message.timestamp().to_millis() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    self.latency
+                        .record(now.saturating_sub(created).max(0) as f64 / 1000.0);
+                }
+                Ok(())
+            }
             Err((error, message)) => {
-                use rdkafka::Message;
+                self.failed.increment(1);
                 let topic = message.topic().to_owned();
                 let detail = match error.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
@@ -201,9 +228,7 @@ impl KafkaOutput {
                 .set("message.timeout.ms", transaction_timeout);
         }
         let producer: ThreadedProducer<AckContext> = client
-            .create_with_context(AckContext {
-                tracker: tracker.clone(),
-            })
+            .create_with_context(AckContext::new(tracker.clone()))
             .map_err(|source| KafkaError::Client {
                 context: "creating the producer".into(),
                 source,

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::RegistryConfig;
+use crate::observe::names;
 use crate::source::connection::Secret;
 
 /// Confluent's request content type.
@@ -261,6 +262,12 @@ impl RegistryClient {
         let url = format!("{}{path}", self.base);
         let mut delay = Duration::from_millis(100);
         let mut last = String::new();
+        let started = std::time::Instant::now();
+        let answered = |outcome: &'static str| {
+            metrics::counter!(names::REGISTRY_CALLS, "outcome" => outcome).increment(1);
+            metrics::histogram!(names::REGISTRY_CALL_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+        };
         for attempt in 1..=self.attempts {
             let mut request = self
                 .http
@@ -279,7 +286,10 @@ impl RegistryClient {
                     let status = response.status().as_u16();
                     let transient = status == 429 || status >= 500;
                     match response.bytes().await {
-                        Ok(bytes) if !transient => return Ok((status, bytes)),
+                        Ok(bytes) if !transient => {
+                            answered(if attempt == 1 { "ok" } else { "retried" });
+                            return Ok((status, bytes));
+                        }
                         Ok(bytes) => {
                             last = format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes))
                         }
@@ -294,6 +304,7 @@ impl RegistryClient {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+        answered("failed");
         Err(RegistryClientError::Unavailable {
             url: self.base.clone(),
             what: what.to_owned(),

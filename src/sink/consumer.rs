@@ -24,11 +24,13 @@ use std::sync::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::record::TopicPartition;
 use super::warehouse::OffsetsReader;
+use crate::observe::names;
 
 /// What a rebalance did to a partition, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +114,26 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): each assigned partition's
+    /// consumer lag, the broker's end offset minus the consumed position.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, partition_stats) in &stats.partitions {
+                // -1: not consumed by this instance (or not known yet).
+                if *partition < 0 || partition_stats.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    names::SINK_CONSUMER_LAG,
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(partition_stats.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn rebalance(

@@ -19,6 +19,9 @@
 //!
 //! A record of a new shape applies every pending batch first, so one MERGE never mixes
 //! shapes.
+//!
+//! [`status`] is the sink's part of `tidemark status` (applied offsets against the
+//! broker's end offsets).
 
 pub mod batch;
 pub mod consumer;
@@ -29,6 +32,7 @@ pub mod record;
 pub mod replay;
 pub mod runner;
 pub mod shape;
+pub mod status;
 pub mod warehouse;
 
 pub use runner::{SinkOptions, SinkStats, run_sink};

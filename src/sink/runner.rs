@@ -24,6 +24,8 @@ use super::warehouse::{
     Flush, OffsetsReader, StoredTable, TableFlush, Warehouse, WarehouseError, failpoint,
 };
 use crate::config::{Config, KafkaConfig, SinkConfig, TableSelector};
+use crate::observe::health::{self, Part, Readiness};
+use crate::observe::names;
 use crate::schema::registry_client::RegistryClient;
 
 /// How a sink run starts and ends.
@@ -43,6 +45,34 @@ pub struct SinkOptions {
     pub bounded: Option<Vec<(String, i32, Offset, i64)>>,
     /// A progress bar advanced per record (replay).
     pub progress: Option<indicatif::ProgressBar>,
+    /// Where to publish the offsets each committed warehouse transaction stored (a
+    /// caller waiting for the sink to catch up).
+    pub applied: Option<Arc<AppliedOffsets>>,
+}
+
+/// The next offset to apply per partition, as of the sink's last committed warehouse
+/// transaction.
+#[derive(Debug, Default)]
+pub struct AppliedOffsets(std::sync::Mutex<HashMap<(String, i32), i64>>);
+
+impl AppliedOffsets {
+    fn record(&self, claims: &[OffsetClaim]) {
+        let mut applied = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for claim in claims {
+            applied.insert((claim.topic.clone(), claim.partition), claim.next);
+        }
+    }
+
+    /// The offsets now: `(topic, partition)` to the next offset to apply.
+    pub fn snapshot(&self) -> HashMap<(String, i32), i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// What a run did.
@@ -349,18 +379,40 @@ impl Sink<'_> {
                 .collect();
         }
         let changes: usize = flush.tables.iter().map(|t| t.rows.len()).sum();
+        for table in &flush.tables {
+            metrics::histogram!(names::SINK_BATCH_ROWS).record(table.rows.len() as f64);
+        }
         let flush = Arc::new(flush);
         let mut delay = Duration::from_millis(500);
         loop {
+            let started = std::time::Instant::now();
             match self.warehouse.apply(flush.clone(), &self.group).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics::histogram!(names::SINK_MERGE_SECONDS)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!(names::SINK_FLUSHES).increment(1);
+                    if self.options.bounded.is_none() {
+                        health::set(Part::Sink, Readiness::Ready);
+                    }
+                    break;
+                }
                 Err(error @ WarehouseError::Fenced { .. }) => {
+                    metrics::counter!(names::SINK_FLUSH_ERRORS, "kind" => "fenced").increment(1);
                     tracing::warn!(%error, "flush refused");
                     let partitions: Vec<TopicPartition> =
                         self.offsets.keys().map(|tp| (**tp).clone()).collect();
                     return self.resync(consumer, &partitions).await;
                 }
                 Err(error) if error.is_transient() => {
+                    metrics::counter!(names::SINK_FLUSH_ERRORS, "kind" => "transient").increment(1);
+                    if self.options.bounded.is_none() {
+                        health::set(
+                            Part::Sink,
+                            Readiness::NotReady(format!(
+                                "warehouse unavailable, retrying: {error}"
+                            )),
+                        );
+                    }
                     tracing::warn!(%error, retry_in = ?delay, "warehouse transaction failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
@@ -387,6 +439,9 @@ impl Sink<'_> {
             }
         }
         tracing::debug!(changes, tables = flush.tables.len(), "flushed");
+        if let Some(applied) = &self.options.applied {
+            applied.record(&flush.offsets);
+        }
         failpoint("sink.after_commit");
         for claim in &flush.offsets {
             self.claims.insert(
@@ -528,6 +583,9 @@ async fn sink_loop(
     let kafka = config.kafka.as_ref().ok_or_else(|| {
         SinkError::Config("the sink reads Kafka: add a [kafka] section with brokers".into())
     })?;
+    if options.bounded.is_none() {
+        health::set(Part::Sink, Readiness::Starting);
+    }
     let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
     let lookup = schema_lookup(config, kafka, options.registry_url.as_deref()).await?;
     let mut decoder = Decoder::new(router.prefix(), lookup);
@@ -552,6 +610,8 @@ async fn sink_loop(
         .set("session.timeout.ms", "10000")
         // The subscription is a pattern: new tables' topics are found on metadata refresh.
         .set("topic.metadata.refresh.interval.ms", "5000")
+        // Statistics carry each partition's consumer lag (tidemark_sink_consumer_lag).
+        .set("statistics.interval.ms", "5000")
         .create_with_context(context)
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
     let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
@@ -609,6 +669,10 @@ async fn sink_loop(
     let batch_wait = Duration::from_millis(sink_config.batch_ms);
     let bounded = options.bounded.is_some();
     tracing::info!(group = %sink.group, warehouse = ?sink_config.kind, "sink started");
+    if !bounded {
+        health::set(Part::Sink, Readiness::Ready);
+    }
+    let consumed = metrics::counter!(names::SINK_RECORDS);
     loop {
         if bounded && ends.is_empty() {
             break;
@@ -640,6 +704,7 @@ async fn sink_loop(
             }
         };
         sink.stats.records += 1;
+        consumed.increment(1);
         if let Some(progress) = &options.progress {
             progress.inc(1);
         }
@@ -693,6 +758,9 @@ async fn sink_loop(
         if sink.pending_changes() >= sink_config.batch_rows {
             sink.flush(&consumer).await?;
         }
+    }
+    if !bounded {
+        health::set(Part::Sink, Readiness::NotReady("stopping".into()));
     }
     sink.flush(&consumer).await?;
     tracing::info!(

@@ -1,11 +1,14 @@
 //! Snapshot progress for people: a progress bar per table on a terminal (rows, rows/s and an
-//! ETA from the planner's row estimate), structured log lines every few seconds otherwise.
+//! ETA from the planner's row estimate), structured log lines every few seconds otherwise;
+//! and for machines, `tidemark_snapshot_rows_total` and `tidemark_snapshot_chunks_remaining`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::observe::names;
 
 /// How often the log form reports.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -55,6 +58,8 @@ impl SnapshotReport {
             });
         entry.estimated += estimated_rows;
         entry.chunks_left += chunks;
+        metrics::gauge!(names::SNAPSHOT_CHUNKS_LEFT, "table" => table.to_owned())
+            .set(f64::from(entry.chunks_left));
         if let (Some(bars), None) = (&self.bars, &entry.bar) {
             let bar = bars.add(ProgressBar::new(entry.estimated.max(1)));
             let style = ProgressStyle::with_template(
@@ -71,6 +76,9 @@ impl SnapshotReport {
     /// `rows` more rows of `table` were emitted.
     pub fn rows(&mut self, table: &str, rows: u64) {
         self.total_rows += rows;
+        metrics::counter!(names::SNAPSHOT_ROWS, "table" => table.to_owned()).increment(rows);
+        metrics::counter!(names::SOURCE_EVENTS, "table" => table.to_owned(), "op" => "r")
+            .increment(rows);
         if let Some(entry) = self.tables.get_mut(table) {
             entry.rows += rows;
             if let Some(bar) = &entry.bar {
@@ -89,6 +97,8 @@ impl SnapshotReport {
     pub fn chunk_done(&mut self, table: &str) {
         if let Some(entry) = self.tables.get_mut(table) {
             entry.chunks_left = entry.chunks_left.saturating_sub(1);
+            metrics::gauge!(names::SNAPSHOT_CHUNKS_LEFT, "table" => table.to_owned())
+                .set(f64::from(entry.chunks_left));
             if entry.chunks_left == 0 {
                 if let Some(bar) = &entry.bar {
                     bar.set_length(entry.rows);

@@ -64,6 +64,9 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::event::ChangeEvent;
 use crate::lsn::Lsn;
+use crate::observe::counters::EventCounters;
+use crate::observe::health::{self, Part, Readiness};
+use crate::observe::names;
 use crate::output::{EventOutput, OutputError};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::progress::{ProgressKeeper, SnapshotProgress};
@@ -213,6 +216,8 @@ struct ReaderState {
     chunk_sender: tokio::sync::mpsc::UnboundedSender<(u64, Result<ChunkRead, SnapshotError>)>,
     /// `initial_only`: the snapshot is done, stop.
     finished: bool,
+    /// `tidemark_source_events_total`, by table and operation.
+    counters: EventCounters,
 }
 
 /// Streams changes into `output` until `shutdown` turns true or a definite error.
@@ -221,6 +226,7 @@ pub async fn run_reader<O: EventOutput>(
     output: &mut O,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<ReaderStats, ReaderError> {
+    health::set(Part::Source, Readiness::Starting);
     let (chunk_sender, chunk_results) = tokio::sync::mpsc::unbounded_channel();
     let mut state = ReaderState {
         resolver: RelationResolver::default(),
@@ -234,6 +240,7 @@ pub async fn run_reader<O: EventOutput>(
         chunk_results,
         chunk_sender,
         finished: false,
+        counters: EventCounters::default(),
     };
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -247,6 +254,11 @@ pub async fn run_reader<O: EventOutput>(
             }
             Err(error) if error.is_transient() && !*shutdown.borrow() => {
                 output.abort();
+                metrics::counter!(names::SOURCE_RECONNECTS).increment(1);
+                health::set(
+                    Part::Source,
+                    Readiness::NotReady(format!("reconnecting: {error}")),
+                );
                 if state.stats.events > delivered_before {
                     backoff = Duration::from_millis(500);
                 }
@@ -299,6 +311,8 @@ struct Session<'a, O> {
     resume: Lsn,
     /// Inside a transaction that is being skipped because it was delivered already.
     skipping: bool,
+    /// Commit time of the transaction being read (µs since 2000-01-01), for the lag.
+    commit_time_micros: i64,
 }
 
 impl<'a, O: EventOutput> Session<'a, O> {
@@ -313,6 +327,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
             .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
         let sql = connect_sql(&settings).await?;
         let mut repl = ReplicationConnection::connect(&settings).await?;
+        // Connected: the snapshot (if any) and then the stream are the source's work.
+        health::set(Part::Source, Readiness::Ready);
         if snapshots::prepare(config, output, state, &sql, &mut repl, shutdown).await?
             == snapshots::Start::Stop
         {
@@ -361,6 +377,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             status_every: Duration::from_millis(config.source.status_interval_ms),
             resume: Lsn::ZERO,
             skipping: false,
+            commit_time_micros: 0,
             state,
         };
         session.stream(shutdown).await
@@ -426,6 +443,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 _ = status_tick.tick() => {
                     self.flush_output().await?;
                     self.send_status().await?;
+                    self.sample_slot().await;
                 }
                 _ = heartbeat_tick.tick(), if heartbeat_on => self.heartbeat().await?,
                 Some((id, result)) = self.state.chunk_results.recv() => {
@@ -439,6 +457,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 _ = tokio::time::sleep(FINISH_TRANSACTION_TIMEOUT), if stopping_since.is_some() => {}
             }
         }
+        health::set(Part::Source, Readiness::NotReady("stopping".into()));
         // Wait for the destination to acknowledge what was sent, then confirm it.
         self.output.shutdown().await?;
         self.flush_output().await?;
@@ -484,6 +503,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 self.received = self.received.max(wal_end);
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(wal_end);
+                    // Everything read is acknowledged: nothing is behind.
+                    metrics::gauge!(names::SOURCE_LAG_SECONDS).set(0.0);
                 }
                 if !self.assembler.in_transaction() {
                     self.emit_ready(wal_end).await?;
@@ -548,6 +569,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 // Every transaction committing before this one has been passed.
                 self.emit_ready(final_lsn).await?;
                 self.state.marks.transaction_passed(xid);
+                self.commit_time_micros = commit_time_micros;
                 self.assembler.begin(xid, final_lsn, commit_time_micros);
             }
             PgOutputMessage::Commit { end_lsn, .. } => {
@@ -642,6 +664,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 continue;
             }
             self.output.send(event).await?;
+            self.state.counters.count(event);
         }
         self.state.stats.events += (self.events.len() - signals.len()) as u64;
         for signal in signals.into_iter().flatten() {
@@ -662,6 +685,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
         commit_time_micros: i64,
     ) -> Result<(), ReaderError> {
         let mut replay = self.buffers.take(xid)?;
+        self.commit_time_micros = commit_time_micros;
         self.assembler.begin(xid, commit_lsn, commit_time_micros);
         while let Some(buffered) = replay.next_message()? {
             let message = decode(&buffered.data, true).map_err(|source| ReaderError::Decode {
@@ -685,6 +709,11 @@ impl<'a, O: EventOutput> Session<'a, O> {
         self.output.commit(end_lsn).await?;
         self.last_committed = self.last_committed.max(end_lsn);
         self.state.stats.transactions += 1;
+        metrics::counter!(names::SOURCE_TRANSACTIONS).increment(1);
+        if self.commit_time_micros != 0 {
+            metrics::gauge!(names::SOURCE_LAG_SECONDS)
+                .set(seconds_since_pg_epoch(self.commit_time_micros));
+        }
         if self.flush_at.is_none() {
             self.flush_at = Some(tokio::time::Instant::now() + FLUSH_LINGER);
         }
@@ -703,7 +732,30 @@ impl<'a, O: EventOutput> Session<'a, O> {
             confirmed = confirmed.max(self.idle_position);
         }
         self.state.confirmed = confirmed;
+        metrics::gauge!(names::SOURCE_CONFIRMED_LSN).set(confirmed.as_u64() as f64);
+        metrics::gauge!(names::SOURCE_LAG_BYTES)
+            .set(self.received.as_u64().saturating_sub(confirmed.as_u64()) as f64);
         Ok(())
+    }
+
+    /// Samples the WAL the slot keeps on the server; a failure only costs the sample.
+    async fn sample_slot(&mut self) {
+        let retained = self
+            .sql
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::float8 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.config.source.slot],
+            )
+            .await;
+        match retained {
+            Ok(Some(row)) => {
+                if let Ok(Some(bytes)) = row.try_get::<_, Option<f64>>(0) {
+                    metrics::gauge!(names::SLOT_RETAINED_WAL).set(bytes);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "cannot sample the slot's retained WAL"),
+        }
     }
 
     async fn send_status(&mut self) -> Result<(), ReaderError> {
@@ -731,6 +783,16 @@ impl<'a, O: EventOutput> Session<'a, O> {
             .map_err(ConnectionError::from)?;
         Ok(())
     }
+}
+
+/// Seconds from a PostgreSQL timestamp (µs since 2000-01-01 UTC) to now; 0 if it is in
+/// the future (clock skew between the hosts).
+fn seconds_since_pg_epoch(micros: i64) -> f64 {
+    const PG_EPOCH_UNIX_SECONDS: f64 = 946_684_800.0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    (now - PG_EPOCH_UNIX_SECONDS - micros as f64 / 1e6).max(0.0)
 }
 
 fn classify_start_error(error: ConnectionError, slot: &str) -> ReaderError {

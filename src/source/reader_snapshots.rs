@@ -306,9 +306,17 @@ impl<O: EventOutput> Session<'_, O> {
                     }
                     for event in &events {
                         self.output.send(event).await?;
+                        self.state.counters.count(event);
                     }
                     self.output.commit(self.last_committed).await?;
                     let rows = events.len() as u64;
+                    if let Some(table) = events.first().and_then(|e| e.table.as_ref()) {
+                        metrics::counter!(
+                            crate::observe::names::SNAPSHOT_ROWS,
+                            "table" => format!("{}.{}", table.schema, table.name)
+                        )
+                        .increment(rows);
+                    }
                     self.state.stats.snapshot_rows += rows;
                     tracing::debug!(chunk = %chunk.label(), rows, superseded, %high, "emitted a chunk read against the stream");
                     if let Some(progress) = self.state.progress.as_mut() {

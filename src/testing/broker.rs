@@ -1,6 +1,7 @@
 //! A Kafka-protocol broker for tests: `tansu` on a free port, once per test process.
 //!
-//! Set `TIDEMARK_TEST_KAFKA_BROKERS` to use an existing broker (e.g. Apache Kafka) instead.
+//! Set `TIDEMARK_TEST_KAFKA_BROKERS` to use an existing broker (e.g. Apache Kafka) instead,
+//! or `TIDEMARK_TEST_CONTAINERS=1` for an Apache Kafka container ([`super::containers`]).
 //! `tansu` is found through `TIDEMARK_TANSU_BIN`, `PATH`, or `~/.cargo/bin`; `.ci/run`
 //! installs it (`cargo install tansu --locked --features dynostore,libsql`). Seen working on
 //! tansu: topic creation, idempotent produce, consumer groups; seen failing: transactions.
@@ -63,6 +64,11 @@ fn find_tansu() -> Result<PathBuf, BrokerError> {
 }
 
 fn start() -> Result<KafkaBroker, BrokerError> {
+    if super::containers::requested() {
+        let bootstrap = super::containers::kafka().map_err(BrokerError::Start)?;
+        wait_for_metadata(&bootstrap, Duration::from_secs(60))?;
+        return Ok(KafkaBroker { bootstrap });
+    }
     if let Ok(brokers) = std::env::var("TIDEMARK_TEST_KAFKA_BROKERS") {
         wait_for_metadata(&brokers, Duration::from_secs(30))?;
         return Ok(KafkaBroker { bootstrap: brokers });

@@ -8,6 +8,8 @@
 //!   Directories of clusters whose owning process is gone are removed at the next start.
 //! - `TIDEMARK_PG_BIN` selects the server binaries; otherwise the newest
 //!   `/usr/lib/postgresql/*/bin` is used.
+//! - With `TIDEMARK_TEST_CONTAINERS=1` the shared cluster is a PostgreSQL container instead
+//!   (see [`super::containers`]); it has no local files or binaries.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -45,6 +47,8 @@ pub struct PgCluster {
     /// Directory of the server binaries.
     pub bin: PathBuf,
     owner: Option<(u32, u32)>,
+    /// A container (no local data directory or binaries).
+    container: bool,
 }
 
 static CLUSTER: OnceLock<Result<PgCluster, ClusterError>> = OnceLock::new();
@@ -54,7 +58,19 @@ impl PgCluster {
     /// The cluster of this process, started on first use.
     pub fn shared() -> Result<&'static PgCluster, ClusterError> {
         CLUSTER
-            .get_or_init(|| start(&[]))
+            .get_or_init(|| {
+                if super::containers::requested() {
+                    let port = super::containers::postgres().map_err(ClusterError::Setup)?;
+                    return Ok(PgCluster {
+                        port,
+                        dir: std::env::temp_dir(),
+                        bin: PathBuf::new(),
+                        owner: None,
+                        container: true,
+                    });
+                }
+                start(&[])
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -62,6 +78,9 @@ impl PgCluster {
     /// A separate cluster with extra server settings (e.g. `("wal_level", "replica")`), for
     /// tests of misconfigured servers. It lives until the process ends.
     pub fn start_with(settings: &[(&str, &str)]) -> Result<&'static PgCluster, ClusterError> {
+        if super::containers::requested() {
+            return Err(Self::needs_local("a server with its own settings"));
+        }
         Ok(Box::leak(Box::new(start(settings)?)))
     }
 
@@ -83,6 +102,17 @@ impl PgCluster {
         self.bin.join(name)
     }
 
+    /// Whether the cluster runs in a container (no local files or binaries).
+    pub fn is_container(&self) -> bool {
+        self.container
+    }
+
+    fn needs_local(what: &str) -> ClusterError {
+        ClusterError::Setup(format!(
+            "this test needs {what}, which only the local cluster has: run it without TIDEMARK_TEST_CONTAINERS"
+        ))
+    }
+
     /// Writes a file into the cluster directory, owned by the server's user, with `mode`.
     pub fn install_file(
         &self,
@@ -90,6 +120,9 @@ impl PgCluster {
         contents: &[u8],
         mode: u32,
     ) -> Result<PathBuf, ClusterError> {
+        if self.container {
+            return Err(Self::needs_local("files in the server's directory"));
+        }
         let path = self.dir.join(name);
         std::fs::write(&path, contents)
             .map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))?;
@@ -315,6 +348,7 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
                     dir,
                     bin,
                     owner,
+                    container: false,
                 });
             }
             Err(e) => last_error = e,

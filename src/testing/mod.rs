@@ -8,6 +8,7 @@
 
 mod broker;
 mod cluster;
+pub mod containers;
 mod memory_output;
 mod process;
 

@@ -1,0 +1,332 @@
+//! A whole pipeline in-process, for programs and integration tests: config in, handle out,
+//! wait until caught up, stop.
+//!
+//! [`Pipeline::start`] runs what `tidemark run` runs for a config with `[kafka]`: the
+//! source (snapshot, then the stream) into Kafka, the embedded registry when no external
+//! one is configured, and the sink when the config has `[sink]`.
+//!
+//! [`Pipeline::wait_caught_up`] answers "has everything written before now reached the
+//! end of the pipeline?" without guessing from time:
+//! 1. it writes a heartbeat message into the source's WAL (`pg_logical_emit_message`,
+//!    the mechanism of `source.heartbeat_interval_ms`) and waits until the slot's
+//!    confirmed position reaches it. The source confirms a position only after Kafka
+//!    acknowledged everything before it, so every change committed before the call is
+//!    then in Kafka;
+//! 2. with a sink, it then reads the end offset of every partition of the connector's
+//!    change topics and waits until the sink's committed warehouse transactions stored
+//!    offsets that far. Under `delivery = "exactly_once"` the last offset of a partition
+//!    is the commit marker of the producer's last transaction, which no consumer
+//!    receives, so one offset short of the end counts as the end.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tidemark::config::Config;
+//! use tidemark::pipeline::Pipeline;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_toml_with_env(
+//!     r#"
+//!     name = "shop"
+//!     [source]
+//!     url = "postgres://postgres@127.0.0.1:5432/shop"
+//!     [kafka]
+//!     brokers = "127.0.0.1:9092"
+//!     [sink]
+//!     kind = "duckdb"
+//!     url = "shop.duckdb"
+//!     "#,
+//!     "test",
+//!     std::iter::empty(),
+//! )?;
+//! let pipeline = Pipeline::start(config).await?;
+//! // … write to the source database …
+//! pipeline.wait_caught_up(Duration::from_secs(60)).await?;
+//! let stats = pipeline.stop().await?;
+//! println!("{} events, {:?} sink records", stats.source.events, stats.sink.map(|s| s.records));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Delivery};
+use crate::event::EnvelopeContext;
+use crate::kafka::KafkaOutput;
+use crate::lsn::Lsn;
+use crate::output::OutputError;
+use crate::schema::registry_http::EmbeddedRegistry;
+use crate::sink::runner::AppliedOffsets;
+use crate::sink::status::change_topic_ends;
+use crate::sink::{SinkError, SinkOptions, SinkStats, run_sink};
+use crate::source::connection::connect_sql;
+use crate::source::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader};
+
+/// Why a pipeline could not start, wait or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The config cannot run as a pipeline.
+    #[error("{0}")]
+    Config(String),
+    /// The Kafka output (or the embedded registry) could not start.
+    #[error("starting the Kafka output: {0}")]
+    Output(#[from] OutputError),
+    /// The source stopped with an error.
+    #[error("the source stopped: {0}")]
+    Source(#[from] ReaderError),
+    /// The sink stopped with an error.
+    #[error("the sink stopped: {0}")]
+    Sink(#[from] SinkError),
+    /// A part stopped before it was asked to; [`Pipeline::stop`] returns its error.
+    #[error("the {0} stopped while the pipeline was waited on; stop() returns its error")]
+    Stopped(&'static str),
+    /// Not caught up in time.
+    #[error("not caught up after {waited:?}: {detail}")]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// What was still behind.
+        detail: String,
+    },
+    /// Asking the source database or the broker where things are failed.
+    #[error("{what}: {detail}")]
+    Probe {
+        /// What was asked.
+        what: &'static str,
+        /// The failure.
+        detail: String,
+    },
+    /// A task of the pipeline panicked.
+    #[error("a pipeline task failed: {0}")]
+    Task(String),
+}
+
+/// What a pipeline did, from [`Pipeline::stop`].
+#[derive(Debug, Clone)]
+pub struct PipelineStats {
+    /// The source's counts and its last confirmed position.
+    pub source: ReaderStats,
+    /// The sink's counts, when the config has `[sink]`.
+    pub sink: Option<SinkStats>,
+}
+
+/// A running pipeline: source into Kafka, and the sink when configured.
+pub struct Pipeline {
+    config: Config,
+    stop: watch::Sender<bool>,
+    source: JoinHandle<Result<ReaderStats, ReaderError>>,
+    sink: Option<JoinHandle<Result<SinkStats, SinkError>>>,
+    registry: Option<EmbeddedRegistry>,
+    applied: Arc<AppliedOffsets>,
+}
+
+impl Pipeline {
+    /// Starts the source (and the embedded registry, and the sink) of `config`, which
+    /// needs `[kafka]`. Returns once the parts are started; the source creates the
+    /// publication and the slot if they are missing, as `tidemark run` does.
+    pub async fn start(config: Config) -> Result<Pipeline, PipelineError> {
+        if config.kafka.is_none() {
+            return Err(PipelineError::Config(
+                "a pipeline publishes to Kafka: add a [kafka] section with brokers".into(),
+            ));
+        }
+        let settings = config
+            .source_settings()
+            .map_err(|e| PipelineError::Config(e.to_string()))?;
+        let context = EnvelopeContext {
+            prefix: config.name.clone(),
+            connector_name: config.name.clone(),
+            database: settings.dbname.clone(),
+        };
+        let (mut output, registry) = KafkaOutput::from_config(&config, context).await?;
+        let (stop, stopped) = watch::channel(false);
+        let applied = Arc::new(AppliedOffsets::default());
+        let sink = config.sink.as_ref().map(|_| {
+            let options = SinkOptions {
+                registry_url: registry.as_ref().map(EmbeddedRegistry::url),
+                applied: Some(applied.clone()),
+                ..SinkOptions::default()
+            };
+            let (sink_config, stopped) = (config.clone(), stopped.clone());
+            tokio::spawn(async move { run_sink(&sink_config, options, stopped).await })
+        });
+        let source_config = config.clone();
+        let source =
+            tokio::spawn(async move { run_reader(&source_config, &mut output, stopped).await });
+        Ok(Pipeline {
+            config,
+            stop,
+            source,
+            sink,
+            registry,
+            applied,
+        })
+    }
+
+    /// The embedded registry's URL, when the pipeline started one.
+    pub fn registry_url(&self) -> Option<String> {
+        self.registry.as_ref().map(EmbeddedRegistry::url)
+    }
+
+    /// Waits until every change committed on the source before the call is in Kafka and,
+    /// with a sink, applied to the warehouse (see the module docs for how that is known).
+    pub async fn wait_caught_up(&self, limit: Duration) -> Result<(), PipelineError> {
+        let started = Instant::now();
+        let settings = self
+            .config
+            .source_settings()
+            .map_err(|e| PipelineError::Config(e.to_string()))?;
+        let client = connect_sql(&settings)
+            .await
+            .map_err(|e| probe("connecting to the source")(e.to_string()))?;
+        let marker: String = client
+            .query_one(
+                "SELECT pg_logical_emit_message(false, $1, $2)::text",
+                &[&HEARTBEAT_PREFIX, &self.config.name],
+            )
+            .await
+            .map_err(|e| probe("writing the heartbeat marker")(e.to_string()))?
+            .get(0);
+        let marker: Lsn = marker
+            .parse()
+            .map_err(|e| probe("reading the marker's position")(format!("{e:?}")))?;
+        loop {
+            self.still_running()?;
+            let confirmed: Option<String> = client
+                .query_opt(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.config.source.slot],
+                )
+                .await
+                .map_err(|e| probe("reading the slot's position")(e.to_string()))?
+                .and_then(|row| row.get(0));
+            let confirmed = confirmed.and_then(|c| c.parse::<Lsn>().ok());
+            if confirmed.is_some_and(|c| c >= marker) {
+                break;
+            }
+            waited(started, limit, || {
+                format!(
+                    "the slot has confirmed {} of {marker}",
+                    confirmed.map_or("nothing".into(), |c| c.to_string())
+                )
+            })?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.sink.is_none() {
+            return Ok(());
+        }
+        let ends = self.topic_ends().await?;
+        let exactly_once = self
+            .config
+            .kafka
+            .as_ref()
+            .is_some_and(|k| k.delivery == Delivery::ExactlyOnce);
+        loop {
+            self.still_running()?;
+            let applied = self.applied.snapshot();
+            let behind: Vec<String> = ends
+                .iter()
+                .filter(|(topic, partition, end)| {
+                    let stored = applied.get(&(topic.clone(), *partition)).copied();
+                    let needed = if exactly_once { end - 1 } else { *end };
+                    *end > 0 && stored.is_none_or(|s| s < needed)
+                })
+                .map(|(topic, partition, end)| {
+                    format!(
+                        "{topic}/{partition} applied to {} of {end}",
+                        applied
+                            .get(&(topic.clone(), *partition))
+                            .map_or("nothing".into(), ToString::to_string)
+                    )
+                })
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            waited(started, limit, || {
+                format!("the sink: {}", behind.join(", "))
+            })?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs until `shutdown` turns true or a part stops by itself (an error, or the end of
+    /// an `initial_only` snapshot), then stops every part ([`Pipeline::stop`]).
+    pub async fn run_until(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<PipelineStats, PipelineError> {
+        while self.still_running().is_ok() {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        self.stop().await
+    }
+
+    /// Stops the parts (the source confirms what Kafka acknowledged, the sink commits what
+    /// it holds) and returns what they did, or the first error a part stopped with.
+    pub async fn stop(self) -> Result<PipelineStats, PipelineError> {
+        let _ = self.stop.send(true);
+        let source = self
+            .source
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))?;
+        let sink = match self.sink {
+            Some(task) => Some(task.await.map_err(|e| PipelineError::Task(e.to_string()))?),
+            None => None,
+        };
+        if let Some(registry) = self.registry {
+            registry.stop().await;
+        }
+        Ok(PipelineStats {
+            source: source?,
+            sink: sink.transpose()?,
+        })
+    }
+
+    fn still_running(&self) -> Result<(), PipelineError> {
+        if self.source.is_finished() {
+            return Err(PipelineError::Stopped("source"));
+        }
+        if self.sink.as_ref().is_some_and(JoinHandle::is_finished) {
+            return Err(PipelineError::Stopped("sink"));
+        }
+        Ok(())
+    }
+
+    /// Every partition of the connector's change topics with its end offset.
+    async fn topic_ends(&self) -> Result<Vec<(String, i32, i64)>, PipelineError> {
+        let Some(kafka) = self.config.kafka.clone() else {
+            return Ok(Vec::new());
+        };
+        let connector = self.config.name.clone();
+        tokio::task::spawn_blocking(move || change_topic_ends(&kafka, &connector))
+            .await
+            .map_err(|e| PipelineError::Task(e.to_string()))?
+            .map_err(probe("reading the change topics' end offsets"))
+    }
+}
+
+fn probe(what: &'static str) -> impl FnOnce(String) -> PipelineError {
+    move |detail| PipelineError::Probe { what, detail }
+}
+
+/// An error once `limit` has passed since `started`.
+fn waited(
+    started: Instant,
+    limit: Duration,
+    detail: impl FnOnce() -> String,
+) -> Result<(), PipelineError> {
+    if started.elapsed() > limit {
+        return Err(PipelineError::Timeout {
+            waited: started.elapsed(),
+            detail: detail(),
+        });
+    }
+    Ok(())
+}

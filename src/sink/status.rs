@@ -1,0 +1,158 @@
+//! The sink's part of `tidemark status`: per partition of the connector's change topics,
+//! the offset the warehouse has applied up to (`__tidemark_offsets`, the offsets that
+//! count) against the broker's end offset.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+
+use super::consumer::is_change_topic;
+use super::warehouse::Warehouse;
+use crate::config::{Config, KafkaConfig};
+
+/// One partition's progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionProgress {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset the warehouse will apply (none: nothing applied yet).
+    pub applied: Option<i64>,
+    /// The broker's end offset.
+    pub end: i64,
+    /// Records not applied yet.
+    pub lag: i64,
+}
+
+/// The sink's progress, or why it could not be read.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkStatus {
+    /// The consumer group.
+    pub group: String,
+    /// Per partition.
+    pub partitions: Vec<PartitionProgress>,
+    /// What could not be read (the warehouse, the broker), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Every partition of the connector's change topics with its end offset.
+pub fn change_topic_ends(
+    kafka: &KafkaConfig,
+    connector: &str,
+) -> Result<Vec<(String, i32, i64)>, String> {
+    let prefix = crate::kafka::topics::TopicRouter::new(kafka, connector)
+        .prefix()
+        .to_owned();
+    let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
+    let consumer: BaseConsumer = crate::kafka::connection_config(kafka)
+        .create()
+        .map_err(|e| format!("creating a Kafka client: {e}"))?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| format!("listing the topics: {e}"))?;
+    let mut ends = Vec::new();
+    for topic in metadata.topics() {
+        if !is_change_topic(&prefix, &routed, topic.name()) {
+            continue;
+        }
+        for partition in topic.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), timeout)
+                .map_err(|e| format!("end offset of {}/{}: {e}", topic.name(), partition.id()))?;
+            ends.push((topic.name().to_owned(), partition.id(), high));
+        }
+    }
+    ends.sort();
+    Ok(ends)
+}
+
+/// The sink's progress for `config` (none without `[sink]` and `[kafka]`).
+pub async fn sink_status(config: &Config) -> Option<SinkStatus> {
+    let (sink, kafka) = (config.sink.as_ref()?, config.kafka.clone()?);
+    let mut status = SinkStatus {
+        group: sink.group.clone(),
+        partitions: Vec::new(),
+        problem: None,
+    };
+    let connector = config.name.clone();
+    let ends = tokio::task::spawn_blocking(move || change_topic_ends(&kafka, &connector)).await;
+    let ends = match ends {
+        Ok(Ok(ends)) => ends,
+        Ok(Err(problem)) => {
+            status.problem = Some(format!("broker: {problem}"));
+            return Some(status);
+        }
+        Err(error) => {
+            status.problem = Some(error.to_string());
+            return Some(status);
+        }
+    };
+    let stored = match Warehouse::open(sink).await {
+        Ok(warehouse) => {
+            let reader = warehouse.offsets_reader();
+            let group = sink.group.clone();
+            match tokio::task::spawn_blocking(move || reader(&group)).await {
+                Ok(Ok(stored)) => stored,
+                Ok(Err(error)) => {
+                    status.problem = Some(format!("warehouse: {error}"));
+                    Default::default()
+                }
+                Err(error) => {
+                    status.problem = Some(error.to_string());
+                    Default::default()
+                }
+            }
+        }
+        Err(error) => {
+            status.problem = Some(format!(
+                "warehouse: {error} (a DuckDB file cannot be read while a sink has it open)"
+            ));
+            Default::default()
+        }
+    };
+    status.partitions = ends
+        .into_iter()
+        .map(|(topic, partition, end)| {
+            let applied = stored.get(&(topic.clone(), partition)).copied();
+            PartitionProgress {
+                lag: end - applied.unwrap_or(0),
+                topic,
+                partition,
+                applied,
+                end,
+            }
+        })
+        .collect();
+    Some(status)
+}
+
+impl std::fmt::Display for SinkStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lag: i64 = self.partitions.iter().map(|p| p.lag).sum();
+        write!(
+            f,
+            "sink          group {}: {} partitions, {lag} records not applied",
+            self.group,
+            self.partitions.len()
+        )?;
+        for p in &self.partitions {
+            write!(
+                f,
+                "\n  {}/{}  applied to {} of {} (lag {})",
+                p.topic,
+                p.partition,
+                p.applied.map_or("-".into(), |a| a.to_string()),
+                p.end,
+                p.lag
+            )?;
+        }
+        if let Some(problem) = &self.problem {
+            write!(f, "\n  cannot read: {problem}")?;
+        }
+        Ok(())
+    }
+}
