@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tidemark's demo and tests need, when it is missing. Sourced by the other scripts.
-# With NEED_BROKER=1 (the tests) it also installs tansu, a Kafka-compatible broker, and
-# Confluent's Python client, which a test uses to decode tidemark's Avro records.
+# With NEED_BROKER=1 (the tests, the quickstart) it also installs tansu, a Kafka-compatible
+# broker; with NEED_PYTHON=1 (the tests) Confluent's Python client, which a test uses to
+# decode tidemark's Avro records.
 set -euo pipefail
 
 need_apt=()
@@ -29,7 +30,7 @@ if [ "${NEED_BROKER:-0}" = 1 ] && [ -z "${TIDEMARK_TEST_KAFKA_BROKERS:-}" ] \
   echo "installing tansu, a Kafka-compatible broker for the tests (about 9 minutes, once)" >&2
   cargo install tansu --locked --features dynostore,libsql
 fi
-if [ "${NEED_BROKER:-0}" = 1 ] \
+if [ "${NEED_PYTHON:-0}" = 1 ] \
   && ! python3 -c 'import confluent_kafka.schema_registry.avro, fastavro' >/dev/null 2>&1; then
   echo "installing confluent-kafka and fastavro (Python) for the Avro interoperability test" >&2
   python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka[avro,schemaregistry]" fastavro
