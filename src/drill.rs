@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, SinkConfig, SinkKind};
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::source::connection::{connect_sql, describe};
+use crate::source::connection::{connect_sql, describe, text_rows};
 
 /// How long one step may take to reach the warehouse.
 const STEP_LIMIT: Duration = Duration::from_secs(180);
@@ -262,7 +262,8 @@ pub async fn schema_change(
         format!("creating {table}"),
     )
     .await?;
-    let warehouse = WarehouseReader::new(&drill, schema, &name);
+    let warehouse = WarehouseReader::new(&drill, schema, &name)
+        .ok_or_else(|| DrillError::Config("the drill needs [sink]".into()))?;
     let mut report = DrillReport {
         table: table.clone(),
         steps: Vec::new(),
@@ -399,52 +400,29 @@ async fn compare(
 
 type Rows = Vec<Vec<Option<String>>>;
 
-async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Rows, String> {
-    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect())
-}
-
 /// Reads (and at the end drops) the drill's table in the warehouse.
 struct WarehouseReader {
-    kind: SinkKind,
-    url: String,
-    password: Option<String>,
+    sink: SinkConfig,
     table: String,
 }
 
 impl WarehouseReader {
-    fn new(config: &Config, schema: &str, name: &str) -> Self {
-        let sink = config.sink.as_ref();
-        let target_schema = sink
-            .and_then(|s| s.schema.clone())
-            .unwrap_or_else(|| schema.to_owned());
-        WarehouseReader {
-            kind: sink.map_or(SinkKind::Duckdb, |s| s.kind),
-            url: sink.map(|s| s.url.clone()).unwrap_or_default(),
-            password: sink
-                .and_then(|s| s.password.as_ref())
-                .map(|p| p.expose().to_owned()),
+    fn new(config: &Config, schema: &str, name: &str) -> Option<Self> {
+        let sink = config.sink.clone()?;
+        let target_schema = sink.schema.clone().unwrap_or_else(|| schema.to_owned());
+        Some(WarehouseReader {
+            sink,
             table: format!("{target_schema}.{name}"),
-        }
+        })
     }
 
     /// A DuckDB file cannot be read while the sink writes it.
     fn single_writer(&self) -> bool {
-        self.kind == SinkKind::Duckdb
+        self.sink.kind == SinkKind::Duckdb
     }
 
     async fn rows(&self, columns: &[String]) -> Result<Rows, DrillError> {
-        match self.kind {
+        match self.sink.kind {
             SinkKind::Postgres => {
                 let list = columns
                     .iter()
@@ -467,11 +445,9 @@ impl WarehouseReader {
     }
 
     async fn postgres(&self) -> Result<tokio_postgres::Client, DrillError> {
-        let mut settings = crate::source::connection::ConnectionSettings::from_url(&self.url)
+        // The sink's own connection settings (URL, password or password file).
+        let settings = crate::sink::warehouse::postgres::settings_of(&self.sink)
             .map_err(|e| DrillError::Warehouse(e.to_string()))?;
-        if let Some(password) = &self.password {
-            settings.password = Some(crate::source::connection::Secret::new(password.clone()));
-        }
         connect_sql(&settings)
             .await
             .map_err(|e| DrillError::Warehouse(e.to_string()))
@@ -484,8 +460,8 @@ impl WarehouseReader {
             .map(|c| format!("CAST(t.{c} AS VARCHAR)"))
             .collect::<Vec<_>>()
             .join(", ");
-        let error = |e: duckdb::Error| DrillError::Warehouse(format!("{}: {e}", self.url));
-        let connection = duckdb::Connection::open(&self.url).map_err(error)?;
+        let error = |e: duckdb::Error| DrillError::Warehouse(format!("{}: {e}", self.sink.url));
+        let connection = duckdb::Connection::open(&self.sink.url).map_err(error)?;
         let mut statement = connection
             .prepare(&format!(
                 "SELECT {list} FROM {} t ORDER BY t.id",
@@ -511,7 +487,7 @@ impl WarehouseReader {
 
     async fn drop_table(&self) -> Result<(), DrillError> {
         let sql = format!("DROP TABLE IF EXISTS {}", self.table);
-        match self.kind {
+        match self.sink.kind {
             SinkKind::Postgres => self
                 .postgres()
                 .await?
@@ -525,9 +501,9 @@ impl WarehouseReader {
 
     #[cfg(feature = "duckdb")]
     fn duckdb_execute(&self, sql: &str) -> Result<(), DrillError> {
-        duckdb::Connection::open(&self.url)
+        duckdb::Connection::open(&self.sink.url)
             .and_then(|c| c.execute_batch(sql))
-            .map_err(|e| DrillError::Warehouse(format!("{}: {e}", self.url)))
+            .map_err(|e| DrillError::Warehouse(format!("{}: {e}", self.sink.url)))
     }
 
     #[cfg(not(feature = "duckdb"))]

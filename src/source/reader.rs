@@ -218,6 +218,10 @@ struct ReaderState {
     finished: bool,
     /// `tidemark_source_events_total`, by table and operation.
     counters: EventCounters,
+    /// `tidemark_source_transactions_total` and `tidemark_source_lag_seconds`, looked up once
+    /// (they change per transaction).
+    transactions: metrics::Counter,
+    lag_seconds: metrics::Gauge,
 }
 
 /// Streams changes into `output` until `shutdown` turns true or a definite error.
@@ -241,6 +245,8 @@ pub async fn run_reader<O: EventOutput>(
         chunk_sender,
         finished: false,
         counters: EventCounters::default(),
+        transactions: metrics::counter!(names::SOURCE_TRANSACTIONS),
+        lag_seconds: metrics::gauge!(names::SOURCE_LAG_SECONDS),
     };
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -504,7 +510,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 if self.all_acknowledged() {
                     self.idle_position = self.idle_position.max(wal_end);
                     // Everything read is acknowledged: nothing is behind.
-                    metrics::gauge!(names::SOURCE_LAG_SECONDS).set(0.0);
+                    self.state.lag_seconds.set(0.0);
                 }
                 if !self.assembler.in_transaction() {
                     self.emit_ready(wal_end).await?;
@@ -709,9 +715,10 @@ impl<'a, O: EventOutput> Session<'a, O> {
         self.output.commit(end_lsn).await?;
         self.last_committed = self.last_committed.max(end_lsn);
         self.state.stats.transactions += 1;
-        metrics::counter!(names::SOURCE_TRANSACTIONS).increment(1);
+        self.state.transactions.increment(1);
         if self.commit_time_micros != 0 {
-            metrics::gauge!(names::SOURCE_LAG_SECONDS)
+            self.state
+                .lag_seconds
                 .set(seconds_since_pg_epoch(self.commit_time_micros));
         }
         if self.flush_at.is_none() {

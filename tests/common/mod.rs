@@ -43,28 +43,7 @@ pub fn config(db: &TestDatabase, name: &str, source_extra: &str) -> Config {
     Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Rows as text (PostgreSQL's text forms, through the simple query protocol), or the
-/// server's error described.
-pub async fn text_rows(
-    client: &tokio_postgres::Client,
-    sql: &str,
-) -> Result<Vec<Vec<Option<String>>>, String> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .map_err(|e| tidemark::source::connection::describe(&e))?;
-    Ok(messages
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect())
-}
+pub use tidemark::source::connection::text_rows;
 
 /// Runs SQL, panicking with the statement on failure.
 pub async fn exec(client: &tokio_postgres::Client, sql: &str) {

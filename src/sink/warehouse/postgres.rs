@@ -35,7 +35,8 @@ pub struct PgWarehouse {
     schema: String,
 }
 
-fn settings_of(config: &SinkConfig) -> Result<ConnectionSettings, WarehouseError> {
+/// The warehouse's connection settings: `[sink] url`, with `[sink] password` over the URL's.
+pub fn settings_of(config: &SinkConfig) -> Result<ConnectionSettings, WarehouseError> {
     let mut settings =
         ConnectionSettings::from_url(&config.url).map_err(|e| WarehouseError::Open {
             kind: "PostgreSQL",

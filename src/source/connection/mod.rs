@@ -231,3 +231,23 @@ where
         tracing::debug!(%error, "SQL connection ended with an error");
     }
 }
+
+/// Every row of `sql` as text (PostgreSQL's text forms, through the simple query protocol),
+/// or the server's error described.
+pub async fn text_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
