@@ -7,16 +7,25 @@
 //!
 //! [`Pipeline::wait_caught_up`] answers "has everything written before now reached the
 //! end of the pipeline?" without guessing from time:
-//! 1. it writes a heartbeat message into the source's WAL (`pg_logical_emit_message`,
+//! 1. it waits until the source has its slot and has emitted every chunk of its snapshot
+//!    (see [`crate::source::reader_progress`]: the slot's position does not cover
+//!    snapshot rows, and a new slot starts out confirmed);
+//! 2. it writes a heartbeat message into the source's WAL (`pg_logical_emit_message`,
 //!    the mechanism of `source.heartbeat_interval_ms`) and waits until the slot's
 //!    confirmed position reaches it. The source confirms a position only after Kafka
 //!    acknowledged everything before it, so every change committed before the call is
 //!    then in Kafka;
-//! 2. with a sink, it then reads the end offset of every partition of the connector's
-//!    change topics and waits until the sink's committed warehouse transactions stored
-//!    offsets that far. Under `delivery = "exactly_once"` the last offset of a partition
-//!    is the commit marker of the producer's last transaction, which no consumer
-//!    receives, so one offset short of the end counts as the end.
+//! 3. with a sink, it then works out, per partition of the connector's change topics, the
+//!    offset the sink must have stored, and waits until the sink's committed warehouse
+//!    transactions stored offsets that far. Two sources give that offset, and the higher
+//!    one counts:
+//!    - the producer's delivery reports (see [`crate::kafka::delivered`]): the offset
+//!      after the last record this pipeline wrote. They name topics created a moment
+//!      ago, which a metadata request to the brokers can still miss;
+//!    - the brokers' end offsets of the change topics they list, which cover records an
+//!      earlier run wrote. Under `delivery = "exactly_once"` the last offset of a
+//!      partition is the commit marker of the producer's last transaction, which no
+//!      consumer receives, so one offset short of the end counts as the end.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -47,6 +56,7 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,14 +66,16 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, Delivery};
 use crate::event::EnvelopeContext;
 use crate::kafka::KafkaOutput;
+use crate::kafka::delivered::DeliveredOffsets;
 use crate::lsn::Lsn;
 use crate::output::OutputError;
 use crate::schema::registry_http::EmbeddedRegistry;
 use crate::sink::runner::AppliedOffsets;
-use crate::sink::status::change_topic_ends;
+use crate::sink::status::{PartitionOffsets, change_topic_ends, change_topic_matcher};
 use crate::sink::{SinkError, SinkOptions, SinkStats, run_sink};
 use crate::source::connection::connect_sql;
-use crate::source::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader};
+use crate::source::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader_reporting};
+use crate::source::reader_progress::ReaderProgress;
 
 /// Why a pipeline could not start, wait or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +133,8 @@ pub struct Pipeline {
     sink: Option<JoinHandle<Result<SinkStats, SinkError>>>,
     registry: Option<EmbeddedRegistry>,
     applied: Arc<AppliedOffsets>,
+    delivered: Arc<DeliveredOffsets>,
+    reader: Arc<ReaderProgress>,
 }
 
 impl Pipeline {
@@ -142,6 +156,7 @@ impl Pipeline {
             database: settings.dbname.clone(),
         };
         let (mut output, registry) = KafkaOutput::from_config(&config, context).await?;
+        let delivered = output.delivered_offsets();
         let (stop, stopped) = watch::channel(false);
         let applied = Arc::new(AppliedOffsets::default());
         let sink = config.sink.as_ref().map(|_| {
@@ -154,8 +169,11 @@ impl Pipeline {
             tokio::spawn(async move { run_sink(&sink_config, options, stopped).await })
         });
         let source_config = config.clone();
-        let source =
-            tokio::spawn(async move { run_reader(&source_config, &mut output, stopped).await });
+        let reader = Arc::new(ReaderProgress::default());
+        let reporting = reader.clone();
+        let source = tokio::spawn(async move {
+            run_reader_reporting(&source_config, &mut output, stopped, reporting).await
+        });
         Ok(Pipeline {
             config,
             stop,
@@ -163,6 +181,8 @@ impl Pipeline {
             sink,
             registry,
             applied,
+            delivered,
+            reader,
         })
     }
 
@@ -179,6 +199,16 @@ impl Pipeline {
             .config
             .source_settings()
             .map_err(|e| PipelineError::Config(e.to_string()))?;
+        // Rows written before the call may reach Kafka through the snapshot, which the
+        // slot's position does not cover: wait until the reader has emitted it all.
+        while !self.reader.snapshot_done() {
+            self.still_running()?;
+            waited(started, limit, || match self.reader.chunks_left() {
+                Some(left) => format!("the snapshot has {left} chunk(s) to emit"),
+                None => "the source has not created its slot and snapshot plan yet".into(),
+            })?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let client = connect_sql(&settings)
             .await
             .map_err(|e| probe("connecting to the source")(e.to_string()))?;
@@ -218,29 +248,22 @@ impl Pipeline {
         if self.sink.is_none() {
             return Ok(());
         }
-        let ends = self.topic_ends().await?;
-        let exactly_once = self
-            .config
-            .kafka
-            .as_ref()
-            .is_some_and(|k| k.delivery == Delivery::ExactlyOnce);
+        let needed = self.offsets_to_apply().await?;
         loop {
             self.still_running()?;
             let applied = self.applied.snapshot();
-            let behind: Vec<String> = ends
+            let behind: Vec<String> = needed
                 .iter()
-                .filter(|(topic, partition, end)| {
-                    let stored = applied.get(&(topic.clone(), *partition)).copied();
-                    let needed = if exactly_once { end - 1 } else { *end };
-                    *end > 0 && stored.is_none_or(|s| s < needed)
-                })
-                .map(|(topic, partition, end)| {
-                    format!(
-                        "{topic}/{partition} applied to {} of {end}",
-                        applied
-                            .get(&(topic.clone(), *partition))
-                            .map_or("nothing".into(), ToString::to_string)
-                    )
+                .filter_map(|(partition, needed)| {
+                    let stored = applied.get(partition).copied();
+                    stored.is_none_or(|s| s < *needed).then(|| {
+                        format!(
+                            "{}/{} applied to {} of {needed}",
+                            partition.0,
+                            partition.1,
+                            stored.map_or("nothing".into(), |s| s.to_string())
+                        )
+                    })
                 })
                 .collect();
             if behind.is_empty() {
@@ -251,6 +274,34 @@ impl Pipeline {
             })?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Per change-topic partition, the offset the sink must have stored to have applied
+    /// everything in Kafka now (see the module docs for the two sources).
+    async fn offsets_to_apply(&self) -> Result<HashMap<(String, i32), i64>, PipelineError> {
+        let Some(kafka) = self.config.kafka.as_ref() else {
+            return Ok(HashMap::new());
+        };
+        let exactly_once = kafka.delivery == Delivery::ExactlyOnce;
+        let mut needed = HashMap::new();
+        for offsets in self.topic_ends().await? {
+            let end = if exactly_once {
+                offsets.end - 1
+            } else {
+                offsets.end
+            };
+            if end > offsets.start {
+                needed.insert((offsets.topic, offsets.partition), end);
+            }
+        }
+        let is_change = change_topic_matcher(kafka, &self.config.name);
+        for (topic, partition, next) in self.delivered.next_offsets() {
+            if is_change(&topic) {
+                let entry = needed.entry((topic, partition)).or_insert(next);
+                *entry = (*entry).max(next);
+            }
+        }
+        Ok(needed)
     }
 
     /// Runs until `shutdown` turns true or a part stops by itself (an error, or the end of
@@ -300,7 +351,7 @@ impl Pipeline {
     }
 
     /// Every partition of the connector's change topics with its end offset.
-    async fn topic_ends(&self) -> Result<Vec<(String, i32, i64)>, PipelineError> {
+    async fn topic_ends(&self) -> Result<Vec<PartitionOffsets>, PipelineError> {
         let Some(kafka) = self.config.kafka.clone() else {
             return Ok(Vec::new());
         };

@@ -4,6 +4,7 @@
 //! - [`topics`]: topic names (`<prefix>.<schema>.<table>`, routes) and creation.
 //! - [`murmur2`]: the Java client's partitioner, which librdkafka's `murmur2_random` matches.
 //! - [`ack`]: delivery reports into the acknowledged position.
+//! - [`delivered`]: delivery reports into the last stored offset per partition.
 //! - [`encode`]: the record encoder trait and the JSON encoder.
 //! - [`avro_encoder`]: Avro in Confluent framing, schemas registered in the registry, and
 //!   the incompatible-schema policies.
@@ -14,6 +15,7 @@
 pub mod ack;
 pub mod avro_encoder;
 pub mod connect_schema;
+pub mod delivered;
 pub mod encode;
 pub mod exactly_once;
 pub mod murmur2;

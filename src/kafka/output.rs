@@ -33,6 +33,7 @@ use serde::Serialize;
 use super::KafkaError;
 use super::ack::AckTracker;
 use super::avro_encoder::AvroEncoder;
+use super::delivered::DeliveredOffsets;
 use super::encode::{JsonEncoder, RecordEncoder};
 use super::exactly_once::ExactlyOnce;
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
@@ -68,15 +69,17 @@ struct Description {
 /// Delivery reports into the [`AckTracker`].
 pub struct AckContext {
     tracker: Arc<AckTracker>,
+    offsets: Arc<DeliveredOffsets>,
     delivered: metrics::Counter,
     latency: metrics::Histogram,
     failed: metrics::Counter,
 }
 
 impl AckContext {
-    fn new(tracker: Arc<AckTracker>) -> Self {
+    fn new(tracker: Arc<AckTracker>, offsets: Arc<DeliveredOffsets>) -> Self {
         AckContext {
             tracker,
+            offsets,
             delivered: metrics::counter!(names::KAFKA_RECORDS),
             latency: metrics::histogram!(names::KAFKA_DELIVERY_SECONDS),
             failed: metrics::counter!(names::KAFKA_DELIVERY_ERRORS),
@@ -94,6 +97,8 @@ impl ProducerContext for AckContext {
         let outcome = match result {
             Ok(message) => {
                 self.delivered.increment(1);
+                self.offsets
+                    .record(message.topic(), message.partition(), message.offset());
                 // The producer stamps each record with its create time (ms) at send.
                 if let Some(created) = message.timestamp().to_millis() {
                     let now = std::time::SystemTime::now()
@@ -141,6 +146,7 @@ pub struct KafkaOutput {
     config: KafkaConfig,
     producer: Arc<ThreadedProducer<AckContext>>,
     tracker: Arc<AckTracker>,
+    offsets: Arc<DeliveredOffsets>,
     eos: Option<ExactlyOnce>,
     router: TopicRouter,
     topics: TopicCreator,
@@ -210,6 +216,7 @@ impl KafkaOutput {
             (RecordFormat::Avro, None) => return Err(KafkaError::NoRegistry),
         };
         let tracker = Arc::new(AckTracker::default());
+        let offsets = Arc::new(DeliveredOffsets::default());
         let exactly_once = config.delivery == Delivery::ExactlyOnce;
         let mut client = client_config(config);
         if exactly_once {
@@ -228,7 +235,7 @@ impl KafkaOutput {
                 .set("message.timeout.ms", transaction_timeout);
         }
         let producer: ThreadedProducer<AckContext> = client
-            .create_with_context(AckContext::new(tracker.clone()))
+            .create_with_context(AckContext::new(tracker.clone(), offsets.clone()))
             .map_err(|source| KafkaError::Client {
                 context: "creating the producer".into(),
                 source,
@@ -268,6 +275,7 @@ impl KafkaOutput {
             config: config.clone(),
             producer,
             tracker,
+            offsets,
             eos,
             router,
             topics,
@@ -313,6 +321,12 @@ impl KafkaOutput {
             KafkaOutput::connect_with(kafka, context, Some((client, registry.on_incompatible)))
                 .await?;
         Ok((output, embedded))
+    }
+
+    /// The last offset the brokers acknowledged per partition, kept up to date by the
+    /// delivery reports (see [`DeliveredOffsets`]).
+    pub fn delivered_offsets(&self) -> Arc<DeliveredOffsets> {
+        self.offsets.clone()
     }
 
     /// Encodes a fixed-shape record (heartbeat, transaction metadata, message, schema

@@ -22,7 +22,9 @@ pub struct PartitionProgress {
     pub applied: Option<i64>,
     /// The broker's end offset.
     pub end: i64,
-    /// Records not applied yet.
+    /// Records not applied yet: offsets from the applied one (or the broker's first
+    /// stored one) to the end. Under `delivery = "exactly_once"` each transaction's commit
+    /// marker takes an offset too, so a partition that is all applied can show 1.
     pub lag: i64,
 }
 
@@ -38,15 +40,35 @@ pub struct SinkStatus {
     pub problem: Option<String>,
 }
 
-/// Every partition of the connector's change topics with its end offset.
-pub fn change_topic_ends(
-    kafka: &KafkaConfig,
-    connector: &str,
-) -> Result<Vec<(String, i32, i64)>, String> {
+/// The connector's rule for its change topics (see [`is_change_topic`]), for code that
+/// has topic names from elsewhere.
+pub fn change_topic_matcher(kafka: &KafkaConfig, connector: &str) -> impl Fn(&str) -> bool {
     let prefix = crate::kafka::topics::TopicRouter::new(kafka, connector)
         .prefix()
         .to_owned();
     let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
+    move |topic| is_change_topic(&prefix, &routed, topic)
+}
+
+/// A partition's offsets on the broker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartitionOffsets {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The first offset still stored (retention and compaction move it).
+    pub start: i64,
+    /// The offset the next record will get.
+    pub end: i64,
+}
+
+/// Every partition of the connector's change topics with its start and end offsets.
+pub fn change_topic_ends(
+    kafka: &KafkaConfig,
+    connector: &str,
+) -> Result<Vec<PartitionOffsets>, String> {
+    let is_change = change_topic_matcher(kafka, connector);
     let consumer: BaseConsumer = crate::kafka::connection_config(kafka)
         .create()
         .map_err(|e| format!("creating a Kafka client: {e}"))?;
@@ -56,14 +78,19 @@ pub fn change_topic_ends(
         .map_err(|e| format!("listing the topics: {e}"))?;
     let mut ends = Vec::new();
     for topic in metadata.topics() {
-        if !is_change_topic(&prefix, &routed, topic.name()) {
+        if !is_change(topic.name()) {
             continue;
         }
         for partition in topic.partitions() {
-            let (_, high) = consumer
+            let (start, end) = consumer
                 .fetch_watermarks(topic.name(), partition.id(), timeout)
-                .map_err(|e| format!("end offset of {}/{}: {e}", topic.name(), partition.id()))?;
-            ends.push((topic.name().to_owned(), partition.id(), high));
+                .map_err(|e| format!("offsets of {}/{}: {e}", topic.name(), partition.id()))?;
+            ends.push(PartitionOffsets {
+                topic: topic.name().to_owned(),
+                partition: partition.id(),
+                start,
+                end,
+            });
         }
     }
     ends.sort();
@@ -116,14 +143,17 @@ pub async fn sink_status(config: &Config) -> Option<SinkStatus> {
     };
     status.partitions = ends
         .into_iter()
-        .map(|(topic, partition, end)| {
-            let applied = stored.get(&(topic.clone(), partition)).copied();
+        .map(|offsets| {
+            let applied = stored
+                .get(&(offsets.topic.clone(), offsets.partition))
+                .copied();
             PartitionProgress {
-                lag: end - applied.unwrap_or(0),
-                topic,
-                partition,
+                // Records before the start are gone from the broker; they are not lag.
+                lag: (offsets.end - applied.unwrap_or(offsets.start).max(offsets.start)).max(0),
+                topic: offsets.topic,
+                partition: offsets.partition,
                 applied,
-                end,
+                end: offsets.end,
             }
         })
         .collect();

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod pg_type;
 pub mod pgoutput;
 pub mod reader;
+pub mod reader_progress;
 pub mod relations;
 pub mod setup;
 pub mod status;

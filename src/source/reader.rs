@@ -57,6 +57,7 @@
 //! transaction and reconnects with exponential backoff; PostgreSQL then resends everything
 //! after the confirmed position.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -77,6 +78,7 @@ use crate::source::connection::{
 };
 use crate::source::pg_type::TypeError;
 use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
+use crate::source::reader_progress::ReaderProgress;
 use crate::source::relations::RelationResolver;
 use crate::source::setup::SetupError;
 use crate::source::stream_buffer::{BufferError, BufferedMessage, StreamBuffers};
@@ -222,13 +224,33 @@ struct ReaderState {
     /// (they change per transaction).
     transactions: metrics::Counter,
     lag_seconds: metrics::Gauge,
+    /// What the owner is told about the snapshot work.
+    shared: Arc<ReaderProgress>,
+}
+
+impl ReaderState {
+    /// Snapshot chunks not emitted yet.
+    fn chunks_left(&self) -> usize {
+        self.progress.as_ref().map_or(0, |p| p.pending.len())
+    }
 }
 
 /// Streams changes into `output` until `shutdown` turns true or a definite error.
 pub async fn run_reader<O: EventOutput>(
     config: &Config,
     output: &mut O,
+    shutdown: watch::Receiver<bool>,
+) -> Result<ReaderStats, ReaderError> {
+    run_reader_reporting(config, output, shutdown, Arc::default()).await
+}
+
+/// [`run_reader`], telling `progress` how the snapshot work stands (see
+/// [`ReaderProgress`]).
+pub async fn run_reader_reporting<O: EventOutput>(
+    config: &Config,
+    output: &mut O,
     mut shutdown: watch::Receiver<bool>,
+    progress: Arc<ReaderProgress>,
 ) -> Result<ReaderStats, ReaderError> {
     health::set(Part::Source, Readiness::Starting);
     let (chunk_sender, chunk_results) = tokio::sync::mpsc::unbounded_channel();
@@ -247,6 +269,7 @@ pub async fn run_reader<O: EventOutput>(
         counters: EventCounters::default(),
         transactions: metrics::counter!(names::SOURCE_TRANSACTIONS),
         lag_seconds: metrics::gauge!(names::SOURCE_LAG_SECONDS),
+        shared: progress,
     };
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -342,6 +365,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             state.stats.confirmed = state.confirmed;
             return Ok(());
         }
+        state.shared.prepared(state.chunks_left());
         let system = repl.identify_system().await?;
         repl.start_logical_replication(
             &config.source.slot,
@@ -417,6 +441,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             if stopping_since.is_none() {
                 self.fill_workers();
             }
+            self.state.shared.set_chunks_left(self.state.chunks_left());
             if let Some(since) = stopping_since {
                 if !self.assembler.in_transaction() {
                     break;
