@@ -187,7 +187,8 @@ async fn concurrent_writers_land_equal_by_count_and_row_checksum() {
     stop_sink(duck_sink).await;
     // Both tables: a topic may have reached the instance only with a later metadata refresh.
     let caught_up = || {
-        duck_rows(&duck_path, DUCK_CHECKSUMS) == expected
+        duck_has_table(&duck_path, "accounts")
+            && duck_rows(&duck_path, DUCK_CHECKSUMS) == expected
             && duck_has_table(&duck_path, "history")
             && duck_rows(&duck_path, DUCK_HISTORY) == history
     };

@@ -43,6 +43,8 @@ pub fn config(db: &TestDatabase, name: &str, source_extra: &str) -> Config {
     Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Rows as text (re-exported for the tests; not every test binary uses it).
+#[allow(unused_imports)]
 pub use tidemark::source::connection::text_rows;
 
 /// Runs SQL, panicking with the statement on failure.
