@@ -148,7 +148,17 @@ impl Decoder {
             ))
         })?;
         let text = lookup.fetch(id).await?;
-        let json: Json = serde_json::from_str(&text).map_err(|e| DecodeError::Schema {
+        self.cache_schema(id, &text)
+    }
+
+    /// Makes the writer schema `id` known without asking the registry (for tools that
+    /// carry their schemas, and for tests and fuzzing).
+    pub fn add_schema(&mut self, id: u32, text: &str) -> Result<(), DecodeError> {
+        self.cache_schema(id, text).map(drop)
+    }
+
+    fn cache_schema(&mut self, id: u32, text: &str) -> Result<Arc<AvroSchema>, DecodeError> {
+        let json: Json = serde_json::from_str(text).map_err(|e| DecodeError::Schema {
             id,
             detail: format!("not JSON: {e}"),
         })?;
