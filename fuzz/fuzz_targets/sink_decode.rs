@@ -90,12 +90,15 @@ fn valid() -> &'static Valid {
             connector_name: "fuzz".into(),
             database: "app".into(),
         };
-        let key_schema = schemas.key.clone().unwrap_or_else(|| panic!("a key schema"));
+        let key_schema = schemas
+            .key
+            .clone()
+            .unwrap_or_else(|| panic!("a key schema"));
         let key = key_datum(&event)
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|| panic!("a key"));
-        let value = envelope_datum(&event, &context, 1_717_245_296_000)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let value =
+            envelope_datum(&event, &context, 1_717_245_296_000).unwrap_or_else(|e| panic!("{e}"));
         let datum = |id: u32, schema: &apache_avro::Schema, value| {
             let mut out = Vec::new();
             confluent_frame(id, schema, value, &mut out).unwrap_or_else(|e| panic!("{e}"));
@@ -159,9 +162,13 @@ fn flipped(valid: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let valid = valid();
-    let mut decoder = decoder().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut decoder = decoder()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = framed(KEY_ID, &valid.key);
     let (key, value): (Vec<u8>, Option<Vec<u8>>) = match mode % 6 {
         0 => (key, Some(framed(VALUE_ID, rest))),

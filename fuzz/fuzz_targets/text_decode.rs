@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use tidemark::source::pg_type::TypeKind;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, text)) = data.split_first() else { return };
+    let Some((&selector, text)) = data.split_first() else {
+        return;
+    };
     let scalar = match selector % 12 {
         0 => TypeKind::Bool,
         1 => TypeKind::Int2,
@@ -17,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         7 => TypeKind::Time,
         8 => TypeKind::Timestamp,
         9 => TypeKind::TimestampTz,
-        10 => TypeKind::Numeric { precision: None, scale: None },
+        10 => TypeKind::Numeric {
+            precision: None,
+            scale: None,
+        },
         _ => TypeKind::Text,
     };
     let kind = match selector / 12 % 3 {
