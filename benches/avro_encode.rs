@@ -93,7 +93,7 @@ fn encode(c: &mut Criterion) {
         b.iter(|| {
             let datum =
                 envelope_datum(black_box(&event), &context, 1).unwrap_or_else(|e| panic!("{e}"));
-            let bytes = apache_avro::to_avro_datum(&schemas.envelope, datum)
+            let bytes = tidemark::schema::avro::write_datum(&schemas.envelope, datum)
                 .unwrap_or_else(|e| panic!("{e}"));
             black_box(bytes.len())
         })

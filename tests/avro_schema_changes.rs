@@ -83,7 +83,7 @@ async fn decode(registry: &RegistryClient, bytes: &[u8]) -> (u32, Avro) {
         .await
         .unwrap_or_else(|e| panic!("schema {id}: {e}"));
     let schema = apache_avro::Schema::parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let value = apache_avro::from_avro_datum(&schema, &mut &bytes[5..], None)
+    let value = tidemark::schema::avro::read_datum(&schema, &mut &bytes[5..])
         .unwrap_or_else(|e| panic!("record with schema {id} does not decode: {e}"));
     (id, value)
 }

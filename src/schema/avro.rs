@@ -472,12 +472,28 @@ pub fn confluent_frame(
     datum: Avro,
     out: &mut Vec<u8>,
 ) -> Result<(), AvroError> {
-    let body =
-        apache_avro::to_avro_datum(schema, datum).map_err(|e| AvroError::Encode(e.to_string()))?;
+    let body = write_datum(schema, datum).map_err(|e| AvroError::Encode(e.to_string()))?;
     out.clear();
     frame_header(out, schema_id);
     out.extend_from_slice(&body);
     Ok(())
+}
+
+/// The Avro binary datum of `value` under `schema`, through apache-avro's generic writer
+/// (validated against the schema first). The hot path uses [`super::avro_write`] instead.
+pub fn write_datum(schema: &Schema, value: Avro) -> Result<Vec<u8>, apache_avro::Error> {
+    apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(value)
+}
+
+/// Reads one Avro binary datum of `schema` from the front of `bytes`. apache-avro checks
+/// every length it reads against its allocation budget (element size included for
+/// arrays), so a corrupt length cannot make it reserve gigabytes.
+pub fn read_datum(schema: &Schema, bytes: &mut &[u8]) -> Result<Avro, apache_avro::Error> {
+    apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()?
+        .read_value(bytes)
 }
 
 /// Appends Confluent's frame header: magic byte 0 and the big-endian schema id.

@@ -13,13 +13,13 @@ fn reference(event: &ChangeEvent) -> (Option<Vec<u8>>, Vec<u8>) {
     let table = event.table.as_deref().unwrap_or_else(|| panic!("no table"));
     let avro = derive(table, "shop").unwrap_or_else(|e| panic!("{e}"));
     let envelope = envelope_datum(event, &context(), 5).unwrap_or_else(|e| panic!("{e}"));
-    let value =
-        apache_avro::to_avro_datum(&avro.envelope, envelope).unwrap_or_else(|e| panic!("{e}"));
+    let value = crate::schema::avro::write_datum(&avro.envelope, envelope)
+        .unwrap_or_else(|e| panic!("{e}"));
     let key = key_datum(event)
         .unwrap_or_else(|e| panic!("{e}"))
         .map(|key| {
             let schema = avro.key.clone().unwrap_or_else(|| panic!("no key schema"));
-            apache_avro::to_avro_datum(&schema, key).unwrap_or_else(|e| panic!("{e}"))
+            crate::schema::avro::write_datum(&schema, key).unwrap_or_else(|e| panic!("{e}"))
         });
     (key, value)
 }
@@ -234,7 +234,7 @@ proptest! {
         let table = event.table.as_deref().unwrap_or_else(|| panic!("table"));
         let schema = derive(table, "shop").unwrap_or_else(|e| panic!("{e}")).envelope;
         let (_, value) = ours(&event);
-        let read = apache_avro::from_avro_datum(&schema, &mut value.as_slice(), None);
+        let read = crate::schema::avro::read_datum(&schema, &mut value.as_slice());
         prop_assert!(matches!(read, Ok(Avro::Record(_))));
     }
 }

@@ -92,10 +92,10 @@ impl FixedSchema {
     /// Appends the Avro binary datum of `value` (JSON-shaped) to `out`.
     pub fn encode(self, value: serde_json::Value, out: &mut Vec<u8>) -> Result<(), AvroError> {
         let schema = self.schema()?;
-        let resolved = Avro::from(value)
-            .resolve(schema)
+        let resolved = Avro::try_from(value)
+            .and_then(|value| value.resolve(schema))
             .map_err(|e| AvroError::Encode(format!("{self:?}: {e}")))?;
-        let datum = apache_avro::to_avro_datum(schema, resolved)
+        let datum = super::avro::write_datum(schema, resolved)
             .map_err(|e| AvroError::Encode(format!("{self:?}: {e}")))?;
         out.extend_from_slice(&datum);
         Ok(())
@@ -143,7 +143,7 @@ mod tests {
             kind.encode(sample, &mut out)
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
             let schema = kind.schema().unwrap_or_else(|e| panic!("{e}"));
-            let read = apache_avro::from_avro_datum(schema, &mut out.as_slice(), None);
+            let read = crate::schema::avro::read_datum(schema, &mut out.as_slice());
             assert!(read.is_ok(), "{kind:?}: {read:?}");
         }
     }

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::Schema;
-use apache_avro::schema_compatibility::SchemaCompatibility;
+use apache_avro::schema_compatibility::{Compatibility as Readable, SchemaCompatibility};
 use serde::{Deserialize, Serialize};
 
 /// Compatibility levels.
@@ -332,13 +332,13 @@ impl RegistryStore {
         };
         for old in earlier {
             if backward {
-                SchemaCompatibility::can_read(&old.parsed, candidate).map_err(|e| RegistryError::Incompatible {
+                can_read(&old.parsed, candidate).map_err(|e| RegistryError::Incompatible {
                     subject: subject.to_owned(),
                     detail: format!("the new schema cannot read data written with an earlier one ({level:?}): {e}"),
                 })?;
             }
             if forward {
-                SchemaCompatibility::can_read(candidate, &old.parsed).map_err(|e| RegistryError::Incompatible {
+                can_read(candidate, &old.parsed).map_err(|e| RegistryError::Incompatible {
                     subject: subject.to_owned(),
                     detail: format!("an earlier schema cannot read data written with the new one ({level:?}): {e}"),
                 })?;
@@ -361,8 +361,8 @@ impl RegistryStore {
             return Err(RegistryError::SchemaNotFound(id.to_string()));
         };
         let level = self.compatibility(subject);
-        let backward = SchemaCompatibility::can_read(&old.parsed, &candidate).is_ok();
-        let forward = SchemaCompatibility::can_read(&candidate, &old.parsed).is_ok();
+        let backward = can_read(&old.parsed, &candidate).is_ok();
+        let forward = can_read(&candidate, &old.parsed).is_ok();
         Ok(match level {
             Compatibility::None => true,
             Compatibility::Backward | Compatibility::BackwardTransitive => backward,
@@ -634,6 +634,20 @@ impl RegistryStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether data written with `writer` can always be read with `reader`, as Confluent's
+/// registry decides it. apache-avro answers `Partial` when only some branches of two
+/// unions match (`["null","int"]` against `["null","string"]`: the nulls would read, the
+/// ints would not); the registry counts that as incompatible.
+fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    match SchemaCompatibility::can_read(writer, reader) {
+        Ok(Readable::Full) => Ok(()),
+        Ok(Readable::Partial) => Err(
+            "only some values would read: a union's branches match in part (a changed type)".into(),
+        ),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -217,13 +217,13 @@ impl Decoder {
                 return Ok(None);
             };
             let schema = self.avro_schema(id).await?;
-            let key_value = apache_avro::from_avro_datum(&schema.schema, &mut &datum[..], None)
+            let key_value = crate::schema::avro::read_datum(&schema.schema, &mut &datum[..])
                 .map_err(|e| malformed(format!("key (schema {id}): {e}")))?;
             return self.tombstone_avro(raw, &schema.json, &key_value);
         };
         let (value_id, datum) = Self::schema_id(bytes)?;
         let schema = self.avro_schema(value_id).await?;
-        let value = apache_avro::from_avro_datum(&schema.schema, &mut &datum[..], None)
+        let value = crate::schema::avro::read_datum(&schema.schema, &mut &datum[..])
             .map_err(|e| malformed(format!("value (schema {value_id}): {e}")))?;
         let Avro::Record(fields) = value else {
             return Err(malformed(format!(
