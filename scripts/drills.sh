@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The long versions of the drills in tests/ (the test suite runs short ones):
+# - the crash loop (tests/crash_loop.rs) with 50 SIGKILLs of the source and the sink under
+#   a pgbench load; TIDEMARK_CRASH_KILLS changes the count, TIDEMARK_CRASH_SEED replays a
+#   run's kill schedule (each run prints its seed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NEED_BROKER=1 source scripts/ensure-deps.sh
+TIDEMARK_CRASH_KILLS="${TIDEMARK_CRASH_KILLS:-50}" \
+  cargo nextest run --retries 0 --no-capture --test crash_loop "$@"
