@@ -24,18 +24,23 @@ impl DeliveredOffsets {
         let Ok(index) = usize::try_from(partition) else {
             return;
         };
-        let mut topics = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !topics.contains_key(topic) {
-            topics.insert(topic.to_owned(), Vec::new());
-        }
-        let Some(partitions) = topics.get_mut(topic) else {
-            return;
+        let note = |partitions: &mut Vec<Option<i64>>| {
+            if partitions.len() <= index {
+                partitions.resize(index + 1, None);
+            }
+            let last = &mut partitions[index];
+            *last = Some(last.map_or(offset, |seen| seen.max(offset)));
         };
-        if partitions.len() <= index {
-            partitions.resize(index + 1, None);
+        let mut topics = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // One lookup for every record but a topic's first.
+        match topics.get_mut(topic) {
+            Some(partitions) => note(partitions),
+            None => {
+                let mut partitions = Vec::new();
+                note(&mut partitions);
+                topics.insert(topic.to_owned(), partitions);
+            }
         }
-        let last = &mut partitions[index];
-        *last = Some(last.map_or(offset, |seen| seen.max(offset)));
     }
 
     /// `(topic, partition, next offset)` for every partition that has an acknowledged
