@@ -6,7 +6,7 @@
 //! installs it (`cargo install tansu --locked --features dynostore,libsql`). Seen working on
 //! tansu: topic creation, idempotent produce, consumer groups; seen failing: transactions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,6 +32,15 @@ pub enum BrokerError {
 pub struct KafkaBroker {
     /// `host:port` to bootstrap from.
     pub bootstrap: String,
+}
+
+impl BrokerError {
+    /// The message without the variant's prefix, to wrap in another.
+    fn detail(&self) -> String {
+        match self {
+            BrokerError::Missing(detail) | BrokerError::Start(detail) => detail.clone(),
+        }
+    }
 }
 
 static BROKER: OnceLock<Result<KafkaBroker, BrokerError>> = OnceLock::new();
@@ -74,38 +83,93 @@ fn start() -> Result<KafkaBroker, BrokerError> {
         return Ok(KafkaBroker { bootstrap: brokers });
     }
     let tansu = find_tansu()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    let port = super::process::free_port()
         .map_err(|e| BrokerError::Start(format!("finding a free port: {e}")))?;
-    let url = format!("tcp://127.0.0.1:{port}");
     let log_path =
         std::env::temp_dir().join(format!("tidemark-tansu-{}-{port}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path).map_err(|e| BrokerError::Start(e.to_string()))?;
+    let bootstrap = format!("127.0.0.1:{port}");
+    launch_tansu(&tansu, port, &bootstrap, &log_path)?;
+    Ok(KafkaBroker { bootstrap })
+}
+
+/// A broker of the test's own: tansu (in-memory storage) listening on one port and
+/// advertising another address, typically a [`super::TcpProxy`] in front of it, so that
+/// every client connection, after bootstrap too, passes through the proxy and a fault drill
+/// can cut them or take the broker off the network. Stopped when dropped.
+///
+/// It is not restarted: tansu 0.6 keeps records across a restart only with its SQLite
+/// storage, which panics on the first produce after the restart ("more or less than one
+/// row", `tansu-storage` `lite.rs`) and then fails every request. Drills take the broker
+/// away through the proxy instead, which clients see the same way.
+#[derive(Debug)]
+pub struct PrivateBroker {
+    advertised: String,
+    pid: u32,
+}
+
+impl PrivateBroker {
+    /// Starts tansu on `listen_port`, advertising `advertised` (`host:port`), with its log
+    /// in `dir`, and waits for metadata through `advertised`.
+    pub fn start(listen_port: u16, advertised: &str, dir: &Path) -> Result<Self, BrokerError> {
+        let log_path = dir.join(format!("tansu-{listen_port}.log"));
+        let pid = launch_tansu(&find_tansu()?, listen_port, advertised, &log_path)?;
+        Ok(PrivateBroker {
+            advertised: advertised.to_owned(),
+            pid,
+        })
+    }
+
+    /// The address clients bootstrap from (the advertised one).
+    pub fn bootstrap(&self) -> &str {
+        &self.advertised
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        super::process::stop_process(self.pid, libc::SIGKILL, Duration::from_secs(5));
+    }
+}
+
+/// Starts tansu (in-memory storage) on `listen_port` of 127.0.0.1, advertising
+/// `advertised`, logging to `log_path`, and waits for metadata through `advertised`.
+/// Returns its pid.
+fn launch_tansu(
+    tansu: &Path,
+    listen_port: u16,
+    advertised: &str,
+    log_path: &Path,
+) -> Result<u32, BrokerError> {
+    let log = std::fs::File::create(log_path)
+        .map_err(|e| BrokerError::Start(format!("{}: {e}", log_path.display())))?;
     let log_err = log
         .try_clone()
         .map_err(|e| BrokerError::Start(e.to_string()))?;
-    let mut command = Command::new(&tansu);
+    let mut command = Command::new(tansu);
     command
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
+        .args(["broker", "--listener-url"])
+        .arg(format!("tcp://127.0.0.1:{listen_port}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://{advertised}"))
         .args(["--storage-engine", "memory://tansu/"])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    super::process::spawn_for_process_lifetime(command, libc::SIGKILL, &format!("tansu-{port}"))
-        .map_err(BrokerError::Start)?;
-    let bootstrap = format!("127.0.0.1:{port}");
-    wait_for_metadata(&bootstrap, Duration::from_secs(30)).map_err(|e| {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        BrokerError::Start(format!("{e}; log {}:\n{log}", log_path.display()))
+    let pid = super::process::spawn_for_process_lifetime(
+        command,
+        libc::SIGKILL,
+        &format!("tansu-{listen_port}"),
+    )
+    .map_err(BrokerError::Start)?;
+    wait_for_metadata(advertised, Duration::from_secs(30)).map_err(|e| {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        BrokerError::Start(format!(
+            "{}; log {}:\n{log}",
+            e.detail(),
+            log_path.display()
+        ))
     })?;
-    Ok(KafkaBroker { bootstrap })
+    Ok(pid)
 }
 
 fn wait_for_metadata(bootstrap: &str, limit: Duration) -> Result<(), BrokerError> {

@@ -49,6 +49,17 @@ pub struct PgCluster {
     owner: Option<(u32, u32)>,
     /// A container (no local data directory or binaries).
     container: bool,
+    /// The extra server settings it was started with, for a restart.
+    settings: Vec<(String, String)>,
+}
+
+/// How [`PgCluster::restart`] shuts the server down (`pg_ctl stop -m …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Disconnects clients, checkpoints, stops (`fast`).
+    Fast,
+    /// Stops every process at once, with crash recovery at the next start (`immediate`).
+    Immediate,
 }
 
 static CLUSTER: OnceLock<Result<PgCluster, ClusterError>> = OnceLock::new();
@@ -67,6 +78,7 @@ impl PgCluster {
                         bin: PathBuf::new(),
                         owner: None,
                         container: true,
+                        settings: Vec::new(),
                     });
                 }
                 start(&[])
@@ -82,6 +94,47 @@ impl PgCluster {
             return Err(Self::needs_local("a server with its own settings"));
         }
         Ok(Box::leak(Box::new(start(settings)?)))
+    }
+
+    /// Stops the server the way `mode` says (`pg_ctl stop`, which waits until it is gone),
+    /// waits `down_for`, and starts it again on the same port with the same settings. For
+    /// fault drills on a cluster of the test's own ([`Self::start_with`]): every client of
+    /// the cluster loses its connections.
+    pub fn restart(&self, mode: Shutdown, down_for: Duration) -> Result<(), ClusterError> {
+        if self.container {
+            return Err(Self::needs_local("a server it can restart"));
+        }
+        let mut stop = Command::new(self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "-m",
+                match mode {
+                    Shutdown::Fast => "fast",
+                    Shutdown::Immediate => "immediate",
+                },
+            ])
+            .args(["-w", "-t", "60", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_owner(&mut stop, self.owner);
+        let out = stop
+            .output()
+            .map_err(|e| ClusterError::Setup(format!("running pg_ctl stop: {e}")))?;
+        if !out.status.success() {
+            return Err(ClusterError::Setup(format!(
+                "pg_ctl stop -m {mode:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        std::thread::sleep(down_for);
+        let settings: Vec<(&str, &str)> = self
+            .settings
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        launch(&self.bin, &self.dir, self.port, self.owner, &settings)
+            .map_err(|e| ClusterError::Setup(format!("postgres did not start again: {e}")))
     }
 
     /// A `postgres://` URL for `user` and `dbname` over TCP.
@@ -266,11 +319,7 @@ fn remove_stale_clusters() {
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ClusterError::Setup(format!("finding a free port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
+    super::process::free_port()
         .map_err(|e| ClusterError::Setup(format!("finding a free port: {e}")))
 }
 
@@ -349,6 +398,10 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
                     bin,
                     owner,
                     container: false,
+                    settings: settings
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), value.to_string()))
+                        .collect(),
                 });
             }
             Err(e) => last_error = e,
@@ -400,8 +453,12 @@ fn launch(
     for (name, value) in settings {
         command.arg("-c").arg(format!("{name}={value}"));
     }
-    let log_file =
-        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    // Appended to, so a restarted server's log follows the one before.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
     command.stdout(log_file).stderr(log_err);
     as_owner(&mut command, owner);

@@ -2,7 +2,8 @@
 //!
 //! [`PgCluster`] starts a private PostgreSQL cluster (once per process) and hands each test
 //! its own database; [`KafkaBroker`] starts a Kafka-protocol broker (tansu) the same way;
-//! [`MemoryOutput`] collects committed events in memory. Nothing here is a
+//! [`MemoryOutput`] collects committed events in memory; [`TcpProxy`] stands between a
+//! client and a service to cut its connections on demand. Nothing here is a
 //! fake service: a test that needs PostgreSQL and cannot start it fails with a message that
 //! says what to install.
 
@@ -11,8 +12,10 @@ mod cluster;
 pub mod containers;
 mod memory_output;
 mod process;
+mod proxy;
 
-pub use broker::{BrokerError, KafkaBroker};
-pub use cluster::{ClusterError, PgCluster, TestDatabase};
+pub use broker::{BrokerError, KafkaBroker, PrivateBroker};
+pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
 pub use memory_output::{CollectedEvents, MemoryOutput};
-pub use process::peak_rss_mib;
+pub use process::{free_port, peak_rss_mib};
+pub use proxy::TcpProxy;

@@ -7,11 +7,13 @@ use std::sync::mpsc;
 /// Spawns `command` from a dedicated thread that never exits, with `PR_SET_PDEATHSIG` set
 /// to `signal`, so the service stops when the test process ends however it ends. (The death
 /// signal follows the *thread* that spawned the child, which is why the thread is kept.)
+/// The thread reaps the child when it exits, so [`stop_process`] can tell it is gone.
+/// Returns the child's pid.
 pub fn spawn_for_process_lifetime(
     mut command: Command,
     signal: i32,
     name: &str,
-) -> Result<(), String> {
+) -> Result<u32, String> {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(move || {
@@ -26,9 +28,9 @@ pub fn spawn_for_process_lifetime(
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            let child = match command.spawn() {
+            let mut child = match command.spawn() {
                 Ok(child) => {
-                    let _ = tx.send(Ok(()));
+                    let _ = tx.send(Ok(child.id()));
                     child
                 }
                 Err(e) => {
@@ -36,13 +38,39 @@ pub fn spawn_for_process_lifetime(
                     return;
                 }
             };
-            let _keep = child;
+            let _ = child.wait();
             loop {
                 std::thread::park();
             }
         })
         .map_err(|e| format!("spawning the {name} thread: {e}"))?;
     rx.recv().map_err(|e| e.to_string())?
+}
+
+/// A TCP port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()
+        .map(|a| a.port())
+}
+
+/// Sends `signal` to a process started by [`spawn_for_process_lifetime`] and waits up to
+/// `limit` for it to be gone; whether it is.
+pub fn stop_process(pid: u32, signal: i32, limit: std::time::Duration) -> bool {
+    let pid = pid as libc::pid_t;
+    // SAFETY: plain signal calls on a pid this process started (reaped only by its thread).
+    unsafe {
+        libc::kill(pid, signal);
+    }
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
 }
 
 /// The peak resident set size of this process so far (`VmHWM`), in MiB; 0 where
