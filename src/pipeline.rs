@@ -327,6 +327,10 @@ impl Pipeline {
             .source
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))?;
+        // Said now: stopping the sink can take a while, and this is why it stops.
+        if let Err(error) = &source {
+            tracing::error!(%error, "the source stopped; stopping the other parts");
+        }
         let sink = match self.sink {
             Some(task) => Some(task.await.map_err(|e| PipelineError::Task(e.to_string()))?),
             None => None,

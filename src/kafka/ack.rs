@@ -5,7 +5,10 @@
 //! position is set when the reader closes it. The acknowledged position is the end of the
 //! newest transaction such that it and every earlier one have all their records delivered.
 //! A failed delivery is remembered: the acknowledged position never passes it, and the
-//! output reports the failure so the connector stops.
+//! output reports the failure. A failure that a new attempt may not meet (a broker going
+//! down under a request) is then cleared by [`AckTracker::recover`]: every transaction not
+//! yet acknowledged is forgotten, so that the source reconnects and sends them again from
+//! its confirmed position, and reports still coming for them are ignored.
 //!
 //! A transaction whose reading was interrupted (reconnect) stays open and absorbs the
 //! records of the retransmission, so its slot closes only when the whole retransmitted
@@ -28,7 +31,17 @@ struct State {
     slots: VecDeque<Slot>,
     acknowledged: Lsn,
     in_flight: usize,
-    failure: Option<String>,
+    failure: Option<DeliveryFailure>,
+}
+
+/// A failed delivery: librdkafka's error, and whether sending again may succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// What failed, for the error message.
+    pub detail: String,
+    /// A broker error or outage a new attempt may not meet (not, say, a record too large
+    /// or a topic the credentials may not write).
+    pub retriable: bool,
 }
 
 /// Shared between the output (which produces) and the producer's delivery callback.
@@ -72,17 +85,18 @@ impl AckTracker {
         Self::advance(&mut state);
     }
 
-    /// Records the outcome of one record's delivery.
-    pub fn delivered(&self, ordinal: usize, outcome: Result<(), String>) {
+    /// Records the outcome of one record's delivery. Reports for transactions forgotten by
+    /// [`Self::recover`] only count as no longer in flight.
+    pub fn delivered(&self, ordinal: usize, outcome: Result<(), DeliveryFailure>) {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
-        if let Err(error) = outcome {
-            state.failure.get_or_insert(error);
-            return;
-        }
         let Some(index) = (ordinal as u64).checked_sub(state.first_ordinal) else {
             return;
         };
+        if let Err(failure) = outcome {
+            state.failure.get_or_insert(failure);
+            return;
+        }
         if let Some(slot) = state.slots.get_mut(index as usize) {
             slot.remaining = slot.remaining.saturating_sub(1);
         }
@@ -116,8 +130,18 @@ impl AckTracker {
     }
 
     /// The first delivery failure, if any.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<DeliveryFailure> {
         self.lock().failure.clone()
+    }
+
+    /// After a failure: forgets every transaction not yet acknowledged (the source sends
+    /// them again) and the failure. The acknowledged position stays where it was.
+    pub fn recover(&self) {
+        let mut state = self.lock();
+        let forgotten = state.slots.len() as u64;
+        state.slots.clear();
+        state.first_ordinal += forgotten;
+        state.failure = None;
     }
 }
 
@@ -165,9 +189,44 @@ mod tests {
         tracker.close_transaction(Lsn(10));
         let b = tracker.record_produced();
         tracker.close_transaction(Lsn(20));
-        tracker.delivered(a, Err("broker says no".into()));
+        tracker.delivered(a, Err(failure("broker says no")));
         tracker.delivered(b, Ok(()));
         assert_eq!(tracker.acknowledged(), Lsn::ZERO);
-        assert_eq!(tracker.failure().as_deref(), Some("broker says no"));
+        assert_eq!(tracker.failure(), Some(failure("broker says no")));
+    }
+
+    fn failure(detail: &str) -> DeliveryFailure {
+        DeliveryFailure {
+            detail: detail.into(),
+            retriable: true,
+        }
+    }
+
+    #[test]
+    fn recovering_forgets_the_unacknowledged_and_ignores_their_late_reports() {
+        let tracker = AckTracker::default();
+        let a = tracker.record_produced();
+        tracker.close_transaction(Lsn(10));
+        tracker.delivered(a, Ok(()));
+        let b = tracker.record_produced();
+        tracker.close_transaction(Lsn(20));
+        let c = tracker.record_produced();
+        tracker.close_transaction(Lsn(30));
+        tracker.delivered(b, Err(failure("broker went away")));
+        tracker.recover();
+        assert_eq!(tracker.failure(), None);
+        assert_eq!(tracker.acknowledged(), Lsn(10), "kept");
+        // c's report arrives late, and fails: it belongs to a forgotten transaction.
+        tracker.delivered(c, Err(failure("late")));
+        assert_eq!(tracker.failure(), None);
+        assert_eq!(tracker.in_flight(), 0);
+        // The source sends b and c again.
+        let b2 = tracker.record_produced();
+        tracker.close_transaction(Lsn(20));
+        let c2 = tracker.record_produced();
+        tracker.close_transaction(Lsn(30));
+        tracker.delivered(c2, Ok(()));
+        tracker.delivered(b2, Ok(()));
+        assert_eq!(tracker.acknowledged(), Lsn(30));
     }
 }

@@ -28,6 +28,17 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
 
+/// Sets `tidemark_kafka_brokers_up{client}` from a client's librdkafka statistics: the
+/// brokers (not the bootstrap entries, whose node id is -1) in state `UP`.
+pub(crate) fn record_brokers_up(client: &'static str, statistics: &rdkafka::Statistics) {
+    let up = statistics
+        .brokers
+        .values()
+        .filter(|broker| broker.nodeid >= 0 && broker.state == "UP")
+        .count();
+    metrics::gauge!(crate::observe::names::KAFKA_BROKERS_UP, "client" => client).set(up as f64);
+}
+
 /// Settings for tidemark's auxiliary Kafka clients (admin, offsets reader, registry log):
 /// the brokers, every security, SASL and SSL property of `[kafka.properties]`, and no topic
 /// auto-creation, so asking for a topic's metadata never creates it with broker defaults.
@@ -84,6 +95,12 @@ pub enum KafkaError {
         "Kafka delivery failed: {0}; nothing from this record on was confirmed to PostgreSQL, so it will be sent again after a restart"
     )]
     Delivery(String),
+    /// A delivery failed with an error a new attempt may not meet (a broker restarting
+    /// under the request, an outage); the source sends again from its confirmed position.
+    #[error(
+        "Kafka delivery failed: {0}; nothing from this record on was confirmed to PostgreSQL, so the source sends it again"
+    )]
+    DeliveryInterrupted(String),
     /// A topic could not be created.
     #[error(
         "creating topic {topic} failed: {detail}; create it yourself or allow tidemark to create topics (CREATE on the cluster)"
@@ -93,6 +110,8 @@ pub enum KafkaError {
         topic: String,
         /// Broker's error.
         detail: String,
+        /// The broker could not be reached or was restarting: worth another attempt.
+        transient: bool,
     },
     /// An event could not be encoded.
     #[error(
@@ -124,4 +143,44 @@ pub enum KafkaError {
         "kafka.format = \"avro\" needs a schema registry: build the output with KafkaOutput::from_config (which uses [registry] url or starts the embedded registry), or set kafka.format = \"json\""
     )]
     NoRegistry,
+}
+
+impl KafkaError {
+    /// Whether the source may go on after reconnecting, rather than stop: a delivery
+    /// interrupted by a broker going away, or a request that failed on the network or on a
+    /// broker that is restarting. Not a wrong setting, a refused permission or a bad record.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KafkaError::DeliveryInterrupted(_) => true,
+            KafkaError::TopicCreation { transient, .. } => *transient,
+            KafkaError::Client { source, .. } => source.rdkafka_error_code().is_some_and(is_outage),
+            _ => false,
+        }
+    }
+}
+
+/// Codes of a broker that cannot be reached or answer for now.
+pub(crate) fn is_outage(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        code,
+        BrokerTransportFailure
+            | AllBrokersDown
+            | Resolve
+            | OperationTimedOut
+            | RequestTimedOut
+            | MessageTimedOut
+            | TimedOutQueue
+            | NetworkException
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | CoordinatorLoadInProgress
+            | CoordinatorNotAvailable
+            | NotCoordinator
+            | WaitingForCoordinator
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | Retry
+            | Unknown
+    )
 }

@@ -31,7 +31,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
 use super::KafkaError;
-use super::ack::AckTracker;
+use super::ack::{AckTracker, DeliveryFailure};
 use super::avro_encoder::AvroEncoder;
 use super::delivered::DeliveredOffsets;
 use super::encode::{JsonEncoder, RecordEncoder};
@@ -87,7 +87,12 @@ impl AckContext {
     }
 }
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the brokers it reaches.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        super::record_brokers_up("producer", &statistics);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = usize;
@@ -112,17 +117,44 @@ impl ProducerContext for AckContext {
             Err((error, message)) => {
                 self.failed.increment(1);
                 let topic = message.topic().to_owned();
-                let detail = match error.rdkafka_error_code() {
+                let code = error.rdkafka_error_code();
+                let detail = match code {
                     Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
                         "topic {topic}: the broker rejected a record as too large ({error}); raise the topic's max.message.bytes"
                     ),
                     _ => format!("topic {topic}: {error}"),
                 };
-                Err(detail)
+                Err(DeliveryFailure {
+                    detail,
+                    retriable: code.is_none_or(is_retriable),
+                })
             }
         };
         self.tracker.delivered(ordinal, outcome);
     }
+}
+
+/// Whether a record that failed with `code` may be delivered by sending it again: not when
+/// the record, the topic or the credentials are the problem, which only a person can mend.
+fn is_retriable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    !matches!(
+        code,
+        MessageSizeTooLarge
+            | MessageBatchTooLarge
+            | InvalidMessageSize
+            | InvalidTopic
+            | InvalidRequiredAcks
+            | TopicAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | TransactionalIdAuthorizationFailed
+            | UnsupportedVersion
+            | UnsupportedForMessageFormat
+            | PolicyViolation
+            | Fatal
+            | Fenced
+            | InvalidProducerEpoch
+    )
 }
 
 /// Source transaction being written, for transaction metadata.
@@ -179,6 +211,8 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "0")
+        // Statistics carry the brokers' connection states (tidemark_kafka_brokers_up).
+        .set("statistics.interval.ms", "1000")
         .set(
             "queue.buffering.max.messages",
             config.max_in_flight.clamp(1, 10_000_000).to_string(),
@@ -539,7 +573,11 @@ impl KafkaOutput {
 
     fn failure(&self) -> Result<(), KafkaError> {
         match self.tracker.failure() {
-            Some(detail) => Err(KafkaError::Delivery(detail)),
+            // Exactly once keeps its own position; only at least once sends again in place.
+            Some(failure) if failure.retriable && self.eos.is_none() => {
+                Err(KafkaError::DeliveryInterrupted(failure.detail))
+            }
+            Some(failure) => Err(KafkaError::Delivery(failure.detail)),
             None => Ok(()),
         }
     }
@@ -581,7 +619,10 @@ impl KafkaOutput {
                         let detail = error.to_string();
                         self.tracker.delivered(
                             ordinal,
-                            Err(format!("record of {bytes} bytes for {topic} too large")),
+                            Err(DeliveryFailure {
+                                detail: format!("record of {bytes} bytes for {topic} too large"),
+                                retriable: false,
+                            }),
                         );
                         return Err(KafkaError::TooLarge {
                             topic: topic.to_owned(),
@@ -590,7 +631,11 @@ impl KafkaOutput {
                         });
                     }
                     _ => {
-                        self.tracker.delivered(ordinal, Err(error.to_string()));
+                        let failure = DeliveryFailure {
+                            detail: error.to_string(),
+                            retriable: false,
+                        };
+                        self.tracker.delivered(ordinal, Err(failure));
                         return Err(KafkaError::Client {
                             context: format!("producing to {topic}"),
                             source: error,
@@ -755,6 +800,15 @@ impl EventOutput for KafkaOutput {
         self.open = None;
         if let Some(eos) = self.eos.as_mut() {
             eos.abort(&self.producer);
+        }
+        // After a delivery the brokers failed (a restart under the request): everything not
+        // acknowledged is sent again, from the position confirmed to PostgreSQL.
+        if self.tracker.failure().is_some_and(|f| f.retriable) {
+            tracing::warn!(
+                acknowledged = %self.tracker.acknowledged(),
+                "a Kafka delivery failed; sending again everything not acknowledged"
+            );
+            self.tracker.recover();
         }
     }
 

@@ -186,6 +186,7 @@ impl TopicCreator {
             .map_err(|e| KafkaError::TopicCreation {
                 topic: topic.to_owned(),
                 detail: e.to_string(),
+                transient: e.rdkafka_error_code().is_some_and(super::is_outage),
             })?;
         for result in results {
             match result {
@@ -194,6 +195,7 @@ impl TopicCreator {
                     return Err(KafkaError::TopicCreation {
                         topic: topic.to_owned(),
                         detail: code.to_string(),
+                        transient: super::is_outage(code),
                     });
                 }
             }

@@ -30,6 +30,9 @@ pub const KAFKA_RECORDS: &str = "tidemark_kafka_records_total";
 pub const KAFKA_DELIVERY_SECONDS: &str = "tidemark_kafka_delivery_seconds";
 /// Counter: records Kafka refused or failed to deliver.
 pub const KAFKA_DELIVERY_ERRORS: &str = "tidemark_kafka_delivery_errors_total";
+/// Gauge, label `client` (`producer`, `sink`): brokers the client has an open connection to
+/// (0 during a broker outage or a cut network), from librdkafka's statistics.
+pub const KAFKA_BROKERS_UP: &str = "tidemark_kafka_brokers_up";
 /// Counter, label `outcome` (`ok`, `retried`, `failed`): schema registry HTTP calls.
 pub const REGISTRY_CALLS: &str = "tidemark_registry_calls_total";
 /// Histogram: seconds per schema registry HTTP call (retries included).
@@ -98,6 +101,10 @@ pub fn describe_all() {
     describe_counter!(
         KAFKA_DELIVERY_ERRORS,
         "Records Kafka refused or failed to deliver"
+    );
+    describe_gauge!(
+        KAFKA_BROKERS_UP,
+        "Brokers the Kafka client is connected to, by client (producer, sink)"
     );
     describe_counter!(REGISTRY_CALLS, "Schema registry HTTP calls, by outcome");
     describe_histogram!(

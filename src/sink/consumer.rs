@@ -118,6 +118,7 @@ impl ClientContext for SinkContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): each assigned partition's
     /// consumer lag, the broker's end offset minus the consumed position.
     fn stats(&self, statistics: Statistics) {
+        crate::kafka::record_brokers_up("sink", &statistics);
         for (topic, stats) in &statistics.topics {
             for (partition, partition_stats) in &stats.partitions {
                 // -1: not consumed by this instance (or not known yet).

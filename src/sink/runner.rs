@@ -610,164 +610,188 @@ async fn sink_loop(
         .set("session.timeout.ms", "10000")
         // The subscription is a pattern: new tables' topics are found on metadata refresh.
         .set("topic.metadata.refresh.interval.ms", "5000")
-        // Statistics carry each partition's consumer lag (tidemark_sink_consumer_lag).
-        .set("statistics.interval.ms", "5000")
+        // Statistics carry each partition's consumer lag (tidemark_sink_consumer_lag) and
+        // the brokers' connection states (tidemark_kafka_brokers_up).
+        .set("statistics.interval.ms", "1000")
         .create_with_context(context)
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
-    match &options.bounded {
-        Some(partitions) => {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition, start, end) in partitions {
-                if let Offset::Offset(start) = start {
-                    if start >= end {
-                        continue;
+    // Every way out of the loop passes through the close below.
+    let result: Result<SinkStats, SinkError> = async {
+        let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
+        match &options.bounded {
+            Some(partitions) => {
+                let mut tpl = TopicPartitionList::new();
+                for (topic, partition, start, end) in partitions {
+                    if let Offset::Offset(start) = start {
+                        if start >= end {
+                            continue;
+                        }
                     }
+                    let _ = tpl.add_partition_offset(topic, *partition, *start);
+                    ends.insert(
+                        TopicPartition {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        },
+                        *end,
+                    );
                 }
-                let _ = tpl.add_partition_offset(topic, *partition, *start);
-                ends.insert(
-                    TopicPartition {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    *end,
-                );
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| SinkError::Kafka(e.to_string()))?;
             }
-            consumer
-                .assign(&tpl)
-                .map_err(|e| SinkError::Kafka(e.to_string()))?;
+            None => {
+                let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
+                let topics = subscription(router.prefix(), &routed);
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer
+                    .subscribe(&topics)
+                    .map_err(|e| SinkError::Kafka(e.to_string()))?;
+            }
         }
-        None => {
-            let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
-            let topics = subscription(router.prefix(), &routed);
-            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            consumer
-                .subscribe(&topics)
-                .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        let mut sink = Sink {
+            sink: sink_config,
+            options: &options,
+            group,
+            stored: HashMap::new(),
+            warehouse,
+            batches: HashMap::new(),
+            targets: HashMap::new(),
+            offsets: HashMap::new(),
+            claims: HashMap::new(),
+            reader,
+            resynced: Vec::new(),
+            partitions: Vec::new(),
+            stats: SinkStats::default(),
+        };
+        sink.stored = sink.warehouse.load_tables().await?;
+        if !options.target_suffix.is_empty() {
+            sink.stored
+                .retain(|t, _| t.name.ends_with(&options.target_suffix));
         }
-    }
-    let mut sink = Sink {
-        sink: sink_config,
-        options: &options,
-        group,
-        stored: HashMap::new(),
-        warehouse,
-        batches: HashMap::new(),
-        targets: HashMap::new(),
-        offsets: HashMap::new(),
-        claims: HashMap::new(),
-        reader,
-        resynced: Vec::new(),
-        partitions: Vec::new(),
-        stats: SinkStats::default(),
-    };
-    sink.stored = sink.warehouse.load_tables().await?;
-    if !options.target_suffix.is_empty() {
-        sink.stored
-            .retain(|t, _| t.name.ends_with(&options.target_suffix));
-    }
-    let batch_wait = Duration::from_millis(sink_config.batch_ms);
-    let bounded = options.bounded.is_some();
-    tracing::info!(group = %sink.group, warehouse = ?sink_config.kind, "sink started");
-    if !bounded {
-        health::set(Part::Sink, Readiness::Ready);
-    }
-    let consumed = metrics::counter!(names::SINK_RECORDS);
-    loop {
-        if bounded && ends.is_empty() {
-            break;
+        let batch_wait = Duration::from_millis(sink_config.batch_ms);
+        let bounded = options.bounded.is_some();
+        tracing::info!(group = %sink.group, warehouse = ?sink_config.kind, "sink started");
+        if !bounded {
+            health::set(Part::Sink, Readiness::Ready);
         }
-        let deadline = sink.oldest().map_or_else(
-            || tokio::time::Instant::now() + batch_wait,
-            |opened| tokio::time::Instant::from_std(opened) + batch_wait,
+        let consumed = metrics::counter!(names::SINK_RECORDS);
+        loop {
+            if bounded && ends.is_empty() {
+                break;
+            }
+            let deadline = sink.oldest().map_or_else(
+                || tokio::time::Instant::now() + batch_wait,
+                |opened| tokio::time::Instant::from_std(opened) + batch_wait,
+            );
+            let message = tokio::select! {
+                message = consumer.recv() => Some(message),
+                _ = tokio::time::sleep_until(deadline) => None,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            sink.resynced.clear();
+            let changes = consumer.context().take_changes();
+            sink.follow(&consumer, changes).await?;
+            let Some(message) = message else {
+                sink.flush(&consumer).await?;
+                continue;
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    // Broker outages and topics that do not exist yet (a pattern subscription
+                    // before the source created any) are reported here and pass.
+                    tracing::warn!(%error, "Kafka consumer error; continuing");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            sink.stats.records += 1;
+            consumed.increment(1);
+            if let Some(progress) = &options.progress {
+                progress.inc(1);
+            }
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
+            let tp = sink.partition(topic, partition);
+            let end = ends.get(&*tp).copied();
+            if end.is_some_and(|end| offset >= end) {
+                ends.remove(&*tp);
+                continue;
+            }
+            if !bounded && sink.stale(&tp, offset) {
+                if !sink.claims.contains_key(&*tp) && holds(&consumer, &tp) {
+                    // Assigned, but its seek after a refused flush did not take: try again.
+                    sink.resync(&consumer, &[(*tp).clone()]).await?;
+                }
+                continue;
+            }
+            let raw = RawRecord {
+                topic,
+                key: message.key(),
+                value: message.payload(),
+                // Only a tombstone needs the position headers (its value is gone).
+                header_position: message
+                    .payload()
+                    .is_none()
+                    .then(|| header_position(&message))
+                    .flatten(),
+            };
+            let record = decoder.decode(&raw).await.map_err(|e| SinkError::Decode {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                next: offset + 1,
+                detail: e.to_string(),
+            })?;
+            if let Some(record) =
+                record.filter(|r| selected(&configured, &r.table) && selected(&requested, &r.table))
+            {
+                sink.take(record, &tp, &consumer).await?;
+                if sink.resynced.contains(&*tp) {
+                    // Read again from the warehouse's offset: this record comes again.
+                    continue;
+                }
+            }
+            // Recorded only now: a flush inside `take` (a new shape) must not store this
+            // record's offset before the record is in a batch.
+            sink.offsets.insert(tp.clone(), offset + 1);
+            if end.is_some_and(|end| offset + 1 >= end) {
+                ends.remove(&*tp);
+            }
+            if sink.pending_changes() >= sink_config.batch_rows {
+                sink.flush(&consumer).await?;
+            }
+        }
+        if !bounded {
+            health::set(Part::Sink, Readiness::NotReady("stopping".into()));
+        }
+        sink.flush(&consumer).await?;
+        tracing::info!(
+            records = sink.stats.records,
+            applied = sink.stats.applied,
+            flushes = sink.stats.flushes,
+            "sink stopped"
         );
-        let message = tokio::select! {
-            message = consumer.recv() => Some(message),
-            _ = tokio::time::sleep_until(deadline) => None,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        sink.resynced.clear();
-        let changes = consumer.context().take_changes();
-        sink.follow(&consumer, changes).await?;
-        let Some(message) = message else {
-            sink.flush(&consumer).await?;
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => {
-                // Broker outages and topics that do not exist yet (a pattern subscription
-                // before the source created any) are reported here and pass.
-                tracing::warn!(%error, "Kafka consumer error; continuing");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        sink.stats.records += 1;
-        consumed.increment(1);
-        if let Some(progress) = &options.progress {
-            progress.inc(1);
-        }
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let tp = sink.partition(topic, partition);
-        let end = ends.get(&*tp).copied();
-        if end.is_some_and(|end| offset >= end) {
-            ends.remove(&*tp);
-            continue;
-        }
-        if !bounded && sink.stale(&tp, offset) {
-            if !sink.claims.contains_key(&*tp) && holds(&consumer, &tp) {
-                // Assigned, but its seek after a refused flush did not take: try again.
-                sink.resync(&consumer, &[(*tp).clone()]).await?;
-            }
-            continue;
-        }
-        let raw = RawRecord {
-            topic,
-            key: message.key(),
-            value: message.payload(),
-            // Only a tombstone needs the position headers (its value is gone).
-            header_position: message
-                .payload()
-                .is_none()
-                .then(|| header_position(&message))
-                .flatten(),
-        };
-        let record = decoder.decode(&raw).await.map_err(|e| SinkError::Decode {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            next: offset + 1,
-            detail: e.to_string(),
-        })?;
-        if let Some(record) =
-            record.filter(|r| selected(&configured, &r.table) && selected(&requested, &r.table))
-        {
-            sink.take(record, &tp, &consumer).await?;
-            if sink.resynced.contains(&*tp) {
-                // Read again from the warehouse's offset: this record comes again.
-                continue;
-            }
-        }
-        // Recorded only now: a flush inside `take` (a new shape) must not store this
-        // record's offset before the record is in a batch.
-        sink.offsets.insert(tp.clone(), offset + 1);
-        if end.is_some_and(|end| offset + 1 >= end) {
-            ends.remove(&*tp);
-        }
-        if sink.pending_changes() >= sink_config.batch_rows {
-            sink.flush(&consumer).await?;
-        }
+        Ok(sink.stats)
     }
-    if !bounded {
-        health::set(Part::Sink, Readiness::NotReady("stopping".into()));
+    .await;
+    close_off_runtime(consumer).await;
+    result
+}
+
+/// Closes the consumer on a blocking thread: librdkafka's close leaves the group and waits
+/// for the brokers' answers, which during an outage takes long, and must not hold one of
+/// the runtime's threads (the source and the metrics server run on them). Waits up to 10 s,
+/// then lets it finish closing in the background.
+async fn close_off_runtime(consumer: StreamConsumer<SinkContext>) {
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the Kafka consumer did not close within 10 s (are the brokers reachable?); leaving it to close in the background"
+        );
     }
-    sink.flush(&consumer).await?;
-    tracing::info!(
-        records = sink.stats.records,
-        applied = sink.stats.applied,
-        flushes = sink.stats.flushes,
-        "sink stopped"
-    );
-    Ok(sink.stats)
 }

@@ -6,6 +6,11 @@
 //! text format (every value in its lossless text form, [`super::pg_text`]) and one MERGE.
 //! Warehouse tables get an index on the key columns so the MERGE's join does not scan the
 //! table.
+//!
+//! A transaction that fails with a transient error (the connection lost, the server
+//! shutting down, or read-only for now: SQLSTATE 25006, a standby during a failover) is
+//! retried by the runner on a new session, and a server that cannot be reached at that
+//! reconnect counts as transient too: the sink waits out a warehouse outage.
 
 use std::sync::Arc;
 
@@ -33,6 +38,10 @@ pub struct PgWarehouse {
     client: tokio_postgres::Client,
     settings: ConnectionSettings,
     schema: String,
+    /// The last transaction failed with a transient error: the next one starts on a new
+    /// session. An open session can be the problem itself, as on a server that became a
+    /// read-only standby in a failover, while a new connection reaches the new primary.
+    fresh_session: bool,
 }
 
 /// The warehouse's connection settings: `[sink] url`, with `[sink] password` over the URL's.
@@ -60,12 +69,19 @@ async fn connect(settings: &ConnectionSettings) -> Result<tokio_postgres::Client
         })
 }
 
+/// A failed statement; transient as for the source's connections, and also when the server
+/// is read-only for now (SQLSTATE 25006: a standby during a failover, or writes switched
+/// off for maintenance), which the sink waits out instead of stopping.
 fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> WarehouseError {
     let what = what.into();
-    move |e| WarehouseError::Statement {
-        what,
-        detail: describe(&e),
-        transient: is_transient_sql(&e),
+    move |e| {
+        let read_only =
+            e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION);
+        WarehouseError::Statement {
+            what,
+            detail: describe(&e),
+            transient: read_only || is_transient_sql(&e),
+        }
     }
 }
 
@@ -112,6 +128,7 @@ impl PgWarehouse {
             client,
             settings,
             schema,
+            fresh_session: false,
         })
     }
 
@@ -168,17 +185,40 @@ impl PgWarehouse {
         Ok((!names.is_empty()).then_some(names))
     }
 
-    /// Connects again when the connection was lost (a retried flush after an outage).
-    async fn reconnect_if_closed(&mut self) -> Result<(), WarehouseError> {
-        if self.client.is_closed() {
+    /// Connects again when the connection was lost or the last transaction failed with a
+    /// transient error (a retried flush after an outage).
+    async fn reconnect_if_needed(&mut self) -> Result<(), WarehouseError> {
+        if self.client.is_closed() || self.fresh_session {
             tracing::info!(warehouse = %self.settings.redacted_url(), "reconnecting to the warehouse");
-            self.client = connect(&self.settings).await?;
+            // Unlike at start, a server that cannot be reached now is an outage to wait out.
+            self.client =
+                connect_sql(&self.settings)
+                    .await
+                    .map_err(|e| WarehouseError::Statement {
+                        what: format!("reconnecting to {}", self.settings.redacted_url()),
+                        transient: e.is_transient(),
+                        detail: e.to_string(),
+                    })?;
+            self.fresh_session = false;
         }
         Ok(())
     }
 
+    /// Notes a transient failure, so the retry runs on a new session.
+    fn after<T>(&mut self, result: Result<T, WarehouseError>) -> Result<T, WarehouseError> {
+        if result.as_ref().is_err_and(WarehouseError::is_transient) {
+            self.fresh_session = true;
+        }
+        result
+    }
+
     pub(super) async fn execute(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
-        self.reconnect_if_closed().await?;
+        self.reconnect_if_needed().await?;
+        let result = self.execute_once(statements).await;
+        self.after(result)
+    }
+
+    async fn execute_once(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
         let transaction = self
             .client
             .transaction()
@@ -198,7 +238,12 @@ impl PgWarehouse {
         flush: Arc<Flush>,
         group: &str,
     ) -> Result<(), WarehouseError> {
-        self.reconnect_if_closed().await?;
+        self.reconnect_if_needed().await?;
+        let result = self.apply_once(flush, group).await;
+        self.after(result)
+    }
+
+    async fn apply_once(&mut self, flush: Arc<Flush>, group: &str) -> Result<(), WarehouseError> {
         let schema = self.schema.clone();
         let transaction = self
             .client

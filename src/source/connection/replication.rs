@@ -498,6 +498,10 @@ impl ReplicationConnection {
                     }
                 }
                 b'c' => return Ok(ReplicationMessage::CopyDone),
+                // CommandComplete without CopyDone: a walsender told to shut down (a fast
+                // shutdown of the server) ends the stream this way once it has sent
+                // everything (`WalSndDone`), and then exits. The stream is over all the same.
+                b'C' => return Ok(ReplicationMessage::CopyDone),
                 b'E' => return Err(ConnectionError::Server(Box::new(ServerError::parse(&body)))),
                 b'N' | b'S' => {}
                 other => return Err(self.unexpected(other, &body)),
