@@ -2,9 +2,13 @@
 # The long versions of the drills in tests/ (the test suite runs short ones):
 # - the crash loop (tests/crash_loop.rs) with 50 SIGKILLs of the source and the sink under
 #   a pgbench load; TIDEMARK_CRASH_KILLS changes the count, TIDEMARK_CRASH_SEED replays a
-#   run's kill schedule (each run prints its seed).
+#   run's kill schedule (each run prints its seed);
+# - the fault drills (tests/fault_drills.rs) with outages of 60 s
+#   (TIDEMARK_FAULT_OUTAGE_SECS changes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 source scripts/ensure-deps.sh
 TIDEMARK_CRASH_KILLS="${TIDEMARK_CRASH_KILLS:-50}" \
   cargo nextest run --retries 0 --no-capture --test crash_loop "$@"
+TIDEMARK_FAULT_OUTAGE_SECS="${TIDEMARK_FAULT_OUTAGE_SECS:-60}" \
+  cargo nextest run --retries 0 --no-capture --test fault_drills "$@"

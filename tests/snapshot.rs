@@ -691,3 +691,101 @@ async fn a_snapshot_connection_cut_mid_copy_is_resumed_after_reconnecting() {
     assert_eq!(replay(&events, "cut"), source_state(&client, "cut").await);
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_is_a_definite_error_and_when_needed_snapshots_again() {
+    // A cluster of its own: the slot may keep at most 1 MB of WAL.
+    let cluster = tidemark::testing::PgCluster::start_with(&[
+        ("max_slot_wal_keep_size", "1MB"),
+        ("wal_keep_size", "0"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database("slot_lost")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    create_table(&client, "v", 500).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = snapshot_config(&db, "lost", dir.path(), "snapshot = \"initial\"");
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    reader.stop().await;
+
+    // While the connector is away, the database writes far more WAL than the slot may
+    // keep; checkpoints remove it and the server invalidates the slot.
+    exec(
+        &client,
+        "UPDATE v SET n = 1 WHERE id <= 100; INSERT INTO v SELECT i, 'gap', 3 FROM generate_series(501, 600) i;",
+    )
+    .await;
+    let mut status = String::new();
+    for _ in 0..20 {
+        exec(
+            &client,
+            "CREATE TABLE IF NOT EXISTS wal_filler (pad text); \
+             INSERT INTO wal_filler SELECT repeat('x', 1000) FROM generate_series(1, 2000); \
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await;
+        status = common::text_rows(
+            &client,
+            "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'tidemark_lost'",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .first()
+        .and_then(|row| row.first().cloned().flatten())
+        .unwrap_or_default();
+        if status == "lost" {
+            break;
+        }
+    }
+    assert_eq!(status, "lost", "the slot was not invalidated");
+
+    // The default mode: a definite error that names the cause and the remedy.
+    let error = start(&config)
+        .finished()
+        .await
+        .expect_err("a lost slot cannot stream");
+    assert!(
+        matches!(error, ReaderError::SlotInvalidated { .. }),
+        "{error}"
+    );
+    assert!(!error.is_transient(), "{error}");
+    for part in ["max_slot_wal_keep_size", "when_needed", "tidemark teardown"] {
+        assert!(error.to_string().contains(part), "{part} not in: {error}");
+    }
+
+    // when_needed: the lost slot dropped, a new one, every table snapshotted again (the
+    // changes since the old slot's position are gone), then streaming.
+    let mut healing = config.clone();
+    healing.source.snapshot = tidemark::config::SnapshotMode::WhenNeeded;
+    let reader = start(&healing);
+    reader.wait_for_last_snapshot_row().await;
+    exec(&client, "UPDATE v SET n = 9 WHERE id = 1").await;
+    wait_until("the streamed update", Duration::from_secs(30), || async {
+        reader.events.lock().iter().any(|e| e.op == Op::Update)
+    })
+    .await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    let reads_of_v = events
+        .iter()
+        .filter(|e| e.op == Op::Read && e.table.as_ref().is_some_and(|t| t.name == "v"))
+        .count();
+    assert_eq!(reads_of_v, 600);
+    assert_eq!(replay(&events, "v"), source_state(&client, "v").await);
+    let slots = common::text_rows(
+        &client,
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'tidemark_lost'",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        slots,
+        vec![vec![Some("reserved".to_string())]],
+        "a new slot"
+    );
+}

@@ -1,0 +1,307 @@
+//! Shared parts of the drills (`crash_loop.rs`, `fault_drills.rs`): pgbench's TPC-B-like
+//! workload on the source, tidemark child processes that can be killed and started again,
+//! and the table checksums that decide whether the warehouse equals the source.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tidemark::testing::{PgCluster, TestDatabase};
+
+use super::kafka::drain;
+use super::{exec, text_rows};
+
+pub const TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_tellers",
+    "pgbench_history",
+];
+
+/// Accounts the crash loop keeps after `pgbench -i -s 1` (which makes 100,000).
+pub const ACCOUNTS: u32 = 20_000;
+
+/// pgbench's built-in "TPC-B (sort of)" script, with the account drawn from the rows kept.
+pub fn tpcb_like(accounts: u32) -> String {
+    format!(
+        "\\set aid random(1, {accounts})
+\\set bid random(1, 1)
+\\set tid random(1, 10)
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+END;
+"
+    )
+}
+
+/// Retained WAL counted as "near zero" once caught up: heartbeats and pgbench's last
+/// checkpoint records can sit between the confirmed position and the server's end.
+pub const NEAR_ZERO_WAL: i64 = 1024 * 1024;
+
+/// One tidemark process, restarted after each kill; its logs go to numbered files.
+pub struct Process {
+    label: &'static str,
+    args: Vec<String>,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    pub child: Option<Child>,
+    pub starts: u32,
+}
+
+impl Process {
+    pub fn new(label: &'static str, args: &[&str], dir: &Path) -> Process {
+        Process {
+            label,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            dir: dir.to_owned(),
+            env: Vec::new(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// An environment variable for every start.
+    pub fn env(mut self, name: &str, value: &str) -> Process {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let log = self.dir.join(format!("{}-{}.log", self.label, self.starts));
+        let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(&self.args)
+            .env(
+                "TIDEMARK_LOG",
+                std::env::var("TIDEMARK_CRASH_LOG")
+                    .unwrap_or_else(|_| "tidemark=info,librdkafka=warn".into()),
+            )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting tidemark {}: {e}", self.label));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "tidemark {} had exited by itself ({status}); see {}",
+                    self.label,
+                    self.log().display()
+                );
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM: a graceful stop, which must exit 0.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                status.success(),
+                "tidemark {} exited with {status} after SIGTERM; see {}",
+                self.label,
+                self.log().display()
+            );
+        }
+    }
+
+    /// The last lines of the current log, for failure messages.
+    pub fn tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(30);
+        format!(
+            "--- {} ---\n{}",
+            self.log().display(),
+            lines[from..].join("\n")
+        )
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(format!("{}-{}.log", self.label, self.starts))
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+            panic!(
+                "tidemark {} stopped by itself ({status}):\n{log}",
+                self.label
+            );
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Count and md5 of every row of `table` in primary-key order (the row as text).
+pub async fn checksum(
+    client: &tokio_postgres::Client,
+    table: &str,
+    key: &str,
+) -> Vec<Vec<Option<String>>> {
+    let columns = match table {
+        "pgbench_accounts" => "aid, bid, abalance, filler",
+        "pgbench_branches" => "bid, bbalance, filler",
+        "pgbench_tellers" => "tid, bid, tbalance, filler",
+        _ => "id, tid, bid, aid, delta, mtime, filler",
+    };
+    text_rows(
+        client,
+        &format!(
+            "SELECT count(*)::text, md5(coalesce(string_agg(r::text, '|' ORDER BY {key}), '')) \
+             FROM (SELECT {columns} FROM public.{table}) r"
+        ),
+    )
+    .await
+    // The warehouse table appears with the sink's first flush.
+    .unwrap_or_default()
+}
+
+pub fn key_of(table: &str) -> &'static str {
+    match table {
+        "pgbench_accounts" => "aid",
+        "pgbench_branches" => "bid",
+        "pgbench_tellers" => "tid",
+        _ => "id",
+    }
+}
+
+/// pgbench's tables in `db` (`pgbench -i -s 1`), made ready for capture: the history table
+/// gets a key (it has none, and users give such a table one before capturing it) and the
+/// accounts are cut to `accounts` rows (the workload picks among them) to keep the
+/// snapshot short.
+pub async fn pgbench_tables(
+    cluster: &PgCluster,
+    db: &TestDatabase,
+    client: &tokio_postgres::Client,
+    accounts: u32,
+) {
+    let output = Command::new(cluster.binary("pgbench"))
+        .args(["-i", "-q", "-s", "1"])
+        .arg(db.url())
+        .output()
+        .unwrap_or_else(|e| panic!("pgbench: {e}"));
+    assert!(
+        output.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exec(
+        client,
+        &format!(
+            "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY;
+             DELETE FROM pgbench_accounts WHERE aid > {accounts};"
+        ),
+    )
+    .await;
+}
+
+/// The load: pgbench's TPC-B-like transaction (over `accounts` accounts) at `rate` per
+/// second on two connections to `url`, for up to an hour (the caller kills it). pgbench stops when its server goes away;
+/// the fault drills start it again.
+pub fn start_load(cluster: &PgCluster, url: &str, dir: &Path, rate: u32, accounts: u32) -> Child {
+    let script = dir.join("tpcb-like.sql");
+    std::fs::write(&script, tpcb_like(accounts)).unwrap_or_else(|e| panic!("{e}"));
+    Command::new(cluster.binary("pgbench"))
+        .args([
+            "-n",
+            "-c",
+            "2",
+            "-j",
+            "1",
+            "-R",
+            &rate.to_string(),
+            "-T",
+            "3600",
+            "-f",
+        ])
+        .arg(&script)
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("pgbench: {e}"))
+}
+
+/// The WAL `slot` keeps on the server beyond its confirmed position, in bytes.
+pub async fn retained_wal(client: &tokio_postgres::Client, slot: &str) -> i64 {
+    text_rows(
+        client,
+        &format!(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text \
+             FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .first()
+    .and_then(|row| row.first().cloned().flatten())
+    .and_then(|bytes| bytes.parse::<i64>().ok())
+    .unwrap_or(i64::MAX)
+}
+
+/// Asserts that every row of the source's `pgbench_history` (one per committed pgbench
+/// transaction) is on `topic` as an insert (at least once: no gap). Returns the number of
+/// transactions and of history records read from the topic.
+pub async fn assert_history_in_kafka(
+    client: &tokio_postgres::Client,
+    bootstrap: &str,
+    topic: &str,
+) -> (usize, usize) {
+    let inserted: BTreeSet<i64> = text_rows(client, "SELECT id::text FROM pgbench_history")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter_map(|row| row.first().cloned().flatten())
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    assert!(!inserted.is_empty(), "pgbench committed nothing");
+    let history = drain(bootstrap, topic, false, Duration::from_secs(3)).await;
+    let in_kafka: BTreeSet<i64> = history
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .map(|v| &v["payload"])
+        .filter(|v| v["op"] == "c")
+        .filter_map(|v| v["after"]["id"].as_i64())
+        .collect();
+    let missing: Vec<&i64> = inserted.difference(&in_kafka).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "history rows not in Kafka (first 10): {missing:?} of {}; {} records read, the first: {:?}",
+        inserted.len(),
+        history.len(),
+        history
+            .first()
+            .and_then(|r| r.value.as_ref())
+            .map(|v| &v["payload"])
+    );
+    (inserted.len(), history.len())
+}
