@@ -172,7 +172,7 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
     let (warehouse, warehouse_admin) = database("faults_wh").await;
     let warehouse_proxy = proxy_to(warehouse.cluster.port).await;
 
-    // tidemark's and the broker's logs are kept after the test, to read what they did.
+    // tidemark's and the broker's logs, kept when the test fails, to read what they did.
     let logs = tempfile::Builder::new()
         .prefix("tidemark-faults-")
         .tempdir()
@@ -409,4 +409,6 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
     );
     tidemark.terminate();
     drop(broker);
+    // Kept only when the drill fails.
+    let _ = std::fs::remove_dir_all(&logs);
 }

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The benchmark report in one command: builds the benches in release mode, runs each of
+# them (every figure is measured side by side with its baseline, in the same run, on this
+# machine) and writes benches/REPORT.md with the machine, the versions and the exact
+# commands, so anyone can run it again and compare.
+#
+#   benches/run.sh                 # everything, default sizes (about 30 minutes here)
+#   BENCHES="drain sink_merge" benches/run.sh   # a subset
+#
+# The benches' own size variables (DRAIN_ROWS, SNAPSHOT_ROWS, SINK_SIZES, ...) pass
+# through and are written into the report. The release build has a target directory of
+# its own (BENCH_TARGET_DIR, default ~/.cache/tidemark/bench-target): DuckDB's optimised
+# build takes a long time once, and the test builds must not evict it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NEED_BROKER=1 source scripts/ensure-deps.sh
+export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$HOME/.cache/tidemark/bench-target}"
+BENCHES="${BENCHES:-drain snapshot sink_merge decoder avro_encode}"
+report=benches/REPORT.md
+logs="$(mktemp -d)"
+
+echo "== building the benches (release)" >&2
+cargo bench --no-run --quiet
+
+title() {
+  case "$1" in
+    drain) echo "Streaming: tidemark draining a slot against pg_recvlogical on an identical slot" ;;
+    snapshot) echo "Snapshot: tidemark against PostgreSQL's own COPY, and into Kafka against a bare producer" ;;
+    sink_merge) echo "Sink: MERGE batches against a bare bulk load, DuckDB and PostgreSQL" ;;
+    decoder) echo "Decoder: pgoutput messages and events per second (criterion)" ;;
+    avro_encode) echo "Encoding: records per second, Avro and JSON (criterion)" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+pg_bin="${TIDEMARK_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
+tansu_bin="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
+sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK)_' | sort | tr '\n' ' ' || true)"
+{
+  echo "# tidemark benchmark report"
+  echo
+  echo "Written by \`benches/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'). Every ratio compares"
+  echo "two figures measured in the same run on the same machine; absolute rates depend on"
+  echo "the machine."
+  echo
+  echo "## Machine and versions"
+  echo
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+  echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "- kernel: $(uname -sr)"
+  echo "- tidemark: $(git describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "- $(rustc --version)"
+  echo "- PostgreSQL: $("$pg_bin/postgres" --version)"
+  echo "- broker: $("$tansu_bin" --version 2>/dev/null | head -1 || echo 'tansu (version unknown)')"
+  echo "- librdkafka (rdkafka-sys): $(grep -A1 'name = "rdkafka-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
+  echo "- DuckDB (duckdb crate): $(grep -A1 '^name = "duckdb"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
+  echo
+  echo "## Commands"
+  echo
+  echo '```'
+  echo "${sizes}benches/run.sh   # BENCHES=\"$BENCHES\""
+  for bench in $BENCHES; do
+    echo "cargo bench --bench $bench"
+  done
+  echo '```'
+} > "$report.tmp"
+
+for bench in $BENCHES; do
+  echo "== cargo bench --bench $bench" >&2
+  started=$(date +%s)
+  cargo bench --quiet --bench "$bench" > "$logs/$bench.out" 2> "$logs/$bench.err" || {
+    echo "cargo bench --bench $bench failed; its output:" >&2
+    tail -50 "$logs/$bench.err" >&2
+    exit 1
+  }
+  {
+    echo
+    echo "## $(title "$bench")"
+    echo
+    echo "\`cargo bench --bench $bench\`, $(( $(date +%s) - started )) s."
+    echo
+    if grep -q '^|' "$logs/$bench.out"; then
+      cat "$logs/$bench.out"
+    else
+      echo '```'
+      grep -v '^\s*$' "$logs/$bench.out" | grep -vi 'warming up\|analyzing\|collecting' || true
+      echo '```'
+    fi
+    echo
+    echo "<details><summary>progress lines (stderr)</summary>"
+    echo
+    echo '```'
+    grep -v '^\s*$' "$logs/$bench.err" | tail -40 || true
+    echo '```'
+    echo
+    echo "</details>"
+  } >> "$report.tmp"
+done
+
+{
+  echo
+  echo "## Not measured yet"
+  echo
+  echo "- streaming into Kafka itself (at least once and exactly once) against"
+  echo "  \`pg_recvlogical\` for narrow and wide rows: the streaming figures above stop at the"
+  echo "  encoded event;"
+  echo "- latency from commit to Kafka acknowledgement and to the warehouse, p50 and p99, at"
+  echo "  a fixed pgbench rate;"
+  echo "- peak RSS while one transaction of several million rows streams through (the"
+  echo "  snapshot bench prints the peak RSS of a snapshot);"
+  echo "- CPU time per event."
+} >> "$report.tmp"
+mv "$report.tmp" "$report"
+echo "wrote $report" >&2
