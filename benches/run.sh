@@ -58,7 +58,7 @@ sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK)_' | sort | tr '\n' ' ' || true)"
   echo "## Commands"
   echo
   echo '```'
-  echo "${sizes}benches/run.sh   # BENCHES=\"$BENCHES\""
+  echo "BENCHES=\"$BENCHES\" ${sizes}benches/run.sh"
   for bench in $BENCHES; do
     echo "cargo bench --bench $bench"
   done
