@@ -8,6 +8,9 @@
 //! column can tell A's insert is old: only the offsets can. Each flush moves a partition's
 //! stored offset as a compare-and-set from where its instance found it, so A's flush is
 //! refused whole and the deleted row stays deleted.
+//!
+//! Also refused whole: a flush into a warehouse table altered by hand so that it no longer
+//! fits, with an error that says how to mend it.
 
 mod common;
 
@@ -259,4 +262,55 @@ async fn a_stale_claim_is_refused_in_duckdb() {
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows, vec![(2, "two".to_string())]);
+}
+
+/// A warehouse table altered by hand so that it no longer fits (a column dropped): the
+/// flush is refused whole with a definite error naming the table, the cause and the
+/// remedy, and neither the rows nor the stored offset move, so nothing is lost once the
+/// table is mended and the sink restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_altered_by_hand_refuses_the_flush_with_the_remedy() {
+    let (warehouse_db, client) = database("sink_altered_pg").await;
+    let section = format!(
+        "kind = \"postgres\"\nurl = \"{}\"\nschema = \"main\"",
+        warehouse_db.url()
+    );
+    let mut warehouse = open(&section).await;
+    apply(
+        &mut warehouse,
+        flush(true, vec![upsert(1, "one", 10)], None, 1),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the first flush: {e}"));
+    common::exec(&client, "ALTER TABLE main.t DROP COLUMN name").await;
+    let refused = apply(
+        &mut warehouse,
+        flush(false, vec![upsert(2, "two", 20)], Some(1), 2),
+    )
+    .await;
+    let Err(error) = refused else {
+        panic!("a flush into a table without its column was applied")
+    };
+    assert!(!error.is_transient(), "{error}");
+    let message = error.to_string();
+    for part in [
+        "main.t: MERGE",
+        "column \"name\"",
+        "altered by hand",
+        "tidemark replay",
+        "nothing of this batch was applied",
+    ] {
+        assert!(message.contains(part), "{part} not in: {message}");
+    }
+    let rows = common::text_rows(&client, "SELECT id::text FROM main.t ORDER BY id")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows, vec![vec![Some("1".into())]]);
+    let stored = common::text_rows(
+        &client,
+        "SELECT next_offset::text FROM main.__tidemark_offsets WHERE consumer_group = 'fence-sink'",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stored, vec![vec![Some("1".into())]]);
 }
