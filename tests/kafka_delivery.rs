@@ -278,6 +278,63 @@ async fn a_record_too_large_stops_with_a_clear_error_and_is_not_confirmed() {
     drop(run.stop);
 }
 
+/// A value its Avro type cannot hold (`NaN` in a `numeric(10,2)`, which maps to an Avro
+/// decimal): the connector stops with the column, the value and the remedy, and the
+/// transaction is not confirmed, so it is delivered once the column is changed.
+#[tokio::test]
+async fn a_value_outside_its_avro_type_stops_with_the_remedy_and_is_not_confirmed() {
+    let (db, client) = database("kafka_nan").await;
+    exec(
+        &client,
+        "CREATE TABLE prices (id int PRIMARY KEY, price numeric(10,2))",
+    )
+    .await;
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "name = \"knan\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{}\"\nformat = \"avro\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+        db.url(),
+        broker.bootstrap
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Avro needs the registry: the embedded one, kept for the whole test.
+    let (output, _registry, _url) = common::sink::avro_output(&config, "test").await;
+    let (stop, task) = spawn_reader(config, output, &client).await;
+    let run = KafkaRun { stop, task };
+    exec(&client, "INSERT INTO prices VALUES (1, 9.99)").await;
+    exec(&client, "INSERT INTO prices VALUES (2, 'NaN')").await;
+    let before: tidemark::lsn::Lsn = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get::<_, String>(0)
+        .parse()
+        .unwrap_or_default();
+    let error = match tokio::time::timeout(Duration::from_secs(30), run.task).await {
+        Ok(Ok(Err(error))) => error.to_string(),
+        other => panic!("expected the connector to stop with an error, got {other:?}"),
+    };
+    for part in ["NaN", "price", "Avro decimal", "unconstrained numeric"] {
+        assert!(error.contains(part), "{part} not in: {error}");
+    }
+    let confirmed: tidemark::lsn::Lsn = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_knan'",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get::<_, String>(0)
+        .parse()
+        .unwrap_or_default();
+    assert!(
+        confirmed < before,
+        "the refused transaction was confirmed ({confirmed} >= {before})"
+    );
+    drop(run.stop);
+}
+
 #[tokio::test]
 async fn heartbeats_reach_the_heartbeat_topic_and_move_the_slot() {
     let (db, client) = database("kafka_heartbeat").await;
