@@ -42,6 +42,13 @@ pub enum OutputError {
     Setup(String),
 }
 
+impl OutputError {
+    /// Whether the source may go on after reconnecting (a Kafka outage), rather than stop.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, OutputError::Kafka(e) if e.is_transient())
+    }
+}
+
 /// A destination for change events. See the module docs for the contract.
 pub trait EventOutput: Send {
     /// Accepts the next event of the open transaction.

@@ -146,31 +146,14 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     let stopped_at = Instant::now();
 
     // Caught up: every table equal, row for row.
-    for table in TABLES {
-        let key = key_of(table);
-        let expected = checksum(&client, table, key).await;
-        let limit = Duration::from_secs(240).saturating_sub(stopped_at.elapsed());
-        let started = Instant::now();
-        loop {
-            source.assert_running();
-            sink.assert_running();
-            if checksum(&warehouse_client, table, key).await == expected {
-                break;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "{table}: the warehouse has {:?}, the source {expected:?}\n{}\n{}",
-                checksum(&warehouse_client, table, key).await,
-                source.tail(),
-                sink.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    eprintln!(
-        "warehouse equal {:?} after the load stopped",
-        stopped_at.elapsed()
-    );
+    wait_tables_equal(
+        &client,
+        &warehouse_client,
+        stopped_at,
+        Duration::from_secs(240),
+        &mut [&mut source, &mut sink],
+    )
+    .await;
 
     // Kafka holds every change: every committed pgbench transaction inserted one history
     // row, and updated one account, one teller and one branch.

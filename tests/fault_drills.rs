@@ -344,27 +344,14 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
 
     // Caught up: every table equal, row for row.
     let source_client = connect(&db).await;
-    for table in TABLES {
-        let key = key_of(table);
-        let expected = checksum(&source_client, table, key).await;
-        loop {
-            tidemark.assert_running();
-            let actual = checksum(&warehouse_admin, table, key).await;
-            if actual == expected {
-                break;
-            }
-            assert!(
-                stopped_at.elapsed() < Duration::from_secs(180),
-                "{table}: the warehouse has {actual:?}, the source {expected:?}\n{}",
-                tidemark.tail()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    eprintln!(
-        "warehouse equal {:?} after the load stopped",
-        stopped_at.elapsed()
-    );
+    wait_tables_equal(
+        &source_client,
+        &warehouse_admin,
+        stopped_at,
+        Duration::from_secs(180),
+        &mut [&mut tidemark],
+    )
+    .await;
 
     // Kafka holds every committed transaction's history row.
     let (transactions, history_records) =

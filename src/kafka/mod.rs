@@ -159,7 +159,9 @@ impl KafkaError {
     }
 }
 
-/// Codes of a broker that cannot be reached or answer for now.
+/// Codes of a broker that cannot be reached or answer for now: a request (or a record's
+/// delivery) failed with one of these may succeed when sent again. Any other code, such as a
+/// record too large, a refused permission or a fenced producer, needs a person.
 pub(crate) fn is_outage(code: rdkafka::types::RDKafkaErrorCode) -> bool {
     use rdkafka::types::RDKafkaErrorCode::*;
     matches!(

@@ -126,35 +126,13 @@ impl ProducerContext for AckContext {
                 };
                 Err(DeliveryFailure {
                     detail,
-                    retriable: code.is_none_or(is_retriable),
+                    // The same test as for any Kafka request: a broker away or restarting.
+                    retriable: code.is_some_and(super::is_outage),
                 })
             }
         };
         self.tracker.delivered(ordinal, outcome);
     }
-}
-
-/// Whether a record that failed with `code` may be delivered by sending it again: not when
-/// the record, the topic or the credentials are the problem, which only a person can mend.
-fn is_retriable(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode::*;
-    !matches!(
-        code,
-        MessageSizeTooLarge
-            | MessageBatchTooLarge
-            | InvalidMessageSize
-            | InvalidTopic
-            | InvalidRequiredAcks
-            | TopicAuthorizationFailed
-            | ClusterAuthorizationFailed
-            | TransactionalIdAuthorizationFailed
-            | UnsupportedVersion
-            | UnsupportedForMessageFormat
-            | PolicyViolation
-            | Fatal
-            | Fenced
-            | InvalidProducerEpoch
-    )
 }
 
 /// Source transaction being written, for transaction metadata.

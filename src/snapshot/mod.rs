@@ -158,7 +158,7 @@ impl SnapshotError {
                 e.is_transient()
             }
             SnapshotError::Truncated { .. } | SnapshotError::Worker(_) => true,
-            SnapshotError::Output(crate::output::OutputError::Kafka(e)) => e.is_transient(),
+            SnapshotError::Output(e) => e.is_transient(),
             _ => false,
         }
     }

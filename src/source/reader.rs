@@ -179,7 +179,7 @@ impl ReaderError {
             ReaderError::Setup(SetupError::Connection(e)) => e.is_transient(),
             ReaderError::Setup(SetupError::Sql { source, .. }) => is_transient_sql(source),
             ReaderError::Snapshot(e) => e.is_transient(),
-            ReaderError::Output(OutputError::Kafka(e)) => e.is_transient(),
+            ReaderError::Output(e) => e.is_transient(),
             _ => false,
         }
     }

@@ -26,7 +26,6 @@ struct Shared {
     /// Bumped by every cut: connection tasks watch it and reset their sockets.
     cuts: watch::Sender<u64>,
     down: AtomicBool,
-    accepted: AtomicU64,
     resets: AtomicU64,
 }
 
@@ -42,7 +41,6 @@ impl TcpProxy {
             target,
             cuts,
             down: AtomicBool::new(false),
-            accepted: AtomicU64::new(0),
             resets: AtomicU64::new(0),
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -76,11 +74,6 @@ impl TcpProxy {
         }
     }
 
-    /// Connections accepted so far (forwarded or reset).
-    pub fn accepted(&self) -> u64 {
-        self.shared.accepted.load(Ordering::SeqCst)
-    }
-
     /// Connections reset by a cut or while down.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::SeqCst)
@@ -104,7 +97,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
         if shared.down.load(Ordering::SeqCst) {
             reset(client, &shared);
             continue;

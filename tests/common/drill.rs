@@ -305,3 +305,40 @@ pub async fn assert_history_in_kafka(
     );
     (inserted.len(), history.len())
 }
+
+/// Waits until every pgbench table of `warehouse` equals its table in `source` (count and
+/// md5 of every row), at most `limit` after `since` (when the load stopped); `processes`
+/// must keep running meanwhile, and the tails of their logs go into the failure message.
+/// Prints how long after `since` the warehouse was equal.
+pub async fn wait_tables_equal(
+    source: &tokio_postgres::Client,
+    warehouse: &tokio_postgres::Client,
+    since: std::time::Instant,
+    limit: Duration,
+    processes: &mut [&mut Process],
+) {
+    for table in TABLES {
+        let key = key_of(table);
+        let expected = checksum(source, table, key).await;
+        loop {
+            for process in processes.iter_mut() {
+                process.assert_running();
+            }
+            let actual = checksum(warehouse, table, key).await;
+            if actual == expected {
+                break;
+            }
+            let tails: Vec<String> = processes.iter().map(|p| p.tail()).collect();
+            assert!(
+                since.elapsed() < limit,
+                "{table}: the warehouse has {actual:?}, the source {expected:?}\n{}",
+                tails.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    eprintln!(
+        "warehouse equal {:?} after the load stopped",
+        since.elapsed()
+    );
+}
