@@ -220,3 +220,79 @@ async fn every_type_round_trips_through_the_stream() {
     );
     reader.stop().await;
 }
+
+/// A `tracing` writer into a shared buffer, to read what the reader logged.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Bad input: a column type the mapping does not know (a composite type, an array of it, a
+/// geometric type) is carried as its text form, and the reader says so once per column,
+/// naming the column, the type and what to do for a typed value.
+#[tokio::test]
+async fn a_type_without_a_mapping_is_carried_as_text_with_a_warning() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // The test runtime runs the reader on this thread, so a thread-local subscriber sees it.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (db, client) = database("untyped").await;
+    exec(
+        &client,
+        "CREATE TYPE pair AS (a int, b text);
+         CREATE TABLE untyped (id int PRIMARY KEY, p pair, ps pair[], pt point);",
+    )
+    .await;
+    let mut reader = Running::start(config(&db, "untyped", ""), &client).await;
+    exec(
+        &client,
+        "INSERT INTO untyped VALUES (1, ROW(1, 'x y'), ARRAY[ROW(2, NULL)::pair, NULL], '(1.5,-2)');
+         UPDATE untyped SET pt = '(0,0)' WHERE id = 1;",
+    )
+    .await;
+    let events = reader.wait_for_events(2).await;
+    assert_eq!(column(&events[0], "p"), &Value::Text("(1,\"x y\")".into()));
+    assert_eq!(
+        column(&events[0], "ps"),
+        &Value::Array(vec![Value::Text("(2,)".into()), Value::Null])
+    );
+    assert_eq!(column(&events[0], "pt"), &Value::Text("(1.5,-2)".into()));
+    assert_eq!(column(&events[1], "pt"), &Value::Text("(0,0)".into()));
+    let text = logs.text();
+    for (name, pg_type) in [("p", "pair"), ("ps", "_pair"), ("pt", "point")] {
+        let expected = format!(
+            "column public.untyped.{name} has type {pg_type}, which tidemark has no mapping for"
+        );
+        assert_eq!(
+            text.matches(&expected).count(),
+            1,
+            "one warning for {name}; the logs:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("carried as PostgreSQL's text form") && text.contains("GENERATED ALWAYS AS"),
+        "the warning names what happens and the remedy:\n{text}"
+    );
+}

@@ -15,15 +15,33 @@
 //!
 //! Comments are read from the catalog when the Relation message arrives, so a comment (or,
 //! under FULL, a primary key) changed since then is seen early.
+//!
+//! A column whose type has no mapping ([`TypeKind::Other`]: geometric and network types,
+//! ranges, composites, extension types without a known base) is carried as PostgreSQL's text
+//! form of its values, a string in every format, so nothing is lost; the resolver warns once
+//! per column so the user knows the value arrives untyped and how to change that.
+
+use std::collections::HashSet;
 
 use crate::event::{Column, KeySource, TableSchema};
-use crate::source::pg_type::{TypeError, TypeResolver};
+use crate::source::pg_type::{TypeError, TypeKind, TypeResolver};
 use crate::source::pgoutput::{RelationBody, ReplicaIdentity};
 
 /// Resolves Relation messages with catalog lookups.
 #[derive(Debug, Default)]
 pub struct RelationResolver {
     types: TypeResolver,
+    /// Columns (relation OID, column, type OID) already warned about as untyped.
+    warned_untyped: HashSet<(u32, String, u32)>,
+}
+
+/// Whether values of `kind` arrive as text only because their type has no mapping.
+fn is_unmapped(kind: &TypeKind) -> bool {
+    match kind {
+        TypeKind::Other => true,
+        TypeKind::Array(element) => is_unmapped(element),
+        _ => false,
+    }
 }
 
 impl RelationResolver {
@@ -60,6 +78,26 @@ impl RelationResolver {
                 .types
                 .resolve(client, column.type_oid, column.type_modifier)
                 .await?;
+            if is_unmapped(&column_type.kind)
+                && self
+                    .warned_untyped
+                    .insert((body.id, column.name.clone(), column_type.oid))
+            {
+                tracing::warn!(
+                    table = %format!("{}.{}", body.namespace, body.name),
+                    column = %column.name,
+                    pg_type = %column_type.name,
+                    "column {}.{}.{} has type {}, which tidemark has no mapping for: its values \
+                     are carried as PostgreSQL's text form (a string in Avro and JSON) and nothing \
+                     is lost. For a typed value, add a generated column of a mapped type computed \
+                     from it (ALTER TABLE … ADD COLUMN … GENERATED ALWAYS AS (…) STORED), or parse \
+                     the text downstream",
+                    body.namespace,
+                    body.name,
+                    column.name,
+                    column_type.name
+                );
+            }
             columns.push(Column {
                 name: column.name.clone(),
                 column_type,
