@@ -198,6 +198,40 @@ fn write_load(
 }
 
 /// Waits until the slot confirmed everything written so far.
+/// The slot's confirmed position, as text.
+async fn confirmed_flush(client: &tokio_postgres::Client, slot: &str) -> String {
+    client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("slot")
+        .get(0)
+}
+
+/// Starts the reader on `config` with `snapshot = "when_needed"`, waits for its snapshot,
+/// runs `update` (one UPDATE) on the source, waits for it to stream, stops the reader and
+/// returns every event it delivered.
+async fn heal_with_when_needed(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    update: &str,
+) -> Vec<ChangeEvent> {
+    let mut healing = config.clone();
+    healing.source.snapshot = tidemark::config::SnapshotMode::WhenNeeded;
+    let reader = start(&healing);
+    reader.wait_for_last_snapshot_row().await;
+    exec(client, update).await;
+    wait_until("the streamed update", Duration::from_secs(30), || async {
+        reader.events.lock().iter().any(|e| e.op == Op::Update)
+    })
+    .await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    handle.snapshot()
+}
+
 async fn caught_up(client: &tokio_postgres::Client, slot: &str) {
     let target = common::current_wal(client).await;
     wait_until(
@@ -623,18 +657,7 @@ async fn modes_initial_only_when_needed_and_a_lost_slot() {
     assert!(error.to_string().contains("when_needed"), "{error}");
 
     // when_needed: a new slot and a new snapshot, then streaming.
-    let mut healing = config.clone();
-    healing.source.snapshot = tidemark::config::SnapshotMode::WhenNeeded;
-    let reader = start(&healing);
-    reader.wait_for_last_snapshot_row().await;
-    exec(&client, "UPDATE m SET n = 9 WHERE id = 1").await;
-    wait_until("the streamed update", Duration::from_secs(30), || async {
-        reader.events.lock().iter().any(|e| e.op == Op::Update)
-    })
-    .await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = heal_with_when_needed(&config, &client, "UPDATE m SET n = 9 WHERE id = 1").await;
     assert_eq!(events.iter().filter(|e| e.op == Op::Read).count(), 1_100);
     assert_eq!(replay(&events, "m"), source_state(&client, "m").await);
     drop(db);
@@ -759,18 +782,7 @@ async fn an_invalidated_slot_is_a_definite_error_and_when_needed_snapshots_again
 
     // when_needed: the lost slot dropped, a new one, every table snapshotted again (the
     // changes since the old slot's position are gone), then streaming.
-    let mut healing = config.clone();
-    healing.source.snapshot = tidemark::config::SnapshotMode::WhenNeeded;
-    let reader = start(&healing);
-    reader.wait_for_last_snapshot_row().await;
-    exec(&client, "UPDATE v SET n = 9 WHERE id = 1").await;
-    wait_until("the streamed update", Duration::from_secs(30), || async {
-        reader.events.lock().iter().any(|e| e.op == Op::Update)
-    })
-    .await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = heal_with_when_needed(&config, &client, "UPDATE v SET n = 9 WHERE id = 1").await;
     let reads_of_v = events
         .iter()
         .filter(|e| e.op == Op::Read && e.table.as_ref().is_some_and(|t| t.name == "v"))
@@ -788,4 +800,66 @@ async fn an_invalidated_slot_is_a_definite_error_and_when_needed_snapshots_again
         vec![vec![Some("reserved".to_string())]],
         "a new slot"
     );
+}
+
+/// Bad input: the publication dropped while streaming. The server stops decoding at the
+/// first change after the drop; the reader stops with a definite error naming the cause and
+/// the way on, without confirming that change, and the remedy it names (teardown, then
+/// `when_needed`) ends with every row delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_dropped_while_streaming_stops_with_the_way_on() {
+    let (db, client) = database("pub_dropped").await;
+    create_table(&client, "pd", 100).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(&db, "pubdrop", dir.path(), "");
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    exec(&client, "UPDATE pd SET n = 5 WHERE id = 1").await;
+    wait_until("the streamed update", Duration::from_secs(30), || async {
+        reader.events.lock().iter().any(|e| e.op == Op::Update)
+    })
+    .await;
+    caught_up(&client, &config.source.slot).await;
+    let confirmed_before = confirmed_flush(&client, &config.source.slot).await;
+
+    exec(
+        &client,
+        &format!(
+            "DROP PUBLICATION {}; UPDATE pd SET n = 6 WHERE id = 2;",
+            config.source.publication
+        ),
+    )
+    .await;
+    let error = reader
+        .finished()
+        .await
+        .expect_err("a dropped publication stops the reader");
+    assert!(
+        matches!(error, ReaderError::PublicationMissing { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    let missing = format!(
+        "publication \"{}\" does not exist",
+        config.source.publication
+    );
+    for needle in [
+        missing.as_str(),
+        "was dropped",
+        "tidemark teardown",
+        "when_needed",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in: {message}");
+    }
+    // The change after the drop was not confirmed: the slot stands where it stood.
+    let confirmed_after = confirmed_flush(&client, &config.source.slot).await;
+    assert_eq!(confirmed_after, confirmed_before);
+
+    // The way on, as the message says it: teardown, then when_needed.
+    tidemark::source::setup::teardown(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events = heal_with_when_needed(&config, &client, "UPDATE pd SET n = 7 WHERE id = 3").await;
+    assert_eq!(replay(&events, "pd"), source_state(&client, "pd").await);
+    drop(db);
 }

@@ -158,6 +158,20 @@ pub enum ReaderError {
         /// Slot.
         slot: String,
     },
+    /// The publication was dropped while the slot still had changes to decode.
+    #[error(
+        "the server stopped decoding: {detail}. Publication {publication} was dropped (or renamed) while slot {slot} still had changes to decode; PostgreSQL decodes each change with the catalog as of that change, so this slot cannot read past the drop even if the publication is created again. Nothing after {confirmed} was confirmed, so nothing was lost before it. To go on: run `tidemark teardown` (drops the slot and what is left of the publication), then start again with source.snapshot = \"when_needed\": tidemark creates both again and snapshots the tables into the new slot"
+    )]
+    PublicationMissing {
+        /// The configured publication.
+        publication: String,
+        /// Slot.
+        slot: String,
+        /// Last confirmed position.
+        confirmed: Lsn,
+        /// The server's message.
+        detail: String,
+    },
     /// The slot was invalidated because it held back too much WAL.
     #[error(
         "replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; restart with source.snapshot = \"when_needed\" to drop it and snapshot again into a new slot, or drop it with `tidemark teardown`"
@@ -310,10 +324,29 @@ pub async fn run_reader_reporting<O: EventOutput>(
             }
             Err(error) => {
                 output.abort();
-                return Err(error);
+                return Err(explain_stream_error(error, config, state.confirmed));
             }
         }
     }
+}
+
+/// A definite server error the reader can say more about than the server does.
+fn explain_stream_error(error: ReaderError, config: &Config, confirmed: Lsn) -> ReaderError {
+    if let ReaderError::Connection(ConnectionError::Server(server)) = &error {
+        // pgoutput looks the publication up when it decodes a change, with the catalog as of
+        // that change: a publication dropped while the slot still has changes to decode
+        // stops the stream at the first change after the drop, and recreating it does not
+        // help that change (its historic catalog has no such publication).
+        if server.code == "42704" && server.message.starts_with("publication ") {
+            return ReaderError::PublicationMissing {
+                publication: config.source.publication.clone(),
+                slot: config.source.slot.clone(),
+                confirmed,
+                detail: server.message.clone(),
+            };
+        }
+    }
+    error
 }
 
 struct Session<'a, O> {
