@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The long versions of the drills in tests/ (the test suite runs short ones):
-# - the crash loop (tests/crash_loop.rs) with 50 SIGKILLs of the source and the sink under
-#   a pgbench load; TIDEMARK_CRASH_KILLS changes the count, TIDEMARK_CRASH_SEED replays a
-#   run's kill schedule (each run prints its seed);
+# - the crash loops (tests/crash_loop.rs) with 50 SIGKILLs each under a pgbench load: of
+#   the source and the sink at least once on tansu, and of the source exactly once on
+#   librdkafka's mock cluster; TIDEMARK_CRASH_KILLS changes the count, TIDEMARK_CRASH_SEED
+#   replays a run's kill schedule (each run prints its seed);
 # - the fault drills (tests/fault_drills.rs) with outages of 60 s
 #   (TIDEMARK_FAULT_OUTAGE_SECS changes it).
 set -euo pipefail

@@ -268,6 +268,20 @@ pub async fn retained_wal(client: &tokio_postgres::Client, slot: &str) -> i64 {
     .unwrap_or(i64::MAX)
 }
 
+/// The ids of the rows in `pgbench_history`: one per committed pgbench transaction.
+/// Fails if there are none.
+pub async fn history_ids(client: &tokio_postgres::Client) -> BTreeSet<i64> {
+    let ids: BTreeSet<i64> = text_rows(client, "SELECT id::text FROM pgbench_history")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter_map(|row| row.first().cloned().flatten())
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    assert!(!ids.is_empty(), "pgbench committed nothing");
+    ids
+}
+
 /// Asserts that every row of the source's `pgbench_history` (one per committed pgbench
 /// transaction) is on `topic` as an insert (at least once: no gap). Returns the number of
 /// transactions and of history records read from the topic.
@@ -276,14 +290,7 @@ pub async fn assert_history_in_kafka(
     bootstrap: &str,
     topic: &str,
 ) -> (usize, usize) {
-    let inserted: BTreeSet<i64> = text_rows(client, "SELECT id::text FROM pgbench_history")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .filter_map(|row| row.first().cloned().flatten())
-        .filter_map(|id| id.parse().ok())
-        .collect();
-    assert!(!inserted.is_empty(), "pgbench committed nothing");
+    let inserted = history_ids(client).await;
     let history = drain(bootstrap, topic, false, Duration::from_secs(3)).await;
     let in_kafka: BTreeSet<i64> = history
         .iter()
