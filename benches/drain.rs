@@ -4,74 +4,57 @@
 //! Reports rows/s of each and the ratio. `pg_recvlogical` is the walsender's own ceiling: the
 //! server decodes WAL single-threaded, and that is the rate no client can beat.
 //!
-//! `cargo bench --bench drain`; `DRAIN_ROWS` (default 500000) and `DRAIN_ROUNDS` (default 3)
-//! change the size. Rows are ~100 bytes, 100 per transaction.
+//! Two row widths, each with its own table, publication, backlog and slots: narrow (~100-byte
+//! rows) and wide (~1 KB rows), 100 rows per transaction. Beside the rates, the CPU time
+//! each consumer spent per event: tidemark's own (`getrusage` of this process across the
+//! drain, librdkafka's threads included) and `pg_recvlogical`'s (the child's). The
+//! walsender's own CPU is on the server's side of both and in neither figure. The mock
+//! cluster runs inside this process, so the exactly-once figure includes the mock broker's
+//! CPU too.
+//!
+//! `cargo bench --bench drain`; `DRAIN_ROWS` (default 500000 narrow rows),
+//! `DRAIN_WIDE_ROWS` (default 200000), `DRAIN_ROUNDS` (default 3) and `DRAIN_KAFKA=0` (skip
+//! the broker) change the run.
 
-use std::process::Command;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use tidemark::config::Config;
-use tidemark::event::{ChangeEvent, EnvelopeContext};
+use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
-use tidemark::lsn::Lsn;
-use tidemark::output::{EventOutput, JsonLinesOutput, OutputError};
+use tidemark::output::{EventOutput, JsonLinesOutput};
 use tidemark::source::reader::run_reader;
 use tidemark::testing::{KafkaBroker, PgCluster};
 
 mod common;
-use common::{bare_producer, create_topic, env_number, median, record_size};
-
-/// Any output, stopping the reader once `target` events were sent and committed.
-struct CountingOutput<O> {
-    inner: O,
-    target: u64,
-    seen: u64,
-    done: watch::Sender<bool>,
-}
-
-impl<O: EventOutput> EventOutput for CountingOutput<O> {
-    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
-        self.seen += 1;
-        self.inner.send(event).await
-    }
-    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
-        self.inner.commit(end_lsn).await?;
-        if self.seen >= self.target {
-            self.inner.flush().await?;
-            let _ = self.done.send(true);
-        }
-        Ok(())
-    }
-    fn abort(&mut self) {
-        self.inner.abort()
-    }
-    fn acknowledged(&self) -> Lsn {
-        self.inner.acknowledged()
-    }
-    async fn flush(&mut self) -> Result<(), OutputError> {
-        self.inner.flush().await
-    }
-    fn resume_position(&self) -> Lsn {
-        self.inner.resume_position()
-    }
-    async fn shutdown(&mut self) -> Result<(), OutputError> {
-        self.inner.shutdown().await
-    }
-}
+use common::{
+    CountingOutput, bare_producer, client_command, cpu_seconds, create_topic, env_number, median,
+    record_size,
+};
 
 /// Runs the reader into `inner` until `rows` events were committed; returns how many it saw.
 async fn drain_into<O: EventOutput>(config: &Config, inner: O, rows: u64) -> anyhow::Result<u64> {
-    let (done, stop) = watch::channel(false);
-    let mut output = CountingOutput {
-        inner,
-        target: rows,
-        seen: 0,
-        done,
-    };
+    let (mut output, stop) = CountingOutput::new(inner, rows);
     run_reader(config, &mut output, stop).await?;
     Ok(output.seen)
+}
+
+/// One row width: its table, how many rows its backlog has, and the SQL of one row's
+/// columns after the key (`g` is the row number).
+struct Width {
+    name: &'static str,
+    rows: u64,
+    columns: &'static str,
+    values: &'static str,
+}
+
+impl Width {
+    fn table(&self) -> String {
+        format!("orders_{}", self.name)
+    }
+    fn publication(&self) -> String {
+        format!("bench_{}", self.name)
+    }
 }
 
 /// Where tidemark's events go in a drain.
@@ -83,13 +66,20 @@ enum Sink<'a> {
     },
 }
 
+/// How long a drain took and the CPU seconds the draining side used.
+struct Drained {
+    elapsed: Duration,
+    cpu: f64,
+}
+
 async fn drain_with_tidemark(
     cluster: &PgCluster,
     db: &str,
+    width: &Width,
     slot: &str,
-    rows: u64,
     sink: Sink<'_>,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Drained> {
+    let rows = width.rows;
     let kafka = match &sink {
         Sink::Null => String::new(),
         Sink::Kafka {
@@ -105,8 +95,9 @@ async fn drain_with_tidemark(
         ),
     };
     let text = format!(
-        "name = \"{slot}\"\n[source]\nurl = \"{}\"\nslot = \"{slot}\"\npublication = \"bench\"\nsnapshot = \"never\"\n{kafka}",
-        cluster.url("postgres", db)
+        "name = \"{slot}\"\n[source]\nurl = \"{}\"\nslot = \"{slot}\"\npublication = \"{}\"\nsnapshot = \"never\"\n{kafka}",
+        cluster.url("postgres", db),
+        width.publication()
     );
     let config = Config::from_toml_with_env(&text, "bench", std::iter::empty())?;
     let context = EnvelopeContext {
@@ -114,6 +105,7 @@ async fn drain_with_tidemark(
         connector_name: slot.into(),
         database: db.into(),
     };
+    let cpu_before = cpu_seconds(false);
     let start = Instant::now();
     let seen = match sink {
         Sink::Null => {
@@ -130,28 +122,22 @@ async fn drain_with_tidemark(
         }
     };
     let elapsed = start.elapsed();
+    let cpu = cpu_seconds(false) - cpu_before;
     anyhow::ensure!(seen >= rows, "tidemark saw {seen} of {rows} rows");
-    Ok(elapsed)
+    Ok(Drained { elapsed, cpu })
 }
 
 fn drain_with_pg_recvlogical(
     cluster: &PgCluster,
     db: &str,
+    width: &Width,
     slot: &str,
     end: &str,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Drained> {
+    let cpu_before = cpu_seconds(true);
     let start = Instant::now();
-    let out = Command::new(cluster.binary("pg_recvlogical"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
+    let out = client_command(cluster, "pg_recvlogical")
+        .args(["-d", db])
         .args([
             "--slot",
             slot,
@@ -166,7 +152,7 @@ fn drain_with_pg_recvlogical(
             "-o",
             "proto_version=2",
             "-o",
-            "publication_names=bench",
+            &format!("publication_names={}", width.publication()),
             "-o",
             "messages=true",
             "-o",
@@ -174,25 +160,74 @@ fn drain_with_pg_recvlogical(
         ])
         .output()?;
     let elapsed = start.elapsed();
+    let cpu = cpu_seconds(true) - cpu_before;
     anyhow::ensure!(
         out.status.success(),
         "pg_recvlogical failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(elapsed)
+    Ok(Drained { elapsed, cpu })
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let rows = env_number("DRAIN_ROWS", 500_000);
-    let rounds = env_number("DRAIN_ROUNDS", 3);
-    let cluster = PgCluster::shared()?;
-    let db = cluster.create_database("drain").await?;
+/// Medians of one width's rounds.
+#[derive(Default)]
+struct Rounds {
+    rates: BTreeMap<&'static str, Vec<f64>>,
+    cpu_per_event: BTreeMap<&'static str, Vec<f64>>,
+    sizes: Option<(usize, usize)>,
+}
+
+impl Rounds {
+    fn record(&mut self, what: &'static str, rows: u64, drained: &Drained) -> f64 {
+        let rate = rows as f64 / drained.elapsed.as_secs_f64();
+        self.rates.entry(what).or_default().push(rate);
+        self.cpu_per_event
+            .entry(what)
+            .or_default()
+            .push(drained.cpu * 1e6 / rows as f64);
+        rate
+    }
+    fn rate(&self, what: &str) -> f64 {
+        self.rates
+            .get(what)
+            .cloned()
+            .map(median)
+            .unwrap_or(f64::NAN)
+    }
+    fn cpu(&self, what: &str) -> f64 {
+        self.cpu_per_event
+            .get(what)
+            .cloned()
+            .map(median)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Kafka endpoints: tansu for at-least-once, librdkafka's mock cluster for exactly-once
+/// (tansu has no transactions).
+struct Brokers {
+    tansu: String,
+    mock: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+async fn run_width(
+    cluster: &PgCluster,
+    db: &tidemark::testing::TestDatabase,
+    width: &Width,
+    rounds: u64,
+    brokers: Option<&Brokers>,
+) -> anyhow::Result<Rounds> {
     let client = db.connect().await?;
+    let (table, publication) = (width.table(), width.publication());
     client
-        .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), at timestamptz); CREATE PUBLICATION bench FOR TABLE orders;")
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, {}); CREATE PUBLICATION {publication} FOR TABLE {table};",
+            width.columns
+        ))
         .await?;
-    let slot_names = |i: u64| ["tm_null", "tm_kafka", "tm_eos", "recv"].map(|k| format!("{k}_{i}"));
+    let slot_names = |i: u64| {
+        ["tm_null", "tm_kafka", "tm_eos", "recv"].map(|k| format!("{k}_{}_{i}", width.name))
+    };
     for i in 0..rounds {
         for slot in slot_names(i) {
             client
@@ -203,14 +238,15 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
     }
+    let rows = width.rows;
     let transactions = rows / 100;
     let load_start = Instant::now();
     client
         .batch_execute(&format!(
             "DO $$ BEGIN FOR i IN 0..{} LOOP \
-               INSERT INTO orders SELECT g, 'customer-' || lpad(g::text, 8, '0') || '-with-a-longer-name', g * 0.07, now() \
-               FROM generate_series(i * 100, i * 100 + 99) g; COMMIT; END LOOP; END $$;",
-            transactions - 1
+               INSERT INTO {table} SELECT g, {} FROM generate_series(i * 100, i * 100 + 99) g; COMMIT; END LOOP; END $$;",
+            transactions - 1,
+            width.values
         ))
         .await?;
     let end: String = client
@@ -218,135 +254,168 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .get(0);
     eprintln!(
-        "backlog: {rows} rows in {transactions} transactions, written in {:.1?}",
+        "{} backlog: {rows} rows in {transactions} transactions, written in {:.1?}",
+        width.name,
         load_start.elapsed()
     );
-
-    // Kafka: tansu for at-least-once, librdkafka's mock cluster for exactly-once.
-    let with_kafka = std::env::var("DRAIN_KAFKA").map_or(true, |v| v != "0");
-    let tansu = if with_kafka {
-        Some(KafkaBroker::shared()?.bootstrap.clone())
-    } else {
-        None
-    };
-    let mock = if with_kafka {
-        Some(rdkafka::mocking::MockCluster::new(1)?)
-    } else {
-        None
-    };
-    // The bare producer sends records of the sizes tidemark produced (measured below).
-    let mut sizes: Option<(usize, usize)> = None;
-
-    let mut rates: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    let mut measured = Rounds::default();
     for i in 0..rounds {
         let [null_slot, kafka_slot, eos_slot, recv_slot] = slot_names(i);
-        let recv = drain_with_pg_recvlogical(cluster, &db.name, &recv_slot, &end)?;
-        rates.entry("pg_recvlogical").or_default().push(rate(recv));
-        let null = drain_with_tidemark(cluster, &db.name, &null_slot, rows, Sink::Null).await?;
-        rates.entry("tidemark_null").or_default().push(rate(null));
+        let recv = drain_with_pg_recvlogical(cluster, &db.name, width, &recv_slot, &end)?;
+        let recv_rate = measured.record("pg_recvlogical", rows, &recv);
+        let null = drain_with_tidemark(cluster, &db.name, width, &null_slot, Sink::Null).await?;
+        let null_rate = measured.record("tidemark_null", rows, &null);
         let mut line = format!(
-            "round {i}: pg_recvlogical {:.0}/s, tidemark→null {:.0}/s",
-            rate(recv),
-            rate(null)
+            "{} round {i}: pg_recvlogical {recv_rate:.0}/s, tidemark→null {null_rate:.0}/s",
+            width.name
         );
-        if let (Some(brokers), Some(mock)) = (&tansu, &mock) {
+        if let Some(Brokers { tansu, mock }) = brokers {
             let kafka = drain_with_tidemark(
                 cluster,
                 &db.name,
+                width,
                 &kafka_slot,
-                rows,
                 Sink::Kafka {
-                    brokers,
+                    brokers: tansu,
                     exactly_once: false,
                 },
             )
             .await?;
-            rates.entry("tidemark_kafka").or_default().push(rate(kafka));
-            let (key_bytes, value_bytes) = match sizes {
+            let kafka_rate = measured.record("tidemark_kafka", rows, &kafka);
+            let (key_bytes, value_bytes) = match measured.sizes {
                 Some(sizes) => sizes,
                 None => {
-                    let measured = tokio::task::block_in_place(|| {
-                        record_size(brokers, &format!("{kafka_slot}.public.orders"))
-                    })?;
-                    sizes = Some(measured);
-                    measured
+                    let topic = format!("{kafka_slot}.public.{table}");
+                    let sizes = tokio::task::block_in_place(|| record_size(tansu, &topic))?;
+                    measured.sizes = Some(sizes);
+                    sizes
                 }
             };
-            create_topic(brokers, &format!("bare_{i}")).await?;
+            let bare_topic = format!("bare_{}_{i}", width.name);
+            create_topic(tansu, &bare_topic).await?;
             let bare = tokio::task::block_in_place(|| {
-                bare_producer(brokers, &format!("bare_{i}"), rows, key_bytes, value_bytes)
+                bare_producer(tansu, &bare_topic, rows, key_bytes, value_bytes)
             })?;
-            rates.entry("bare_tansu").or_default().push(rate(bare));
+            let bare_rate = rows as f64 / bare.as_secs_f64();
+            measured
+                .rates
+                .entry("bare_tansu")
+                .or_default()
+                .push(bare_rate);
             let mock_brokers = mock.bootstrap_servers();
-            mock.create_topic(&format!("{eos_slot}.public.orders"), 1, 1)?;
+            mock.create_topic(&format!("{eos_slot}.public.{table}"), 1, 1)?;
             mock.create_topic(&format!("{eos_slot}.offsets"), 1, 1)?;
-            mock.create_topic(&format!("bare_mock_{i}"), 1, 1)?;
+            let bare_mock_topic = format!("bare_mock_{}_{i}", width.name);
+            mock.create_topic(&bare_mock_topic, 1, 1)?;
             let bare_mock = tokio::task::block_in_place(|| {
                 bare_producer(
                     &mock_brokers,
-                    &format!("bare_mock_{i}"),
+                    &bare_mock_topic,
                     rows,
                     key_bytes,
                     value_bytes,
                 )
             })?;
-            rates.entry("bare_mock").or_default().push(rate(bare_mock));
+            let bare_mock_rate = rows as f64 / bare_mock.as_secs_f64();
+            measured
+                .rates
+                .entry("bare_mock")
+                .or_default()
+                .push(bare_mock_rate);
             let eos = drain_with_tidemark(
                 cluster,
                 &db.name,
+                width,
                 &eos_slot,
-                rows,
                 Sink::Kafka {
                     brokers: &mock_brokers,
                     exactly_once: true,
                 },
             )
             .await?;
-            rates.entry("tidemark_eos").or_default().push(rate(eos));
+            let eos_rate = measured.record("tidemark_eos", rows, &eos);
             line.push_str(&format!(
-                ", bare→tansu {:.0}/s, tidemark→tansu {:.0}/s, bare→mock {:.0}/s, tidemark exactly-once→mock {:.0}/s",
-                rate(bare), rate(kafka), rate(bare_mock), rate(eos)
+                ", bare→tansu {bare_rate:.0}/s, tidemark→tansu {kafka_rate:.0}/s, bare→mock {bare_mock_rate:.0}/s, tidemark exactly-once→mock {eos_rate:.0}/s"
             ));
         }
         eprintln!("{line}");
     }
-    let m = |k: &str| rates.get(k).cloned().map(median).unwrap_or(f64::NAN);
-    let (key_bytes, value_bytes) = sizes.unwrap_or_default();
+    Ok(measured)
+}
+
+fn print_width(width: &Width, rounds: u64, m: &Rounds, kafka: bool) {
+    let (key_bytes, value_bytes) = m.sizes.unwrap_or_default();
     println!(
-        "drain bench: {rows} rows of ~100 B, 100 rows per transaction, {rounds} rounds (median rows/s); \
-         Kafka records: {key_bytes} B keys, {value_bytes} B JSON values"
+        "{} rows: {} rows, 100 rows per transaction, {rounds} rounds (median rows/s; CPU µs per event of the draining process); Kafka records: {key_bytes} B keys, {value_bytes} B JSON values",
+        width.name, width.rows
     );
     println!(
-        "  pg_recvlogical (walsender ceiling)          {:>10.0}",
-        m("pg_recvlogical")
+        "  pg_recvlogical (walsender ceiling)          {:>10.0}                                   CPU {:>5.1} µs/event",
+        m.rate("pg_recvlogical"),
+        m.cpu("pg_recvlogical")
     );
     println!(
-        "  tidemark, JSON to null                      {:>10.0}  ratio to pg_recvlogical {:.2}",
-        m("tidemark_null"),
-        m("tidemark_null") / m("pg_recvlogical")
+        "  tidemark, JSON to null                      {:>10.0}  ratio to pg_recvlogical    {:.2}  CPU {:>5.1} µs/event",
+        m.rate("tidemark_null"),
+        m.rate("tidemark_null") / m.rate("pg_recvlogical"),
+        m.cpu("tidemark_null")
     );
-    if tansu.is_some() {
-        let ceiling = m("pg_recvlogical").min(m("bare_tansu"));
+    if kafka {
+        let ceiling = m.rate("pg_recvlogical").min(m.rate("bare_tansu"));
         println!(
             "  bare producer → tansu (broker ceiling)      {:>10.0}",
-            m("bare_tansu")
+            m.rate("bare_tansu")
         );
         println!(
-            "  tidemark → tansu, at-least-once             {:>10.0}  ratio to the lower ceiling {:.2}",
-            m("tidemark_kafka"),
-            m("tidemark_kafka") / ceiling
+            "  tidemark → tansu, at-least-once             {:>10.0}  ratio to the lower ceiling {:.2}  CPU {:>5.1} µs/event",
+            m.rate("tidemark_kafka"),
+            m.rate("tidemark_kafka") / ceiling,
+            m.cpu("tidemark_kafka")
         );
-        let mock_ceiling = m("pg_recvlogical").min(m("bare_mock"));
+        let mock_ceiling = m.rate("pg_recvlogical").min(m.rate("bare_mock"));
         println!(
             "  bare producer → mock cluster                {:>10.0}",
-            m("bare_mock")
+            m.rate("bare_mock")
         );
         println!(
-            "  tidemark → mock cluster, exactly-once       {:>10.0}  ratio to the lower ceiling {:.2}",
-            m("tidemark_eos"),
-            m("tidemark_eos") / mock_ceiling
+            "  tidemark → mock cluster, exactly-once       {:>10.0}  ratio to the lower ceiling {:.2}  CPU {:>5.1} µs/event",
+            m.rate("tidemark_eos"),
+            m.rate("tidemark_eos") / mock_ceiling,
+            m.cpu("tidemark_eos")
         );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let rounds = env_number("DRAIN_ROUNDS", 3);
+    let widths = [
+        Width {
+            name: "narrow",
+            rows: env_number("DRAIN_ROWS", 500_000),
+            columns: "customer text, amount numeric(12,2), at timestamptz",
+            values: "'customer-' || lpad(g::text, 8, '0') || '-with-a-longer-name', g * 0.07, now()",
+        },
+        Width {
+            name: "wide",
+            rows: env_number("DRAIN_WIDE_ROWS", 200_000),
+            columns: "customer text, amount numeric(12,2), at timestamptz, note text",
+            values: "'customer-' || lpad(g::text, 8, '0') || '-with-a-longer-name', g * 0.07, now(), repeat(md5(g::text), 28)",
+        },
+    ];
+    let cluster = PgCluster::shared()?;
+    let db = cluster.create_database("drain").await?;
+    let brokers = if std::env::var("DRAIN_KAFKA").map_or(true, |v| v != "0") {
+        Some(Brokers {
+            tansu: KafkaBroker::shared()?.bootstrap.clone(),
+            mock: rdkafka::mocking::MockCluster::new(1)?,
+        })
+    } else {
+        None
+    };
+    for width in &widths {
+        let measured = run_width(cluster, &db, width, rounds, brokers.as_ref()).await?;
+        print_width(width, rounds, &measured, brokers.is_some());
     }
     Ok(())
 }

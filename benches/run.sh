@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 source scripts/ensure-deps.sh
 export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$HOME/.cache/tidemark/bench-target}"
-BENCHES="${BENCHES:-drain snapshot sink_merge decoder avro_encode}"
+BENCHES="${BENCHES:-drain latency big_transaction snapshot sink_merge decoder avro_encode}"
 report=benches/REPORT.md
 logs="$(mktemp -d)"
 draft="$logs/REPORT.md"
@@ -25,7 +25,9 @@ cargo bench --no-run --quiet
 
 title() {
   case "$1" in
-    drain) echo "Streaming: tidemark draining a slot against pg_recvlogical on an identical slot" ;;
+    drain) echo "Streaming: tidemark draining a slot against pg_recvlogical on an identical slot, narrow and wide rows, with CPU per event" ;;
+    latency) echo "Latency: commit to Kafka and to the warehouse at a fixed pgbench rate" ;;
+    big_transaction) echo "Memory: peak RSS while one transaction of millions of rows streams through" ;;
     snapshot) echo "Snapshot: tidemark against PostgreSQL's own COPY, and into Kafka against a bare producer" ;;
     sink_merge) echo "Sink: MERGE batches against a bare bulk load, DuckDB and PostgreSQL" ;;
     decoder) echo "Decoder: pgoutput messages and events per second (criterion)" ;;
@@ -36,7 +38,7 @@ title() {
 
 pg_bin="${TIDEMARK_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
 tansu_bin="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
-sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK)_' | sort | tr '\n' ' ' || true)"
+sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK|LATENCY|BIG)_' | sort | tr '\n' ' ' || true)"
 {
   echo "# tidemark benchmark report"
   echo
@@ -98,18 +100,5 @@ for bench in $BENCHES; do
   } >> "$draft"
 done
 
-{
-  echo
-  echo "## Not measured yet"
-  echo
-  echo "- streaming into Kafka for wide (1 KB) rows: the streaming bench drains narrow"
-  echo "  (100 B) rows only, into Kafka at least once (tansu) and exactly once (librdkafka's"
-  echo "  mock cluster, since tansu has no transactions);"
-  echo "- latency from commit to Kafka acknowledgement and to the warehouse, p50 and p99, at"
-  echo "  a fixed pgbench rate;"
-  echo "- peak RSS while one transaction of several million rows streams through (the"
-  echo "  snapshot bench prints the peak RSS of a snapshot);"
-  echo "- CPU time per event."
-} >> "$draft"
 mv "$draft" "$report"
 echo "wrote $report" >&2

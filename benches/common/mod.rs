@@ -4,7 +4,65 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use tidemark::config::Config;
+use tidemark::event::ChangeEvent;
+use tidemark::lsn::Lsn;
+use tidemark::output::{EventOutput, OutputError};
+
+/// Any output, stopping the reader once `target` events were sent and committed.
+pub struct CountingOutput<O> {
+    inner: O,
+    target: u64,
+    /// Events sent so far.
+    pub seen: u64,
+    done: watch::Sender<bool>,
+}
+
+impl<O> CountingOutput<O> {
+    /// `inner`, counting to `target`; the receiver is the reader's shutdown signal.
+    pub fn new(inner: O, target: u64) -> (CountingOutput<O>, watch::Receiver<bool>) {
+        let (done, stop) = watch::channel(false);
+        let output = CountingOutput {
+            inner,
+            target,
+            seen: 0,
+            done,
+        };
+        (output, stop)
+    }
+}
+
+impl<O: EventOutput> EventOutput for CountingOutput<O> {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        self.seen += 1;
+        self.inner.send(event).await
+    }
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
+        self.inner.commit(end_lsn).await?;
+        if self.seen >= self.target {
+            self.inner.flush().await?;
+            let _ = self.done.send(true);
+        }
+        Ok(())
+    }
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
+    fn acknowledged(&self) -> Lsn {
+        self.inner.acknowledged()
+    }
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        self.inner.flush().await
+    }
+    fn resume_position(&self) -> Lsn {
+        self.inner.resume_position()
+    }
+    async fn shutdown(&mut self) -> Result<(), OutputError> {
+        self.inner.shutdown().await
+    }
+}
 
 /// A number from the environment, or `default`.
 pub fn env_number(name: &str, default: u64) -> u64 {
@@ -92,4 +150,61 @@ pub fn bare_producer(
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// CPU seconds (user + system) used so far by this process (`getrusage(RUSAGE_SELF)`:
+/// every thread, librdkafka's included) or by its waited-for children
+/// (`RUSAGE_CHILDREN`).
+pub fn cpu_seconds(children: bool) -> f64 {
+    let who = if children {
+        libc::RUSAGE_CHILDREN
+    } else {
+        libc::RUSAGE_SELF
+    };
+    // SAFETY: getrusage only writes the struct it is given, which is a plain C struct that
+    // all-zero bytes initialise validly.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// A `/proc/<pid>/status` field in kB (`VmHWM` is the peak resident set, `VmRSS` the
+/// current one), as MiB.
+pub fn status_mib(pid: &str, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))?;
+    Ok(kb / 1024.0)
+}
+
+/// Resets this process's peak resident set (`VmHWM`) to its current size, so a later
+/// reading covers only what ran after.
+pub fn reset_peak_rss() -> anyhow::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")?;
+    Ok(())
+}
+
+/// `program` from the cluster's binaries (`pgbench`, `pg_recvlogical`, …) with the
+/// connection arguments for the cluster's superuser.
+pub fn client_command(
+    cluster: &tidemark::testing::PgCluster,
+    program: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(cluster.binary(program));
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port.to_string(),
+        "-U",
+        "postgres",
+    ]);
+    command
 }
