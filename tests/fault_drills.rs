@@ -377,6 +377,8 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
         "replication interrupted; reconnecting",
         "warehouse transaction failed; retrying",
         "reconnecting to the warehouse",
+        "Kafka consumer error; retrying",
+        "Kafka consumer receiving again",
     ] {
         assert!(
             log.contains(expected),

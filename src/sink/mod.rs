@@ -25,6 +25,7 @@
 
 pub mod batch;
 pub mod consumer;
+pub mod consumer_errors;
 pub mod decode;
 pub mod dialect;
 pub mod evolve;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::SinkError;
 use super::batch::TableBatch;
 use super::consumer::{PartitionChange, SinkContext, subscription};
+use super::consumer_errors::ConsumerErrors;
 use super::decode::{Decoder, RawRecord, SchemaLookup};
 use super::dialect::Target;
 use super::evolve::{self, Policies};
@@ -683,6 +684,7 @@ async fn sink_loop(
             health::set(Part::Sink, Readiness::Ready);
         }
         let consumed = metrics::counter!(names::SINK_RECORDS);
+        let mut consumer_errors = ConsumerErrors::default();
         loop {
             if bounded && ends.is_empty() {
                 break;
@@ -704,11 +706,14 @@ async fn sink_loop(
                 continue;
             };
             let message = match message {
-                Ok(message) => message,
+                Ok(message) => {
+                    consumer_errors.recovered();
+                    message
+                }
                 Err(error) => {
                     // Broker outages and topics that do not exist yet (a pattern subscription
                     // before the source created any) are reported here and pass.
-                    tracing::warn!(%error, "Kafka consumer error; continuing");
+                    consumer_errors.failed(&error);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
