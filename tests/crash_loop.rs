@@ -228,12 +228,41 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     sink.terminate();
 }
 
+/// Partitions of the exactly-once loop's topics: the mock cluster keeps at most 5 MB per
+/// partition and drops the oldest records beyond that (`max_size` in librdkafka's
+/// `rdkafka_mock.c`), so the 50-kill run spreads the accounts' records over 8.
+const MOCK_PARTITIONS: i32 = 8;
+
+/// The exactly-once loop's pgbench rate (transactions/s). pgbench's one branch takes an
+/// update per transaction, all on one partition, so 50 kills at 150/s would pass the mock's
+/// 5 MB on that partition.
+const MOCK_RATE: u32 = 50;
+
+/// Fails if the mock cluster dropped old records of `topic` (its low watermark moved).
+fn assert_mock_kept_everything(bootstrap: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    for partition in 0..MOCK_PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("watermarks of {topic} [{partition}]: {e}"));
+        assert_eq!(
+            low, 0,
+            "the mock cluster dropped the first {low} of {high} records of {topic} [{partition}] \
+             (it keeps 5 MB per partition): raise MOCK_PARTITIONS"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     let (kills, mut schedule) = kills_and_schedule("exactly-once crash loop");
     let mock = MockCluster::new(1).unwrap_or_else(|e| panic!("mock cluster: {e}"));
     for table in TABLES {
-        mock.create_topic(&format!("crasheos.public.{table}"), 3, 1)
+        mock.create_topic(&format!("crasheos.public.{table}"), MOCK_PARTITIONS, 1)
             .unwrap_or_else(|e| panic!("{e}"));
     }
     mock.create_topic("crasheos.offsets", 1, 1)
@@ -265,7 +294,7 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
         format!(
             "name = \"crasheos\"\n[source]\nurl = \"{}\"\ntables = [\"public.pgbench_accounts\", \"public.pgbench_branches\", \"public.pgbench_tellers\", \"public.pgbench_history\"]\n\
              status_interval_ms = 500\n\
-             [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 3\n\
+             [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = {MOCK_PARTITIONS}\n\
              [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
             db.url()
         ),
@@ -288,7 +317,7 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut load = start_load(cluster, &db.url(), dir.path(), 150, ACCOUNTS);
+    let mut load = start_load(cluster, &db.url(), dir.path(), MOCK_RATE, ACCOUNTS);
     for kill in 1..=kills {
         let run_for = Duration::from_millis(300 + schedule.next() % 3_700);
         tokio::time::sleep(run_for).await;
@@ -323,6 +352,7 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     let transactions = inserted.len();
     let mut resent = 0;
     for (table, snapshot_count) in &snapshot_rows {
+        assert_mock_kept_everything(&bootstrap, &format!("crasheos.public.{table}"));
         let records = drain(
             &bootstrap,
             &format!("crasheos.public.{table}"),
