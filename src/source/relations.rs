@@ -16,12 +16,20 @@
 //! Comments are read from the catalog when the Relation message arrives, so a comment (or,
 //! under FULL, a primary key) changed since then is seen early.
 //!
+//! pgoutput sends a relation's Relation message again in every streamed (large) transaction
+//! that touches it, identical each time. A catalog round trip for each would hold the reader
+//! for every such transaction, so a message identical to the last one resolved for its
+//! relation reuses that result. Not under FULL, whose key comes from the catalog: a primary
+//! key added there leaves the message unchanged. A comment changed without any other change
+//! to the table is therefore seen at the next Relation message that differs, or after a
+//! reconnect.
+//!
 //! A column whose type has no mapping ([`TypeKind::Other`]: geometric and network types,
 //! ranges, composites, extension types without a known base) is carried as PostgreSQL's text
 //! form of its values, a string in every format, so nothing is lost; the resolver warns once
 //! per column so the user knows the value arrives untyped and how to change that.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::event::{Column, KeySource, TableSchema};
 use crate::source::pg_type::{TypeError, TypeKind, TypeResolver};
@@ -33,6 +41,8 @@ pub struct RelationResolver {
     types: TypeResolver,
     /// Columns (relation OID, column, type OID) already warned about as untyped.
     warned_untyped: HashSet<(u32, String, u32)>,
+    /// The last Relation message resolved per relation OID, and its result.
+    last: HashMap<u32, (RelationBody, TableSchema)>,
 }
 
 /// Whether values of `kind` arrive as text only because their type has no mapping.
@@ -47,6 +57,24 @@ fn is_unmapped(kind: &TypeKind) -> bool {
 impl RelationResolver {
     /// Builds the table description for `body`.
     pub async fn resolve(
+        &mut self,
+        client: &tokio_postgres::Client,
+        body: &RelationBody,
+    ) -> Result<TableSchema, TypeError> {
+        if body.replica_identity != ReplicaIdentity::Full {
+            if let Some((seen, table)) = self.last.get(&body.id) {
+                if seen == body {
+                    return Ok(table.clone());
+                }
+            }
+        }
+        let table = self.resolve_from_catalog(client, body).await?;
+        self.last.insert(body.id, (body.clone(), table.clone()));
+        Ok(table)
+    }
+
+    /// Builds the table description for `body` with a catalog round trip.
+    async fn resolve_from_catalog(
         &mut self,
         client: &tokio_postgres::Client,
         body: &RelationBody,
