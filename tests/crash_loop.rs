@@ -271,21 +271,17 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     let cluster = PgCluster::shared().unwrap_or_else(|e| panic!("{e}"));
     let (db, client) = database("crash_eos").await;
     pgbench_tables(cluster, &db, &client, ACCOUNTS).await;
-    let snapshot_rows: Vec<(String, usize)> = {
-        let mut counts = Vec::new();
-        for table in TABLES {
-            let rows = text_rows(&client, &format!("SELECT count(*)::text FROM {table}"))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let count = rows
-                .first()
-                .and_then(|row| row.first().cloned().flatten())
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(0);
-            counts.push((table.to_owned(), count));
-        }
-        counts
-    };
+    // Rows each table holds before tidemark starts: its snapshot. A count that cannot be
+    // read fails here, rather than passing the snapshot check below as zero.
+    let mut snapshot_rows: Vec<(String, usize)> = Vec::new();
+    for table in TABLES {
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+            .get(0);
+        snapshot_rows.push((table.to_owned(), count as usize));
+    }
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = dir.path().join("source.toml");
