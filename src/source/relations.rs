@@ -41,7 +41,8 @@ pub struct RelationResolver {
     types: TypeResolver,
     /// Columns (relation OID, column, type OID) already warned about as untyped.
     warned_untyped: HashSet<(u32, String, u32)>,
-    /// The last Relation message resolved per relation OID, and its result.
+    /// The last Relation message resolved per relation OID, and its result (not kept under
+    /// FULL, which always reads the catalog).
     last: HashMap<u32, (RelationBody, TableSchema)>,
 }
 
@@ -61,11 +62,12 @@ impl RelationResolver {
         client: &tokio_postgres::Client,
         body: &RelationBody,
     ) -> Result<TableSchema, TypeError> {
-        if body.replica_identity != ReplicaIdentity::Full {
-            if let Some((seen, table)) = self.last.get(&body.id) {
-                if seen == body {
-                    return Ok(table.clone());
-                }
+        if body.replica_identity == ReplicaIdentity::Full {
+            return self.resolve_from_catalog(client, body).await;
+        }
+        if let Some((seen, table)) = self.last.get(&body.id) {
+            if seen == body {
+                return Ok(table.clone());
             }
         }
         let table = self.resolve_from_catalog(client, body).await?;
