@@ -3,8 +3,9 @@
 //!
 //! 1. the source PostgreSQL restarted with a fast shutdown, then with an immediate one
 //!    (crash recovery at the next start);
-//! 2. the broker (a tansu of the test's own) unreachable for the outage time: every
-//!    connection reset and new ones refused, as when it stops (see below);
+//! 2. the broker (an Apache Kafka node of the test's own) unreachable for the outage time:
+//!    every connection reset and new ones refused; then SIGKILLed and, after the outage
+//!    time, started again on its log directory;
 //! 3. the warehouse made read-only for the outage time (as a standby during a failover);
 //! 4. the network to each of the three cut at the socket (every connection reset), and to
 //!    the source and the warehouse down for the outage time (new connections reset as
@@ -14,11 +15,6 @@
 //! every committed transaction's history row is in Kafka, the slot's retained WAL is near
 //! zero, and the outages showed in the metrics (`/metrics`: reconnects, warehouse retries,
 //! brokers up at 0) and in the log.
-//!
-//! The broker process itself is not stopped and started: tansu 0.6 keeps records across a
-//! restart only with its SQLite storage, which panics on the first produce after the
-//! restart and then fails every request (see [`PrivateBroker`]). Its proxy going down is
-//! what the clients see of a stopped broker.
 //!
 //! `TIDEMARK_FAULT_OUTAGE_SECS` sets the outage time (default 10; `scripts/drills.sh` runs
 //! the long version with 60).
@@ -32,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use common::drill::*;
 use common::*;
-use tidemark::testing::{PgCluster, PrivateBroker, Shutdown, TcpProxy, TestDatabase, free_port};
+use tidemark::testing::{
+    KafkaNode, KafkaOptions, PgCluster, Shutdown, TcpProxy, TestDatabase, free_port,
+};
 
 /// Accounts kept: a small snapshot, so the faults meet the stream.
 const FAULT_ACCOUNTS: u32 = 2_000;
@@ -180,17 +178,19 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
         .keep();
     eprintln!("logs in {}", logs.display());
 
-    // The broker: tansu behind a proxy that it advertises, so that every connection, not
-    // only the bootstrap one, passes through the proxy.
+    // The broker: Apache Kafka behind a proxy that it advertises, so that every connection,
+    // not only the bootstrap one, passes through the proxy.
     let broker_port = free_port().unwrap_or_else(|e| panic!("{e}"));
     let broker_proxy = proxy_to(broker_port).await;
-    let advertised = broker_proxy.host_port();
-    let broker_dir = logs.clone();
-    let broker = blocking(move || {
-        PrivateBroker::start(broker_port, &advertised, &broker_dir)
-            .unwrap_or_else(|e| panic!("{e}"))
-    })
-    .await;
+    let options = KafkaOptions {
+        advertised: Some(broker_proxy.host_port()),
+        listen_port: Some(broker_port),
+        ..KafkaOptions::default()
+    };
+    let broker_dir = logs.join("kafka");
+    let mut broker =
+        blocking(move || KafkaNode::start(&broker_dir, options).unwrap_or_else(|e| panic!("{e}")))
+            .await;
     let bootstrap = broker.bootstrap().to_owned();
 
     let metrics_port = free_port().unwrap_or_else(|e| panic!("{e}"));
@@ -201,7 +201,6 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
             "name = \"faults\"\n[source]\nurl = \"{}\"\ntables = [\"public.pgbench_accounts\", \"public.pgbench_branches\", \"public.pgbench_tellers\", \"public.pgbench_history\"]\n\
              status_interval_ms = 500\nheartbeat_interval_ms = 1000\n\
              [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\njson_schemas = true\npartitions = 3\n\
-             [kafka.properties]\n\"batch.num.messages\" = \"1\"\n\
              [sink]\nkind = \"postgres\"\nurl = \"{}\"\nbatch_ms = 200\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
             url_through(&source_proxy, &db),
@@ -280,6 +279,21 @@ async fn restarts_outages_and_cut_connections_end_equal_with_nothing_lost() {
         "tidemark_kafka_brokers_up{{client=\"producer\"}} never showed 0 while the broker was unreachable: {brokers_up:?}\n{}",
         tidemark.tail()
     );
+
+    // 2b. The broker SIGKILLed mid-stream and, after the outage time, started again on its
+    //     log directory: records it acknowledged are on its disk, the rest is sent again.
+    eprintln!("fault: broker SIGKILLed, started again after {outage:?}");
+    broker = blocking(move || {
+        broker.kill();
+        std::thread::sleep(outage);
+        broker
+            .start_again()
+            .unwrap_or_else(|e| panic!("the broker did not start again: {e}"));
+        broker
+    })
+    .await;
+    tokio::time::sleep(RUNNING).await;
+    tidemark.assert_running();
 
     // 3. The warehouse read-only for the outage time: new sessions cannot write, and the
     //    sink's open session is ended so that it meets the change.

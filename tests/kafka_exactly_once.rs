@@ -1,5 +1,4 @@
-//! Exactly-once delivery on librdkafka's mock cluster (tansu does not support
-//! transactions): run 1 is killed (task abort) once Kafka shows its transactions committed;
+//! Exactly-once delivery on Apache Kafka: run 1 is killed (task abort) once Kafka shows its transactions committed;
 //! run 2 streams from a copy of the slot taken before run 1, which is exactly what PostgreSQL
 //! does after a crash that came before the position was confirmed: it resends everything.
 //! Run 2 must skip all of it, and a `read_committed` consumer sees every change once.
@@ -11,12 +10,12 @@ use std::time::Duration;
 
 use common::kafka::{consume_until_isolated, drain};
 use common::*;
-use rdkafka::mocking::MockCluster;
 use tidemark::config::Config;
 use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::lsn::Lsn;
 use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
+use tidemark::testing::KafkaBroker;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -62,17 +61,15 @@ fn distinct_ids(records: &[common::kafka::Record]) -> BTreeSet<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing() {
-    let mock = MockCluster::new(3).unwrap_or_else(|e| panic!("mock cluster: {e}"));
-    mock.create_topic("keos.public.t", 2, 1)
-        .unwrap_or_else(|e| panic!("{e}"));
-    mock.create_topic("keos.offsets", 1, 1)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bootstrap = mock.bootstrap_servers();
+    let bootstrap = KafkaBroker::shared()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bootstrap
+        .clone();
     let (db, client) = database("kafka_eos").await;
     exec(&client, "CREATE TABLE t (id int PRIMARY KEY, batch int)").await;
     let text = format!(
         "name = \"keos\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 600000\n\
-         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 2\n\
          [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
         db.url()
     );
@@ -174,12 +171,10 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
 /// the progress stored in the offsets topic as complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() {
-    let mock = MockCluster::new(3).unwrap_or_else(|e| panic!("mock cluster: {e}"));
-    for (topic, partitions) in [("ksnap.public.s", 2), ("ksnap.offsets", 1)] {
-        mock.create_topic(topic, partitions, 1)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let bootstrap = mock.bootstrap_servers();
+    let bootstrap = KafkaBroker::shared()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bootstrap
+        .clone();
     let (db, client) = database("kafka_eos_snap").await;
     exec(
         &client,
@@ -190,7 +185,7 @@ async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() 
     let text = format!(
         "name = \"ksnap\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\nsnapshot_chunk_pages = 2\n\
          snapshot_checkpoint_ms = 50\n\
-         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 2\n\
          [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
         db.url()
     );

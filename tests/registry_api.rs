@@ -366,7 +366,6 @@ async fn tidemark_registry_serves_the_registry_alone() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["registry", "--config"])
         .arg(&config)
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let c = Client {

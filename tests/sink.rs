@@ -17,16 +17,11 @@ use tokio::sync::watch;
 // refuses one of the mixed test's steps ("Field 'before' in reader schema does not match",
 // after ADD COLUMN, int→bigint and DROP COLUMN, each of which Avro's resolution rules
 // allow); the test is about the sink, so the registry is relaxed here.
-// `batch.num.messages = 1` on the source's producer: tansu answers a fetch from an offset
-// inside a record batch with nothing of that batch (Kafka returns the batch and the client
-// skips the records before the offset), so a sink resuming from a stored offset mid-batch
-// would miss the batch's tail. Seen with Confluent's Python client too: 20 records produced
-// in one batch, a fetch from offset 5 returns none. One record per batch avoids it.
 fn config(db: &TestDatabase, name: &str, sink: &str) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\npartitions = 3\n[kafka.properties]\n\"batch.num.messages\" = \"1\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\non_incompatible = \"relax\"\n\
+         [kafka]\nbrokers = \"{}\"\npartitions = 3\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\non_incompatible = \"relax\"\n\
          [sink]\n{sink}\nbatch_rows = 500\nbatch_ms = 200\n",
         db.url(),
         broker.bootstrap
@@ -335,7 +330,7 @@ async fn sink_aborted_around_its_commit_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("sink.toml");
     let text = format!(
-        "name = \"sinkcrash\"\n[source]\nurl = \"{}\"\n[kafka]\nbrokers = \"{}\"\npartitions = 3\n[kafka.properties]\n\"batch.num.messages\" = \"1\"\n\
+        "name = \"sinkcrash\"\n[source]\nurl = \"{}\"\n[kafka]\nbrokers = \"{}\"\npartitions = 3\n\
          [registry]\nurl = \"{registry_url}\"\n[sink]\n{sink_section}\nbatch_rows = 300\nbatch_ms = 200\n",
         db.url(),
         broker.bootstrap

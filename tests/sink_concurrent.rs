@@ -20,12 +20,11 @@ const WRITERS: u64 = 4;
 const TRANSACTIONS: u64 = 120;
 const SEEDED: i64 = 1500;
 
-// `batch.num.messages = 1`: see tests/sink.rs (tansu's fetch from inside a record batch).
 fn config(db: &TestDatabase, sink: &str) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"sinkconc\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\npartitions = 3\n[kafka.properties]\n\"batch.num.messages\" = \"1\"\n\
+         [kafka]\nbrokers = \"{}\"\npartitions = 3\n\
          [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_sinkconc\"\n\
          [sink]\n{sink}\nbatch_rows = 300\nbatch_ms = 200\n",
         db.url(),

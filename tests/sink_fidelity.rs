@@ -391,16 +391,11 @@ fn difference(
     None
 }
 
-// `batch.num.messages = 1` on the source's producer: tansu answers a fetch from an offset
-// inside a record batch with nothing of that batch (Kafka returns the batch and the client
-// skips the records before the offset), so a sink resuming from a stored offset mid-batch
-// would miss the batch's tail. Seen with Confluent's Python client too: 20 records produced
-// in one batch, a fetch from offset 5 returns none. One record per batch avoids it.
 fn pipeline_config(db: &TestDatabase, sink: &str, group: &str) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"fidelity\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\npartitions = 2\n[kafka.properties]\n\"batch.num.messages\" = \"1\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_fidelity\"\n\
+         [kafka]\nbrokers = \"{}\"\npartitions = 2\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_fidelity\"\n\
          [sink]\n{sink}\ngroup = \"{group}\"\nbatch_rows = 100\nbatch_ms = 200\n",
         db.url(),
         broker.bootstrap

@@ -23,16 +23,11 @@ use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-// `batch.num.messages = 1` on the source's producer: tansu answers a fetch from an offset
-// inside a record batch with nothing of that batch (Kafka returns the batch and the client
-// skips the records before the offset), so a sink resuming from a stored offset mid-batch
-// would miss the batch's tail. Seen with Confluent's Python client too: 20 records produced
-// in one batch, a fetch from offset 5 returns none. One record per batch avoids it.
 fn config(db: &TestDatabase, name: &str, warehouse: &TestDatabase, extra_source: &str) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"{name}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n{extra_source}\n\
-         [kafka]\nbrokers = \"{}\"\npartitions = 4\n[kafka.properties]\n\"batch.num.messages\" = \"1\"\n\
+         [kafka]\nbrokers = \"{}\"\npartitions = 4\n\
          [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\non_incompatible = \"relax\"\n\
          [sink]\nkind = \"postgres\"\nurl = \"{}\"\ngroup = \"{name}-sink\"\nbatch_rows = 200\nbatch_ms = 200\n",
         db.url(),

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::admin::AdminClient;
@@ -549,6 +549,45 @@ impl KafkaOutput {
         Ok(())
     }
 
+    /// Waits until Kafka has acknowledged (or failed) every record in flight. A slow or
+    /// overloaded broker is backpressure, not a failure: the wait goes on as long as it
+    /// takes, logged every 30 s and counted in `tidemark_kafka_slow_flushes_total`. It ends
+    /// early with the error of a delivery that failed; a broker that stays unreachable fails
+    /// the records in flight after `message.timeout.ms` (librdkafka's default 300 s), which
+    /// ends the wait with a transient error, as any outage.
+    async fn wait_in_flight(&self) -> Result<(), KafkaError> {
+        const STEP: Duration = Duration::from_secs(10);
+        const LOG_EVERY: Duration = Duration::from_secs(30);
+        let started = Instant::now();
+        let mut logged: Option<Instant> = None;
+        loop {
+            let producer = self.producer.clone();
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(STEP))
+                .await
+                .map_err(|e| KafkaError::Delivery(format!("waiting for acknowledgements: {e}")))?;
+            self.failure()?;
+            let Err(error) = flushed else {
+                if logged.is_some() {
+                    tracing::info!(
+                        waited_s = started.elapsed().as_secs(),
+                        "Kafka acknowledged every record in flight again"
+                    );
+                }
+                return Ok(());
+            };
+            metrics::counter!(names::KAFKA_SLOW_FLUSHES).increment(1);
+            if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                tracing::warn!(
+                    in_flight = self.producer.in_flight_count(),
+                    waited_s = started.elapsed().as_secs(),
+                    %error,
+                    "Kafka has not acknowledged every record yet; waiting (a slow or overloaded broker is backpressure; deliveries fail after message.timeout.ms if it is unreachable)"
+                );
+                logged = Some(Instant::now());
+            }
+        }
+    }
+
     fn failure(&self) -> Result<(), KafkaError> {
         match self.tracker.failure() {
             // Exactly once keeps its own position; only at least once sends again in place.
@@ -842,19 +881,7 @@ impl EventOutput for KafkaOutput {
     async fn wait_acknowledged(&mut self) -> Result<(), OutputError> {
         self.flush().await?;
         if self.eos.is_none() {
-            let producer = self.producer.clone();
-            let flushed =
-                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(60)))
-                    .await
-                    .map_err(|e| {
-                        KafkaError::Delivery(format!("waiting for acknowledgements: {e}"))
-                    })?;
-            if let Err(error) = flushed {
-                return Err(KafkaError::Delivery(format!(
-                    "records were not acknowledged within 60 s ({error}); is the broker reachable?"
-                ))
-                .into());
-            }
+            self.wait_in_flight().await?;
         }
         Ok(self.failure()?)
     }

@@ -30,6 +30,9 @@ pub const KAFKA_RECORDS: &str = "tidemark_kafka_records_total";
 pub const KAFKA_DELIVERY_SECONDS: &str = "tidemark_kafka_delivery_seconds";
 /// Counter: records Kafka refused or failed to deliver.
 pub const KAFKA_DELIVERY_ERRORS: &str = "tidemark_kafka_delivery_errors_total";
+/// Counter: 10-second waits for Kafka's acknowledgements that ended with records still in
+/// flight (a slow, overloaded or unreachable broker; the source waits, it does not stop).
+pub const KAFKA_SLOW_FLUSHES: &str = "tidemark_kafka_slow_flushes_total";
 /// Gauge, label `client` (`producer`, `sink`): brokers the client has an open connection to
 /// (0 during a broker outage or a cut network), from librdkafka's statistics.
 pub const KAFKA_BROKERS_UP: &str = "tidemark_kafka_brokers_up";
@@ -101,6 +104,10 @@ pub fn describe_all() {
     describe_counter!(
         KAFKA_DELIVERY_ERRORS,
         "Records Kafka refused or failed to deliver"
+    );
+    describe_counter!(
+        KAFKA_SLOW_FLUSHES,
+        "10-second waits for Kafka's acknowledgements that ended with records still in flight"
     );
     describe_gauge!(
         KAFKA_BROKERS_UP,

@@ -1,7 +1,8 @@
 //! Test support: real services for integration tests, benches and users' own tests.
 //!
 //! [`PgCluster`] starts a private PostgreSQL cluster (once per process) and hands each test
-//! its own database; [`KafkaBroker`] starts a Kafka-protocol broker (tansu) the same way;
+//! its own database; [`KafkaBroker`] starts Apache Kafka the same way, and [`KafkaNode`] and
+//! [`KafkaCluster`] give a test brokers of its own to kill and restart;
 //! [`MemoryOutput`] collects committed events in memory; [`TcpProxy`] stands between a
 //! client and a service to cut its connections on demand. Nothing here is a
 //! fake service: a test that needs PostgreSQL and cannot start it fails with a message that
@@ -14,7 +15,7 @@ mod memory_output;
 mod process;
 mod proxy;
 
-pub use broker::{BrokerError, KafkaBroker, PrivateBroker};
+pub use broker::{BrokerError, KAFKA_VERSION, KafkaBroker, KafkaCluster, KafkaNode, KafkaOptions};
 pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
 pub use memory_output::{CollectedEvents, MemoryOutput};
 pub use process::{free_port, peak_rss_mib};

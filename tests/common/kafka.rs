@@ -187,3 +187,24 @@ pub async fn drain(
     .await
     .unwrap_or_else(|e| panic!("consumer thread: {e}"))
 }
+
+/// The end offset (high watermark) of each of `partitions` partitions of `topic`.
+pub async fn partition_ends(bootstrap: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap_or_else(|e| panic!("consumer: {e}"));
+        (0..partitions)
+            .map(|partition| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("watermarks of {topic}[{partition}]: {e}"));
+                (partition, high)
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("consumer thread: {e}"))
+}
