@@ -1,6 +1,6 @@
 //! Memory while one huge transaction streams through: a single transaction inserting
 //! several million rows (~100 bytes each), drained by tidemark from its slot into Kafka
-//! (tansu, at least once) and into a null output (JSON lines thrown away).
+//! (Apache Kafka, at least once) and into a null output (JSON lines thrown away).
 //!
 //! PostgreSQL streams a transaction this large to the reader in chunks before it commits
 //! (protocol 2, `streaming = on`; the bench cluster sets `logical_decoding_work_mem` to
@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let kafka = if with_kafka {
-        let brokers = KafkaBroker::shared()?.bootstrap.clone();
+        let brokers = KafkaBroker::shared_for_benches()?.bootstrap.clone();
         let config = config(&db, "big_kafka", Some(&brokers))?;
         let settings = config
             .kafka
@@ -159,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     );
     report("tidemark, JSON to null", rows, &null);
     if let Some(kafka) = &kafka {
-        report("tidemark → tansu, at-least-once", rows, kafka);
+        report("tidemark → Apache Kafka, at-least-once", rows, kafka);
     }
     Ok(())
 }

@@ -297,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = env_number("LATENCY_RATE", 500);
     let seconds = env_number("LATENCY_SECONDS", 30);
     let cluster = PgCluster::shared()?;
-    let brokers = KafkaBroker::shared()?.bootstrap.clone();
+    let brokers = KafkaBroker::shared_for_benches()?.bootstrap.clone();
     let mut results = Vec::new();
     for batch_ms in [1000, 100] {
         let m = measure(cluster, &brokers, batch_ms, rate, seconds).await?;

@@ -37,7 +37,6 @@ title() {
 }
 
 pg_bin="${TIDEMARK_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
-tansu_bin="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
 sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK|LATENCY|BIG)_' | sort | tr '\n' ' ' || true)"
 {
   echo "# tidemark benchmark report"
@@ -54,7 +53,7 @@ sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK|LATENCY|BIG)_' | sort | tr '\n' ' 
   echo "- tidemark: $(git describe --always --dirty 2>/dev/null || echo unknown)"
   echo "- $(rustc --version)"
   echo "- PostgreSQL: $("$pg_bin/postgres" --version)"
-  echo "- broker: $("$tansu_bin" --version 2>/dev/null | head -1 || echo 'tansu (version unknown)')"
+  echo "- broker: Apache Kafka $(ls "$TIDEMARK_TEST_KAFKA_LIBS" | sed -n 's/^kafka_2.13-\(.*\)\.jar$/\1/p') (KRaft, one node), $(java -version 2>&1 | head -1)"
   echo "- librdkafka (rdkafka-sys): $(grep -A1 'name = "rdkafka-sys"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
   echo "- DuckDB (duckdb crate): $(grep -A1 '^name = "duckdb"' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')"
   echo

@@ -4,7 +4,7 @@
 //! - tidemark's snapshot of the same table (`snapshot = "initial_only"`, a fresh slot with an
 //!   exported snapshot each time), every row decoded into an event and encoded, into a null
 //!   output: JSON lines, and Avro (key and envelope, as the Kafka output writes them);
-//! - into Kafka (tansu, Avro with the embedded registry), against a bare rdkafka producer
+//! - into Kafka (Apache Kafka, Avro with the embedded registry), against a bare rdkafka producer
 //!   sending the same number of records of the same sizes (the broker's ingest ceiling).
 //!
 //! For a narrow table (~100-byte rows) and a wide one (~1 KB rows). Also prints the peak RSS
@@ -175,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
         load.elapsed()
     );
     let brokers = if with_kafka {
-        Some(KafkaBroker::shared()?.bootstrap.clone())
+        Some(KafkaBroker::shared_for_benches()?.bootstrap.clone())
     } else {
         None
     };
@@ -258,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
                     .or_default()
                     .push(rate(bare));
                 line.push_str(&format!(
-                    ", bare producer→tansu {:.0}/s, tidemark→tansu {:.0}/s (records {key_bytes}+{value_bytes} bytes)",
+                    ", bare producer→Apache Kafka {:.0}/s, tidemark→Apache Kafka {:.0}/s (records {key_bytes}+{value_bytes} bytes)",
                     rate(bare),
                     rate(took)
                 ));
@@ -281,9 +281,9 @@ async fn main() -> anyhow::Result<()> {
         if brokers.is_some() {
             let bare = m(&format!("{table} bare_producer"));
             let kafka = m(&format!("{table} kafka"));
-            println!("  {table}: bare producer → tansu              {bare:>10.0}");
+            println!("  {table}: bare producer → Apache Kafka              {bare:>10.0}");
             println!(
-                "  {table}: tidemark → tansu (Avro)           {kafka:>10.0}  ratio to bare producer {:.2}",
+                "  {table}: tidemark → Apache Kafka (Avro)           {kafka:>10.0}  ratio to bare producer {:.2}",
                 kafka / bare
             );
         }

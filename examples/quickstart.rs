@@ -1,7 +1,7 @@
 //! The quickstart: PostgreSQL → Kafka → DuckDB on this machine, end to end, then the proof
 //! that the warehouse matches the source.
 //!
-//! It starts a private PostgreSQL (`wal_level=logical`), a Kafka-compatible broker (tansu)
+//! It starts a private PostgreSQL (`wal_level=logical`), an Apache Kafka broker (KRaft, one node)
 //! and tidemark's embedded schema registry; creates `public.accounts` with 1,000 rows; runs
 //! tidemark's source and sink in-process ([`tidemark::pipeline::Pipeline`]) into
 //! `warehouse/quickstart.duckdb`; runs a workload of inserts, updates and deletes for
@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         started,
     );
 
-    step("starting a Kafka-compatible broker (tansu)", started);
+    step("starting an Apache Kafka broker (KRaft, one node)", started);
     let broker = KafkaBroker::shared()?;
     std::fs::create_dir_all("warehouse")?;
     let warehouse = std::path::Path::new("warehouse").join("quickstart.duckdb");

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The long versions of the drills in tests/ (the test suite runs short ones):
-# - the crash loops (tests/crash_loop.rs) with 50 SIGKILLs each under a pgbench load: of
-#   the source and the sink at least once on tansu, and of the source exactly once on
-#   librdkafka's mock cluster; TIDEMARK_CRASH_KILLS changes the count, TIDEMARK_CRASH_SEED
-#   replays a run's kill schedule (each run prints its seed);
+# - the crash loops (tests/crash_loop.rs) with 50 SIGKILLs each under a pgbench load, of
+#   the source and the sink, at least once and exactly once, on Apache Kafka;
+#   TIDEMARK_CRASH_KILLS changes the count, TIDEMARK_CRASH_SEED replays a run's kill
+#   schedule (each run prints its seed);
 # - the fault drills (tests/fault_drills.rs) with outages of 60 s
-#   (TIDEMARK_FAULT_OUTAGE_SECS changes it).
+#   (TIDEMARK_FAULT_OUTAGE_SECS changes it);
+# - the broker failover drills on a three-node cluster (tests/broker_failover.rs), as in
+#   the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 source scripts/ensure-deps.sh
@@ -13,3 +15,4 @@ TIDEMARK_CRASH_KILLS="${TIDEMARK_CRASH_KILLS:-50}" \
   cargo nextest run --retries 0 --no-capture --test crash_loop "$@"
 TIDEMARK_FAULT_OUTAGE_SECS="${TIDEMARK_FAULT_OUTAGE_SECS:-60}" \
   cargo nextest run --retries 0 --no-capture --test fault_drills "$@"
+cargo nextest run --retries 0 --no-capture --test broker_failover "$@"

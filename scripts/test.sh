@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests on a private PostgreSQL and a
-# Kafka-protocol broker (tansu), doc tests.
+# The whole test suite: unit tests, integration tests on a private PostgreSQL and Apache
+# Kafka (a JVM broker per test process; a three-node cluster for the failover drills), doc
+# tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 NEED_PYTHON=1 source scripts/ensure-deps.sh

@@ -1,4 +1,4 @@
-//! Avro through the schema registry, end to end on a real PostgreSQL, a real broker (tansu)
+//! Avro through the schema registry, end to end on a real PostgreSQL, a real broker (Apache Kafka)
 //! and the embedded registry: a drill of DDL changes with rows written before and after
 //! each, every record decoded with the schema its id names (by apache-avro, by
 //! `schema_registry_converter`, and by Confluent's Python client with fastavro, which

@@ -14,7 +14,8 @@
 //! No tidemark process may stop. Afterwards the warehouse equals the source (count and md5
 //! of every row), the slot's retained WAL is near zero, and Kafka holds every change: at
 //! least once (no gap), or exactly once (every change once for a `read_committed`
-//! consumer, and a keyless table whose rows the sink appends has no extra row).
+//! consumer, and a keyless table whose rows the sink appends equals the source's, with no
+//! extra row).
 
 mod common;
 
@@ -70,12 +71,8 @@ async fn busiest_partition(bootstrap: &str, prefix: &str) -> (String, i32) {
 }
 
 async fn failover_drill(delivery: &str, prefix: &str) {
-    let dir = tempfile::Builder::new()
-        .prefix("tidemark-failover-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = LogDir::new(&format!("failover-{delivery}"));
     let logs = dir.path().to_owned();
-    eprintln!("failover drill ({delivery}), logs in {}", logs.display());
     let kafka_dir = logs.join("kafka");
     let mut cluster = blocking(move || {
         KafkaCluster::start(3, &kafka_dir, KafkaOptions::default())
@@ -165,7 +162,9 @@ async fn failover_drill(delivery: &str, prefix: &str) {
         &mut [&mut source, &mut sink_a, &mut sink_b],
     )
     .await;
-    assert_keyless_copy_equal(&client, &warehouse_client).await;
+    if exactly_once {
+        assert_keyless_copy_equal(&client, &warehouse_client).await;
+    }
     wait_until(
         "the slot's retained WAL is near zero",
         Duration::from_secs(60),
@@ -190,6 +189,7 @@ async fn failover_drill(delivery: &str, prefix: &str) {
     sink_a.terminate();
     sink_b.terminate();
     drop(cluster);
+    dir.passed();
 }
 
 /// Waits until the source's log says the snapshot is done (the load starts after it, so

@@ -1,4 +1,4 @@
-//! `tidemark check` against real parts: a private PostgreSQL (source and warehouse), tansu,
+//! `tidemark check` against real parts: a private PostgreSQL (source and warehouse), Apache Kafka,
 //! and unreachable addresses. A ready config passes on every part; each misconfiguration
 //! is reported on its part with the fix, and nothing else is reported.
 

@@ -94,7 +94,7 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     let (warehouse, warehouse_client) = database("crash_wh").await;
     pgbench_tables(cluster, &db, &client, ACCOUNTS).await;
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = LogDir::new("crash");
     let source_config = dir.path().join("source.toml");
     let common_part = format!(
         "name = \"crash\"\n[source]\nurl = \"{}\"\ntables = [\"public.pgbench_accounts\", \"public.pgbench_branches\", \"public.pgbench_tellers\", \"public.pgbench_history\"]\n\
@@ -207,6 +207,7 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     );
     source.terminate();
     sink.terminate();
+    dir.passed();
 }
 
 /// Partitions of the exactly-once loop's change topics.
@@ -228,7 +229,7 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     // Rows each table holds before tidemark starts: its snapshot.
     let snapshot_rows = snapshot_counts(&client).await;
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = LogDir::new("crash-eos");
     let source_config = dir.path().join("source.toml");
     let common_part = format!(
         "name = \"crasheos\"\n[source]\nurl = \"{}\"\ntables = [\"public.pgbench_accounts\", \"public.pgbench_branches\", \"public.pgbench_tellers\", \"public.pgbench_history\", \"public.history_copy\"]\n\
@@ -329,4 +330,5 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     );
     source.terminate();
     sink.terminate();
+    dir.passed();
 }

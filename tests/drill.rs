@@ -1,4 +1,4 @@
-//! `tidemark drill schema-change` on the local stack (a private PostgreSQL, tansu, the
+//! `tidemark drill schema-change` on the local stack (a private PostgreSQL, Apache Kafka, the
 //! embedded registry): through the binary into a DuckDB file with captured DDL and
 //! `on_incompatible = "relax"` (every step passes, the pipeline restarting between steps),
 //! and through the library into a PostgreSQL warehouse with the defaults (the rename is

@@ -1,4 +1,4 @@
-//! Events into a real Kafka-protocol broker (tansu): topics, partitions, keys, envelopes,
+//! Events into Apache Kafka: topics, partitions, keys, envelopes,
 //! tombstones, headers, routes, transaction metadata, per-key order, and refusals.
 
 mod common;

@@ -1,5 +1,5 @@
 //! The operator's view of a running pipeline, through the binary: `tidemark run` (source,
-//! Kafka on tansu, embedded registry, sink into a PostgreSQL warehouse) with `[metrics]`
+//! Apache Kafka, embedded registry, sink into a PostgreSQL warehouse) with `[metrics]`
 //! set by `--set`. `/metrics` carries the documented series, `/healthz` and `/readyz`
 //! answer; then SIGTERM under a write load: the process exits 0 within a bound, the slot's
 //! confirmed position covers only what Kafka holds, and after a restart the warehouse
@@ -349,8 +349,7 @@ async fn metrics_health_and_a_sigterm_under_load_that_loses_nothing() {
 
     // `tidemark status` shows the sink's progress per partition: once the sink has applied
     // everything, each partition's applied offset is the one after its last record (read
-    // back from the topic) and the lag is 0. (tansu reports a high watermark that can
-    // stop at the start of a partition's last record batch, so `end` is not compared.)
+    // back from the topic), as is its end, and the lag is 0.
     let mut next_offsets = std::collections::BTreeMap::new();
     for record in common::kafka::drain(
         &broker.bootstrap,
@@ -383,6 +382,7 @@ async fn metrics_health_and_a_sigterm_under_load_that_loses_nothing() {
                 let partition = p["partition"].as_i64().unwrap_or(-1) as i32;
                 p["topic"] == "observed.public.acct"
                     && p["applied"].as_i64() == next_offsets.get(&partition).copied()
+                    && p["end"].as_i64() == next_offsets.get(&partition).copied()
                     && p["lag"] == 0
             });
         if applied {

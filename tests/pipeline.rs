@@ -1,5 +1,5 @@
 //! The library's pipeline handle (`tidemark::pipeline::Pipeline`) on the local stack: a
-//! private PostgreSQL, tansu, the embedded registry and a PostgreSQL warehouse.
+//! private PostgreSQL, Apache Kafka, the embedded registry and a PostgreSQL warehouse.
 //!
 //! `wait_caught_up` must return only when every change committed before the call is in
 //! the warehouse. The hard case is a table whose first rows create its topic just before

@@ -1,5 +1,5 @@
 //! The embedded registry over HTTP, as a Confluent client sees it, and its state surviving a
-//! restart through the `_schemas` topic on a real broker (tansu).
+//! restart through the `_schemas` topic on a real broker (Apache Kafka).
 
 use std::sync::Arc;
 

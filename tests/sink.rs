@@ -1,4 +1,4 @@
-//! The warehouse sink end to end: PostgreSQL → tidemark → tansu (Avro, embedded registry)
+//! The warehouse sink end to end: PostgreSQL → tidemark → Apache Kafka (Avro, embedded registry)
 //! → sink → DuckDB and a PostgreSQL warehouse, compared with the source row by row; then a
 //! replay from the topics alone; and a sink aborted between its MERGE and Kafka's commit.
 

@@ -1,6 +1,6 @@
 //! Corrupt bytes on a change topic: the sink stops at the record, naming its topic,
 //! partition and offset and how to move past it, and applies nothing after it (it never
-//! skips data by itself). On tansu, with a PostgreSQL warehouse.
+//! skips data by itself). On Apache Kafka, with a PostgreSQL warehouse.
 
 mod common;
 

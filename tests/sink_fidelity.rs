@@ -2,7 +2,7 @@
 //! type in the design brief's table (numeric exactness, NaN and ±Infinity, timestamps with
 //! time zones and ±infinity, arrays with nulls, unicode, empty strings against nulls, bytea)
 //! are written on the source, half before tidemark starts (snapshotted) and half after
-//! (streamed, then updated and deleted), go through Kafka (tansu, Avro, the embedded
+//! (streamed, then updated and deleted), go through Kafka (Apache Kafka, Avro, the embedded
 //! registry), and must read back equal from a DuckDB warehouse and from a PostgreSQL one.
 //!
 //! Each column is compared through a canonical text form that is the same for equal values

@@ -1,5 +1,5 @@
 //! The warehouse sink as a consumer group and through a schema-change drill, end to end on a
-//! real PostgreSQL source, tansu (Avro with the embedded registry) and a PostgreSQL
+//! real PostgreSQL source, Apache Kafka (Avro with the embedded registry) and a PostgreSQL
 //! warehouse (which, unlike a DuckDB file, several sink processes can write at once):
 //!
 //! - two sink instances share the partitions of one group; one leaves mid-stream and comes

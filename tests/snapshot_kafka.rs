@@ -1,4 +1,4 @@
-//! The snapshot into Kafka (tansu, Avro, the embedded registry): read events with the
+//! The snapshot into Kafka (Apache Kafka, Avro, the embedded registry): read events with the
 //! snapshot markers, progress stored in the `<prefix>.offsets` topic, and a snapshot stopped
 //! half-way that the next start finishes without reading the delivered chunks again.
 

@@ -84,7 +84,8 @@ impl ExactlyOnce {
         &self.offsets_topic
     }
 
-    /// Source transactions committed before this were delivered in an earlier run.
+    /// Source transactions committed before this were delivered in an earlier run, or in a
+    /// Kafka transaction committed before the last abort.
     pub fn resume(&self) -> Lsn {
         self.resume
     }
@@ -182,6 +183,18 @@ impl ExactlyOnce {
             }
             Err(error) => {
                 let _ = producer.abort_transaction(Duration::from_secs(30));
+                self.resume = self.acknowledged;
+                let abortable = matches!(
+                    &error,
+                    rdkafka::error::KafkaError::Transaction(e) if e.txn_requires_abort()
+                );
+                if abortable {
+                    // Not fatal: the producer goes on with a new transaction, and the
+                    // source sends the aborted one again from its confirmed position.
+                    return Err(KafkaError::DeliveryInterrupted(format!(
+                        "the Kafka transaction was aborted ({error}); nothing in it was confirmed, and it is sent again"
+                    )));
+                }
                 Err(KafkaError::Client {
                     context: "committing a Kafka transaction (it was aborted; nothing in it was confirmed)".into(),
                     source: error,
@@ -200,6 +213,9 @@ impl ExactlyOnce {
         self.kafka_transaction_open = false;
         self.source_transaction_open = false;
         self.pending_end = None;
+        // What PostgreSQL sends again from its confirmed position is skipped up to the end
+        // of the last committed Kafka transaction, as after a restart.
+        self.resume = self.acknowledged;
     }
 
     /// Whether a source transaction is half written.

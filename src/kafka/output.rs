@@ -127,7 +127,16 @@ impl ProducerContext for AckContext {
                 Err(DeliveryFailure {
                     detail,
                     // The same test as for any Kafka request: a broker away or restarting.
-                    retriable: code.is_some_and(super::is_outage),
+                    // Or, exactly once, a record purged because its Kafka transaction is
+                    // being aborted after an abortable error (a coordinator that did not
+                    // know a new partition yet, say): the source sends it again.
+                    retriable: code.is_some_and(|code| {
+                        super::is_outage(code)
+                            || matches!(
+                                code,
+                                RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                            )
+                    }),
                 })
             }
         };
@@ -590,8 +599,9 @@ impl KafkaOutput {
 
     fn failure(&self) -> Result<(), KafkaError> {
         match self.tracker.failure() {
-            // Exactly once keeps its own position; only at least once sends again in place.
-            Some(failure) if failure.retriable && self.eos.is_none() => {
+            // Sent again from the confirmed position after a reconnect; exactly once, with
+            // what the last committed Kafka transaction holds skipped (`abort`).
+            Some(failure) if failure.retriable => {
                 Err(KafkaError::DeliveryInterrupted(failure.detail))
             }
             Some(failure) => Err(KafkaError::Delivery(failure.detail)),
@@ -817,6 +827,9 @@ impl EventOutput for KafkaOutput {
         self.open = None;
         if let Some(eos) = self.eos.as_mut() {
             eos.abort(&self.producer);
+            // The aborted transaction's records are void: late reports for them are
+            // ignored, and its source transactions are sent again.
+            self.tracker.recover();
         }
         // After a delivery the brokers failed (a restart under the request): everything not
         // acknowledged is sent again, from the position confirmed to PostgreSQL.

@@ -612,8 +612,9 @@ async fn sink_loop(
         // The subscription is a pattern: new tables' topics are found on metadata refresh.
         .set("topic.metadata.refresh.interval.ms", "5000")
         // A fetch waits for data at most as long as a batch may stay open: a broker that
-        // holds a fetch for its whole wait (tansu does; Apache Kafka answers as soon as
-        // data arrives) would otherwise add librdkafka's 500 ms to every row's latency.
+        // holds a fetch for its whole wait when too little data arrives (Apache Kafka
+        // does below fetch.min.bytes) would otherwise add librdkafka's 500 ms to every
+        // row's latency.
         .set(
             "fetch.wait.max.ms",
             sink_config.batch_ms.clamp(1, 500).to_string(),

@@ -67,13 +67,22 @@ impl KafkaBroker {
     /// The broker of this process, started on first use.
     pub fn shared() -> Result<&'static KafkaBroker, BrokerError> {
         BROKER
-            .get_or_init(start_shared)
+            .get_or_init(|| start_shared(false))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The broker of this process for benches: the JVM with its full JIT and a 1 GiB heap
+    /// ([`KafkaOptions::for_throughput`]) when this call starts it.
+    pub fn shared_for_benches() -> Result<&'static KafkaBroker, BrokerError> {
+        BROKER
+            .get_or_init(|| start_shared(true))
             .as_ref()
             .map_err(Clone::clone)
     }
 }
 
-fn start_shared() -> Result<KafkaBroker, BrokerError> {
+fn start_shared(for_throughput: bool) -> Result<KafkaBroker, BrokerError> {
     if super::containers::requested() {
         let bootstrap = super::containers::kafka().map_err(BrokerError::Start)?;
         wait_for_brokers(&bootstrap, 1, Duration::from_secs(60))?;
@@ -85,7 +94,11 @@ fn start_shared() -> Result<KafkaBroker, BrokerError> {
     }
     remove_stale_dirs();
     let dir = PathBuf::from(ROOT).join(std::process::id().to_string());
-    let node = KafkaNode::start(&dir, KafkaOptions::default())?;
+    let options = KafkaOptions {
+        for_throughput,
+        ..KafkaOptions::default()
+    };
+    let node = KafkaNode::start(&dir, options)?;
     let bootstrap = node.bootstrap().to_owned();
     // The node lives as long as the process (its JVM has the process's death signal).
     std::mem::forget(node);
