@@ -37,8 +37,8 @@ async fn start(
 ) {
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
     let context = EnvelopeContext {
-        prefix: "keos".into(),
-        connector_name: "keos".into(),
+        prefix: config.name.clone(),
+        connector_name: config.name.clone(),
         database: db_name.into(),
     };
     let mut output = KafkaOutput::connect(&kafka, context)
@@ -247,4 +247,102 @@ async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() 
     .await;
     assert!(offsets.iter().any(|r| r.key_json()["connector"] == "ksnap" && r.key_json().get("snapshot").is_none()));
     drop(db);
+}
+
+/// A second instance with the same connector name (so the same `transactional.id`) fences
+/// the first when it initializes transactions: the first stops at its next Kafka
+/// transaction with a definite error naming the cause and the remedy, the second goes on
+/// from what Kafka committed, and a `read_committed` consumer sees every change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_fences_the_first_which_stops_naming_the_cause() {
+    let bootstrap = KafkaBroker::shared()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bootstrap
+        .clone();
+    let (db, client) = database("kafka_eos_fence").await;
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY, batch int)").await;
+    let text = format!(
+        "name = \"kfence\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 2\n",
+        db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tidemark::source::setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The second instance reads its own copy of the slot (the first holds the slot).
+    exec(
+        &client,
+        "SELECT pg_copy_logical_replication_slot('tidemark_kfence', 'kfence_second')",
+    )
+    .await;
+    let mut second_config = config.clone();
+    second_config.source.slot = "kfence_second".into();
+
+    let (_stop1, run1) = start(&config, &db.name).await;
+    exec(
+        &client,
+        "INSERT INTO t SELECT g, 1 FROM generate_series(1, 10) g",
+    )
+    .await;
+    consume_until_isolated(
+        &bootstrap,
+        "kfence.public.t",
+        Duration::from_secs(60),
+        true,
+        |records| distinct_ids(records).len() == 10,
+    )
+    .await;
+
+    // The second instance starts: its init_transactions fences the first.
+    let (stop2, run2) = start(&second_config, &db.name).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    exec(
+        &client,
+        "INSERT INTO t SELECT g, 2 FROM generate_series(11, 20) g",
+    )
+    .await;
+    let first = tokio::time::timeout(Duration::from_secs(60), run1)
+        .await
+        .unwrap_or_else(|_| panic!("the fenced instance did not stop within 60 s"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let error = match first {
+        Ok(stats) => panic!("the fenced instance ended without an error: {stats:?}"),
+        Err(error) => error,
+    };
+    let message = error.to_string();
+    eprintln!("the fenced instance stopped: {message}");
+    assert!(
+        !error.is_transient(),
+        "a fenced producer is definite: {message}"
+    );
+    assert!(
+        message.contains("transactional.id tidemark-kfence")
+            && message.contains("one instance per connector"),
+        "the error names the cause and the remedy: {message}"
+    );
+
+    consume_until_isolated(
+        &bootstrap,
+        "kfence.public.t",
+        Duration::from_secs(60),
+        true,
+        |records| distinct_ids(records).len() == 20,
+    )
+    .await;
+    let _ = stop2.send(true);
+    run2.await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("the second instance: {e}"));
+    let committed = drain(&bootstrap, "kfence.public.t", true, Duration::from_secs(2)).await;
+    assert_eq!(
+        distinct_ids(&committed),
+        (1..=20).collect::<BTreeSet<i64>>()
+    );
+    assert_eq!(
+        committed.len(),
+        20,
+        "a read_committed consumer saw duplicates"
+    );
 }

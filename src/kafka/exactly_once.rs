@@ -41,6 +41,32 @@ pub struct ExactlyOnce {
     resume: Lsn,
 }
 
+/// The producer's fatal error, if it has one, named with what to do. A fenced producer (a
+/// second instance with the same `transactional.id` called `init_transactions`) reports
+/// `Fenced`, `ProducerFenced` or `InvalidProducerEpoch`.
+pub(crate) fn fatal_error(
+    producer: &ThreadedProducer<AckContext>,
+    connector: &str,
+) -> Option<KafkaError> {
+    let (code, reason) = producer.client().fatal_error()?;
+    let fenced = matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    );
+    Some(KafkaError::ProducerFatal {
+        transactional_id: format!("tidemark-{connector}"),
+        code,
+        reason,
+        remedy: if fenced {
+            "another tidemark with the same connector name started and took over the transactional id; run one instance per connector (the other one goes on from what Kafka committed)"
+        } else {
+            "start tidemark again: it goes on from the last committed Kafka transaction"
+        },
+    })
+}
+
 fn client_error(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
     move |source| KafkaError::Client {
         context: context.to_owned(),
@@ -79,6 +105,11 @@ impl ExactlyOnce {
         })
     }
 
+    /// The connector's name (its producer's `transactional.id` is `tidemark-<name>`).
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
     /// The offsets topic.
     pub fn offsets_topic(&self) -> &str {
         &self.offsets_topic
@@ -113,9 +144,10 @@ impl ExactlyOnce {
         if self.kafka_transaction_open {
             return Ok(false);
         }
-        producer
-            .begin_transaction()
-            .map_err(client_error("beginning a Kafka transaction"))?;
+        producer.begin_transaction().map_err(|error| {
+            fatal_error(producer, &self.connector)
+                .unwrap_or_else(|| client_error("beginning a Kafka transaction")(error))
+        })?;
         self.kafka_transaction_open = true;
         Ok(true)
     }
@@ -194,6 +226,9 @@ impl ExactlyOnce {
                     return Err(KafkaError::DeliveryInterrupted(format!(
                         "the Kafka transaction was aborted ({error}); nothing in it was confirmed, and it is sent again"
                     )));
+                }
+                if let Some(fatal) = fatal_error(producer, &self.connector) {
+                    return Err(fatal);
                 }
                 Err(KafkaError::Client {
                     context: "committing a Kafka transaction (it was aborted; nothing in it was confirmed)".into(),

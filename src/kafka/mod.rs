@@ -101,6 +101,22 @@ pub enum KafkaError {
         "Kafka delivery failed: {0}; nothing from this record on was confirmed to PostgreSQL, so the source sends it again"
     )]
     DeliveryInterrupted(String),
+    /// The transactional producer met a fatal error and can write no more: typically it
+    /// was fenced by another producer with the same `transactional.id`, that is another
+    /// tidemark running with the same connector name. Definite: this instance stops.
+    #[error(
+        "the exactly-once producer (transactional.id {transactional_id}) can write no more: {reason} ({code:?}); {remedy}. Nothing after its last committed Kafka transaction was confirmed to PostgreSQL"
+    )]
+    ProducerFatal {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+        /// librdkafka's code of the fatal error.
+        code: rdkafka::types::RDKafkaErrorCode,
+        /// librdkafka's reason.
+        reason: String,
+        /// What to do about it.
+        remedy: &'static str,
+    },
     /// A topic could not be created.
     #[error(
         "creating topic {topic} failed: {detail}; create it yourself or allow tidemark to create topics (CREATE on the cluster)"

@@ -598,6 +598,11 @@ impl KafkaOutput {
     }
 
     fn failure(&self) -> Result<(), KafkaError> {
+        if let Some(eos) = self.eos.as_ref()
+            && let Some(fatal) = super::exactly_once::fatal_error(&self.producer, eos.connector())
+        {
+            return Err(fatal);
+        }
         match self.tracker.failure() {
             // Sent again from the confirmed position after a reconnect; exactly once, with
             // what the last committed Kafka transaction holds skipped (`abort`).
