@@ -15,7 +15,7 @@ use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::lsn::Lsn;
 use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
-use tidemark::testing::KafkaBroker;
+use tidemark::testing::{KafkaBroker, KafkaNode, KafkaOptions, TcpProxy, free_port};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -345,4 +345,151 @@ async fn a_second_instance_fences_the_first_which_stops_naming_the_cause() {
         20,
         "a read_committed consumer saw duplicates"
     );
+}
+
+/// A Kafka transaction the coordinator aborts because it outlived `transaction.timeout.ms`
+/// (5 s) while the broker was unreachable (a proxy down for 12 s in the middle of one
+/// 100,000-row source transaction). The producer then either goes on cleanly (the aborted
+/// transaction is sent again) or stops with a definite, named error, and a second run goes
+/// on from what Kafka committed. Either way a `read_committed` consumer sees every row once.
+///
+/// Ignored: its first run (2026-12-03) found an open problem. After the 12 s outage the
+/// first run went on without an error, but 120 s later a `read_committed` consumer saw only
+/// 16,088 of the 100,001 rows: part of the source transaction became visible and the rest
+/// never arrived. Until that is understood and fixed, a coordinator-aborted transaction is
+/// not shown to be handled; run it with `cargo nextest run --run-ignored all --test
+/// kafka_exactly_once coordinator_aborts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finds an open problem: rows missing after a coordinator abort (see the doc comment)"]
+async fn a_transaction_the_coordinator_aborts_during_an_outage_is_sent_again_once() {
+    const ROWS: i64 = 100_000;
+    let broker_port = free_port().unwrap_or_else(|e| panic!("{e}"));
+    let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], broker_port)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let options = KafkaOptions {
+        advertised: Some(proxy.host_port()),
+        listen_port: Some(broker_port),
+        // The coordinator looks for timed-out transactions every second.
+        properties: vec![(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms".into(),
+            "1000".into(),
+        )],
+        ..KafkaOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node_dir = dir.path().join("kafka");
+    let node = tokio::task::spawn_blocking(move || {
+        KafkaNode::start(&node_dir, options).unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = node.bootstrap().to_owned();
+    let (db, client) = database("kafka_eos_timeout").await;
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY, batch int)").await;
+    let text = format!(
+        "name = \"ktimeout\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 2\n\
+         [kafka.properties]\n\"transaction.timeout.ms\" = \"5000\"\n",
+        db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tidemark::source::setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_stop1, run1) = start(&config, &db.name).await;
+    // A first row, so the topic exists before the big transaction.
+    exec(&client, "INSERT INTO t VALUES (0, 0)").await;
+    consume_until_isolated(
+        &bootstrap,
+        "ktimeout.public.t",
+        Duration::from_secs(60),
+        true,
+        |records| distinct_ids(records).len() == 1,
+    )
+    .await;
+    let before: i64 = common::kafka::partition_ends(&bootstrap, "ktimeout.public.t", 2)
+        .await
+        .iter()
+        .map(|(_, end)| end)
+        .sum();
+    exec(
+        &client,
+        &format!("INSERT INTO t SELECT g, 1 FROM generate_series(1, {ROWS}) g"),
+    )
+    .await;
+    // The broker goes away once records of the big transaction are on it (uncommitted).
+    wait_until(
+        "records of the big transaction reached the broker",
+        Duration::from_secs(60),
+        || async {
+            let now: i64 = common::kafka::partition_ends(&bootstrap, "ktimeout.public.t", 2)
+                .await
+                .iter()
+                .map(|(_, end)| end)
+                .sum();
+            now > before + 1_000
+        },
+    )
+    .await;
+    proxy.set_down(true);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    proxy.set_down(false);
+
+    // Either the run goes on, or it stops naming the cause; then a second run goes on.
+    let all = |records: &[common::kafka::Record]| distinct_ids(records).len() == ROWS as usize + 1;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if run1.is_finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let mut second = None;
+    if outcome.is_ok() {
+        let error = match run1.await.unwrap_or_else(|e| panic!("{e}")) {
+            Ok(stats) => panic!("the first run ended without an error: {stats:?}"),
+            Err(error) => error,
+        };
+        eprintln!("the first run stopped: {error}");
+        assert!(
+            error
+                .to_string()
+                .contains("transactional.id tidemark-ktimeout"),
+            "a definite error names the producer: {error}"
+        );
+        second = Some(start(&config, &db.name).await);
+    } else {
+        eprintln!("the first run went on after the abort");
+    }
+    consume_until_isolated(
+        &bootstrap,
+        "ktimeout.public.t",
+        Duration::from_secs(120),
+        true,
+        all,
+    )
+    .await;
+    let committed = drain(
+        &bootstrap,
+        "ktimeout.public.t",
+        true,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        committed.len(),
+        ROWS as usize + 1,
+        "a read_committed consumer saw every row once"
+    );
+    if let Some((stop2, run2)) = second {
+        let _ = stop2.send(true);
+        run2.await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("the second run: {e}"));
+    }
+    drop(node);
 }
