@@ -356,7 +356,8 @@ async fn a_second_instance_fences_the_first_which_stops_naming_the_cause() {
 /// Ignored: its first run (2026-12-03) found an open problem. After the 12 s outage the
 /// first run went on without an error, but 120 s later a `read_committed` consumer saw only
 /// 16,088 of the 100,001 rows: part of the source transaction became visible and the rest
-/// never arrived. Until that is understood and fixed, a coordinator-aborted transaction is
+/// never arrived (17,477 in a second run with exactly-once delivery failures definite, as
+/// before this change: the problem is older). Until that is understood and fixed, a coordinator-aborted transaction is
 /// not shown to be handled; run it with `cargo nextest run --run-ignored all --test
 /// kafka_exactly_once coordinator_aborts`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
