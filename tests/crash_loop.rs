@@ -205,6 +205,10 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
         source.starts,
         sink.starts
     );
+    eprintln!(
+        "{}",
+        describe_delays(sink_restart_delays(dir.path(), "sink", sink.starts))
+    );
     source.terminate();
     sink.terminate();
     dir.passed();
@@ -327,6 +331,10 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
         retained().await,
         source.starts,
         sink.starts
+    );
+    eprintln!(
+        "{}",
+        describe_delays(sink_restart_delays(dir.path(), "sink", sink.starts))
     );
     source.terminate();
     sink.terminate();

@@ -513,3 +513,46 @@ impl LogDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Seconds of the day of a log line's leading RFC 3339 timestamp
+/// (`2026-12-03T10:46:00.079548Z …`).
+fn log_seconds(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split_once('T')?.1;
+    let time = time.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+/// For each start of the sink process `label` after its first (a restart after a kill):
+/// seconds from "sink started" to its first "partitions assigned", read from its log
+/// (`<label>-<n>.log` in `dir`). How long the warehouse waited for a restarted sink.
+pub fn sink_restart_delays(dir: &Path, label: &str, starts: u32) -> Vec<f64> {
+    (2..=starts)
+        .filter_map(|n| {
+            let log = std::fs::read_to_string(dir.join(format!("{label}-{n}.log"))).ok()?;
+            let at = |needle: &str| {
+                log.lines()
+                    .find(|line| line.contains(needle))
+                    .and_then(log_seconds)
+            };
+            Some(at("partitions assigned")? - at("sink started")?)
+        })
+        .collect()
+}
+
+/// "n restarts, median m s, max x s" of [`sink_restart_delays`].
+pub fn describe_delays(mut delays: Vec<f64>) -> String {
+    if delays.is_empty() {
+        return "no sink restarts".into();
+    }
+    delays.sort_by(f64::total_cmp);
+    format!(
+        "{} sink restarts: partitions assigned after a median of {:.1} s, at most {:.1} s",
+        delays.len(),
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    )
+}
