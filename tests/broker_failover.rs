@@ -192,23 +192,6 @@ async fn failover_drill(delivery: &str, prefix: &str) {
     dir.passed();
 }
 
-/// Waits until the source's log says the snapshot is done (the load starts after it, so
-/// no row is both read by the snapshot and streamed).
-async fn wait_for_snapshot(source: &mut Process) {
-    let started = Instant::now();
-    while !std::fs::read_to_string(source.log())
-        .is_ok_and(|log| log.contains("snapshot done rows="))
-    {
-        source.assert_running();
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no \"snapshot done\" in 120 s:\n{}",
-            source.tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_and_coordinator_failover_at_least_once_loses_nothing() {
     failover_drill("at_least_once", "failover").await;

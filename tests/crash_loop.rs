@@ -83,6 +83,38 @@ async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
     .await;
 }
 
+/// `kills` times: the pipeline runs between 0.3 s and 4 s, then the source, the sink or
+/// both are SIGKILLed, and restarted at once or after a pause under a second, as a
+/// supervisor would (Apache Kafka evicts a killed sink's member when its session times out
+/// and rebalances).
+async fn kill_loop(kills: u32, schedule: &mut Schedule, source: &mut Process, sink: &mut Process) {
+    for kill in 1..=kills {
+        let run_for = Duration::from_millis(300 + schedule.next() % 3_700);
+        tokio::time::sleep(run_for).await;
+        source.assert_running();
+        sink.assert_running();
+        let victims = match schedule.next() % 3 {
+            0 => "source",
+            1 => "sink",
+            _ => "both",
+        };
+        eprintln!("kill {kill}/{kills}: {victims} after {run_for:?}");
+        if victims != "sink" {
+            source.kill();
+        }
+        if victims != "source" {
+            sink.kill();
+        }
+        tokio::time::sleep(Duration::from_millis(schedule.next() % 1_000)).await;
+        if source.child.is_none() {
+            source.start();
+        }
+        if sink.child.is_none() {
+            sink.start();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     let (kills, mut schedule) = kills_and_schedule("crash loop");
@@ -126,34 +158,7 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     wait_for_slot(&client, "tidemark_crash").await;
     let mut load = start_load(cluster, &db.url(), dir.path(), 150, ACCOUNTS);
 
-    for kill in 1..=kills {
-        // Between 0.3 s and 4 s of running, then one or both killed.
-        let run_for = Duration::from_millis(300 + schedule.next() % 3_700);
-        tokio::time::sleep(run_for).await;
-        source.assert_running();
-        sink.assert_running();
-        let victims = match schedule.next() % 3 {
-            0 => "source",
-            1 => "sink",
-            _ => "both",
-        };
-        eprintln!("kill {kill}/{kills}: {victims} after {run_for:?}");
-        if victims != "sink" {
-            source.kill();
-        }
-        if victims != "source" {
-            sink.kill();
-        }
-        // Both restarted at once or after a pause, as a supervisor would: Apache Kafka
-        // evicts the killed sink's member when its session times out and rebalances.
-        tokio::time::sleep(Duration::from_millis(schedule.next() % 1_000)).await;
-        if source.child.is_none() {
-            source.start();
-        }
-        if sink.child.is_none() {
-            sink.start();
-        }
-    }
+    kill_loop(kills, &mut schedule, &mut source, &mut sink).await;
     let _ = load.kill();
     let _ = load.wait();
     let stopped_at = Instant::now();
@@ -260,45 +265,9 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     sink.start();
     wait_for_slot(&client, "tidemark_crasheos").await;
     // The load starts after the snapshot, so no row is both read by it and streamed.
-    let started = Instant::now();
-    while !std::fs::read_to_string(source.log())
-        .is_ok_and(|log| log.contains("snapshot done rows="))
-    {
-        source.assert_running();
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no \"snapshot done\" in 120 s:\n{}",
-            source.tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_snapshot(&mut source).await;
     let mut load = start_load(cluster, &db.url(), dir.path(), EOS_RATE, ACCOUNTS);
-    for kill in 1..=kills {
-        let run_for = Duration::from_millis(300 + schedule.next() % 3_700);
-        tokio::time::sleep(run_for).await;
-        source.assert_running();
-        sink.assert_running();
-        let victims = match schedule.next() % 3 {
-            0 => "source",
-            1 => "sink",
-            _ => "both",
-        };
-        eprintln!("kill {kill}/{kills}: {victims} after {run_for:?}");
-        if victims != "sink" {
-            source.kill();
-        }
-        if victims != "source" {
-            sink.kill();
-        }
-        // Both restarted at once or after a pause, as a supervisor would.
-        tokio::time::sleep(Duration::from_millis(schedule.next() % 1_000)).await;
-        if source.child.is_none() {
-            source.start();
-        }
-        if sink.child.is_none() {
-            sink.start();
-        }
-    }
+    kill_loop(kills, &mut schedule, &mut source, &mut sink).await;
     let _ = load.kill();
     let _ = load.wait();
     let stopped_at = Instant::now();

@@ -556,3 +556,20 @@ pub fn describe_delays(mut delays: Vec<f64>) -> String {
         delays[delays.len() - 1]
     )
 }
+
+/// Waits until the source's log says the snapshot is done (a load started after it has no
+/// row both read by the snapshot and streamed).
+pub async fn wait_for_snapshot(source: &mut Process) {
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(source.log())
+        .is_ok_and(|log| log.contains("snapshot done rows="))
+    {
+        source.assert_running();
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no \"snapshot done\" in 120 s:\n{}",
+            source.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
