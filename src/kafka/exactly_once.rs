@@ -41,6 +41,11 @@ pub struct ExactlyOnce {
     resume: Lsn,
 }
 
+/// The `transactional.id` of a connector's producer.
+pub(crate) fn transactional_id(connector: &str) -> String {
+    format!("tidemark-{connector}")
+}
+
 /// The producer's fatal error, if it has one, named with what to do. A fenced producer (a
 /// second instance with the same `transactional.id` called `init_transactions`) reports
 /// `Fenced`, `ProducerFenced` or `InvalidProducerEpoch`.
@@ -56,7 +61,7 @@ pub(crate) fn fatal_error(
             | RDKafkaErrorCode::InvalidProducerEpoch
     );
     Some(KafkaError::ProducerFatal {
-        transactional_id: format!("tidemark-{connector}"),
+        transactional_id: transactional_id(connector),
         code,
         reason,
         remedy: if fenced {

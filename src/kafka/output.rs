@@ -251,7 +251,7 @@ impl KafkaOutput {
             client
                 .set(
                     "transactional.id",
-                    format!("tidemark-{}", context.connector_name),
+                    super::exactly_once::transactional_id(&context.connector_name),
                 )
                 .set("message.timeout.ms", transaction_timeout);
         }
@@ -598,12 +598,16 @@ impl KafkaOutput {
     }
 
     fn failure(&self) -> Result<(), KafkaError> {
-        if let Some(eos) = self.eos.as_ref()
+        let failure = self.tracker.failure();
+        // Runs for every record: the producer's fatal state is asked (a call into
+        // librdkafka with a buffer) only once a delivery failed.
+        if failure.is_some()
+            && let Some(eos) = self.eos.as_ref()
             && let Some(fatal) = super::exactly_once::fatal_error(&self.producer, eos.connector())
         {
             return Err(fatal);
         }
-        match self.tracker.failure() {
+        match failure {
             // Sent again from the confirmed position after a reconnect; exactly once, with
             // what the last committed Kafka transaction holds skipped (`abort`).
             Some(failure) if failure.retriable => {
