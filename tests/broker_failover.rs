@@ -96,19 +96,8 @@ async fn failover_drill(delivery: &str, prefix: &str) {
          partitions = {PARTITIONS}\nreplication_factor = 3\n",
         db.url()
     );
-    let source_config = logs.join("source.toml");
-    std::fs::write(&source_config, &common_part).unwrap_or_else(|e| panic!("{e}"));
-    let sink_config = logs.join("sink.toml");
-    std::fs::write(
-        &sink_config,
-        format!(
-            "{common_part}[sink]\nkind = \"postgres\"\nurl = \"{}\"\nbatch_ms = 200\n",
-            warehouse.url()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let source_path = source_config.display().to_string();
-    let sink_path = sink_config.display().to_string();
+    let (source_path, sink_path) =
+        write_source_and_sink_configs(&logs, &common_part, &warehouse.url());
     let mut source = Process::new("source", &["run", "--config", &source_path], &logs);
     let mut sink_a = Process::new("sink-a", &["sink", "--config", &sink_path], &logs);
     let mut sink_b = Process::new("sink-b", &["sink", "--config", &sink_path], &logs);

@@ -127,7 +127,6 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
     pgbench_tables(cluster, &db, &client, ACCOUNTS).await;
 
     let dir = LogDir::new("crash");
-    let source_config = dir.path().join("source.toml");
     let common_part = format!(
         "name = \"crash\"\n[source]\nurl = \"{}\"\ntables = [\"public.pgbench_accounts\", \"public.pgbench_branches\", \"public.pgbench_tellers\", \"public.pgbench_history\"]\n\
          status_interval_ms = 500\nheartbeat_interval_ms = 1000\n\
@@ -136,18 +135,8 @@ async fn sigkill_loop_under_pgbench_ends_equal_with_no_gap_in_kafka() {
         db.url(),
         bootstrap
     );
-    std::fs::write(&source_config, &common_part).unwrap_or_else(|e| panic!("{e}"));
-    let sink_config = dir.path().join("sink.toml");
-    std::fs::write(
-        &sink_config,
-        format!(
-            "{common_part}[sink]\nkind = \"postgres\"\nurl = \"{}\"\nbatch_ms = 200\n",
-            warehouse.url()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let source_path = source_config.display().to_string();
-    let sink_path = sink_config.display().to_string();
+    let (source_path, sink_path) =
+        write_source_and_sink_configs(dir.path(), &common_part, &warehouse.url());
     let mut source = Process::new("source", &["run", "--config", &source_path], dir.path());
     let mut sink = Process::new("sink", &["sink", "--config", &sink_path], dir.path());
 
@@ -239,7 +228,6 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     let snapshot_rows = snapshot_counts(&client).await;
 
     let dir = LogDir::new("crash-eos");
-    let source_config = dir.path().join("source.toml");
     let common_part = format!(
         "name = \"crasheos\"\n[source]\nurl = \"{}\"\ntables = [\"public.pgbench_accounts\", \"public.pgbench_branches\", \"public.pgbench_tellers\", \"public.pgbench_history\", \"public.history_copy\"]\n\
          status_interval_ms = 500\n\
@@ -247,18 +235,8 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
          [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
         db.url()
     );
-    std::fs::write(&source_config, &common_part).unwrap_or_else(|e| panic!("{e}"));
-    let sink_config = dir.path().join("sink.toml");
-    std::fs::write(
-        &sink_config,
-        format!(
-            "{common_part}[sink]\nkind = \"postgres\"\nurl = \"{}\"\nbatch_ms = 200\n",
-            warehouse.url()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let source_path = source_config.display().to_string();
-    let sink_path = sink_config.display().to_string();
+    let (source_path, sink_path) =
+        write_source_and_sink_configs(dir.path(), &common_part, &warehouse.url());
     let mut source = Process::new("source", &["run", "--config", &source_path], dir.path());
     let mut sink = Process::new("sink", &["sink", "--config", &sink_path], dir.path());
     source.start();

@@ -573,3 +573,22 @@ pub async fn wait_for_snapshot(source: &mut Process) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Writes a drill's two configs into `dir`: `source.toml` (`common`, no sink) and
+/// `sink.toml` (`common` with a PostgreSQL sink into `warehouse_url`, batch_ms 200).
+/// Returns their paths, for `--config`.
+pub fn write_source_and_sink_configs(
+    dir: &Path,
+    common: &str,
+    warehouse_url: &str,
+) -> (String, String) {
+    let source = dir.join("source.toml");
+    std::fs::write(&source, common).unwrap_or_else(|e| panic!("{e}"));
+    let sink = dir.join("sink.toml");
+    std::fs::write(
+        &sink,
+        format!("{common}[sink]\nkind = \"postgres\"\nurl = \"{warehouse_url}\"\nbatch_ms = 200\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (source.display().to_string(), sink.display().to_string())
+}
