@@ -347,23 +347,20 @@ async fn a_second_instance_fences_the_first_which_stops_naming_the_cause() {
     );
 }
 
-/// A Kafka transaction the coordinator aborts because it outlived `transaction.timeout.ms`
-/// (5 s) while the broker was unreachable (a proxy down for 12 s in the middle of one
-/// 100,000-row source transaction). The producer then either goes on cleanly (the aborted
-/// transaction is sent again) or stops with a definite, named error, and a second run goes
-/// on from what Kafka committed. Either way a `read_committed` consumer sees every row once.
-///
-/// Ignored: its first run (2026-12-03) found an open problem. After the 12 s outage the
-/// first run went on without an error, but 120 s later a `read_committed` consumer saw only
-/// 16,088 of the 100,001 rows: part of the source transaction became visible and the rest
-/// never arrived (17,477 in a second run with exactly-once delivery failures definite, as
-/// before this change: the problem is older). Until that is understood and fixed, a coordinator-aborted transaction is
-/// not shown to be handled; run it with `cargo nextest run --run-ignored all --test
-/// kafka_exactly_once coordinator_aborts`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds an open problem: rows missing after a coordinator abort (see the doc comment)"]
-async fn a_transaction_the_coordinator_aborts_during_an_outage_is_sent_again_once() {
-    const ROWS: i64 = 100_000;
+/// A node behind a proxy (so it can be made unreachable) whose coordinator looks for
+/// timed-out transactions every second, a database with table `t`, and a config for an
+/// exactly-once connector with the given `transaction.timeout.ms`.
+async fn timeout_fixture(
+    label: &str,
+    timeout_ms: u64,
+) -> (
+    KafkaNode,
+    TcpProxy,
+    tempfile::TempDir,
+    tidemark::testing::TestDatabase,
+    tokio_postgres::Client,
+    Config,
+) {
     let broker_port = free_port().unwrap_or_else(|e| panic!("{e}"));
     let proxy = TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], broker_port)))
         .await
@@ -371,7 +368,6 @@ async fn a_transaction_the_coordinator_aborts_during_an_outage_is_sent_again_onc
     let options = KafkaOptions {
         advertised: Some(proxy.host_port()),
         listen_port: Some(broker_port),
-        // The coordinator looks for timed-out transactions every second.
         properties: vec![(
             "transaction.abort.timed.out.transaction.cleanup.interval.ms".into(),
             "1000".into(),
@@ -386,12 +382,12 @@ async fn a_transaction_the_coordinator_aborts_during_an_outage_is_sent_again_onc
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let bootstrap = node.bootstrap().to_owned();
-    let (db, client) = database("kafka_eos_timeout").await;
+    let (db, client) = database(label).await;
     exec(&client, "CREATE TABLE t (id int PRIMARY KEY, batch int)").await;
     let text = format!(
-        "name = \"ktimeout\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+        "name = \"{label}\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
          [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 2\n\
-         [kafka.properties]\n\"transaction.timeout.ms\" = \"5000\"\n",
+         [kafka.properties]\n\"transaction.timeout.ms\" = \"{timeout_ms}\"\n",
         db.url()
     );
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
@@ -399,98 +395,127 @@ async fn a_transaction_the_coordinator_aborts_during_an_outage_is_sent_again_onc
     tidemark::source::setup::setup(&config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let (_stop1, run1) = start(&config, &db.name).await;
-    // A first row, so the topic exists before the big transaction.
-    exec(&client, "INSERT INTO t VALUES (0, 0)").await;
-    consume_until_isolated(
-        &bootstrap,
-        "ktimeout.public.t",
-        Duration::from_secs(60),
-        true,
-        |records| distinct_ids(records).len() == 1,
-    )
+    (node, proxy, dir, db, client, config)
+}
+
+/// Inserts row 0 and waits until a `read_committed` consumer sees it (the topic exists);
+/// returns the sum of the topic's partition ends then.
+async fn first_row_visible(bootstrap: &str, topic: &str, client: &tokio_postgres::Client) -> i64 {
+    exec(client, "INSERT INTO t VALUES (0, 0)").await;
+    consume_until_isolated(bootstrap, topic, Duration::from_secs(60), true, |records| {
+        distinct_ids(records).len() == 1
+    })
     .await;
-    let before: i64 = common::kafka::partition_ends(&bootstrap, "ktimeout.public.t", 2)
+    partition_end_sum(bootstrap, topic).await
+}
+
+async fn partition_end_sum(bootstrap: &str, topic: &str) -> i64 {
+    common::kafka::partition_ends(bootstrap, topic, 2)
         .await
         .iter()
         .map(|(_, end)| end)
-        .sum();
+        .sum()
+}
+
+/// A Kafka transaction the coordinator aborts because it outlived `transaction.timeout.ms`
+/// (6 s) while the broker was unreachable: single-row transactions are written all along
+/// (about 100/s), and a proxy is down for 12 s in the middle. The coordinator's abort bumps
+/// the producer's epoch, which librdkafka reports as fenced (fatal) or as an abortable
+/// state; tidemark tells it from a second instance by how long the transaction was open,
+/// aborts or makes a new producer, and sends the aborted transactions again. The run goes
+/// on, and a `read_committed` consumer sees every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_coordinator_times_out_during_an_outage_is_sent_again_once() {
+    let (node, proxy, _dir, db, client, config) = timeout_fixture("ktimeout", 6_000).await;
+    let bootstrap = node.bootstrap().to_owned();
+    let topic = "ktimeout.public.t";
+    let (stop, run) = start(&config, &db.name).await;
+    first_row_visible(&bootstrap, topic, &client).await;
+    let writer_client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    let (stop_writer, writer_stopped) = watch::channel(false);
+    let writer = tokio::spawn(async move {
+        let mut id = 0;
+        while !*writer_stopped.borrow() {
+            id += 1;
+            writer_client
+                .execute("INSERT INTO t VALUES ($1, 1)", &[&id])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        id
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_down(true);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    proxy.set_down(false);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = stop_writer.send(true);
+    let rows = writer.await.unwrap_or_else(|e| panic!("{e}"));
+
+    consume_until_isolated(
+        &bootstrap,
+        topic,
+        Duration::from_secs(120),
+        true,
+        move |records| distinct_ids(records).len() == rows as usize + 1,
+    )
+    .await;
+    let committed = drain(&bootstrap, topic, true, Duration::from_secs(2)).await;
+    assert_eq!(
+        committed.len(),
+        rows as usize + 1,
+        "a read_committed consumer saw each of the {rows} rows once"
+    );
+    assert!(
+        !run.is_finished(),
+        "the run went on after the timed-out transaction"
+    );
+    let _ = stop.send(true);
+    let stats = run
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("the run: {e}"));
+    assert!(
+        stats.sessions >= 2,
+        "the timed-out transaction interrupted the stream, which went on ({stats:?})"
+    );
+    drop(node);
+}
+
+/// A source transaction too large to deliver within `transaction.timeout.ms` (1.5 s for
+/// 300,000 rows) would be timed out for ever: after the first time-out a new producer sends
+/// it again, and the second time-out with nothing committed in between stops the run with
+/// a definite error naming the setting. Nothing of it is visible to `read_committed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_transaction_that_always_outlives_the_transaction_timeout_stops_naming_it() {
+    const ROWS: i64 = 300_000;
+    let (node, _proxy, _dir, db, client, config) = timeout_fixture("ktoolong", 1_500).await;
+    let bootstrap = node.bootstrap().to_owned();
+    let topic = "ktoolong.public.t";
+    let (_stop, run) = start(&config, &db.name).await;
+    first_row_visible(&bootstrap, topic, &client).await;
     exec(
         &client,
         &format!("INSERT INTO t SELECT g, 1 FROM generate_series(1, {ROWS}) g"),
     )
     .await;
-    // The broker goes away once records of the big transaction are on it (uncommitted).
-    wait_until(
-        "records of the big transaction reached the broker",
-        Duration::from_secs(60),
-        || async {
-            let now: i64 = common::kafka::partition_ends(&bootstrap, "ktimeout.public.t", 2)
-                .await
-                .iter()
-                .map(|(_, end)| end)
-                .sum();
-            now > before + 1_000
-        },
-    )
-    .await;
-    proxy.set_down(true);
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    proxy.set_down(false);
-
-    // Either the run goes on, or it stops naming the cause; then a second run goes on.
-    let all = |records: &[common::kafka::Record]| distinct_ids(records).len() == ROWS as usize + 1;
-    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if run1.is_finished() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    let mut second = None;
-    if outcome.is_ok() {
-        let error = match run1.await.unwrap_or_else(|e| panic!("{e}")) {
-            Ok(stats) => panic!("the first run ended without an error: {stats:?}"),
-            Err(error) => error,
-        };
-        eprintln!("the first run stopped: {error}");
-        assert!(
-            error
-                .to_string()
-                .contains("transactional.id tidemark-ktimeout"),
-            "a definite error names the producer: {error}"
-        );
-        second = Some(start(&config, &db.name).await);
-    } else {
-        eprintln!("the first run went on after the abort");
-    }
-    consume_until_isolated(
-        &bootstrap,
-        "ktimeout.public.t",
-        Duration::from_secs(120),
-        true,
-        all,
-    )
-    .await;
-    let committed = drain(
-        &bootstrap,
-        "ktimeout.public.t",
-        true,
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!(
-        committed.len(),
-        ROWS as usize + 1,
-        "a read_committed consumer saw every row once"
+    let error = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .unwrap_or_else(|_| panic!("the run did not stop within 180 s"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .err()
+        .unwrap_or_else(|| panic!("the run ended without an error"));
+    let text = error.to_string();
+    assert!(
+        text.contains("twice") && text.contains("transaction.timeout.ms (1500 ms)"),
+        "a definite error names the setting: {text}"
     );
-    if let Some((stop2, run2)) = second {
-        let _ = stop2.send(true);
-        run2.await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("the second run: {e}"));
-    }
+    let committed = drain(&bootstrap, topic, true, Duration::from_secs(2)).await;
+    assert_eq!(
+        distinct_ids(&committed),
+        BTreeSet::from([0]),
+        "nothing of the timed-out transaction is visible"
+    );
     drop(node);
 }

@@ -13,6 +13,18 @@
 //! LSN is below it. That is exact because a transaction's commit record ends at or before the
 //! next transaction's commit record begins. A consumer reading with `read_committed` sees
 //! every change once.
+//!
+//! The transaction coordinator aborts a Kafka transaction open longer than
+//! `transaction.timeout.ms` (tidemark's default is 900 s, the brokers' default
+//! `transaction.max.timeout.ms`): a broker outage that lasts that long, or a source
+//! transaction too large to deliver in that time. Its abort bumps the producer's epoch, so
+//! librdkafka reports the producer as fenced, a fatal state. A second tidemark with the same
+//! `transactional.id` is reported the same way; the two are told apart by how long the
+//! Kafka transaction had been open. A timed-out transaction is a clean retry: the output
+//! makes a new producer (`init_transactions`), and the source sends again everything after
+//! the last committed Kafka transaction. A second time-out with nothing committed in between
+//! is definite ([`KafkaError::TransactionTimedOut`]): the same source transaction would time
+//! out for ever.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +51,26 @@ pub struct ExactlyOnce {
     pending_end: Option<Lsn>,
     acknowledged: Lsn,
     resume: Lsn,
+    /// When the open Kafka transaction began.
+    began: Option<Instant>,
+    /// The producer's `transaction.timeout.ms`.
+    timeout: Duration,
+    /// The acknowledged position when the coordinator last timed a transaction out.
+    timed_out_at: Option<Lsn>,
+}
+
+/// tidemark's `transaction.timeout.ms` unless `kafka.properties` sets one: the brokers'
+/// default `transaction.max.timeout.ms`, so that a large source transaction has time.
+pub(crate) const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 900_000;
+
+/// The `transaction.timeout.ms` a config gives the producer.
+pub(crate) fn transaction_timeout(config: &KafkaConfig) -> Duration {
+    let ms = config
+        .properties
+        .get("transaction.timeout.ms")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_TRANSACTION_TIMEOUT_MS);
+    Duration::from_millis(ms)
 }
 
 /// The `transactional.id` of a connector's producer.
@@ -65,7 +97,7 @@ pub(crate) fn fatal_error(
         code,
         reason,
         remedy: if fenced {
-            "another tidemark with the same connector name started and took over the transactional id; run one instance per connector (the other one goes on from what Kafka committed)"
+            "another tidemark with the same connector name started and took over the transactional id; run one instance per connector (the other one goes on from what Kafka committed). If no other instance runs, the transaction coordinator aborted a transaction (transaction.timeout.ms): start tidemark again"
         } else {
             "start tidemark again: it goes on from the last committed Kafka transaction"
         },
@@ -87,14 +119,8 @@ impl ExactlyOnce {
         offsets_topic: String,
         connector: &str,
     ) -> Result<Self, KafkaError> {
-        let init = producer.clone();
-        tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
-            .await
-            .map_err(|e| KafkaError::Delivery(format!("initializing transactions: {e}")))?
-            .map_err(|source| KafkaError::Client {
-                context: "initializing transactions (does the broker support them?)".into(),
-                source,
-            })?;
+        init_transactions(producer).await?;
+        let timeout = transaction_timeout(config);
         let (config, topic, name) = (config.clone(), offsets_topic.clone(), connector.to_owned());
         let resume = tokio::task::spawn_blocking(move || read_position(&config, &topic, &name))
             .await
@@ -107,7 +133,83 @@ impl ExactlyOnce {
             pending_end: None,
             acknowledged: resume,
             resume,
+            began: None,
+            timeout,
+            timed_out_at: None,
         })
+    }
+
+    /// Goes on with a new producer after the coordinator timed a transaction out: fences
+    /// the old one and starts from the last committed Kafka transaction.
+    pub async fn restart(
+        &mut self,
+        producer: &Arc<ThreadedProducer<AckContext>>,
+    ) -> Result<(), KafkaError> {
+        init_transactions(producer).await?;
+        self.kafka_transaction_open = false;
+        self.source_transaction_open = false;
+        self.pending_end = None;
+        self.began = None;
+        self.resume = self.acknowledged;
+        Ok(())
+    }
+
+    /// Whether the open Kafka transaction has been open longer than
+    /// `transaction.timeout.ms`: the coordinator has aborted it, or is about to.
+    fn timed_out(&self) -> bool {
+        self.began
+            .is_some_and(|began| began.elapsed() >= self.timeout)
+    }
+
+    /// The error for a Kafka transaction the coordinator timed out: transient the first
+    /// time (the source sends it again), definite when the last time-out came with nothing
+    /// committed since.
+    fn time_out_error(&self, detail: &str) -> KafkaError {
+        if self.timed_out_at == Some(self.acknowledged) {
+            return KafkaError::TransactionTimedOut {
+                timeout_ms: self.timeout.as_millis() as u64,
+                position: self.acknowledged,
+            };
+        }
+        KafkaError::DeliveryInterrupted(format!(
+            "the transaction coordinator aborted the Kafka transaction, open longer than transaction.timeout.ms ({} ms): {detail}; it is sent again",
+            self.timeout.as_millis()
+        ))
+    }
+
+    /// The producer's fatal error, if it has one, as the error to stop or retry with: a
+    /// fenced producer whose Kafka transaction had been open longer than
+    /// `transaction.timeout.ms` was timed out by the coordinator (see the module docs);
+    /// anything else is [`fatal_error`].
+    pub(crate) fn fatal(&self, producer: &ThreadedProducer<AckContext>) -> Option<KafkaError> {
+        let error = fatal_error(producer, &self.connector)?;
+        match &error {
+            KafkaError::ProducerFatal { code, reason, .. }
+                if self.timed_out()
+                    && matches!(
+                        code,
+                        RDKafkaErrorCode::Fenced
+                            | RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                    ) =>
+            {
+                Some(self.time_out_error(reason))
+            }
+            _ => Some(error),
+        }
+    }
+
+    /// A request refused because the Kafka transaction must be aborted (librdkafka's
+    /// abortable state, `State` on a send): the coordinator timed it out, or a broker
+    /// refused one of its requests. The source sends it again after the abort.
+    pub(crate) fn abortable(&self, detail: &str) -> KafkaError {
+        if self.timed_out() {
+            self.time_out_error(detail)
+        } else {
+            KafkaError::DeliveryInterrupted(format!(
+                "the Kafka transaction must be aborted: {detail}; it is sent again"
+            ))
+        }
     }
 
     /// The connector's name (its producer's `transactional.id` is `tidemark-<name>`).
@@ -150,10 +252,11 @@ impl ExactlyOnce {
             return Ok(false);
         }
         producer.begin_transaction().map_err(|error| {
-            fatal_error(producer, &self.connector)
+            self.fatal(producer)
                 .unwrap_or_else(|| client_error("beginning a Kafka transaction")(error))
         })?;
         self.kafka_transaction_open = true;
+        self.began = Some(Instant::now());
         Ok(true)
     }
 
@@ -211,57 +314,85 @@ impl ExactlyOnce {
         })
         .await
         .map_err(|e| KafkaError::Delivery(format!("committing a Kafka transaction: {e}")))?;
-        self.kafka_transaction_open = false;
-        self.pending_end = None;
         match result {
             Ok(()) => {
+                self.kafka_transaction_open = false;
+                self.pending_end = None;
+                self.began = None;
                 self.acknowledged = self.acknowledged.max(end);
                 Ok(())
             }
+            // The transaction stays open here: the reader aborts it ([`Self::abort`]) on
+            // any error, and the source sends it again from its confirmed position.
             Err(error) => {
-                let _ = producer.abort_transaction(Duration::from_secs(30));
-                self.resume = self.acknowledged;
+                if let Some(fatal) = self.fatal(producer) {
+                    return Err(fatal);
+                }
                 let abortable = matches!(
                     &error,
                     rdkafka::error::KafkaError::Transaction(e) if e.txn_requires_abort()
                 );
                 if abortable {
-                    // Not fatal: the producer goes on with a new transaction, and the
-                    // source sends the aborted one again from its confirmed position.
-                    return Err(KafkaError::DeliveryInterrupted(format!(
-                        "the Kafka transaction was aborted ({error}); nothing in it was confirmed, and it is sent again"
-                    )));
-                }
-                if let Some(fatal) = fatal_error(producer, &self.connector) {
-                    return Err(fatal);
+                    return Err(self.abortable(&format!("committing: {error}")));
                 }
                 Err(KafkaError::Client {
-                    context: "committing a Kafka transaction (it was aborted; nothing in it was confirmed)".into(),
+                    context: "committing a Kafka transaction (nothing in it was confirmed; it is aborted)".into(),
                     source: error,
                 })
             }
         }
     }
 
-    /// Aborts the open Kafka transaction (a source transaction was interrupted).
-    pub fn abort(&mut self, producer: &ThreadedProducer<AckContext>) {
-        if self.kafka_transaction_open {
+    /// Aborts the open Kafka transaction (a source transaction was interrupted). True when
+    /// the producer must be replaced before the next record: it is in a fatal state, or
+    /// its abort failed.
+    pub fn abort(&mut self, producer: &ThreadedProducer<AckContext>) -> bool {
+        if self.timed_out() {
+            self.timed_out_at = Some(self.acknowledged);
+        }
+        let mut replace = producer.client().fatal_error().is_some();
+        if !replace && self.kafka_transaction_open {
             if let Err(error) = producer.abort_transaction(Duration::from_secs(30)) {
-                tracing::warn!(%error, "aborting the Kafka transaction failed; the next start fences it");
+                tracing::warn!(%error, "aborting the Kafka transaction failed; a new producer fences it");
+                replace = true;
             }
         }
         self.kafka_transaction_open = false;
         self.source_transaction_open = false;
         self.pending_end = None;
+        self.began = None;
         // What PostgreSQL sends again from its confirmed position is skipped up to the end
         // of the last committed Kafka transaction, as after a restart.
         self.resume = self.acknowledged;
+        replace
     }
 
     /// Whether a source transaction is half written.
     pub fn source_transaction_open(&self) -> bool {
         self.source_transaction_open
     }
+}
+
+/// `init_transactions`: fences any earlier producer with the same `transactional.id` and
+/// aborts what it left open.
+async fn init_transactions(producer: &Arc<ThreadedProducer<AckContext>>) -> Result<(), KafkaError> {
+    let init = producer.clone();
+    tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
+        .await
+        .map_err(|e| KafkaError::Delivery(format!("initializing transactions: {e}")))?
+        .map_err(|source| {
+            let context = if source.rdkafka_error_code()
+                == Some(RDKafkaErrorCode::InvalidTransactionTimeout)
+            {
+                "initializing transactions: the brokers' transaction.max.timeout.ms is below the producer's transaction.timeout.ms; lower kafka.properties \"transaction.timeout.ms\" or raise the brokers' limit"
+            } else {
+                "initializing transactions (does the broker support them?)"
+            };
+            KafkaError::Client {
+                context: context.into(),
+                source,
+            }
+        })
 }
 
 /// Reads the last committed position of `connector` from the offsets topic (zero if none).

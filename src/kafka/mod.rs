@@ -117,6 +117,17 @@ pub enum KafkaError {
         /// What to do about it.
         remedy: &'static str,
     },
+    /// The transaction coordinator timed out the Kafka transaction holding the same source
+    /// transactions twice with nothing committed in between: it would time out for ever.
+    #[error(
+        "the transaction coordinator aborted the Kafka transaction after {position} twice: it was open longer than transaction.timeout.ms ({timeout_ms} ms) each time. A source transaction too large to deliver in that time, or a broker outage that long: raise kafka.properties \"transaction.timeout.ms\" (up to the brokers' transaction.max.timeout.ms, 900000 by default) or look at the brokers. Nothing after {position} was confirmed to PostgreSQL"
+    )]
+    TransactionTimedOut {
+        /// The producer's `transaction.timeout.ms`.
+        timeout_ms: u64,
+        /// The end of the last committed Kafka transaction.
+        position: crate::lsn::Lsn,
+    },
     /// A topic could not be created.
     #[error(
         "creating topic {topic} failed: {detail}; create it yourself or allow tidemark to create topics (CREATE on the cluster)"

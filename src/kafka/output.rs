@@ -163,7 +163,12 @@ impl OpenTransaction {
 /// Events into Kafka. See the module docs.
 pub struct KafkaOutput {
     config: KafkaConfig,
+    /// The producer's settings, for a new producer after a timed-out transaction.
+    client: ClientConfig,
     producer: Arc<ThreadedProducer<AckContext>>,
+    /// Exactly once: the producer is fatal (its transaction timed out) and is replaced
+    /// before the next record.
+    replace_producer: bool,
     tracker: Arc<AckTracker>,
     offsets: Arc<DeliveredOffsets>,
     eos: Option<ExactlyOnce>,
@@ -243,17 +248,16 @@ impl KafkaOutput {
         if exactly_once {
             // A fixed id fences any earlier instance of this connector; a transactional
             // producer needs a finite message timeout within the transaction timeout.
-            let transaction_timeout = config
-                .properties
-                .get("transaction.timeout.ms")
-                .cloned()
-                .unwrap_or_else(|| "60000".into());
+            let timeout_ms = super::exactly_once::transaction_timeout(config)
+                .as_millis()
+                .to_string();
             client
                 .set(
                     "transactional.id",
                     super::exactly_once::transactional_id(&context.connector_name),
                 )
-                .set("message.timeout.ms", transaction_timeout);
+                .set("transaction.timeout.ms", &timeout_ms)
+                .set("message.timeout.ms", &timeout_ms);
         }
         let producer: ThreadedProducer<AckContext> = client
             .create_with_context(AckContext::new(tracker.clone(), offsets.clone()))
@@ -294,7 +298,9 @@ impl KafkaOutput {
         };
         Ok(KafkaOutput {
             config: config.clone(),
+            client,
             producer,
+            replace_producer: false,
             tracker,
             offsets,
             eos,
@@ -603,7 +609,7 @@ impl KafkaOutput {
         // librdkafka with a buffer) only once a delivery failed.
         if failure.is_some()
             && let Some(eos) = self.eos.as_ref()
-            && let Some(fatal) = super::exactly_once::fatal_error(&self.producer, eos.connector())
+            && let Some(fatal) = eos.fatal(&self.producer)
         {
             return Err(fatal);
         }
@@ -672,6 +678,18 @@ impl KafkaOutput {
                             retriable: false,
                         };
                         self.tracker.delivered(ordinal, Err(failure));
+                        if let Some(eos) = self.eos.as_ref() {
+                            if let Some(fatal) = eos.fatal(&self.producer) {
+                                return Err(fatal);
+                            }
+                            // librdkafka refuses records while the transaction awaits its
+                            // abort (the coordinator timed it out, say).
+                            if error.rdkafka_error_code() == Some(RDKafkaErrorCode::State) {
+                                return Err(
+                                    eos.abortable(&format!("producing to {topic}: {error}"))
+                                );
+                            }
+                        }
                         return Err(KafkaError::Client {
                             context: format!("producing to {topic}"),
                             source: error,
@@ -717,7 +735,33 @@ impl KafkaOutput {
             .await
     }
 
+    /// Exactly once, after a timed-out transaction: a new producer (the old one is fatal),
+    /// whose `init_transactions` fences the old one. Its late delivery reports are void.
+    async fn replace_producer_if_fatal(&mut self) -> Result<(), KafkaError> {
+        if !self.replace_producer {
+            return Ok(());
+        }
+        let Some(eos) = self.eos.as_mut() else {
+            return Ok(());
+        };
+        let producer: ThreadedProducer<AckContext> = self
+            .client
+            .create_with_context(AckContext::new(self.tracker.clone(), self.offsets.clone()))
+            .map_err(|source| KafkaError::Client {
+                context: "creating a new producer".into(),
+                source,
+            })?;
+        let producer = Arc::new(producer);
+        eos.restart(&producer).await?;
+        self.producer = producer;
+        self.tracker.recover();
+        self.replace_producer = false;
+        tracing::info!(resume = %eos.resume(), "exactly-once delivery goes on with a new producer");
+        Ok(())
+    }
+
     async fn send_event(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
+        self.replace_producer_if_fatal().await?;
         self.failure()?;
         if event
             .message
@@ -835,7 +879,7 @@ impl EventOutput for KafkaOutput {
         // Exactly once: the Kafka transaction holding the partial source transaction aborts.
         self.open = None;
         if let Some(eos) = self.eos.as_mut() {
-            eos.abort(&self.producer);
+            self.replace_producer |= eos.abort(&self.producer);
             // The aborted transaction's records are void: late reports for them are
             // ignored, and its source transactions are sent again.
             self.tracker.recover();
@@ -863,6 +907,7 @@ impl EventOutput for KafkaOutput {
     }
 
     async fn flush(&mut self) -> Result<(), OutputError> {
+        self.replace_producer_if_fatal().await?;
         self.failure()?;
         let Some(end) = self.eos.as_ref().and_then(ExactlyOnce::ready_to_commit) else {
             return Ok(());
@@ -879,6 +924,7 @@ impl EventOutput for KafkaOutput {
     }
 
     async fn heartbeat(&mut self, position: Lsn) -> Result<(), OutputError> {
+        self.replace_producer_if_fatal().await?;
         let topic = self.router.heartbeat_topic();
         self.topics.ensure(&topic, TopicKind::Plain).await?;
         if let Some(eos) = self.eos.as_mut() {
@@ -926,6 +972,7 @@ impl EventOutput for KafkaOutput {
         self.topics.ensure(&topic, TopicKind::Compacted).await?;
         let key = serde_json::to_vec(&snapshot_progress_key(&self.context.connector_name))
             .map_err(KafkaError::from)?;
+        self.replace_producer_if_fatal().await?;
         match self.eos.as_mut() {
             // Exactly once: in the same Kafka transaction as the rows it counts.
             Some(eos) => eos.before_side_record(&self.producer)?,
