@@ -278,6 +278,62 @@ async fn a_record_too_large_stops_with_a_clear_error_and_is_not_confirmed() {
     drop(run.stop);
 }
 
+/// A topic deleted under a running connector: its next records cannot be delivered. The
+/// producer never lets the broker recreate it with the broker's defaults; the connector
+/// stops naming the topic and the remedy, with nothing after the last delivered
+/// transaction confirmed. Started again, tidemark creates the topic and delivers the rest.
+#[tokio::test]
+async fn a_topic_deleted_under_a_running_connector_stops_it_and_nothing_after_is_confirmed() {
+    let (db, client) = database("kafka_deleted").await;
+    exec(&client, "CREATE TABLE gone (id int PRIMARY KEY)").await;
+    let config = kafka_config(&db, "kdeleted", "partitions = 2");
+    let bootstrap = config
+        .kafka
+        .as_ref()
+        .map(|k| k.brokers.clone())
+        .unwrap_or_default();
+    let topic = "kdeleted.public.gone";
+    let run = start(config.clone(), &client).await;
+    exec(&client, "INSERT INTO gone VALUES (1)").await;
+    consume(&bootstrap, topic, 1).await;
+    common::kafka::delete_topic(&bootstrap, topic).await;
+    let before: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    exec(&client, "INSERT INTO gone VALUES (2)").await;
+    let result = tokio::time::timeout(Duration::from_secs(120), run.task).await;
+    let error = match result {
+        Ok(Ok(Err(error))) => error.to_string(),
+        other => panic!("expected the connector to stop with an error, got {other:?}"),
+    };
+    assert!(
+        error.contains(topic) && error.contains("does not exist any more"),
+        "{error}"
+    );
+    let confirmed: String = client
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_kdeleted'", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    let confirmed: tidemark::lsn::Lsn = confirmed.parse().unwrap_or_default();
+    let before: tidemark::lsn::Lsn = before.parse().unwrap_or_default();
+    assert!(
+        confirmed <= before,
+        "the undelivered transaction (written after {before}) was confirmed ({confirmed})"
+    );
+    drop(run.stop);
+    // Started again: the topic is created anew and the row sent again.
+    let again = start(config, &client).await;
+    let records = consume(&bootstrap, topic, 1).await;
+    assert_eq!(
+        records[0].value.as_ref().map(|v| v["after"]["id"].clone()),
+        Some(serde_json::json!(2))
+    );
+    again.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A value its Avro type cannot hold (`NaN` in a `numeric(10,2)`, which maps to an Avro
 /// decimal): the connector stops with the column, the value and the remedy, and the
 /// transaction is not confirmed, so it is delivered once the column is changed.

@@ -122,6 +122,16 @@ impl ProducerContext for AckContext {
                     Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
                         "topic {topic}: the broker rejected a record as too large ({error}); raise the topic's max.message.bytes"
                     ),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                        | RDKafkaErrorCode::UnknownTopic
+                        | RDKafkaErrorCode::UnknownPartition,
+                    ) => format!(
+                        "topic {topic} does not exist any more ({error}): was it deleted under the running connector? Its records from here on are not in Kafka. Start tidemark again (it creates missing topics with [kafka] partitions and replication_factor) or create the topic yourself; consumers of the old topic must start over on the new one"
+                    ),
+                    Some(RDKafkaErrorCode::KafkaStorageError) => format!(
+                        "topic {topic}: a broker could not write the record to its disk ({error}); free space on the broker's log.dirs or replace the failed disk, then start tidemark again"
+                    ),
                     _ => format!("topic {topic}: {error}"),
                 };
                 Err(DeliveryFailure {
@@ -203,6 +213,9 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "0")
+        // A topic missing (deleted under the connector) is an error, never a topic the
+        // broker creates with its own defaults (partition count, so per-key order).
+        .set("allow.auto.create.topics", "false")
         // Statistics carry the brokers' connection states (tidemark_kafka_brokers_up).
         .set("statistics.interval.ms", "1000")
         .set(

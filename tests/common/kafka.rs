@@ -218,3 +218,20 @@ pub async fn partition_ends(bootstrap: &str, topic: &str, partitions: i32) -> Ve
     .await
     .unwrap_or_else(|e| panic!("consumer thread: {e}"))
 }
+
+/// Deletes `topic` with Kafka's admin API (as an operator would under a running connector).
+pub async fn delete_topic(bootstrap: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let results = admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("deleting {topic}: {e}"));
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("deleting {name}: {code:?}"));
+    }
+}
