@@ -334,6 +334,169 @@ async fn a_topic_deleted_under_a_running_connector_stops_it_and_nothing_after_is
     again.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A tmpfs of `mib` MiB mounted at `path` (unmounted when dropped): a disk that fills up.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, mib: u32) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap_or_else(|e| panic!("{e}"));
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap_or_else(|e| panic!("running mount: {e}"));
+        assert!(
+            status.success(),
+            "mounting a {mib} MiB tmpfs at {} failed: this test needs root (CI runs as root) to give the broker a small disk",
+            path.display()
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+
+    /// Fills the disk with 1 MiB files until it is full, then frees `keep_mib` of them.
+    fn fill(&self, keep_mib: usize) {
+        let chunk = vec![0x5a_u8; 1 << 20];
+        let mut files = Vec::new();
+        loop {
+            let file = self.path.join(format!("filler-{}", files.len()));
+            if std::fs::write(&file, &chunk).is_err() {
+                let _ = std::fs::remove_file(&file);
+                break;
+            }
+            files.push(file);
+        }
+        for file in files.iter().rev().take(keep_mib) {
+            std::fs::remove_file(file).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Removes the filler files.
+    fn free(&self) {
+        for entry in std::fs::read_dir(&self.path).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("filler-"))
+            {
+                std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A broker whose disk fills up under a running connector (at least once): Kafka takes
+/// its only log directory offline and halts, which tidemark, like any client, sees as an
+/// outage: it waits, with nothing confirmed past what Kafka acknowledged. Space freed and
+/// the broker started again on its log directory, every row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_disk_fills_up_is_waited_out_with_nothing_lost() {
+    const ROWS: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let disk = SmallDisk::mount(&dir.path().join("disk"), 96);
+    let node_dir = disk.path.join("kafka");
+    let mut node = tokio::task::spawn_blocking(move || {
+        tidemark::testing::KafkaNode::start(&node_dir, tidemark::testing::KafkaOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = node.bootstrap().to_owned();
+    let (db, client) = database("kafka_disk_full").await;
+    exec(
+        &client,
+        "CREATE TABLE filled (id int PRIMARY KEY, body text)",
+    )
+    .await;
+    let text = format!(
+        "name = \"kfull\"\n[source]\nurl = \"{}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\npartitions = 2\n",
+        db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let topic = "kfull.public.filled";
+    let run = start(config, &client).await;
+    exec(&client, "INSERT INTO filled VALUES (0, 'first')").await;
+    consume(&bootstrap, topic, 1).await;
+    disk.fill(3);
+    exec(
+        &client,
+        &format!("INSERT INTO filled SELECT g, repeat('x', 300) FROM generate_series(1, {ROWS}) g"),
+    )
+    .await;
+    let written: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    let written: tidemark::lsn::Lsn = written.parse().unwrap_or_default();
+    let log = node.dir().join("kafka.log");
+    wait_until(
+        "the broker takes its full disk offline",
+        Duration::from_secs(90),
+        || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log).is_ok_and(|text| {
+                    text.contains("No space left on device") || text.contains("have failed")
+                })
+            }
+        },
+    )
+    .await;
+    // Waiting it out: the run goes on, the transaction is not confirmed.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        !run.task.is_finished(),
+        "the connector waits a full disk out"
+    );
+    let confirmed: String = client
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_kfull'", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    let confirmed: tidemark::lsn::Lsn = confirmed.parse().unwrap_or_default();
+    assert!(
+        confirmed < written,
+        "a transaction Kafka could not store was confirmed ({confirmed} >= {written})"
+    );
+    disk.free();
+    let node = tokio::task::spawn_blocking(move || {
+        node.kill();
+        node.start_again().unwrap_or_else(|e| panic!("{e}"));
+        node
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    common::kafka::consume_until(&bootstrap, topic, Duration::from_secs(180), |records| {
+        distinct_filled_ids(records) == ROWS as usize + 1
+    })
+    .await;
+    run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    drop(node);
+}
+
+fn distinct_filled_ids(records: &[common::kafka::Record]) -> usize {
+    records
+        .iter()
+        .filter_map(|r| r.value.as_ref().and_then(|v| v["after"]["id"].as_i64()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
 /// A value its Avro type cannot hold (`NaN` in a `numeric(10,2)`, which maps to an Avro
 /// decimal): the connector stops with the column, the value and the remedy, and the
 /// transaction is not confirmed, so it is delivered once the column is changed.
