@@ -264,12 +264,7 @@ async fn a_record_too_large_stops_with_a_clear_error_and_is_not_confirmed() {
         error.contains("more than Kafka accepts") && error.contains("max.message.bytes"),
         "{error}"
     );
-    let confirmed: String = client
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_klarge'", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    let confirmed: tidemark::lsn::Lsn = confirmed.parse().unwrap_or_default();
+    let confirmed = confirmed(&client, "tidemark_klarge").await;
     let before: tidemark::lsn::Lsn = before.parse().unwrap_or_default();
     assert!(
         confirmed < before,
@@ -312,12 +307,7 @@ async fn a_topic_deleted_under_a_running_connector_stops_it_and_nothing_after_is
         error.contains(topic) && error.contains("does not exist any more"),
         "{error}"
     );
-    let confirmed: String = client
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_kdeleted'", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    let confirmed: tidemark::lsn::Lsn = confirmed.parse().unwrap_or_default();
+    let confirmed = confirmed(&client, "tidemark_kdeleted").await;
     let before: tidemark::lsn::Lsn = before.parse().unwrap_or_default();
     assert!(
         confirmed <= before,
@@ -463,12 +453,7 @@ async fn a_broker_whose_disk_fills_up_is_waited_out_with_nothing_lost() {
         !run.task.is_finished(),
         "the connector waits a full disk out"
     );
-    let confirmed: String = client
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_kfull'", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get(0);
-    let confirmed: tidemark::lsn::Lsn = confirmed.parse().unwrap_or_default();
+    let confirmed = confirmed(&client, "tidemark_kfull").await;
     assert!(
         confirmed < written,
         "a transaction Kafka could not store was confirmed ({confirmed} >= {written})"
@@ -537,16 +522,7 @@ async fn a_value_outside_its_avro_type_stops_with_the_remedy_and_is_not_confirme
     for part in ["NaN", "price", "Avro decimal", "unconstrained numeric"] {
         assert!(error.contains(part), "{part} not in: {error}");
     }
-    let confirmed: tidemark::lsn::Lsn = client
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'tidemark_knan'",
-            &[],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get::<_, String>(0)
-        .parse()
-        .unwrap_or_default();
+    let confirmed = confirmed(&client, "tidemark_knan").await;
     assert!(
         confirmed < before,
         "the refused transaction was confirmed ({confirmed} >= {before})"
