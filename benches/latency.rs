@@ -12,9 +12,12 @@
 //!   stamping each row when it first sees it (commit → merged and committed, ±10 ms).
 //!
 //! The sink's `batch_ms` bounds the warehouse figure from below: a batch closes on size or
-//! time. The bench runs the sink with its default (1000 ms) and with `batch_ms = 100`.
+//! time. The bench runs at least once with the sink's default (1000 ms) and with
+//! `batch_ms = 100`, then exactly once with `batch_ms = 100`: there a record is readable
+//! (`read_committed`) only once its Kafka transaction committed, so the figure includes the
+//! wait for the commit.
 //!
-//! `cargo bench --bench latency`; `LATENCY_RATE` (transactions/s, default 500),
+//! `cargo bench --bench latency`; `LATENCY_RATE` (transactions/s, default 2000),
 //! `LATENCY_SECONDS` (default 30 per setting).
 
 use std::process::{Child, Command, Stdio};
@@ -69,10 +72,17 @@ fn consume(
     brokers: &str,
     topic: &str,
     since_us: i64,
+    read_committed: bool,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<i64>> {
+    let isolation = if read_committed {
+        "read_committed"
+    } else {
+        "read_uncommitted"
+    };
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("isolation.level", isolation)
         .set("group.id", format!("latency-{topic}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -170,15 +180,15 @@ async fn wait_for_table(warehouse: &tokio_postgres::Client, limit: Duration) -> 
 }
 
 /// Latencies (µs) into Kafka and into the warehouse, at `rate` transactions/s for
-/// `seconds`, with the sink's `batch_ms`.
+/// `seconds`, with `delivery` and the sink's `batch_ms`.
 async fn measure(
     cluster: &'static PgCluster,
     brokers: &str,
-    batch_ms: u64,
+    (delivery, batch_ms): (&'static str, u64),
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<Measured> {
-    let label = format!("latency_{batch_ms}");
+    let label = format!("latency_{delivery}_{batch_ms}");
     let source: TestDatabase = cluster.create_database(&format!("{label}_src")).await?;
     let warehouse_db = cluster.create_database(&format!("{label}_wh")).await?;
     let client = source.connect().await?;
@@ -195,7 +205,7 @@ async fn measure(
         &config,
         format!(
             "name = \"{label}\"\n[source]\nurl = \"{}\"\ntables = [\"public.lat\"]\n\
-             [kafka]\nbrokers = \"{brokers}\"\nformat = \"json\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\nformat = \"json\"\ndelivery = \"{delivery}\"\n\
              [sink]\nkind = \"postgres\"\nurl = \"{}\"\nbatch_ms = {batch_ms}\n",
             source.url(),
             warehouse_db.url()
@@ -226,7 +236,8 @@ async fn measure(
     let topic = format!("{label}.public.lat");
     let consumer = {
         let (brokers, stop) = (brokers.to_owned(), stop.clone());
-        std::thread::spawn(move || consume(&brokers, &topic, since_us, stop))
+        let read_committed = delivery == "exactly_once";
+        std::thread::spawn(move || consume(&brokers, &topic, since_us, read_committed, stop))
     };
     let expected = Arc::new(AtomicI64::new(i64::MAX));
     let poller = tokio::spawn(poll_warehouse(
@@ -277,6 +288,7 @@ async fn measure(
         kafka.len()
     );
     Ok(Measured {
+        delivery,
         batch_ms,
         rows: count,
         kafka,
@@ -286,6 +298,7 @@ async fn measure(
 
 /// One setting's latencies, in µs.
 struct Measured {
+    delivery: &'static str,
     batch_ms: u64,
     rows: i64,
     kafka: Vec<i64>,
@@ -294,15 +307,19 @@ struct Measured {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let rate = env_number("LATENCY_RATE", 500);
+    let rate = env_number("LATENCY_RATE", 2000);
     let seconds = env_number("LATENCY_SECONDS", 30);
     let cluster = PgCluster::shared()?;
     let brokers = KafkaBroker::shared_for_benches()?.bootstrap.clone();
     let mut results = Vec::new();
-    for batch_ms in [1000, 100] {
-        let m = measure(cluster, &brokers, batch_ms, rate, seconds).await?;
+    for setting in [
+        ("at_least_once", 1000),
+        ("at_least_once", 100),
+        ("exactly_once", 100),
+    ] {
+        let m = measure(cluster, &brokers, setting, rate, seconds).await?;
         eprintln!(
-            "batch_ms {batch_ms}: {} rows, Kafka p50 {:.1} ms, warehouse p50 {:.1} ms",
+            "{setting:?}: {} rows, Kafka p50 {:.1} ms, warehouse p50 {:.1} ms",
             m.rows,
             quantile(&sorted(&m.kafka), 0.5),
             quantile(&sorted(&m.merged), 0.5)
@@ -313,13 +330,14 @@ async fn main() -> anyhow::Result<()> {
         "Offered load: pgbench, one client, {rate} transactions/s (one ~100 B insert each) for {seconds} s per setting; latency from the row's insert (just before its commit) in ms.\n"
     );
     println!(
-        "| sink batch_ms | rows | commit → readable in Kafka p50 | p99 | max | commit → merged in the warehouse p50 | p99 | max |"
+        "| delivery | sink batch_ms | rows | commit → readable in Kafka p50 | p99 | max | commit → merged in the warehouse p50 | p99 | max |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for m in &results {
         let (kafka, merged) = (sorted(&m.kafka), sorted(&m.merged));
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            m.delivery,
             m.batch_ms,
             m.rows,
             quantile(&kafka, 0.5),

@@ -73,11 +73,7 @@ async fn crash_between_kafka_commit_and_postgres_confirmation_duplicates_nothing
          [kafka.properties]\n\"transaction.timeout.ms\" = \"10000\"\n",
         db.url()
     );
-    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
-    tidemark::source::setup::setup(&config)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = set_up(&text).await;
     // A copy of the slot at its start: run 2 streams from it, so PostgreSQL certainly resends
     // everything run 1 delivered, as after a crash before the position was confirmed.
     exec(
@@ -266,11 +262,7 @@ async fn a_second_instance_fences_the_first_which_stops_naming_the_cause() {
          [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\npartitions = 2\n",
         db.url()
     );
-    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
-    tidemark::source::setup::setup(&config)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = set_up(&text).await;
     // The second instance reads its own copy of the slot (the first holds the slot).
     exec(
         &client,
@@ -390,11 +382,7 @@ async fn timeout_fixture(
          [kafka.properties]\n\"transaction.timeout.ms\" = \"{timeout_ms}\"\n",
         db.url()
     );
-    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
-    tidemark::source::setup::setup(&config)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = set_up(&text).await;
     (node, proxy, dir, db, client, config)
 }
 

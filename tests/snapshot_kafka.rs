@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::kafka::consume_until;
-use common::{database, exec, wait_until};
+use common::{database, exec, set_up, wait_until};
 use tidemark::config::Config;
 use tidemark::event::ChangeEvent;
 use tidemark::event::EnvelopeContext;
@@ -186,4 +186,75 @@ async fn a_snapshot_stopped_half_way_is_finished_by_the_next_start() {
         "{text}"
     );
     drop(db);
+}
+
+/// A broker that stops answering for 75 s in the middle of a snapshot (SIGSTOP: its
+/// connections stay open and nothing is acknowledged, as an overloaded broker) is
+/// backpressure, not a failure: storing snapshot progress waits for the records in flight
+/// (it used to give up after 60 s and stop the source), and once the broker answers again
+/// every row arrives and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_mid_snapshot_is_waited_out() {
+    const ROWS: i64 = 300_000;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let node_dir = dir.path().join("kafka");
+    let node = tokio::task::spawn_blocking(move || {
+        tidemark::testing::KafkaNode::start(&node_dir, tidemark::testing::KafkaOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = node.bootstrap().to_owned();
+    let (db, client) = database("snapshot_slow_broker").await;
+    exec(
+        &client,
+        &format!(
+            "CREATE TABLE big (id int PRIMARY KEY, pad text); \
+             INSERT INTO big SELECT g, repeat('p', 100) FROM generate_series(1, {ROWS}) g"
+        ),
+    )
+    .await;
+    let text = format!(
+        "name = \"kslow\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\nsnapshot_chunk_pages = 16\n\
+         snapshot_workers = 1\nsnapshot_checkpoint_ms = 100\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\n",
+        db.url()
+    );
+    let config = set_up(&text).await;
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
+    let output = KafkaOutput::connect(&kafka, context(&config))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, stopped) = watch::channel(false);
+    let run = {
+        let config = config.clone();
+        let mut output = output;
+        tokio::spawn(async move { run_reader(&config, &mut output, stopped).await })
+    };
+    let topic = "kslow.public.big";
+    consume_until(&bootstrap, topic, Duration::from_secs(60), |records| {
+        !records.is_empty()
+    })
+    .await;
+    node.pause();
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let waited = !run.is_finished();
+    node.resume();
+    assert!(waited, "the source stopped while the broker did not answer");
+    let records = consume_until(&bootstrap, topic, Duration::from_secs(180), |records| {
+        records
+            .iter()
+            .filter_map(|r| r.value.as_ref().and_then(|v| v["after"]["id"].as_i64()))
+            .collect::<BTreeSet<_>>()
+            .len()
+            == ROWS as usize
+    })
+    .await;
+    assert!(records.len() >= ROWS as usize);
+    assert!(!run.is_finished(), "the run goes on after the snapshot");
+    let _ = stop.send(true);
+    run.await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("the run: {e}"));
+    drop(node);
 }

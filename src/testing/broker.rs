@@ -471,6 +471,26 @@ impl KafkaNode {
         }
     }
 
+    /// Freezes the JVM (SIGSTOP): its connections stay open and nothing is answered, as an
+    /// overloaded broker. [`Self::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.send_signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused JVM go on (SIGCONT).
+    pub fn resume(&self) {
+        self.send_signal(libc::SIGCONT);
+    }
+
+    fn send_signal(&self, signal: i32) {
+        if let Some(pid) = self.pid {
+            // SAFETY: a plain signal to the JVM this node started (reaped only by its thread).
+            unsafe {
+                libc::kill(pid as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// Whether its JVM is running (started and not killed).
     pub fn is_running(&self) -> bool {
         self.pid.is_some()

@@ -186,6 +186,16 @@ pub fn ops(events: &[ChangeEvent]) -> Vec<Op> {
     events.iter().map(|e| e.op).collect()
 }
 
+/// A config from TOML text (no environment overrides), its publication and slot set up.
+pub async fn set_up(text: &str) -> tidemark::config::Config {
+    let config = tidemark::config::Config::from_toml_with_env(text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    tidemark::source::setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    config
+}
+
 /// The slot's confirmed flush position.
 pub async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> tidemark::lsn::Lsn {
     let text: String = client
