@@ -18,11 +18,13 @@
 //! `transaction.timeout.ms` (tidemark's default is 900 s, the brokers' default
 //! `transaction.max.timeout.ms`): a broker outage that lasts that long, or a source
 //! transaction too large to deliver in that time. Its abort bumps the producer's epoch, so
-//! librdkafka reports the producer as fenced, a fatal state. A second tidemark with the same
-//! `transactional.id` is reported the same way; the two are told apart by how long the
-//! Kafka transaction had been open. A timed-out transaction is a clean retry: the output
-//! makes a new producer (`init_transactions`), and the source sends again everything after
-//! the last committed Kafka transaction. A second time-out with nothing committed in between
+//! librdkafka (2.12) reports the producer as fenced, a fatal state, or, when it learns of
+//! the abort another way, refuses sends with `State` until the transaction is aborted. A
+//! second tidemark with the same `transactional.id` is reported as fenced too; the two are
+//! told apart by how long the Kafka transaction had been open. A timed-out transaction is a
+//! clean retry: the reader's abort aborts it, or the output makes a new producer
+//! (`init_transactions`) when the old one is fatal or its abort failed, and the source
+//! sends again everything after the last committed Kafka transaction. A second time-out with nothing committed in between
 //! is definite ([`KafkaError::TransactionTimedOut`]): the same source transaction would time
 //! out for ever.
 
