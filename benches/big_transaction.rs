@@ -20,7 +20,7 @@ use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, JsonLinesOutput};
 use tidemark::source::reader::{ReaderStats, run_reader};
-use tidemark::testing::{KafkaBroker, PgCluster, TestDatabase};
+use tidemark::testing::{PgCluster, TestDatabase};
 
 mod common;
 use common::{CountingOutput, env_number, reset_peak_rss, status_mib};
@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let kafka = if with_kafka {
-        let brokers = KafkaBroker::shared_for_benches()?.bootstrap.clone();
+        let brokers = common::warm_broker().await?;
         let config = config(&db, "big_kafka", Some(&brokers))?;
         let settings = config
             .kafka

@@ -26,7 +26,7 @@ use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, JsonLinesOutput};
 use tidemark::source::reader::run_reader;
-use tidemark::testing::{KafkaBroker, PgCluster};
+use tidemark::testing::PgCluster;
 
 mod common;
 use common::{
@@ -376,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = PgCluster::shared()?;
     let db = cluster.create_database("drain").await?;
     let brokers = if std::env::var("DRAIN_KAFKA").map_or(true, |v| v != "0") {
-        Some(KafkaBroker::shared_for_benches()?.bootstrap.clone())
+        Some(common::warm_broker().await?)
     } else {
         None
     };

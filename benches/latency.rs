@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use tidemark::testing::{KafkaBroker, PgCluster, TestDatabase};
+use tidemark::testing::{PgCluster, TestDatabase};
 
 mod common;
 use common::{client_command, env_number};
@@ -310,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = env_number("LATENCY_RATE", 2000);
     let seconds = env_number("LATENCY_SECONDS", 30);
     let cluster = PgCluster::shared()?;
-    let brokers = KafkaBroker::shared_for_benches()?.bootstrap.clone();
+    let brokers = common::warm_broker().await?;
     let mut results = Vec::new();
     for setting in [
         ("at_least_once", 1000),

@@ -27,7 +27,7 @@ use tidemark::lsn::Lsn;
 use tidemark::output::{EventOutput, JsonLinesOutput, OutputError};
 use tidemark::schema::avro_write::AvroWriter;
 use tidemark::source::reader::run_reader;
-use tidemark::testing::{KafkaBroker, PgCluster, TestDatabase};
+use tidemark::testing::{PgCluster, TestDatabase};
 
 mod common;
 use common::{bare_producer, create_topic, env_number, median, record_size};
@@ -175,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
         load.elapsed()
     );
     let brokers = if with_kafka {
-        Some(KafkaBroker::shared_for_benches()?.bootstrap.clone())
+        Some(common::warm_broker().await?)
     } else {
         None
     };

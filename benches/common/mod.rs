@@ -84,6 +84,25 @@ pub async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benches' broker (one Apache Kafka node with the full JIT, started once per process),
+/// warmed up before anything is measured: a fresh JVM runs interpreted until its JIT has
+/// compiled the produce path, so whatever ran first against it measured the warm-up (the
+/// first round into Kafka ran at about 0.6× the later ones). One million 500-byte records
+/// from a bare producer, untimed, to a topic of their own.
+pub async fn warm_broker() -> anyhow::Result<String> {
+    let brokers = tidemark::testing::KafkaBroker::shared_for_benches()?
+        .bootstrap
+        .clone();
+    create_topic(&brokers, "bench_warm_up").await?;
+    let started = Instant::now();
+    tokio::task::block_in_place(|| bare_producer(&brokers, "bench_warm_up", 1_000_000, 8, 500))?;
+    eprintln!(
+        "broker warmed up with 1,000,000 records in {:.1?}",
+        started.elapsed()
+    );
+    Ok(brokers)
+}
+
 /// Key and value sizes of the first record on `topic`.
 pub fn record_size(brokers: &str, topic: &str) -> anyhow::Result<(usize, usize)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
