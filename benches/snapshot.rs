@@ -2,12 +2,14 @@
 //!
 //! - PostgreSQL's own export rate: `psql -c "\copy (SELECT * FROM t) to '/dev/null'"`;
 //! - tidemark's snapshot of the same table (`snapshot = "initial_only"`, a fresh slot with an
-//!   exported snapshot each time), every row decoded into an event and encoded, into a null
-//!   output: JSON lines, and Avro (key and envelope, as the Kafka output writes them);
+//!   exported snapshot each time), every row decoded into an event and encoded, into the null
+//!   output `tidemark run --output null` / `null:avro` uses: Debezium JSON, and Avro (key and
+//!   envelope, as the Kafka output writes them, batches encoded on several threads);
 //! - into Kafka (Apache Kafka, Avro with the embedded registry), against a bare rdkafka producer
 //!   sending the same number of records of the same sizes (the broker's ingest ceiling).
 //!
-//! For a narrow table (~100-byte rows) and a wide one (~1 KB rows). Also prints the peak RSS
+//! For a narrow table (~100-byte rows) and a wide one (~1 KB rows), with the CPU time per row
+//! of each stage (this process or psql, the PostgreSQL server, the broker). Also prints the peak RSS
 //! of the bench process, to show memory stays bounded while millions of rows pass.
 //!
 //! `cargo bench --bench snapshot`; `SNAPSHOT_ROWS` (default 2000000 narrow rows),
@@ -21,46 +23,47 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use tidemark::config::Config;
-use tidemark::event::{ChangeEvent, EnvelopeContext};
+use tidemark::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
-use tidemark::lsn::Lsn;
-use tidemark::output::{EventOutput, JsonLinesOutput, OutputError};
-use tidemark::schema::avro_write::AvroWriter;
+use tidemark::output::EventOutput;
+use tidemark::output::null::{NullFormat, NullOutput};
 use tidemark::source::reader::run_reader;
 use tidemark::testing::{PgCluster, TestDatabase};
 
 mod common;
-use common::{bare_producer, create_topic, env_number, median, record_size};
+use common::{
+    bare_producer, cpu_seconds, create_topic, env_number, median, process_cpu_seconds, record_size,
+};
 
-/// Encodes each event's Avro key and envelope and throws them away.
-struct AvroNull {
-    writer: AvroWriter,
-    context: EnvelopeContext,
-    buffer: Vec<u8>,
-    acknowledged: Lsn,
+/// CPU seconds used so far per stage: this process (tidemark: COPY decoding, encoding,
+/// producing; the psql client's time is counted separately), the PostgreSQL server, the broker.
+#[derive(Clone, Copy)]
+struct Cpu {
+    tidemark: f64,
+    client: f64,
+    postgres: f64,
+    broker: f64,
 }
 
-impl EventOutput for AvroNull {
-    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
-        self.buffer.clear();
-        let encode = |e: tidemark::schema::avro::AvroError| OutputError::Setup(e.to_string());
-        self.writer.key(event, &mut self.buffer).map_err(encode)?;
-        self.writer
-            .envelope(event, &self.context, 0, &mut self.buffer)
-            .map_err(encode)?;
-        std::hint::black_box(&self.buffer);
-        Ok(())
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            tidemark: cpu_seconds(false),
+            client: cpu_seconds(true),
+            postgres: process_cpu_seconds("postgres"),
+            broker: process_cpu_seconds("java"),
+        }
     }
-    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
-        self.acknowledged = self.acknowledged.max(end_lsn);
-        Ok(())
-    }
-    fn abort(&mut self) {}
-    fn acknowledged(&self) -> Lsn {
-        self.acknowledged
-    }
-    async fn flush(&mut self) -> Result<(), OutputError> {
-        Ok(())
+
+    /// µs per row of each stage since `self`: (tidemark or psql, PostgreSQL, broker).
+    fn per_row_since(self, rows: u64) -> [f64; 3] {
+        let now = Cpu::now();
+        let per_row = |seconds: f64| seconds * 1e6 / rows.max(1) as f64;
+        [
+            per_row(now.tidemark - self.tidemark + now.client - self.client),
+            per_row(now.postgres - self.postgres),
+            per_row(now.broker - self.broker),
+        ]
     }
 }
 
@@ -180,40 +183,51 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let mut rates: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut cpu_per_row: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
     let mut record: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for round in 0..rounds {
         for (table, rows) in [("narrow", narrow_rows), ("wide", wide_rows)] {
             let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+            let cpu = Cpu::now();
             let copy = psql_copy(cluster, &db, table)?;
+            cpu_per_row
+                .entry(format!("{table} psql_copy"))
+                .or_default()
+                .push(cpu.per_row_since(rows));
             rates
                 .entry(format!("{table} psql_copy"))
                 .or_default()
                 .push(rate(copy));
 
-            let cfg = config(&db, &format!("json_{table}_{round}"), table, None)?;
-            let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context(&db, &cfg));
-            let (took, seen) = snapshot_into(&cfg, &mut out).await?;
-            anyhow::ensure!(seen == rows, "JSON snapshot emitted {seen} of {rows} rows");
-            drop_slot(&client, &cfg).await?;
-            rates
-                .entry(format!("{table} json_null"))
-                .or_default()
-                .push(rate(took));
-
-            let cfg = config(&db, &format!("avro_{table}_{round}"), table, None)?;
-            let mut out = AvroNull {
-                writer: AvroWriter::default(),
-                context: context(&db, &cfg),
-                buffer: Vec::with_capacity(4096),
-                acknowledged: Lsn::ZERO,
-            };
-            let (took, seen) = snapshot_into(&cfg, &mut out).await?;
-            anyhow::ensure!(seen == rows, "Avro snapshot emitted {seen} of {rows} rows");
-            drop_slot(&client, &cfg).await?;
-            rates
-                .entry(format!("{table} avro_null"))
-                .or_default()
-                .push(rate(took));
+            let mut took = Duration::ZERO;
+            for (key, format) in [
+                ("json_null", NullFormat::Json),
+                ("avro_null", NullFormat::Avro),
+            ] {
+                let cfg = config(&db, &format!("{key}_{table}_{round}"), table, None)?;
+                let mut out = NullOutput::new(format, context(&db, &cfg));
+                let cpu = Cpu::now();
+                let seen;
+                (took, seen) = snapshot_into(&cfg, &mut out).await?;
+                cpu_per_row
+                    .entry(format!("{table} {key}"))
+                    .or_default()
+                    .push(cpu.per_row_since(rows));
+                anyhow::ensure!(
+                    seen == rows,
+                    "{format:?} snapshot emitted {seen} of {rows} rows"
+                );
+                anyhow::ensure!(
+                    out.totals().0 == rows,
+                    "{format:?}: {} records encoded for {rows} rows",
+                    out.totals().0
+                );
+                drop_slot(&client, &cfg).await?;
+                rates
+                    .entry(format!("{table} {key}"))
+                    .or_default()
+                    .push(rate(took));
+            }
 
             let mut line = format!(
                 "round {round} {table}: psql \\copy {:.0}/s, JSON→null {:.0}/s, Avro→null {:.0}/s",
@@ -226,7 +240,12 @@ async fn main() -> anyhow::Result<()> {
                 let cfg = config(&db, &name, table, Some(brokers))?;
                 let (mut out, registry) =
                     KafkaOutput::from_config(&cfg, context(&db, &cfg)).await?;
+                let cpu = Cpu::now();
                 let (took, seen) = snapshot_into(&cfg, &mut out).await?;
+                cpu_per_row
+                    .entry(format!("{table} kafka"))
+                    .or_default()
+                    .push(cpu.per_row_since(rows));
                 anyhow::ensure!(seen == rows, "Kafka snapshot emitted {seen} of {rows} rows");
                 drop(out);
                 drop(registry);
@@ -249,10 +268,15 @@ async fn main() -> anyhow::Result<()> {
                 let bare_topic = format!("bare_{table}_{round}");
                 create_topic(brokers, &bare_topic).await?;
                 let b = brokers.clone();
+                let cpu = Cpu::now();
                 let bare = tokio::task::spawn_blocking(move || {
                     bare_producer(&b, &bare_topic, rows, key_bytes, value_bytes)
                 })
                 .await??;
+                cpu_per_row
+                    .entry(format!("{table} bare_producer"))
+                    .or_default()
+                    .push(cpu.per_row_since(rows));
                 rates
                     .entry(format!("{table} bare_producer"))
                     .or_default()
@@ -267,24 +291,45 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let m = |k: &str| median(rates.get(k).cloned().unwrap_or_default());
-    println!("\nsnapshot, median of {rounds} rounds (rows/s):");
+    // Per stage, the median over rounds of each stage's µs per row.
+    let cpu = |k: &str| -> String {
+        let runs = cpu_per_row.get(k).cloned().unwrap_or_default();
+        let stage = |i: usize| median(runs.iter().map(|r| r[i]).collect());
+        format!(
+            "CPU µs/row: client {:.2}, PostgreSQL {:.2}, broker {:.2}",
+            stage(0),
+            stage(1),
+            stage(2)
+        )
+    };
+    println!(
+        "\nsnapshot, median of {rounds} rounds (rows/s; CPU per stage, client = tidemark's process or psql):"
+    );
     for table in ["narrow", "wide"] {
         let copy = m(&format!("{table} psql_copy"));
-        println!("  {table}: psql \\copy to /dev/null              {copy:>10.0}");
+        println!(
+            "  {table}: psql \\copy to /dev/null              {copy:>10.0}               {}",
+            cpu(&format!("{table} psql_copy"))
+        );
         for (label, key) in [("JSON to null", "json_null"), ("Avro to null", "avro_null")] {
             let value = m(&format!("{table} {key}"));
             println!(
-                "  {table}: tidemark, {label:<24} {value:>10.0}  ratio to COPY {:.2}",
-                value / copy
+                "  {table}: tidemark, {label:<24} {value:>10.0}  ratio to COPY {:.2}  {}",
+                value / copy,
+                cpu(&format!("{table} {key}"))
             );
         }
         if brokers.is_some() {
             let bare = m(&format!("{table} bare_producer"));
             let kafka = m(&format!("{table} kafka"));
-            println!("  {table}: bare producer → Apache Kafka              {bare:>10.0}");
             println!(
-                "  {table}: tidemark → Apache Kafka (Avro)           {kafka:>10.0}  ratio to bare producer {:.2}",
-                kafka / bare
+                "  {table}: bare producer → Apache Kafka              {bare:>10.0}               {}",
+                cpu(&format!("{table} bare_producer"))
+            );
+            println!(
+                "  {table}: tidemark → Apache Kafka (Avro)           {kafka:>10.0}  ratio to bare producer {:.2}  {}",
+                kafka / bare,
+                cpu(&format!("{table} kafka"))
             );
         }
     }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tidemark::config::Config;
 use tidemark::event::EnvelopeContext;
 use tidemark::output::JsonLinesOutput;
+use tidemark::output::null::{NullFormat, NullOutput};
 use tidemark::source::{reader, setup, status};
 
 /// Change data capture for PostgreSQL.
@@ -42,7 +43,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Where events go: `kafka` (the default when the config has `[kafka]`), `stdout`
-        /// (the default otherwise), `null` (encode and discard), or `file:PATH` (append).
+        /// (the default otherwise), `null` (encode as Debezium JSON and discard),
+        /// `null:avro` (encode as Avro and discard: the encoding measured without a broker),
+        /// or `file:PATH` (append).
         #[arg(long)]
         output: Option<String>,
     },
@@ -237,13 +240,21 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
             }
             stats.source
         }
-        "null" => {
-            let mut out = JsonLinesOutput::new(tokio::io::sink(), "null", context);
-            reader::run_reader(&config, &mut out, shutdown).await?
+        "null" | "null:json" | "null:avro" => {
+            let format = if output == "null:avro" {
+                NullFormat::Avro
+            } else {
+                NullFormat::Json
+            };
+            let mut out = NullOutput::new(format, context);
+            let stats = reader::run_reader(&config, &mut out, shutdown).await?;
+            let (records, bytes) = out.totals();
+            tracing::info!(records, bytes, ?format, "encoded and discarded");
+            stats
         }
         other => {
             let path = other.strip_prefix("file:").with_context(|| {
-                format!("--output {other:?} is not kafka, stdout, null or file:PATH")
+                format!("--output {other:?} is not kafka, stdout, null, null:avro or file:PATH")
             })?;
             let file = tokio::fs::OpenOptions::new()
                 .create(true)

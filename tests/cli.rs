@@ -147,3 +147,39 @@ async fn setup_status_and_teardown_through_the_binary() {
         "{after}"
     );
 }
+
+#[tokio::test]
+async fn the_null_outputs_encode_every_snapshot_row_and_throw_it_away() {
+    let (db, client) = database("cli_null").await;
+    // Several of the snapshot's batches, so the parallel encoding is what runs.
+    exec(
+        &client,
+        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), at timestamptz);
+         INSERT INTO items SELECT g, 'item ' || g, g * 0.5, now() FROM generate_series(1, 7000) g",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (output, slot) in [("null:avro", "null_avro"), ("null", "null_json")] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "name = \"cli_null\"\n[source]\nurl = \"{}\"\ntables = [\"public.items\"]\nslot = \"{slot}\"\npublication = \"{slot}\"\nsnapshot = \"initial_only\"\n",
+                db.url()
+            ),
+        );
+        let run = tidemark(&["run", "--config", &config, "--output", output], &[]);
+        let log = text(&run);
+        assert!(run.status.success(), "{output}: {log}");
+        assert!(log.contains("records=7000"), "{output}: {log}");
+        let format = if output == "null:avro" {
+            "Avro"
+        } else {
+            "Json"
+        };
+        assert!(log.contains(&format!("format={format}")), "{output}: {log}");
+    }
+    let config = dir.path().join("c.toml").display().to_string();
+    let bad = tidemark(&["run", "--config", &config, "--output", "nul"], &[]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("null:avro"), "{}", text(&bad));
+}

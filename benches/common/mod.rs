@@ -122,7 +122,8 @@ pub fn record_size(brokers: &str, topic: &str) -> anyhow::Result<(usize, usize)>
 }
 
 /// A bare rdkafka producer with tidemark's settings sending `rows` records of the given
-/// key and value sizes: the broker's own ingest ceiling.
+/// key and value sizes, with tidemark's three position headers: the broker's own ingest
+/// ceiling for the same records.
 pub fn bare_producer(
     brokers: &str,
     topic: &str,
@@ -130,6 +131,7 @@ pub fn bare_producer(
     key_bytes: usize,
     value_bytes: usize,
 ) -> anyhow::Result<Duration> {
+    use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let settings = Config::from_toml_with_env(
         &format!(
@@ -147,7 +149,26 @@ pub fn bare_producer(
     for i in 0..rows {
         let mut key = format!("{{\"id\":{i}}}").into_bytes();
         key.resize(key_bytes.max(key.len()), b' ');
-        let mut record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]);
+        // The three position headers tidemark puts on every record, with values of the
+        // same sizes: the same records on the wire.
+        let (mut seq, mut position) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "tidemark.commit_lsn",
+                value: Some(position.format(24_000_000u64 + i).as_bytes()),
+            })
+            .insert(Header {
+                key: "tidemark.seq",
+                value: Some(seq.format(i).as_bytes()),
+            })
+            .insert(Header {
+                key: "tidemark.xid",
+                value: Some(b"0"),
+            });
+        let mut record = BaseRecord::to(topic)
+            .key(&key[..])
+            .payload(&value[..])
+            .headers(headers);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -226,4 +247,51 @@ pub fn client_command(
         "postgres",
     ]);
     command
+}
+
+/// CPU seconds used so far by every process named `comm` (`postgres`, `java`) and by the
+/// children they reaped: for each such process whose parent has another name (the
+/// postmaster, the broker), its own time and its reaped children's (`cutime`, `cstime`),
+/// plus the own time of its children still running. Backends that exited between two
+/// readings are counted through their postmaster, so the difference of two readings is
+/// what the server used in between.
+pub fn process_cpu_seconds(comm: &str) -> f64 {
+    struct Stat {
+        comm: String,
+        ppid: u32,
+        own: u64,
+        reaped: u64,
+    }
+    let read = |pid: u32| -> Option<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let open = text.find('(')?;
+        let close = text.rfind(')')?;
+        let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        Some(Stat {
+            comm: text.get(open + 1..close)?.to_owned(),
+            ppid: number(1)? as u32,
+            own: number(11)? + number(12)?,
+            reaped: number(13)? + number(14)?,
+        })
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let stats: std::collections::HashMap<u32, Stat> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, read(pid)?)))
+        .filter(|(_, stat)| stat.comm == comm)
+        .collect();
+    let ticks: u64 = stats
+        .values()
+        .map(|stat| match stats.contains_key(&stat.ppid) {
+            true => stat.own,
+            false => stat.own + stat.reaped,
+        })
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / per_second
 }

@@ -41,12 +41,50 @@ pub struct Registered {
     pub note: Option<String>,
 }
 
+/// Writes table events with ids already registered: no I/O, so it can run on any thread
+/// (one clone per thread).
+#[derive(Debug, Clone)]
+pub struct TableWriter {
+    context: EnvelopeContext,
+    writer: AvroWriter,
+}
+
+impl TableWriter {
+    /// Writes a table event with its registered ids: key and value in Confluent framing.
+    /// Returns whether the event has a key.
+    pub fn encode(
+        &mut self,
+        event: &ChangeEvent,
+        (key_id, value_id): (Option<u32>, u32),
+        now_ms: i64,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool, KafkaError> {
+        key.clear();
+        let has_key = match key_id {
+            Some(id) => {
+                frame_header(key, id);
+                let written = self.writer.key(event, key)?;
+                if !written {
+                    key.clear();
+                }
+                written
+            }
+            None => false,
+        };
+        value.clear();
+        frame_header(value, value_id);
+        self.writer.envelope(event, &self.context, now_ms, value)?;
+        Ok(has_key)
+    }
+}
+
 /// See the module docs.
 pub struct AvroEncoder {
     client: RegistryClient,
     policy: IncompatiblePolicy,
     context: EnvelopeContext,
-    writer: AvroWriter,
+    table_writer: TableWriter,
     redirects: HashMap<Arc<str>, Arc<str>>,
     /// Ids of fixed schemas by schema, then topic (few of each): looked up per record
     /// without building the subject name.
@@ -63,8 +101,11 @@ impl AvroEncoder {
         AvroEncoder {
             client,
             policy,
+            table_writer: TableWriter {
+                context: context.clone(),
+                writer: AvroWriter::default(),
+            },
             context,
-            writer: AvroWriter::default(),
             redirects: HashMap::new(),
             fixed_ids: HashMap::new(),
         }
@@ -199,27 +240,17 @@ impl AvroEncoder {
     pub fn encode_table(
         &mut self,
         event: &ChangeEvent,
-        (key_id, value_id): (Option<u32>, u32),
+        ids: (Option<u32>, u32),
         now_ms: i64,
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<bool, KafkaError> {
-        key.clear();
-        let has_key = match key_id {
-            Some(id) => {
-                frame_header(key, id);
-                let written = self.writer.key(event, key)?;
-                if !written {
-                    key.clear();
-                }
-                written
-            }
-            None => false,
-        };
-        value.clear();
-        frame_header(value, value_id);
-        self.writer.envelope(event, &self.context, now_ms, value)?;
-        Ok(has_key)
+        self.table_writer.encode(event, ids, now_ms, key, value)
+    }
+
+    /// A copy of the table-event writer, for encoding a batch on other threads.
+    pub fn table_writer(&self) -> TableWriter {
+        self.table_writer.clone()
     }
 
     /// Encodes a fixed-schema record (key optional) for `topic`, registering its schemas on

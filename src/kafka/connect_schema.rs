@@ -177,7 +177,7 @@ pub fn message_value_schema(prefix: &str) -> Json {
 }
 
 /// The schemas of one table description, as JSON text.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CachedSchemas {
     table: Arc<TableSchema>,
     key: Arc<str>,
@@ -185,7 +185,7 @@ struct CachedSchemas {
 }
 
 /// Schemas as JSON text, built once per table description.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SchemaCache {
     tables: HashMap<u32, CachedSchemas>,
     message: Option<Arc<str>>,

@@ -22,7 +22,9 @@ pub trait RecordEncoder: Send + Sync {
     ) -> Result<bool, KafkaError>;
 }
 
-/// Debezium-compatible JSON, with or without Connect schemas.
+/// Debezium-compatible JSON, with or without Connect schemas. Cloned per thread to encode a
+/// batch in parallel (after [`JsonEncoder::prepare`] for the batch's tables).
+#[derive(Clone)]
 pub struct JsonEncoder {
     context: EnvelopeContext,
     schemas: Option<SchemaCache>,
@@ -36,6 +38,16 @@ impl JsonEncoder {
             context,
             schemas: with_schemas.then(SchemaCache::default),
             scratch: Vec::with_capacity(4096),
+        }
+    }
+}
+
+impl JsonEncoder {
+    /// Builds `table`'s Connect schemas now (with schemas enabled), so clones made for a
+    /// parallel batch find them built.
+    pub fn prepare(&mut self, table: &std::sync::Arc<crate::event::TableSchema>) {
+        if let Some(cache) = self.schemas.as_mut() {
+            cache.table(table, &self.context.prefix);
         }
     }
 }

@@ -41,7 +41,8 @@ use crate::config::{Delivery, IncompatiblePolicy, KafkaConfig, RecordFormat};
 use crate::event::{ChangeEvent, EnvelopeContext, Op, TableSchema, now_ms};
 use crate::lsn::Lsn;
 use crate::observe::names;
-use crate::output::{EventOutput, OutputError};
+use crate::output::{EventOutput, OutputError, parallel};
+use crate::schema::avro::AvroError;
 use crate::schema::change::{
     CapturedDdl, Change, ColumnInfo, DDL_MESSAGE_PREFIX, SchemaChangeRecord, ShapeInUse,
     columns_of_table, diff,
@@ -834,45 +835,128 @@ impl KafkaOutput {
                     .await?
             }
         };
-        // Decimal text formatted on the stack: no allocation per record.
-        let (mut commit_lsn, mut seq, mut xid) = (
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-        );
-        let (commit_lsn, seq, xid) = (
-            commit_lsn.format(event.source.commit_lsn.as_u64()),
-            seq.format(event.source.seq),
-            xid.format(event.source.xid),
-        );
-        let headers = || {
-            OwnedHeaders::new_with_capacity(3)
-                .insert(Header {
-                    key: "tidemark.commit_lsn",
-                    value: Some(commit_lsn.as_bytes()),
-                })
-                .insert(Header {
-                    key: "tidemark.seq",
-                    value: Some(seq.as_bytes()),
-                })
-                .insert(Header {
-                    key: "tidemark.xid",
-                    value: Some(xid.as_bytes()),
-                })
-        };
         let key = has_key.then_some(self.key.as_slice());
-        self.produce(&topic, key, Some(&self.value), Some(headers()))
-            .await?;
+        self.produce(
+            &topic,
+            key,
+            Some(&self.value),
+            Some(position_headers(event)),
+        )
+        .await?;
         if event.op == Op::Delete && self.tombstones && has_key {
-            self.produce(&topic, key, None, Some(headers())).await?;
+            self.produce(&topic, key, None, Some(position_headers(event)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Rows in a batch (the snapshot's): described one by one (a lookup once a description
+    /// is known), encoded on several threads ([`parallel::encode_batch`]), produced in the
+    /// batch's order. Batches with anything else in them (messages, captured DDL, rows whose
+    /// transaction metadata is written) go one by one.
+    async fn send_rows(&mut self, events: &[ChangeEvent]) -> Result<(), KafkaError> {
+        let rows_only = events.iter().all(|e| {
+            e.table.is_some()
+                && e.message.is_none()
+                && !(self.transaction_metadata && e.source.xid != 0)
+        });
+        if !rows_only || events.len() < 2 * parallel::MIN_PART {
+            for event in events {
+                self.send_event(event).await?;
+            }
+            return Ok(());
+        }
+        self.replace_producer_if_fatal().await?;
+        self.failure()?;
+        let mut targets = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(table) = &event.table {
+                targets.push(self.describe(event, table).await?);
+            }
+        }
+        if let Some(eos) = self.eos.as_mut() {
+            eos.before_record(&self.producer)?;
+        }
+        let batch = match &mut self.format {
+            Format::Json(encoder) => {
+                for event in events {
+                    if let Some(table) = &event.table {
+                        encoder.prepare(table);
+                    }
+                }
+                parallel::encode_batch(events, &*encoder, |encoder, event, key, value| {
+                    encoder.encode(event, key, value)
+                })?
+            }
+            Format::Avro(encoder) => {
+                let now = now_ms();
+                let items: Vec<(&ChangeEvent, Option<u32>, Option<u32>)> = events
+                    .iter()
+                    .zip(&targets)
+                    .map(|(event, (_, key_id, value_id))| (event, *key_id, *value_id))
+                    .collect();
+                parallel::encode_batch(
+                    &items,
+                    &encoder.table_writer(),
+                    |writer, (event, key_id, value_id), key, value| {
+                        let value_id = value_id.ok_or_else(|| {
+                            AvroError::Encode(
+                                "a table event without its registered value schema".into(),
+                            )
+                        })?;
+                        writer.encode(event, (*key_id, value_id), now, key, value)
+                    },
+                )?
+            }
+        };
+        for ((event, (topic, _, _)), (key, value)) in
+            events.iter().zip(&targets).zip(batch.records())
+        {
+            self.produce(topic, key, Some(value), Some(position_headers(event)))
+                .await?;
+            if event.op == Op::Delete && self.tombstones && key.is_some() {
+                self.produce(topic, key, None, Some(position_headers(event)))
+                    .await?;
+            }
         }
         Ok(())
     }
 }
 
+/// The source position of `event` as record headers (`tidemark.commit_lsn`, `tidemark.seq`,
+/// `tidemark.xid`), its numbers formatted on the stack.
+fn position_headers(event: &ChangeEvent) -> OwnedHeaders {
+    let (mut commit_lsn, mut seq, mut xid) = (
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    );
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "tidemark.commit_lsn",
+            value: Some(
+                commit_lsn
+                    .format(event.source.commit_lsn.as_u64())
+                    .as_bytes(),
+            ),
+        })
+        .insert(Header {
+            key: "tidemark.seq",
+            value: Some(seq.format(event.source.seq).as_bytes()),
+        })
+        .insert(Header {
+            key: "tidemark.xid",
+            value: Some(xid.format(event.source.xid).as_bytes()),
+        })
+}
+
 impl EventOutput for KafkaOutput {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
         Ok(self.send_event(event).await?)
+    }
+
+    async fn send_batch(&mut self, events: &[ChangeEvent]) -> Result<(), OutputError> {
+        Ok(self.send_rows(events).await?)
     }
 
     async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {

@@ -182,7 +182,7 @@ fn write_optional_row(
 }
 
 /// Writes Avro records of events; holds scratch space reused across records.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AvroWriter {
     scratch: String,
 }

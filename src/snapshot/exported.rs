@@ -3,8 +3,10 @@
 //! Workers import the snapshot (`SET TRANSACTION SNAPSHOT` in `REPEATABLE READ`), take
 //! chunks from a shared queue and send rows in batches through a bounded channel, so memory
 //! stays bounded whatever the table size. One emitter (the caller's task) gives each row its
-//! position and hands it to the output; it holds back one row so that the last row of the
-//! whole snapshot can be marked `source.snapshot = last`.
+//! position and hands each batch to the output ([`EventOutput::send_batch`]: outputs that
+//! encode do so on several threads, keeping the order, so positions still rise in the order
+//! records are produced); it holds back one row so that the last row of the whole snapshot
+//! can be marked `source.snapshot = last`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -266,15 +268,24 @@ impl Emitter {
         chunk: usize,
         events: Vec<ChangeEvent>,
     ) -> Result<(), SnapshotError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         // One clock read per batch: the read time is the batch's.
         let now_micros = crate::event::now_ms() * 1000;
+        let mut batch = Vec::with_capacity(events.len() + 1);
+        batch.extend(self.held.take().map(|(_, event)| event));
         for mut event in events {
             self.place(&mut event, now_micros);
-            if let Some((_, previous)) = self.held.replace((chunk, event)) {
-                output.send(&previous).await?;
-                if !self.deferred_done.is_empty() {
-                    self.commit_deferred(output).await?;
-                }
+            batch.push(event);
+        }
+        // The batch's last row is held back; the rest go to the output as one batch (which
+        // may encode them on several threads, in order).
+        self.held = batch.pop().map(|event| (chunk, event));
+        if !batch.is_empty() {
+            output.send_batch(&batch).await?;
+            if !self.deferred_done.is_empty() {
+                self.commit_deferred(output).await?;
             }
         }
         Ok(())

@@ -304,8 +304,11 @@ impl<O: EventOutput> Session<'_, O> {
                             last.source.snapshot = SnapshotMarker::Last;
                         }
                     }
+                    // In batches: outputs that encode do it on several threads, in order.
+                    for batch in events.chunks(crate::snapshot::exported::BATCH_ROWS) {
+                        self.output.send_batch(batch).await?;
+                    }
                     for event in &events {
-                        self.output.send(event).await?;
                         self.state.counters.count(event);
                     }
                     self.output.commit(self.last_committed).await?;

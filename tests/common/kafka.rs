@@ -132,6 +132,19 @@ fn read_topic(
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
                 continue;
             }
+            // A broker just resumed or restarted: librdkafka reconnects by itself and reports
+            // the outage meanwhile; the time limit still bounds the wait.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure
+                    )
+                ) =>
+            {
+                eprintln!("consuming {topic}: {e} (reconnecting)");
+                continue;
+            }
             Err(e) => panic!("consuming {topic}: {e}"),
         };
         let headers = message

@@ -7,11 +7,17 @@
 //! nothing after acknowledging gives at-least-once delivery: after a crash, transactions
 //! after the acknowledged position arrive again, whole.
 //!
+//! [`null::NullOutput`] encodes every event (Avro or JSON, as the Kafka output would) and
+//! throws the bytes away: the source and the encoding measured without a broker.
+//!
 //! [`JsonLinesOutput`] writes one JSON object per event (`{"topic","key","value"}`) and
 //! acknowledges a transaction once its lines are written and flushed. It holds each
 //! transaction in memory up to [`JsonLinesOutput::TRANSACTION_BUFFER`] bytes so that a stop
 //! in the middle of a transaction usually writes none of it; larger transactions are written
 //! as they arrive (and redelivered whole after a crash).
+
+pub mod null;
+pub mod parallel;
 
 use std::future::Future;
 
@@ -34,6 +40,9 @@ pub enum OutputError {
     /// An event could not be serialized.
     #[error("serializing an event: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// An event could not be written as Avro.
+    #[error(transparent)]
+    Avro(#[from] crate::schema::avro::AvroError),
     /// Kafka failed.
     #[error(transparent)]
     Kafka(#[from] crate::kafka::KafkaError),
@@ -54,6 +63,22 @@ pub trait EventOutput: Send {
     /// Accepts the next event of the open transaction.
     fn send(&mut self, event: &ChangeEvent)
     -> impl Future<Output = Result<(), OutputError>> + Send;
+
+    /// Accepts the next events of the open transaction, in order: the snapshot's rows
+    /// arrive this way, in batches of a few thousand. Outputs that encode may encode a batch
+    /// on several threads ([`parallel::encode_batch`]); what they produce is what sending
+    /// the events one by one would produce.
+    fn send_batch(
+        &mut self,
+        events: &[ChangeEvent],
+    ) -> impl Future<Output = Result<(), OutputError>> + Send {
+        async move {
+            for event in events {
+                self.send(event).await?;
+            }
+            Ok(())
+        }
+    }
 
     /// Closes the transaction whose commit record ends at `end_lsn`.
     fn commit(&mut self, end_lsn: Lsn) -> impl Future<Output = Result<(), OutputError>> + Send;

@@ -1,0 +1,216 @@
+//! The null output: every event encoded as the Kafka output would encode it, then thrown
+//! away (`tidemark run --output null` for JSON, `--output null:avro` for Avro).
+//!
+//! It measures the source and the encoding without a broker: the snapshot's COPY workers,
+//! the decoding, the key and the envelope in Debezium's JSON shape (without Connect schemas)
+//! or in Avro with Confluent's framing. Avro records carry schema id 0 (no registry is
+//! asked), but each table description is derived once as the Kafka output derives it, so a
+//! table the Avro mapping cannot express fails here as it would there. Batches
+//! ([`EventOutput::send_batch`], the snapshot's rows) are encoded on several threads
+//! ([`super::parallel`]), as the Kafka output does.
+//!
+//! A transaction is acknowledged at its commit: nothing is kept, so nothing can be lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::parallel::encode_batch;
+use super::{EventOutput, OutputError};
+use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, TableSchema, now_ms};
+use crate::lsn::Lsn;
+use crate::schema::avro::{derive, frame_header};
+use crate::schema::avro_write::AvroWriter;
+
+/// How the null output encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullFormat {
+    /// Debezium's JsonConverter shape without schemas.
+    Json,
+    /// Avro in Confluent's framing (schema id 0).
+    Avro,
+}
+
+/// What one thread needs to encode events: cloned per thread for a batch.
+#[derive(Debug, Clone)]
+struct Encoder {
+    format: NullFormat,
+    writer: AvroWriter,
+    context: EnvelopeContext,
+}
+
+impl Encoder {
+    fn encode(
+        &mut self,
+        event: &ChangeEvent,
+        now_ms: i64,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool, OutputError> {
+        if self.format == NullFormat::Avro && event.table.is_some() {
+            frame_header(key, 0);
+            let has_key = self.writer.key(event, key)?;
+            if !has_key {
+                key.clear();
+            }
+            frame_header(value, 0);
+            self.writer.envelope(event, &self.context, now_ms, value)?;
+            return Ok(has_key);
+        }
+        // JSON, and in Avro the few events without a table (logical messages).
+        let record = JsonRecord {
+            event,
+            context: &self.context,
+            now_ms,
+        };
+        let has_key = match record.key_json() {
+            Some(key_json) => {
+                serde_json::to_writer(&mut *key, &key_json)?;
+                true
+            }
+            None => false,
+        };
+        serde_json::to_writer(&mut *value, &record.value_json())?;
+        Ok(has_key)
+    }
+}
+
+/// See the module docs.
+pub struct NullOutput {
+    encoder: Encoder,
+    /// Each relation's description already derived (Avro).
+    described: HashMap<u32, Arc<TableSchema>>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    acknowledged: Lsn,
+    pending: Option<Lsn>,
+    records: u64,
+    bytes: u64,
+}
+
+impl NullOutput {
+    /// A null output encoding in `format` with the envelope names of `context`.
+    pub fn new(format: NullFormat, context: EnvelopeContext) -> Self {
+        NullOutput {
+            encoder: Encoder {
+                format,
+                writer: AvroWriter::default(),
+                context,
+            },
+            described: HashMap::new(),
+            key: Vec::with_capacity(256),
+            value: Vec::with_capacity(4096),
+            acknowledged: Lsn::ZERO,
+            pending: None,
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Records encoded so far, and their bytes (keys and values).
+    pub fn totals(&self) -> (u64, u64) {
+        (self.records, self.bytes)
+    }
+
+    /// Derives a new table description's Avro schemas once (as the Kafka output registers
+    /// them), so a table Avro cannot express fails here too.
+    fn describe(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        let (NullFormat::Avro, Some(table)) = (self.encoder.format, &event.table) else {
+            return Ok(());
+        };
+        if let Some(known) = self.described.get_mut(&table.relation_id)
+            && (Arc::ptr_eq(known, table) || **known == **table)
+        {
+            *known = table.clone();
+            return Ok(());
+        }
+        derive(table, &self.encoder.context.prefix)?;
+        self.described.insert(table.relation_id, table.clone());
+        Ok(())
+    }
+}
+
+impl EventOutput for NullOutput {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
+        self.describe(event)?;
+        self.key.clear();
+        self.value.clear();
+        let has_key = self
+            .encoder
+            .encode(event, now_ms(), &mut self.key, &mut self.value)?;
+        self.records += 1;
+        self.bytes += (self.value.len() + if has_key { self.key.len() } else { 0 }) as u64;
+        std::hint::black_box((&self.key, &self.value));
+        Ok(())
+    }
+
+    async fn send_batch(&mut self, events: &[ChangeEvent]) -> Result<(), OutputError> {
+        for event in events {
+            self.describe(event)?;
+        }
+        let now = now_ms();
+        let batch = encode_batch(events, &self.encoder, |encoder, event, key, value| {
+            encoder.encode(event, now, key, value)
+        })?;
+        self.records += batch.len() as u64;
+        self.bytes += batch.bytes() as u64;
+        std::hint::black_box(&batch);
+        Ok(())
+    }
+
+    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
+        self.pending = Some(end_lsn);
+        Ok(())
+    }
+
+    fn abort(&mut self) {}
+
+    fn acknowledged(&self) -> Lsn {
+        self.acknowledged
+    }
+
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        if let Some(end) = self.pending.take() {
+            self.acknowledged = self.acknowledged.max(end);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::avro::tests::{context, event};
+    use crate::value::Value;
+
+    fn events(n: usize) -> Vec<ChangeEvent> {
+        (0..n)
+            .map(|i| {
+                let mut event = event();
+                if let Some(after) = event.after.as_mut() {
+                    after[0] = Value::Int64(i as i64);
+                }
+                event.source.seq = i as u64;
+                event
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_encodes_the_same_bytes_as_the_events_one_by_one() {
+        for format in [NullFormat::Json, NullFormat::Avro] {
+            let rows = events(3000);
+            let mut one_by_one = NullOutput::new(format, context());
+            for event in &rows {
+                one_by_one.send(event).await.unwrap();
+            }
+            let mut batched = NullOutput::new(format, context());
+            batched.send_batch(&rows).await.unwrap();
+            assert_eq!(one_by_one.totals(), batched.totals(), "{format:?}");
+            assert_eq!(batched.totals().0, 3000);
+            batched.commit(Lsn(42)).await.unwrap();
+            assert_eq!(batched.acknowledged(), Lsn::ZERO);
+            batched.flush().await.unwrap();
+            assert_eq!(batched.acknowledged(), Lsn(42));
+        }
+    }
+}
