@@ -65,6 +65,11 @@ pub struct ExactlyOnce {
 /// default `transaction.max.timeout.ms`, so that a large source transaction has time.
 pub(crate) const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 900_000;
 
+/// The transactional producer's `retry.backoff.ms` unless `kafka.properties` sets one: what
+/// the Java producer waits before retrying a `CONCURRENT_TRANSACTIONS` refusal (librdkafka's
+/// default, 100 ms, would stall every Kafka transaction begun right after a commit).
+pub const RETRY_BACKOFF_MS: u64 = 20;
+
 /// The `transaction.timeout.ms` a config gives the producer.
 pub(crate) fn transaction_timeout(config: &KafkaConfig) -> Duration {
     let ms = config

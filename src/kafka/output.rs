@@ -230,6 +230,38 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     client
 }
 
+/// The producer's settings: [`client_config`], and for exactly once the transactional
+/// ones (`transactional.id`, the transaction and message timeouts, `retry.backoff.ms`).
+pub fn producer_config(config: &KafkaConfig, connector: &str) -> ClientConfig {
+    let mut client = client_config(config);
+    if config.delivery == Delivery::ExactlyOnce {
+        // A fixed id fences any earlier instance of this connector; a transactional
+        // producer needs a finite message timeout within the transaction timeout.
+        let timeout_ms = super::exactly_once::transaction_timeout(config)
+            .as_millis()
+            .to_string();
+        client
+            .set(
+                "transactional.id",
+                super::exactly_once::transactional_id(connector),
+            )
+            .set("transaction.timeout.ms", &timeout_ms)
+            .set("message.timeout.ms", &timeout_ms);
+        if !config.properties.contains_key("retry.backoff.ms") {
+            // A transaction begun right after the previous commit finds the coordinator
+            // still writing that commit's markers (CONCURRENT_TRANSACTIONS), and
+            // librdkafka retries after `retry.backoff.ms`, 100 ms by default: every
+            // back-to-back Kafka transaction stalled that long. The Java producer
+            // retries these after 20 ms (KAFKA-5477); so does tidemark.
+            client.set(
+                "retry.backoff.ms",
+                super::exactly_once::RETRY_BACKOFF_MS.to_string(),
+            );
+        }
+    }
+    client
+}
+
 impl KafkaOutput {
     /// Connects to the brokers (failing early when they cannot be reached), for
     /// `format = "json"`; Avro needs a registry: see [`KafkaOutput::from_config`].
@@ -258,21 +290,7 @@ impl KafkaOutput {
         let tracker = Arc::new(AckTracker::default());
         let offsets = Arc::new(DeliveredOffsets::default());
         let exactly_once = config.delivery == Delivery::ExactlyOnce;
-        let mut client = client_config(config);
-        if exactly_once {
-            // A fixed id fences any earlier instance of this connector; a transactional
-            // producer needs a finite message timeout within the transaction timeout.
-            let timeout_ms = super::exactly_once::transaction_timeout(config)
-                .as_millis()
-                .to_string();
-            client
-                .set(
-                    "transactional.id",
-                    super::exactly_once::transactional_id(&context.connector_name),
-                )
-                .set("transaction.timeout.ms", &timeout_ms)
-                .set("message.timeout.ms", &timeout_ms);
-        }
+        let client = producer_config(config, &context.connector_name);
         let producer: ThreadedProducer<AckContext> = client
             .create_with_context(AckContext::new(tracker.clone(), offsets.clone()))
             .map_err(|source| KafkaError::Client {
@@ -1138,4 +1156,36 @@ fn message_json(event: &ChangeEvent, context: &EnvelopeContext) -> serde_json::V
         },
         "message": {"prefix": prefix, "content": content, "transactional": transactional},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(extra: &str) -> KafkaConfig {
+        let text = format!(
+            "name = \"shop\"\n[source]\nurl = \"postgres://u@h/db\"\n[kafka]\nbrokers = \"b:9092\"\n{extra}"
+        );
+        crate::config::Config::from_toml_with_env(&text, "test", std::iter::empty())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .kafka
+            .unwrap_or_else(|| panic!("no [kafka]"))
+    }
+
+    #[test]
+    fn the_transactional_producer_retries_concurrent_transactions_after_20_ms() {
+        let eos = producer_config(&kafka("delivery = \"exactly_once\"\n"), "shop");
+        assert_eq!(eos.get("retry.backoff.ms"), Some("20"));
+        assert_eq!(eos.get("transactional.id"), Some("tidemark-shop"));
+        let user = producer_config(
+            &kafka(
+                "delivery = \"exactly_once\"\n[kafka.properties]\n\"retry.backoff.ms\" = \"250\"\n",
+            ),
+            "shop",
+        );
+        assert_eq!(user.get("retry.backoff.ms"), Some("250"));
+        let at_least_once = producer_config(&kafka(""), "shop");
+        assert_eq!(at_least_once.get("retry.backoff.ms"), None);
+        assert_eq!(at_least_once.get("transactional.id"), None);
+    }
 }
