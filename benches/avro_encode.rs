@@ -6,16 +6,16 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tidemark::event::{
+use tidemark::domain::column_type::TypeKind;
+use tidemark::domain::event::ReplicaIdentity;
+use tidemark::domain::event::{
     ChangeEvent, Column, EnvelopeContext, KeySource, Op, SourcePosition, TableSchema,
 };
+use tidemark::domain::lsn::Lsn;
+use tidemark::domain::value::Value;
 use tidemark::kafka::encode::{JsonEncoder, RecordEncoder};
-use tidemark::lsn::Lsn;
 use tidemark::schema::avro::{derive, envelope_datum};
 use tidemark::schema::avro_write::AvroWriter;
-use tidemark::source::pg_type::TypeKind;
-use tidemark::source::pgoutput::ReplicaIdentity;
-use tidemark::value::Value;
 
 fn event() -> ChangeEvent {
     let table = TableSchema {

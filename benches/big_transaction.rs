@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, JsonLinesOutput};
 use tidemark::source::reader::{ReaderStats, run_reader};

@@ -4,11 +4,13 @@ use std::hint::black_box;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tidemark::event::{Column, KeySource, TableSchema};
-use tidemark::lsn::Lsn;
-use tidemark::source::changes::{ChangeAssembler, UnidentifiedRowPolicy};
-use tidemark::source::pg_type::TypeKind;
-use tidemark::source::pgoutput::{ReplicaIdentity, decode};
+use tidemark::config::UnidentifiedRowPolicy;
+use tidemark::domain::column_type::TypeKind;
+use tidemark::domain::event::ReplicaIdentity;
+use tidemark::domain::event::{Column, KeySource, TableSchema};
+use tidemark::domain::lsn::Lsn;
+use tidemark::source::changes::ChangeAssembler;
+use tidemark::source::pgoutput::decode;
 
 /// An Insert of a narrow row (id int, name text, amount numeric, at timestamptz).
 fn insert_message(id: u32) -> Bytes {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark::config::Config;
+use tidemark::domain::value::Value;
 use tidemark::sink::batch::PendingRow;
 use tidemark::sink::dialect::{Dialect, Target};
 use tidemark::sink::evolve::Step;
@@ -27,7 +28,6 @@ use tidemark::sink::shape::{ColumnKind, SinkColumn, TableShape};
 use tidemark::sink::warehouse::staged::Staged;
 use tidemark::sink::warehouse::{Flush, TableFlush, Warehouse};
 use tidemark::testing::PgCluster;
-use tidemark::value::Value;
 
 mod common;
 use common::{env_number, median};

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::EventOutput;
 use tidemark::output::null::{NullFormat, NullOutput};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::output::JsonLinesOutput;
 use tidemark::source::reader::run_reader;
 use tidemark::testing::PgCluster;

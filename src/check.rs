@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 use serde::Serialize;
 
 use crate::config::{Config, RecordFormat};
-use crate::source::connection::{connect_sql, describe};
+use crate::pg::{connect_sql, describe};
 
 /// One finding.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::changes::UnidentifiedRowPolicy;
-use crate::source::connection::{ConnectionSettings, Secret};
+use crate::domain::secret::Secret;
+use crate::pg::ConnectionSettings;
 
 /// Configuration errors, each naming the field and the rule it breaks.
 #[derive(Debug, thiserror::Error)]
@@ -887,6 +887,15 @@ impl Config {
         }
         Ok(())
     }
+    /// A SQL connection to the source this configuration names.
+    pub async fn connect_source(
+        &self,
+    ) -> Result<tokio_postgres::Client, crate::pg::ConnectionError> {
+        let settings = self
+            .source_settings()
+            .map_err(|e| crate::pg::ConnectionError::InvalidSettings(e.to_string()))?;
+        crate::pg::connect_sql(&settings).await
+    }
 
     /// Connection settings of the source, with the configured password applied.
     pub fn source_settings(&self) -> Result<ConnectionSettings, ConfigError> {
@@ -1102,6 +1111,17 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         }
         _ => toml::Value::String(value.to_owned()),
     }
+}
+
+/// What to do with an update or delete that cannot identify its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnidentifiedRowPolicy {
+    /// Stop with an error naming the table and the remedy.
+    #[default]
+    Fail,
+    /// Skip the change with a warning.
+    Skip,
 }
 
 #[cfg(test)]

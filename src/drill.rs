@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{Config, SinkConfig, SinkKind};
+use crate::pg::{connect_sql, describe, text_rows};
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::source::connection::{connect_sql, describe, text_rows};
 
 /// How long one step may take to reach the warehouse.
 const STEP_LIMIT: Duration = Duration::from_secs(180);

@@ -22,16 +22,15 @@
 
 pub mod check;
 pub mod config;
+pub mod domain;
 pub mod drill;
-pub mod event;
 pub mod kafka;
-pub mod lsn;
 pub mod observe;
 pub mod output;
+pub mod pg;
 pub mod pipeline;
 pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod testing;
-pub mod value;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::output::JsonLinesOutput;
 use tidemark::output::null::{NullFormat, NullOutput};
 use tidemark::source::{reader, setup, status};

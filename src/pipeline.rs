@@ -64,16 +64,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Delivery};
-use crate::event::EnvelopeContext;
+use crate::domain::event::EnvelopeContext;
+use crate::domain::lsn::Lsn;
 use crate::kafka::KafkaOutput;
 use crate::kafka::delivered::DeliveredOffsets;
-use crate::lsn::Lsn;
 use crate::output::OutputError;
+use crate::pg::connect_sql;
 use crate::schema::registry_http::EmbeddedRegistry;
 use crate::sink::runner::AppliedOffsets;
 use crate::sink::status::{PartitionOffsets, change_topic_ends, change_topic_matcher};
 use crate::sink::{SinkError, SinkOptions, SinkStats, run_sink};
-use crate::source::connection::connect_sql;
 use crate::source::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader_reporting};
 use crate::source::reader_progress::ReaderProgress;
 

@@ -12,7 +12,7 @@ use apache_avro::types::Value as Avro;
 use common::kafka::{Record, consume_until, drain};
 use common::*;
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::schema::registry_client::RegistryClient;
 use tidemark::source::reader::{ReaderError, ReaderStats};

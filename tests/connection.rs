@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use tidemark::source::connection::{
-    ConnectionError, ConnectionSettings, ReplicationConnection, connect_sql,
-};
+use tidemark::pg::{ConnectionError, ConnectionSettings, ReplicationConnection, connect_sql};
 use tidemark::testing::PgCluster;
 
 fn settings(url: &str) -> ConnectionSettings {
@@ -260,10 +258,7 @@ async fn replication_slot_with_an_exported_snapshot() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let created = conn
-        .create_logical_slot(
-            "exported",
-            tidemark::source::connection::replication::SlotSnapshot::Export,
-        )
+        .create_logical_slot("exported", tidemark::pg::replication::SlotSnapshot::Export)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(created.slot_name, "exported");

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tidemark::lsn::Lsn;
+use tidemark::domain::lsn::Lsn;
 
 #[tokio::test]
 async fn confirmed_position_follows_wal_written_by_other_databases() {
@@ -91,7 +91,7 @@ struct SlowOutput(tidemark::testing::MemoryOutput, u64);
 impl tidemark::output::EventOutput for SlowOutput {
     async fn send(
         &mut self,
-        event: &tidemark::event::ChangeEvent,
+        event: &tidemark::domain::event::ChangeEvent,
     ) -> Result<(), tidemark::output::OutputError> {
         self.1 += 1;
         if self.1 % 100 == 0 {

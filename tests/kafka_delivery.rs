@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::kafka::consume;
 use common::*;
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::kafka::murmur2::java_partition;
 use tidemark::source::reader::{ReaderError, ReaderStats};
@@ -265,7 +265,7 @@ async fn a_record_too_large_stops_with_a_clear_error_and_is_not_confirmed() {
         "{error}"
     );
     let confirmed = confirmed(&client, "tidemark_klarge").await;
-    let before: tidemark::lsn::Lsn = before.parse().unwrap_or_default();
+    let before: tidemark::domain::lsn::Lsn = before.parse().unwrap_or_default();
     assert!(
         confirmed < before,
         "the failed transaction was confirmed ({confirmed} >= {before})"
@@ -308,7 +308,7 @@ async fn a_topic_deleted_under_a_running_connector_stops_it_and_nothing_after_is
         "{error}"
     );
     let confirmed = confirmed(&client, "tidemark_kdeleted").await;
-    let before: tidemark::lsn::Lsn = before.parse().unwrap_or_default();
+    let before: tidemark::domain::lsn::Lsn = before.parse().unwrap_or_default();
     assert!(
         confirmed <= before,
         "the undelivered transaction (written after {before}) was confirmed ({confirmed})"
@@ -432,7 +432,7 @@ async fn a_broker_whose_disk_fills_up_is_waited_out_with_nothing_lost() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .get(0);
-    let written: tidemark::lsn::Lsn = written.parse().unwrap_or_default();
+    let written: tidemark::domain::lsn::Lsn = written.parse().unwrap_or_default();
     let log = node.dir().join("kafka.log");
     wait_until(
         "the broker takes its full disk offline",
@@ -508,7 +508,7 @@ async fn a_value_outside_its_avro_type_stops_with_the_remedy_and_is_not_confirme
     let run = KafkaRun { stop, task };
     exec(&client, "INSERT INTO prices VALUES (1, 9.99)").await;
     exec(&client, "INSERT INTO prices VALUES (2, 'NaN')").await;
-    let before: tidemark::lsn::Lsn = client
+    let before: tidemark::domain::lsn::Lsn = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
         .unwrap_or_else(|e| panic!("{e}"))

@@ -10,7 +10,7 @@ use common::kafka::consume;
 use common::*;
 use rdkafka::mocking::MockCluster;
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tidemark::lsn::Lsn;
+use tidemark::domain::lsn::Lsn;
 use tidemark::testing::KafkaBroker;
 
 /// The bound on a graceful stop under load (the open transaction, flushes, the sink's

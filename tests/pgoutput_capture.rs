@@ -69,7 +69,7 @@ async fn captured_messages_decode_in_order() {
             &[],
         )
         .await
-        .unwrap_or_else(|e| panic!("{}", tidemark::source::connection::describe(&e)));
+        .unwrap_or_else(|e| panic!("{}", tidemark::pg::describe(&e)));
     let mut in_stream = false;
     let mut kinds = Vec::new();
     let mut fixture = String::new();

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use tidemark::event::Op;
-use tidemark::value::Value;
+use tidemark::domain::event::Op;
+use tidemark::domain::value::Value;
 
 #[tokio::test]
 async fn each_replica_identity_gives_correct_before_images_and_keys() {

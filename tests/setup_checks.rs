@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use tidemark::config::Config;
-use tidemark::source::connection::ReplicationConnection;
+use tidemark::pg::ReplicationConnection;
 use tidemark::source::setup::{self, SetupError};
 use tidemark::testing::PgCluster;
 
@@ -147,8 +147,8 @@ async fn no_free_slot_and_no_free_wal_sender() {
         "SELECT pg_create_logical_replication_slot('someone_else', 'pgoutput')",
     )
     .await;
-    let settings = tidemark::source::connection::ConnectionSettings::from_url(&db.url())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let settings =
+        tidemark::pg::ConnectionSettings::from_url(&db.url()).unwrap_or_else(|e| panic!("{e}"));
     let mut busy = ReplicationConnection::connect(&settings)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use common::database;
 use tidemark::config::Config;
+use tidemark::domain::value::Value;
 use tidemark::sink::batch::PendingRow;
 use tidemark::sink::dialect::Target;
 use tidemark::sink::evolve::Step;
 use tidemark::sink::record::{OffsetClaim, Position, SinkOp, TopicPartition};
 use tidemark::sink::shape::{ColumnKind, SinkColumn, TableShape};
 use tidemark::sink::warehouse::{Flush, TableFlush, Warehouse, WarehouseError};
-use tidemark::value::Value;
 
 const TOPIC: &str = "fence.public.t";
 

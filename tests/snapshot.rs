@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use common::{database, exec, wait_until};
 use tidemark::config::Config;
-use tidemark::event::{ChangeEvent, Op, SnapshotMarker};
+use tidemark::domain::event::{ChangeEvent, Op, SnapshotMarker};
+use tidemark::domain::value::Value;
 use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{CollectedEvents, MemoryOutput, TestDatabase};
-use tidemark::value::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -375,7 +375,7 @@ async fn snapshot_and_stream_of_the_same_value_are_identical() {
     );
     // And the same Avro bytes: the read, given the insert's op and position, encodes to the
     // insert's record byte for byte (key and envelope).
-    let context = tidemark::event::EnvelopeContext {
+    let context = tidemark::domain::event::EnvelopeContext {
         prefix: "p".into(),
         connector_name: "p".into(),
         database: "d".into(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{database, exec};
 use tidemark::config::Config;
-use tidemark::event::ChangeEvent;
-use tidemark::lsn::Lsn;
+use tidemark::domain::event::ChangeEvent;
+use tidemark::domain::lsn::Lsn;
 use tidemark::output::{EventOutput, OutputError};
 use tidemark::source::reader::run_reader;
 use tokio::sync::watch;
@@ -26,7 +26,7 @@ struct Counting {
 impl EventOutput for Counting {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
         self.rows += 1;
-        if let Some(tidemark::value::Value::Int64(id)) =
+        if let Some(tidemark::domain::value::Value::Int64(id)) =
             event.after.as_ref().and_then(|r| r.first())
         {
             self.id_sum += i128::from(*id);

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use tidemark::event::Op;
-use tidemark::value::Value;
+use tidemark::domain::event::Op;
+use tidemark::domain::value::Value;
 
 const SCHEMA: &str = "
 CREATE TYPE mood AS ENUM ('sad', 'happy');

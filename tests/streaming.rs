@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
-use tidemark::event::Op;
-use tidemark::value::Value;
+use tidemark::domain::event::Op;
+use tidemark::domain::value::Value;
 
-fn ids(events: &[tidemark::event::ChangeEvent]) -> Vec<i32> {
+fn ids(events: &[tidemark::domain::event::ChangeEvent]) -> Vec<i32> {
     events
         .iter()
         .map(|e| match column(e, "id") {

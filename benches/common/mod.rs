@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use tidemark::config::Config;
-use tidemark::event::ChangeEvent;
-use tidemark::lsn::Lsn;
+use tidemark::domain::event::ChangeEvent;
+use tidemark::domain::lsn::Lsn;
 use tidemark::output::{EventOutput, OutputError};
 
 /// Any output, stopping the reader once `target` events were sent and committed.

@@ -6,15 +6,15 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use tidemark::event::{
+use tidemark::domain::event::{
     ChangeEvent, Column, EnvelopeContext, KeySource, Op, SourcePosition, TableSchema,
 };
-use tidemark::lsn::Lsn;
+use tidemark::domain::lsn::Lsn;
 use tidemark::schema::avro::{confluent_frame, derive, envelope_datum, key_datum};
 use tidemark::sink::decode::{Decoder, RawRecord};
-use tidemark::source::pg_type::TypeKind;
-use tidemark::source::pgoutput::ReplicaIdentity;
-use tidemark::value::Value;
+use tidemark::domain::column_type::TypeKind;
+use tidemark::domain::event::ReplicaIdentity;
+use tidemark::domain::value::Value;
 
 const KEY_ID: u32 = 1;
 const VALUE_ID: u32 = 2;

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::lsn::Lsn;
+use crate::domain::lsn::Lsn;
 
 #[derive(Debug, Default)]
 struct Slot {

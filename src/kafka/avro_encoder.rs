@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::KafkaError;
 use crate::config::IncompatiblePolicy;
-use crate::event::{ChangeEvent, EnvelopeContext, TableSchema};
+use crate::domain::event::{ChangeEvent, EnvelopeContext, TableSchema};
 use crate::schema::avro::{derive_renamed, frame_header};
 use crate::schema::avro_write::AvroWriter;
 use crate::schema::change::{ShapeInUse, columns_of_envelope};

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
-use crate::event::{Column, TableSchema};
-use crate::source::pg_type::TypeKind;
+use crate::domain::column_type::TypeKind;
+use crate::domain::event::{Column, TableSchema};
 
 fn field_type(kind: &TypeKind) -> Json {
     let (connect, name) = match kind {
@@ -233,8 +233,8 @@ pub fn wrap(schema: &str, payload: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::KeySource;
-    use crate::source::pgoutput::ReplicaIdentity;
+    use crate::domain::event::KeySource;
+    use crate::domain::event::ReplicaIdentity;
 
     fn table() -> TableSchema {
         let column = Column::new;

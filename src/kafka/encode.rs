@@ -7,7 +7,7 @@
 
 use super::KafkaError;
 use super::connect_schema::{self, SchemaCache};
-use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
+use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
 
 /// Turns events into record bytes.
 pub trait RecordEncoder: Send + Sync {
@@ -45,7 +45,7 @@ impl JsonEncoder {
 impl JsonEncoder {
     /// Builds `table`'s Connect schemas now (with schemas enabled), so clones made for a
     /// parallel batch find them built.
-    pub fn prepare(&mut self, table: &std::sync::Arc<crate::event::TableSchema>) {
+    pub fn prepare(&mut self, table: &std::sync::Arc<crate::domain::event::TableSchema>) {
         if let Some(cache) = self.schemas.as_mut() {
             cache.table(table, &self.context.prefix);
         }

@@ -41,7 +41,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaError;
 use super::output::AckContext;
 use crate::config::KafkaConfig;
-use crate::lsn::Lsn;
+use crate::domain::lsn::Lsn;
 
 /// The state of exactly-once delivery.
 #[derive(Debug)]

@@ -126,7 +126,7 @@ pub enum KafkaError {
         /// The producer's `transaction.timeout.ms`.
         timeout_ms: u64,
         /// The end of the last committed Kafka transaction.
-        position: crate::lsn::Lsn,
+        position: crate::domain::lsn::Lsn,
     },
     /// A topic could not be created.
     #[error(

@@ -17,7 +17,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaError;
 use crate::config::KafkaConfig;
-use crate::event::ChangeEvent;
+use crate::domain::event::ChangeEvent;
 
 /// Maps events to topic names.
 #[derive(Debug, Clone)]

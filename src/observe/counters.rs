@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use metrics::Counter;
 
 use super::names;
-use crate::event::{ChangeEvent, Op};
-use crate::schema::avro_write::op_code;
+use crate::domain::event::{ChangeEvent, Op};
 
 /// The `tidemark_source_events_total` counters by relation and operation.
 #[derive(Default)]
@@ -43,7 +42,7 @@ impl EventCounters {
                 let counter = metrics::counter!(
                     names::SOURCE_EVENTS,
                     "table" => label.clone(),
-                    "op" => op_code(event.op)
+                    "op" => event.op.code()
                 );
                 counter.increment(1);
                 self.by_relation.insert(key, (label, counter));

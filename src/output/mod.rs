@@ -23,8 +23,8 @@ use std::future::Future;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
-use crate::lsn::Lsn;
+use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
+use crate::domain::lsn::Lsn;
 
 /// Output failures.
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use super::parallel::encode_batch;
 use super::{EventOutput, OutputError};
-use crate::event::{ChangeEvent, EnvelopeContext, JsonRecord, TableSchema, now_ms};
-use crate::lsn::Lsn;
+use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, TableSchema, now_ms};
+use crate::domain::lsn::Lsn;
 use crate::schema::avro::{derive, frame_header};
 use crate::schema::avro_write::AvroWriter;
 
@@ -179,8 +179,8 @@ impl EventOutput for NullOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::value::Value;
     use crate::schema::avro::tests::{context, event};
-    use crate::value::Value;
 
     fn events(n: usize) -> Vec<ChangeEvent> {
         (0..n)

@@ -30,9 +30,9 @@ use apache_avro::{Decimal, Schema};
 use num_bigint::BigInt;
 use serde_json::{Value as Json, json};
 
-use crate::event::{ChangeEvent, Column, EnvelopeContext, TableSchema};
-use crate::source::pg_type::TypeKind;
-use crate::value::Value;
+use crate::domain::column_type::TypeKind;
+use crate::domain::event::{ChangeEvent, Column, EnvelopeContext, TableSchema};
+use crate::domain::value::Value;
 
 /// The source block schema (`schemas/source.avsc`).
 pub const SOURCE_AVSC: &str = include_str!("../../schemas/source.avsc");
@@ -399,9 +399,9 @@ pub fn envelope_datum(
     let long = |v: i64| Avro::Union(1, Box::new(Avro::Long(v)));
     let string = |v: &str| Avro::Union(1, Box::new(Avro::String(v.to_owned())));
     let snapshot = match position.snapshot {
-        crate::event::SnapshotMarker::True => "true",
-        crate::event::SnapshotMarker::Last => "last",
-        crate::event::SnapshotMarker::False => "false",
+        crate::domain::event::SnapshotMarker::True => "true",
+        crate::domain::event::SnapshotMarker::Last => "last",
+        crate::domain::event::SnapshotMarker::False => "false",
     };
     let source = Avro::Record(vec![
         (

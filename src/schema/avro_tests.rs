@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::event::{Column, KeySource, Op, SourcePosition};
-use crate::lsn::Lsn;
-use crate::source::pgoutput::ReplicaIdentity;
+use crate::domain::event::ReplicaIdentity;
+use crate::domain::event::{Column, KeySource, Op, SourcePosition};
+use crate::domain::lsn::Lsn;
 
 fn column(name: &str, kind: TypeKind) -> Column {
     Column::new(name, kind)

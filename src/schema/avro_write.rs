@@ -12,9 +12,9 @@
 use std::fmt::Write as _;
 
 use super::avro::{AvroError, decimal_bytes, maps_to_string};
-use crate::event::{ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema};
-use crate::source::pg_type::TypeKind;
-use crate::value::Value;
+use crate::domain::column_type::TypeKind;
+use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema};
+use crate::domain::value::Value;
 
 /// Writes a long as a zig-zag varint.
 pub fn write_long(out: &mut Vec<u8>, value: i64) {
@@ -231,7 +231,7 @@ impl AvroWriter {
         write_optional_row(out, table, event.before.as_ref())?;
         write_optional_row(out, table, event.after.as_ref())?;
         self.source(event, table, context, out);
-        write_bytes(out, op_code(event.op).as_bytes());
+        write_bytes(out, event.op.code().as_bytes());
         out.push(2);
         write_long(out, now_ms);
         // transaction: ["null", block]
@@ -288,18 +288,6 @@ impl AvroWriter {
             out.push(2);
             write_long(out, value);
         }
-    }
-}
-
-/// Debezium's op letter.
-pub fn op_code(op: Op) -> &'static str {
-    match op {
-        Op::Create => "c",
-        Op::Update => "u",
-        Op::Delete => "d",
-        Op::Read => "r",
-        Op::Truncate => "t",
-        Op::Message => "m",
     }
 }
 

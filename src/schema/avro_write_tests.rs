@@ -4,7 +4,7 @@ use apache_avro::types::Value as Avro;
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::Column;
+use crate::domain::event::Column;
 use crate::schema::avro::tests::{context, event, table};
 use crate::schema::avro::{decimal_bytes, derive, envelope_datum, key_datum, maps_to_string};
 

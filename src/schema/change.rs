@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ChangeEvent, TableSchema};
+use crate::domain::event::{ChangeEvent, TableSchema};
 use crate::schema::avro::{COLUMN_ATTRIBUTE, PG_TYPE_ATTRIBUTE};
 
 /// A column as a schema-change record describes it.
@@ -155,7 +155,7 @@ impl SchemaChangeRecord {
         let table = event.table.as_deref();
         SchemaChangeRecord {
             kind: "schema",
-            ts_ms: crate::event::now_ms(),
+            ts_ms: crate::domain::event::now_ms(),
             db: db.to_owned(),
             schema: table.map(|t| t.schema.clone()).unwrap_or_default(),
             table: table.map(|t| t.name.clone()).unwrap_or_default(),
@@ -184,7 +184,7 @@ impl SchemaChangeRecord {
     ) -> Self {
         SchemaChangeRecord {
             kind: "ddl",
-            ts_ms: crate::event::now_ms(),
+            ts_ms: crate::domain::event::now_ms(),
             db: db.to_owned(),
             schema: schema.to_owned(),
             table: table.to_owned(),
@@ -442,7 +442,7 @@ impl CapturedTable {
             .iter()
             .map(|c| ColumnInfo {
                 name: c.name.clone(),
-                type_name: crate::event::pg_type_display(&c.typname, c.typmod),
+                type_name: crate::domain::event::pg_type_display(&c.typname, c.typmod),
                 key: c.key,
                 optional: Some(!c.not_null),
             })

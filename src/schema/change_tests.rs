@@ -70,9 +70,9 @@ fn without_capture_a_rename_is_a_drop_and_an_add_and_with_it_a_rename() {
 
 #[test]
 fn registered_envelopes_give_their_columns_back() {
-    use crate::event::{Column, KeySource, TableSchema};
-    use crate::source::pg_type::TypeKind;
-    use crate::source::pgoutput::ReplicaIdentity;
+    use crate::domain::column_type::TypeKind;
+    use crate::domain::event::ReplicaIdentity;
+    use crate::domain::event::{Column, KeySource, TableSchema};
     let mut varchar = Column::new("na-me", TypeKind::Text);
     varchar.column_type.name = "varchar".into();
     varchar.type_modifier = 14;

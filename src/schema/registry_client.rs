@@ -28,8 +28,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::RegistryConfig;
+use crate::domain::secret::Secret;
 use crate::observe::names;
-use crate::source::connection::Secret;
 
 /// Confluent's request content type.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::record::{Position, SinkOp, SinkRecord, SourceTable, TopicPartition};
 use super::shape::TableShape;
-use crate::value::Value;
+use crate::domain::value::Value;
 
 /// One key's newest change.
 #[derive(Debug, Clone)]

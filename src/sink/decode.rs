@@ -26,9 +26,9 @@ use serde_json::value::RawValue;
 use super::record::{Position, SinkOp, SinkRecord, SourceTable};
 use super::shape::{self, ColumnKind, SinkColumn, TableShape};
 use crate::config::KafkaConfig;
+use crate::domain::value::Value;
 use crate::schema::registry_client::RegistryClient;
 use crate::schema::registry_store::RegistryStore;
-use crate::value::Value;
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::shape::TableShape;
-use crate::value::Value;
+use crate::domain::value::Value;
 
 /// Where a change sits in the source's history: `(commit_lsn, seq)`. Snapshot rows sort
 /// before every streamed change; a larger position is always the newer state of a row.

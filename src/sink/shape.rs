@@ -415,17 +415,20 @@ mod tests {
 
     #[test]
     fn avro_envelope_gives_the_shape() {
-        let table = crate::event::TableSchema {
+        let table = crate::domain::event::TableSchema {
             relation_id: 1,
             schema: "public".into(),
             name: "t".into(),
             columns: vec![
-                crate::event::Column::new("id", crate::source::pg_type::TypeKind::Int4),
-                crate::event::Column::new("small", crate::source::pg_type::TypeKind::Int2),
+                crate::domain::event::Column::new("id", crate::domain::column_type::TypeKind::Int4),
+                crate::domain::event::Column::new(
+                    "small",
+                    crate::domain::column_type::TypeKind::Int2,
+                ),
             ],
             key_columns: vec![0],
-            key_source: crate::event::KeySource::PrimaryKey,
-            replica_identity: crate::source::pgoutput::ReplicaIdentity::Default,
+            key_source: crate::domain::event::KeySource::PrimaryKey,
+            replica_identity: crate::domain::event::ReplicaIdentity::Default,
         };
         let mut table = table;
         table.columns[0].column_type.name = "int4".into();

@@ -9,10 +9,10 @@ use tokio_postgres::{Client, CopyOutStream};
 use super::SnapshotError;
 use super::copy_text::{LineSplitter, decode_row};
 use super::plan::ChunkSpec;
-use crate::event::{ChangeEvent, Op, SnapshotMarker, SourcePosition, TableSchema};
+use crate::domain::event::{ChangeEvent, Op, SnapshotMarker, SourcePosition, TableSchema};
 
 /// Builds the read event of one snapshot row (its position is set when it is emitted).
-pub fn read_event(table: &Arc<TableSchema>, row: Vec<crate::value::Value>) -> ChangeEvent {
+pub fn read_event(table: &Arc<TableSchema>, row: Vec<crate::domain::value::Value>) -> ChangeEvent {
     ChangeEvent {
         op: Op::Read,
         table: Some(table.clone()),

@@ -12,9 +12,9 @@
 
 use std::borrow::Cow;
 
-use crate::event::TableSchema;
+use crate::domain::event::TableSchema;
+use crate::domain::value::Value;
 use crate::source::text_decode::{ValueError, decode_text};
-use crate::value::Value;
 
 /// A COPY row that does not fit its table.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +175,9 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Column, KeySource};
-    use crate::source::pg_type::TypeKind;
-    use crate::source::pgoutput::ReplicaIdentity;
+    use crate::domain::column_type::TypeKind;
+    use crate::domain::event::ReplicaIdentity;
+    use crate::domain::event::{Column, KeySource};
 
     fn table() -> TableSchema {
         TableSchema {

@@ -20,11 +20,10 @@ use super::plan::{ChunkSpec, PublishedTable, all_chunks, plan_tables, snapshot_t
 use super::progress::{Phase, ProgressKeeper, SnapshotProgress};
 use super::report::SnapshotReport;
 use crate::config::Config;
-use crate::event::{ChangeEvent, SnapshotMarker, TableSchema};
-use crate::lsn::Lsn;
+use crate::domain::event::{ChangeEvent, SnapshotMarker, TableSchema};
+use crate::domain::lsn::Lsn;
 use crate::output::EventOutput;
-use crate::source::connection::connect_source;
-use crate::source::connection::replication::quote_literal;
+use crate::pg::replication::quote_literal;
 
 /// Rows per batch sent from a worker to the emitter.
 pub const BATCH_ROWS: usize = 2048;
@@ -56,7 +55,7 @@ type Queue = Arc<Mutex<VecDeque<(usize, ChunkSpec, Arc<TableSchema>)>>>;
 
 /// Opens a `REPEATABLE READ` transaction importing `snapshot` on a new connection.
 async fn import(config: &Config, snapshot: &str) -> Result<tokio_postgres::Client, SnapshotError> {
-    let client = connect_source(config).await?;
+    let client = config.connect_source().await?;
     client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
@@ -272,7 +271,7 @@ impl Emitter {
             return Ok(());
         }
         // One clock read per batch: the read time is the batch's.
-        let now_micros = crate::event::now_ms() * 1000;
+        let now_micros = crate::domain::event::now_ms() * 1000;
         let mut batch = Vec::with_capacity(events.len() + 1);
         batch.extend(self.held.take().map(|(_, event)| event));
         for mut event in events {

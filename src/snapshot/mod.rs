@@ -73,7 +73,7 @@ pub mod signal;
 pub mod watermark;
 
 use crate::output::OutputError;
-use crate::source::connection::{ConnectionError, describe, is_transient_sql};
+use crate::pg::{ConnectionError, describe, is_transient_sql};
 use crate::source::pg_type::TypeError;
 
 /// Snapshot failures.

@@ -20,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::SnapshotError;
-use crate::event::TableSchema;
-use crate::source::connection::replication::quote_ident;
-use crate::source::pgoutput::{RelationBody, RelationColumn, ReplicaIdentity};
+use crate::domain::event::ReplicaIdentity;
+use crate::domain::event::TableSchema;
+use crate::pg::replication::quote_ident;
+use crate::source::pgoutput::{RelationBody, RelationColumn};
 use crate::source::relations::RelationResolver;
 pub use crate::source::setup::PublishedTable;
 use crate::source::setup::published;
@@ -267,25 +268,25 @@ mod tests {
             end_page: Some(8),
             filter: Some("id > 10".into()),
         };
-        let mut table = crate::event::TableSchema {
+        let mut table = crate::domain::event::TableSchema {
             relation_id: 1,
             schema: "Sales".into(),
             name: "order\"s".into(),
-            columns: vec![crate::event::Column::new(
+            columns: vec![crate::domain::event::Column::new(
                 "Id",
-                crate::source::pg_type::TypeKind::Int4,
+                crate::domain::column_type::TypeKind::Int4,
             )],
             key_columns: vec![0],
-            key_source: crate::event::KeySource::PrimaryKey,
+            key_source: crate::domain::event::KeySource::PrimaryKey,
             replica_identity: ReplicaIdentity::Default,
         };
         assert_eq!(
             chunk.copy_sql(&table),
             "COPY (SELECT \"Id\" FROM \"Sales\".\"order\"\"s\" WHERE ctid >= '(4,0)'::tid AND ctid < '(8,0)'::tid AND (id > 10)) TO STDOUT"
         );
-        table.columns.push(crate::event::Column::new(
+        table.columns.push(crate::domain::event::Column::new(
             "b",
-            crate::source::pg_type::TypeKind::Text,
+            crate::domain::column_type::TypeKind::Text,
         ));
         let whole = chunks_of("s", "t", 0, 8, None).remove(0);
         assert_eq!(

@@ -165,7 +165,7 @@ async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EnvelopeContext;
+    use crate::domain::event::EnvelopeContext;
     use crate::output::JsonLinesOutput;
 
     #[tokio::test]

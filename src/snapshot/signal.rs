@@ -10,8 +10,8 @@
 
 use serde::Deserialize;
 
-use crate::event::TableSchema;
-use crate::value::Value;
+use crate::domain::event::TableSchema;
+use crate::domain::value::Value;
 
 /// Prefix of signal messages.
 pub const SIGNAL_PREFIX: &str = "tidemark.signal";
@@ -125,7 +125,7 @@ pub async fn request_snapshot(
     condition: Option<&str>,
 ) -> Result<&'static str, super::SnapshotError> {
     use super::SnapshotError;
-    let client = crate::source::connection::connect_source(config).await?;
+    let client = config.connect_source().await?;
     let published = super::plan::snapshot_tables(&client, config).await?;
     for table in tables {
         if !published.iter().any(|t| t.qualified() == *table) {
@@ -145,10 +145,10 @@ pub async fn request_snapshot(
             let data = snapshot_data(tables, condition);
             let sql = format!(
                 "INSERT INTO {}.{} (id, type, data) VALUES ($1, 'execute-snapshot', $2)",
-                crate::source::connection::replication::quote_ident(schema),
-                crate::source::connection::replication::quote_ident(table)
+                crate::pg::replication::quote_ident(schema),
+                crate::pg::replication::quote_ident(table)
             );
-            let id = format!("tidemark-{}", crate::event::now_ms());
+            let id = format!("tidemark-{}", crate::domain::event::now_ms());
             client
                 .execute(sql.as_str(), &[&id, &data.to_string()])
                 .await

@@ -13,10 +13,10 @@ use tokio_postgres::Client;
 use super::SnapshotError;
 use super::chunk::ChunkReader;
 use super::plan::{ChunkSpec, describe_table};
-use crate::event::{ChangeEvent, Op, TableSchema};
-use crate::lsn::Lsn;
+use crate::domain::event::{ChangeEvent, Op, TableSchema};
+use crate::domain::lsn::Lsn;
+use crate::domain::value::Value;
 use crate::source::relations::RelationResolver;
-use crate::value::Value;
 
 /// How many recent transaction ids the reader remembers (see the module docs).
 const RECENT_TRANSACTIONS: usize = 4096;
@@ -382,7 +382,7 @@ pub fn reached(passed: Lsn, high: Lsn) -> bool {
 /// Gives reconciled rows their position: just before the high watermark, in row order.
 pub fn place(events: &mut [ChangeEvent], high: Lsn) {
     let position = Lsn(high.as_u64().saturating_sub(1));
-    let now = crate::event::now_ms() * 1000;
+    let now = crate::domain::event::now_ms() * 1000;
     for (i, event) in events.iter_mut().enumerate() {
         event.source.lsn = position;
         event.source.commit_lsn = position;
@@ -396,10 +396,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::{Column, KeySource, SourcePosition};
+    use crate::domain::column_type::TypeKind;
+    use crate::domain::event::ReplicaIdentity;
+    use crate::domain::event::{Column, KeySource, SourcePosition};
     use crate::snapshot::chunk::read_event;
-    use crate::source::pg_type::TypeKind;
-    use crate::source::pgoutput::ReplicaIdentity;
 
     fn table() -> Arc<TableSchema> {
         Arc::new(TableSchema {

@@ -22,24 +22,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::event::{
+use crate::config::UnidentifiedRowPolicy;
+use crate::domain::event::{
     ChangeEvent, KeySource, LogicalMessage, Op, SourcePosition, TableSchema, TruncateOptions,
 };
-use crate::lsn::Lsn;
+use crate::domain::lsn::Lsn;
+use crate::domain::value::Value;
 use crate::source::pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
 use crate::source::text_decode::{ValueError, decode_text};
-use crate::value::Value;
-
-/// What to do with an update or delete that cannot identify its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnidentifiedRowPolicy {
-    /// Stop with an error naming the table and the remedy.
-    #[default]
-    Fail,
-    /// Skip the change with a warning.
-    Skip,
-}
 
 /// Errors assembling events.
 #[derive(Debug, thiserror::Error)]

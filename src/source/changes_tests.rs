@@ -1,7 +1,7 @@
 use super::*;
-use crate::event::{Column, KeySource};
-use crate::source::pg_type::TypeKind;
-use crate::source::pgoutput::ReplicaIdentity;
+use crate::domain::column_type::TypeKind;
+use crate::domain::event::ReplicaIdentity;
+use crate::domain::event::{Column, KeySource};
 use bytes::Bytes;
 
 fn table(identity: ReplicaIdentity, key_columns: Vec<usize>) -> TableSchema {

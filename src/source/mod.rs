@@ -1,7 +1,6 @@
 //! The PostgreSQL side: replication connection, pgoutput decoding, typed values, events.
 
 pub mod changes;
-pub mod connection;
 pub mod pg_type;
 pub mod pgoutput;
 pub mod reader;

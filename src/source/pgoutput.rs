@@ -21,10 +21,8 @@
 
 use bytes::Bytes;
 
-use crate::lsn::Lsn;
-
-/// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC).
-pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+use crate::domain::event::ReplicaIdentity;
+use crate::domain::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 
 /// A decoding failure: the input is not a well-formed pgoutput message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,20 +52,6 @@ pub enum DecodeError {
     /// Bytes remain after a complete message.
     #[error("{0} trailing bytes after a complete pgoutput message")]
     Trailing(usize),
-}
-
-/// Replica identity setting of a relation, as sent in a Relation message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplicaIdentity {
-    /// `d`: the primary key, if any.
-    Default,
-    /// `n`: nothing; updates and deletes cannot be identified.
-    Nothing,
-    /// `f`: all columns.
-    Full,
-    /// `i`: the columns of a chosen unique index.
-    Index,
 }
 
 /// One column of a Relation message.

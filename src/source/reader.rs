@@ -63,19 +63,19 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::event::ChangeEvent;
-use crate::lsn::Lsn;
+use crate::domain::event::ChangeEvent;
+use crate::domain::lsn::Lsn;
 use crate::observe::counters::EventCounters;
 use crate::observe::health::{self, Part, Readiness};
 use crate::observe::names;
 use crate::output::{EventOutput, OutputError};
+use crate::pg::{
+    ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql, is_transient_sql,
+};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::progress::{ProgressKeeper, SnapshotProgress};
 use crate::snapshot::watermark::{ChunkRead, Watermarks};
 use crate::source::changes::{AssemblyError, ChangeAssembler};
-use crate::source::connection::{
-    ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql, is_transient_sql,
-};
 use crate::source::pg_type::TypeError;
 use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
 use crate::source::reader_progress::ReaderProgress;
@@ -351,7 +351,7 @@ fn explain_stream_error(error: ReaderError, config: &Config, confirmed: Lsn) -> 
 
 struct Session<'a, O> {
     config: &'a Config,
-    settings: crate::source::connection::ConnectionSettings,
+    settings: crate::pg::ConnectionSettings,
     /// The stream has passed every transaction committing before this (snapshot chunks
     /// whose high watermark lies here or earlier can be emitted).
     passed: Lsn,

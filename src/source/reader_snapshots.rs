@@ -16,17 +16,17 @@ use tokio::sync::watch;
 
 use super::{ReaderError, ReaderState, Session};
 use crate::config::{Config, SnapshotMode};
-use crate::event::{ChangeEvent, Op, SnapshotMarker};
-use crate::lsn::Lsn;
+use crate::domain::event::{ChangeEvent, Op, SnapshotMarker};
+use crate::domain::lsn::Lsn;
 use crate::output::EventOutput;
+use crate::pg::replication::SlotSnapshot;
+use crate::pg::{ConnectionError, ReplicationConnection, connect_sql};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::exported::{SnapshotOutcome, read_exported};
 use crate::snapshot::plan::{PublishedTable, all_chunks, plan_tables, snapshot_tables};
 use crate::snapshot::progress::{Phase, SnapshotProgress};
 use crate::snapshot::signal::{self, SIGNAL_PREFIX, SnapshotSignal};
 use crate::snapshot::watermark::{Reconciled, Watermarks, place, read_chunk};
-use crate::source::connection::replication::SlotSnapshot;
-use crate::source::connection::{ConnectionError, ReplicationConnection, connect_sql};
 use crate::source::setup::ensure_publication_and_slot;
 
 /// Whether the session goes on to stream.

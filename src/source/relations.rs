@@ -31,9 +31,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::event::{Column, KeySource, TableSchema};
-use crate::source::pg_type::{TypeError, TypeKind, TypeResolver};
-use crate::source::pgoutput::{RelationBody, ReplicaIdentity};
+use crate::domain::column_type::TypeKind;
+use crate::domain::event::ReplicaIdentity;
+use crate::domain::event::{Column, KeySource, TableSchema};
+use crate::source::pg_type::{TypeError, TypeResolver};
+use crate::source::pgoutput::RelationBody;
 
 /// Resolves Relation messages with catalog lookups.
 #[derive(Debug, Default)]

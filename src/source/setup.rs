@@ -18,8 +18,8 @@ use std::fmt;
 use tokio_postgres::Client;
 
 use crate::config::{Config, TableSelector};
-use crate::source::connection::replication::{quote_ident, quote_literal};
-use crate::source::connection::{ConnectionError, connect_source, describe};
+use crate::pg::replication::{quote_ident, quote_literal};
+use crate::pg::{ConnectionError, describe};
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -423,7 +423,7 @@ async fn candidate_tables(
 /// Checks, then creates the publication and the slot where absent, and installs DDL capture
 /// when `source.ddl_capture` is set.
 pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
-    let client = connect_source(config).await?;
+    let client = config.connect_source().await?;
     let problems = check(&client, config).await?;
     if !problems.is_empty() {
         return Err(SetupError::ChecksFailed(problems));
@@ -530,7 +530,7 @@ pub const DDL_CAPTURE_REMOVE_SQL: &str = "DROP EVENT TRIGGER IF EXISTS tidemark_
 
 /// Drops the slot and the publication. Refuses while the slot is in use.
 pub async fn teardown(config: &Config) -> Result<Vec<String>, SetupError> {
-    let client = connect_source(config).await?;
+    let client = config.connect_source().await?;
     let mut done = Vec::new();
     let slot = client
         .query_opt(

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::source::connection::{ConnectionError, connect_sql};
+use crate::pg::{ConnectionError, connect_sql};
 use crate::source::setup::{SetupError, publication_exists, published_tables};
 
 /// The connector's state as seen from the server.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use crate::lsn::Lsn;
+use crate::domain::lsn::Lsn;
 
 /// Failure to spill to or read back from the temporary file.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,8 @@
 //! `24:00:00`; timestamps with and without a `±hh[:mm[:ss]]` offset; `±infinity`; and arrays
 //! `{…}` with quoting, backslash escapes, `NULL`, nesting and `[lo:hi]=` bounds decoration.
 
-use crate::source::pg_type::TypeKind;
-use crate::value::{
+use crate::domain::column_type::TypeKind;
+use crate::domain::value::{
     DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY, Value,
 };
 

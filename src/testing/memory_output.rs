@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::event::ChangeEvent;
-use crate::lsn::Lsn;
+use crate::domain::event::ChangeEvent;
+use crate::domain::lsn::Lsn;
 use crate::output::{EventOutput, OutputError};
 
 /// Committed events, shared with the test that reads them.

@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tidemark::config::Config;
-use tidemark::event::{ChangeEvent, Op};
+use tidemark::domain::event::{ChangeEvent, Op};
+use tidemark::domain::value::Value;
 use tidemark::output::EventOutput;
 use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{CollectedEvents, MemoryOutput, PgCluster, TestDatabase};
-use tidemark::value::Value;
 
 /// A fresh database in the shared cluster and a superuser client to it.
 pub async fn database(label: &str) -> (TestDatabase, tokio_postgres::Client) {
@@ -46,14 +46,14 @@ pub fn config(db: &TestDatabase, name: &str, source_extra: &str) -> Config {
 
 /// Rows as text (re-exported for the tests; not every test binary uses it).
 #[allow(unused_imports)]
-pub use tidemark::source::connection::text_rows;
+pub use tidemark::pg::text_rows;
 
 /// Runs SQL, panicking with the statement on failure.
 pub async fn exec(client: &tokio_postgres::Client, sql: &str) {
     client
         .batch_execute(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", tidemark::source::connection::describe(&e)));
+        .unwrap_or_else(|e| panic!("{sql}: {}", tidemark::pg::describe(&e)));
 }
 
 /// A reader running in the background with a memory output.
@@ -197,7 +197,7 @@ pub async fn set_up(text: &str) -> tidemark::config::Config {
 }
 
 /// The slot's confirmed flush position.
-pub async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> tidemark::lsn::Lsn {
+pub async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> tidemark::domain::lsn::Lsn {
     let text: String = client
         .query_one(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -210,7 +210,7 @@ pub async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> tidemark:
 }
 
 /// The server's current WAL position.
-pub async fn current_wal(client: &tokio_postgres::Client) -> tidemark::lsn::Lsn {
+pub async fn current_wal(client: &tokio_postgres::Client) -> tidemark::domain::lsn::Lsn {
     let text: String = client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await

@@ -5,7 +5,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tidemark::config::Config;
-use tidemark::event::EnvelopeContext;
+use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::schema::registry_http::EmbeddedRegistry;
 use tidemark::sink::{SinkError, SinkOptions, SinkStats, run_sink};

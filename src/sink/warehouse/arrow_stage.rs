@@ -16,8 +16,8 @@ use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use duckdb::arrow::record_batch::RecordBatch;
 
 use super::staged::Staged;
+use crate::domain::value::{DATE_NEG_INFINITY, TIMESTAMP_NEG_INFINITY, Value};
 use crate::sink::shape::ColumnKind;
-use crate::value::{DATE_NEG_INFINITY, TIMESTAMP_NEG_INFINITY, Value};
 
 /// The Arrow type a column kind is staged as.
 pub fn data_type(kind: &ColumnKind) -> DataType {

@@ -2,7 +2,7 @@
 //! microseconds since 1970-01-01), in the ISO form PostgreSQL and Snowflake read, with
 //! years before 1 written as PostgreSQL writes them (`0044-03-15 BC`).
 
-use crate::value::{
+use crate::domain::value::{
     DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY,
 };
 

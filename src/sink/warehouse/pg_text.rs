@@ -10,8 +10,8 @@ use std::fmt::Write;
 
 use super::calendar::{date_text, time_text, timestamp_text};
 use super::staged::Staged;
+use crate::domain::value::Value;
 use crate::sink::batch::PendingRow;
-use crate::value::Value;
 
 fn float_text(v: f64, out: &mut String) {
     if v.is_nan() {

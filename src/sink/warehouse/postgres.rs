@@ -24,9 +24,9 @@ use super::{
     read_on_own_thread,
 };
 use crate::config::SinkConfig;
+use crate::pg::settings::ConnectionSettings;
+use crate::pg::{connect_sql, describe, is_transient_sql};
 use crate::sink::dialect::{Dialect, Target};
-use crate::source::connection::settings::ConnectionSettings;
-use crate::source::connection::{connect_sql, describe, is_transient_sql};
 
 const DIALECT: Dialect = Dialect::Postgres;
 /// The advisory lock that sink instances sharing a warehouse hold while they change its

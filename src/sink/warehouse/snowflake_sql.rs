@@ -19,11 +19,11 @@
 
 use super::calendar::{civil_from_days, time_text, timestamp_text};
 use super::staged::Staged;
-use crate::sink::dialect::Dialect;
-use crate::sink::shape::ColumnKind;
-use crate::value::{
+use crate::domain::value::{
     DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY, Value,
 };
+use crate::sink::dialect::Dialect;
+use crate::sink::shape::ColumnKind;
 
 /// Rows in one `INSERT … VALUES` (Snowflake's limit for a `VALUES` list).
 pub const MAX_ROWS_PER_INSERT: usize = 16_384;

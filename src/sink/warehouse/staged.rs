@@ -1,10 +1,10 @@
 //! A batch's rows as the staging table holds them: operation, position, unchanged list,
 //! then one cell per column of the batch's shape (a delete carries only its key cells).
 
+use crate::domain::value::Value;
 use crate::sink::batch::PendingRow;
 use crate::sink::record::SinkOp;
 use crate::sink::shape::TableShape;
-use crate::value::Value;
 
 /// Read access to staged rows, cell by cell.
 pub struct Staged<'a> {

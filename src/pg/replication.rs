@@ -27,8 +27,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::settings::{ConnectionSettings, SslMode};
 use super::{ConnectionError, SESSION_SETTINGS, ServerError, tls};
-use crate::lsn::Lsn;
-use crate::source::pgoutput::PG_EPOCH_OFFSET_MICROS;
+use crate::domain::lsn::Lsn;
+use crate::domain::lsn::PG_EPOCH_OFFSET_MICROS;
 
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}

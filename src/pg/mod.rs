@@ -13,7 +13,7 @@ pub mod tls;
 use std::fmt;
 
 pub use replication::{ReplicationConnection, ReplicationMessage};
-pub use settings::{ConnectionSettings, Secret, SslMode};
+pub use settings::{ConnectionSettings, SslMode};
 
 /// Session settings applied to every connection tidemark opens.
 pub const SESSION_SETTINGS: &[(&str, &str)] = &[
@@ -211,16 +211,6 @@ pub async fn connect_sql(
         }
     };
     Ok(client)
-}
-
-/// A SQL connection to the source that `config` names.
-pub async fn connect_source(
-    config: &crate::config::Config,
-) -> Result<tokio_postgres::Client, ConnectionError> {
-    let settings = config
-        .source_settings()
-        .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
-    connect_sql(&settings).await
 }
 
 async fn log_connection_end<F>(connection: F)

@@ -4,34 +4,12 @@
 //! supports `verify-ca` and `verify-full`, so the URL is parsed here once and used both for
 //! the replication connection and for ordinary SQL connections.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::ConnectionError;
-
-/// A password that never appears in `Debug` or `Display` output.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+use crate::domain::secret::Secret;
 
 /// libpq's `sslmode`, ordered from weakest to strictest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -118,7 +96,7 @@ impl ConnectionSettings {
                 .unwrap_or_default(),
             port: url.port().unwrap_or(5432),
             user: decode(url.username())?,
-            password: url.password().map(decode).transpose()?.map(Secret),
+            password: url.password().map(decode).transpose()?.map(Secret::new),
             dbname: decode(url.path().trim_start_matches('/'))?,
             sslmode: SslMode::Prefer,
             sslrootcert: None,
@@ -138,7 +116,7 @@ impl ConnectionSettings {
                         .map_err(|_| invalid(format!("port={value} is not a port number")))?
                 }
                 "user" => settings.user = value,
-                "password" => settings.password = Some(Secret(value)),
+                "password" => settings.password = Some(Secret::new(value)),
                 "dbname" => settings.dbname = value,
                 "connect_timeout" => {
                     let secs: u64 = value.parse().map_err(|_| {

@@ -16,10 +16,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::lsn::Lsn;
-use crate::source::pg_type::ColumnType;
-use crate::source::pgoutput::ReplicaIdentity;
-use crate::value::Value;
+use crate::domain::column_type::ColumnType;
+use crate::domain::lsn::Lsn;
+use crate::domain::value::Value;
 
 /// The operation of an event, with Debezium's one-letter codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -42,6 +41,21 @@ pub enum Op {
     /// `m`: a logical decoding message.
     #[serde(rename = "m")]
     Message,
+}
+
+impl Op {
+    /// Debezium's one-letter code of the operation (`c`, `u`, `d`, `r`, `t`, `m`), as the
+    /// envelope's `op` field and the metrics' `op` label carry it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+            Op::Message => "m",
+        }
+    }
 }
 
 /// One column of a table.
@@ -80,7 +94,7 @@ impl Column {
 
     /// A column of `kind`, named as PostgreSQL would name its type after the column, with
     /// no type modifier (for tests, benches and tools that build tables by hand).
-    pub fn new(name: &str, kind: crate::source::pg_type::TypeKind) -> Self {
+    pub fn new(name: &str, kind: crate::domain::column_type::TypeKind) -> Self {
         Column {
             name: name.into(),
             column_type: ColumnType {
@@ -435,4 +449,18 @@ impl Serialize for TruncateJson<'_> {
         map.serialize_entry("restart_identity", &self.0.restart_identity)?;
         map.end()
     }
+}
+
+/// Replica identity setting of a relation, as sent in a Relation message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaIdentity {
+    /// `d`: the primary key, if any.
+    Default,
+    /// `n`: nothing; updates and deletes cannot be identified.
+    Nothing,
+    /// `f`: all columns.
+    Full,
+    /// `i`: the columns of a chosen unique index.
+    Index,
 }

@@ -1,4 +1,4 @@
-//! The write-ahead-log position type.
+//! The write-ahead-log position type, and PostgreSQL's epoch for its timestamps.
 //!
 //! PostgreSQL prints an LSN as two hexadecimal halves, `X/Y` (upper and lower 32 bits).
 //! Every API in tidemark passes positions as [`Lsn`], never as a bare `u64`, so a position is
@@ -9,14 +9,17 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC).
+pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
 /// A position in PostgreSQL's write-ahead log.
 ///
 /// ```
-/// use tidemark::lsn::Lsn;
+/// use tidemark::domain::lsn::Lsn;
 /// let lsn: Lsn = "16/B374D848".parse()?;
 /// assert_eq!(lsn.to_string(), "16/B374D848");
 /// assert!(lsn > Lsn::ZERO);
-/// # Ok::<(), tidemark::lsn::ParseLsnError>(())
+/// # Ok::<(), tidemark::domain::lsn::ParseLsnError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
