@@ -15,11 +15,11 @@
 
 use std::time::Instant;
 
+use tidemark::capture::reader::{ReaderStats, run_reader};
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, JsonLinesOutput};
-use tidemark::source::reader::{ReaderStats, run_reader};
 use tidemark::testing::{PgCluster, TestDatabase};
 
 mod common;

@@ -21,11 +21,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, JsonLinesOutput};
-use tidemark::source::reader::run_reader;
 use tidemark::testing::PgCluster;
 
 mod common;

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::EventOutput;
 use tidemark::output::null::{NullFormat, NullOutput};
-use tidemark::source::reader::run_reader;
 use tidemark::testing::{PgCluster, TestDatabase};
 
 mod common;

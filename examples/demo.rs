@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::output::JsonLinesOutput;
-use tidemark::source::reader::run_reader;
 use tidemark::testing::PgCluster;
 
 #[tokio::main]

@@ -234,6 +234,25 @@ pub struct KafkaConfig {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
+impl KafkaConfig {
+    /// Settings for tidemark's auxiliary Kafka clients (admin, offsets reader, registry
+    /// log, sink consumer): the brokers, every security, SASL and SSL property of
+    /// `[kafka.properties]`, and no topic auto-creation, so asking for a topic's metadata
+    /// never creates it with broker defaults.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut client = rdkafka::ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.brokers)
+            .set("allow.auto.create.topics", "false");
+        for (key, value) in &self.properties {
+            if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+                client.set(key, value);
+            }
+        }
+        client
+    }
+}
+
 /// A topic override for some tables.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1125,5 +1144,4 @@ pub enum UnidentifiedRowPolicy {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -1,10 +1,32 @@
 //! tidemark: change data capture for PostgreSQL.
 //!
-//! The modules follow the flow of data (see `../shared/design.md` and the README):
+//! # Layers
 //!
-//! - [`source`] reads PostgreSQL's logical replication stream and turns it into
-//!   [`event::ChangeEvent`]s; its [`source::reader`] confirms to PostgreSQL only the position
-//!   the output has acknowledged.
+//! Each module uses only the ones below it (the design brief's "Layering"; the unit test
+//! `layering_tests` fails when a `crate::` path points back up):
+//!
+//! ```text
+//! testing   real services for tests (PostgreSQL, Apache Kafka, a TCP proxy)
+//! ops       operator commands: check, status, drill
+//! pipeline  source, Kafka and sink in one process
+//! sink      Kafka topics into a warehouse with batched MERGE, replay
+//! kafka     the Kafka destination (an EventOutput), topics, exactly-once
+//! capture   the orchestrator: runs the stream and the snapshots into an output
+//! snapshot  existing rows as read events (exported snapshot, watermarked chunks)
+//! source    the stream's decoding: pgoutput, relations, events, setup of slot/publication
+//! output    the EventOutput contract, JSON lines, the null output
+//! schema    Avro mapping and writer, schema changes, the registry (client, embedded)
+//! observe   Prometheus series, health and readiness
+//! config    configuration: file, environment, --set, validation
+//! pg        PostgreSQL connections: settings, TLS, the replication protocol, SQL
+//! domain    events, values, LSN, column types, secrets (imports nothing)
+//! ```
+//!
+//! The flow of data:
+//!
+//! - [`source`] decodes PostgreSQL's logical replication stream into
+//!   [`domain::event::ChangeEvent`]s; [`capture::reader`] runs it and confirms to
+//!   PostgreSQL only the position the output has acknowledged.
 //! - [`snapshot`] reads the existing rows as read events: at the slot's exported snapshot on
 //!   the first start, and against the running stream with watermarks when resuming, for new
 //!   tables and on request.
@@ -14,18 +36,17 @@
 //!   Snowflake) with batched MERGE, exactly once.
 //! - [`schema`] holds the Avro mapping, schema-change records, the registry client and the
 //!   embedded registry.
-//! - [`drill`] rehearses schema changes on the configured stack.
 //! - [`pipeline`] runs source, Kafka and sink in-process (programs and tests).
 //! - [`observe`] serves Prometheus metrics and the health endpoints.
-//! - [`config`] reads and validates the configuration, [`check`] tries every connection
-//!   and setting it names; [`testing`] starts real services for tests.
+//! - [`config`] reads and validates the configuration; [`ops`] holds `check`, `status` and
+//!   the schema-change drill; [`testing`] starts real services for tests.
 
-pub mod check;
+pub mod capture;
 pub mod config;
 pub mod domain;
-pub mod drill;
 pub mod kafka;
 pub mod observe;
+pub mod ops;
 pub mod output;
 pub mod pg;
 pub mod pipeline;
@@ -34,3 +55,6 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod testing;
+
+#[cfg(test)]
+mod layering_tests;

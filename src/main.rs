@@ -7,11 +7,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+use tidemark::capture::reader;
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
+use tidemark::ops::status;
 use tidemark::output::JsonLinesOutput;
 use tidemark::output::null::{NullFormat, NullOutput};
-use tidemark::source::{reader, setup, status};
+use tidemark::source::setup;
 
 /// Change data capture for PostgreSQL.
 #[derive(Parser, Debug)]
@@ -394,7 +396,7 @@ async fn dispatch(command: Command, flags: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Check { config, json } => {
-            let report = tidemark::check::check(&load(&config, flags)?).await;
+            let report = tidemark::ops::check::check(&load(&config, flags)?).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -419,7 +421,7 @@ async fn dispatch(command: Command, flags: &[String]) -> anyhow::Result<()> {
                 },
         } => {
             let config = load(&config, flags)?;
-            let report = tidemark::drill::schema_change(&config, &schema, keep).await?;
+            let report = tidemark::ops::drill::schema_change(&config, &schema, keep).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

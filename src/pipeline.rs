@@ -8,7 +8,7 @@
 //! [`Pipeline::wait_caught_up`] answers "has everything written before now reached the
 //! end of the pipeline?" without guessing from time:
 //! 1. it waits until the source has its slot and has emitted every chunk of its snapshot
-//!    (see [`crate::source::reader_progress`]: the slot's position does not cover
+//!    (see [`crate::capture::progress`]: the slot's position does not cover
 //!    snapshot rows, and a new slot starts out confirmed);
 //! 2. it writes a heartbeat message into the source's WAL (`pg_logical_emit_message`,
 //!    the mechanism of `source.heartbeat_interval_ms`) and waits until the slot's
@@ -63,6 +63,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::capture::progress::ReaderProgress;
+use crate::capture::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader_reporting};
 use crate::config::{Config, Delivery};
 use crate::domain::event::EnvelopeContext;
 use crate::domain::lsn::Lsn;
@@ -74,8 +76,6 @@ use crate::schema::registry_http::EmbeddedRegistry;
 use crate::sink::runner::AppliedOffsets;
 use crate::sink::status::{PartitionOffsets, change_topic_ends, change_topic_matcher};
 use crate::sink::{SinkError, SinkOptions, SinkStats, run_sink};
-use crate::source::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader_reporting};
-use crate::source::reader_progress::ReaderProgress;
 
 /// Why a pipeline could not start, wait or stop cleanly.
 #[derive(Debug, thiserror::Error)]

@@ -11,11 +11,11 @@ use std::time::Duration;
 use apache_avro::types::Value as Avro;
 use common::kafka::{Record, consume_until, drain};
 use common::*;
+use tidemark::capture::reader::{ReaderError, ReaderStats};
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::schema::registry_client::RegistryClient;
-use tidemark::source::reader::{ReaderError, ReaderStats};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 

@@ -5,8 +5,8 @@
 mod common;
 
 use common::database;
-use tidemark::check::{CheckReport, check};
 use tidemark::config::Config;
+use tidemark::ops::check::{CheckReport, check};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 
 /// A config with `[source]` for `source_url`, Kafka at `brokers`, `registry` lines and a

@@ -123,7 +123,7 @@ async fn with_the_defaults_the_rename_is_skipped_and_the_new_key_fails_with_the_
         std::iter::empty(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let report = tidemark::drill::schema_change(&config, "public", false)
+    let report = tidemark::ops::drill::schema_change(&config, "public", false)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!report.passed(), "{report}");

@@ -141,7 +141,7 @@ async fn a_transaction_slower_to_deliver_than_wal_sender_timeout_keeps_its_conne
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut output = SlowOutput(memory, 0);
-        tidemark::source::reader::run_reader(&config, &mut output, stopped).await
+        tidemark::capture::reader::run_reader(&config, &mut output, stopped).await
     });
     wait_until("20000 events", Duration::from_secs(60), || {
         let events = events.clone();

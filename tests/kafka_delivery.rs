@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use common::kafka::consume;
 use common::*;
+use tidemark::capture::reader::{ReaderError, ReaderStats};
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::kafka::murmur2::java_partition;
-use tidemark::source::reader::{ReaderError, ReaderStats};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use common::kafka::{consume_until_isolated, drain};
 use common::*;
+use tidemark::capture::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::domain::lsn::Lsn;
 use tidemark::kafka::KafkaOutput;
-use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{KafkaBroker, KafkaNode, KafkaOptions, TcpProxy, free_port};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use common::sink::{Rows, RunningSink, avro_output, spawn_sink, stop_sink};
 use common::{database, exec, spawn_reader};
+use tidemark::capture::reader::{ReaderError, ReaderStats};
 use tidemark::config::Config;
 use tidemark::schema::registry_http::EmbeddedRegistry;
 use tidemark::sink::SinkStats;
-use tidemark::source::reader::{ReaderError, ReaderStats};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

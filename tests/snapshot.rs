@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{database, exec, wait_until};
+use tidemark::capture::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::config::Config;
 use tidemark::domain::event::{ChangeEvent, Op, SnapshotMarker};
 use tidemark::domain::value::Value;
-use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{CollectedEvents, MemoryOutput, TestDatabase};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use common::kafka::consume_until;
 use common::{database, exec, set_up, wait_until};
+use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::ChangeEvent;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::domain::lsn::Lsn;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, OutputError};
-use tidemark::source::reader::run_reader;
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 
@@ -82,8 +82,8 @@ impl<O: EventOutput> EventOutput for StopAfter<O> {
 }
 
 /// The stored progress, read back the way `tidemark status` does.
-async fn stored(config: &Config) -> Option<tidemark::source::status::SnapshotStatus> {
-    tidemark::source::status::status(config)
+async fn stored(config: &Config) -> Option<tidemark::ops::status::SnapshotStatus> {
+    tidemark::ops::status::status(config)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .snapshot
@@ -177,7 +177,7 @@ async fn a_snapshot_stopped_half_way_is_finished_by_the_next_start() {
             .all(|r| r.raw.as_ref().is_some_and(|v| v.first() == Some(&0))),
         "Confluent-framed Avro"
     );
-    let text = tidemark::source::status::status(&config)
+    let text = tidemark::ops::status::status(&config)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .to_string();

@@ -8,11 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::{database, exec};
+use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::ChangeEvent;
 use tidemark::domain::lsn::Lsn;
 use tidemark::output::{EventOutput, OutputError};
-use tidemark::source::reader::run_reader;
 use tokio::sync::watch;
 
 /// Counts rows and checks each one, keeping nothing.

@@ -442,7 +442,7 @@ fn read_records(
     connector: &str,
     mut each: impl FnMut(&serde_json::Value, Option<&[u8]>),
 ) -> Result<(), KafkaError> {
-    let mut client = super::connection_config(config);
+    let mut client = config.client_config();
     client
         .set("group.id", format!("tidemark-offsets-{connector}"))
         .set("isolation.level", "read_committed")

@@ -24,10 +24,6 @@ pub mod topics;
 
 pub use output::KafkaOutput;
 
-use rdkafka::ClientConfig;
-
-use crate::config::KafkaConfig;
-
 /// Sets `tidemark_kafka_brokers_up{client}` from a client's librdkafka statistics: the
 /// brokers (not the bootstrap entries, whose node id is -1) in state `UP`.
 pub(crate) fn record_brokers_up(client: &'static str, statistics: &rdkafka::Statistics) {
@@ -37,22 +33,6 @@ pub(crate) fn record_brokers_up(client: &'static str, statistics: &rdkafka::Stat
         .filter(|broker| broker.nodeid >= 0 && broker.state == "UP")
         .count();
     metrics::gauge!(crate::observe::names::KAFKA_BROKERS_UP, "client" => client).set(up as f64);
-}
-
-/// Settings for tidemark's auxiliary Kafka clients (admin, offsets reader, registry log):
-/// the brokers, every security, SASL and SSL property of `[kafka.properties]`, and no topic
-/// auto-creation, so asking for a topic's metadata never creates it with broker defaults.
-pub fn connection_config(config: &KafkaConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("allow.auto.create.topics", "false");
-    for (key, value) in &config.properties {
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            client.set(key, value);
-        }
-    }
-    client
 }
 
 /// Kafka failures, each with what to do about it.
@@ -183,6 +163,15 @@ impl KafkaError {
             KafkaError::Client { source, .. } => source.rdkafka_error_code().is_some_and(is_outage),
             _ => false,
         }
+    }
+}
+
+impl From<KafkaError> for crate::output::OutputError {
+    fn from(error: KafkaError) -> Self {
+        let transient = error.is_transient();
+        crate::output::OutputError::Destination(crate::output::DestinationError::new(
+            error, transient,
+        ))
     }
 }
 

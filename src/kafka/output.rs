@@ -310,12 +310,14 @@ impl KafkaOutput {
             brokers: brokers.clone(),
             detail,
         })?;
-        let admin: AdminClient<DefaultClientContext> = super::connection_config(config)
-            .create()
-            .map_err(|source| KafkaError::Client {
-                context: "creating the admin client".into(),
-                source,
-            })?;
+        let admin: AdminClient<DefaultClientContext> =
+            config
+                .client_config()
+                .create()
+                .map_err(|source| KafkaError::Client {
+                    context: "creating the admin client".into(),
+                    source,
+                })?;
         let router = TopicRouter::new(config, &context.prefix);
         let mut topics = TopicCreator::new(admin, config);
         let eos = if exactly_once {

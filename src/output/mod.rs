@@ -43,9 +43,10 @@ pub enum OutputError {
     /// An event could not be written as Avro.
     #[error(transparent)]
     Avro(#[from] crate::schema::avro::AvroError),
-    /// Kafka failed.
+    /// The destination itself failed (Kafka, say): its own error, which decided whether
+    /// it is transient.
     #[error(transparent)]
-    Kafka(#[from] crate::kafka::KafkaError),
+    Destination(DestinationError),
     /// The output could not be set up as configured.
     #[error("{0}")]
     Setup(String),
@@ -54,7 +55,42 @@ pub enum OutputError {
 impl OutputError {
     /// Whether the source may go on after reconnecting (a Kafka outage), rather than stop.
     pub fn is_transient(&self) -> bool {
-        matches!(self, OutputError::Kafka(e) if e.is_transient())
+        matches!(self, OutputError::Destination(e) if e.transient)
+    }
+}
+
+/// A destination's own error, kept whole (its message and its `source` chain), with the
+/// destination's decision whether the source may go on after reconnecting.
+#[derive(Debug)]
+pub struct DestinationError {
+    error: Box<dyn std::error::Error + Send + Sync>,
+    transient: bool,
+}
+
+impl DestinationError {
+    /// Wraps a destination's error and its transience.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
+        DestinationError {
+            error: Box::new(error),
+            transient,
+        }
+    }
+
+    /// The destination's error, for a caller that knows the destination (a downcast).
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+}
+
+impl std::fmt::Display for DestinationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for DestinationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 

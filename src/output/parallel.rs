@@ -11,7 +11,7 @@
 //! thread.
 //!
 //! The caller's thread blocks while the parts are encoded (a few milliseconds for a batch
-//! of [`crate::snapshot::exported::BATCH_ROWS`] rows); the threads are scoped, so nothing
+//! of the snapshot's batch size); the threads are scoped, so nothing
 //! outlives the call and a panic in one is not swallowed.
 
 use std::ops::Range;

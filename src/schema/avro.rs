@@ -512,5 +512,4 @@ pub fn split_frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 #[cfg(test)]
-#[path = "avro_tests.rs"]
 pub(crate) mod tests;

@@ -301,5 +301,4 @@ pub fn snapshot_text(marker: SnapshotMarker) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "avro_write_tests.rs"]
 mod tests;

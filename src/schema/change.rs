@@ -479,5 +479,4 @@ impl CapturedDdl {
 }
 
 #[cfg(test)]
-#[path = "change_tests.rs"]
 mod tests;

@@ -31,7 +31,6 @@ use serde_json::{Value as JsonValue, json};
 use tokio::sync::Mutex;
 
 use crate::config::KafkaConfig;
-use crate::kafka::connection_config;
 
 use super::registry_store::{
     Compatibility, RegistryError, RegistryStore, SchemaRecord, SchemaRecordKey, VersionSelector,
@@ -85,7 +84,8 @@ impl SchemasTopic {
             topic: topic.to_owned(),
             detail,
         };
-        let admin: AdminClient<rdkafka::client::DefaultClientContext> = connection_config(kafka)
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka
+            .client_config()
             .create()
             .map_err(|e| fail(e.to_string()))?;
         let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(kafka.replication_factor))
@@ -120,12 +120,14 @@ impl SchemasTopic {
             topic: topic.to_owned(),
             detail,
         };
-        let producer: FutureProducer = connection_config(kafka)
+        let producer: FutureProducer = kafka
+            .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()
             .map_err(|e| fail(e.to_string()))?;
-        let consumer: BaseConsumer = connection_config(kafka)
+        let consumer: BaseConsumer = kafka
+            .client_config()
             .set("group.id", format!("tidemark-registry-{topic}"))
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")

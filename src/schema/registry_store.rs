@@ -652,5 +652,4 @@ fn can_read(writer: &Schema, reader: &Schema) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "registry_store_tests.rs"]
 mod tests;

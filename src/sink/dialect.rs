@@ -610,5 +610,4 @@ impl Dialect {
 }
 
 #[cfg(test)]
-#[path = "dialect_tests.rs"]
 mod tests;

@@ -62,7 +62,8 @@ fn partitions(
         .ok_or_else(|| SinkError::Config("replay reads Kafka: add a [kafka] section".into()))?;
     let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
     let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
-    let consumer: BaseConsumer = crate::kafka::connection_config(kafka)
+    let consumer: BaseConsumer = kafka
+        .client_config()
         .set("group.id", format!("tidemark-replay-{}", config.name))
         .set("enable.auto.commit", "false")
         .create()
@@ -158,7 +159,7 @@ pub async fn replay(
         }
     }
     drop(warehouse);
-    let progress = crate::snapshot::report::replay_bar(total.max(0) as u64);
+    let progress = replay_bar(total.max(0) as u64);
     let options = SinkOptions {
         group: Some(format!("tidemark-replay-{}", config.name)),
         tables,
@@ -219,4 +220,23 @@ fn forget_table(dialect: Dialect, schema: &str, target: &Target) -> String {
         }),
         dialect.literal(&target.to_string())
     )
+}
+
+/// A bar for a replay of `total` records, when stderr is a terminal (none otherwise: the
+/// replay logs its totals at the end).
+fn replay_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    let interactive =
+        std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("CI").is_none();
+    interactive.then(|| {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total.max(1)),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "replay {bar:40} {human_pos}/{human_len} records  {per_sec}  ETA {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    })
 }

@@ -600,7 +600,8 @@ async fn sink_loop(
         .unwrap_or_else(|| sink_config.group.clone());
     let reader = warehouse.offsets_reader();
     let context = SinkContext::new(reader.clone(), &group);
-    let consumer: StreamConsumer<SinkContext> = crate::kafka::connection_config(kafka)
+    let consumer: StreamConsumer<SinkContext> = kafka
+        .client_config()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

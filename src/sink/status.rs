@@ -69,7 +69,8 @@ pub fn change_topic_ends(
     connector: &str,
 ) -> Result<Vec<PartitionOffsets>, String> {
     let is_change = change_topic_matcher(kafka, connector);
-    let consumer: BaseConsumer = crate::kafka::connection_config(kafka)
+    let consumer: BaseConsumer = kafka
+        .client_config()
         .create()
         .map_err(|e| format!("creating a Kafka client: {e}"))?;
     let timeout = Duration::from_secs(10);

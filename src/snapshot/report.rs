@@ -157,18 +157,3 @@ impl Default for SnapshotReport {
         Self::new()
     }
 }
-
-/// A bar for a replay of `total` records, when stderr is a terminal (none otherwise: the
-/// replay logs its totals at the end).
-pub fn replay_bar(total: u64) -> Option<ProgressBar> {
-    let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-    interactive.then(|| {
-        let bar = ProgressBar::with_draw_target(Some(total.max(1)), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "replay {bar:40} {human_pos}/{human_len} records  {per_sec}  ETA {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    })
-}

@@ -428,5 +428,4 @@ fn decode_tuple(
 }
 
 #[cfg(test)]
-#[path = "changes_tests.rs"]
 mod tests;

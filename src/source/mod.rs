@@ -3,10 +3,7 @@
 pub mod changes;
 pub mod pg_type;
 pub mod pgoutput;
-pub mod reader;
-pub mod reader_progress;
 pub mod relations;
 pub mod setup;
-pub mod status;
 pub mod stream_buffer;
 pub mod text_decode;

@@ -542,5 +542,4 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-#[path = "pgoutput_tests.rs"]
 mod tests;

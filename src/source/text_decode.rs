@@ -350,5 +350,4 @@ impl<'a> ArrayParser<'a> {
 }
 
 #[cfg(test)]
-#[path = "text_decode_tests.rs"]
 mod tests;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tidemark::capture::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::config::Config;
 use tidemark::domain::event::{ChangeEvent, Op};
 use tidemark::domain::value::Value;
 use tidemark::output::EventOutput;
-use tidemark::source::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::testing::{CollectedEvents, MemoryOutput, PgCluster, TestDatabase};
 
 /// A fresh database in the shared cluster and a superuser client to it.

@@ -17,7 +17,6 @@
 
 #[cfg(feature = "duckdb")]
 pub mod arrow_stage;
-pub mod calendar;
 #[cfg(feature = "duckdb")]
 pub mod duck;
 pub mod pg_text;

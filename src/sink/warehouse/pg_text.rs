@@ -8,8 +8,8 @@
 
 use std::fmt::Write;
 
-use super::calendar::{date_text, time_text, timestamp_text};
 use super::staged::Staged;
+use crate::domain::calendar::{date_text, time_text, timestamp_text};
 use crate::domain::value::Value;
 use crate::sink::batch::PendingRow;
 

@@ -17,8 +17,8 @@
 //! This module is pure and always compiled, so its SQL is unit-tested on machines without
 //! Snowflake; the connection (`snowflake.rs`) is behind the `snowflake` feature.
 
-use super::calendar::{civil_from_days, time_text, timestamp_text};
 use super::staged::Staged;
+use crate::domain::calendar::{civil_from_days, time_text, timestamp_text};
 use crate::domain::value::{
     DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY, Value,
 };

@@ -208,7 +208,8 @@ impl ClientContext for Quiet {
 impl ConsumerContext for Quiet {}
 
 async fn check_kafka(kafka: &crate::config::KafkaConfig, report: &mut CheckReport) {
-    let consumer: BaseConsumer<Quiet> = match crate::kafka::connection_config(kafka)
+    let consumer: BaseConsumer<Quiet> = match kafka
+        .client_config()
         .set("group.id", "tidemark-check")
         .create_with_context(Quiet)
     {

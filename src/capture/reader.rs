@@ -42,7 +42,7 @@
 //!
 //! ## Snapshots
 //!
-//! At the start of each session, `reader_snapshots.rs` decides per `source.snapshot`
+//! At the start of each session, `reader/snapshots.rs` decides per `source.snapshot`
 //! whether to create the slot with an exported snapshot and read every table at it before
 //! streaming, or to read remaining chunks against the stream. Chunks read against the
 //! stream are emitted at transaction boundaries once the stream has passed their high
@@ -62,6 +62,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::capture::progress::ReaderProgress;
 use crate::config::Config;
 use crate::domain::event::ChangeEvent;
 use crate::domain::lsn::Lsn;
@@ -78,12 +79,10 @@ use crate::snapshot::watermark::{ChunkRead, Watermarks};
 use crate::source::changes::{AssemblyError, ChangeAssembler};
 use crate::source::pg_type::TypeError;
 use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
-use crate::source::reader_progress::ReaderProgress;
 use crate::source::relations::RelationResolver;
 use crate::source::setup::SetupError;
 use crate::source::stream_buffer::{BufferError, BufferedMessage, StreamBuffers};
 
-#[path = "reader_snapshots.rs"]
 mod snapshots;
 
 /// Prefix of the heartbeat messages tidemark writes.

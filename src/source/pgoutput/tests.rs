@@ -337,7 +337,7 @@ proptest! {
 }
 
 /// Messages captured from PostgreSQL 15 by `tests/pgoutput_capture.rs`.
-const CAPTURE: &str = include_str!("../../tests/fixtures/pgoutput_capture.txt");
+const CAPTURE: &str = include_str!("../../../tests/fixtures/pgoutput_capture.txt");
 
 fn captured() -> Vec<(Bytes, bool)> {
     CAPTURE
