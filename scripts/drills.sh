@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 source scripts/ensure-deps.sh
 TIDEMARK_CRASH_KILLS="${TIDEMARK_CRASH_KILLS:-50}" \
-  cargo nextest run --retries 0 --no-capture --test crash_loop "$@"
+  cargo nextest run --retries 0 --no-capture -E 'test(/^crash_loop::/)' "$@"
 TIDEMARK_FAULT_OUTAGE_SECS="${TIDEMARK_FAULT_OUTAGE_SECS:-60}" \
-  cargo nextest run --retries 0 --no-capture --test fault_drills "$@"
-cargo nextest run --retries 0 --no-capture --test broker_failover "$@"
+  cargo nextest run --retries 0 --no-capture -E 'test(/^fault_drills::/)' "$@"
+cargo nextest run --retries 0 --no-capture -E 'test(/^broker_failover::/)' "$@"

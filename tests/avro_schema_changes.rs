@@ -4,7 +4,7 @@
 //! `schema_registry_converter`, and by Confluent's Python client with fastavro, which
 //! `scripts/ensure-deps.sh` installs), and the schema-change records checked.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -17,7 +17,7 @@
 //! consumer, and a keyless table whose rows the sink appends equals the source's, with no
 //! extra row).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! and unreachable addresses. A ready config passes on every part; each misconfiguration
 //! is reported on its part with the fix, and nothing else is reported.
 
-mod common;
+use crate::common;
 
 use common::database;
 use tidemark::config::Config;

@@ -1,6 +1,6 @@
 //! The `tidemark` binary as a user meets it: helpful errors, setup, status, teardown.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -1,7 +1,7 @@
 //! The replication client against a real server: every authentication method, TLS in each
 //! sslmode, and clear errors for wrong settings.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -23,7 +23,7 @@
 //! the long version with 50) and `TIDEMARK_CRASH_SEED` replays a run's kill schedule (the
 //! test prints its seed).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

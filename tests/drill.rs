@@ -6,7 +6,7 @@
 //! the new key schema under the default `fail` policy, and the step says so and how to
 //! fix it). Both leave no scratch table, slot or publication behind.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -19,7 +19,7 @@
 //! `TIDEMARK_FAULT_OUTAGE_SECS` sets the outage time (default 10; `scripts/drills.sh` runs
 //! the long version with 60).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

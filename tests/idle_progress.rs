@@ -1,7 +1,7 @@
 //! On an idle database the confirmed position still advances, so the slot does not hold
 //! back WAL written by other databases of the same server.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

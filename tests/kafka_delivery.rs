@@ -1,7 +1,7 @@
 //! Events into Apache Kafka: topics, partitions, keys, envelopes,
 //! tombstones, headers, routes, transaction metadata, per-key order, and refusals.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! does after a crash that came before the position was confirmed: it resends everything.
 //! Run 2 must skip all of it, and a `read_committed` consumer sees every change once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

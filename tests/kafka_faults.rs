@@ -1,7 +1,7 @@
 //! Faults injected with librdkafka's mock cluster (a real broker cannot fail on demand):
 //! a broker outage during a write burst loses nothing and confirms nothing undelivered.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

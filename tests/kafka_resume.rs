@@ -1,7 +1,7 @@
 //! The connector killed (SIGKILL) again and again while writes go on, then restarted: every
 //! source change is found in Kafka (at-least-once: duplicates allowed, gaps not).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};

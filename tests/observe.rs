@@ -5,7 +5,7 @@
 //! confirmed position covers only what Kafka holds, and after a restart the warehouse
 //! equals the source and `tidemark status --json` shows every partition applied.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

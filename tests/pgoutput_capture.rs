@@ -4,7 +4,7 @@
 //! `tests/fixtures/pgoutput_capture.txt`, which the decoder's unit tests read without a
 //! server (one message per line: `<in_stream 0|1> <hex>`).
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;

@@ -8,7 +8,7 @@
 //! Each round here writes to a table with no topic yet and reads the warehouse straight
 //! after the wait, with no retry.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

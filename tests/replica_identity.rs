@@ -1,7 +1,7 @@
 //! Each replica identity gives correct events, and unchanged TOAST columns are listed, not
 //! invented.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tidemark::domain::event::Op;

@@ -3,7 +3,7 @@
 //! finally stopped with SIGTERM; its output file must then hold every transaction completely,
 //! and a restart after the graceful stop must deliver nothing again.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};

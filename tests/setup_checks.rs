@@ -1,7 +1,7 @@
 //! `tidemark setup` on servers and databases that are not ready: each failure names the
 //! cause and the remedy.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tidemark::config::Config;

@@ -2,7 +2,7 @@
 //! → sink → DuckDB and a PostgreSQL warehouse, compared with the source row by row; then a
 //! replay from the topics alone; and a sink aborted between its MERGE and Kafka's commit.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! partition and offset and how to move past it, and applies nothing after it (it never
 //! skips data by itself). On Apache Kafka, with a PostgreSQL warehouse.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

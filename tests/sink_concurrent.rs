@@ -7,7 +7,7 @@
 //! and a key can be deleted and inserted again across batches: what position columns,
 //! the per-key fold and the MERGE's conditions exist for.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

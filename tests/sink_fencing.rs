@@ -12,7 +12,7 @@
 //! Also refused whole: a flush into a warehouse table altered by hand so that it no longer
 //! fits, with an error that says how to mend it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

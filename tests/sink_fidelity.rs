@@ -9,7 +9,7 @@
 //! on both sides (for example epoch microseconds for finite timestamps, hex for bytes, JSON
 //! for arrays, parsed floats). A mismatch names the row, the column and both forms.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

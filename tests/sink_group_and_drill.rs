@@ -9,7 +9,7 @@
 //!   them ends equal, and the renamed column is renamed in the warehouse, not re-added
 //!   (`on_incompatible = "relax"`: a new primary key is not backward compatible).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! watermarks, ad-hoc re-snapshots by signal, tables added to the publication, empty and
 //! keyless tables, `initial_only`, and `when_needed` after the slot is dropped.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

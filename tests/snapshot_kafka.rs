@@ -2,7 +2,7 @@
 //! snapshot markers, progress stored in the `<prefix>.offsets` topic, and a snapshot stopped
 //! half-way that the next start finishes without reading the delivered chunks again.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! process, so the process's peak RSS (`VmHWM`) measures the connector alone; PostgreSQL runs
 //! in its own processes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

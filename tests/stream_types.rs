@@ -1,7 +1,7 @@
 //! Insert, update, delete and truncate over every type of the design brief's table, on a
 //! real server. Expected temporal values are computed by PostgreSQL itself.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tidemark::domain::event::Op;

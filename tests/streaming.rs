@@ -2,7 +2,7 @@
 //! chunks before they commit (protocol 2 streaming): they must come out whole, in commit
 //! order, in bounded memory, without their rolled-back parts.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tidemark::domain::event::Op;
