@@ -67,11 +67,7 @@ fn event() -> ChangeEvent {
 
 fn encode(c: &mut Criterion) {
     let event = event();
-    let context = EnvelopeContext {
-        prefix: "shop".into(),
-        connector_name: "shop".into(),
-        database: "app".into(),
-    };
+    let context = EnvelopeContext::new("shop", "app");
     let table = event.table.clone().unwrap_or_else(|| panic!("table"));
     let schemas = derive(&table, "shop").unwrap_or_else(|e| panic!("{e}"));
     let mut group = c.benchmark_group("encode");

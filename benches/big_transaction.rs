@@ -69,11 +69,7 @@ fn config(db: &TestDatabase, slot: &str, brokers: Option<&str>) -> anyhow::Resul
 }
 
 fn context(db: &TestDatabase, slot: &str) -> EnvelopeContext {
-    EnvelopeContext {
-        prefix: slot.into(),
-        connector_name: slot.into(),
-        database: db.name.clone(),
-    }
+    EnvelopeContext::new(slot, &db.name)
 }
 
 fn report(what: &str, rows: u64, m: &Measured) {

@@ -102,11 +102,7 @@ async fn drain_with_tidemark(
         width.publication()
     );
     let config = Config::from_toml_with_env(&text, "bench", std::iter::empty())?;
-    let context = EnvelopeContext {
-        prefix: slot.into(),
-        connector_name: slot.into(),
-        database: db.into(),
-    };
+    let context = EnvelopeContext::new(slot, db);
     let cpu_before = cpu_seconds(false);
     let start = Instant::now();
     let seen = match sink {

@@ -91,11 +91,7 @@ fn config(
 
 /// The envelope names `run` would use for `config`.
 fn context(db: &TestDatabase, config: &Config) -> EnvelopeContext {
-    EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: db.name.clone(),
-    }
+    EnvelopeContext::new(&config.name, &db.name)
 }
 
 /// Runs an `initial_only` snapshot into `output`; returns its duration and row count.

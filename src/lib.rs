@@ -39,7 +39,8 @@
 //! - [`pipeline`] runs source, Kafka and sink in-process (programs and tests).
 //! - [`observe`] serves Prometheus metrics and the health endpoints.
 //! - [`config`] reads and validates the configuration; [`ops`] holds `check`, `status` and
-//!   the schema-change drill; [`testing`] starts real services for tests.
+//!   the schema-change drill; `testing` (feature `testing`) starts real services
+//!   for tests.
 
 pub mod capture;
 pub mod config;
@@ -54,6 +55,7 @@ pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use tokio::sync::watch;
 
 use tidemark::capture::reader;
 use tidemark::config::Config;
-use tidemark::domain::event::EnvelopeContext;
 use tidemark::ops::status;
 use tidemark::output::JsonLinesOutput;
 use tidemark::output::null::{NullFormat, NullOutput};
@@ -221,12 +220,7 @@ async fn start_metrics(
 
 async fn run(config: Config, output: &str) -> anyhow::Result<()> {
     let metrics = start_metrics(&config).await?;
-    let settings = config.source_settings()?;
-    let context = EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: settings.dbname.clone(),
-    };
+    let context = config.envelope_context()?;
     let shutdown = shutdown_signal()?;
     let stats = match output {
         "stdout" => {

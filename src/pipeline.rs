@@ -66,7 +66,6 @@ use tokio::task::JoinHandle;
 use crate::capture::progress::ReaderProgress;
 use crate::capture::reader::{HEARTBEAT_PREFIX, ReaderError, ReaderStats, run_reader_reporting};
 use crate::config::{Config, Delivery};
-use crate::domain::event::EnvelopeContext;
 use crate::domain::lsn::Lsn;
 use crate::kafka::KafkaOutput;
 use crate::kafka::delivered::DeliveredOffsets;
@@ -147,14 +146,9 @@ impl Pipeline {
                 "a pipeline publishes to Kafka: add a [kafka] section with brokers".into(),
             ));
         }
-        let settings = config
-            .source_settings()
+        let context = config
+            .envelope_context()
             .map_err(|e| PipelineError::Config(e.to_string()))?;
-        let context = EnvelopeContext {
-            prefix: config.name.clone(),
-            connector_name: config.name.clone(),
-            database: settings.dbname.clone(),
-        };
         let (mut output, registry) = KafkaOutput::from_config(&config, context).await?;
         let delivered = output.delivered_offsets();
         let (stop, stopped) = watch::channel(false);

@@ -53,11 +53,7 @@ async fn start(config: Config, client: &tokio_postgres::Client) -> AvroRun {
     tidemark::source::setup::setup(&config)
         .await
         .unwrap_or_else(|e| panic!("setup: {e}"));
-    let context = EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: "test".into(),
-    };
+    let context = EnvelopeContext::new(&config.name, "test");
     let (output, registry) = KafkaOutput::from_config(&config, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -33,11 +33,7 @@ struct KafkaRun {
 }
 
 async fn start(config: Config, client: &tokio_postgres::Client) -> KafkaRun {
-    let context = EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: "test".into(),
-    };
+    let context = EnvelopeContext::new(&config.name, "test");
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
     let output = KafkaOutput::connect(&kafka, context)
         .await

@@ -36,11 +36,7 @@ async fn start(
     JoinHandle<Result<ReaderStats, ReaderError>>,
 ) {
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
-    let context = EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: db_name.into(),
-    };
+    let context = EnvelopeContext::new(&config.name, db_name);
     let mut output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -188,11 +184,7 @@ async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() 
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}"));
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
-    let context = EnvelopeContext {
-        prefix: "ksnap".into(),
-        connector_name: "ksnap".into(),
-        database: db.name.clone(),
-    };
+    let context = EnvelopeContext::new("ksnap", &db.name);
     let mut output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

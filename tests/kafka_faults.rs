@@ -28,11 +28,7 @@ async fn broker_outage_during_a_write_burst_loses_nothing() {
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}"));
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
-    let context = EnvelopeContext {
-        prefix: "kfault".into(),
-        connector_name: "kfault".into(),
-        database: db.name.clone(),
-    };
+    let context = EnvelopeContext::new("kfault", &db.name);
     let output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -108,11 +104,7 @@ async fn produce_errors_and_a_slow_broker_are_retried_without_loss_or_duplicates
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}"));
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
-    let context = EnvelopeContext {
-        prefix: "kslow".into(),
-        connector_name: "kslow".into(),
-        database: db.name.clone(),
-    };
+    let context = EnvelopeContext::new("kslow", &db.name);
     let output = KafkaOutput::connect(&kafka, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -375,11 +375,7 @@ async fn snapshot_and_stream_of_the_same_value_are_identical() {
     );
     // And the same Avro bytes: the read, given the insert's op and position, encodes to the
     // insert's record byte for byte (key and envelope).
-    let context = tidemark::domain::event::EnvelopeContext {
-        prefix: "p".into(),
-        connector_name: "p".into(),
-        database: "d".into(),
-    };
+    let context = tidemark::domain::event::EnvelopeContext::new("p", "d");
     let mut as_insert = read.clone();
     as_insert.op = insert.op;
     as_insert.source = insert.source;

@@ -32,11 +32,7 @@ fn kafka_config(db: &TestDatabase, name: &str) -> Config {
 }
 
 fn context(config: &Config) -> EnvelopeContext {
-    EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: "test".into(),
-    }
+    EnvelopeContext::new(&config.name, "test")
 }
 
 /// An output that asks the reader to stop after `limit` events (a deterministic interrupt).

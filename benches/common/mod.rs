@@ -143,7 +143,7 @@ pub fn bare_producer(
     let kafka = settings
         .kafka
         .ok_or_else(|| anyhow::anyhow!("no [kafka]"))?;
-    let producer: BaseProducer = tidemark::kafka::output::client_config(&kafka).create()?;
+    let producer: BaseProducer = tidemark::kafka::producer::client_config(&kafka).create()?;
     let value = vec![b'x'; value_bytes];
     let start = Instant::now();
     for i in 0..rows {

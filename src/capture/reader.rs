@@ -64,15 +64,14 @@ use tokio::sync::watch;
 
 use crate::capture::progress::ReaderProgress;
 use crate::config::Config;
+use crate::domain::backoff::Backoff;
 use crate::domain::event::ChangeEvent;
 use crate::domain::lsn::Lsn;
 use crate::observe::counters::EventCounters;
 use crate::observe::health::{self, Part, Readiness};
 use crate::observe::names;
 use crate::output::{EventOutput, OutputError};
-use crate::pg::{
-    ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql, is_transient_sql,
-};
+use crate::pg::{ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::progress::{ProgressKeeper, SnapshotProgress};
 use crate::snapshot::watermark::{ChunkRead, Watermarks};
@@ -181,6 +180,11 @@ pub enum ReaderError {
         /// Server message.
         detail: String,
     },
+    /// A snapshot chunk worker panicked: a defect, reported rather than waited on forever.
+    #[error(
+        "a snapshot chunk worker stopped without a result ({0}); nothing after the last acknowledged transaction was confirmed, so a restart reads the chunk again; report this message"
+    )]
+    ChunkWorker(String),
 }
 
 impl ReaderError {
@@ -188,9 +192,8 @@ impl ReaderError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReaderError::Connection(e) => e.is_transient(),
-            ReaderError::Type(TypeError::Catalog { source, .. }) => is_transient_sql(source),
-            ReaderError::Setup(SetupError::Connection(e)) => e.is_transient(),
-            ReaderError::Setup(SetupError::Sql { source, .. }) => is_transient_sql(source),
+            ReaderError::Type(e) => e.is_transient(),
+            ReaderError::Setup(e) => e.is_transient(),
             ReaderError::Snapshot(e) => e.is_transient(),
             ReaderError::Output(e) => e.is_transient(),
             _ => false,
@@ -228,8 +231,9 @@ struct ReaderState {
     progress: Option<SnapshotProgress>,
     progress_loaded: bool,
     marks: Watermarks,
-    chunk_results: tokio::sync::mpsc::UnboundedReceiver<(u64, Result<ChunkRead, SnapshotError>)>,
-    chunk_sender: tokio::sync::mpsc::UnboundedSender<(u64, Result<ChunkRead, SnapshotError>)>,
+    /// The snapshot chunk reads in flight, each with its chunk's id. Owned: dropping the
+    /// state (the reader's end) aborts them.
+    chunk_workers: tokio::task::JoinSet<(u64, Result<ChunkRead, SnapshotError>)>,
     /// `initial_only`: the snapshot is done, stop.
     finished: bool,
     /// `tidemark_source_events_total`, by table and operation.
@@ -267,7 +271,6 @@ pub async fn run_reader_reporting<O: EventOutput>(
     progress: Arc<ReaderProgress>,
 ) -> Result<ReaderStats, ReaderError> {
     health::set(Part::Source, Readiness::Starting);
-    let (chunk_sender, chunk_results) = tokio::sync::mpsc::unbounded_channel();
     let mut state = ReaderState {
         resolver: RelationResolver::default(),
         confirmed: Lsn::ZERO,
@@ -277,15 +280,14 @@ pub async fn run_reader_reporting<O: EventOutput>(
         progress: None,
         progress_loaded: false,
         marks: Watermarks::default(),
-        chunk_results,
-        chunk_sender,
+        chunk_workers: tokio::task::JoinSet::new(),
         finished: false,
         counters: EventCounters::default(),
         transactions: metrics::counter!(names::SOURCE_TRANSACTIONS),
         lag_seconds: metrics::gauge!(names::SOURCE_LAG_SECONDS),
         shared: progress,
     };
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         state.stats.sessions += 1;
         let delivered_before = state.stats.events;
@@ -303,11 +305,12 @@ pub async fn run_reader_reporting<O: EventOutput>(
                     Readiness::NotReady(format!("reconnecting: {error}")),
                 );
                 if state.stats.events > delivered_before {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                 }
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "replication interrupted; reconnecting");
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "replication interrupted; reconnecting");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     changed = shutdown.changed() => {
                         if changed.is_err() {
                             state.stats.confirmed = state.confirmed;
@@ -319,7 +322,6 @@ pub async fn run_reader_reporting<O: EventOutput>(
                     state.stats.confirmed = state.confirmed;
                     return Ok(state.stats);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(error) => {
                 output.abort();
@@ -510,7 +512,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
                     self.sample_slot().await;
                 }
                 _ = heartbeat_tick.tick(), if heartbeat_on => self.heartbeat().await?,
-                Some((id, result)) = self.state.chunk_results.recv() => {
+                Some(joined) = self.state.chunk_workers.join_next(), if !self.state.chunk_workers.is_empty() => {
+                    let (id, result) = joined.map_err(|e| ReaderError::ChunkWorker(e.to_string()))?;
                     self.chunk_arrived(id, result).await?;
                 }
                 _ = watermark_tick.tick(), if self.state.marks.waiting_for().is_some() => {

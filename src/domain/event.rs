@@ -270,6 +270,16 @@ pub struct EnvelopeContext {
 }
 
 impl EnvelopeContext {
+    /// The context of connector `connector` (its name is also the topic prefix) reading
+    /// database `database`.
+    pub fn new(connector: &str, database: &str) -> Self {
+        EnvelopeContext {
+            prefix: connector.to_owned(),
+            connector_name: connector.to_owned(),
+            database: database.to_owned(),
+        }
+    }
+
     /// `<prefix>.<schema>.<table>` for table events, `<prefix>.message` for messages.
     pub fn topic(&self, event: &ChangeEvent) -> String {
         match &event.table {
@@ -363,7 +373,7 @@ impl Serialize for Envelope<'_, '_> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("before", &row_json(table, event.before.as_deref()))?;
         map.serialize_entry("after", &row_json(table, event.after.as_deref()))?;
-        map.serialize_entry("source", &SourceJson(self.0))?;
+        map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
         map.serialize_entry("op", &event.op)?;
         map.serialize_entry("ts_ms", &self.0.now_ms)?;
         map.serialize_entry("transaction", &TransactionJson(event))?;
@@ -385,21 +395,53 @@ impl Serialize for Envelope<'_, '_> {
     }
 }
 
-struct SourceJson<'a, 'b>(&'b JsonRecord<'a>);
+/// The Debezium `source` block of an event as JSON, the one definition of it (the Avro
+/// writer has its own checked twin on the hot path, `schema::avro_write`). A logical
+/// message's block in `schemas/message.avsc`'s shape ([`SourceJson::message`]) has no
+/// `snapshot`, `schema` or `table`.
+pub struct SourceJson<'a> {
+    event: &'a ChangeEvent,
+    context: &'a EnvelopeContext,
+    table_fields: bool,
+}
 
-impl Serialize for SourceJson<'_, '_> {
+impl<'a> SourceJson<'a> {
+    /// The block of a table event (and of a message in the JSON envelope).
+    pub fn new(event: &'a ChangeEvent, context: &'a EnvelopeContext) -> Self {
+        SourceJson {
+            event,
+            context,
+            table_fields: true,
+        }
+    }
+
+    /// The block of a logical message in `schemas/message.avsc`'s shape.
+    pub fn message(event: &'a ChangeEvent, context: &'a EnvelopeContext) -> Self {
+        SourceJson {
+            event,
+            context,
+            table_fields: false,
+        }
+    }
+}
+
+impl Serialize for SourceJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let event = self.0.event;
+        let event = self.event;
         let position = &event.source;
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("version", env!("CARGO_PKG_VERSION"))?;
         map.serialize_entry("connector", "postgresql")?;
-        map.serialize_entry("name", &self.0.context.connector_name)?;
+        map.serialize_entry("name", &self.context.connector_name)?;
         map.serialize_entry("ts_ms", &position.commit_time_micros.div_euclid(1000))?;
-        map.serialize_entry("snapshot", &position.snapshot)?;
-        map.serialize_entry("db", &self.0.context.database)?;
-        map.serialize_entry("schema", &event.table.as_ref().map(|t| t.schema.as_str()))?;
-        map.serialize_entry("table", &event.table.as_ref().map(|t| t.name.as_str()))?;
+        if self.table_fields {
+            map.serialize_entry("snapshot", &position.snapshot)?;
+        }
+        map.serialize_entry("db", &self.context.database)?;
+        if self.table_fields {
+            map.serialize_entry("schema", &event.table.as_ref().map(|t| t.schema.as_str()))?;
+            map.serialize_entry("table", &event.table.as_ref().map(|t| t.name.as_str()))?;
+        }
         map.serialize_entry("txId", &position.xid)?;
         map.serialize_entry("lsn", &position.lsn.as_u64())?;
         map.serialize_entry("commit_lsn", &position.commit_lsn.as_u64())?;

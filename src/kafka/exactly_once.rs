@@ -39,7 +39,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::KafkaError;
-use super::output::AckContext;
+use super::producer::AckContext;
 use crate::config::KafkaConfig;
 use crate::domain::lsn::Lsn;
 
@@ -442,7 +442,7 @@ fn read_records(
     connector: &str,
     mut each: impl FnMut(&serde_json::Value, Option<&[u8]>),
 ) -> Result<(), KafkaError> {
-    let mut client = config.client_config();
+    let mut client = config.connection_config();
     client
         .set("group.id", format!("tidemark-offsets-{connector}"))
         .set("isolation.level", "read_committed")

@@ -9,6 +9,8 @@
 //! - [`avro_encoder`]: Avro in Confluent framing, schemas registered in the registry, and
 //!   the incompatible-schema policies.
 //! - [`connect_schema`]: Kafka Connect schemas for the `schemas.enable=true` JSON shape.
+//! - [`producer`]: the producer's settings and its delivery reports (used by both of the
+//!   next two).
 //! - [`exactly_once`]: the transactional producer and the stored position.
 //! - [`output`]: the idempotent producer as an [`crate::output::EventOutput`].
 
@@ -20,6 +22,7 @@ pub mod encode;
 pub mod exactly_once;
 pub mod murmur2;
 pub mod output;
+pub mod producer;
 pub mod topics;
 
 pub use output::KafkaOutput;

@@ -102,6 +102,66 @@ impl TopicRouter {
     pub fn heartbeat_topic(&self) -> String {
         format!("{}.heartbeat", self.prefix)
     }
+
+    /// The topics that routes send tables to.
+    pub fn routed_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.routes.values().cloned().collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    /// The sink's subscription: the change topics `<prefix>.<schema>.<table>` (and the
+    /// `-vN` topics of the new-topic policy) as a regular expression for the broker, and
+    /// the routed topics.
+    pub fn subscription(&self) -> Vec<String> {
+        subscription(&self.prefix, &self.routed_topics())
+    }
+
+    /// Whether `topic` is one of the change topics: the rule [`TopicRouter::subscription`]
+    /// spells for the broker, for code that lists topics itself.
+    pub fn is_change_topic(&self, topic: &str) -> bool {
+        is_change_topic(&self.prefix, &self.routed_topics(), topic)
+    }
+}
+
+/// The table (schema, name) a change topic `<prefix>.<schema>.<table>` is named after;
+/// none for any other topic (a routed topic names no table).
+pub fn table_of_topic<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    topic
+        .strip_prefix(prefix)?
+        .strip_prefix('.')?
+        .split_once('.')
+}
+
+/// The subscription of a connector's change topics: `<prefix>.<schema>.<table>` (and
+/// `-vN` topics of the new-topic policy) as a regular expression, plus routed topics.
+fn subscription(prefix: &str, routed: &[String]) -> Vec<String> {
+    let escaped: String = prefix
+        .chars()
+        .map(|c| match c {
+            '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' | '\\' => {
+                format!("\\{c}")
+            }
+            c => c.to_string(),
+        })
+        .collect();
+    let mut topics = vec![format!("^{escaped}\\.[^.]+\\.[^.]+$")];
+    topics.extend(routed.iter().cloned());
+    topics
+}
+
+/// Whether `topic` is one of the connector's change topics: the rule `subscription`
+/// spells as a regular expression for the broker, for code that lists topics itself.
+fn is_change_topic(prefix: &str, routed: &[String], topic: &str) -> bool {
+    routed.iter().any(|r| r == topic)
+        || topic
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(schema, table)| {
+                !schema.is_empty() && !table.is_empty() && !table.contains('.')
+            })
 }
 
 /// What a topic holds, which decides how it is created.
@@ -221,5 +281,36 @@ impl TopicCreator {
         })
         .await;
         matches!(lookup, Ok(Ok(true)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_topics_are_schema_and_table_under_the_prefix() {
+        let routed = ["orders".to_string()];
+        assert!(is_change_topic("shop.eu", &routed, "shop.eu.public.items"));
+        assert!(is_change_topic(
+            "shop.eu",
+            &routed,
+            "shop.eu.public.items-v2"
+        ));
+        assert!(is_change_topic("shop.eu", &routed, "orders"));
+        assert!(!is_change_topic(
+            "shop.eu",
+            &routed,
+            "shop.eu.schema-changes"
+        ));
+        assert!(!is_change_topic("shop.eu", &routed, "shop.eu.offsets"));
+        assert!(!is_change_topic("shop.eu", &routed, "shop.eu.a.b.c"));
+        assert!(!is_change_topic("shop.eu", &routed, "shop.other.t"));
+    }
+
+    #[test]
+    fn subscription_matches_table_topics_only() {
+        let topics = subscription("shop.eu", &["orders".into()]);
+        assert_eq!(topics, vec!["^shop\\.eu\\.[^.]+\\.[^.]+$", "orders"]);
     }
 }

@@ -209,7 +209,7 @@ impl ConsumerContext for Quiet {}
 
 async fn check_kafka(kafka: &crate::config::KafkaConfig, report: &mut CheckReport) {
     let consumer: BaseConsumer<Quiet> = match kafka
-        .client_config()
+        .connection_config()
         .set("group.id", "tidemark-check")
         .create_with_context(Quiet)
     {

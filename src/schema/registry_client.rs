@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::RegistryConfig;
+use crate::domain::backoff::Backoff;
 use crate::domain::secret::Secret;
 use crate::observe::names;
 
@@ -260,7 +261,7 @@ impl RegistryClient {
         what: &str,
     ) -> Result<(u16, bytes::Bytes), RegistryClientError> {
         let url = format!("{}{path}", self.base);
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut last = String::new();
         let started = std::time::Instant::now();
         let answered = |outcome: &'static str| {
@@ -299,9 +300,9 @@ impl RegistryClient {
                 Err(e) => last = e.to_string(),
             }
             if attempt < self.attempts {
+                let delay = backoff.next_delay();
                 tracing::warn!(registry = %self.base, what, attempt, error = %last, "schema registry call failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
         answered("failed");

@@ -85,7 +85,7 @@ impl SchemasTopic {
             detail,
         };
         let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka
-            .client_config()
+            .connection_config()
             .create()
             .map_err(|e| fail(e.to_string()))?;
         let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(kafka.replication_factor))
@@ -121,13 +121,13 @@ impl SchemasTopic {
             detail,
         };
         let producer: FutureProducer = kafka
-            .client_config()
+            .connection_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()
             .map_err(|e| fail(e.to_string()))?;
         let consumer: BaseConsumer = kafka
-            .client_config()
+            .connection_config()
             .set("group.id", format!("tidemark-registry-{topic}"))
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")

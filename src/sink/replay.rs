@@ -22,7 +22,6 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::SinkError;
-use super::consumer::is_change_topic;
 use super::dialect::{Dialect, TABLES_TABLE, Target};
 use super::runner::{SinkOptions, SinkStats, run_sink};
 use super::warehouse::Warehouse;
@@ -61,9 +60,8 @@ fn partitions(
         .as_ref()
         .ok_or_else(|| SinkError::Config("replay reads Kafka: add a [kafka] section".into()))?;
     let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
-    let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
     let consumer: BaseConsumer = kafka
-        .client_config()
+        .connection_config()
         .set("group.id", format!("tidemark-replay-{}", config.name))
         .set("enable.auto.commit", "false")
         .create()
@@ -75,7 +73,7 @@ fn partitions(
     let mut result = Vec::new();
     let mut times = TopicPartitionList::new();
     for topic in metadata.topics() {
-        if !is_change_topic(router.prefix(), &routed, topic.name()) {
+        if !router.is_change_topic(topic.name()) {
             continue;
         }
         for partition in topic.partitions() {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
-use super::consumer::is_change_topic;
 use super::warehouse::Warehouse;
 use crate::config::{Config, KafkaConfig};
 
@@ -40,14 +39,11 @@ pub struct SinkStatus {
     pub problem: Option<String>,
 }
 
-/// The connector's rule for its change topics (see [`is_change_topic`]), for code that
+/// The connector's rule for its change topics (see [`TopicRouter::is_change_topic`](crate::kafka::topics::TopicRouter::is_change_topic)), for code that
 /// has topic names from elsewhere.
 pub fn change_topic_matcher(kafka: &KafkaConfig, connector: &str) -> impl Fn(&str) -> bool {
-    let prefix = crate::kafka::topics::TopicRouter::new(kafka, connector)
-        .prefix()
-        .to_owned();
-    let routed: Vec<String> = kafka.routes.iter().map(|r| r.topic.clone()).collect();
-    move |topic| is_change_topic(&prefix, &routed, topic)
+    let router = crate::kafka::topics::TopicRouter::new(kafka, connector);
+    move |topic| router.is_change_topic(topic)
 }
 
 /// A partition's offsets on the broker.
@@ -70,7 +66,7 @@ pub fn change_topic_ends(
 ) -> Result<Vec<PartitionOffsets>, String> {
     let is_change = change_topic_matcher(kafka, connector);
     let consumer: BaseConsumer = kafka
-        .client_config()
+        .connection_config()
         .create()
         .map_err(|e| format!("creating a Kafka client: {e}"))?;
     let timeout = Duration::from_secs(10);

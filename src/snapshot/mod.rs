@@ -149,14 +149,9 @@ impl SnapshotError {
     pub fn is_transient(&self) -> bool {
         match self {
             SnapshotError::Connection(e) => e.is_transient(),
-            SnapshotError::Sql { source, .. }
-            | SnapshotError::Type(TypeError::Catalog { source, .. })
-            | SnapshotError::Setup(crate::source::setup::SetupError::Sql { source, .. }) => {
-                is_transient_sql(source)
-            }
-            SnapshotError::Setup(crate::source::setup::SetupError::Connection(e)) => {
-                e.is_transient()
-            }
+            SnapshotError::Sql { source, .. } => is_transient_sql(source),
+            SnapshotError::Type(e) => e.is_transient(),
+            SnapshotError::Setup(e) => e.is_transient(),
             SnapshotError::Truncated { .. } | SnapshotError::Worker(_) => true,
             SnapshotError::Output(e) => e.is_transient(),
             _ => false,

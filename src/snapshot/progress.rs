@@ -172,11 +172,7 @@ mod tests {
     async fn a_file_keeps_progress_across_keepers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("progress.json");
-        let context = EnvelopeContext {
-            prefix: "t".into(),
-            connector_name: "t".into(),
-            database: "d".into(),
-        };
+        let context = EnvelopeContext::new("t", "d");
         let mut output = JsonLinesOutput::new(tokio::io::sink(), "null", context);
         let mut keeper = ProgressKeeper::new(Some(path.clone()));
         assert_eq!(keeper.load(&mut output).await.unwrap(), None);

@@ -20,6 +20,15 @@ pub enum TypeError {
         source: tokio_postgres::Error,
     },
 }
+impl TypeError {
+    /// Whether retrying later may succeed: the catalog query's own verdict.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TypeError::Catalog { source, .. } => crate::pg::is_transient_sql(source),
+        }
+    }
+}
+
 /// One row of `pg_type` as the resolver needs it.
 #[derive(Debug, Clone)]
 struct CatalogType {

@@ -50,6 +50,17 @@ pub enum SetupError {
     },
 }
 
+impl SetupError {
+    /// Whether retrying later may succeed: the connection's or the statement's own verdict.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SetupError::Connection(e) => e.is_transient(),
+            SetupError::Sql { source, .. } => crate::pg::is_transient_sql(source),
+            SetupError::ChecksFailed(_) | SetupError::SlotActive { .. } => false,
+        }
+    }
+}
+
 fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SetupError {
     let what = what.into();
     move |source| SetupError::Sql { what, source }

@@ -19,11 +19,7 @@ pub async fn avro_output(
     config: &Config,
     database: &str,
 ) -> (KafkaOutput, Option<EmbeddedRegistry>, String) {
-    let context = EnvelopeContext {
-        prefix: config.name.clone(),
-        connector_name: config.name.clone(),
-        database: database.to_owned(),
-    };
+    let context = EnvelopeContext::new(&config.name, database);
     let (output, registry) = KafkaOutput::from_config(config, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -242,15 +242,14 @@ impl<O: EventOutput> Session<'_, O> {
             let Some((id, chunk)) = self.state.marks.open_next() else {
                 break;
             };
-            let sender = self.state.chunk_sender.clone();
             let settings = self.settings.clone();
-            tokio::spawn(async move {
+            self.state.chunk_workers.spawn(async move {
                 let result = async {
                     let client = connect_sql(&settings).await?;
                     read_chunk(&client, &chunk).await
                 }
                 .await;
-                let _ = sender.send((id, result));
+                (id, result)
             });
         }
     }

@@ -87,11 +87,7 @@ pub(crate) fn event() -> ChangeEvent {
 }
 
 pub(crate) fn context() -> EnvelopeContext {
-    EnvelopeContext {
-        prefix: "shop".into(),
-        connector_name: "shop".into(),
-        database: "app".into(),
-    }
+    EnvelopeContext::new("shop", "app")
 }
 
 #[test]

@@ -21,12 +21,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
@@ -36,9 +35,10 @@ use super::avro_encoder::AvroEncoder;
 use super::delivered::DeliveredOffsets;
 use super::encode::{JsonEncoder, RecordEncoder};
 use super::exactly_once::ExactlyOnce;
+use super::producer::{AckContext, producer_config};
 use super::topics::{TopicCreator, TopicKind, TopicRouter};
 use crate::config::{Delivery, IncompatiblePolicy, KafkaConfig, RecordFormat};
-use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, TableSchema, now_ms};
+use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, SourceJson, TableSchema, now_ms};
 use crate::domain::lsn::Lsn;
 use crate::observe::names;
 use crate::output::{EventOutput, OutputError, parallel};
@@ -59,100 +59,52 @@ enum Format {
     Avro(Box<AvroEncoder>),
 }
 
+/// The delivery guarantee in force, with what exactly once needs: the behaviour that
+/// differs by mode is asked of this, not tested for at each use.
+enum Mode {
+    /// The idempotent producer's acknowledgements make the acknowledged position.
+    AtLeastOnce,
+    /// Kafka transactions carry the records and the source position together.
+    ExactlyOnce(ExactlyOnce),
+}
+
+impl Mode {
+    fn exactly_once(&self) -> Option<&ExactlyOnce> {
+        match self {
+            Mode::ExactlyOnce(eos) => Some(eos),
+            Mode::AtLeastOnce => None,
+        }
+    }
+
+    fn exactly_once_mut(&mut self) -> Option<&mut ExactlyOnce> {
+        match self {
+            Mode::ExactlyOnce(eos) => Some(eos),
+            Mode::AtLeastOnce => None,
+        }
+    }
+
+    /// Before a record is produced: exactly once, the Kafka transaction it goes in is open.
+    fn before_record(&mut self, producer: &ThreadedProducer<AckContext>) -> Result<(), KafkaError> {
+        match self {
+            Mode::ExactlyOnce(eos) => eos.before_record(producer),
+            Mode::AtLeastOnce => Ok(()),
+        }
+    }
+
+    /// A source transaction ending at `end` has all its records produced.
+    fn source_committed(&mut self, end: Lsn) {
+        if let Mode::ExactlyOnce(eos) = self {
+            eos.source_committed(end);
+        }
+    }
+}
+
 /// A relation's current description: where its events go and their schema ids.
 struct Description {
     table: Arc<TableSchema>,
     topic: Arc<str>,
     key_id: Option<u32>,
     value_id: Option<u32>,
-}
-
-/// Delivery reports into the [`AckTracker`].
-pub struct AckContext {
-    tracker: Arc<AckTracker>,
-    offsets: Arc<DeliveredOffsets>,
-    delivered: metrics::Counter,
-    latency: metrics::Histogram,
-    failed: metrics::Counter,
-}
-
-impl AckContext {
-    fn new(tracker: Arc<AckTracker>, offsets: Arc<DeliveredOffsets>) -> Self {
-        AckContext {
-            tracker,
-            offsets,
-            delivered: metrics::counter!(names::KAFKA_RECORDS),
-            latency: metrics::histogram!(names::KAFKA_DELIVERY_SECONDS),
-            failed: metrics::counter!(names::KAFKA_DELIVERY_ERRORS),
-        }
-    }
-}
-
-impl ClientContext for AckContext {
-    /// librdkafka's statistics (every `statistics.interval.ms`): the brokers it reaches.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        super::record_brokers_up("producer", &statistics);
-    }
-}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, ordinal: usize) {
-        use rdkafka::Message;
-        let outcome = match result {
-            Ok(message) => {
-                self.delivered.increment(1);
-                self.offsets
-                    .record(message.topic(), message.partition(), message.offset());
-                // The producer stamps each record with its create time (ms) at send.
-                if let Some(created) = message.timestamp().to_millis() {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64);
-                    self.latency
-                        .record(now.saturating_sub(created).max(0) as f64 / 1000.0);
-                }
-                Ok(())
-            }
-            Err((error, message)) => {
-                self.failed.increment(1);
-                let topic = message.topic().to_owned();
-                let code = error.rdkafka_error_code();
-                let detail = match code {
-                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
-                        "topic {topic}: the broker rejected a record as too large ({error}); raise the topic's max.message.bytes"
-                    ),
-                    Some(
-                        RDKafkaErrorCode::UnknownTopicOrPartition
-                        | RDKafkaErrorCode::UnknownTopic
-                        | RDKafkaErrorCode::UnknownPartition,
-                    ) => format!(
-                        "topic {topic} does not exist any more ({error}): was it deleted under the running connector? Its records from here on are not in Kafka. Start tidemark again (it creates missing topics with [kafka] partitions and replication_factor) or create the topic yourself; consumers of the old topic must start over on the new one"
-                    ),
-                    Some(RDKafkaErrorCode::KafkaStorageError) => format!(
-                        "topic {topic}: a broker could not write the record to its disk ({error}); free space on the broker's log.dirs or replace the failed disk, then start tidemark again"
-                    ),
-                    _ => format!("topic {topic}: {error}"),
-                };
-                Err(DeliveryFailure {
-                    detail,
-                    // The same test as for any Kafka request: a broker away or restarting.
-                    // Or, exactly once, a record purged because its Kafka transaction is
-                    // being aborted after an abortable error (a coordinator that did not
-                    // know a new partition yet, say): the source sends it again.
-                    retriable: code.is_some_and(|code| {
-                        super::is_outage(code)
-                            || matches!(
-                                code,
-                                RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
-                            )
-                    }),
-                })
-            }
-        };
-        self.tracker.delivered(ordinal, outcome);
-    }
 }
 
 /// Source transaction being written, for transaction metadata.
@@ -182,7 +134,7 @@ pub struct KafkaOutput {
     replace_producer: bool,
     tracker: Arc<AckTracker>,
     offsets: Arc<DeliveredOffsets>,
-    eos: Option<ExactlyOnce>,
+    mode: Mode,
     router: TopicRouter,
     topics: TopicCreator,
     context: EnvelopeContext,
@@ -202,64 +154,6 @@ pub struct KafkaOutput {
     pending_ddl: HashMap<u32, CapturedDdl>,
     /// Columns of each relation as the last captured DDL left them (with nullability).
     captured_columns: HashMap<u32, Vec<ColumnInfo>>,
-}
-
-/// The librdkafka settings tidemark uses, then the user's `kafka.properties`.
-pub fn client_config(config: &KafkaConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "0")
-        // A topic missing (deleted under the connector) is an error, never a topic the
-        // broker creates with its own defaults (partition count, so per-key order).
-        .set("allow.auto.create.topics", "false")
-        // Statistics carry the brokers' connection states (tidemark_kafka_brokers_up).
-        .set("statistics.interval.ms", "1000")
-        .set(
-            "queue.buffering.max.messages",
-            config.max_in_flight.clamp(1, 10_000_000).to_string(),
-        )
-        .set("queue.buffering.max.kbytes", "1048576");
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
-    client
-}
-
-/// The producer's settings: [`client_config`], and for exactly once the transactional
-/// ones (`transactional.id`, the transaction and message timeouts, `retry.backoff.ms`).
-pub fn producer_config(config: &KafkaConfig, connector: &str) -> ClientConfig {
-    let mut client = client_config(config);
-    if config.delivery == Delivery::ExactlyOnce {
-        // A fixed id fences any earlier instance of this connector; a transactional
-        // producer needs a finite message timeout within the transaction timeout.
-        let timeout_ms = super::exactly_once::transaction_timeout(config)
-            .as_millis()
-            .to_string();
-        client
-            .set(
-                "transactional.id",
-                super::exactly_once::transactional_id(connector),
-            )
-            .set("transaction.timeout.ms", &timeout_ms)
-            .set("message.timeout.ms", &timeout_ms);
-        if !config.properties.contains_key("retry.backoff.ms") {
-            // A transaction begun right after the previous commit finds the coordinator
-            // still writing that commit's markers (CONCURRENT_TRANSACTIONS), and
-            // librdkafka retries after `retry.backoff.ms`, 100 ms by default: every
-            // back-to-back Kafka transaction stalled that long. The Java producer
-            // retries these after 20 ms (KAFKA-5477); so does tidemark.
-            client.set(
-                "retry.backoff.ms",
-                super::exactly_once::RETRY_BACKOFF_MS.to_string(),
-            );
-        }
-    }
-    client
 }
 
 impl KafkaOutput {
@@ -310,25 +204,24 @@ impl KafkaOutput {
             brokers: brokers.clone(),
             detail,
         })?;
-        let admin: AdminClient<DefaultClientContext> =
-            config
-                .client_config()
-                .create()
-                .map_err(|source| KafkaError::Client {
-                    context: "creating the admin client".into(),
-                    source,
-                })?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .connection_config()
+            .create()
+            .map_err(|source| KafkaError::Client {
+                context: "creating the admin client".into(),
+                source,
+            })?;
         let router = TopicRouter::new(config, &context.prefix);
         let mut topics = TopicCreator::new(admin, config);
-        let eos = if exactly_once {
+        let mode = if exactly_once {
             let offsets_topic = router.offsets_topic();
             topics.ensure(&offsets_topic, TopicKind::Compacted).await?;
             let eos = ExactlyOnce::start(&producer, config, offsets_topic, &context.connector_name)
                 .await?;
             tracing::info!(resume = %eos.resume(), topic = eos.offsets_topic(), "exactly-once delivery: position read back from Kafka");
-            Some(eos)
+            Mode::ExactlyOnce(eos)
         } else {
-            None
+            Mode::AtLeastOnce
         };
         Ok(KafkaOutput {
             config: config.clone(),
@@ -337,7 +230,7 @@ impl KafkaOutput {
             replace_producer: false,
             tracker,
             offsets,
-            eos,
+            mode,
             router,
             topics,
             context,
@@ -389,215 +282,9 @@ impl KafkaOutput {
     pub fn delivered_offsets(&self) -> Arc<DeliveredOffsets> {
         self.offsets.clone()
     }
+}
 
-    /// Encodes a fixed-shape record (heartbeat, transaction metadata, message, schema
-    /// change) into `self.key`/`self.value`, as JSON or with its `schemas/` Avro schema.
-    async fn encode_fixed(
-        &mut self,
-        topic: &str,
-        key: Option<(FixedSchema, serde_json::Value)>,
-        value_schema: FixedSchema,
-        value: serde_json::Value,
-    ) -> Result<bool, KafkaError> {
-        match &mut self.format {
-            Format::Avro(encoder) => {
-                encoder
-                    .encode_fixed(
-                        topic,
-                        key,
-                        value_schema,
-                        value,
-                        &mut self.key,
-                        &mut self.value,
-                    )
-                    .await
-            }
-            Format::Json(_) => {
-                self.key.clear();
-                let has_key = match key {
-                    Some((_, json)) => {
-                        serde_json::to_writer(&mut self.key, &json)?;
-                        true
-                    }
-                    None => false,
-                };
-                self.value.clear();
-                serde_json::to_writer(&mut self.value, &value)?;
-                Ok(has_key)
-            }
-        }
-    }
-
-    /// Encodes a keyed fixed-shape record and produces it to `topic`.
-    async fn produce_fixed(
-        &mut self,
-        topic: &str,
-        key: (FixedSchema, serde_json::Value),
-        value_schema: FixedSchema,
-        value: serde_json::Value,
-    ) -> Result<(), KafkaError> {
-        self.encode_fixed(topic, Some(key), value_schema, value)
-            .await?;
-        self.produce(topic, Some(&self.key), Some(&self.value), None)
-            .await
-    }
-
-    /// Writes a schema-change record to `<prefix>.schema-changes`.
-    async fn write_schema_change(&mut self, record: &SchemaChangeRecord) -> Result<(), KafkaError> {
-        let topic = self.router.schema_change_topic();
-        self.topics.ensure(&topic, TopicKind::Plain).await?;
-        if let Some(eos) = self.eos.as_mut() {
-            eos.before_record(&self.producer)?;
-        }
-        tracing::info!(table = %format!("{}.{}", record.schema, record.table), kind = record.kind, changes = record.changes.len(), "schema change");
-        let key = (FixedSchema::SchemaChangeKey, record.key());
-        let value = serde_json::to_value(record)?;
-        self.produce_fixed(&topic, key, FixedSchema::SchemaChange, value)
-            .await
-    }
-
-    /// The topic and schema ids of a table event. A new description of the relation is
-    /// routed, registered (Avro) and compared with the shape in use on its topic (after a
-    /// restart, with Avro, the registry's latest); a different shape is written as a
-    /// `schema` record first.
-    async fn describe(
-        &mut self,
-        event: &ChangeEvent,
-        table: &Arc<TableSchema>,
-    ) -> Result<(Arc<str>, Option<u32>, Option<u32>), KafkaError> {
-        // The same `Arc` (every event of a Relation message), or an equal description from
-        // elsewhere (a snapshot chunk, a Relation message resent after a reconnect): nothing
-        // to register or compare. The `Arc` is kept so its next events take the first check.
-        if let Some(known) = self.descriptions.get_mut(&table.relation_id)
-            && (Arc::ptr_eq(&known.table, table) || *known.table == **table)
-        {
-            known.table = table.clone();
-            return Ok((known.topic.clone(), known.key_id, known.value_id));
-        }
-        let routed = self.router.topic(event);
-        let (topic, key_id, value_id, note, previous) = match &mut self.format {
-            Format::Json(_) => (
-                routed.clone(),
-                None,
-                None,
-                None,
-                self.shapes.get(&routed).cloned(),
-            ),
-            Format::Avro(encoder) => {
-                let current = encoder.redirect(&routed);
-                let previous = match self.shapes.get(&current) {
-                    Some(shape) => Some(shape.clone()),
-                    None => encoder.registered(&current).await?,
-                };
-                // Columns renamed by captured DDL carry their old name as an Avro alias.
-                let renames = match (self.pending_ddl.get(&table.relation_id), &previous) {
-                    (Some(ddl), Some(previous)) => {
-                        ddl.renames(table.relation_id, &previous.columns)
-                    }
-                    _ => Vec::new(),
-                };
-                let registered = encoder.register_table(&routed, table, &renames).await?;
-                (
-                    registered.topic,
-                    registered.key_id,
-                    Some(registered.value_id),
-                    registered.note,
-                    previous,
-                )
-            }
-        };
-        let shape = ShapeInUse {
-            columns: columns_of_table(table),
-            key_id,
-            value_id,
-        };
-        let ddl = self.pending_ddl.remove(&table.relation_id);
-        if let Some(previous) = previous.filter(|p| *p != shape || note.is_some()) {
-            let renames = ddl
-                .map(|d| d.renames(table.relation_id, &previous.columns))
-                .unwrap_or_default();
-            let record = SchemaChangeRecord::schema(
-                event,
-                &self.context.database,
-                &topic,
-                &previous,
-                &shape,
-                &renames,
-                note,
-            );
-            self.write_schema_change(&record).await?;
-        }
-        self.topics.ensure(&topic, TopicKind::Change).await?;
-        if topic != routed {
-            self.shapes.insert(routed, shape.clone());
-        }
-        self.shapes.insert(topic.clone(), shape);
-        self.descriptions.insert(
-            table.relation_id,
-            Description {
-                table: table.clone(),
-                topic: topic.clone(),
-                key_id,
-                value_id,
-            },
-        );
-        Ok((topic, key_id, value_id))
-    }
-
-    /// A DDL command captured by the event trigger: written at once as `ddl` records for
-    /// the tables it touched, and kept so the `schema` record that follows can tell renames.
-    async fn captured_ddl(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
-        let Some(message) = &event.message else {
-            return Ok(());
-        };
-        let ddl: CapturedDdl = match serde_json::from_slice(&message.content) {
-            Ok(ddl) => ddl,
-            Err(error) => {
-                tracing::warn!(%error, "a tidemark.ddl message that is not a captured DDL command; ignored (was it emitted by hand?)");
-                return Ok(());
-            }
-        };
-        let db = &self.context.database;
-        let mut records = Vec::new();
-        let mut seen = Vec::new();
-        for table in &ddl.tables {
-            if seen.contains(&table.relid) {
-                continue;
-            }
-            seen.push(table.relid);
-            let topic = self.router.table_topic(&table.schema, &table.table);
-            let names = (table.schema.as_str(), table.table.as_str(), &*topic);
-            let mut record =
-                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
-            let after = table.column_infos();
-            // The last capture knows nullability too; else the shape in use.
-            if let Some(captured) = self.captured_columns.insert(table.relid, after.clone()) {
-                record.before = Some(captured);
-            }
-            if let Some(before) = &record.before {
-                record.changes = diff(before, &after, &ddl.renames(table.relid, before));
-            }
-            if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
-                record.changes.push(Change::table("create_table"));
-            }
-            record.after = Some(after);
-            records.push(record);
-            self.pending_ddl.insert(table.relid, ddl.clone());
-        }
-        for dropped in &ddl.dropped {
-            let topic = self.router.table_topic(&dropped.schema, &dropped.table);
-            let names = (dropped.schema.as_str(), dropped.table.as_str(), &*topic);
-            let mut record =
-                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
-            record.changes.push(Change::table("drop_table"));
-            records.push(record);
-        }
-        for record in &records {
-            self.write_schema_change(record).await?;
-        }
-        Ok(())
-    }
-
+impl KafkaOutput {
     /// Waits until Kafka has acknowledged (or failed) every record in flight. A slow or
     /// overloaded broker is backpressure, not a failure: the wait goes on as long as it
     /// takes, logged every 30 s and counted in `tidemark_kafka_slow_flushes_total`. It ends
@@ -642,7 +329,7 @@ impl KafkaOutput {
         // Runs for every record: the producer's fatal state is asked (a call into
         // librdkafka with a buffer) only once a delivery failed.
         if failure.is_some()
-            && let Some(eos) = self.eos.as_ref()
+            && let Some(eos) = self.mode.exactly_once()
             && let Some(fatal) = eos.fatal(&self.producer)
         {
             return Err(fatal);
@@ -712,7 +399,7 @@ impl KafkaOutput {
                             retriable: false,
                         };
                         self.tracker.delivered(ordinal, Err(failure));
-                        if let Some(eos) = self.eos.as_ref() {
+                        if let Some(eos) = self.mode.exactly_once() {
                             if let Some(fatal) = eos.fatal(&self.producer) {
                                 return Err(fatal);
                             }
@@ -775,7 +462,7 @@ impl KafkaOutput {
         if !self.replace_producer {
             return Ok(());
         }
-        let Some(eos) = self.eos.as_mut() else {
+        let Some(eos) = self.mode.exactly_once_mut() else {
             return Ok(());
         };
         let producer: ThreadedProducer<AckContext> = self
@@ -813,9 +500,7 @@ impl KafkaOutput {
                 (topic, None, None)
             }
         };
-        if let Some(eos) = self.eos.as_mut() {
-            eos.before_record(&self.producer)?;
-        }
+        self.mode.before_record(&self.producer)?;
         if self.transaction_metadata && event.source.xid != 0 {
             let (xid, commit_lsn) = (event.source.xid, event.source.commit_lsn);
             if self
@@ -894,9 +579,7 @@ impl KafkaOutput {
                 targets.push(self.describe(event, table).await?);
             }
         }
-        if let Some(eos) = self.eos.as_mut() {
-            eos.before_record(&self.producer)?;
-        }
+        self.mode.before_record(&self.producer)?;
         let batch = match &mut self.format {
             Format::Json(encoder) => {
                 for event in events {
@@ -970,164 +653,6 @@ fn position_headers(event: &ChangeEvent) -> OwnedHeaders {
         })
 }
 
-impl EventOutput for KafkaOutput {
-    async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
-        Ok(self.send_event(event).await?)
-    }
-
-    async fn send_batch(&mut self, events: &[ChangeEvent]) -> Result<(), OutputError> {
-        Ok(self.send_rows(events).await?)
-    }
-
-    async fn commit(&mut self, end_lsn: Lsn) -> Result<(), OutputError> {
-        if let Some(open) = self.open.take() {
-            self.transaction_record("END", &open).await?;
-        }
-        self.tracker.close_transaction(end_lsn);
-        if let Some(eos) = self.eos.as_mut() {
-            eos.source_committed(end_lsn);
-        }
-        Ok(())
-    }
-
-    fn abort(&mut self) {
-        // At least once: records already produced cannot be taken back; the transaction's
-        // slot stays open and closes when the retransmitted transaction is delivered.
-        // Exactly once: the Kafka transaction holding the partial source transaction aborts.
-        self.open = None;
-        if let Some(eos) = self.eos.as_mut() {
-            self.replace_producer |= eos.abort(&self.producer);
-            // The aborted transaction's records are void: late reports for them are
-            // ignored, and its source transactions are sent again.
-            self.tracker.recover();
-        }
-        // After a delivery the brokers failed (a restart under the request): everything not
-        // acknowledged is sent again, from the position confirmed to PostgreSQL.
-        if self.tracker.failure().is_some_and(|f| f.retriable) {
-            tracing::warn!(
-                acknowledged = %self.tracker.acknowledged(),
-                "a Kafka delivery failed; sending again everything not acknowledged"
-            );
-            self.tracker.recover();
-        }
-    }
-
-    fn acknowledged(&self) -> Lsn {
-        match &self.eos {
-            Some(eos) => eos.acknowledged(),
-            None => self.tracker.acknowledged(),
-        }
-    }
-
-    fn resume_position(&self) -> Lsn {
-        self.eos.as_ref().map_or(Lsn::ZERO, ExactlyOnce::resume)
-    }
-
-    async fn flush(&mut self) -> Result<(), OutputError> {
-        self.replace_producer_if_fatal().await?;
-        self.failure()?;
-        let Some(end) = self.eos.as_ref().and_then(ExactlyOnce::ready_to_commit) else {
-            return Ok(());
-        };
-        if let Some(eos) = self.eos.as_ref() {
-            let (key, value) = eos.offsets_record(end)?;
-            let topic = eos.offsets_topic().to_owned();
-            self.produce(&topic, Some(&key), Some(&value), None).await?;
-        }
-        if let Some(eos) = self.eos.as_mut() {
-            eos.commit(&self.producer, end).await?;
-        }
-        Ok(())
-    }
-
-    async fn heartbeat(&mut self, position: Lsn) -> Result<(), OutputError> {
-        self.replace_producer_if_fatal().await?;
-        let topic = self.router.heartbeat_topic();
-        self.topics.ensure(&topic, TopicKind::Plain).await?;
-        if let Some(eos) = self.eos.as_mut() {
-            eos.before_record(&self.producer)?;
-        }
-        let server = serde_json::json!({ "serverName": self.context.connector_name });
-        let value = serde_json::json!({ "ts_ms": now_ms(), "lsn": position.as_u64() });
-        self.produce_fixed(
-            &topic,
-            (FixedSchema::HeartbeatKey, server),
-            FixedSchema::Heartbeat,
-            value,
-        )
-        .await?;
-        self.tracker.close_transaction(position);
-        if let Some(eos) = self.eos.as_mut() {
-            eos.source_committed(position);
-        }
-        Ok(())
-    }
-
-    async fn wait_acknowledged(&mut self) -> Result<(), OutputError> {
-        self.flush().await?;
-        if self.eos.is_none() {
-            self.wait_in_flight().await?;
-        }
-        Ok(self.failure()?)
-    }
-
-    async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
-        let topic = self.router.offsets_topic();
-        self.topics.ensure(&topic, TopicKind::Compacted).await?;
-        let (config, name) = (self.config.clone(), self.context.connector_name.clone());
-        let key = snapshot_progress_key(&name);
-        let read = tokio::task::spawn_blocking(move || {
-            super::exactly_once::read_latest(&config, &topic, &name, &key)
-        })
-        .await
-        .map_err(|e| KafkaError::Delivery(format!("reading snapshot progress: {e}")))??;
-        Ok(read)
-    }
-
-    async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {
-        let topic = self.router.offsets_topic();
-        self.topics.ensure(&topic, TopicKind::Compacted).await?;
-        let key = serde_json::to_vec(&snapshot_progress_key(&self.context.connector_name))
-            .map_err(KafkaError::from)?;
-        self.replace_producer_if_fatal().await?;
-        match self.eos.as_mut() {
-            // Exactly once: in the same Kafka transaction as the rows it counts.
-            Some(eos) => eos.before_side_record(&self.producer)?,
-            // At least once: only after those rows are acknowledged.
-            None => self.wait_acknowledged().await?,
-        }
-        self.produce(&topic, Some(&key), Some(progress), None)
-            .await?;
-        if self.eos.is_none() {
-            self.tracker.close_transaction(self.tracker.acknowledged());
-        }
-        Ok(true)
-    }
-
-    async fn shutdown(&mut self) -> Result<(), OutputError> {
-        if self
-            .eos
-            .as_ref()
-            .is_some_and(ExactlyOnce::source_transaction_open)
-        {
-            self.abort();
-        } else {
-            self.flush().await?;
-        }
-        let producer = self.producer.clone();
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
-        match flushed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, in_flight = self.tracker.in_flight(), "not every record was acknowledged before shutdown; they are not confirmed and will be sent again")
-            }
-            Err(error) => tracing::warn!(%error, "flushing the producer failed"),
-        }
-        Ok(self.failure()?)
-    }
-}
-
 /// The offsets-topic key of a connector's snapshot progress.
 fn snapshot_progress_key(connector: &str) -> serde_json::Value {
     serde_json::json!({ "connector": connector, "snapshot": true })
@@ -1135,7 +660,6 @@ fn snapshot_progress_key(connector: &str) -> serde_json::Value {
 
 /// A logical message event in `schemas/message.avsc`'s shape.
 fn message_json(event: &ChangeEvent, context: &EnvelopeContext) -> serde_json::Value {
-    let position = &event.source;
     let (prefix, content, transactional) = event
         .message
         .as_ref()
@@ -1145,49 +669,13 @@ fn message_json(event: &ChangeEvent, context: &EnvelopeContext) -> serde_json::V
     serde_json::json!({
         "op": "m",
         "ts_ms": now_ms(),
-        "source": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "connector": "postgresql",
-            "name": context.connector_name,
-            "ts_ms": position.commit_time_micros.div_euclid(1000),
-            "db": context.database,
-            "txId": position.xid,
-            "lsn": position.lsn.as_u64(),
-            "commit_lsn": position.commit_lsn.as_u64(),
-            "seq": position.seq,
-        },
+        "source": SourceJson::message(event, context),
         "message": {"prefix": prefix, "content": content, "transactional": transactional},
     })
 }
 
+mod event_output;
+mod schema_changes;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kafka(extra: &str) -> KafkaConfig {
-        let text = format!(
-            "name = \"shop\"\n[source]\nurl = \"postgres://u@h/db\"\n[kafka]\nbrokers = \"b:9092\"\n{extra}"
-        );
-        crate::config::Config::from_toml_with_env(&text, "test", std::iter::empty())
-            .unwrap_or_else(|e| panic!("{e}"))
-            .kafka
-            .unwrap_or_else(|| panic!("no [kafka]"))
-    }
-
-    #[test]
-    fn the_transactional_producer_retries_concurrent_transactions_after_20_ms() {
-        let eos = producer_config(&kafka("delivery = \"exactly_once\"\n"), "shop");
-        assert_eq!(eos.get("retry.backoff.ms"), Some("20"));
-        assert_eq!(eos.get("transactional.id"), Some("tidemark-shop"));
-        let user = producer_config(
-            &kafka(
-                "delivery = \"exactly_once\"\n[kafka.properties]\n\"retry.backoff.ms\" = \"250\"\n",
-            ),
-            "shop",
-        );
-        assert_eq!(user.get("retry.backoff.ms"), Some("250"));
-        let at_least_once = producer_config(&kafka(""), "shop");
-        assert_eq!(at_least_once.get("retry.backoff.ms"), None);
-        assert_eq!(at_least_once.get("transactional.id"), None);
-    }
-}
+mod tests;

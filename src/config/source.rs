@@ -1,0 +1,144 @@
+//! `[source]`: the database, its tables, the snapshot and the stream's settings.
+
+use super::*;
+
+/// When to take the initial snapshot (the snapshot itself is the snapshot issue's work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Snapshot when there is no committed position, then stream.
+    #[default]
+    Initial,
+    /// Never snapshot; stream from the slot's position.
+    Never,
+    /// Snapshot, then stop.
+    InitialOnly,
+    /// Snapshot again when the slot is missing or invalidated.
+    WhenNeeded,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://user[:password]@host:port/dbname?sslmode=…` (see the README for parameters).
+    pub url: String,
+    /// Password, overriding one in the URL; best set as `TIDEMARK_SOURCE_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
+    pub password: Option<Secret>,
+    /// File whose first line is the password (for mounted secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Replication slot; default `tidemark_<name>`.
+    #[serde(default)]
+    pub slot: String,
+    /// Publication; default `tidemark_<name>`.
+    #[serde(default)]
+    pub publication: String,
+    /// Tables to capture: `schema.table` or `schema.*`; empty or `["*"]` means all tables.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Snapshot mode.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Connections reading the snapshot in parallel.
+    #[serde(default = "defaults::snapshot_workers")]
+    pub snapshot_workers: usize,
+    /// Heap pages (8 KiB each) per snapshot chunk: large tables are read as ranges of this
+    /// many pages in parallel; a chunk read against the running stream is held in memory
+    /// until it is reconciled, so this bounds memory too.
+    #[serde(default = "defaults::snapshot_chunk_pages")]
+    pub snapshot_chunk_pages: u64,
+    /// Milliseconds between stores of snapshot progress while chunks are delivered (each
+    /// waits for the output to acknowledge what was sent; a crash re-reads at most this much).
+    #[serde(default = "defaults::snapshot_checkpoint_ms")]
+    pub snapshot_checkpoint_ms: u64,
+    /// A file to keep snapshot progress in; by default it is kept with the output's offsets
+    /// (the Kafka output's `<prefix>.offsets` topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_progress_file: Option<PathBuf>,
+    /// A table (`schema.table`, in the publication) whose inserted rows are signals, for
+    /// example `{"type": "execute-snapshot", "data": {"data-collections": ["public.a"]}}`
+    /// in a column named `data`; see `tidemark snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_table: Option<String>,
+    /// Milliseconds between standby status updates sent to the server (well below
+    /// `wal_sender_timeout`).
+    #[serde(default = "defaults::status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// Milliseconds between heartbeat messages written to the source (`0`: off). Each is a
+    /// `pg_logical_emit_message` that moves the slot forward on a database with no writes.
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
+    /// Megabytes of streamed in-progress transactions held in memory before spilling to disk.
+    #[serde(default = "defaults::stream_memory_mb")]
+    pub stream_memory_mb: u64,
+    /// Directory for spill files; the system temporary directory by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<PathBuf>,
+    /// An update or delete on a table that cannot identify its rows: `fail` or `skip`.
+    #[serde(default)]
+    pub unidentified_rows: UnidentifiedRowPolicy,
+    /// Install (with `tidemark setup`) and follow DDL capture: an event trigger that writes
+    /// each DDL command into the WAL as a logical message, so schema changes are known in
+    /// order with the data and renames are told from a drop plus an add.
+    #[serde(default)]
+    pub ddl_capture: bool,
+}
+
+/// One entry of `source.tables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableSelector {
+    /// Every table.
+    All,
+    /// Every table of a schema.
+    Schema(String),
+    /// One table.
+    Table {
+        /// Schema.
+        schema: String,
+        /// Table.
+        name: String,
+    },
+}
+
+impl TableSelector {
+    /// Whether `schema.table` is selected.
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        match self {
+            TableSelector::All => true,
+            TableSelector::Schema(s) => s == schema,
+            TableSelector::Table { schema: s, name } => s == schema && name == table,
+        }
+    }
+
+    /// Parses `*`, `schema.*` or `schema.table`.
+    pub fn parse(pattern: &str) -> Option<TableSelector> {
+        if pattern == "*" {
+            return Some(TableSelector::All);
+        }
+        let (schema, name) = pattern.split_once('.')?;
+        if schema.is_empty() || name.is_empty() || name.contains('.') || schema == "*" {
+            return None;
+        }
+        Some(if name == "*" {
+            TableSelector::Schema(schema.to_owned())
+        } else {
+            TableSelector::Table {
+                schema: schema.to_owned(),
+                name: name.to_owned(),
+            }
+        })
+    }
+}
+
+/// What to do with an update or delete that cannot identify its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnidentifiedRowPolicy {
+    /// Stop with an error naming the table and the remedy.
+    #[default]
+    Fail,
+    /// Skip the change with a warning.
+    Skip,
+}

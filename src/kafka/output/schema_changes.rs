@@ -1,0 +1,217 @@
+//! Schema changes on their way into Kafka: each relation's description (topic and schema
+//! ids, registered when its shape changes), the `schema` records on
+//! `<prefix>.schema-changes`, captured DDL held until the first row of its new shape,
+//! and the fixed-shape records (heartbeat, transaction metadata, message).
+
+use super::*;
+
+impl KafkaOutput {
+    /// Encodes a fixed-shape record (heartbeat, transaction metadata, message, schema
+    /// change) into `self.key`/`self.value`, as JSON or with its `schemas/` Avro schema.
+    pub(super) async fn encode_fixed(
+        &mut self,
+        topic: &str,
+        key: Option<(FixedSchema, serde_json::Value)>,
+        value_schema: FixedSchema,
+        value: serde_json::Value,
+    ) -> Result<bool, KafkaError> {
+        match &mut self.format {
+            Format::Avro(encoder) => {
+                encoder
+                    .encode_fixed(
+                        topic,
+                        key,
+                        value_schema,
+                        value,
+                        &mut self.key,
+                        &mut self.value,
+                    )
+                    .await
+            }
+            Format::Json(_) => {
+                self.key.clear();
+                let has_key = match key {
+                    Some((_, json)) => {
+                        serde_json::to_writer(&mut self.key, &json)?;
+                        true
+                    }
+                    None => false,
+                };
+                self.value.clear();
+                serde_json::to_writer(&mut self.value, &value)?;
+                Ok(has_key)
+            }
+        }
+    }
+
+    /// Encodes a keyed fixed-shape record and produces it to `topic`.
+    pub(super) async fn produce_fixed(
+        &mut self,
+        topic: &str,
+        key: (FixedSchema, serde_json::Value),
+        value_schema: FixedSchema,
+        value: serde_json::Value,
+    ) -> Result<(), KafkaError> {
+        self.encode_fixed(topic, Some(key), value_schema, value)
+            .await?;
+        self.produce(topic, Some(&self.key), Some(&self.value), None)
+            .await
+    }
+
+    /// Writes a schema-change record to `<prefix>.schema-changes`.
+    pub(super) async fn write_schema_change(
+        &mut self,
+        record: &SchemaChangeRecord,
+    ) -> Result<(), KafkaError> {
+        let topic = self.router.schema_change_topic();
+        self.topics.ensure(&topic, TopicKind::Plain).await?;
+        self.mode.before_record(&self.producer)?;
+        tracing::info!(table = %format!("{}.{}", record.schema, record.table), kind = record.kind, changes = record.changes.len(), "schema change");
+        let key = (FixedSchema::SchemaChangeKey, record.key());
+        let value = serde_json::to_value(record)?;
+        self.produce_fixed(&topic, key, FixedSchema::SchemaChange, value)
+            .await
+    }
+
+    /// The topic and schema ids of a table event. A new description of the relation is
+    /// routed, registered (Avro) and compared with the shape in use on its topic (after a
+    /// restart, with Avro, the registry's latest); a different shape is written as a
+    /// `schema` record first.
+    pub(super) async fn describe(
+        &mut self,
+        event: &ChangeEvent,
+        table: &Arc<TableSchema>,
+    ) -> Result<(Arc<str>, Option<u32>, Option<u32>), KafkaError> {
+        // The same `Arc` (every event of a Relation message), or an equal description from
+        // elsewhere (a snapshot chunk, a Relation message resent after a reconnect): nothing
+        // to register or compare. The `Arc` is kept so its next events take the first check.
+        if let Some(known) = self.descriptions.get_mut(&table.relation_id)
+            && (Arc::ptr_eq(&known.table, table) || *known.table == **table)
+        {
+            known.table = table.clone();
+            return Ok((known.topic.clone(), known.key_id, known.value_id));
+        }
+        let routed = self.router.topic(event);
+        let (topic, key_id, value_id, note, previous) = match &mut self.format {
+            Format::Json(_) => (
+                routed.clone(),
+                None,
+                None,
+                None,
+                self.shapes.get(&routed).cloned(),
+            ),
+            Format::Avro(encoder) => {
+                let current = encoder.redirect(&routed);
+                let previous = match self.shapes.get(&current) {
+                    Some(shape) => Some(shape.clone()),
+                    None => encoder.registered(&current).await?,
+                };
+                // Columns renamed by captured DDL carry their old name as an Avro alias.
+                let renames = match (self.pending_ddl.get(&table.relation_id), &previous) {
+                    (Some(ddl), Some(previous)) => {
+                        ddl.renames(table.relation_id, &previous.columns)
+                    }
+                    _ => Vec::new(),
+                };
+                let registered = encoder.register_table(&routed, table, &renames).await?;
+                (
+                    registered.topic,
+                    registered.key_id,
+                    Some(registered.value_id),
+                    registered.note,
+                    previous,
+                )
+            }
+        };
+        let shape = ShapeInUse {
+            columns: columns_of_table(table),
+            key_id,
+            value_id,
+        };
+        let ddl = self.pending_ddl.remove(&table.relation_id);
+        if let Some(previous) = previous.filter(|p| *p != shape || note.is_some()) {
+            let renames = ddl
+                .map(|d| d.renames(table.relation_id, &previous.columns))
+                .unwrap_or_default();
+            let record = SchemaChangeRecord::schema(
+                event,
+                &self.context.database,
+                &topic,
+                &previous,
+                &shape,
+                &renames,
+                note,
+            );
+            self.write_schema_change(&record).await?;
+        }
+        self.topics.ensure(&topic, TopicKind::Change).await?;
+        if topic != routed {
+            self.shapes.insert(routed, shape.clone());
+        }
+        self.shapes.insert(topic.clone(), shape);
+        self.descriptions.insert(
+            table.relation_id,
+            Description {
+                table: table.clone(),
+                topic: topic.clone(),
+                key_id,
+                value_id,
+            },
+        );
+        Ok((topic, key_id, value_id))
+    }
+
+    /// A DDL command captured by the event trigger: written at once as `ddl` records for
+    /// the tables it touched, and kept so the `schema` record that follows can tell renames.
+    pub(super) async fn captured_ddl(&mut self, event: &ChangeEvent) -> Result<(), KafkaError> {
+        let Some(message) = &event.message else {
+            return Ok(());
+        };
+        let ddl: CapturedDdl = match serde_json::from_slice(&message.content) {
+            Ok(ddl) => ddl,
+            Err(error) => {
+                tracing::warn!(%error, "a tidemark.ddl message that is not a captured DDL command; ignored (was it emitted by hand?)");
+                return Ok(());
+            }
+        };
+        let db = &self.context.database;
+        let mut records = Vec::new();
+        let mut seen = Vec::new();
+        for table in &ddl.tables {
+            if seen.contains(&table.relid) {
+                continue;
+            }
+            seen.push(table.relid);
+            let topic = self.router.table_topic(&table.schema, &table.table);
+            let names = (table.schema.as_str(), table.table.as_str(), &*topic);
+            let mut record =
+                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
+            let after = table.column_infos();
+            // The last capture knows nullability too; else the shape in use.
+            if let Some(captured) = self.captured_columns.insert(table.relid, after.clone()) {
+                record.before = Some(captured);
+            }
+            if let Some(before) = &record.before {
+                record.changes = diff(before, &after, &ddl.renames(table.relid, before));
+            }
+            if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
+                record.changes.push(Change::table("create_table"));
+            }
+            record.after = Some(after);
+            records.push(record);
+            self.pending_ddl.insert(table.relid, ddl.clone());
+        }
+        for dropped in &ddl.dropped {
+            let topic = self.router.table_topic(&dropped.schema, &dropped.table);
+            let names = (dropped.schema.as_str(), dropped.table.as_str(), &*topic);
+            let mut record =
+                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
+            record.changes.push(Change::table("drop_table"));
+            records.push(record);
+        }
+        for record in &records {
+            self.write_schema_change(record).await?;
+        }
+        Ok(())
+    }
+}

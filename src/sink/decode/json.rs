@@ -1,0 +1,277 @@
+//! JSON records, with or without the `{"schema","payload"}` wrapping: the envelope read
+//! from the payload, each value typed as its column's kind, and schemaless tables' shapes
+//! inferred from the rows seen.
+
+use super::*;
+
+impl Decoder {
+    pub(super) fn decode_json(
+        &mut self,
+        raw: &RawRecord<'_>,
+    ) -> Result<Option<SinkRecord>, DecodeError> {
+        let Some(bytes) = raw.value else {
+            return self.tombstone_json(raw);
+        };
+        // `{"schema":…,"payload":…}` is split without building the schema's value tree: the
+        // schema's text is the cache key, parsed only the first time it is seen.
+        let top: HashMap<&str, &RawValue> = serde_json::from_slice(bytes)
+            .map_err(|e| malformed(format!("value is neither Avro nor JSON (an object): {e}")))?;
+        let (schema, payload) = match (top.get("schema"), top.get("payload")) {
+            (Some(schema), Some(payload)) => (Some(schema.get()), parse_json(payload.get())?),
+            _ => (None, parse_json_bytes(bytes)?),
+        };
+        let Some(op) = payload.get("op").and_then(Json::as_str) else {
+            return Ok(None);
+        };
+        let source = payload
+            .get("source")
+            .ok_or_else(|| malformed("envelope without source"))?;
+        let table = SourceTable {
+            schema: text_field(source, "schema")?,
+            name: text_field(source, "table")?,
+        };
+        let position = Position {
+            commit_lsn: number_field(source, "commit_lsn")?,
+            seq: number_field(source, "seq")?,
+        };
+        let (op, row_field) = match op {
+            "c" | "u" | "r" => (SinkOp::Upsert, "after"),
+            "d" => (SinkOp::Delete, "before"),
+            "t" => (SinkOp::Truncate, ""),
+            _ => return Ok(None),
+        };
+        let row_json = payload.get(row_field).filter(|r| r.is_object());
+        let shape = match schema {
+            Some(schema) => match self.connect_shapes.get(schema) {
+                Some(shape) => shape.clone(),
+                None => {
+                    let envelope = parse_json(schema)?;
+                    let key = key_json(raw.key)?;
+                    let key_schema = key.as_ref().and_then(|k| k.get("schema"));
+                    let shape = shape::from_connect(&envelope, key_schema)
+                        .ok_or_else(|| malformed("Connect schema without a before field"))?;
+                    let shape = Arc::new(shape);
+                    self.connect_shapes.insert(schema.to_owned(), shape.clone());
+                    shape
+                }
+            },
+            None => self.inferred_shape(&table, row_json, raw.key)?,
+        };
+        let unchanged = payload
+            .get("unchanged_toast")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let row = match row_json {
+            Some(row) => shape
+                .columns
+                .iter()
+                .map(|c| json_value(row.get(&c.name).unwrap_or(&Json::Null), &c.kind, &c.name))
+                .collect::<Result<Vec<_>, _>>()?,
+            None if op == SinkOp::Truncate => Vec::new(),
+            None => return Err(malformed(format!("op {row_field:?} record missing"))),
+        };
+        Ok(Some(SinkRecord {
+            table,
+            shape,
+            op,
+            position,
+            row,
+            unchanged,
+        }))
+    }
+
+    /// A JSON tombstone: a delete of its key, typed as the topic's last shape says.
+    pub(super) fn tombstone_json(
+        &self,
+        raw: &RawRecord<'_>,
+    ) -> Result<Option<SinkRecord>, DecodeError> {
+        let key = key_json(raw.key)?;
+        let payload = key
+            .as_ref()
+            .map(|k| match (k.get("schema"), k.get("payload")) {
+                (Some(_), Some(payload)) => payload,
+                _ => k,
+            });
+        let (Some(table), Some(position), Some(Json::Object(key))) = (
+            self.tombstone_table(raw.topic),
+            raw.header_position,
+            payload,
+        ) else {
+            return Ok(None);
+        };
+        let known = self.topic_tables.get(raw.topic).map(|(_, s)| s.clone());
+        let mut columns = Vec::new();
+        let mut row = Vec::new();
+        for (name, value) in key {
+            let kind = known
+                .as_ref()
+                .and_then(|s| s.column(name))
+                .map_or_else(|| shape::infer_kind(value), |c| c.kind.clone());
+            row.push(json_value(value, &kind, name)?);
+            columns.push(SinkColumn {
+                name: name.clone(),
+                kind,
+            });
+        }
+        Ok(Some(tombstone_delete(table, columns, row, position)))
+    }
+
+    /// A schemaless table's shape: the columns seen so far, each typed by its first
+    /// non-null value; a new column or a first non-null value gives a new shape.
+    pub(super) fn inferred_shape(
+        &mut self,
+        table: &SourceTable,
+        row: Option<&Json>,
+        key: Option<&[u8]>,
+    ) -> Result<Arc<TableShape>, DecodeError> {
+        let known = self.inferred.get(table).cloned().unwrap_or_default();
+        let Some(Json::Object(row)) = row else {
+            return Ok(known);
+        };
+        // The common case, a row of a shape already known, builds nothing.
+        let unchanged = row.iter().all(|(name, value)| {
+            known
+                .column(name)
+                .is_some_and(|c| value.is_null() || c.kind != ColumnKind::Text || value.is_string())
+        });
+        if unchanged && !known.key.is_empty() {
+            return Ok(known);
+        }
+        let mut shape = (*known).clone();
+        if shape.key.is_empty() {
+            if let Some(Json::Object(key)) = key_json(key)? {
+                shape.key = key.keys().cloned().collect();
+            }
+        }
+        for (name, value) in row {
+            match shape.columns.iter_mut().find(|c| &c.name == name) {
+                Some(column) if column.kind == ColumnKind::Text && !value.is_null() => {
+                    if !value.is_string() {
+                        column.kind = shape::infer_kind(value);
+                    }
+                }
+                Some(_) => {}
+                None => shape.columns.push(SinkColumn {
+                    name: name.clone(),
+                    kind: shape::infer_kind(value),
+                }),
+            }
+        }
+        if shape != *known {
+            let shape = Arc::new(shape);
+            self.inferred.insert(table.clone(), shape.clone());
+            return Ok(shape);
+        }
+        Ok(known)
+    }
+}
+
+pub(super) fn parse_json(text: &str) -> Result<Json, DecodeError> {
+    serde_json::from_str(text).map_err(|e| malformed(format!("value is not valid JSON: {e}")))
+}
+
+pub(super) fn parse_json_bytes(bytes: &[u8]) -> Result<Json, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| malformed(format!("value is not valid JSON: {e}")))
+}
+
+/// A JSON key, parsed only where it is needed (a tombstone, a shape seen first).
+pub(super) fn key_json(key: Option<&[u8]>) -> Result<Option<Json>, DecodeError> {
+    key.map(|k| {
+        serde_json::from_slice(k)
+            .map_err(|e| malformed(format!("key is neither Avro nor JSON: {e}")))
+    })
+    .transpose()
+}
+
+pub(super) fn text_field(source: &Json, name: &str) -> Result<String, DecodeError> {
+    source
+        .get(name)
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| malformed(format!("source.{name} missing")))
+}
+
+pub(super) fn number_field(source: &Json, name: &str) -> Result<u64, DecodeError> {
+    source
+        .get(name)
+        .and_then(Json::as_u64)
+        .ok_or_else(|| malformed(format!("source.{name} missing")))
+}
+
+pub(super) fn json_float(
+    value: &Json,
+    column: &str,
+    kind: &ColumnKind,
+) -> Result<f64, DecodeError> {
+    match value {
+        Json::Number(n) => n.as_f64().ok_or_else(|| wrong(column, kind, "number")),
+        Json::String(s) => match s.as_str() {
+            "NaN" => Ok(f64::NAN),
+            "Infinity" => Ok(f64::INFINITY),
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            _ => Err(wrong(column, kind, "string")),
+        },
+        _ => Err(wrong(column, kind, "non-number")),
+    }
+}
+
+pub(super) fn json_value(
+    value: &Json,
+    kind: &ColumnKind,
+    column: &str,
+) -> Result<Value, DecodeError> {
+    let int = |value: &Json| {
+        value
+            .as_i64()
+            .ok_or_else(|| wrong(column, kind, "non-integer"))
+    };
+    Ok(match (value, kind) {
+        (Json::Null, _) => Value::Null,
+        (Json::Bool(v), _) => Value::Bool(*v),
+        (v, ColumnKind::Int16) => Value::Int16(
+            i16::try_from(int(v)?).map_err(|_| wrong(column, kind, "out-of-range integer"))?,
+        ),
+        (v, ColumnKind::Int32) => Value::Int32(
+            i32::try_from(int(v)?).map_err(|_| wrong(column, kind, "out-of-range integer"))?,
+        ),
+        (v, ColumnKind::Date) => Value::Date(
+            i32::try_from(int(v)?).map_err(|_| wrong(column, kind, "out-of-range integer"))?,
+        ),
+        (v, ColumnKind::Int64) => Value::Int64(int(v)?),
+        (v, ColumnKind::Time) => Value::Time(int(v)?),
+        (v, ColumnKind::Timestamp) => Value::Timestamp(int(v)?),
+        (v, ColumnKind::TimestampTz) => Value::TimestampTz(int(v)?),
+        (v, ColumnKind::Float32) => Value::Float32(json_float(v, column, kind)? as f32),
+        (v, ColumnKind::Float64) => Value::Float64(json_float(v, column, kind)?),
+        (Json::String(s), ColumnKind::Decimal { .. } | ColumnKind::Numeric) => {
+            Value::Numeric(s.clone())
+        }
+        (Json::Number(n), ColumnKind::Decimal { .. } | ColumnKind::Numeric) => {
+            Value::Numeric(n.to_string())
+        }
+        (Json::String(s), ColumnKind::Bytes) => Value::Bytes(
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| malformed(format!("column {column}: bad base64: {e}")))?,
+        ),
+        (Json::String(s), ColumnKind::Uuid) => Value::Uuid(s.clone()),
+        (Json::String(s), ColumnKind::Json) => Value::Json(s.clone()),
+        (Json::String(s), _) => Value::Text(s.clone()),
+        (Json::Array(items), ColumnKind::Array(inner)) => Value::Array(
+            items
+                .iter()
+                .map(|i| json_value(i, inner, column))
+                .collect::<Result<_, _>>()?,
+        ),
+        (v @ (Json::Object(_) | Json::Array(_)), ColumnKind::Json | ColumnKind::Text) => {
+            Value::Json(v.to_string())
+        }
+        (Json::Number(n), ColumnKind::Text | ColumnKind::Other(_)) => Value::Text(n.to_string()),
+        (other, _) => return Err(wrong(column, kind, &other.to_string())),
+    })
+}

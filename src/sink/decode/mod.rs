@@ -1,0 +1,268 @@
+//! Kafka records into [`SinkRecord`]s: Avro in Confluent's framing, decoded by schema id
+//! through the registry, or JSON with or without Connect schemas.
+//!
+//! - Avro: magic byte 0, a 4-byte big-endian schema id, the datum. The writer schema is
+//!   fetched once per id (the registry's `GET /schemas/ids/{id}`, or, with the embedded
+//!   registry and no `[registry] url`, by replaying its `_schemas` topic) and cached. The
+//!   table's shape comes from the envelope schema and the key schema (whose id the key
+//!   frame carries).
+//! - JSON: `{"schema":…,"payload":…}` gives the shape from the Connect schema; a bare
+//!   envelope gives it from the values ([`super::shape::infer_kind`]).
+//! - A tombstone (null value) is a delete at the position in the record's
+//!   `tidemark.commit_lsn`/`tidemark.seq` headers: after compaction it may be all that is
+//!   left of a deleted key.
+//! - Records that are not table changes (an `m` message routed onto a table topic) are
+//!   skipped; anything that cannot be decoded is an error naming the record, never skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::types::Value as Avro;
+use base64::Engine;
+use num_bigint::BigInt;
+use serde_json::Value as Json;
+use serde_json::value::RawValue;
+
+use super::record::{Position, SinkOp, SinkRecord, SourceTable};
+use super::shape::{self, ColumnKind, SinkColumn, TableShape};
+use crate::config::KafkaConfig;
+use crate::domain::value::Value;
+use crate::schema::registry_client::RegistryClient;
+use crate::schema::registry_store::RegistryStore;
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not what the format promises.
+    #[error("{0}")]
+    Malformed(String),
+    /// The schema could not be fetched.
+    #[error("fetching schema {id}: {detail}")]
+    Schema {
+        /// Schema id.
+        id: u32,
+        /// What failed.
+        detail: String,
+    },
+}
+
+fn malformed(detail: impl Into<String>) -> DecodeError {
+    DecodeError::Malformed(detail.into())
+}
+
+/// Where writer schemas come from.
+pub enum SchemaLookup {
+    /// A Confluent-compatible registry over HTTP.
+    Registry(RegistryClient),
+    /// The embedded registry's `_schemas` topic, replayed when an id is not known yet.
+    Topic {
+        /// Brokers.
+        kafka: KafkaConfig,
+        /// Topic name.
+        topic: String,
+        /// The replayed state.
+        store: Box<RegistryStore>,
+    },
+}
+
+impl SchemaLookup {
+    async fn fetch(&mut self, id: u32) -> Result<String, DecodeError> {
+        let fail = |detail: String| DecodeError::Schema { id, detail };
+        match self {
+            SchemaLookup::Registry(client) => client
+                .schema(id)
+                .await
+                .map(|s| s.to_string())
+                .map_err(|e| fail(e.to_string())),
+            SchemaLookup::Topic {
+                kafka,
+                topic,
+                store,
+            } => {
+                if let Ok(text) = store.schema(id) {
+                    return Ok(text.to_owned());
+                }
+                let (_, replayed) = crate::schema::registry_http::SchemasTopic::open(kafka, topic)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                **store = replayed;
+                store.schema(id).map(str::to_owned).map_err(|e| {
+                    fail(format!(
+                        "{e} in topic {topic}; is [registry] topic the one the source writes to?"
+                    ))
+                })
+            }
+        }
+    }
+}
+
+struct AvroSchema {
+    schema: apache_avro::Schema,
+    json: Json,
+}
+
+/// Decodes records of one connector's topics.
+pub struct Decoder {
+    lookup: Option<SchemaLookup>,
+    avro: HashMap<u32, Arc<AvroSchema>>,
+    avro_shapes: HashMap<(Option<u32>, u32), Arc<TableShape>>,
+    connect_shapes: HashMap<String, Arc<TableShape>>,
+    inferred: HashMap<SourceTable, Arc<TableShape>>,
+    topic_tables: HashMap<String, (SourceTable, Arc<TableShape>)>,
+    prefix: String,
+}
+
+/// The raw parts of a Kafka record the decoder needs.
+pub struct RawRecord<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key bytes.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes (none: a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// Position from the `tidemark.commit_lsn`/`tidemark.seq` headers.
+    pub header_position: Option<Position>,
+}
+
+impl Decoder {
+    /// A decoder for topics under `prefix`; `lookup` is needed for Avro.
+    pub fn new(prefix: &str, lookup: Option<SchemaLookup>) -> Self {
+        Decoder {
+            lookup,
+            avro: HashMap::new(),
+            avro_shapes: HashMap::new(),
+            connect_shapes: HashMap::new(),
+            inferred: HashMap::new(),
+            topic_tables: HashMap::new(),
+            prefix: prefix.to_owned(),
+        }
+    }
+    /// Decodes one record; `None` for records that are not table changes.
+    pub async fn decode(&mut self, raw: &RawRecord<'_>) -> Result<Option<SinkRecord>, DecodeError> {
+        let framed = |bytes: &[u8]| crate::schema::avro::split_frame(bytes).is_some();
+        let is_avro = raw
+            .value
+            .map_or_else(|| raw.key.is_some_and(framed), framed);
+        let record = if is_avro {
+            self.decode_avro(raw).await?
+        } else {
+            self.decode_json(raw)?
+        };
+        // Remembered for tombstones, which name no table: only when it changes, not per
+        // record.
+        if let Some(record) = record.as_ref().filter(|r| r.op == SinkOp::Upsert) {
+            let known = self
+                .topic_tables
+                .get(raw.topic)
+                .is_some_and(|(_, shape)| Arc::ptr_eq(shape, &record.shape));
+            if !known {
+                self.topic_tables.insert(
+                    raw.topic.to_owned(),
+                    (record.table.clone(), record.shape.clone()),
+                );
+            }
+        }
+        Ok(record)
+    }
+    /// The table a tombstone's topic holds: the one last seen on it, else the topic name
+    /// `<prefix>.<schema>.<table>`.
+    fn tombstone_table(&self, topic: &str) -> Option<SourceTable> {
+        if let Some((table, _)) = self.topic_tables.get(topic) {
+            return Some(table.clone());
+        }
+        let (schema, name) = crate::kafka::topics::table_of_topic(&self.prefix, topic)?;
+        Some(SourceTable {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn wrong(column: &str, kind: &ColumnKind, got: &str) -> DecodeError {
+    malformed(format!(
+        "column {column}: a {got} where {kind:?} was expected"
+    ))
+}
+
+/// The delete a tombstone stands for: its key columns (every one a key column) and values.
+fn tombstone_delete(
+    table: SourceTable,
+    columns: Vec<SinkColumn>,
+    row: Vec<Value>,
+    position: Position,
+) -> SinkRecord {
+    let key = columns.iter().map(|c| c.name.clone()).collect();
+    SinkRecord {
+        table,
+        shape: Arc::new(TableShape {
+            columns,
+            key,
+            renamed: Vec::new(),
+        }),
+        op: SinkOp::Delete,
+        position,
+        row,
+        unchanged: Vec::new(),
+    }
+}
+
+mod avro;
+mod json;
+
+#[cfg(test)]
+mod tests {
+    use super::avro::decimal_text;
+    use super::json::json_value;
+    use super::*;
+
+    #[test]
+    fn decimals_keep_every_digit() {
+        assert_eq!(decimal_text(&BigInt::from(-1205), 2), "-12.05");
+        assert_eq!(decimal_text(&BigInt::from(5), 3), "0.005");
+        assert_eq!(decimal_text(&BigInt::from(0), 0), "0");
+        let big: BigInt = "123456789012345678901234567890123456789"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(
+            decimal_text(&big, 10),
+            "12345678901234567890123456789.0123456789"
+        );
+    }
+
+    #[test]
+    fn json_values_follow_the_kind() {
+        let v =
+            |j: Json, k: ColumnKind| json_value(&j, &k, "c").unwrap_or(Value::Text("ERR".into()));
+        // NaN arrives as a string and must come back as a NaN float, not null or an error.
+        assert!(
+            matches!(v(serde_json::json!("NaN"), ColumnKind::Float64), Value::Float64(f) if f.is_nan())
+        );
+        assert_eq!(
+            v(serde_json::json!("AP8="), ColumnKind::Bytes),
+            Value::Bytes(vec![0, 255])
+        );
+        assert_eq!(
+            v(serde_json::json!("12.50"), ColumnKind::Numeric),
+            Value::Numeric("12.50".into())
+        );
+        assert!(json_value(&serde_json::json!(70000), &ColumnKind::Int16, "c").is_err());
+    }
+
+    #[tokio::test]
+    async fn corrupt_bytes_are_an_error_not_a_skip() {
+        let mut decoder = Decoder::new("p", None);
+        let raw = RawRecord {
+            topic: "p.public.t",
+            key: None,
+            value: Some(b"\x01\x02garbage"),
+            header_position: None,
+        };
+        let error = decoder.decode(&raw).await.err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("neither Avro nor JSON")),
+            "{error:?}"
+        );
+    }
+}
