@@ -10,7 +10,9 @@
 # The benches' own size variables (DRAIN_ROWS, SNAPSHOT_ROWS, SINK_SIZES, ...) pass
 # through and are written into the report. The release build has a target directory of
 # its own (BENCH_TARGET_DIR, default ~/.cache/tidemark/bench-target): DuckDB's optimised
-# build takes a long time once, and the test builds must not evict it.
+# build takes a long time once (about an hour from a cold cache on 2 cores), and the test
+# builds must not evict it. BENCH_CARGO_FLAGS passes flags to every `cargo bench`:
+# `--no-default-features` leaves DuckDB out (sink_merge then measures PostgreSQL only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 source scripts/ensure-deps.sh
@@ -21,7 +23,7 @@ logs="$(mktemp -d)"
 draft="$logs/REPORT.md"
 
 echo "== building the benches (release)" >&2
-cargo bench --no-run --quiet
+cargo bench ${BENCH_CARGO_FLAGS:-} --no-run --quiet
 
 title() {
   case "$1" in
@@ -60,9 +62,9 @@ sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK|LATENCY|BIG)_' | sort | tr '\n' ' 
   echo "## Commands"
   echo
   echo '```'
-  echo "BENCHES=\"$BENCHES\" ${sizes}benches/run.sh"
+  echo "BENCHES=\"$BENCHES\" ${BENCH_CARGO_FLAGS:+BENCH_CARGO_FLAGS=\"$BENCH_CARGO_FLAGS\" }${sizes}benches/run.sh"
   for bench in $BENCHES; do
-    echo "cargo bench --bench $bench"
+    echo "cargo bench ${BENCH_CARGO_FLAGS:+$BENCH_CARGO_FLAGS }--bench $bench"
   done
   echo '```'
 } > "$draft"
@@ -70,7 +72,7 @@ sizes="$(env | grep -E '^(DRAIN|SNAPSHOT|SINK|LATENCY|BIG)_' | sort | tr '\n' ' 
 for bench in $BENCHES; do
   echo "== cargo bench --bench $bench" >&2
   started=$(date +%s)
-  cargo bench --quiet --bench "$bench" > "$logs/$bench.out" 2> "$logs/$bench.err" || {
+  cargo bench ${BENCH_CARGO_FLAGS:-} --quiet --bench "$bench" > "$logs/$bench.out" 2> "$logs/$bench.err" || {
     echo "cargo bench --bench $bench failed; its output:" >&2
     tail -50 "$logs/$bench.err" >&2
     exit 1
