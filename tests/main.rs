@@ -15,6 +15,7 @@ mod connection;
 mod connectors;
 mod crash_loop;
 mod deploy;
+mod docs;
 mod drill;
 mod fault_drills;
 mod idle_progress;

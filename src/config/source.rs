@@ -21,7 +21,7 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `postgres://user[:password]@host:port/dbname?sslmode=…` (see the README for parameters).
+    /// `postgres://user[:password]@host:port/dbname?sslmode=…` (see `docs/configuration.md` for parameters).
     pub url: String,
     /// Password, overriding one in the URL; best set as `TIDEMARK_SOURCE_PASSWORD`.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
