@@ -123,7 +123,9 @@ fn the_readme_links_every_page_of_docs() {
     for page in pages().iter().skip(1) {
         let name = format!(
             "docs/{}",
-            page.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+            page.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
         );
         assert!(readme.contains(&name), "README.md does not link {name}");
     }
