@@ -3,22 +3,11 @@
 //!
 //! ## Which position is confirmed, and when
 //!
-//! The standby status update's flush position tells the server which WAL the slot no
-//! longer needs; after a restart, streaming resumes with the first transaction that commits
-//! after it. So:
-//!
-//! - the position of a transaction (the end of its commit record) is confirmed only once the
-//!   output acknowledges it, and every earlier one;
-//! - a keepalive's `wal_end` is the position the walsender has decoded up to. When no
-//!   transaction is open and everything handed to the output is acknowledged, nothing before
-//!   `wal_end` remains to deliver, so it can be confirmed too. This is what moves an idle
-//!   slot forward while other databases of the same server write WAL (otherwise the slot would
-//!   hold that WAL back). A transaction still running on the server is unaffected: its commit
-//!   comes later, and the server keeps the WAL it needs from its start (`restart_lsn`).
-//!   A keepalive that arrives while a transaction is open is never confirmed, because the
-//!   walsender may already be past that transaction's commit;
-//! - a heartbeat (a non-transactional `pg_logical_emit_message` written every
-//!   `heartbeat_interval_ms`) gives a position in this database for the same purpose.
+//! [`Confirmation`] holds the rule and its tests: a transaction's end once the output
+//! acknowledges it, a keepalive's `wal_end` or a heartbeat's position only when no
+//! transaction is open and everything is acknowledged (this moves an idle slot forward while
+//! other databases of the server write WAL). A heartbeat is a non-transactional
+//! `pg_logical_emit_message` written every `heartbeat_interval_ms`.
 //!
 //! The server's `wal_sender_timeout` closes connections that report nothing for too long, so
 //! a keepalive asking for a reply is answered at once and an update is sent every
@@ -62,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::capture::confirm::Confirmation;
 use crate::capture::progress::ReaderProgress;
 use crate::config::Config;
 use crate::domain::backoff::Backoff;
@@ -250,8 +240,8 @@ struct Session<'a, O> {
     events: Vec<ChangeEvent>,
     in_stream: Option<u32>,
     received: Lsn,
-    last_committed: Lsn,
-    idle_position: Lsn,
+    /// Which position may be confirmed (the no-loss rule).
+    confirm: Confirmation,
     flush_at: Option<tokio::time::Instant>,
     last_status: Instant,
     status_every: Duration,
@@ -319,8 +309,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             events: Vec::with_capacity(64),
             in_stream: None,
             received: state.confirmed,
-            last_committed: state.confirmed,
-            idle_position: Lsn::ZERO,
+            confirm: Confirmation::new(state.confirmed),
             flush_at: None,
             last_status: Instant::now(),
             status_every: Duration::from_millis(config.source.status_interval_ms),
@@ -435,7 +424,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
 
     async fn finish_transaction(&mut self, end_lsn: Lsn) -> Result<(), ReaderError> {
         self.output.commit(end_lsn).await?;
-        self.last_committed = self.last_committed.max(end_lsn);
+        self.confirm.committed(end_lsn);
         self.state.stats.transactions += 1;
         self.state.transactions.increment(1);
         if self.commit_time_micros != 0 {
@@ -449,17 +438,18 @@ impl<'a, O: EventOutput> Session<'a, O> {
         Ok(())
     }
 
-    fn all_acknowledged(&self) -> bool {
-        !self.assembler.in_transaction() && self.output.acknowledged() >= self.last_committed
+    /// The server has decoded up to `position`: confirmable if everything is acknowledged.
+    fn passed(&mut self, position: Lsn) -> bool {
+        let (acknowledged, open) = (self.output.acknowledged(), self.assembler.in_transaction());
+        self.confirm.passed(position, acknowledged, open)
     }
 
     async fn flush_output(&mut self) -> Result<(), ReaderError> {
         self.flush_at = None;
         self.output.flush().await?;
-        let mut confirmed = self.state.confirmed.max(self.output.acknowledged());
-        if self.all_acknowledged() {
-            confirmed = confirmed.max(self.idle_position);
-        }
+        let confirmed = self
+            .confirm
+            .advance(self.output.acknowledged(), self.assembler.in_transaction());
         self.state.confirmed = confirmed;
         metrics::gauge!(names::SOURCE_CONFIRMED_LSN).set(confirmed.as_u64() as f64);
         metrics::gauge!(names::SOURCE_LAG_BYTES)

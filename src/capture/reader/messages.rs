@@ -25,8 +25,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 reply_requested,
             } => {
                 self.received = self.received.max(wal_end);
-                if self.all_acknowledged() {
-                    self.idle_position = self.idle_position.max(wal_end);
+                if self.passed(wal_end) {
                     // Everything read is acknowledged: nothing is behind.
                     self.state.lag_seconds.set(0.0);
                 }
@@ -99,7 +98,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             PgOutputMessage::Commit { end_lsn, .. } => {
                 self.assembler.end();
                 if std::mem::take(&mut self.skipping) {
-                    self.last_committed = self.last_committed.max(end_lsn);
+                    self.confirm.committed(end_lsn);
                 } else {
                     self.finish_transaction(end_lsn).await?;
                 }
@@ -127,7 +126,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 self.state.marks.transaction_passed(xid);
                 if commit_lsn < self.resume {
                     drop(self.buffers.take(xid)?);
-                    self.last_committed = self.last_committed.max(end_lsn);
+                    self.confirm.committed(end_lsn);
                 } else {
                     self.replay_streamed(xid, commit_lsn, commit_time_micros)
                         .await?;
@@ -145,9 +144,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 if between_transactions {
                     self.output.heartbeat(message_lsn).await?;
                 }
-                if self.all_acknowledged() {
-                    self.idle_position = self.idle_position.max(message_lsn);
-                }
+                self.passed(message_lsn);
                 if between_transactions {
                     self.emit_ready(message_lsn).await?;
                 }

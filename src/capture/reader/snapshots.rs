@@ -310,7 +310,7 @@ impl<O: EventOutput> Session<'_, O> {
                     for event in &events {
                         self.state.counters.count(event);
                     }
-                    self.output.commit(self.last_committed).await?;
+                    self.output.commit(self.confirm.last_committed()).await?;
                     let rows = events.len() as u64;
                     if let Some(table) = events.first().and_then(|e| e.table.as_ref()) {
                         metrics::counter!(
