@@ -88,6 +88,8 @@ async fn wal_sender_timeout_never_kills_an_idle_healthy_connection() {
 /// Delays every 100th event by 15 ms, so a 20,000-row transaction takes ~3 s to deliver.
 struct SlowOutput(tidemark::testing::MemoryOutput, u64);
 
+impl tidemark::output::OffsetStore for SlowOutput {}
+
 impl tidemark::output::EventOutput for SlowOutput {
     async fn send(
         &mut self,

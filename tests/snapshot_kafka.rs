@@ -15,7 +15,7 @@ use tidemark::domain::event::ChangeEvent;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::domain::lsn::Lsn;
 use tidemark::kafka::KafkaOutput;
-use tidemark::output::{EventOutput, OutputError};
+use tidemark::output::{EventOutput, OffsetStore, OutputError};
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
 
@@ -43,6 +43,15 @@ struct StopAfter<O> {
     stop: watch::Sender<bool>,
 }
 
+impl<O: EventOutput> OffsetStore for StopAfter<O> {
+    async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
+        self.inner.load_snapshot_progress().await
+    }
+    async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {
+        self.inner.store_snapshot_progress(progress).await
+    }
+}
+
 impl<O: EventOutput> EventOutput for StopAfter<O> {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
         self.seen += 1;
@@ -65,12 +74,6 @@ impl<O: EventOutput> EventOutput for StopAfter<O> {
     }
     async fn wait_acknowledged(&mut self) -> Result<(), OutputError> {
         self.inner.wait_acknowledged().await
-    }
-    async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
-        self.inner.load_snapshot_progress().await
-    }
-    async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {
-        self.inner.store_snapshot_progress(progress).await
     }
     async fn shutdown(&mut self) -> Result<(), OutputError> {
         self.inner.shutdown().await

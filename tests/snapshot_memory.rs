@@ -12,7 +12,7 @@ use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::ChangeEvent;
 use tidemark::domain::lsn::Lsn;
-use tidemark::output::{EventOutput, OutputError};
+use tidemark::output::{EventOutput, OffsetStore, OutputError};
 use tokio::sync::watch;
 
 /// Counts rows and checks each one, keeping nothing.
@@ -22,6 +22,8 @@ struct Counting {
     id_sum: i128,
     acknowledged: Lsn,
 }
+
+impl OffsetStore for Counting {}
 
 impl EventOutput for Counting {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tidemark::config::Config;
 use tidemark::domain::event::ChangeEvent;
 use tidemark::domain::lsn::Lsn;
-use tidemark::output::{EventOutput, OutputError};
+use tidemark::output::{EventOutput, OffsetStore, OutputError};
 
 /// Any output, stopping the reader once `target` events were sent and committed.
 pub struct CountingOutput<O> {
@@ -34,6 +34,12 @@ impl<O> CountingOutput<O> {
     }
 }
 
+impl<O: EventOutput> OffsetStore for CountingOutput<O> {
+    fn resume_position(&self) -> Lsn {
+        self.inner.resume_position()
+    }
+}
+
 impl<O: EventOutput> EventOutput for CountingOutput<O> {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {
         self.seen += 1;
@@ -55,9 +61,6 @@ impl<O: EventOutput> EventOutput for CountingOutput<O> {
     }
     async fn flush(&mut self) -> Result<(), OutputError> {
         self.inner.flush().await
-    }
-    fn resume_position(&self) -> Lsn {
-        self.inner.resume_position()
     }
     async fn shutdown(&mut self) -> Result<(), OutputError> {
         self.inner.shutdown().await

@@ -94,8 +94,44 @@ impl std::error::Error for DestinationError {
     }
 }
 
-/// A destination for change events. See the module docs for the contract.
-pub trait EventOutput: Send {
+/// Where a destination keeps its offsets: the position delivery resumes from and the
+/// snapshot progress stored with it. Three kinds exist: none (the defaults: JSON lines, the
+/// null output, the in-memory output), the Kafka output's compacted `<prefix>.offsets`
+/// topic, and a file (`snapshot::progress::ProgressFile`, `source.snapshot_progress_file`).
+///
+/// Durability: [`OffsetStore::store_snapshot_progress`] returning `true` means the progress
+/// is stored no earlier than every event sent before it (the Kafka output writes it after
+/// those events are acknowledged, or in the same Kafka transaction as them); a value read
+/// back by [`OffsetStore::load_snapshot_progress`] is one that was stored that way.
+pub trait OffsetStore: Send {
+    /// Where the destination says delivery stands (exactly-once outputs store it with the
+    /// events): source transactions committed before it were delivered already and are
+    /// skipped when PostgreSQL sends them again.
+    fn resume_position(&self) -> Lsn {
+        Lsn::ZERO
+    }
+
+    /// The snapshot progress stored here, if any.
+    fn load_snapshot_progress(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, OutputError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Stores snapshot progress, durable no earlier than every event sent before it;
+    /// false when this store keeps nothing.
+    fn store_snapshot_progress(
+        &mut self,
+        progress: &[u8],
+    ) -> impl Future<Output = Result<bool, OutputError>> + Send {
+        let _ = progress;
+        async { Ok(false) }
+    }
+}
+
+/// A destination for change events, with the [`OffsetStore`] it keeps its position in.
+/// See the module docs for the contract.
+pub trait EventOutput: OffsetStore {
     /// Accepts the next event of the open transaction.
     fn send(&mut self, event: &ChangeEvent)
     -> impl Future<Output = Result<(), OutputError>> + Send;
@@ -130,34 +166,10 @@ pub trait EventOutput: Send {
     /// destination to acknowledge.
     fn flush(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send;
 
-    /// Where the destination says delivery stands (exactly-once outputs store it with the
-    /// events): source transactions committed before it were delivered already and are
-    /// skipped when PostgreSQL sends them again.
-    fn resume_position(&self) -> Lsn {
-        Lsn::ZERO
-    }
-
     /// Waits (boundedly) until everything committed so far is acknowledged, and reports a
     /// failed delivery. Snapshot progress is stored only after this.
     fn wait_acknowledged(&mut self) -> impl Future<Output = Result<(), OutputError>> + Send {
         self.flush()
-    }
-
-    /// The snapshot progress stored with this output's offsets, if it keeps any.
-    fn load_snapshot_progress(
-        &mut self,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, OutputError>> + Send {
-        async { Ok(None) }
-    }
-
-    /// Stores snapshot progress with this output's offsets, durable no earlier than every
-    /// event sent before it; false when this output keeps no offsets.
-    fn store_snapshot_progress(
-        &mut self,
-        progress: &[u8],
-    ) -> impl Future<Output = Result<bool, OutputError>> + Send {
-        let _ = progress;
-        async { Ok(false) }
     }
 
     /// At shutdown: waits (boundedly) until everything sent is acknowledged.
@@ -224,6 +236,9 @@ impl<W: AsyncWrite + Unpin + Send> JsonLinesOutput<W> {
         Ok(())
     }
 }
+
+/// JSON lines keep no offsets.
+impl<W: AsyncWrite + Unpin + Send> OffsetStore for JsonLinesOutput<W> {}
 
 impl<W: AsyncWrite + Unpin + Send> EventOutput for JsonLinesOutput<W> {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {

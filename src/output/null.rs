@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::parallel::encode_batch;
-use super::{EventOutput, OutputError};
+use super::{EventOutput, OffsetStore, OutputError};
 use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, TableSchema, now_ms};
 use crate::domain::lsn::Lsn;
 use crate::schema::avro::{derive, frame_header};
@@ -128,6 +128,9 @@ impl NullOutput {
         Ok(())
     }
 }
+
+/// The null output keeps no offsets.
+impl OffsetStore for NullOutput {}
 
 impl EventOutput for NullOutput {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {

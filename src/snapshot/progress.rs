@@ -5,7 +5,7 @@
 //! it no longer lists ([`EventOutput::wait_acknowledged`]); the exactly-once Kafka output
 //! writes it in the same Kafka transaction as those rows instead. Where it is kept:
 //! `source.snapshot_progress_file` when set (written atomically: a temporary file renamed
-//! over the old one), else the output ([`EventOutput::store_snapshot_progress`]: the Kafka
+//! over the old one; [`ProgressFile`]), else the output ([`OffsetStore::store_snapshot_progress`]: the Kafka
 //! output's compacted `<prefix>.offsets` topic). An output that keeps nothing (JSON lines
 //! without a progress file) still snapshots, but an interrupted snapshot then starts over.
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SnapshotError;
 use super::plan::ChunkSpec;
-use crate::output::EventOutput;
+use crate::output::{EventOutput, OffsetStore, OutputError};
 
 /// Where a snapshot stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -53,10 +53,50 @@ impl SnapshotProgress {
     }
 }
 
-/// Loads and saves progress where the configuration says.
+/// Snapshot progress kept in a file (`source.snapshot_progress_file`), written atomically
+/// (a temporary file synced, then renamed over the old one). It is an [`OffsetStore`] that
+/// holds no resume position; its caller makes a stored value durable after the events it
+/// counts by waiting for the output's acknowledgement first ([`ProgressKeeper::save`]).
+#[derive(Debug, Clone)]
+pub struct ProgressFile {
+    path: PathBuf,
+}
+
+impl ProgressFile {
+    /// Progress kept at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        ProgressFile { path }
+    }
+}
+
+impl OffsetStore for ProgressFile {
+    async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
+        match tokio::fs::read(&self.path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(OutputError::Write {
+                target: self.path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {
+        write_atomically(&self.path, progress)
+            .await
+            .map_err(|source| OutputError::Write {
+                target: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(true)
+    }
+}
+
+/// Loads and saves progress where the configuration says: the file when one is set, else
+/// the output's own [`OffsetStore`].
 #[derive(Debug, Clone)]
 pub struct ProgressKeeper {
-    file: Option<PathBuf>,
+    file: Option<ProgressFile>,
     warned: bool,
     /// The last progress saved by this process: what a reconnect resumes from when the
     /// store keeps nothing.
@@ -67,7 +107,7 @@ impl ProgressKeeper {
     /// Keeps progress in `file`, or with the output when none.
     pub fn new(file: Option<PathBuf>) -> Self {
         ProgressKeeper {
-            file,
+            file: file.map(ProgressFile::new),
             warned: false,
             last_saved: None,
         }
@@ -75,29 +115,26 @@ impl ProgressKeeper {
 
     fn store_name(&self) -> String {
         match &self.file {
-            Some(path) => path.display().to_string(),
+            Some(file) => file.path.display().to_string(),
             None => "the output".into(),
         }
     }
 
     /// The stored progress, if any (else what this process saved last).
     pub async fn load<O: EventOutput>(
-        &self,
+        &mut self,
         output: &mut O,
     ) -> Result<Option<SnapshotProgress>, SnapshotError> {
-        let bytes = match &self.file {
-            Some(path) => match tokio::fs::read(path).await {
-                Ok(bytes) => Some(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    return Err(SnapshotError::Progress {
-                        store: self.store_name(),
-                        detail: format!(
-                            "{e}; fix the file's permissions or remove source.snapshot_progress_file"
-                        ),
-                    });
+        let store = self.store_name();
+        let bytes = match &mut self.file {
+            Some(file) => file.load_snapshot_progress().await.map_err(|e| {
+                SnapshotError::Progress {
+                    store,
+                    detail: format!(
+                        "{e}; fix the file's permissions or remove source.snapshot_progress_file"
+                    ),
                 }
-            },
+            })?,
             None => output.load_snapshot_progress().await?,
         };
         let stored = bytes
@@ -124,13 +161,15 @@ impl ProgressKeeper {
             detail: e.to_string(),
         })?;
         self.last_saved = Some(progress.clone());
-        match &self.file {
-            Some(path) => {
+        let store = self.store_name();
+        match &mut self.file {
+            Some(file) => {
                 output.wait_acknowledged().await?;
-                write_atomically(path, &bytes)
+                file.store_snapshot_progress(&bytes)
                     .await
+                    .map(|_| ())
                     .map_err(|e| SnapshotError::Progress {
-                        store: self.store_name(),
+                        store,
                         detail: format!(
                             "{e}; make its directory writable, or point source.snapshot_progress_file elsewhere"
                         ),
@@ -184,7 +223,7 @@ mod tests {
             rows: 42,
         };
         keeper.save(&mut output, &progress).await.unwrap();
-        let again = ProgressKeeper::new(Some(path.clone()));
+        let mut again = ProgressKeeper::new(Some(path.clone()));
         assert_eq!(
             again.load(&mut output).await.unwrap(),
             Some(progress.clone())

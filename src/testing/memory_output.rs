@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::domain::event::ChangeEvent;
 use crate::domain::lsn::Lsn;
-use crate::output::{EventOutput, OutputError};
+use crate::output::{EventOutput, OffsetStore, OutputError};
 
 /// Committed events, shared with the test that reads them.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +53,9 @@ impl MemoryOutput {
         (output, handle)
     }
 }
+
+/// The in-memory output keeps no offsets.
+impl OffsetStore for MemoryOutput {}
 
 impl EventOutput for MemoryOutput {
     async fn send(&mut self, event: &ChangeEvent) -> Result<(), OutputError> {

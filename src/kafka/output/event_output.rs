@@ -50,12 +50,6 @@ impl EventOutput for KafkaOutput {
         }
     }
 
-    fn resume_position(&self) -> Lsn {
-        self.mode
-            .exactly_once()
-            .map_or(Lsn::ZERO, ExactlyOnce::resume)
-    }
-
     async fn flush(&mut self) -> Result<(), OutputError> {
         self.replace_producer_if_fatal().await?;
         self.failure()?;
@@ -104,6 +98,39 @@ impl EventOutput for KafkaOutput {
         Ok(self.failure()?)
     }
 
+    async fn shutdown(&mut self) -> Result<(), OutputError> {
+        if self
+            .mode
+            .exactly_once()
+            .is_some_and(ExactlyOnce::source_transaction_open)
+        {
+            self.abort();
+        } else {
+            self.flush().await?;
+        }
+        let producer = self.producer.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, in_flight = self.tracker.in_flight(), "not every record was acknowledged before shutdown; they are not confirmed and will be sent again")
+            }
+            Err(error) => tracing::warn!(%error, "flushing the producer failed"),
+        }
+        Ok(self.failure()?)
+    }
+}
+
+/// The Kafka output keeps its offsets in the compacted `<prefix>.offsets` topic: the
+/// exactly-once position, and the snapshot progress.
+impl OffsetStore for KafkaOutput {
+    fn resume_position(&self) -> Lsn {
+        self.mode
+            .exactly_once()
+            .map_or(Lsn::ZERO, ExactlyOnce::resume)
+    }
+
     async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
         let topic = self.router.offsets_topic();
         self.topics.ensure(&topic, TopicKind::Compacted).await?;
@@ -135,28 +162,5 @@ impl EventOutput for KafkaOutput {
             self.tracker.close_transaction(self.tracker.acknowledged());
         }
         Ok(true)
-    }
-
-    async fn shutdown(&mut self) -> Result<(), OutputError> {
-        if self
-            .mode
-            .exactly_once()
-            .is_some_and(ExactlyOnce::source_transaction_open)
-        {
-            self.abort();
-        } else {
-            self.flush().await?;
-        }
-        let producer = self.producer.clone();
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30))).await;
-        match flushed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, in_flight = self.tracker.in_flight(), "not every record was acknowledged before shutdown; they are not confirmed and will be sent again")
-            }
-            Err(error) => tracing::warn!(%error, "flushing the producer failed"),
-        }
-        Ok(self.failure()?)
     }
 }

@@ -41,7 +41,7 @@ use crate::config::{Delivery, IncompatiblePolicy, KafkaConfig, RecordFormat};
 use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, SourceJson, TableSchema, now_ms};
 use crate::domain::lsn::Lsn;
 use crate::observe::names;
-use crate::output::{EventOutput, OutputError, parallel};
+use crate::output::{EventOutput, OffsetStore, OutputError, parallel};
 use crate::schema::avro::AvroError;
 use crate::schema::change::{
     CapturedDdl, Change, ColumnInfo, DDL_MESSAGE_PREFIX, SchemaChangeRecord, ShapeInUse,
