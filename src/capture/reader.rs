@@ -23,7 +23,7 @@
 //! ## Transactions delivered before a crash
 //!
 //! An output that stores its position with the events (exactly-once Kafka) reports it through
-//! [`EventOutput::resume_position`]. PostgreSQL resends everything after the position it was
+//! [`OffsetStore::resume_position`](crate::output::OffsetStore::resume_position). PostgreSQL resends everything after the position it was
 //! last told, which may be older; every transaction whose commit LSN lies below the output's
 //! position was delivered already and is skipped whole (Relation messages in it are still
 //! applied). This is exact because a transaction's commit record ends at or before the next
