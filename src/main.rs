@@ -7,8 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+use tidemark::capture::progress::ReaderProgress;
 use tidemark::capture::reader;
 use tidemark::config::Config;
+use tidemark::observe::health::Health;
 use tidemark::ops::status;
 use tidemark::output::JsonLinesOutput;
 use tidemark::output::null::{NullFormat, NullOutput};
@@ -206,30 +208,46 @@ fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` when the config has `[metrics]`.
+/// Serves `/metrics`, `/healthz` and `/readyz` (from `health`) when the config has
+/// `[metrics]`.
 async fn start_metrics(
     config: &Config,
+    health: &Health,
 ) -> anyhow::Result<Option<tidemark::observe::server::MetricsServer>> {
     match &config.metrics {
         Some(metrics) => Ok(Some(
-            tidemark::observe::server::serve(&metrics.listen).await?,
+            tidemark::observe::server::serve(&metrics.listen, health.clone()).await?,
         )),
         None => Ok(None),
     }
 }
 
+/// The reader of `run`'s non-Kafka outputs, reporting its readiness into `health`.
+async fn read_into<O: tidemark::output::EventOutput>(
+    config: &Config,
+    output: &mut O,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    health: &Health,
+) -> Result<reader::ReaderStats, reader::ReaderError> {
+    let progress = std::sync::Arc::new(ReaderProgress::with_health(health.clone()));
+    reader::run_reader_reporting(config, output, shutdown, progress).await
+}
+
 async fn run(config: Config, output: &str) -> anyhow::Result<()> {
-    let metrics = start_metrics(&config).await?;
+    let health = Health::new();
+    let metrics = start_metrics(&config, &health).await?;
     let context = config.envelope_context()?;
     let shutdown = shutdown_signal()?;
     let stats = match output {
         "stdout" => {
             let mut out = JsonLinesOutput::new(tokio::io::stdout(), "stdout", context);
-            reader::run_reader(&config, &mut out, shutdown).await?
+            read_into(&config, &mut out, shutdown, &health).await?
         }
         "kafka" => {
             // Source and, with [sink], the sink: the sink uses the registry the source uses.
-            let pipeline = tidemark::pipeline::Pipeline::start(config.clone()).await?;
+            let pipeline =
+                tidemark::pipeline::Pipeline::start_with_health(config.clone(), health.clone())
+                    .await?;
             let stats = pipeline.run_until(shutdown).await?;
             if let Some(sink) = stats.sink {
                 tracing::info!(applied = sink.applied, flushes = sink.flushes, "sink done");
@@ -243,7 +261,7 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
                 NullFormat::Json
             };
             let mut out = NullOutput::new(format, context);
-            let stats = reader::run_reader(&config, &mut out, shutdown).await?;
+            let stats = read_into(&config, &mut out, shutdown, &health).await?;
             let (records, bytes) = out.totals();
             tracing::info!(records, bytes, ?format, "encoded and discarded");
             stats
@@ -259,7 +277,7 @@ async fn run(config: Config, output: &str) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("opening output file {path}"))?;
             let mut out = JsonLinesOutput::new(file, path, context);
-            reader::run_reader(&config, &mut out, shutdown).await?
+            read_into(&config, &mut out, shutdown, &health).await?
         }
     };
     tracing::info!(events = stats.events, snapshot_rows = stats.snapshot_rows, transactions = stats.transactions, confirmed = %stats.confirmed, "done");
@@ -275,13 +293,14 @@ async fn serve_registry(config: Config) -> anyhow::Result<()> {
         "the embedded registry keeps its schemas in Kafka: add a [kafka] section with brokers",
     )?;
     let mut shutdown = shutdown_signal()?;
-    let metrics = start_metrics(&config).await?;
+    let health = Health::new();
+    let metrics = start_metrics(&config, &health).await?;
     let registry =
         EmbeddedRegistry::start(kafka, &config.registry.clone().unwrap_or_default()).await?;
-    use tidemark::observe::health::{self, Part, Readiness};
-    health::set(Part::Registry, Readiness::Ready);
+    use tidemark::observe::health::{Part, Readiness};
+    health.set(Part::Registry, Readiness::Ready);
     let _ = shutdown.wait_for(|stop| *stop).await;
-    health::set(Part::Registry, Readiness::NotReady("stopping".into()));
+    health.set(Part::Registry, Readiness::NotReady("stopping".into()));
     registry.stop().await;
     if let Some(metrics) = metrics {
         metrics.stop().await;
@@ -340,9 +359,13 @@ async fn dispatch(command: Command, flags: &[String]) -> anyhow::Result<()> {
         }
         Command::Sink { config } => {
             let config = load(&config, flags)?;
-            let metrics = start_metrics(&config).await?;
-            let stats =
-                tidemark::sink::run_sink(&config, Default::default(), shutdown_signal()?).await?;
+            let health = Health::new();
+            let metrics = start_metrics(&config, &health).await?;
+            let options = tidemark::sink::SinkOptions {
+                health,
+                ..Default::default()
+            };
+            let stats = tidemark::sink::run_sink(&config, options, shutdown_signal()?).await?;
             if let Some(metrics) = metrics {
                 metrics.stop().await;
             }

@@ -69,6 +69,7 @@ use crate::config::{Config, Delivery};
 use crate::domain::lsn::Lsn;
 use crate::kafka::KafkaOutput;
 use crate::kafka::delivered::DeliveredOffsets;
+use crate::observe::health::Health;
 use crate::output::OutputError;
 use crate::pg::connect_sql;
 use crate::schema::registry_http::EmbeddedRegistry;
@@ -134,6 +135,7 @@ pub struct Pipeline {
     applied: Arc<AppliedOffsets>,
     delivered: Arc<DeliveredOffsets>,
     reader: Arc<ReaderProgress>,
+    health: Health,
 }
 
 impl Pipeline {
@@ -141,6 +143,15 @@ impl Pipeline {
     /// needs `[kafka]`. Returns once the parts are started; the source creates the
     /// publication and the slot if they are missing, as `tidemark run` does.
     pub async fn start(config: Config) -> Result<Pipeline, PipelineError> {
+        Pipeline::start_with_health(config, Health::new()).await
+    }
+
+    /// [`Pipeline::start`], its parts reporting their readiness into `health` (the one a
+    /// metrics endpoint serves as `/readyz`).
+    pub async fn start_with_health(
+        config: Config,
+        health: Health,
+    ) -> Result<Pipeline, PipelineError> {
         if config.kafka.is_none() {
             return Err(PipelineError::Config(
                 "a pipeline publishes to Kafka: add a [kafka] section with brokers".into(),
@@ -157,13 +168,14 @@ impl Pipeline {
             let options = SinkOptions {
                 registry_url: registry.as_ref().map(EmbeddedRegistry::url),
                 applied: Some(applied.clone()),
+                health: health.clone(),
                 ..SinkOptions::default()
             };
             let (sink_config, stopped) = (config.clone(), stopped.clone());
             tokio::spawn(async move { run_sink(&sink_config, options, stopped).await })
         });
         let source_config = config.clone();
-        let reader = Arc::new(ReaderProgress::default());
+        let reader = Arc::new(ReaderProgress::with_health(health.clone()));
         let reporting = reader.clone();
         let source = tokio::spawn(async move {
             run_reader_reporting(&source_config, &mut output, stopped, reporting).await
@@ -177,7 +189,13 @@ impl Pipeline {
             applied,
             delivered,
             reader,
+            health,
         })
+    }
+
+    /// The readiness of this pipeline's parts.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The embedded registry's URL, when the pipeline started one.

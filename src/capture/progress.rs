@@ -6,18 +6,35 @@
 //! the slot confirms, and a slot created a moment ago starts out confirmed at its
 //! consistent point, before the snapshot of rows written earlier has emitted anything.
 //! The reader therefore publishes whether it has prepared its session (slot, publication
-//! and snapshot plan in place) and how many snapshot chunks it has still to emit.
+//! and snapshot plan in place) and how many snapshot chunks it has still to emit, and its
+//! readiness into its pipeline's [`Health`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::observe::health::Health;
 
 /// Shared between a reader and its owner; the reader writes, the owner reads.
 #[derive(Debug, Default)]
 pub struct ReaderProgress {
     prepared: AtomicBool,
     chunks_left: AtomicUsize,
+    health: Health,
 }
 
 impl ReaderProgress {
+    /// Progress whose reader reports its readiness into `health` (its pipeline's).
+    pub fn with_health(health: Health) -> Self {
+        ReaderProgress {
+            health,
+            ..ReaderProgress::default()
+        }
+    }
+
+    /// Where the reader reports its readiness.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Whether the reader has its slot and its snapshot plan, and has emitted every
     /// snapshot chunk of that plan (or has none).
     pub fn snapshot_done(&self) -> bool {

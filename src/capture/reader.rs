@@ -58,7 +58,7 @@ use crate::domain::backoff::Backoff;
 use crate::domain::event::ChangeEvent;
 use crate::domain::lsn::Lsn;
 use crate::observe::counters::EventCounters;
-use crate::observe::health::{self, Part, Readiness};
+use crate::observe::health::{Part, Readiness};
 use crate::observe::names;
 use crate::output::{EventOutput, OutputError};
 use crate::pg::{ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql};
@@ -163,7 +163,7 @@ pub async fn run_reader_reporting<O: EventOutput>(
     mut shutdown: watch::Receiver<bool>,
     progress: Arc<ReaderProgress>,
 ) -> Result<ReaderStats, ReaderError> {
-    health::set(Part::Source, Readiness::Starting);
+    progress.health().set(Part::Source, Readiness::Starting);
     let mut state = ReaderState {
         resolver: RelationResolver::default(),
         confirmed: Lsn::ZERO,
@@ -193,7 +193,7 @@ pub async fn run_reader_reporting<O: EventOutput>(
             Err(error) if error.is_transient() && !*shutdown.borrow() => {
                 output.abort();
                 metrics::counter!(names::SOURCE_RECONNECTS).increment(1);
-                health::set(
+                state.shared.health().set(
                     Part::Source,
                     Readiness::NotReady(format!("reconnecting: {error}")),
                 );
@@ -266,7 +266,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
         let sql = connect_sql(&settings).await?;
         let mut repl = ReplicationConnection::connect(&settings).await?;
         // Connected: the snapshot (if any) and then the stream are the source's work.
-        health::set(Part::Source, Readiness::Ready);
+        state.shared.health().set(Part::Source, Readiness::Ready);
         if snapshots::prepare(config, output, state, &sql, &mut repl, shutdown).await?
             == snapshots::Start::Stop
         {
@@ -397,7 +397,10 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 _ = tokio::time::sleep(FINISH_TRANSACTION_TIMEOUT), if stopping_since.is_some() => {}
             }
         }
-        health::set(Part::Source, Readiness::NotReady("stopping".into()));
+        self.state
+            .shared
+            .health()
+            .set(Part::Source, Readiness::NotReady("stopping".into()));
         // Wait for the destination to acknowledge what was sent, then confirm it.
         self.output.shutdown().await?;
         self.flush_output().await?;

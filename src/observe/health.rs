@@ -1,11 +1,12 @@
-//! Readiness of the parts running in this process, for `GET /readyz`.
+//! Readiness of a pipeline's parts, for `GET /readyz`: a [`Health`] per pipeline, shared
+//! by its source, sink and registry and the endpoint that serves it.
 //!
 //! `/healthz` answers 200 while the process serves requests at all (liveness: a stuck
 //! process stops answering). `/readyz` answers 200 only when every registered part is
 //! ready, and 503 with each part's reason otherwise; a part not yet started is not ready.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -33,23 +34,36 @@ pub enum Readiness {
     NotReady(String),
 }
 
-static PARTS: Mutex<BTreeMap<Part, Readiness>> = Mutex::new(BTreeMap::new());
+/// The readiness of one pipeline's parts (a process running one pipeline has one; two
+/// pipelines in one test process have one each). Cloned handles share the state.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<BTreeMap<Part, Readiness>>>);
 
-/// Records `part`'s readiness.
-pub fn set(part: Part, readiness: Readiness) {
-    PARTS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(part, readiness);
-}
+impl Health {
+    /// A new, empty set of parts.
+    pub fn new() -> Self {
+        Health::default()
+    }
 
-/// Every registered part and its state.
-pub fn parts() -> BTreeMap<Part, Readiness> {
-    PARTS.lock().unwrap_or_else(PoisonError::into_inner).clone()
-}
+    /// Records `part`'s readiness.
+    pub fn set(&self, part: Part, readiness: Readiness) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(part, readiness);
+    }
 
-/// Whether every registered part is ready (and at least one is registered).
-pub fn ready() -> bool {
-    let parts = parts();
-    !parts.is_empty() && parts.values().all(|r| *r == Readiness::Ready)
+    /// Every registered part and its state.
+    pub fn parts(&self) -> BTreeMap<Part, Readiness> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether every registered part is ready (and at least one is registered).
+    pub fn ready(&self) -> bool {
+        let parts = self.parts();
+        !parts.is_empty() && parts.values().all(|r| *r == Readiness::Ready)
+    }
 }

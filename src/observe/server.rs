@@ -17,7 +17,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{health, names};
+use super::health::Health;
+use super::names;
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +84,9 @@ impl MetricsServer {
     }
 }
 
-/// Installs the recorder and serves the three endpoints on `listen`.
-pub async fn serve(listen: &str) -> Result<MetricsServer, ServeError> {
+/// Installs the recorder and serves the three endpoints on `listen`, `/readyz` from
+/// `health`.
+pub async fn serve(listen: &str, health: Health) -> Result<MetricsServer, ServeError> {
     let handle = recorder()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -111,7 +113,7 @@ pub async fn serve(listen: &str) -> Result<MetricsServer, ServeError> {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(move || readyz(health.clone())));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         // Histograms keep their samples until upkeep folds them in.
@@ -140,9 +142,9 @@ pub async fn serve(listen: &str) -> Result<MetricsServer, ServeError> {
     })
 }
 
-async fn readyz() -> impl IntoResponse {
-    let parts = health::parts();
-    let status = if health::ready() {
+async fn readyz(health: Health) -> impl IntoResponse {
+    let parts = health.parts();
+    let status = if health.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -153,7 +153,7 @@ impl Sink<'_> {
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!(names::SINK_FLUSHES).increment(1);
                     if self.options.bounded.is_none() {
-                        health::set(Part::Sink, Readiness::Ready);
+                        self.options.health.set(Part::Sink, Readiness::Ready);
                     }
                     break;
                 }
@@ -167,7 +167,7 @@ impl Sink<'_> {
                 Err(error) if error.is_transient() => {
                     metrics::counter!(names::SINK_FLUSH_ERRORS, "kind" => "transient").increment(1);
                     if self.options.bounded.is_none() {
-                        health::set(
+                        self.options.health.set(
                             Part::Sink,
                             Readiness::NotReady(format!(
                                 "warehouse unavailable, retrying: {error}"

@@ -26,7 +26,7 @@ use super::warehouse::{
 };
 use crate::config::{Config, KafkaConfig, SinkConfig, TableSelector};
 use crate::domain::backoff::Backoff;
-use crate::observe::health::{self, Part, Readiness};
+use crate::observe::health::{Health, Part, Readiness};
 use crate::observe::names;
 use crate::schema::registry_client::RegistryClient;
 
@@ -50,6 +50,8 @@ pub struct SinkOptions {
     /// Where to publish the offsets each committed warehouse transaction stored (a
     /// caller waiting for the sink to catch up).
     pub applied: Option<Arc<AppliedOffsets>>,
+    /// Where the sink reports its readiness (its pipeline's).
+    pub health: Health,
 }
 
 /// The next offset to apply per partition, as of the sink's last committed warehouse
@@ -279,7 +281,7 @@ async fn sink_loop(
         SinkError::Config("the sink reads Kafka: add a [kafka] section with brokers".into())
     })?;
     if options.bounded.is_none() {
-        health::set(Part::Sink, Readiness::Starting);
+        options.health.set(Part::Sink, Readiness::Starting);
     }
     let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
     let lookup = schema_lookup(config, kafka, options.registry_url.as_deref()).await?;
@@ -376,7 +378,7 @@ async fn sink_loop(
         let bounded = options.bounded.is_some();
         tracing::info!(group = %sink.group, warehouse = ?sink_config.kind, "sink started");
         if !bounded {
-            health::set(Part::Sink, Readiness::Ready);
+            options.health.set(Part::Sink, Readiness::Ready);
         }
         let consumed = metrics::counter!(names::SINK_RECORDS);
         let mut consumer_errors = ConsumerErrors::default();
@@ -471,7 +473,9 @@ async fn sink_loop(
             }
         }
         if !bounded {
-            health::set(Part::Sink, Readiness::NotReady("stopping".into()));
+            options
+                .health
+                .set(Part::Sink, Readiness::NotReady("stopping".into()));
         }
         sink.flush(&consumer).await?;
         tracing::info!(
