@@ -479,4 +479,4 @@ impl CapturedDdl {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,3 +8,4 @@ pub mod fixed;
 pub mod registry_client;
 pub mod registry_http;
 pub mod registry_store;
+pub mod tracker;

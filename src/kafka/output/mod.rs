@@ -44,12 +44,12 @@ use crate::observe::names;
 use crate::output::{EventOutput, OffsetStore, OutputError, parallel};
 use crate::schema::avro::AvroError;
 use crate::schema::change::{
-    CapturedDdl, Change, ColumnInfo, DDL_MESSAGE_PREFIX, SchemaChangeRecord, ShapeInUse,
-    columns_of_table, diff,
+    CapturedDdl, DDL_MESSAGE_PREFIX, SchemaChangeRecord, ShapeInUse, columns_of_table,
 };
 use crate::schema::fixed::FixedSchema;
 use crate::schema::registry_client::RegistryClient;
 use crate::schema::registry_http::EmbeddedRegistry;
+use crate::schema::tracker::SchemaTracker;
 
 /// How records are encoded.
 enum Format {
@@ -148,12 +148,8 @@ pub struct KafkaOutput {
     /// Each relation's description, valid while it is the same `Arc` (a Relation message
     /// gives a new one): the per-event lookup of topic and schema ids.
     descriptions: HashMap<u32, Description>,
-    /// The shape in use on each topic, which a new description is compared with.
-    shapes: HashMap<Arc<str>, ShapeInUse>,
-    /// DDL captured for a relation, waiting for the first row of its new shape.
-    pending_ddl: HashMap<u32, CapturedDdl>,
-    /// Columns of each relation as the last captured DDL left them (with nullability).
-    captured_columns: HashMap<u32, Vec<ColumnInfo>>,
+    /// Schema-change tracking: shapes in use, captured DDL (pure, see `schema::tracker`).
+    schema: SchemaTracker,
 }
 
 impl KafkaOutput {
@@ -242,9 +238,7 @@ impl KafkaOutput {
             value: Vec::with_capacity(4096),
             format,
             descriptions: HashMap::new(),
-            shapes: HashMap::new(),
-            pending_ddl: HashMap::new(),
-            captured_columns: HashMap::new(),
+            schema: SchemaTracker::default(),
         })
     }
 

@@ -98,21 +98,18 @@ impl KafkaOutput {
                 None,
                 None,
                 None,
-                self.shapes.get(&routed).cloned(),
+                self.schema.shape(&routed).cloned(),
             ),
             Format::Avro(encoder) => {
                 let current = encoder.redirect(&routed);
-                let previous = match self.shapes.get(&current) {
+                let previous = match self.schema.shape(&current) {
                     Some(shape) => Some(shape.clone()),
                     None => encoder.registered(&current).await?,
                 };
                 // Columns renamed by captured DDL carry their old name as an Avro alias.
-                let renames = match (self.pending_ddl.get(&table.relation_id), &previous) {
-                    (Some(ddl), Some(previous)) => {
-                        ddl.renames(table.relation_id, &previous.columns)
-                    }
-                    _ => Vec::new(),
-                };
+                let renames = self
+                    .schema
+                    .pending_renames(table.relation_id, previous.as_ref());
                 let registered = encoder.register_table(&routed, table, &renames).await?;
                 (
                     registered.topic,
@@ -128,27 +125,19 @@ impl KafkaOutput {
             key_id,
             value_id,
         };
-        let ddl = self.pending_ddl.remove(&table.relation_id);
-        if let Some(previous) = previous.filter(|p| *p != shape || note.is_some()) {
-            let renames = ddl
-                .map(|d| d.renames(table.relation_id, &previous.columns))
-                .unwrap_or_default();
-            let record = SchemaChangeRecord::schema(
-                event,
-                &self.context.database,
-                &topic,
-                &previous,
-                &shape,
-                &renames,
-                note,
-            );
+        if let Some(record) = self.schema.change_for(
+            event,
+            &self.context.database,
+            table.relation_id,
+            &topic,
+            previous,
+            &shape,
+            note,
+        ) {
             self.write_schema_change(&record).await?;
         }
         self.topics.ensure(&topic, TopicKind::Change).await?;
-        if topic != routed {
-            self.shapes.insert(routed, shape.clone());
-        }
-        self.shapes.insert(topic.clone(), shape);
+        self.schema.in_use((&routed, &topic), shape);
         self.descriptions.insert(
             table.relation_id,
             Description {
@@ -174,41 +163,12 @@ impl KafkaOutput {
                 return Ok(());
             }
         };
-        let db = &self.context.database;
-        let mut records = Vec::new();
-        let mut seen = Vec::new();
-        for table in &ddl.tables {
-            if seen.contains(&table.relid) {
-                continue;
-            }
-            seen.push(table.relid);
-            let topic = self.router.table_topic(&table.schema, &table.table);
-            let names = (table.schema.as_str(), table.table.as_str(), &*topic);
-            let mut record =
-                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
-            let after = table.column_infos();
-            // The last capture knows nullability too; else the shape in use.
-            if let Some(captured) = self.captured_columns.insert(table.relid, after.clone()) {
-                record.before = Some(captured);
-            }
-            if let Some(before) = &record.before {
-                record.changes = diff(before, &after, &ddl.renames(table.relid, before));
-            }
-            if ddl.tag.eq_ignore_ascii_case("CREATE TABLE") {
-                record.changes.push(Change::table("create_table"));
-            }
-            record.after = Some(after);
-            records.push(record);
-            self.pending_ddl.insert(table.relid, ddl.clone());
-        }
-        for dropped in &ddl.dropped {
-            let topic = self.router.table_topic(&dropped.schema, &dropped.table);
-            let names = (dropped.schema.as_str(), dropped.table.as_str(), &*topic);
-            let mut record =
-                SchemaChangeRecord::ddl(event, db, names, &ddl, self.shapes.get(&topic));
-            record.changes.push(Change::table("drop_table"));
-            records.push(record);
-        }
+        let router = &self.router;
+        let records = self
+            .schema
+            .captured(event, &self.context.database, &ddl, |schema, table| {
+                router.table_topic(schema, table)
+            });
         for record in &records {
             self.write_schema_change(record).await?;
         }

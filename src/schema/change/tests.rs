@@ -1,6 +1,6 @@
 use super::*;
 
-fn column(name: &str, type_name: &str, key: bool) -> ColumnInfo {
+pub(crate) fn column(name: &str, type_name: &str, key: bool) -> ColumnInfo {
     ColumnInfo {
         name: name.into(),
         type_name: type_name.into(),
