@@ -46,7 +46,10 @@ pub enum SinkError {
     Config(String),
     /// The consumer could not be created or failed.
     #[error("Kafka consumer: {0}; check [kafka] brokers and the consumer group's ACLs")]
-    Kafka(String),
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A task of the sink stopped without its result (a panic: a defect).
+    #[error("a sink task stopped without its result: {0}; report this message")]
+    Task(#[from] tokio::task::JoinError),
     /// A record could not be decoded: the sink stops rather than skip data.
     #[error(
         "cannot decode the record at {topic}/{partition}@{offset}: {detail}. Nothing after it was applied; if the record is garbage, move the group past it (kafka-consumer-groups --reset-offsets --to-offset {next}) and update __tidemark_offsets to match"

@@ -64,12 +64,9 @@ fn partitions(
         .connection_config()
         .set("group.id", format!("tidemark-replay-{}", config.name))
         .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        .create()?;
     let timeout = Duration::from_secs(30);
-    let metadata = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let metadata = consumer.fetch_metadata(None, timeout)?;
     let mut result = Vec::new();
     let mut times = TopicPartitionList::new();
     for topic in metadata.topics() {
@@ -77,9 +74,7 @@ fn partitions(
             continue;
         }
         for partition in topic.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic.name(), partition.id(), timeout)
-                .map_err(|e| SinkError::Kafka(e.to_string()))?;
+            let (low, high) = consumer.fetch_watermarks(topic.name(), partition.id(), timeout)?;
             let start = match from {
                 ReplayFrom::Beginning => Offset::Offset(low),
                 ReplayFrom::Timestamp(ms) => {
@@ -95,9 +90,7 @@ fn partitions(
         }
     }
     if let ReplayFrom::Timestamp(_) = from {
-        let found = consumer
-            .offsets_for_times(times, timeout)
-            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        let found = consumer.offsets_for_times(times, timeout)?;
         for (topic, partition, start, end) in &mut result {
             if let Some(element) = found.find_partition(topic, *partition) {
                 *start = match element.offset() {
@@ -127,9 +120,7 @@ pub async fn replay(
         ReplayFrom::Timestamp(_) => String::new(),
     };
     let owned = config.clone();
-    let bounded = tokio::task::spawn_blocking(move || partitions(&owned, from))
-        .await
-        .map_err(|e| SinkError::Kafka(e.to_string()))??;
+    let bounded = tokio::task::spawn_blocking(move || partitions(&owned, from)).await??;
     let total: i64 = bounded
         .iter()
         .map(|(_, _, start, end)| match start {

@@ -319,8 +319,7 @@ async fn sink_loop(
         // Statistics carry each partition's consumer lag (tidemark_sink_consumer_lag) and
         // the brokers' connection states (tidemark_kafka_brokers_up).
         .set("statistics.interval.ms", "1000")
-        .create_with_context(context)
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        .create_with_context(context)?;
     // Every way out of the loop passes through the close below.
     let result: Result<SinkStats, SinkError> = async {
         let mut ends: HashMap<TopicPartition, i64> = HashMap::new();
@@ -342,16 +341,12 @@ async fn sink_loop(
                         *end,
                     );
                 }
-                consumer
-                    .assign(&tpl)
-                    .map_err(|e| SinkError::Kafka(e.to_string()))?;
+                consumer.assign(&tpl)?;
             }
             None => {
                 let topics = router.subscription();
                 let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-                consumer
-                    .subscribe(&topics)
-                    .map_err(|e| SinkError::Kafka(e.to_string()))?;
+                consumer.subscribe(&topics)?;
             }
         }
         let mut sink = Sink {
