@@ -10,69 +10,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{database, exec, wait_until};
-use tidemark::capture::reader::{ReaderError, ReaderStats, run_reader};
+use common::{Running, database, exec, wait_until};
+use tidemark::capture::reader::ReaderError;
 use tidemark::config::Config;
 use tidemark::domain::event::{ChangeEvent, Op, SnapshotMarker};
 use tidemark::domain::value::Value;
-use tidemark::testing::{CollectedEvents, MemoryOutput, TestDatabase};
-use tokio::sync::watch;
+use tidemark::testing::TestDatabase;
 use tokio::task::JoinHandle;
 
 type Row = (String, i32);
 
-struct Reader {
-    events: CollectedEvents,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<Result<ReaderStats, ReaderError>>,
-}
-
-fn start(config: &Config) -> Reader {
-    let (mut output, events) = MemoryOutput::new();
-    let (shutdown, rx) = watch::channel(false);
-    let config = config.clone();
-    let task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
-    Reader {
-        events,
-        shutdown,
-        task,
-    }
-}
-
-impl Reader {
-    async fn stop(self) -> ReaderStats {
-        let _ = self.shutdown.send(true);
-        match tokio::time::timeout(Duration::from_secs(60), self.task).await {
-            Ok(Ok(Ok(stats))) => stats,
-            Ok(Ok(Err(e))) => panic!("reader failed: {e}"),
-            other => panic!("reader did not stop cleanly: {other:?}"),
-        }
-    }
-
-    async fn finished(self) -> Result<ReaderStats, ReaderError> {
-        match tokio::time::timeout(Duration::from_secs(120), self.task).await {
-            Ok(Ok(result)) => result,
-            other => panic!("reader did not finish: {other:?}"),
-        }
-    }
-
-    async fn wait_for_last_snapshot_row(&self) {
-        wait_until(
-            "the snapshot's last row",
-            Duration::from_secs(60),
-            || async {
-                self.events
-                    .lock()
-                    .iter()
-                    .any(|e| e.source.snapshot == SnapshotMarker::Last)
-            },
-        )
-        .await;
-    }
-
-    fn check_alive(&self) {
-        assert!(!self.task.is_finished(), "the reader stopped early");
-    }
+fn start(config: &Config) -> Running {
+    Running::spawn(config.clone())
 }
 
 fn snapshot_config(db: &TestDatabase, name: &str, dir: &std::path::Path, extra: &str) -> Config {

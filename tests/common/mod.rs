@@ -64,6 +64,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts the reader in the background without waiting for anything (a snapshot may
+    /// run long before the slot streams).
+    pub fn spawn(config: Config) -> Running {
+        let (mut output, events) = MemoryOutput::new();
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
+        Running {
+            events,
+            shutdown,
+            task,
+        }
+    }
+
     /// Starts the reader and waits until its slot is streaming.
     pub async fn start(config: Config, client: &tokio_postgres::Client) -> Running {
         let (output, events) = MemoryOutput::new();
@@ -95,10 +108,38 @@ impl Running {
         self.events.snapshot()
     }
 
+    /// Waits until the snapshot's last row (`source.snapshot = "last"`) arrived.
+    pub async fn wait_for_last_snapshot_row(&self) {
+        wait_until(
+            "the snapshot's last row",
+            Duration::from_secs(60),
+            || async {
+                self.events
+                    .lock()
+                    .iter()
+                    .any(|e| e.source.snapshot == tidemark::domain::event::SnapshotMarker::Last)
+            },
+        )
+        .await;
+    }
+
+    /// Panics if the reader has stopped.
+    pub fn check_alive(&self) {
+        assert!(!self.task.is_finished(), "the reader stopped early");
+    }
+
+    /// Waits (up to 120 s) for the reader to end by itself, and returns its result.
+    pub async fn finished(self) -> Result<ReaderStats, ReaderError> {
+        match tokio::time::timeout(Duration::from_secs(120), self.task).await {
+            Ok(Ok(result)) => result,
+            other => panic!("reader did not finish: {other:?}"),
+        }
+    }
+
     /// Stops gracefully and returns the reader's result.
     pub async fn stop(self) -> ReaderStats {
         let _ = self.shutdown.send(true);
-        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+        match tokio::time::timeout(Duration::from_secs(60), self.task).await {
             Ok(Ok(Ok(stats))) => stats,
             Ok(Ok(Err(e))) => panic!("reader failed: {e}"),
             Ok(Err(e)) => panic!("reader task: {e}"),
