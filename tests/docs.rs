@@ -26,6 +26,11 @@ fn pages() -> Vec<PathBuf> {
     pages
 }
 
+/// A page's text; a page that cannot be read fails the test.
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 /// GitHub's anchor of a heading's text.
 fn anchor(heading: &str) -> String {
     heading
@@ -86,7 +91,7 @@ fn every_link_between_the_pages_resolves() {
     );
     let mut broken = Vec::new();
     for page in &pages {
-        let text = std::fs::read_to_string(page).unwrap_or_default();
+        let text = read(page);
         let dir = page.parent().unwrap_or(Path::new("."));
         for target in links(&text) {
             if target.contains("://") || target.starts_with("mailto:") {
@@ -107,7 +112,7 @@ fn every_link_between_the_pages_resolves() {
                 continue;
             }
             if let Some(fragment) = fragment {
-                let linked = std::fs::read_to_string(&file).unwrap_or_default();
+                let linked = read(&file);
                 if !anchors(&linked).contains(fragment) {
                     broken.push(format!("{name}: {target}: no such heading"));
                 }
@@ -119,7 +124,7 @@ fn every_link_between_the_pages_resolves() {
 
 #[test]
 fn the_readme_links_every_page_of_docs() {
-    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap_or_default();
+    let readme = read(&repository().join("README.md"));
     for page in pages().iter().skip(1) {
         let name = format!(
             "docs/{}",

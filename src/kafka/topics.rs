@@ -121,7 +121,7 @@ impl TopicRouter {
     /// Whether `topic` is one of the change topics: the rule [`TopicRouter::subscription`]
     /// spells for the broker, for code that lists topics itself.
     pub fn is_change_topic(&self, topic: &str) -> bool {
-        is_change_topic(&self.prefix, &self.routed_topics(), topic)
+        self.routes.values().any(|routed| routed == topic) || is_table_topic(&self.prefix, topic)
     }
 }
 
@@ -151,17 +151,11 @@ fn subscription(prefix: &str, routed: &[String]) -> Vec<String> {
     topics
 }
 
-/// Whether `topic` is one of the connector's change topics: the rule `subscription`
-/// spells as a regular expression for the broker, for code that lists topics itself.
-fn is_change_topic(prefix: &str, routed: &[String], topic: &str) -> bool {
-    routed.iter().any(|r| r == topic)
-        || topic
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .and_then(|rest| rest.split_once('.'))
-            .is_some_and(|(schema, table)| {
-                !schema.is_empty() && !table.is_empty() && !table.contains('.')
-            })
+/// Whether `topic` is `<prefix>.<schema>.<table>` with neither part empty nor dotted.
+fn is_table_topic(prefix: &str, topic: &str) -> bool {
+    table_of_topic(prefix, topic).is_some_and(|(schema, table)| {
+        !schema.is_empty() && !table.is_empty() && !table.contains('.')
+    })
 }
 
 /// What a topic holds, which decides how it is created.
@@ -287,6 +281,11 @@ impl TopicCreator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule of [`TopicRouter::is_change_topic`] for a prefix and routed topics.
+    fn is_change_topic(prefix: &str, routed: &[String], topic: &str) -> bool {
+        routed.iter().any(|r| r == topic) || is_table_topic(prefix, topic)
+    }
 
     #[test]
     fn change_topics_are_schema_and_table_under_the_prefix() {

@@ -75,11 +75,6 @@ impl DestinationError {
             transient,
         }
     }
-
-    /// The destination's error, for a caller that knows the destination (a downcast).
-    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        &*self.error
-    }
 }
 
 impl std::fmt::Display for DestinationError {

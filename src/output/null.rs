@@ -9,7 +9,8 @@
 //! ([`EventOutput::send_batch`], the snapshot's rows) are encoded on several threads
 //! ([`super::parallel`]), as the Kafka output does.
 //!
-//! A transaction is acknowledged at its commit: nothing is kept, so nothing can be lost.
+//! A transaction is acknowledged at the first flush after its commit: nothing is kept,
+//! so nothing can be lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -300,9 +300,8 @@ impl RegistryClient {
                 Err(e) => last = e.to_string(),
             }
             if attempt < self.attempts {
-                let delay = backoff.next_delay();
                 tracing::warn!(registry = %self.base, what, attempt, error = %last, "schema registry call failed; retrying");
-                tokio::time::sleep(delay).await;
+                backoff.wait().await;
             }
         }
         answered("failed");
