@@ -1,4 +1,5 @@
 use super::*;
+use crate::sink::record::OffsetClaim;
 
 fn shape() -> TableShape {
     TableShape {

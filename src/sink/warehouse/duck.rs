@@ -12,10 +12,8 @@ use std::sync::{Arc, Mutex};
 use duckdb::Connection;
 
 use super::staged::Staged;
-use super::{
-    Flush, OffsetsReader, WarehouseError, apply_statement, check_claims, failpoint, prelude,
-    statement,
-};
+use super::transaction::{Session, apply_flush, execute_all};
+use super::{Flush, OffsetsReader, TableFlush, WarehouseError, stage_error, statement};
 use crate::config::SinkConfig;
 use crate::sink::dialect::{Dialect, Target};
 
@@ -165,15 +163,7 @@ impl DuckDbWarehouse {
         let connection = self.connection.clone();
         blocking(move || {
             let connection = lock(&connection);
-            let run = |sql: &str| connection.execute_batch(sql).map_err(duck_error(sql));
-            run("BEGIN TRANSACTION")?;
-            for sql in &statements {
-                if let Err(error) = run(sql) {
-                    let _ = connection.execute_batch("ROLLBACK");
-                    return Err(error);
-                }
-            }
-            run("COMMIT")
+            run_ready(execute_all(&mut DuckSession(&connection), &statements))
         })
         .await
     }
@@ -187,79 +177,57 @@ impl DuckDbWarehouse {
         let group = group.to_owned();
         blocking(move || {
             let connection = lock(&connection);
-            connection
-                .execute_batch("BEGIN TRANSACTION")
-                .map_err(duck_error("BEGIN"))?;
-            let result = apply_in_transaction(&connection, &flush, &group);
-            match result {
-                Ok(()) => {
-                    failpoint("sink.before_commit");
-                    connection
-                        .execute_batch("COMMIT")
-                        .map_err(duck_error("COMMIT"))
-                }
-                Err(error) => {
-                    let _ = connection.execute_batch("ROLLBACK");
-                    Err(error)
-                }
-            }
+            run_ready(apply_flush(&mut DuckSession(&connection), &flush, &group))
         })
         .await
     }
 }
 
-fn apply_in_transaction(
-    connection: &Connection,
-    flush: &Flush,
-    group: &str,
-) -> Result<(), WarehouseError> {
-    // The offsets first, as on PostgreSQL: a flush whose claims do not hold does no work.
-    let mut changed = 0;
-    for sql in DIALECT.store_offsets(SCHEMA, group, &flush.offsets) {
-        changed += connection
-            .execute(&sql, [])
+/// A flush's primitives on a locked DuckDB connection. DuckDB is synchronous: its
+/// futures finish on their first poll, and [`run_ready`] drives them on the blocking pool
+/// with the connection locked for the whole transaction.
+struct DuckSession<'a>(&'a Connection);
+
+impl Session for DuckSession<'_> {
+    const DIALECT: Dialect = DIALECT;
+    const TRANSACTIONAL_DDL: bool = true;
+
+    fn schema(&self) -> &str {
+        SCHEMA
+    }
+
+    async fn execute(&mut self, sql: &str, what: &str) -> Result<(), WarehouseError> {
+        self.0.execute_batch(sql).map_err(duck_error(what))
+    }
+
+    async fn store_offsets(&mut self, sql: &str) -> Result<u64, WarehouseError> {
+        let changed = self
+            .0
+            .execute(sql, [])
             .map_err(duck_error("storing offsets"))?;
+        Ok(changed as u64)
     }
-    check_claims(flush, changed as u64)?;
-    for (index, table) in flush.tables.iter().enumerate() {
-        let target = &table.target;
-        for sql in prelude(DIALECT, SCHEMA, table) {
-            connection
-                .execute_batch(&sql)
-                .map_err(duck_error(format!("{target}: {sql}")))?;
-        }
-        if table.rows.is_empty() {
-            continue;
-        }
-        let stage_name = format!("__tidemark_stage_{index}");
-        let stage = format!("{}.{}", DIALECT.quote(SCHEMA), DIALECT.quote(&stage_name));
-        connection
-            .execute_batch(&DIALECT.create_stage(&stage, &table.shape))
-            .map_err(duck_error(format!("{target}: creating the staging table")))?;
-        let staged = Staged::new(&table.shape, &table.rows);
-        let batch =
-            super::arrow_stage::record_batch(&staged).map_err(|e| WarehouseError::Stage {
-                table: target.to_string(),
-                detail: e.to_string(),
-            })?;
-        {
-            let mut appender = connection
-                .appender_to_db(&stage_name, SCHEMA)
-                .map_err(duck_error(format!("{target}: staging")))?;
-            appender
-                .append_record_batch(batch)
-                .map_err(duck_error(format!("{target}: staging")))?;
-            appender
-                .flush()
-                .map_err(duck_error(format!("{target}: staging")))?;
-        }
-        let apply_sql = apply_statement(DIALECT, table, &stage);
-        connection
-            .execute_batch(&apply_sql)
-            .map_err(duck_error(format!("{target}: MERGE")))?;
-        connection
-            .execute_batch(&format!("DROP TABLE {stage}"))
-            .map_err(duck_error(format!("{target}: dropping the staging table")))?;
+
+    async fn stage(&mut self, stage: &str, table: &TableFlush) -> Result<(), WarehouseError> {
+        let (target, staged) = (&table.target, &Staged::new(&table.shape, &table.rows));
+        let batch = super::arrow_stage::record_batch(staged).map_err(stage_error(target))?;
+        let fail = duck_error(format!("{target}: staging"));
+        let mut appender = self.0.appender_to_db(stage, SCHEMA).map_err(&fail)?;
+        appender.append_record_batch(batch).map_err(&fail)?;
+        appender.flush().map_err(&fail)
     }
-    Ok(())
+}
+
+/// The result of a future that never waits (a [`DuckSession`]'s), polled once.
+fn run_ready<T>(
+    work: impl std::future::Future<Output = Result<T, WarehouseError>>,
+) -> Result<T, WarehouseError> {
+    let work = std::pin::pin!(work);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match work.poll(&mut context) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(statement("DuckDB flush")(
+            "a DuckDB step waited on I/O, which a synchronous DuckDB call never does".into(),
+        )),
+    }
 }

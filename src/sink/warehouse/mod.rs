@@ -5,7 +5,9 @@
 //! steps, truncates, the staged rows (DuckDB's Arrow appender, PostgreSQL's `COPY`,
 //! Snowflake's multi-row `INSERT`), one MERGE per table, and the tables' applied shapes.
 //! Either all of it commits or none does, so the offsets stored in the warehouse always
-//! describe exactly what it holds.
+//! describe exactly what it holds. The sequence is written once, in [`transaction`]; each
+//! warehouse supplies its primitives (run a statement, stage rows, whether its DDL is
+//! transactional) as a [`transaction::Session`].
 //!
 //! The offsets go first, as a compare-and-set per partition
 //! ([`Dialect::store_offsets`]): a flush moves each partition's stored offset from the
@@ -25,6 +27,7 @@ pub mod postgres;
 pub mod snowflake;
 pub mod snowflake_sql;
 pub mod staged;
+pub(crate) mod transaction;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,6 +110,17 @@ pub(crate) fn statement(what: impl Into<String>) -> impl FnOnce(String) -> Wareh
         what,
         detail,
         transient: false,
+    }
+}
+
+/// Rows of `target` that cannot be staged.
+pub(crate) fn stage_error<E: std::fmt::Display>(
+    target: &Target,
+) -> impl FnOnce(E) -> WarehouseError {
+    let table = target.to_string();
+    move |e| WarehouseError::Stage {
+        table,
+        detail: e.to_string(),
     }
 }
 
@@ -355,23 +369,6 @@ fn parse_tables(
         );
     }
     Ok(tables)
-}
-
-/// The statements of a table's schema steps, truncate and shape bookkeeping, in order,
-/// for warehouses that run them as plain SQL.
-pub(crate) fn prelude(dialect: Dialect, schema: &str, table: &TableFlush) -> Vec<String> {
-    let mut statements: Vec<String> = table
-        .steps
-        .iter()
-        .flat_map(|step| dialect.step(&table.target, step, table.soft_delete))
-        .collect();
-    if let Some(position) = table.truncate {
-        statements.push(dialect.truncate(&table.target, position, table.soft_delete));
-    }
-    if table.record_shape || table.truncate.is_some() {
-        statements.push(dialect.store_table(schema, &table.target, &table.stored, table.truncate));
-    }
-    statements
 }
 
 /// The statement that applies a table's staged rows: one MERGE, or for a keyless table an

@@ -19,10 +19,8 @@ use futures_util::SinkExt;
 
 use super::pg_text::copy_row;
 use super::staged::Staged;
-use super::{
-    Flush, OffsetsReader, WarehouseError, apply_statement, check_claims, failpoint, prelude,
-    read_on_own_thread,
-};
+use super::transaction::{Session, apply_flush, execute_all};
+use super::{Flush, OffsetsReader, TableFlush, WarehouseError, read_on_own_thread};
 use crate::config::SinkConfig;
 use crate::pg::settings::ConnectionSettings;
 use crate::pg::{connect_sql, describe, is_transient_sql};
@@ -214,23 +212,12 @@ impl PgWarehouse {
 
     pub(super) async fn execute(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
         self.reconnect_if_needed().await?;
-        let result = self.execute_once(statements).await;
+        let mut session = PgSession {
+            client: &self.client,
+            schema: &self.schema,
+        };
+        let result = execute_all(&mut session, &statements).await;
         self.after(result)
-    }
-
-    async fn execute_once(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
-        let transaction = self
-            .client
-            .transaction()
-            .await
-            .map_err(sql_error("BEGIN"))?;
-        for sql in &statements {
-            transaction
-                .batch_execute(sql)
-                .await
-                .map_err(sql_error(sql.clone()))?;
-        }
-        transaction.commit().await.map_err(sql_error("COMMIT"))
     }
 
     pub(super) async fn apply(
@@ -239,89 +226,77 @@ impl PgWarehouse {
         group: &str,
     ) -> Result<(), WarehouseError> {
         self.reconnect_if_needed().await?;
-        let result = self.apply_once(flush, group).await;
+        let mut session = PgSession {
+            client: &self.client,
+            schema: &self.schema,
+        };
+        let result = apply_flush(&mut session, &flush, group).await;
         self.after(result)
     }
+}
 
-    async fn apply_once(&mut self, flush: Arc<Flush>, group: &str) -> Result<(), WarehouseError> {
-        let schema = self.schema.clone();
-        let transaction = self
-            .client
-            .transaction()
+/// A flush's primitives on the warehouse's connection: staging tables are temporary and
+/// filled with `COPY … FROM STDIN` in text format.
+struct PgSession<'a> {
+    client: &'a tokio_postgres::Client,
+    schema: &'a str,
+}
+
+impl Session for PgSession<'_> {
+    const DIALECT: Dialect = DIALECT;
+    const TRANSACTIONAL_DDL: bool = true;
+
+    fn schema(&self) -> &str {
+        self.schema
+    }
+
+    async fn execute(&mut self, sql: &str, what: &str) -> Result<(), WarehouseError> {
+        self.client
+            .batch_execute(sql)
             .await
-            .map_err(sql_error("BEGIN"))?;
-        // The offsets first: a flush whose claims do not hold (another instance applied
-        // these partitions) is refused before any work, and the claimed offset rows stay
-        // locked to the commit, so an instance claiming the same partitions waits and is
-        // refused instead of merging the same keys at the same time.
-        let mut changed = 0;
-        for sql in DIALECT.store_offsets(&schema, group, &flush.offsets) {
-            changed += transaction
-                .execute(&sql, &[])
-                .await
-                .map_err(sql_error("storing offsets"))?;
+            .map_err(sql_error(what))
+    }
+
+    async fn store_offsets(&mut self, sql: &str) -> Result<u64, WarehouseError> {
+        self.client
+            .execute(sql, &[])
+            .await
+            .map_err(sql_error("storing offsets"))
+    }
+
+    /// Held to the commit: another instance's steps on the same tables wait, then find
+    /// them applied (the steps are written to be re-runnable).
+    async fn lock_schema(&mut self) -> Result<(), WarehouseError> {
+        self.client
+            .batch_execute(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK})"))
+            .await
+            .map_err(sql_error("taking the schema-change lock"))
+    }
+
+    async fn stage(&mut self, stage: &str, table: &TableFlush) -> Result<(), WarehouseError> {
+        let (target, staged) = (&table.target, &Staged::new(&table.shape, &table.rows));
+        let copy_failed = || sql_error(format!("{target}: COPY"));
+        let sink = self
+            .client
+            .copy_in(&format!("COPY {stage} FROM STDIN"))
+            .await
+            .map_err(copy_failed())?;
+        futures_util::pin_mut!(sink);
+        let mut buffer = Vec::with_capacity(1 << 20);
+        let mut scratch = String::new();
+        for row in staged.rows() {
+            copy_row(staged, row, &mut scratch, &mut buffer);
+            if buffer.len() >= 1 << 20 {
+                let chunk = Bytes::from(std::mem::take(&mut buffer));
+                sink.send(chunk).await.map_err(copy_failed())?;
+            }
         }
-        check_claims(&flush, changed)?;
-        if flush.tables.iter().any(|t| !t.steps.is_empty()) {
-            // Held to the commit: another instance's steps on the same tables wait, then
-            // find them applied (the steps are written to be re-runnable).
-            transaction
-                .batch_execute(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK})"))
+        if !buffer.is_empty() {
+            sink.send(Bytes::from(buffer))
                 .await
-                .map_err(sql_error("taking the schema-change lock"))?;
+                .map_err(copy_failed())?;
         }
-        for (index, table) in flush.tables.iter().enumerate() {
-            let target = &table.target;
-            for sql in prelude(DIALECT, &schema, table) {
-                transaction
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(sql_error(format!("{target}: {sql}")))?;
-            }
-            if table.rows.is_empty() {
-                continue;
-            }
-            let stage = format!("__tidemark_stage_{index}");
-            transaction
-                .batch_execute(&DIALECT.create_stage(&stage, &table.shape))
-                .await
-                .map_err(sql_error(format!("{target}: creating the staging table")))?;
-            let staged = Staged::new(&table.shape, &table.rows);
-            let sink = transaction
-                .copy_in(&format!("COPY {stage} FROM STDIN"))
-                .await
-                .map_err(sql_error(format!("{target}: COPY")))?;
-            futures_util::pin_mut!(sink);
-            let mut buffer = Vec::with_capacity(1 << 20);
-            let mut scratch = String::new();
-            for row in staged.rows() {
-                copy_row(&staged, row, &mut scratch, &mut buffer);
-                if buffer.len() >= 1 << 20 {
-                    let chunk = Bytes::from(std::mem::take(&mut buffer));
-                    sink.send(chunk)
-                        .await
-                        .map_err(sql_error(format!("{target}: COPY")))?;
-                }
-            }
-            if !buffer.is_empty() {
-                sink.send(Bytes::from(buffer))
-                    .await
-                    .map_err(sql_error(format!("{target}: COPY")))?;
-            }
-            sink.finish()
-                .await
-                .map_err(sql_error(format!("{target}: COPY")))?;
-            let apply_sql = apply_statement(DIALECT, table, &stage);
-            transaction
-                .batch_execute(&apply_sql)
-                .await
-                .map_err(sql_error(format!("{target}: MERGE")))?;
-            transaction
-                .batch_execute(&format!("DROP TABLE {stage}"))
-                .await
-                .map_err(sql_error(format!("{target}: dropping the staging table")))?;
-        }
-        failpoint("sink.before_commit");
-        transaction.commit().await.map_err(sql_error("COMMIT"))
+        sink.finish().await.map_err(copy_failed())?;
+        Ok(())
     }
 }

@@ -24,9 +24,9 @@ use snowflake_api::{RawQueryResult, SnowflakeApi, SnowflakeApiError};
 
 use super::snowflake_sql::{SnowflakeLocation, insert_statements};
 use super::staged::Staged;
+use super::transaction::{Session, apply_flush, execute_all};
 use super::{
-    Flush, OffsetsReader, WarehouseError, apply_statement, check_claims, failpoint,
-    read_on_own_thread, statement,
+    Flush, OffsetsReader, TableFlush, WarehouseError, read_on_own_thread, stage_error, statement,
 };
 use crate::config::SinkConfig;
 use crate::sink::dialect::{Dialect, Target};
@@ -279,57 +279,8 @@ impl SnowflakeWarehouse {
         Ok((!names.is_empty()).then_some(names))
     }
 
-    /// Runs `statements` in one transaction; on failure rolls back. `flush` marks a sink
-    /// flush, where the crash tests' failpoint sits.
-    /// Runs `statements` in one transaction; for a flush, its offsets statements first,
-    /// whose claims must all hold ([`check_claims`]) before anything else runs.
-    async fn transaction(
-        &self,
-        statements: &[String],
-        flush: Option<(&Flush, Vec<String>)>,
-    ) -> Result<(), WarehouseError> {
-        let is_flush = flush.is_some();
-        query(&self.api, "BEGIN", "BEGIN").await?;
-        if let Err(error) = self.claims_then_statements(statements, flush).await {
-            let _ = query(&self.api, "ROLLBACK", "ROLLBACK").await;
-            return Err(error);
-        }
-        if is_flush {
-            failpoint("sink.before_commit");
-        }
-        query(&self.api, "COMMIT", "COMMIT").await.map(|_| ())
-    }
-
-    async fn claims_then_statements(
-        &self,
-        statements: &[String],
-        flush: Option<(&Flush, Vec<String>)>,
-    ) -> Result<(), WarehouseError> {
-        if let Some((flush, offsets_sql)) = flush {
-            let mut changed = 0;
-            for sql in offsets_sql {
-                // A MERGE answers one row: the numbers of rows inserted and updated.
-                let answer = query(&self.api, &sql, "storing offsets").await?;
-                changed += answer
-                    .first()
-                    .map(|row| {
-                        row.iter()
-                            .flatten()
-                            .filter_map(|cell| cell.parse::<u64>().ok())
-                            .sum::<u64>()
-                    })
-                    .unwrap_or(0);
-            }
-            check_claims(flush, changed)?;
-        }
-        for sql in statements {
-            query(&self.api, sql, sql).await?;
-        }
-        Ok(())
-    }
-
     pub(super) async fn execute(&mut self, statements: Vec<String>) -> Result<(), WarehouseError> {
-        self.transaction(&statements, None).await
+        execute_all(&mut SnowflakeSession(self), &statements).await
     }
 
     pub(super) async fn apply(
@@ -337,54 +288,47 @@ impl SnowflakeWarehouse {
         flush: Arc<Flush>,
         group: &str,
     ) -> Result<(), WarehouseError> {
-        // Part 1: DDL, each statement committed by itself.
-        for (index, table) in flush.tables.iter().enumerate() {
-            let target = &table.target;
-            for step in &table.steps {
-                for sql in DIALECT.step(target, step, table.soft_delete) {
-                    query(&self.api, &sql, &format!("{target}: {sql}")).await?;
-                }
-            }
-            if !table.rows.is_empty() {
-                let stage = format!("__tidemark_stage_{index}");
-                query(
-                    &self.api,
-                    &DIALECT.create_stage(&stage, &table.shape),
-                    &format!("{target}: creating the staging table"),
-                )
-                .await?;
-            }
+        apply_flush(&mut SnowflakeSession(self), &flush, group).await
+    }
+}
+
+/// A flush's primitives on the Snowflake session: DDL commits by itself, so schema steps
+/// and staging tables come before the transaction; rows are staged with multi-row
+/// `INSERT … VALUES` ([`insert_statements`]).
+struct SnowflakeSession<'a>(&'a SnowflakeWarehouse);
+
+impl Session for SnowflakeSession<'_> {
+    const DIALECT: Dialect = DIALECT;
+    const TRANSACTIONAL_DDL: bool = false;
+
+    fn schema(&self) -> &str {
+        &self.0.schema
+    }
+
+    async fn execute(&mut self, sql: &str, what: &str) -> Result<(), WarehouseError> {
+        query(&self.0.api, sql, what).await.map(|_| ())
+    }
+
+    /// A MERGE answers one row: the numbers of rows inserted and updated.
+    async fn store_offsets(&mut self, sql: &str) -> Result<u64, WarehouseError> {
+        let answer = query(&self.0.api, sql, "storing offsets").await?;
+        Ok(answer
+            .first()
+            .map(|row| {
+                row.iter()
+                    .flatten()
+                    .filter_map(|cell| cell.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .unwrap_or(0))
+    }
+
+    async fn stage(&mut self, stage: &str, table: &TableFlush) -> Result<(), WarehouseError> {
+        let (target, staged) = (&table.target, &Staged::new(&table.shape, &table.rows));
+        let inserts = insert_statements(stage, staged).map_err(stage_error(target))?;
+        for sql in inserts {
+            query(&self.0.api, &sql, &format!("{target}: staging")).await?;
         }
-        // Part 2: one transaction of DML.
-        let mut statements = Vec::new();
-        for (index, table) in flush.tables.iter().enumerate() {
-            let target = &table.target;
-            if let Some(position) = table.truncate {
-                statements.push(DIALECT.truncate(target, position, table.soft_delete));
-            }
-            if !table.rows.is_empty() {
-                let stage = format!("__tidemark_stage_{index}");
-                statements.push(format!("DELETE FROM {stage}"));
-                let staged = Staged::new(&table.shape, &table.rows);
-                statements.extend(insert_statements(&stage, &staged).map_err(|e| {
-                    WarehouseError::Stage {
-                        table: target.to_string(),
-                        detail: e.to_string(),
-                    }
-                })?);
-                statements.push(apply_statement(DIALECT, table, &stage));
-            }
-            if table.record_shape || table.truncate.is_some() {
-                statements.push(DIALECT.store_table(
-                    &self.schema,
-                    target,
-                    &table.stored,
-                    table.truncate,
-                ));
-            }
-        }
-        let offsets_sql = DIALECT.store_offsets(&self.schema, group, &flush.offsets);
-        self.transaction(&statements, Some((&flush, offsets_sql)))
-            .await
+        Ok(())
     }
 }
