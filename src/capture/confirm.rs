@@ -18,7 +18,7 @@ use crate::domain::lsn::Lsn;
 
 /// The confirmation state of one replication session (see the module docs).
 #[derive(Debug, Clone)]
-pub struct Confirmation {
+pub(crate) struct Confirmation {
     confirmed: Lsn,
     last_committed: Lsn,
     idle: Lsn,
@@ -34,13 +34,8 @@ impl Confirmation {
         }
     }
 
-    /// The position last confirmed.
-    pub fn confirmed(&self) -> Lsn {
-        self.confirmed
-    }
-
     /// The end of the newest transaction handed to the output.
-    pub fn last_committed(&self) -> Lsn {
+    pub(crate) fn last_committed(&self) -> Lsn {
         self.last_committed
     }
 
@@ -51,7 +46,7 @@ impl Confirmation {
     }
 
     /// Whether nothing handed to the output is unacknowledged and no transaction is open.
-    pub fn all_acknowledged(&self, acknowledged: Lsn, in_transaction: bool) -> bool {
+    pub(crate) fn all_acknowledged(&self, acknowledged: Lsn, in_transaction: bool) -> bool {
         !in_transaction && acknowledged >= self.last_committed
     }
 
@@ -66,7 +61,7 @@ impl Confirmation {
     }
 
     /// The position to confirm now that the output acknowledges `acknowledged`.
-    pub fn advance(&mut self, acknowledged: Lsn, in_transaction: bool) -> Lsn {
+    pub(crate) fn advance(&mut self, acknowledged: Lsn, in_transaction: bool) -> Lsn {
         let mut confirmed = self.confirmed.max(acknowledged);
         if self.all_acknowledged(acknowledged, in_transaction) {
             confirmed = confirmed.max(self.idle);

@@ -37,7 +37,7 @@ impl ReaderProgress {
 
     /// Whether the reader has its slot and its snapshot plan, and has emitted every
     /// snapshot chunk of that plan (or has none).
-    pub fn snapshot_done(&self) -> bool {
+    pub(crate) fn snapshot_done(&self) -> bool {
         self.prepared.load(Ordering::Acquire) && self.chunks_left.load(Ordering::Acquire) == 0
     }
 

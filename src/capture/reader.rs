@@ -80,10 +80,10 @@ pub use error::ReaderError;
 use error::{classify_start_error, explain_stream_error};
 
 /// Prefix of the heartbeat messages tidemark writes.
-pub const HEARTBEAT_PREFIX: &str = "tidemark.heartbeat";
+pub(crate) const HEARTBEAT_PREFIX: &str = "tidemark.heartbeat";
 
 /// How long a stop request waits for the open transaction to complete.
-pub const FINISH_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FINISH_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the server is asked for its position while a snapshot chunk waits for it.
 const WATERMARK_POLL: Duration = Duration::from_millis(200);

@@ -36,7 +36,7 @@ struct State {
 
 /// A failed delivery: librdkafka's error, and whether sending again may succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryFailure {
+pub(crate) struct DeliveryFailure {
     /// What failed, for the error message.
     pub detail: String,
     /// A broker error or outage a new attempt may not meet (not, say, a record too large
@@ -46,7 +46,7 @@ pub struct DeliveryFailure {
 
 /// Shared between the output (which produces) and the producer's delivery callback.
 #[derive(Debug, Default)]
-pub struct AckTracker {
+pub(crate) struct AckTracker {
     state: Mutex<State>,
 }
 
@@ -58,7 +58,7 @@ impl AckTracker {
     }
 
     /// Registers one record of the open transaction; returns the ordinal to attach to it.
-    pub fn record_produced(&self) -> usize {
+    pub(crate) fn record_produced(&self) -> usize {
         let mut state = self.lock();
         if state.slots.back().is_none_or(|s| s.end.is_some()) {
             state.slots.push_back(Slot::default());
@@ -73,7 +73,7 @@ impl AckTracker {
     }
 
     /// Closes the open transaction at `end`.
-    pub fn close_transaction(&self, end: Lsn) {
+    pub(crate) fn close_transaction(&self, end: Lsn) {
         let mut state = self.lock();
         match state.slots.back_mut() {
             Some(slot) if slot.end.is_none() => slot.end = Some(end),
@@ -125,7 +125,7 @@ impl AckTracker {
     }
 
     /// Records produced and not yet reported.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.lock().in_flight
     }
 
@@ -136,7 +136,7 @@ impl AckTracker {
 
     /// After a failure: forgets every transaction not yet acknowledged (the source sends
     /// them again) and the failure. The acknowledged position stays where it was.
-    pub fn recover(&self) {
+    pub(crate) fn recover(&self) {
         let mut state = self.lock();
         let forgotten = state.slots.len() as u64;
         state.slots.clear();

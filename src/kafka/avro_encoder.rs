@@ -30,7 +30,7 @@ use crate::schema::registry_client::RegistryClient;
 
 /// A table description registered: where it goes and its ids.
 #[derive(Debug, Clone)]
-pub struct Registered {
+pub(crate) struct Registered {
     /// The topic (differs from the routed one under `new-topic`).
     pub topic: Arc<str>,
     /// Key schema id; none for keyless tables.
@@ -44,7 +44,7 @@ pub struct Registered {
 /// Writes table events with ids already registered: no I/O, so it can run on any thread
 /// (one clone per thread).
 #[derive(Debug, Clone)]
-pub struct TableWriter {
+pub(crate) struct TableWriter {
     context: EnvelopeContext,
     writer: AvroWriter,
 }
@@ -80,7 +80,7 @@ impl TableWriter {
 }
 
 /// See the module docs.
-pub struct AvroEncoder {
+pub(crate) struct AvroEncoder {
     client: RegistryClient,
     policy: IncompatiblePolicy,
     context: EnvelopeContext,
@@ -112,7 +112,7 @@ impl AvroEncoder {
     }
 
     /// The topic a routed topic is redirected to under `new-topic`.
-    pub fn redirect(&self, topic: &Arc<str>) -> Arc<str> {
+    pub(crate) fn redirect(&self, topic: &Arc<str>) -> Arc<str> {
         self.redirects
             .get(topic)
             .cloned()
@@ -191,7 +191,7 @@ impl AvroEncoder {
     }
 
     /// Derives and registers the schemas of a table description routed to `routed`.
-    pub async fn register_table(
+    pub(crate) async fn register_table(
         &mut self,
         routed: &Arc<str>,
         table: &TableSchema,
@@ -237,7 +237,7 @@ impl AvroEncoder {
 
     /// Writes a table event with its registered ids: key and value in Confluent framing.
     /// Returns whether the event has a key.
-    pub fn encode_table(
+    pub(crate) fn encode_table(
         &mut self,
         event: &ChangeEvent,
         ids: (Option<u32>, u32),
@@ -249,13 +249,13 @@ impl AvroEncoder {
     }
 
     /// A copy of the table-event writer, for encoding a batch on other threads.
-    pub fn table_writer(&self) -> TableWriter {
+    pub(crate) fn table_writer(&self) -> TableWriter {
         self.table_writer.clone()
     }
 
     /// Encodes a fixed-schema record (key optional) for `topic`, registering its schemas on
     /// first use.
-    pub async fn encode_fixed(
+    pub(crate) async fn encode_fixed(
         &mut self,
         topic: &str,
         key_schema: Option<(FixedSchema, serde_json::Value)>,

@@ -58,7 +58,7 @@ fn field_type(kind: &TypeKind) -> Json {
 
 /// Connect parameter naming the column's PostgreSQL type, as Debezium writes it with
 /// `column.propagate.source.type`; the sink reads it to create exact warehouse types.
-pub const SOURCE_TYPE_PARAMETER: &str = "__debezium.source.column.type";
+pub(crate) const SOURCE_TYPE_PARAMETER: &str = "__debezium.source.column.type";
 
 fn column_field(column: &Column, optional: bool) -> Json {
     let mut field = field_type(&column.column_type.kind);
@@ -157,7 +157,7 @@ pub fn value_schema(table: &TableSchema, prefix: &str) -> Json {
 }
 
 /// The value schema of logical-message events (`op = m`).
-pub fn message_value_schema(prefix: &str) -> Json {
+pub(crate) fn message_value_schema(prefix: &str) -> Json {
     json!({
         "type": "struct",
         "fields": [
@@ -186,7 +186,7 @@ struct CachedSchemas {
 
 /// Schemas as JSON text, built once per table description.
 #[derive(Debug, Default, Clone)]
-pub struct SchemaCache {
+pub(crate) struct SchemaCache {
     tables: HashMap<u32, CachedSchemas>,
     message: Option<Arc<str>>,
 }
@@ -222,7 +222,7 @@ impl SchemaCache {
 
 /// Writes `{"schema":<schema>,"payload":<payload>}` into `out`, where `payload` is already
 /// serialized JSON.
-pub fn wrap(schema: &str, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn wrap(schema: &str, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"schema\":");
     out.extend_from_slice(schema.as_bytes());
     out.extend_from_slice(b",\"payload\":");

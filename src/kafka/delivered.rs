@@ -20,7 +20,7 @@ pub struct DeliveredOffsets(Mutex<HashMap<String, Vec<Option<i64>>>>);
 
 impl DeliveredOffsets {
     /// Notes that the broker stored a record of `topic`/`partition` at `offset`.
-    pub(crate) fn record(&self, topic: &str, partition: i32, offset: i64) {
+    pub fn record(&self, topic: &str, partition: i32, offset: i64) {
         let Ok(index) = usize::try_from(partition) else {
             return;
         };

@@ -45,7 +45,7 @@ use crate::domain::lsn::Lsn;
 
 /// The state of exactly-once delivery.
 #[derive(Debug)]
-pub struct ExactlyOnce {
+pub(crate) struct ExactlyOnce {
     offsets_topic: String,
     connector: String,
     kafka_transaction_open: bool,
@@ -68,7 +68,7 @@ pub(crate) const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 900_000;
 /// The transactional producer's `retry.backoff.ms` unless `kafka.properties` sets one: what
 /// the Java producer waits before retrying a `CONCURRENT_TRANSACTIONS` refusal (librdkafka's
 /// default, 100 ms, would stall every Kafka transaction begun right after a commit).
-pub const RETRY_BACKOFF_MS: u64 = 20;
+pub(crate) const RETRY_BACKOFF_MS: u64 = 20;
 
 /// The `transaction.timeout.ms` a config gives the producer.
 pub(crate) fn transaction_timeout(config: &KafkaConfig) -> Duration {
@@ -219,13 +219,8 @@ impl ExactlyOnce {
         }
     }
 
-    /// The connector's name (its producer's `transactional.id` is `tidemark-<name>`).
-    pub fn connector(&self) -> &str {
-        &self.connector
-    }
-
     /// The offsets topic.
-    pub fn offsets_topic(&self) -> &str {
+    pub(crate) fn offsets_topic(&self) -> &str {
         &self.offsets_topic
     }
 
@@ -241,7 +236,7 @@ impl ExactlyOnce {
     }
 
     /// Called before producing a record of a source transaction.
-    pub fn before_record(
+    pub(crate) fn before_record(
         &mut self,
         producer: &ThreadedProducer<AckContext>,
     ) -> Result<(), KafkaError> {
@@ -270,7 +265,7 @@ impl ExactlyOnce {
     /// Called before producing a record that belongs to no source transaction (snapshot
     /// progress): it joins the open Kafka transaction, or opens one that commits at the
     /// position already acknowledged.
-    pub fn before_side_record(
+    pub(crate) fn before_side_record(
         &mut self,
         producer: &ThreadedProducer<AckContext>,
     ) -> Result<(), KafkaError> {
@@ -281,7 +276,7 @@ impl ExactlyOnce {
     }
 
     /// A source transaction ended at `end`.
-    pub fn source_committed(&mut self, end: Lsn) {
+    pub(crate) fn source_committed(&mut self, end: Lsn) {
         self.source_transaction_open = false;
         if self.kafka_transaction_open {
             self.pending_end = Some(end);
@@ -292,7 +287,7 @@ impl ExactlyOnce {
     }
 
     /// The position to store and commit now, if the Kafka transaction may be committed.
-    pub fn ready_to_commit(&self) -> Option<Lsn> {
+    pub(crate) fn ready_to_commit(&self) -> Option<Lsn> {
         if self.kafka_transaction_open && !self.source_transaction_open {
             self.pending_end
         } else {
@@ -301,7 +296,7 @@ impl ExactlyOnce {
     }
 
     /// The offsets record for `end`: key and value.
-    pub fn offsets_record(&self, end: Lsn) -> Result<(Vec<u8>, Vec<u8>), KafkaError> {
+    pub(crate) fn offsets_record(&self, end: Lsn) -> Result<(Vec<u8>, Vec<u8>), KafkaError> {
         let key = serde_json::to_vec(&serde_json::json!({ "connector": self.connector }))?;
         let value = serde_json::to_vec(
             &serde_json::json!({ "end_lsn": end.as_u64(), "position": end.to_string() }),
@@ -375,7 +370,7 @@ impl ExactlyOnce {
     }
 
     /// Whether a source transaction is half written.
-    pub fn source_transaction_open(&self) -> bool {
+    pub(crate) fn source_transaction_open(&self) -> bool {
         self.source_transaction_open
     }
 }
@@ -419,7 +414,7 @@ fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<L
 }
 
 /// The value of the last committed record with `key` in the offsets topic, if any.
-pub fn read_latest(
+pub(crate) fn read_latest(
     config: &KafkaConfig,
     topic: &str,
     connector: &str,

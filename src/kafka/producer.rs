@@ -15,7 +15,7 @@ use crate::config::{Delivery, KafkaConfig};
 use crate::observe::names;
 
 /// Delivery reports into the [`AckTracker`].
-pub struct AckContext {
+pub(crate) struct AckContext {
     tracker: Arc<AckTracker>,
     offsets: Arc<DeliveredOffsets>,
     delivered: metrics::Counter,
@@ -24,7 +24,7 @@ pub struct AckContext {
 }
 
 impl AckContext {
-    pub(crate) fn new(tracker: Arc<AckTracker>, offsets: Arc<DeliveredOffsets>) -> Self {
+    pub fn new(tracker: Arc<AckTracker>, offsets: Arc<DeliveredOffsets>) -> Self {
         AckContext {
             tracker,
             offsets,
@@ -130,7 +130,7 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 
 /// The producer's settings: [`client_config`], and for exactly once the transactional
 /// ones (`transactional.id`, the transaction and message timeouts, `retry.backoff.ms`).
-pub fn producer_config(config: &KafkaConfig, connector: &str) -> ClientConfig {
+pub(crate) fn producer_config(config: &KafkaConfig, connector: &str) -> ClientConfig {
     let mut client = client_config(config);
     if config.delivery == Delivery::ExactlyOnce {
         // A fixed id fences any earlier instance of this connector; a transactional

@@ -21,7 +21,7 @@ use crate::domain::event::ChangeEvent;
 
 /// Maps events to topic names.
 #[derive(Debug, Clone)]
-pub struct TopicRouter {
+pub(crate) struct TopicRouter {
     prefix: String,
     routes: HashMap<String, String>,
     message_topic: Arc<str>,
@@ -70,7 +70,7 @@ impl TopicRouter {
     }
 
     /// The topic of table `schema.name`: its route, else `<prefix>.<schema>.<name>`.
-    pub fn table_topic(&self, schema: &str, name: &str) -> Arc<str> {
+    pub(crate) fn table_topic(&self, schema: &str, name: &str) -> Arc<str> {
         let qualified = format!("{schema}.{name}");
         match self.routes.get(&qualified) {
             Some(topic) => topic.as_str().into(),
@@ -79,32 +79,27 @@ impl TopicRouter {
     }
 
     /// `<prefix>.schema-changes`.
-    pub fn schema_change_topic(&self) -> String {
+    pub(crate) fn schema_change_topic(&self) -> String {
         format!("{}.schema-changes", self.prefix)
     }
 
-    /// `kafka.message_topic`, else `<prefix>.message`.
-    pub fn message_topic(&self) -> Arc<str> {
-        self.message_topic.clone()
-    }
-
     /// `<prefix>.transaction`.
-    pub fn transaction_topic(&self) -> String {
+    pub(crate) fn transaction_topic(&self) -> String {
         format!("{}.transaction", self.prefix)
     }
 
     /// `<prefix>.offsets`: the exactly-once position.
-    pub fn offsets_topic(&self) -> String {
+    pub(crate) fn offsets_topic(&self) -> String {
         format!("{}.offsets", self.prefix)
     }
 
     /// `<prefix>.heartbeat`.
-    pub fn heartbeat_topic(&self) -> String {
+    pub(crate) fn heartbeat_topic(&self) -> String {
         format!("{}.heartbeat", self.prefix)
     }
 
     /// The topics that routes send tables to.
-    pub fn routed_topics(&self) -> Vec<String> {
+    pub(crate) fn routed_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.routes.values().cloned().collect();
         topics.sort();
         topics.dedup();
@@ -114,20 +109,20 @@ impl TopicRouter {
     /// The sink's subscription: the change topics `<prefix>.<schema>.<table>` (and the
     /// `-vN` topics of the new-topic policy) as a regular expression for the broker, and
     /// the routed topics.
-    pub fn subscription(&self) -> Vec<String> {
+    pub(crate) fn subscription(&self) -> Vec<String> {
         subscription(&self.prefix, &self.routed_topics())
     }
 
     /// Whether `topic` is one of the change topics: the rule [`TopicRouter::subscription`]
     /// spells for the broker, for code that lists topics itself.
-    pub fn is_change_topic(&self, topic: &str) -> bool {
+    pub(crate) fn is_change_topic(&self, topic: &str) -> bool {
         self.routes.values().any(|routed| routed == topic) || is_table_topic(&self.prefix, topic)
     }
 }
 
 /// The table (schema, name) a change topic `<prefix>.<schema>.<table>` is named after;
 /// none for any other topic (a routed topic names no table).
-pub fn table_of_topic<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+pub(crate) fn table_of_topic<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
     topic
         .strip_prefix(prefix)?
         .strip_prefix('.')?
@@ -160,7 +155,7 @@ fn is_table_topic(prefix: &str, topic: &str) -> bool {
 
 /// What a topic holds, which decides how it is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicKind {
+pub(crate) enum TopicKind {
     /// A table's changes: the configured partitions and change-topic configs.
     Change,
     /// Messages, transaction metadata, heartbeats: the configured partitions only.
@@ -171,7 +166,7 @@ pub enum TopicKind {
 
 /// Creates topics once, on first use. The admin client must have
 /// `allow.auto.create.topics=false`, so asking for a topic's metadata never creates it.
-pub struct TopicCreator {
+pub(crate) struct TopicCreator {
     admin: Arc<AdminClient<DefaultClientContext>>,
     known: HashSet<String>,
     partitions: i32,

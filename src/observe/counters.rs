@@ -11,7 +11,7 @@ use crate::domain::event::{ChangeEvent, Op};
 
 /// The `tidemark_source_events_total` counters by relation and operation.
 #[derive(Default)]
-pub struct EventCounters {
+pub(crate) struct EventCounters {
     /// The table's name as labelled (a renamed relation gets a new counter) and its counter.
     by_relation: HashMap<(u32, Op), (String, Counter)>,
 }

@@ -5,66 +5,67 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Counter, labels `table`, `op` (`c`, `u`, `d`, `r`, `t`, `m`): change events delivered to
 /// the output (snapshot reads included).
-pub const SOURCE_EVENTS: &str = "tidemark_source_events_total";
+pub(crate) const SOURCE_EVENTS: &str = "tidemark_source_events_total";
 /// Counter: source transactions delivered to the output.
-pub const SOURCE_TRANSACTIONS: &str = "tidemark_source_transactions_total";
+pub(crate) const SOURCE_TRANSACTIONS: &str = "tidemark_source_transactions_total";
 /// Gauge: the server's WAL position (as of the last message from it) minus the position
 /// confirmed to it, in bytes.
-pub const SOURCE_LAG_BYTES: &str = "tidemark_source_lag_bytes";
+pub(crate) const SOURCE_LAG_BYTES: &str = "tidemark_source_lag_bytes";
 /// Gauge: now minus the commit time of the newest transaction read, at the moment it was
 /// delivered; 0 when the server has nothing more to send.
-pub const SOURCE_LAG_SECONDS: &str = "tidemark_source_lag_seconds";
+pub(crate) const SOURCE_LAG_SECONDS: &str = "tidemark_source_lag_seconds";
 /// Gauge: the position confirmed to PostgreSQL (as a number).
-pub const SOURCE_CONFIRMED_LSN: &str = "tidemark_source_confirmed_lsn";
+pub(crate) const SOURCE_CONFIRMED_LSN: &str = "tidemark_source_confirmed_lsn";
 /// Counter: replication sessions lost and reopened.
-pub const SOURCE_RECONNECTS: &str = "tidemark_source_reconnects_total";
+pub(crate) const SOURCE_RECONNECTS: &str = "tidemark_source_reconnects_total";
 /// Gauge: WAL the slot keeps on the server (`pg_current_wal_lsn() - restart_lsn`), bytes.
-pub const SLOT_RETAINED_WAL: &str = "tidemark_slot_retained_wal_bytes";
+pub(crate) const SLOT_RETAINED_WAL: &str = "tidemark_slot_retained_wal_bytes";
 /// Counter, label `table`: rows read by snapshots.
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows_total";
 /// Gauge, label `table`: snapshot chunks still to read.
-pub const SNAPSHOT_CHUNKS_LEFT: &str = "tidemark_snapshot_chunks_remaining";
+pub(crate) const SNAPSHOT_CHUNKS_LEFT: &str = "tidemark_snapshot_chunks_remaining";
 /// Counter: records Kafka acknowledged.
-pub const KAFKA_RECORDS: &str = "tidemark_kafka_records_total";
+pub(crate) const KAFKA_RECORDS: &str = "tidemark_kafka_records_total";
 /// Histogram: seconds from producing a record to Kafka's acknowledgement.
-pub const KAFKA_DELIVERY_SECONDS: &str = "tidemark_kafka_delivery_seconds";
+pub(crate) const KAFKA_DELIVERY_SECONDS: &str = "tidemark_kafka_delivery_seconds";
 /// Counter: records Kafka refused or failed to deliver.
-pub const KAFKA_DELIVERY_ERRORS: &str = "tidemark_kafka_delivery_errors_total";
+pub(crate) const KAFKA_DELIVERY_ERRORS: &str = "tidemark_kafka_delivery_errors_total";
 /// Counter: 10-second waits for Kafka's acknowledgements that ended with records still in
 /// flight (a slow, overloaded or unreachable broker; the source waits, it does not stop).
-pub const KAFKA_SLOW_FLUSHES: &str = "tidemark_kafka_slow_flushes_total";
+pub(crate) const KAFKA_SLOW_FLUSHES: &str = "tidemark_kafka_slow_flushes_total";
 /// Gauge, label `client` (`producer`, `sink`): brokers the client has an open connection to
 /// (0 during a broker outage or a cut network), from librdkafka's statistics.
-pub const KAFKA_BROKERS_UP: &str = "tidemark_kafka_brokers_up";
+pub(crate) const KAFKA_BROKERS_UP: &str = "tidemark_kafka_brokers_up";
 /// Counter, label `outcome` (`ok`, `retried`, `failed`): schema registry HTTP calls.
-pub const REGISTRY_CALLS: &str = "tidemark_registry_calls_total";
+pub(crate) const REGISTRY_CALLS: &str = "tidemark_registry_calls_total";
 /// Histogram: seconds per schema registry HTTP call (retries included).
-pub const REGISTRY_CALL_SECONDS: &str = "tidemark_registry_call_seconds";
+pub(crate) const REGISTRY_CALL_SECONDS: &str = "tidemark_registry_call_seconds";
 /// Counter: records the sink consumed.
-pub const SINK_RECORDS: &str = "tidemark_sink_records_total";
+pub(crate) const SINK_RECORDS: &str = "tidemark_sink_records_total";
 /// Histogram: changes per table per flush (after keeping the newest per key).
-pub const SINK_BATCH_ROWS: &str = "tidemark_sink_batch_rows";
+pub(crate) const SINK_BATCH_ROWS: &str = "tidemark_sink_batch_rows";
 /// Histogram: seconds per warehouse transaction (staging, MERGE, offsets, commit).
-pub const SINK_MERGE_SECONDS: &str = "tidemark_sink_merge_seconds";
+pub(crate) const SINK_MERGE_SECONDS: &str = "tidemark_sink_merge_seconds";
 /// Counter: warehouse transactions committed.
-pub const SINK_FLUSHES: &str = "tidemark_sink_flushes_total";
+pub(crate) const SINK_FLUSHES: &str = "tidemark_sink_flushes_total";
 /// Counter, label `kind` (`transient`, `fenced`): warehouse transactions that failed and
 /// were retried (transient) or refused because another instance owns the partition.
-pub const SINK_FLUSH_ERRORS: &str = "tidemark_sink_flush_errors_total";
+pub(crate) const SINK_FLUSH_ERRORS: &str = "tidemark_sink_flush_errors_total";
 /// Gauge, labels `topic`, `partition`: records on the broker the sink has not consumed.
-pub const SINK_CONSUMER_LAG: &str = "tidemark_sink_consumer_lag";
+pub(crate) const SINK_CONSUMER_LAG: &str = "tidemark_sink_consumer_lag";
 /// Gauge, label `version`: always 1.
-pub const BUILD_INFO: &str = "tidemark_build_info";
+pub(crate) const BUILD_INFO: &str = "tidemark_build_info";
 
 /// Histogram buckets, in seconds, for the latency series.
-pub const SECONDS_BUCKETS: &[f64] = &[
+pub(crate) const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Histogram buckets for batch sizes, in rows.
-pub const ROWS_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0];
+pub(crate) const ROWS_BUCKETS: &[f64] =
+    &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0];
 
 /// Registers every series' help text and unit with the installed recorder.
-pub fn describe_all() {
+pub(crate) fn describe_all() {
     describe_counter!(
         SOURCE_EVENTS,
         "Change events delivered to the output, by table and operation"

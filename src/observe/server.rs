@@ -41,7 +41,7 @@ pub enum ServeError {
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// The process's Prometheus recorder, installed at the first call.
-pub fn recorder() -> Result<PrometheusHandle, ServeError> {
+pub(crate) fn recorder() -> Result<PrometheusHandle, ServeError> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()

@@ -16,7 +16,7 @@ pub use replication::{ReplicationConnection, ReplicationMessage};
 pub use settings::{ConnectionSettings, SslMode};
 
 /// Session settings applied to every connection tidemark opens.
-pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("DateStyle", "ISO"),
     ("TimeZone", "UTC"),
     ("IntervalStyle", "iso_8601"),
@@ -175,7 +175,7 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
 /// Whether a failed SQL statement may succeed when retried: the connection broke (no
 /// server error), or the server reported a connection exception, a shutdown, exhaustion,
 /// or a serialization failure.
-pub fn is_transient_sql(error: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_transient_sql(error: &tokio_postgres::Error) -> bool {
     error
         .as_db_error()
         .is_none_or(|db| is_transient_sqlstate(db.code().code()))

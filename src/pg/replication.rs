@@ -233,7 +233,7 @@ impl ReplicationConnection {
     ///
     /// Uses protocol version 2 with streaming of large in-progress transactions and logical
     /// messages on PostgreSQL 14 and later, version 1 without them before.
-    pub async fn start_logical_replication(
+    pub(crate) async fn start_logical_replication(
         &mut self,
         slot: &str,
         start: Lsn,
@@ -281,7 +281,7 @@ impl ReplicationConnection {
     }
 
     /// The pgoutput protocol version used with this server.
-    pub fn protocol_version(&self) -> u32 {
+    pub(crate) fn protocol_version(&self) -> u32 {
         if self.server_version >= 140000 { 2 } else { 1 }
     }
 
@@ -336,7 +336,7 @@ impl ReplicationConnection {
 
     /// Sends a standby status update: received up to `write`, durably processed up to
     /// `flush` (the position the slot may advance to).
-    pub async fn send_status(
+    pub(crate) async fn send_status(
         &mut self,
         write: Lsn,
         flush: Lsn,
@@ -456,12 +456,12 @@ fn parse_lsn_field(value: Option<String>, what: &str) -> Result<Lsn, ConnectionE
 }
 
 /// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Quotes an SQL string literal.
-pub fn quote_literal(text: &str) -> String {
+pub(crate) fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

@@ -157,7 +157,7 @@ impl ConnectionSettings {
     }
 
     /// The URL with the password replaced by `***`, for logs and status output.
-    pub fn redacted_url(&self) -> String {
+    pub(crate) fn redacted_url(&self) -> String {
         let password = if self.password.is_some() { ":***" } else { "" };
         format!(
             "postgres://{}{}@{}:{}/{}",
@@ -166,7 +166,7 @@ impl ConnectionSettings {
     }
 
     /// Settings for tokio-postgres (ordinary SQL connections), without the TLS part.
-    pub fn to_tokio_postgres(&self) -> tokio_postgres::Config {
+    pub(crate) fn to_tokio_postgres(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)

@@ -59,7 +59,7 @@ pub fn client_config(
 
 /// The server name to present and verify: the host, or a placeholder for IP addresses that
 /// `verify-full` then checks against the certificate's IP SANs.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, ConnectionError> {
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, ConnectionError> {
     ServerName::try_from(host.to_owned()).map_err(|_| {
         ConnectionError::InvalidSettings(format!("{host:?} is not a valid TLS server name"))
     })

@@ -35,9 +35,9 @@ use crate::domain::event::{ChangeEvent, Column, EnvelopeContext, TableSchema};
 use crate::domain::value::Value;
 
 /// The source block schema (`schemas/source.avsc`).
-pub const SOURCE_AVSC: &str = include_str!("../../schemas/source.avsc");
+pub(crate) const SOURCE_AVSC: &str = include_str!("../../schemas/source.avsc");
 /// The transaction block schema (`schemas/transaction.avsc`).
-pub const TRANSACTION_AVSC: &str = include_str!("../../schemas/transaction.avsc");
+pub(crate) const TRANSACTION_AVSC: &str = include_str!("../../schemas/transaction.avsc");
 
 /// Avro failures.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ pub enum AvroError {
 }
 
 /// A name Avro accepts: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn avro_name(text: &str) -> String {
+pub(crate) fn avro_name(text: &str) -> String {
     let mut name: String = text
         .chars()
         .map(|c| {
@@ -175,9 +175,9 @@ fn value_field(column: &Column, renamed_from: Option<&str>) -> Json {
 }
 
 /// Field attribute holding the PostgreSQL type of a column.
-pub const PG_TYPE_ATTRIBUTE: &str = "tidemark.type";
+pub(crate) const PG_TYPE_ATTRIBUTE: &str = "tidemark.type";
 /// Field attribute holding a column's name when it is not a valid Avro name.
-pub const COLUMN_ATTRIBUTE: &str = "tidemark.column";
+pub(crate) const COLUMN_ATTRIBUTE: &str = "tidemark.column";
 
 /// The Avro schemas of one table.
 #[derive(Debug, Clone)]
@@ -200,7 +200,7 @@ pub fn derive(table: &TableSchema, prefix: &str) -> Result<TableAvro, AvroError>
 /// [`derive()`], with the value fields of columns renamed by captured DDL (`(old, new)`
 /// pairs) carrying their old name in `aliases`, so a reader (the sink) renames the column
 /// instead of seeing a drop and an add.
-pub fn derive_renamed(
+pub(crate) fn derive_renamed(
     table: &TableSchema,
     prefix: &str,
     renames: &[(String, String)],
@@ -497,14 +497,14 @@ pub fn read_datum(schema: &Schema, bytes: &mut &[u8]) -> Result<Avro, apache_avr
 }
 
 /// Appends Confluent's frame header: magic byte 0 and the big-endian schema id.
-pub fn frame_header(out: &mut Vec<u8>, schema_id: u32) {
+pub(crate) fn frame_header(out: &mut Vec<u8>, schema_id: u32) {
     out.push(0);
     out.extend_from_slice(&schema_id.to_be_bytes());
 }
 
 /// The schema id and the datum of a record in Confluent's wire format, or none when the
 /// bytes do not start with the magic byte and a 4-byte id.
-pub fn split_frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
+pub(crate) fn split_frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
     match bytes {
         [0, a, b, c, d, datum @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
         _ => None,

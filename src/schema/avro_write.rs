@@ -17,7 +17,7 @@ use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, SnapshotMarker, Tab
 use crate::domain::value::Value;
 
 /// Writes a long as a zig-zag varint.
-pub fn write_long(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn write_long(out: &mut Vec<u8>, value: i64) {
     let mut n = ((value << 1) ^ (value >> 63)) as u64;
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
@@ -27,7 +27,7 @@ pub fn write_long(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Writes a string or bytes: length, then the bytes.
-pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     write_long(out, bytes.len() as i64);
     out.extend_from_slice(bytes);
 }
@@ -292,7 +292,7 @@ impl AvroWriter {
 }
 
 /// `source.snapshot` text.
-pub fn snapshot_text(marker: SnapshotMarker) -> &'static str {
+pub(crate) fn snapshot_text(marker: SnapshotMarker) -> &'static str {
     match marker {
         SnapshotMarker::True => "true",
         SnapshotMarker::Last => "last",

@@ -23,7 +23,7 @@ use crate::schema::avro::{COLUMN_ATTRIBUTE, PG_TYPE_ATTRIBUTE};
 
 /// A column as a schema-change record describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnInfo {
+pub(crate) struct ColumnInfo {
     /// Column name.
     pub name: String,
     /// PostgreSQL type, e.g. `varchar(10)`.
@@ -66,7 +66,7 @@ impl Change {
 
 /// Where a schema change sits in the stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ChangePosition {
+pub(crate) struct ChangePosition {
     /// Transaction id.
     #[serde(rename = "txId")]
     pub tx_id: i64,
@@ -92,7 +92,7 @@ impl ChangePosition {
 
 /// The shape in use on a topic: its columns and, with Avro, its schema ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShapeInUse {
+pub(crate) struct ShapeInUse {
     /// Columns.
     pub columns: Vec<ColumnInfo>,
     /// Key schema id (Avro).
@@ -103,7 +103,7 @@ pub struct ShapeInUse {
 
 /// A record for `<prefix>.schema-changes` (`schemas/schema_change.avsc`).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct SchemaChangeRecord {
+pub(crate) struct SchemaChangeRecord {
     /// `schema` or `ddl`.
     pub kind: &'static str,
     /// Wall clock when written, ms.
@@ -206,7 +206,7 @@ impl SchemaChangeRecord {
 }
 
 /// The columns of a table description.
-pub fn columns_of_table(table: &TableSchema) -> Vec<ColumnInfo> {
+pub(crate) fn columns_of_table(table: &TableSchema) -> Vec<ColumnInfo> {
     table
         .columns
         .iter()
@@ -223,7 +223,7 @@ pub fn columns_of_table(table: &TableSchema) -> Vec<ColumnInfo> {
 /// The columns of a registered envelope schema (and its key schema), as tidemark derived
 /// them: the fields of the `before` record, with the PostgreSQL type attribute. None when
 /// the schema is not one of tidemark's envelopes.
-pub fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<Vec<ColumnInfo>> {
+pub(crate) fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<Vec<ColumnInfo>> {
     let envelope: serde_json::Value = serde_json::from_str(envelope).ok()?;
     let before = envelope["fields"]
         .as_array()?
@@ -265,7 +265,7 @@ pub fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<Vec<Colu
 
 /// The changes from `before` to `after`. `renames` (old name, new name) come from captured
 /// DDL; without them a renamed column shows as a drop and an add.
-pub fn diff(
+pub(crate) fn diff(
     before: &[ColumnInfo],
     after: &[ColumnInfo],
     renames: &[(String, String)],
@@ -361,9 +361,7 @@ pub fn diff(
 /// `source.ddl_capture`), as the logical message with prefix [`DDL_MESSAGE_PREFIX`] carries
 /// it.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CapturedDdl {
-    /// `ddl_command_end` or `sql_drop`.
-    pub event: String,
+pub(crate) struct CapturedDdl {
     /// Command tag.
     pub tag: String,
     /// The statement text (the whole client query string).
@@ -381,7 +379,7 @@ pub struct CapturedDdl {
 
 /// An object a DDL command touched.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CapturedObject {
+pub(crate) struct CapturedObject {
     /// `table` or `table column`.
     pub object_type: String,
     /// The table's OID.
@@ -393,7 +391,7 @@ pub struct CapturedObject {
 
 /// A table after a DDL command.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CapturedTable {
+pub(crate) struct CapturedTable {
     /// OID.
     pub relid: u32,
     /// Schema.
@@ -406,7 +404,7 @@ pub struct CapturedTable {
 
 /// A column after a DDL command.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CapturedColumn {
+pub(crate) struct CapturedColumn {
     /// Attribute number.
     pub attnum: i32,
     /// Name.
@@ -423,9 +421,7 @@ pub struct CapturedColumn {
 
 /// A dropped table.
 #[derive(Debug, Clone, Deserialize)]
-pub struct DroppedTable {
-    /// OID it had.
-    pub relid: u32,
+pub(crate) struct DroppedTable {
     /// Schema.
     pub schema: String,
     /// Name.
@@ -433,11 +429,11 @@ pub struct DroppedTable {
 }
 
 /// Prefix of the logical messages the DDL trigger emits.
-pub const DDL_MESSAGE_PREFIX: &str = "tidemark.ddl";
+pub(crate) const DDL_MESSAGE_PREFIX: &str = "tidemark.ddl";
 
 impl CapturedTable {
     /// The columns in schema-change form, typed as the stream's descriptions are.
-    pub fn column_infos(&self) -> Vec<ColumnInfo> {
+    pub(crate) fn column_infos(&self) -> Vec<ColumnInfo> {
         self.columns
             .iter()
             .map(|c| ColumnInfo {

@@ -14,7 +14,7 @@ use super::avro::AvroError;
 
 /// One of the fixed schemas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FixedSchema {
+pub(crate) enum FixedSchema {
     /// Heartbeat key (`schemas/heartbeat_key.avsc`).
     HeartbeatKey,
     /// Heartbeat value (`schemas/heartbeat.avsc`).

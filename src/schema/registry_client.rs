@@ -124,7 +124,7 @@ impl RegistryClientError {
     }
 
     /// Whether the registry refused a schema as incompatible with earlier versions.
-    pub fn is_incompatible(&self) -> bool {
+    pub(crate) fn is_incompatible(&self) -> bool {
         matches!(self, RegistryClientError::Rejected { status: 409, .. })
     }
 }
@@ -355,7 +355,11 @@ impl RegistryClient {
     }
 
     /// Registers `schema` under `subject` (or finds it there) and returns its id.
-    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryClientError> {
+    pub(crate) async fn register(
+        &self,
+        subject: &str,
+        schema: &str,
+    ) -> Result<u32, RegistryClientError> {
         let cache_key = (subject.to_owned(), schema.to_owned());
         if let Some(id) = self
             .ids
@@ -421,7 +425,7 @@ impl RegistryClient {
 
     /// Whether `schema` may be registered under `subject` as it is configured now; the
     /// messages say why not (empty when the registry does not explain).
-    pub async fn check_compatibility(
+    pub(crate) async fn check_compatibility(
         &self,
         subject: &str,
         schema: &str,
@@ -444,7 +448,7 @@ impl RegistryClient {
     }
 
     /// Sets the compatibility level of `subject` (`NONE`, `BACKWARD`, …).
-    pub async fn set_compatibility(
+    pub(crate) async fn set_compatibility(
         &self,
         subject: &str,
         level: &str,

@@ -300,7 +300,7 @@ impl Registry {
 
 /// An API error: a registry error, a storage failure, or a bad request body.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A registry rule.
     Registry(RegistryError),
     /// Storage failed (50001).

@@ -163,7 +163,7 @@ pub enum SchemaRecordKey {
 
 /// The value of a `SCHEMA` record (absent: permanently deleted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaValue {
+pub(crate) struct SchemaValue {
     /// Subject.
     pub subject: String,
     /// Version.
@@ -178,7 +178,7 @@ pub struct SchemaValue {
 
 /// The value of a `CONFIG` record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigValue {
+pub(crate) struct ConfigValue {
     /// The level.
     #[serde(rename = "compatibilityLevel")]
     pub compatibility_level: Compatibility,
@@ -245,7 +245,7 @@ fn identity(text: &str) -> Result<String, RegistryError> {
 impl RegistryStore {
     /// Registers `schema` under `subject`: its id, and the record to append to `_schemas`
     /// when a new version was created.
-    pub fn register(
+    pub(crate) fn register(
         &mut self,
         subject: &str,
         schema: &str,
@@ -372,7 +372,7 @@ impl RegistryStore {
     }
 
     /// The id and version of `schema` under `subject` (`POST /subjects/{s}`).
-    pub fn lookup(&self, subject: &str, schema: &str) -> Result<(u32, u32), RegistryError> {
+    pub(crate) fn lookup(&self, subject: &str, schema: &str) -> Result<(u32, u32), RegistryError> {
         if !self.subjects.contains_key(subject) || self.live_versions(subject).next().is_none() {
             return Err(RegistryError::SubjectNotFound(subject.to_owned()));
         }
@@ -429,7 +429,7 @@ impl RegistryStore {
     }
 
     /// Subjects where schema `id` is registered, as `(subject, version)`.
-    pub fn usages(&self, id: u32) -> Vec<(String, u32)> {
+    pub(crate) fn usages(&self, id: u32) -> Vec<(String, u32)> {
         self.subjects
             .iter()
             .flat_map(|(subject, versions)| {

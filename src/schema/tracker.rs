@@ -21,7 +21,7 @@ use crate::schema::change::{
 
 /// The schema-change state of one output. See the module docs.
 #[derive(Debug, Default)]
-pub struct SchemaTracker {
+pub(crate) struct SchemaTracker {
     /// The shape in use on each topic, which a new description is compared with.
     shapes: HashMap<Arc<str>, ShapeInUse>,
     /// DDL captured for a relation, waiting for the first row of its new shape.
@@ -38,7 +38,7 @@ impl SchemaTracker {
 
     /// Renames that the DDL captured for relation `relid` tells against `previous` (for
     /// Avro aliases); none without pending DDL or a previous shape.
-    pub fn pending_renames(
+    pub(crate) fn pending_renames(
         &self,
         relid: u32,
         previous: Option<&ShapeInUse>,
@@ -55,7 +55,7 @@ impl SchemaTracker {
     /// once [`SchemaTracker::in_use`] says so, after the record is written, so a failed
     /// write is made again on the next try.
     #[allow(clippy::too_many_arguments)]
-    pub fn change_for(
+    pub(crate) fn change_for(
         &mut self,
         event: &ChangeEvent,
         database: &str,
@@ -78,7 +78,7 @@ impl SchemaTracker {
 
     /// `shape` is in use on `topic` (and on `routed`, the topic the table routes to, when the
     /// registry redirected it).
-    pub fn in_use(&mut self, (routed, topic): (&Arc<str>, &Arc<str>), shape: ShapeInUse) {
+    pub(crate) fn in_use(&mut self, (routed, topic): (&Arc<str>, &Arc<str>), shape: ShapeInUse) {
         if topic != routed {
             self.shapes.insert(routed.clone(), shape.clone());
         }

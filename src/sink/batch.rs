@@ -35,7 +35,7 @@ pub struct PendingRow {
 
 /// A table's pending changes.
 #[derive(Debug)]
-pub struct TableBatch {
+pub(crate) struct TableBatch {
     /// The source table.
     pub table: SourceTable,
     /// The shape every upsert of the batch has (a new shape closes the batch first).
@@ -69,7 +69,7 @@ impl TableBatch {
     }
 
     /// Whether `record` must go in a new batch (its upsert shape differs).
-    pub fn needs_new_batch(&self, record: &SinkRecord) -> bool {
+    pub(crate) fn needs_new_batch(&self, record: &SinkRecord) -> bool {
         self.has_upserts
             && record.op == SinkOp::Upsert
             && !Arc::ptr_eq(&record.shape, &self.shape)
@@ -132,7 +132,7 @@ impl TableBatch {
     }
 
     /// Drops the changes that came from `revoked` partitions.
-    pub fn forget_partitions(&mut self, revoked: &[TopicPartition]) {
+    pub(crate) fn forget_partitions(&mut self, revoked: &[TopicPartition]) {
         self.rows.retain(|_, row| !revoked.contains(&row.partition));
         self.appended
             .retain(|row| !revoked.contains(&row.partition));
@@ -149,7 +149,7 @@ impl TableBatch {
     }
 
     /// The folded changes sorted by key, then the appended rows of a keyless table.
-    pub fn into_rows(self) -> (Option<Position>, Vec<PendingRow>) {
+    pub(crate) fn into_rows(self) -> (Option<Position>, Vec<PendingRow>) {
         let mut keyed: Vec<(Vec<u8>, PendingRow)> = self.rows.into_iter().collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut rows: Vec<PendingRow> = keyed.into_iter().map(|(_, row)| row).collect();

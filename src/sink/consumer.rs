@@ -34,7 +34,7 @@ use crate::observe::names;
 
 /// What a rebalance did to a partition, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartitionChange {
+pub(crate) enum PartitionChange {
     /// Taken away: its pending changes are dropped.
     Revoked(TopicPartition),
     /// Given, reading from the offset the warehouse stores for it (none: from the
@@ -46,7 +46,7 @@ pub enum PartitionChange {
 }
 
 /// The consumer's callbacks.
-pub struct SinkContext {
+pub(crate) struct SinkContext {
     reader: OffsetsReader,
     group: String,
     changes: Mutex<Vec<PartitionChange>>,
@@ -63,7 +63,7 @@ impl SinkContext {
     }
 
     /// What rebalances did since the last call, oldest first.
-    pub fn take_changes(&self) -> Vec<PartitionChange> {
+    pub(crate) fn take_changes(&self) -> Vec<PartitionChange> {
         std::mem::take(&mut *self.lock_changes())
     }
 

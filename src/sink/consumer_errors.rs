@@ -9,11 +9,11 @@
 use std::time::{Duration, Instant};
 
 /// The least time between two logged errors of one outage.
-pub const REPEAT_EVERY: Duration = Duration::from_secs(30);
+pub(crate) const REPEAT_EVERY: Duration = Duration::from_secs(30);
 
 /// What to log of one consumer error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logged {
+pub(crate) enum Logged {
     /// Log it, saying how many errors since the last logged one were not.
     Log {
         /// Errors not logged since the last logged one.
@@ -25,7 +25,7 @@ pub enum Logged {
 
 /// The errors of the current outage, if any.
 #[derive(Debug, Default)]
-pub struct ConsumerErrors {
+pub(crate) struct ConsumerErrors {
     since: Option<Instant>,
     last_logged: Option<Instant>,
     unlogged: u64,
@@ -33,7 +33,7 @@ pub struct ConsumerErrors {
 
 impl ConsumerErrors {
     /// An error at `now`: whether to log it.
-    pub fn failed_at(&mut self, now: Instant) -> Logged {
+    pub(crate) fn failed_at(&mut self, now: Instant) -> Logged {
         self.since.get_or_insert(now);
         let due = self
             .last_logged
@@ -49,7 +49,7 @@ impl ConsumerErrors {
     }
 
     /// A record arrived at `now`: how long the outage lasted, if there was one.
-    pub fn recovered_at(&mut self, now: Instant) -> Option<Duration> {
+    pub(crate) fn recovered_at(&mut self, now: Instant) -> Option<Duration> {
         let since = self.since.take()?;
         self.last_logged = None;
         self.unlogged = 0;
@@ -69,7 +69,7 @@ impl ConsumerErrors {
     }
 
     /// Logs the end of an outage, if one was under way.
-    pub fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         if let Some(lasted) = self.recovered_at(Instant::now()) {
             tracing::info!(
                 after_seconds = lasted.as_secs_f64(),

@@ -28,17 +28,17 @@ use super::record::Position;
 use super::shape::{ColumnKind, SinkColumn, TableShape};
 
 /// Column holding the commit position of the change that last wrote the row.
-pub const LSN_COLUMN: &str = "__tidemark_lsn";
+pub(crate) const LSN_COLUMN: &str = "__tidemark_lsn";
 /// Column holding that change's index in its transaction.
-pub const SEQ_COLUMN: &str = "__tidemark_seq";
+pub(crate) const SEQ_COLUMN: &str = "__tidemark_seq";
 /// Soft delete flag.
-pub const DELETED_COLUMN: &str = "__deleted";
+pub(crate) const DELETED_COLUMN: &str = "__deleted";
 /// Soft delete time.
-pub const DELETED_AT_COLUMN: &str = "__deleted_at";
+pub(crate) const DELETED_AT_COLUMN: &str = "__deleted_at";
 /// Consumed offsets, per consumer group, topic and partition.
-pub const OFFSETS_TABLE: &str = "__tidemark_offsets";
+pub(crate) const OFFSETS_TABLE: &str = "__tidemark_offsets";
 /// Each managed table's applied shape and truncate position.
-pub const TABLES_TABLE: &str = "__tidemark_tables";
+pub(crate) const TABLES_TABLE: &str = "__tidemark_tables";
 /// The columns of the claims a flush's offsets statements read.
 pub(super) const OFFSET_CLAIM_COLUMNS: &str =
     "consumer_group, topic, kafka_partition, expected_offset, next_offset";
@@ -110,7 +110,7 @@ impl Dialect {
     }
 
     /// The warehouse type of a column kind.
-    pub fn type_of(self, kind: &ColumnKind) -> String {
+    pub(crate) fn type_of(self, kind: &ColumnKind) -> String {
         use ColumnKind::*;
         match (self, kind) {
             (_, Bool) => "BOOLEAN".into(),
@@ -165,7 +165,7 @@ impl Dialect {
     /// The type a staged column has: the target type, except where the staging path
     /// carries the value as text to be cast in the MERGE (DuckDB's UUIDs arrive from Arrow
     /// as strings; Snowflake stages semi-structured values as text).
-    pub fn stage_type_of(self, kind: &ColumnKind) -> String {
+    pub(crate) fn stage_type_of(self, kind: &ColumnKind) -> String {
         match (self, kind) {
             (Dialect::DuckDb, ColumnKind::Uuid) => "VARCHAR".into(),
             (Dialect::DuckDb, ColumnKind::Array(inner)) => {
@@ -295,7 +295,7 @@ impl Dialect {
     }
 
     /// `CREATE` of a staging table named `stage` (temporary where the warehouse has them).
-    pub fn create_stage(self, stage: &str, shape: &TableShape) -> String {
+    pub(crate) fn create_stage(self, stage: &str, shape: &TableShape) -> String {
         let columns = self.stage_columns(shape).join(", ");
         match self {
             Dialect::DuckDb => format!("CREATE OR REPLACE TABLE {stage} ({columns})"),

@@ -54,7 +54,7 @@ pub struct UnsafeTypeChange {
 
 /// The policies that shape a plan.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Policies {
+pub(crate) struct Policies {
     /// Dropped columns.
     pub dropped: DroppedColumnPolicy,
     /// Unsafe type changes.
@@ -64,7 +64,7 @@ pub struct Policies {
 /// The steps that turn the warehouse table `stored` (none: absent) into one that takes
 /// rows of `incoming`, and the shape it then has. Renames come from `incoming.renamed`
 /// (`(old, new)` pairs known from captured DDL; the old name may be its Avro spelling).
-pub fn plan(
+pub(crate) fn plan(
     stored: Option<&TableShape>,
     incoming: &TableShape,
     policies: Policies,

@@ -37,7 +37,7 @@ pub enum ReplayFrom {
 }
 
 /// Suffix of the tables a replay from the beginning builds.
-pub const REPLAY_SUFFIX: &str = "__replay";
+pub(crate) const REPLAY_SUFFIX: &str = "__replay";
 
 /// What a replay did.
 #[derive(Debug, Clone)]

@@ -71,7 +71,7 @@ impl ColumnKind {
 
     /// Whether a column of this kind can take every value of `from` without loss, so the
     /// warehouse column can be altered in place.
-    pub fn widens(&self, from: &ColumnKind) -> bool {
+    pub(crate) fn widens(&self, from: &ColumnKind) -> bool {
         use ColumnKind::*;
         match (from, self) {
             (a, b) if a == b => true,
@@ -131,7 +131,7 @@ impl TableShape {
 /// The kind of a PostgreSQL type name as the source writes it (`int4`, `numeric(12,2)`,
 /// `varchar(10)`, `int4[]`), or `None` for names it does not know (enums, domains,
 /// extension types), which then take the kind the schema's structure gives.
-pub fn kind_of_pg_type(name: &str) -> Option<ColumnKind> {
+pub(crate) fn kind_of_pg_type(name: &str) -> Option<ColumnKind> {
     if let Some(element) = name.strip_suffix("[]") {
         return kind_of_pg_type(element).map(|k| ColumnKind::Array(Box::new(k)));
     }
@@ -235,7 +235,7 @@ fn refine(structural: ColumnKind, pg_type: Option<&str>) -> ColumnKind {
 
 /// A column from an Avro record field: its source name (`tidemark.column` where Avro
 /// renamed it) and its kind (the field's type refined by `tidemark.type`, when present).
-pub fn column_of_avro_field(field: &Json) -> SinkColumn {
+pub(crate) fn column_of_avro_field(field: &Json) -> SinkColumn {
     let avro_name = field.get("name").and_then(Json::as_str).unwrap_or_default();
     let name = field
         .get(COLUMN_ATTRIBUTE)
@@ -251,7 +251,7 @@ pub fn column_of_avro_field(field: &Json) -> SinkColumn {
 
 /// The shape of a table from its Avro envelope schema (`before`/`after` are the value
 /// record) and key schema.
-pub fn from_avro(envelope: &Json, key: Option<&Json>) -> Option<TableShape> {
+pub(crate) fn from_avro(envelope: &Json, key: Option<&Json>) -> Option<TableShape> {
     let fields = envelope.get("fields")?.as_array()?;
     let after = fields
         .iter()
@@ -338,7 +338,7 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
 
 /// The shape of a table from a Connect envelope schema and key schema (JSON with
 /// `schemas.enable=true`).
-pub fn from_connect(envelope: &Json, key: Option<&Json>) -> Option<TableShape> {
+pub(crate) fn from_connect(envelope: &Json, key: Option<&Json>) -> Option<TableShape> {
     let fields = envelope.get("fields")?.as_array()?;
     let before = fields
         .iter()
@@ -369,7 +369,7 @@ pub fn from_connect(envelope: &Json, key: Option<&Json>) -> Option<TableShape> {
 /// kind, objects `Json`, and strings (and nulls) `Text`. This is lossy by nature (a
 /// timestamp arrives as a number, a numeric as text): set `kafka.json_schemas = true`, or
 /// use Avro, for exact warehouse types.
-pub fn infer_kind(value: &Json) -> ColumnKind {
+pub(crate) fn infer_kind(value: &Json) -> ColumnKind {
     match value {
         Json::Bool(_) => ColumnKind::Bool,
         Json::Number(n) if n.is_i64() || n.is_u64() => ColumnKind::Int64,

@@ -41,14 +41,14 @@ pub struct SinkStatus {
 
 /// The connector's rule for its change topics (see [`TopicRouter::is_change_topic`](crate::kafka::topics::TopicRouter::is_change_topic)), for code that
 /// has topic names from elsewhere.
-pub fn change_topic_matcher(kafka: &KafkaConfig, connector: &str) -> impl Fn(&str) -> bool {
+pub(crate) fn change_topic_matcher(kafka: &KafkaConfig, connector: &str) -> impl Fn(&str) -> bool {
     let router = crate::kafka::topics::TopicRouter::new(kafka, connector);
     move |topic| router.is_change_topic(topic)
 }
 
 /// A partition's offsets on the broker.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PartitionOffsets {
+pub(crate) struct PartitionOffsets {
     /// Topic.
     pub topic: String,
     /// Partition.
@@ -60,7 +60,7 @@ pub struct PartitionOffsets {
 }
 
 /// Every partition of the connector's change topics with its start and end offsets.
-pub fn change_topic_ends(
+pub(crate) fn change_topic_ends(
     kafka: &KafkaConfig,
     connector: &str,
 ) -> Result<Vec<PartitionOffsets>, String> {

@@ -12,7 +12,10 @@ use super::plan::ChunkSpec;
 use crate::domain::event::{ChangeEvent, Op, SnapshotMarker, SourcePosition, TableSchema};
 
 /// Builds the read event of one snapshot row (its position is set when it is emitted).
-pub fn read_event(table: &Arc<TableSchema>, row: Vec<crate::domain::value::Value>) -> ChangeEvent {
+pub(crate) fn read_event(
+    table: &Arc<TableSchema>,
+    row: Vec<crate::domain::value::Value>,
+) -> ChangeEvent {
     ChangeEvent {
         op: Op::Read,
         table: Some(table.clone()),
@@ -30,7 +33,7 @@ pub fn read_event(table: &Arc<TableSchema>, row: Vec<crate::domain::value::Value
 }
 
 /// Rows of one chunk, read in batches.
-pub struct ChunkReader {
+pub(crate) struct ChunkReader {
     stream: Pin<Box<CopyOutStream>>,
     splitter: LineSplitter,
     table: Arc<TableSchema>,
@@ -60,7 +63,7 @@ impl ChunkReader {
     }
 
     /// Every remaining row as a read event.
-    pub async fn read_all(mut self) -> Result<Vec<ChangeEvent>, SnapshotError> {
+    pub(crate) async fn read_all(mut self) -> Result<Vec<ChangeEvent>, SnapshotError> {
         let mut events = Vec::new();
         while let Some(batch) = self.next_batch(8192).await? {
             if events.is_empty() {
@@ -73,7 +76,7 @@ impl ChunkReader {
     }
 
     /// The next rows as read events (about `max_rows` of them), or none at the end.
-    pub async fn next_batch(
+    pub(crate) async fn next_batch(
         &mut self,
         max_rows: usize,
     ) -> Result<Option<Vec<ChangeEvent>>, SnapshotError> {

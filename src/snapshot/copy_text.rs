@@ -46,7 +46,7 @@ pub enum CopyRowError {
 }
 
 /// Removes COPY's backslash escapes; borrows when there are none.
-pub fn unescape(field: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn unescape(field: &[u8]) -> Cow<'_, [u8]> {
     if !field.contains(&b'\\') {
         return Cow::Borrowed(field);
     }
@@ -95,7 +95,7 @@ pub fn unescape(field: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// Decodes one line (without its newline) into the table's column values.
-pub fn decode_row(table: &TableSchema, line: &[u8]) -> Result<Vec<Value>, CopyRowError> {
+pub(crate) fn decode_row(table: &TableSchema, line: &[u8]) -> Result<Vec<Value>, CopyRowError> {
     let mut values = Vec::with_capacity(table.columns.len());
     let mut fields = line.split(|&b| b == b'\t');
     for column in &table.columns {
@@ -132,7 +132,7 @@ pub fn decode_row(table: &TableSchema, line: &[u8]) -> Result<Vec<Value>, CopyRo
 
 /// Splits COPY data (which may arrive in pieces that cut rows anywhere) into whole lines.
 #[derive(Debug, Default)]
-pub struct LineSplitter {
+pub(crate) struct LineSplitter {
     carry: Vec<u8>,
 }
 
@@ -167,7 +167,7 @@ impl LineSplitter {
     }
 
     /// Whether a partial line is left over (a truncated stream).
-    pub fn has_partial_line(&self) -> bool {
+    pub(crate) fn has_partial_line(&self) -> bool {
         !self.carry.is_empty()
     }
 }

@@ -26,11 +26,11 @@ use crate::output::EventOutput;
 use crate::pg::replication::quote_literal;
 
 /// Rows per batch sent from a worker to the emitter.
-pub const BATCH_ROWS: usize = 2048;
+pub(crate) const BATCH_ROWS: usize = 2048;
 
 /// How a snapshot run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotOutcome {
+pub(crate) enum SnapshotOutcome {
     /// Every chunk was delivered.
     Complete {
         /// Rows emitted.
@@ -116,7 +116,7 @@ async fn worker(
 /// `consistent_point`) into `output`, storing progress with `keeper` as chunks are
 /// acknowledged. The replication connection that exported the snapshot must stay idle until
 /// this returns.
-pub async fn read_exported<O: EventOutput>(
+pub(crate) async fn read_exported<O: EventOutput>(
     config: &Config,
     output: &mut O,
     keeper: &mut ProgressKeeper,

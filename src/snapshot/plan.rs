@@ -30,7 +30,7 @@ use crate::source::setup::published;
 
 /// One range of one table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ChunkSpec {
+pub(crate) struct ChunkSpec {
     /// Schema.
     pub schema: String,
     /// Table.
@@ -48,7 +48,7 @@ pub struct ChunkSpec {
 
 impl ChunkSpec {
     /// `schema.table`.
-    pub fn qualified_table(&self) -> String {
+    pub(crate) fn qualified_table(&self) -> String {
         format!("{}.{}", self.schema, self.table)
     }
 
@@ -58,7 +58,7 @@ impl ChunkSpec {
     }
 
     /// The `COPY … TO STDOUT` statement that reads this chunk's columns of `table`.
-    pub fn copy_sql(&self, table: &TableSchema) -> String {
+    pub(crate) fn copy_sql(&self, table: &TableSchema) -> String {
         let columns = table
             .columns
             .iter()
@@ -90,7 +90,7 @@ impl ChunkSpec {
 
 /// A table to snapshot with its size.
 #[derive(Debug, Clone)]
-pub struct PlannedTable {
+pub(crate) struct PlannedTable {
     /// Its description.
     pub schema: Arc<TableSchema>,
     /// Heap pages when planned (the largest partition's, for a partitioned table).
@@ -100,7 +100,7 @@ pub struct PlannedTable {
 }
 
 /// The published tables a snapshot reads: all but the signal table.
-pub async fn snapshot_tables(
+pub(crate) async fn snapshot_tables(
     client: &Client,
     config: &crate::config::Config,
 ) -> Result<Vec<PublishedTable>, SnapshotError> {
@@ -113,7 +113,7 @@ pub async fn snapshot_tables(
 
 /// A table with its chunks.
 #[derive(Debug, Clone)]
-pub struct TablePlan {
+pub(crate) struct TablePlan {
     /// The table, described and measured.
     pub table: PlannedTable,
     /// Its chunks, in page order.
@@ -121,7 +121,7 @@ pub struct TablePlan {
 }
 
 /// Describes each table and splits it into chunks (with an optional extra condition).
-pub async fn plan_tables(
+pub(crate) async fn plan_tables(
     client: &Client,
     tables: &[PublishedTable],
     chunk_pages: u64,
@@ -139,7 +139,7 @@ pub async fn plan_tables(
 }
 
 /// Every chunk of `plans`, in order.
-pub fn all_chunks(plans: &[TablePlan]) -> Vec<ChunkSpec> {
+pub(crate) fn all_chunks(plans: &[TablePlan]) -> Vec<ChunkSpec> {
     plans
         .iter()
         .flat_map(|p| p.chunks.iter().cloned())
@@ -147,7 +147,7 @@ pub fn all_chunks(plans: &[TablePlan]) -> Vec<ChunkSpec> {
 }
 
 /// Describes `schema.table` as a Relation message would, and measures it.
-pub async fn describe_table(
+pub(crate) async fn describe_table(
     client: &Client,
     resolver: &mut RelationResolver,
     schema: &str,
@@ -222,7 +222,7 @@ pub async fn describe_table(
 }
 
 /// Splits a table of `pages` heap pages into chunks of `chunk_pages` (the last unbounded).
-pub fn chunks_of(
+pub(crate) fn chunks_of(
     schema: &str,
     table: &str,
     pages: u64,

@@ -21,7 +21,7 @@ use crate::output::{EventOutput, OffsetStore, OutputError};
 /// Where a snapshot stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The slot is being created; no plan yet (a restart plans every published table).
     #[default]
     Starting,
@@ -33,7 +33,7 @@ pub enum Phase {
 
 /// The stored progress of a connector's snapshots.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotProgress {
+pub(crate) struct SnapshotProgress {
     /// The slot the snapshot joins.
     pub slot: String,
     /// Where it stands.
@@ -48,7 +48,7 @@ pub struct SnapshotProgress {
 
 impl SnapshotProgress {
     /// Whether chunks remain to be read.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.phase != Phase::Complete
     }
 }
@@ -58,7 +58,7 @@ impl SnapshotProgress {
 /// holds no resume position; its caller makes a stored value durable after the events it
 /// counts by waiting for the output's acknowledgement first ([`ProgressKeeper::save`]).
 #[derive(Debug, Clone)]
-pub struct ProgressFile {
+pub(crate) struct ProgressFile {
     path: PathBuf,
 }
 
@@ -95,7 +95,7 @@ impl OffsetStore for ProgressFile {
 /// Loads and saves progress where the configuration says: the file when one is set, else
 /// the output's own [`OffsetStore`].
 #[derive(Debug, Clone)]
-pub struct ProgressKeeper {
+pub(crate) struct ProgressKeeper {
     file: Option<ProgressFile>,
     warned: bool,
     /// The last progress saved by this process: what a reconnect resumes from when the
@@ -151,7 +151,7 @@ impl ProgressKeeper {
     }
 
     /// Stores `progress` once everything sent so far is acknowledged.
-    pub async fn save<O: EventOutput>(
+    pub(crate) async fn save<O: EventOutput>(
         &mut self,
         output: &mut O,
         progress: &SnapshotProgress,

@@ -21,7 +21,7 @@ struct TableProgress {
 }
 
 /// Rows read per table, shown as bars or logged.
-pub struct SnapshotReport {
+pub(crate) struct SnapshotReport {
     bars: Option<MultiProgress>,
     tables: BTreeMap<String, TableProgress>,
     started: Instant,
@@ -46,7 +46,7 @@ impl SnapshotReport {
     }
 
     /// A table with `chunks` chunks to read and about `estimated_rows` rows.
-    pub fn add_table(&mut self, table: &str, estimated_rows: u64, chunks: u32) {
+    pub(crate) fn add_table(&mut self, table: &str, estimated_rows: u64, chunks: u32) {
         let entry = self
             .tables
             .entry(table.to_owned())
@@ -94,7 +94,7 @@ impl SnapshotReport {
     }
 
     /// One chunk of `table` is done.
-    pub fn chunk_done(&mut self, table: &str) {
+    pub(crate) fn chunk_done(&mut self, table: &str) {
         if let Some(entry) = self.tables.get_mut(table) {
             entry.chunks_left = entry.chunks_left.saturating_sub(1);
             metrics::gauge!(names::SNAPSHOT_CHUNKS_LEFT, "table" => table.to_owned())
@@ -133,7 +133,7 @@ impl SnapshotReport {
     }
 
     /// Rows emitted so far.
-    pub fn total_rows(&self) -> u64 {
+    pub(crate) fn total_rows(&self) -> u64 {
         self.total_rows
     }
 

@@ -14,11 +14,11 @@ use crate::domain::event::TableSchema;
 use crate::domain::value::Value;
 
 /// Prefix of signal messages.
-pub const SIGNAL_PREFIX: &str = "tidemark.signal";
+pub(crate) const SIGNAL_PREFIX: &str = "tidemark.signal";
 
 /// A request to snapshot tables while streaming continues.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotSignal {
+pub(crate) struct SnapshotSignal {
     /// `schema.table` names.
     pub tables: Vec<String>,
     /// An SQL condition rows must meet.
@@ -68,14 +68,14 @@ fn interpret(kind: &str, data: Option<serde_json::Value>) -> Result<SnapshotSign
 }
 
 /// The signal in a logical message's content.
-pub fn from_message(content: &[u8]) -> Result<SnapshotSignal, String> {
+pub(crate) fn from_message(content: &[u8]) -> Result<SnapshotSignal, String> {
     let message: SignalMessage =
         serde_json::from_slice(content).map_err(|e| format!("a signal message: {e}"))?;
     interpret(&message.kind, message.data)
 }
 
 /// The signal in a row of the signal table (columns `type` and `data`).
-pub fn from_row(table: &TableSchema, row: &[Value]) -> Result<SnapshotSignal, String> {
+pub(crate) fn from_row(table: &TableSchema, row: &[Value]) -> Result<SnapshotSignal, String> {
     let column = |name: &str| {
         table
             .columns
@@ -111,7 +111,7 @@ fn snapshot_data(tables: &[String], condition: Option<&str>) -> serde_json::Valu
 }
 
 /// The message content that asks for a snapshot of `tables`.
-pub fn snapshot_message(tables: &[String], condition: Option<&str>) -> String {
+pub(crate) fn snapshot_message(tables: &[String], condition: Option<&str>) -> String {
     serde_json::json!({ "type": "execute-snapshot", "data": snapshot_data(tables, condition) })
         .to_string()
 }

@@ -24,7 +24,7 @@ const RECENT_TRANSACTIONS: usize = 4096;
 /// Which transactions a snapshot sees, from `pg_current_snapshot()` (`xmin:xmax:xip,…`, as
 /// 64-bit transaction ids with their epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Visibility {
+pub(crate) struct Visibility {
     xmin: u64,
     xmax: u64,
     in_progress: Vec<u64>,
@@ -70,7 +70,7 @@ impl Visibility {
 
 /// A chunk as its worker read it.
 #[derive(Debug)]
-pub struct ChunkRead {
+pub(crate) struct ChunkRead {
     /// What the chunk's snapshot sees.
     pub visibility: Visibility,
     /// The insert position when the snapshot was taken.
@@ -80,7 +80,10 @@ pub struct ChunkRead {
 }
 
 /// Reads `chunk` on `client` in its own `REPEATABLE READ` transaction.
-pub async fn read_chunk(client: &Client, chunk: &ChunkSpec) -> Result<ChunkRead, SnapshotError> {
+pub(crate) async fn read_chunk(
+    client: &Client,
+    chunk: &ChunkSpec,
+) -> Result<ChunkRead, SnapshotError> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -163,7 +166,7 @@ impl Window {
 
 /// What to do with a chunk whose high watermark the stream passed.
 #[derive(Debug)]
-pub enum Reconciled {
+pub(crate) enum Reconciled {
     /// Emit these rows (the rest were superseded by the stream).
     Emit {
         /// The chunk.
@@ -182,7 +185,7 @@ pub enum Reconciled {
 
 /// The reader's bookkeeping of chunks read against the stream.
 #[derive(Default)]
-pub struct Watermarks {
+pub(crate) struct Watermarks {
     queue: VecDeque<ChunkSpec>,
     windows: Vec<Window>,
     recent: VecDeque<(u64, u32)>,
@@ -192,7 +195,7 @@ pub struct Watermarks {
 
 impl Watermarks {
     /// Adds chunks to read.
-    pub fn enqueue(&mut self, chunks: impl IntoIterator<Item = ChunkSpec>) {
+    pub(crate) fn enqueue(&mut self, chunks: impl IntoIterator<Item = ChunkSpec>) {
         for chunk in chunks {
             if !self.queue.contains(&chunk) && !self.windows.iter().any(|w| w.chunk == chunk) {
                 self.queue.push_back(chunk);
@@ -201,23 +204,24 @@ impl Watermarks {
     }
 
     /// Nothing queued or open.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.windows.is_empty()
     }
 
     /// Chunks queued or open.
-    pub fn outstanding(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn outstanding(&self) -> usize {
         self.queue.len() + self.windows.len()
     }
 
     /// Windows open (chunks being read or waiting to be emitted).
-    pub fn open_windows(&self) -> usize {
+    pub(crate) fn open_windows(&self) -> usize {
         self.windows.len()
     }
 
     /// Opens the window of the next queued chunk: from now on the stream's changes to its
     /// table are recorded. Returns the id to report the read under.
-    pub fn open_next(&mut self) -> Option<(u64, ChunkSpec)> {
+    pub(crate) fn open_next(&mut self) -> Option<(u64, ChunkSpec)> {
         let chunk = self.queue.pop_front()?;
         self.next_id += 1;
         self.windows.push(Window {
@@ -257,7 +261,7 @@ impl Watermarks {
     }
 
     /// A streamed transaction was passed.
-    pub fn transaction_passed(&mut self, xid: u32) {
+    pub(crate) fn transaction_passed(&mut self, xid: u32) {
         self.transactions += 1;
         self.recent.push_back((self.transactions, xid));
         if self.recent.len() > RECENT_TRANSACTIONS {
@@ -266,7 +270,7 @@ impl Watermarks {
     }
 
     /// A worker read the chunk of window `id`.
-    pub fn chunk_read(&mut self, id: u64, read: ChunkRead) {
+    pub(crate) fn chunk_read(&mut self, id: u64, read: ChunkRead) {
         if let Some(window) = self.windows.iter_mut().find(|w| w.id == id) {
             window.read = Some(read);
         }
@@ -278,7 +282,7 @@ impl Watermarks {
     }
 
     /// A worker failed to read the chunk of window `id`: it goes back to the queue's front.
-    pub fn chunk_failed(&mut self, id: u64) {
+    pub(crate) fn chunk_failed(&mut self, id: u64) {
         if let Some(index) = self.windows.iter().position(|w| w.id == id) {
             let window = self.windows.remove(index);
             self.queue.push_front(window.chunk);
@@ -294,7 +298,7 @@ impl Watermarks {
     }
 
     /// The lowest high watermark of a chunk waiting to be emitted.
-    pub fn waiting_for(&self) -> Option<Lsn> {
+    pub(crate) fn waiting_for(&self) -> Option<Lsn> {
         self.windows
             .iter()
             .filter_map(|w| w.read.as_ref().map(|r| r.high))
@@ -303,7 +307,7 @@ impl Watermarks {
 
     /// Chunks whose high watermark is at or before `passed` (every transaction committing
     /// before `passed` has been streamed), reconciled.
-    pub fn take_ready(&mut self, passed: Lsn) -> Vec<Reconciled> {
+    pub(crate) fn take_ready(&mut self, passed: Lsn) -> Vec<Reconciled> {
         let mut ready = Vec::new();
         let mut index = 0;
         while index < self.windows.len() {

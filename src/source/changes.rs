@@ -144,12 +144,12 @@ impl ChangeAssembler {
     }
 
     /// Whether a transaction is open.
-    pub fn in_transaction(&self) -> bool {
+    pub(crate) fn in_transaction(&self) -> bool {
         self.transaction.is_some()
     }
 
     /// Drops any open transaction (after a lost connection).
-    pub fn reset_transaction(&mut self) {
+    pub(crate) fn reset_transaction(&mut self) {
         self.transaction = None;
     }
 

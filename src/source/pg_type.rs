@@ -41,13 +41,13 @@ struct CatalogType {
 
 /// Resolves type OIDs to [`ColumnType`]s, asking the catalog for non-built-in types.
 #[derive(Debug, Default)]
-pub struct TypeResolver {
+pub(crate) struct TypeResolver {
     catalog: HashMap<u32, CatalogType>,
 }
 
 impl TypeResolver {
     /// Resolves a column type, querying `client` for types not seen before.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &mut self,
         client: &tokio_postgres::Client,
         oid: u32,

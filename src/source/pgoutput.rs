@@ -96,7 +96,7 @@ pub enum TupleValue {
 }
 
 /// A row image.
-pub type Tuple = Vec<TupleValue>;
+pub(crate) type Tuple = Vec<TupleValue>;
 
 /// Which old row image an Update or Delete carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

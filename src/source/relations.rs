@@ -39,7 +39,7 @@ use crate::source::pgoutput::RelationBody;
 
 /// Resolves Relation messages with catalog lookups.
 #[derive(Debug, Default)]
-pub struct RelationResolver {
+pub(crate) struct RelationResolver {
     types: TypeResolver,
     /// Columns (relation OID, column, type OID) already warned about as untyped.
     warned_untyped: HashSet<(u32, String, u32)>,
@@ -59,7 +59,7 @@ fn is_unmapped(kind: &TypeKind) -> bool {
 
 impl RelationResolver {
     /// Builds the table description for `body`.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &mut self,
         client: &tokio_postgres::Client,
         body: &RelationBody,

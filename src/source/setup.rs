@@ -67,7 +67,10 @@ fn sql_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> S
 }
 
 /// Whether the publication exists.
-pub async fn publication_exists(client: &Client, publication: &str) -> Result<bool, SetupError> {
+pub(crate) async fn publication_exists(
+    client: &Client,
+    publication: &str,
+) -> Result<bool, SetupError> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
@@ -91,7 +94,7 @@ pub struct PublishedTable {
 
 impl PublishedTable {
     /// `schema.table` unquoted: how snapshot progress and signals name tables.
-    pub fn qualified(&self) -> String {
+    pub(crate) fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
 }
@@ -120,7 +123,7 @@ pub async fn published(
 }
 
 /// The tables a publication publishes, as `schema.table` quoted for display.
-pub async fn published_tables(
+pub(crate) async fn published_tables(
     client: &Client,
     publication: &str,
 ) -> Result<Vec<String>, SetupError> {
@@ -181,7 +184,7 @@ impl fmt::Display for SetupReport {
 }
 
 /// The `CREATE PUBLICATION` statement for the configured tables.
-pub fn create_publication_sql(config: &Config) -> String {
+pub(crate) fn create_publication_sql(config: &Config) -> String {
     let selectors = config.table_selectors();
     let name = quote_ident(&config.source.publication);
     let options = "WITH (publish_via_partition_root = true)";
@@ -452,7 +455,7 @@ pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
 /// Creates the publication if it is absent, checks an existing slot, and creates a missing
 /// slot when `create_slot` (no checks). Without `create_slot` the slot is left to
 /// `tidemark run`, which creates it with an exported snapshot for the initial snapshot.
-pub async fn ensure_publication_and_slot(
+pub(crate) async fn ensure_publication_and_slot(
     client: &Client,
     config: &Config,
     create_slot: bool,
@@ -532,10 +535,10 @@ async fn install_ddl_capture(client: &Client) -> Result<(), SetupError> {
 }
 
 /// The DDL capture event triggers (`sql/ddl_capture.sql`).
-pub const DDL_CAPTURE_SQL: &str = include_str!("../../sql/ddl_capture.sql");
+pub(crate) const DDL_CAPTURE_SQL: &str = include_str!("../../sql/ddl_capture.sql");
 
 /// Removes DDL capture (the event triggers and their functions).
-pub const DDL_CAPTURE_REMOVE_SQL: &str = "DROP EVENT TRIGGER IF EXISTS tidemark_ddl_capture; \
+pub(crate) const DDL_CAPTURE_REMOVE_SQL: &str = "DROP EVENT TRIGGER IF EXISTS tidemark_ddl_capture; \
      DROP EVENT TRIGGER IF EXISTS tidemark_drop_capture; \
      DROP FUNCTION IF EXISTS tidemark.capture_ddl(); DROP FUNCTION IF EXISTS tidemark.capture_drop();";
 

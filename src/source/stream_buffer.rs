@@ -38,7 +38,7 @@ pub enum BufferError {
 
 /// One buffered pgoutput message of a streamed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BufferedMessage {
+pub(crate) struct BufferedMessage {
     /// The (sub-)transaction that made the change.
     pub subxid: u32,
     /// WAL position of the message.
@@ -58,7 +58,7 @@ struct Transaction {
 }
 
 /// All streamed transactions in progress.
-pub struct StreamBuffers {
+pub(crate) struct StreamBuffers {
     memory_limit: usize,
     memory_used: usize,
     spill_dir: PathBuf,
@@ -81,22 +81,24 @@ impl StreamBuffers {
     }
 
     /// Bytes held in memory now.
-    pub fn memory_used(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn memory_used(&self) -> usize {
         self.memory_used
     }
 
     /// The most bytes held in memory at once (after spilling) since creation.
-    pub fn peak_memory(&self) -> usize {
+    pub(crate) fn peak_memory(&self) -> usize {
         self.peak_memory
     }
 
     /// Bytes written to spill files since creation.
-    pub fn spilled_bytes_total(&self) -> u64 {
+    pub(crate) fn spilled_bytes_total(&self) -> u64 {
         self.spilled_bytes_total
     }
 
     /// Number of streamed transactions in progress.
-    pub fn in_progress(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_progress(&self) -> usize {
         self.transactions.len()
     }
 
@@ -162,12 +164,6 @@ impl StreamBuffers {
             aborted: txn.aborted,
             dir: self.spill_dir.display().to_string(),
         })
-    }
-
-    /// Drops everything (after a reconnect the server streams in-progress work again).
-    pub fn clear(&mut self) {
-        self.transactions.clear();
-        self.memory_used = 0;
     }
 
     fn spill_error(&self, xid: u32, source: std::io::Error) -> BufferError {
@@ -237,7 +233,7 @@ pub struct Replay {
 
 impl Replay {
     /// The next message, skipping aborted sub-transactions.
-    pub fn next_message(&mut self) -> Result<Option<BufferedMessage>, BufferError> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<BufferedMessage>, BufferError> {
         loop {
             let message = match self.read_spilled()? {
                 Some(m) => m,

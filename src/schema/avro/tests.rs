@@ -9,7 +9,7 @@ fn column(name: &str, kind: TypeKind) -> Column {
     Column::new(name, kind)
 }
 
-pub(crate) fn table() -> TableSchema {
+pub fn table() -> TableSchema {
     TableSchema {
         relation_id: 1,
         schema: "public".into(),
@@ -49,7 +49,7 @@ pub(crate) fn table() -> TableSchema {
     }
 }
 
-pub(crate) fn event() -> ChangeEvent {
+pub fn event() -> ChangeEvent {
     ChangeEvent {
         op: Op::Create,
         table: Some(Arc::new(table())),
@@ -86,7 +86,7 @@ pub(crate) fn event() -> ChangeEvent {
     }
 }
 
-pub(crate) fn context() -> EnvelopeContext {
+pub fn context() -> EnvelopeContext {
     EnvelopeContext::new("shop", "app")
 }
 

@@ -6,7 +6,7 @@ use super::*;
 impl RegistryStore {
     /// Deletes a subject's versions (soft first; `permanent` after that). Returns the
     /// versions deleted and the records to append.
-    pub fn delete_subject(
+    pub(crate) fn delete_subject(
         &mut self,
         subject: &str,
         permanent: bool,
@@ -37,7 +37,7 @@ impl RegistryStore {
     }
 
     /// Deletes one version (soft first; `permanent` after that).
-    pub fn delete_version(
+    pub(crate) fn delete_version(
         &mut self,
         subject: &str,
         selector: VersionSelector,
@@ -123,7 +123,7 @@ impl RegistryStore {
     }
 
     /// The global level, or a subject's own level (`None`: the global one applies).
-    pub fn configured_compatibility(&self, subject: Option<&str>) -> Option<Compatibility> {
+    pub(crate) fn configured_compatibility(&self, subject: Option<&str>) -> Option<Compatibility> {
         match subject {
             None => Some(self.global),
             Some(subject) => self.per_subject.get(subject).copied(),
@@ -131,7 +131,7 @@ impl RegistryStore {
     }
 
     /// Sets the global level or a subject's level; returns the record to append.
-    pub fn set_compatibility(
+    pub(crate) fn set_compatibility(
         &mut self,
         subject: Option<&str>,
         level: Compatibility,

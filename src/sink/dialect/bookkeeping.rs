@@ -9,7 +9,7 @@ use crate::sink::shape::TableShape;
 
 impl Dialect {
     /// The bookkeeping tables, in `schema`.
-    pub fn bookkeeping(self, schema: &str) -> Vec<String> {
+    pub(crate) fn bookkeeping(self, schema: &str) -> Vec<String> {
         let text = self.type_of(&ColumnKind::Text);
         let offsets = self.table(&Target {
             schema: schema.into(),
@@ -45,7 +45,12 @@ impl Dialect {
     /// re-checks an UPDATE's condition on the row another transaction committed, and skips
     /// an insert another one made, where a MERGE would fail on the unique key. Snowflake
     /// (no unique constraints, DML on a table taking turns) gets one MERGE.
-    pub fn store_offsets(self, schema: &str, group: &str, claims: &[OffsetClaim]) -> Vec<String> {
+    pub(crate) fn store_offsets(
+        self,
+        schema: &str,
+        group: &str,
+        claims: &[OffsetClaim],
+    ) -> Vec<String> {
         let table = self.table(&Target {
             schema: schema.into(),
             name: OFFSETS_TABLE.into(),
@@ -118,7 +123,7 @@ impl Dialect {
     }
 
     /// Stores a table's applied shape and truncate position.
-    pub fn store_table(
+    pub(crate) fn store_table(
         self,
         schema: &str,
         target: &Target,
@@ -144,7 +149,7 @@ impl Dialect {
     }
 
     /// Reads every managed table's row: target, shape, truncated_lsn, truncated_seq.
-    pub fn load_tables(self, schema: &str) -> String {
+    pub(crate) fn load_tables(self, schema: &str) -> String {
         format!(
             "SELECT target, shape, truncated_lsn, truncated_seq FROM {}",
             self.table(&Target {
@@ -155,7 +160,7 @@ impl Dialect {
     }
 
     /// Reads a group's offsets: topic, kafka_partition, next_offset.
-    pub fn load_offsets(self, schema: &str, group: &str) -> String {
+    pub(crate) fn load_offsets(self, schema: &str, group: &str) -> String {
         format!(
             "SELECT topic, kafka_partition, next_offset FROM {} WHERE consumer_group = {}",
             self.table(&Target {

@@ -94,7 +94,7 @@ pub struct SinkStats {
 
 /// The schema-id lookup the config implies: the registry URL, or the embedded registry's
 /// topic.
-pub async fn schema_lookup(
+pub(crate) async fn schema_lookup(
     config: &Config,
     kafka: &KafkaConfig,
     url: Option<&str>,
@@ -132,7 +132,7 @@ fn selected(selectors: &[TableSelector], table: &SourceTable) -> bool {
 }
 
 /// The warehouse table of a source table.
-pub fn target_of(sink: &SinkConfig, table: &SourceTable, suffix: &str) -> Target {
+pub(crate) fn target_of(sink: &SinkConfig, table: &SourceTable, suffix: &str) -> Target {
     let override_target = sink
         .table
         .get(&table.to_string())

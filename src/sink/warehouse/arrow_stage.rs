@@ -61,7 +61,7 @@ fn bad(column: &str, detail: impl Into<String>) -> StageError {
 }
 
 /// The unscaled `i128` of exact decimal text at `scale`.
-pub fn decimal_unscaled(text: &str, scale: u32, column: &str) -> Result<i128, StageError> {
+pub(crate) fn decimal_unscaled(text: &str, scale: u32, column: &str) -> Result<i128, StageError> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -110,7 +110,7 @@ fn mismatch(column: &str, kind: &ColumnKind, value: &Value) -> StageError {
 }
 
 /// An Arrow array of `values`, all of `kind`.
-pub fn array_of(
+pub(crate) fn array_of(
     kind: &ColumnKind,
     values: &[&Value],
     column: &str,

@@ -25,6 +25,8 @@ pub mod pg_text;
 pub mod postgres;
 #[cfg(feature = "snowflake")]
 pub mod snowflake;
+// Compiled and unit-tested without the feature too, where only its tests use it.
+#[cfg_attr(not(feature = "snowflake"), allow(dead_code))]
 pub mod snowflake_sql;
 pub mod staged;
 pub(crate) mod transaction;
@@ -114,6 +116,7 @@ pub(crate) fn statement(what: impl Into<String>) -> impl FnOnce(String) -> Wareh
 }
 
 /// Rows of `target` that cannot be staged.
+#[cfg(any(feature = "duckdb", feature = "snowflake"))]
 pub(crate) fn stage_error<E: std::fmt::Display>(
     target: &Target,
 ) -> impl FnOnce(E) -> WarehouseError {
@@ -171,7 +174,7 @@ pub(crate) fn check_claims(flush: &Flush, changed: u64) -> Result<(), WarehouseE
 
 /// A managed table as the warehouse remembers it.
 #[derive(Debug, Clone)]
-pub struct StoredTable {
+pub(crate) struct StoredTable {
     /// Its applied shape.
     pub shape: TableShape,
     /// The newest truncate applied.
@@ -179,11 +182,12 @@ pub struct StoredTable {
 }
 
 /// A group's stored offsets: the next offset of each (topic, partition).
-pub type StoredOffsets = HashMap<(String, i32), i64>;
+pub(crate) type StoredOffsets = HashMap<(String, i32), i64>;
 
 /// Reads a group's stored offsets from another thread (the consumer's rebalance
 /// callback), with a connection of its own.
-pub type OffsetsReader = Arc<dyn Fn(&str) -> Result<StoredOffsets, WarehouseError> + Send + Sync>;
+pub(crate) type OffsetsReader =
+    Arc<dyn Fn(&str) -> Result<StoredOffsets, WarehouseError> + Send + Sync>;
 
 /// Runs `read` to completion on a thread with a runtime of its own: an offsets reader is
 /// called from the consumer's rebalance callback, possibly inside the sink's async runtime,
@@ -280,7 +284,9 @@ impl Warehouse {
     }
 
     /// Every managed table.
-    pub async fn load_tables(&mut self) -> Result<HashMap<Target, StoredTable>, WarehouseError> {
+    pub(crate) async fn load_tables(
+        &mut self,
+    ) -> Result<HashMap<Target, StoredTable>, WarehouseError> {
         let rows = match self {
             #[cfg(feature = "duckdb")]
             Warehouse::DuckDb(w) => w.load_tables().await?,
@@ -292,7 +298,7 @@ impl Warehouse {
     }
 
     /// A reader of stored offsets usable from another thread.
-    pub fn offsets_reader(&self) -> OffsetsReader {
+    pub(crate) fn offsets_reader(&self) -> OffsetsReader {
         match self {
             #[cfg(feature = "duckdb")]
             Warehouse::DuckDb(w) => w.offsets_reader(),

@@ -34,7 +34,7 @@ fn float32_text(v: f32, out: &mut String) {
 }
 
 /// The text input form of a non-null value.
-pub fn value_text(value: &Value, out: &mut String) {
+pub(crate) fn value_text(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("NULL"),
         Value::Bool(v) => out.push(if *v { 't' } else { 'f' }),
@@ -66,7 +66,7 @@ pub fn value_text(value: &Value, out: &mut String) {
 
 /// An array literal: `{…}` with each element double-quoted (backslash and quote escaped),
 /// `NULL` unquoted, nested arrays as nested braces.
-pub fn array_text(items: &[Value], out: &mut String) {
+pub(crate) fn array_text(items: &[Value], out: &mut String) {
     out.push('{');
     let mut element = String::new();
     for (i, item) in items.iter().enumerate() {
@@ -94,7 +94,7 @@ pub fn array_text(items: &[Value], out: &mut String) {
 }
 
 /// Appends one COPY text field (with its escapes), `\N` for null.
-pub fn copy_field(value: &Value, scratch: &mut String, out: &mut Vec<u8>) {
+pub(crate) fn copy_field(value: &Value, scratch: &mut String, out: &mut Vec<u8>) {
     if matches!(value, Value::Null) {
         out.extend_from_slice(b"\\N");
         return;

@@ -43,7 +43,7 @@ pub struct PgWarehouse {
 }
 
 /// The warehouse's connection settings: `[sink] url`, with `[sink] password` over the URL's.
-pub fn settings_of(config: &SinkConfig) -> Result<ConnectionSettings, WarehouseError> {
+pub(crate) fn settings_of(config: &SinkConfig) -> Result<ConnectionSettings, WarehouseError> {
     let mut settings =
         ConnectionSettings::from_url(&config.url).map_err(|e| WarehouseError::Open {
             kind: "PostgreSQL",

@@ -26,13 +26,13 @@ use crate::sink::dialect::Dialect;
 use crate::sink::shape::ColumnKind;
 
 /// Rows in one `INSERT … VALUES` (Snowflake's limit for a `VALUES` list).
-pub const MAX_ROWS_PER_INSERT: usize = 16_384;
+pub(crate) const MAX_ROWS_PER_INSERT: usize = 16_384;
 /// Text in one `INSERT` before another is started (Snowflake takes statements up to 1 MB).
-pub const MAX_INSERT_BYTES: usize = 900_000;
+pub(crate) const MAX_INSERT_BYTES: usize = 900_000;
 
 /// Where a Snowflake warehouse is, from `[sink] url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnowflakeLocation {
+pub(crate) struct SnowflakeLocation {
     /// Account identifier (`orgname-account` or `locator.region`).
     pub account: String,
     /// User.
@@ -101,7 +101,7 @@ impl SnowflakeLocation {
 #[error(
     "column {column}: {value} has no Snowflake equivalent ({reason}); nothing of the batch was applied. Change the value at the source, or exclude the table from [sink] tables"
 )]
-pub struct UnrepresentableValue {
+pub(crate) struct UnrepresentableValue {
     /// Column.
     pub column: String,
     /// The value as text.
@@ -172,7 +172,7 @@ fn timestamp_literal(
 }
 
 /// The Snowflake literal of `value` staged in a column of `kind`.
-pub fn value_literal(
+pub(crate) fn value_literal(
     value: &Value,
     kind: &ColumnKind,
     column: &str,
@@ -217,7 +217,7 @@ pub fn value_literal(
 
 /// `INSERT INTO stage VALUES …` statements holding every staged row, each within
 /// Snowflake's limits.
-pub fn insert_statements(
+pub(crate) fn insert_statements(
     stage: &str,
     staged: &Staged<'_>,
 ) -> Result<Vec<String>, UnrepresentableValue> {
