@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::ConfigError;
 use crate::config::{Config, SinkConfig, SinkKind};
-use crate::pg::{connect_sql, describe, text_rows};
+use crate::pg::{ConnectionError, SqlError, connect_sql, text_rows};
 use crate::pipeline::{Pipeline, PipelineError};
 
 /// How long one step may take to reach the warehouse.
@@ -42,17 +43,28 @@ pub enum DrillError {
     /// The config cannot be drilled.
     #[error("{0}")]
     Config(String),
+    /// The source's connection settings are invalid.
+    #[error(transparent)]
+    Settings(#[from] ConfigError),
+    /// The source database cannot be reached.
+    #[error("source: connecting: {0}")]
+    Connect(#[source] ConnectionError),
     /// The source database refused a statement.
-    #[error("source: {what}: {detail}")]
+    #[error("source: {what}: {source}")]
     Source {
         /// What was done.
         what: String,
         /// The server's answer.
-        detail: String,
+        source: SqlError,
     },
-    /// The warehouse could not be read.
-    #[error("warehouse: {0}")]
-    Warehouse(String),
+    /// The warehouse could not be reached or read.
+    #[error("warehouse {location}: {source}")]
+    Warehouse {
+        /// Its URL or path, without secrets.
+        location: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The drill's pipeline failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -240,19 +252,15 @@ pub async fn schema_change(
     let name = format!("tidemark_drill_{stamp}");
     let table = format!("{schema}.{name}");
     let drill = drill_config(config, &table);
-    let settings = config
-        .source_settings()
-        .map_err(|e| DrillError::Config(e.to_string()))?;
-    let source = connect_sql(&settings)
-        .await
-        .map_err(|e| source_error("connecting")(e.to_string()))?;
+    let settings = config.source_settings()?;
+    let source = connect_sql(&settings).await.map_err(DrillError::Connect)?;
     let run = |sql: String, what: String| {
         let source = &source;
         async move {
             source
                 .batch_execute(&sql)
                 .await
-                .map_err(|e| source_error(what)(describe(&e)))
+                .map_err(|e| source_error(what)(SqlError(e)))
         }
     };
     run(
@@ -327,7 +335,7 @@ pub async fn schema_change(
     ];
     for sql in cleanup {
         if let Err(error) = source.batch_execute(&sql).await {
-            tracing::warn!(error = %describe(&error), sql, "drill cleanup");
+            tracing::warn!(error = %SqlError(error), sql, "drill cleanup");
         }
     }
     // The DDL capture triggers serve the user's pipeline too: they stay.
@@ -345,9 +353,9 @@ pub async fn schema_change(
     Ok(report)
 }
 
-fn source_error(what: impl Into<String>) -> impl FnOnce(String) -> DrillError {
+fn source_error(what: impl Into<String>) -> impl FnOnce(SqlError) -> DrillError {
     let what = what.into();
-    move |detail| DrillError::Source { what, detail }
+    move |source| DrillError::Source { what, source }
 }
 
 /// Compares the source table with the warehouse's on the source's current columns.
@@ -363,7 +371,7 @@ async fn compare(
             &[&schema, &name],
         )
         .await
-        .map_err(|e| source_error("describing the scratch table")(describe(&e)))?
+        .map_err(|e| source_error("describing the scratch table")(SqlError(e)))?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -435,7 +443,7 @@ impl WarehouseReader {
                     &format!("SELECT {list} FROM {} t ORDER BY t.id", self.table),
                 )
                 .await
-                .map_err(DrillError::Warehouse)
+                .map_err(|e| self.warehouse_error(e))
             }
             SinkKind::Duckdb => self.duckdb_rows(columns),
             SinkKind::Snowflake => Err(DrillError::Config(
@@ -444,13 +452,26 @@ impl WarehouseReader {
         }
     }
 
+    /// The warehouse failed with `error`; its location named without secrets.
+    fn warehouse_error(&self, error: impl std::error::Error + Send + Sync + 'static) -> DrillError {
+        let location = match self.sink.kind {
+            SinkKind::Duckdb => self.sink.url.clone(),
+            _ => crate::pg::ConnectionSettings::from_url(&self.sink.url)
+                .map_or_else(|_| "[sink] url".into(), |s| s.redacted_url()),
+        };
+        DrillError::Warehouse {
+            location,
+            source: Box::new(error),
+        }
+    }
+
     async fn postgres(&self) -> Result<tokio_postgres::Client, DrillError> {
         // The sink's own connection settings (URL, password or password file).
         let settings = crate::sink::warehouse::postgres::settings_of(&self.sink)
-            .map_err(|e| DrillError::Warehouse(e.to_string()))?;
+            .map_err(|e| self.warehouse_error(e))?;
         connect_sql(&settings)
             .await
-            .map_err(|e| DrillError::Warehouse(e.to_string()))
+            .map_err(|e| self.warehouse_error(e))
     }
 
     #[cfg(feature = "duckdb")]
@@ -460,7 +481,7 @@ impl WarehouseReader {
             .map(|c| format!("CAST(t.{c} AS VARCHAR)"))
             .collect::<Vec<_>>()
             .join(", ");
-        let error = |e: duckdb::Error| DrillError::Warehouse(format!("{}: {e}", self.sink.url));
+        let error = |e: duckdb::Error| self.warehouse_error(e);
         let connection = duckdb::Connection::open(&self.sink.url).map_err(error)?;
         let mut statement = connection
             .prepare(&format!(
@@ -493,7 +514,7 @@ impl WarehouseReader {
                 .await?
                 .batch_execute(&sql)
                 .await
-                .map_err(|e| DrillError::Warehouse(describe(&e))),
+                .map_err(|e| self.warehouse_error(SqlError(e))),
             SinkKind::Duckdb => self.duckdb_execute(&sql),
             SinkKind::Snowflake => Ok(()),
         }
@@ -503,7 +524,7 @@ impl WarehouseReader {
     fn duckdb_execute(&self, sql: &str) -> Result<(), DrillError> {
         duckdb::Connection::open(&self.sink.url)
             .and_then(|c| c.execute_batch(sql))
-            .map_err(|e| DrillError::Warehouse(format!("{}: {e}", self.sink.url)))
+            .map_err(|e| self.warehouse_error(e))
     }
 
     #[cfg(not(feature = "duckdb"))]

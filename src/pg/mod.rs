@@ -222,13 +222,18 @@ where
     }
 }
 
-/// Every row of `sql` as text (PostgreSQL's text forms, through the simple query protocol),
-/// or the server's error described.
+/// A failed SQL statement, shown as [`describe`] writes it (the server's message, SQLSTATE,
+/// detail and hint), with the driver's error kept as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0))]
+pub struct SqlError(#[source] pub tokio_postgres::Error);
+
+/// Every row of `sql` as text (PostgreSQL's text forms, through the simple query protocol).
 pub async fn text_rows(
     client: &tokio_postgres::Client,
     sql: &str,
-) -> Result<Vec<Vec<Option<String>>>, String> {
-    let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+) -> Result<Vec<Vec<Option<String>>>, SqlError> {
+    let messages = client.simple_query(sql).await.map_err(SqlError)?;
     Ok(messages
         .iter()
         .filter_map(|m| match m {

@@ -48,8 +48,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryClientError {
     /// The configuration cannot make a client (bad URL, unreadable CA file).
-    #[error("schema registry client: {0}")]
-    Config(String),
+    #[error("schema registry client: {what}: {source}")]
+    Config {
+        /// The setting that could not be used.
+        what: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The registry answered with a definite error.
     #[error(
         "schema registry at {url} refused {what}: HTTP {status}, error {code}: {message}; {}",
@@ -185,26 +190,32 @@ impl std::fmt::Debug for RegistryClient {
 impl RegistryClient {
     /// A client for `url` with the auth, TLS and retry settings of `config`.
     pub fn new(url: &str, config: &RegistryConfig) -> Result<Self, RegistryClientError> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| RegistryClientError::Config(format!("registry URL {url:?}: {e}")))?;
+        let parsed = url::Url::parse(url).map_err(|e| RegistryClientError::Config {
+            what: format!("registry URL {url:?}"),
+            source: e.into(),
+        })?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30));
         if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                RegistryClientError::Config(format!("registry.ca_file {}: {e}", path.display()))
+            let pem = std::fs::read(path).map_err(|e| RegistryClientError::Config {
+                what: format!("registry.ca_file {}", path.display()),
+                source: e.into(),
             })?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                RegistryClientError::Config(format!(
-                    "registry.ca_file {} is not a PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
+            let certificate =
+                reqwest::Certificate::from_pem(&pem).map_err(|e| RegistryClientError::Config {
+                    what: format!(
+                        "registry.ca_file {} is not a PEM certificate",
+                        path.display()
+                    ),
+                    source: e.into(),
+                })?;
             builder = builder.add_root_certificate(certificate);
         }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryClientError::Config(e.to_string()))?;
+        let http = builder.build().map_err(|e| RegistryClientError::Config {
+            what: "building the HTTP client".into(),
+            source: e.into(),
+        })?;
         // URL userinfo works too, as in Confluent's clients.
         let url_auth = (!parsed.username().is_empty()).then(|| {
             let user = percent_encoding::percent_decode_str(parsed.username())

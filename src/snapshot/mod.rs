@@ -116,12 +116,14 @@ pub enum SnapshotError {
         chunk: String,
     },
     /// The stored progress could not be read or written.
-    #[error("snapshot progress in {store}: {detail}")]
+    #[error("snapshot progress in {store}: {source}; {remedy}")]
     Progress {
         /// Where it is kept.
         store: String,
         /// What went wrong.
-        detail: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What to do about it.
+        remedy: &'static str,
     },
     /// A catalog lookup shared with `setup` failed.
     #[error(transparent)]

@@ -130,9 +130,8 @@ impl ProgressKeeper {
             Some(file) => file.load_snapshot_progress().await.map_err(|e| {
                 SnapshotError::Progress {
                     store,
-                    detail: format!(
-                        "{e}; fix the file's permissions or remove source.snapshot_progress_file"
-                    ),
+                    source: e.into(),
+                    remedy: "fix the file's permissions or remove source.snapshot_progress_file",
                 }
             })?,
             None => output.load_snapshot_progress().await?,
@@ -141,9 +140,8 @@ impl ProgressKeeper {
             .map(|b| {
                 serde_json::from_slice(&b).map_err(|e| SnapshotError::Progress {
                     store: self.store_name(),
-                    detail: format!(
-                        "the stored progress does not parse ({e}); remove it to snapshot from scratch"
-                    ),
+                    source: e.into(),
+                    remedy: "the stored progress does not parse: remove it to snapshot from scratch",
                 })
             })
             .transpose()?;
@@ -158,7 +156,8 @@ impl ProgressKeeper {
     ) -> Result<(), SnapshotError> {
         let bytes = serde_json::to_vec(progress).map_err(|e| SnapshotError::Progress {
             store: self.store_name(),
-            detail: e.to_string(),
+            source: e.into(),
+            remedy: "report this: the progress record always serialises",
         })?;
         self.last_saved = Some(progress.clone());
         let store = self.store_name();
@@ -170,9 +169,8 @@ impl ProgressKeeper {
                     .map(|_| ())
                     .map_err(|e| SnapshotError::Progress {
                         store,
-                        detail: format!(
-                            "{e}; make its directory writable, or point source.snapshot_progress_file elsewhere"
-                        ),
+                        source: e.into(),
+                        remedy: "make its directory writable, or point source.snapshot_progress_file elsewhere",
                     })
             }
             None => {
