@@ -177,7 +177,9 @@ async fn concurrent_writers_land_equal_by_count_and_row_checksum() {
         difference(&expected, &actual)
     );
     assert_eq!(
-        common::text_rows(&warehouse, SOURCE_HISTORY).await,
+        common::text_rows(&warehouse, SOURCE_HISTORY)
+            .await
+            .map_err(|e| e.to_string()),
         Ok(history.clone()),
         "PostgreSQL warehouse: every history row once"
     );
