@@ -3,7 +3,8 @@
 # With NEED_BROKER=1 (the tests, the benches, the quickstart) it also resolves Apache Kafka's
 # broker from Maven Central (and Java and Maven where they are missing); with NEED_PYTHON=1
 # (the tests) Confluent's Python client, which a test uses to
-# decode tidemark's Avro records.
+# decode tidemark's Avro records; with NEED_DEBEZIUM=1 (the tests) Debezium's PostgreSQL
+# connector from Maven Central (and a JDK), the oracle of the compatibility tests.
 set -euo pipefail
 
 need_apt=()
@@ -26,27 +27,52 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install cargo-nextest --locked
 fi
+# Java and Maven from Debian where missing; `javac` too when asked (the Debezium harness
+# runs with Java's single-file source launcher, which compiles it).
+ensure_java() {
+  local need_javac="$1" packages="default-jre-headless maven"
+  [ "$need_javac" = 1 ] && packages="default-jdk-headless maven"
+  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1 \
+    || { [ "$need_javac" = 1 ] && ! command -v javac >/dev/null 2>&1; }; then
+    echo "installing $packages (Debian) for the JVM parts of the tests" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      $packages >/dev/null
+  fi
+}
+# Resolves the dependencies of a tests/jvm/<name>/pom.xml from Maven Central into a directory
+# outside the clone, once (into a .partial directory first, so an interrupted run is redone).
+resolve_jars() {
+  local what="$1" pom="$2" dir="$3"
+  echo "resolving $what's jars from Maven Central into $dir (once)" >&2
+  rm -rf "$dir.partial"
+  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$dir.partial" >&2
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
+}
+jvm_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/jvm"
 # Apache Kafka's broker: its jars from Maven Central (tests/jvm/kafka/pom.xml), resolved once
 # into a cache outside the clone; tidemark::testing::broker runs them with `java`.
 KAFKA_VERSION=4.4.0
 export TIDEMARK_TEST_KAFKA_LIBS="${TIDEMARK_TEST_KAFKA_LIBS:-$HOME/.cache/tidemark/kafka-$KAFKA_VERSION/libs}"
 if [ "${NEED_BROKER:-0}" = 1 ] && [ -z "${TIDEMARK_TEST_KAFKA_BROKERS:-}" ] \
   && [ ! -f "$TIDEMARK_TEST_KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
-  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
-    echo "installing Java and Maven (Debian's default-jre-headless maven) for Apache Kafka" >&2
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      default-jre-headless maven >/dev/null
+  ensure_java 0
+  resolve_jars "Apache Kafka $KAFKA_VERSION" "$jvm_dir/kafka/pom.xml" "$TIDEMARK_TEST_KAFKA_LIBS"
+fi
+# Debezium's PostgreSQL connector, the oracle of the compatibility tests
+# (tests/jvm/debezium/pom.xml); tidemark::testing::run_debezium runs it in its embedded engine.
+DEBEZIUM_VERSION=3.6.1.Final
+export TIDEMARK_TEST_DEBEZIUM_LIBS="${TIDEMARK_TEST_DEBEZIUM_LIBS:-$HOME/.cache/tidemark/debezium-$DEBEZIUM_VERSION/libs}"
+if [ "${NEED_DEBEZIUM:-0}" = 1 ]; then
+  ensure_java 1
+  if [ ! -f "$TIDEMARK_TEST_DEBEZIUM_LIBS/debezium-connector-postgres-$DEBEZIUM_VERSION.jar" ]; then
+    resolve_jars "Debezium $DEBEZIUM_VERSION" "$jvm_dir/debezium/pom.xml" "$TIDEMARK_TEST_DEBEZIUM_LIBS"
   fi
-  echo "resolving Apache Kafka $KAFKA_VERSION's jars from Maven Central into $TIDEMARK_TEST_KAFKA_LIBS (about 15 s, once)" >&2
-  kafka_pom="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/jvm/kafka/pom.xml"
-  rm -rf "$TIDEMARK_TEST_KAFKA_LIBS.partial"
-  mvn -q -B -f "$kafka_pom" dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$TIDEMARK_TEST_KAFKA_LIBS.partial" >&2
-  rm -rf "$TIDEMARK_TEST_KAFKA_LIBS"
-  mv "$TIDEMARK_TEST_KAFKA_LIBS.partial" "$TIDEMARK_TEST_KAFKA_LIBS"
 fi
 if [ "${NEED_PYTHON:-0}" = 1 ] \
   && ! python3 -c 'import confluent_kafka.schema_registry.avro, fastavro' >/dev/null 2>&1; then

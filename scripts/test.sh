@@ -4,6 +4,6 @@
 # tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NEED_BROKER=1 NEED_PYTHON=1 source scripts/ensure-deps.sh
+NEED_BROKER=1 NEED_PYTHON=1 NEED_DEBEZIUM=1 source scripts/ensure-deps.sh
 cargo nextest run --no-fail-fast "$@"
 cargo test --doc --quiet

@@ -14,6 +14,7 @@ mod cluster_smoke;
 mod connection;
 mod connectors;
 mod crash_loop;
+mod debezium_compat;
 mod deploy;
 mod docs;
 mod drill;

@@ -5,7 +5,7 @@
 //! | PostgreSQL | Avro |
 //! |---|---|
 //! | bool, int2, int4, int8, float4, float8 | boolean, int, int, long, float, double |
-//! | numeric(p,s) | bytes, logicalType decimal(p,s) (exact; `NaN`/`±Infinity` are refused) |
+//! | numeric(p,s) | bytes, logicalType decimal(p,s) (exact; `NaN` is written as null with a warning and `tidemark_avro_values_nulled_total`) |
 //! | numeric (unconstrained) | string, the exact decimal text |
 //! | text types, enums, interval, timetz, json, everything else | string |
 //! | bytea | bytes |
@@ -305,7 +305,13 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
                 precision: Some(_),
                 scale: Some(scale),
             },
-        ) if *scale >= 0 => Avro::Decimal(Decimal::from(decimal_bytes(text, *scale, column)?)),
+        ) if *scale >= 0 => {
+            if special_decimal(value, kind) {
+                nulled_special_decimal(column, text);
+                return Ok(Avro::Null);
+            }
+            Avro::Decimal(Decimal::from(decimal_bytes(text, *scale, column)?))
+        }
         (Value::Numeric(text) | Value::Text(text) | Value::Json(text), _) => {
             Avro::String(text.clone())
         }
@@ -333,6 +339,37 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
             Avro::Array(items)
         }
     })
+}
+
+/// Whether `value` is NaN or ±Infinity of a `numeric(p,s)` column, which no Avro decimal
+/// can hold. Debezium's default (precise) decimal handling stops the connector on such a
+/// value, and since it stays in the WAL, every restart stops there again. tidemark writes
+/// null instead (every value field is nullable), logs a warning and counts it
+/// ([`nulled_special_decimal`]), so one value never halts the stream for good; JSON and
+/// unconstrained `numeric` columns carry the value as text.
+pub(crate) fn special_decimal(value: &Value, kind: &TypeKind) -> bool {
+    matches!(
+        (value, kind),
+        (
+            Value::Numeric(text),
+            TypeKind::Numeric {
+                precision: Some(_),
+                scale: Some(_),
+            },
+        ) if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity")
+    )
+}
+
+/// Notes a special value written as null: a warning and
+/// `tidemark_avro_values_nulled_total{column}`.
+pub(crate) fn nulled_special_decimal(column: &str, text: &str) {
+    metrics::counter!(crate::observe::names::AVRO_VALUES_NULLED, "column" => column.to_owned())
+        .increment(1);
+    tracing::warn!(
+        column,
+        value = text,
+        "a numeric(p,s) value an Avro decimal cannot hold is written as null; make the column unconstrained numeric (Avro string) to keep it"
+    );
 }
 
 fn nullable(value: Avro) -> Avro {

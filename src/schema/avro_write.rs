@@ -11,7 +11,9 @@
 
 use std::fmt::Write as _;
 
-use super::avro::{AvroError, decimal_bytes, maps_to_string};
+use super::avro::{
+    AvroError, decimal_bytes, maps_to_string, nulled_special_decimal, special_decimal,
+};
 use crate::domain::column_type::TypeKind;
 use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema};
 use crate::domain::value::Value;
@@ -151,6 +153,12 @@ fn write_nullable(
     column: &str,
 ) -> Result<(), AvroError> {
     if matches!(value, Value::Null) {
+        out.push(0);
+        Ok(())
+    } else if special_decimal(value, kind) {
+        if let Value::Numeric(text) = value {
+            nulled_special_decimal(column, text);
+        }
         out.push(0);
         Ok(())
     } else {

@@ -175,18 +175,8 @@ fn distribution() -> Result<Distribution, BrokerError> {
             libs.display()
         )));
     }
-    let java = match std::env::var_os("JAVA_HOME") {
-        Some(home) if Path::new(&home).join("bin/java").is_file() => {
-            Path::new(&home).join("bin/java")
-        }
-        _ => std::env::var_os("PATH")
-            .and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|p| p.join("java"))
-                    .find(|p| p.is_file())
-            })
-            .ok_or_else(|| BrokerError::Missing("java is not in PATH or JAVA_HOME".into()))?,
-    };
+    let java = super::process::java()
+        .ok_or_else(|| BrokerError::Missing("java is not in PATH or JAVA_HOME".into()))?;
     Ok(Distribution {
         java,
         classpath: format!("{}/*", libs.display()),

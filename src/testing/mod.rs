@@ -3,7 +3,8 @@
 //! [`PgCluster`] starts a private PostgreSQL cluster (once per process) and hands each test
 //! its own database; [`KafkaBroker`] starts Apache Kafka the same way, and [`KafkaNode`] and
 //! [`KafkaCluster`] give a test brokers of its own to kill and restart;
-//! [`MemoryOutput`] collects committed events in memory; [`TcpProxy`] stands between a
+//! [`run_debezium`] runs Debezium's own PostgreSQL connector as the oracle of the
+//! compatibility tests; [`MemoryOutput`] collects committed events in memory; [`TcpProxy`] stands between a
 //! client and a service to cut its connections on demand. Nothing here is a
 //! fake service: a test that needs PostgreSQL and cannot start it fails with a message that
 //! says what to install.
@@ -11,12 +12,14 @@
 mod broker;
 mod cluster;
 pub mod containers;
+mod debezium;
 mod memory_output;
 mod process;
 mod proxy;
 
 pub use broker::{BrokerError, KAFKA_VERSION, KafkaBroker, KafkaCluster, KafkaNode, KafkaOptions};
 pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
+pub use debezium::{DEBEZIUM_VERSION, DebeziumError, DebeziumRecord, run_debezium};
 pub use memory_output::{CollectedEvents, MemoryOutput};
 pub use process::{free_port, peak_rss_mib};
 pub use proxy::TcpProxy;

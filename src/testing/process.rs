@@ -86,3 +86,17 @@ pub fn peak_rss_mib() -> u64 {
         })
         .map_or(0, |kib| kib / 1024)
 }
+
+/// The `java` binary: `$JAVA_HOME/bin/java`, else the first `java` on `PATH`.
+pub(crate) fn java() -> Option<std::path::PathBuf> {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if std::path::Path::new(&home).join("bin/java").is_file() => {
+            Some(std::path::Path::new(&home).join("bin/java"))
+        }
+        _ => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("java"))
+                .find(|p| p.is_file())
+        }),
+    }
+}

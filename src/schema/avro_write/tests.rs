@@ -136,6 +136,17 @@ fn decimals_without_allocation_match_the_bigint_reference() {
 }
 
 #[test]
+fn a_non_finite_decimal_is_written_as_null_like_the_reference() {
+    for special in ["NaN", "Infinity", "-Infinity"] {
+        let mut event = event();
+        if let Some(after) = event.after.as_mut() {
+            after[4] = Value::Numeric(special.into());
+        }
+        assert_eq!(ours(&event), reference(&event), "{special}");
+    }
+}
+
+#[test]
 fn string_kinds_are_the_kinds_the_schema_maps_to_string() {
     let kinds = [
         TypeKind::Bool,

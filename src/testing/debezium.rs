@@ -1,0 +1,198 @@
+//! Debezium itself, as the oracle of the compatibility tests: its PostgreSQL connector in
+//! its embedded engine, on a test database, writing every record it produces to a file.
+//!
+//! The jars come from `TIDEMARK_TEST_DEBEZIUM_LIBS` (a directory of jars); without it,
+//! `~/.cache/tidemark/debezium-<version>/libs`, where `scripts/ensure-deps.sh` resolves
+//! [`DEBEZIUM_VERSION`] from `tests/jvm/debezium/pom.xml`. The harness,
+//! `tests/jvm/debezium/DebeziumRecords.java`, runs with Java's single-file source launcher.
+//! It keeps its offsets in memory: every run starts with the connector's snapshot.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use super::TestDatabase;
+
+/// The Debezium version of `tests/jvm/debezium/pom.xml`.
+pub const DEBEZIUM_VERSION: &str = "3.6.1.Final";
+
+/// Why Debezium could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum DebeziumError {
+    /// The jars or `java` are not there.
+    #[error(
+        "no Debezium for the compatibility tests: {0}; run `NEED_DEBEZIUM=1 source scripts/ensure-deps.sh` (it resolves Debezium {DEBEZIUM_VERSION} from Maven Central), or set TIDEMARK_TEST_DEBEZIUM_LIBS to a directory of its jars"
+    )]
+    Missing(String),
+    /// The engine failed, or did not go quiet in time.
+    #[error("Debezium's engine: {0}")]
+    Run(String),
+}
+
+/// One record Debezium produced.
+#[derive(Debug, Clone)]
+pub struct DebeziumRecord {
+    /// Topic.
+    pub topic: String,
+    /// The key as Kafka Connect's `JsonConverter` writes it with `schemas.enable=true`.
+    pub key: Json,
+    /// The value likewise (`null` for a tombstone).
+    pub value: Json,
+    /// The key with `schemas.enable=false`.
+    pub key_plain: Json,
+    /// The value with `schemas.enable=false`.
+    pub value_plain: Json,
+    /// Headers, in order: name, and the value as `JsonConverter` writes it with its schema.
+    pub headers: Vec<(String, Json)>,
+}
+
+/// Runs Debezium's PostgreSQL connector on `db` with `settings` over the defaults (the
+/// database's connection, `plugin.name=pgoutput`, offsets in memory), until it has produced
+/// records and then none for `idle`, or `timeout` has passed. `during` runs once the
+/// connector is up (after its first record), so a workload can be streamed.
+pub async fn run_debezium<F, Fut>(
+    db: &TestDatabase,
+    settings: &BTreeMap<String, String>,
+    idle: Duration,
+    timeout: Duration,
+    during: F,
+) -> Result<Vec<DebeziumRecord>, DebeziumError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let libs = libs()?;
+    let java = super::process::java()
+        .ok_or_else(|| DebeziumError::Missing("java is not in PATH or JAVA_HOME".into()))?;
+    let harness =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/jvm/debezium/DebeziumRecords.java");
+    let dir =
+        tempfile::tempdir().map_err(|e| DebeziumError::Run(format!("a scratch directory: {e}")))?;
+    let properties = dir.path().join("connector.properties");
+    let out = dir.path().join("records.jsonl");
+    let url = url::Url::parse(&db.url()).map_err(|e| DebeziumError::Run(e.to_string()))?;
+    let mut all: BTreeMap<String, String> = [
+        ("name", "tidemark-oracle".to_string()),
+        (
+            "connector.class",
+            "io.debezium.connector.postgresql.PostgresConnector".into(),
+        ),
+        (
+            "offset.storage",
+            "org.apache.kafka.connect.storage.MemoryOffsetBackingStore".into(),
+        ),
+        ("offset.flush.interval.ms", "60000".into()),
+        (
+            "database.hostname",
+            url.host_str().unwrap_or("127.0.0.1").into(),
+        ),
+        ("database.port", url.port().unwrap_or(5432).to_string()),
+        ("database.user", url.username().into()),
+        ("database.password", "unused".into()),
+        ("database.dbname", url.path().trim_start_matches('/').into()),
+        ("plugin.name", "pgoutput".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    all.extend(settings.clone());
+    let text: String = all
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", v.replace('\\', "\\\\")))
+        .collect();
+    std::fs::write(&properties, text).map_err(|e| DebeziumError::Run(e.to_string()))?;
+    let mut child = tokio::process::Command::new(java)
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg(&harness)
+        .arg(&properties)
+        .arg(&out)
+        .arg(idle.as_millis().to_string())
+        .arg(timeout.as_millis().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
+    // The workload runs once the connector has produced its first record.
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        if started.elapsed() > timeout {
+            return Err(DebeziumError::Run("no record before the timeout".into()));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(DebeziumError::Run(format!(
+                "exited with {status} before its first record"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    during().await;
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| DebeziumError::Run(e.to_string()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        return Err(DebeziumError::Run(format!(
+            "exited with {}: {}",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| DebeziumError::Run(e.to_string()))?;
+    text.lines()
+        .map(|line| {
+            let mut record: Json = serde_json::from_str(line)
+                .map_err(|e| DebeziumError::Run(format!("a line of the harness: {e}")))?;
+            let take = |record: &mut Json, name: &str| {
+                record.get_mut(name).map(Json::take).unwrap_or(Json::Null)
+            };
+            let headers = match take(&mut record, "headers") {
+                Json::Array(items) => items
+                    .into_iter()
+                    .map(|mut h| {
+                        let key = take(&mut h, "key").as_str().unwrap_or_default().to_owned();
+                        (key, take(&mut h, "value"))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(DebeziumRecord {
+                topic: take(&mut record, "topic")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                key: take(&mut record, "key"),
+                value: take(&mut record, "value"),
+                key_plain: take(&mut record, "key_plain"),
+                value_plain: take(&mut record, "value_plain"),
+                headers,
+            })
+        })
+        .collect()
+}
+
+fn libs() -> Result<PathBuf, DebeziumError> {
+    let libs = match std::env::var_os("TIDEMARK_TEST_DEBEZIUM_LIBS") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("HOME")
+            .map(|home| {
+                PathBuf::from(home)
+                    .join(format!(".cache/tidemark/debezium-{DEBEZIUM_VERSION}/libs"))
+            })
+            .ok_or_else(|| DebeziumError::Missing("HOME is not set".into()))?,
+    };
+    let connector = format!("debezium-connector-postgres-{DEBEZIUM_VERSION}.jar");
+    if !libs.join(&connector).is_file() {
+        return Err(DebeziumError::Missing(format!(
+            "no {connector} in {}",
+            libs.display()
+        )));
+    }
+    Ok(libs)
+}

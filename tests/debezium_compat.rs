@@ -1,0 +1,536 @@
+//! Debezium as the oracle: one workload on one database, captured by Debezium's own
+//! PostgreSQL connector (its embedded engine, `tidemark::testing::run_debezium`) and by
+//! tidemark (Apache Kafka, JSON with schemas), two slots side by side; their records are
+//! compared field by field, schemas, payloads and headers alike.
+//!
+//! Every difference found is reduced to its path (`value.payload.after.tstz`, the record's
+//! position and values dropped) and must be one of [`KNOWN`], each with the reason it still
+//! differs; a new difference fails the test, and so does a listed one that no longer occurs,
+//! so the list shrinks as tidemark's Debezium preset grows and docs/compatibility.md,
+//! which is written from it, stays true. Fields that differ from run to run by nature (the
+//! connector's processing times) are left out by name in [`RUN_SPECIFIC`].
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::kafka::drain;
+use common::{database, exec, spawn_reader};
+use serde_json::Value as Json;
+use tidemark::config::Config;
+use tidemark::kafka::KafkaOutput;
+use tidemark::testing::{KafkaBroker, run_debezium};
+
+/// Paths that hold the time a connector processed a record: never equal between two runs.
+const RUN_SPECIFIC: &[&str] = &[
+    "value.payload.ts_ms",
+    "value.payload.ts_us",
+    "value.payload.ts_ns",
+    "value.payload.source.ts_ms",
+    "value.payload.source.ts_us",
+    "value.payload.source.ts_ns",
+];
+
+/// The differences that remain, by kind of path, with why. Empty, or additive fields only,
+/// is the goal (issue 20); docs/compatibility.md describes them for users.
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "headers.__debezium.context.connectorLogicalName",
+        "Debezium 3 context headers (connector name, task, run id): not written yet",
+    ),
+    (
+        "headers.__debezium.context.connectorName",
+        "Debezium 3 context headers (connector name, task, run id): not written yet",
+    ),
+    (
+        "headers.__debezium.context.runId",
+        "Debezium 3 context headers (connector name, task, run id): not written yet",
+    ),
+    (
+        "headers.__debezium.context.taskId",
+        "Debezium 3 context headers (connector name, task, run id): not written yet",
+    ),
+    (
+        "headers.tidemark.commit_lsn",
+        "tidemark position headers: additive, kept",
+    ),
+    (
+        "headers.tidemark.seq",
+        "tidemark position headers: additive, kept",
+    ),
+    (
+        "headers.tidemark.xid",
+        "tidemark position headers: additive, kept",
+    ),
+    (
+        "key.schema.*.parameters",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.payload.row.big",
+        "unchanged TOAST: tidemark writes null and lists the column in unchanged_toast; Debezium writes its placeholder",
+    ),
+    (
+        "value.payload.row.i8",
+        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
+    ),
+    (
+        "value.payload.row.n",
+        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
+    ),
+    (
+        "value.payload.row.nu",
+        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
+    ),
+    (
+        "value.payload.row.tstz",
+        "timestamptz: Debezium writes an ISO-8601 UTC string (ZonedTimestamp), tidemark epoch microseconds",
+    ),
+    (
+        "value.payload.source.commit_lsn",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "value.payload.source.lsn",
+        "source.lsn differs (first seen on a snapshot row; not yet examined)",
+    ),
+    (
+        "value.payload.source.origin",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.payload.source.origin_lsn",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.payload.source.seq",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "value.payload.source.sequence",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.payload.source.snapshot",
+        "snapshot markers: Debezium first/first_in_data_collection/last_in_data_collection and an Enum schema",
+    ),
+    (
+        "value.payload.source.txId",
+        "snapshot rows: Debezium the snapshot transaction's id, tidemark 0",
+    ),
+    (
+        "value.payload.source.version",
+        "source.version is the connector's own version",
+    ),
+    (
+        "value.payload.source.xmin",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.payload.transaction",
+        "tidemark writes the transaction block without transaction metadata on; Debezium only with provide.transaction.metadata",
+    ),
+    (
+        "value.payload.unchanged_toast",
+        "tidemark envelope fields unchanged_toast and truncate: additive",
+    ),
+    (
+        "value.schema.fields.source.fields.commit_lsn",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "value.schema.fields.source.fields.origin",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.schema.fields.source.fields.origin_lsn",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.schema.fields.source.fields.schema.optional",
+        "source.schema/table: Debezium required, tidemark optional",
+    ),
+    (
+        "value.schema.fields.source.fields.seq",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "value.schema.fields.source.fields.sequence",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.schema.fields.source.fields.snapshot.default",
+        "snapshot markers: Debezium first/first_in_data_collection/last_in_data_collection and an Enum schema",
+    ),
+    (
+        "value.schema.fields.source.fields.snapshot.name",
+        "snapshot markers: Debezium first/first_in_data_collection/last_in_data_collection and an Enum schema",
+    ),
+    (
+        "value.schema.fields.source.fields.snapshot.parameters",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.schema.fields.source.fields.snapshot.version",
+        "snapshot markers: Debezium first/first_in_data_collection/last_in_data_collection and an Enum schema",
+    ),
+    (
+        "value.schema.fields.source.fields.table.optional",
+        "source.schema/table: Debezium required, tidemark optional",
+    ),
+    (
+        "value.schema.fields.source.fields.ts_ns",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.schema.fields.source.fields.ts_us",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.schema.fields.source.fields.xmin",
+        "Debezium 3 source fields tidemark does not write yet",
+    ),
+    (
+        "value.schema.fields.source.fields[order]",
+        "field order follows the added and missing fields",
+    ),
+    (
+        "value.schema.fields.source.version",
+        "source.version is the connector's own version",
+    ),
+    (
+        "value.schema.fields.truncate",
+        "tidemark envelope fields unchanged_toast and truncate: additive",
+    ),
+    (
+        "value.schema.fields.ts_ns",
+        "Debezium 3 envelope fields ts_us and ts_ns: not written yet",
+    ),
+    (
+        "value.schema.fields.ts_us",
+        "Debezium 3 envelope fields ts_us and ts_ns: not written yet",
+    ),
+    (
+        "value.schema.fields.unchanged_toast",
+        "tidemark envelope fields unchanged_toast and truncate: additive",
+    ),
+    (
+        "value.schema.fields[order]",
+        "field order follows the added and missing fields",
+    ),
+    (
+        "value.schema.row.*.parameters",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.schema.row.i8.default",
+        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
+    ),
+    (
+        "value.schema.row.i8.optional",
+        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
+    ),
+    (
+        "value.schema.row.id.optional",
+        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
+    ),
+    (
+        "value.schema.row.n.name",
+        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
+    ),
+    (
+        "value.schema.row.n.parameters.__debezium.source.column.type",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.schema.row.n.parameters.connect.decimal.precision",
+        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
+    ),
+    (
+        "value.schema.row.n.parameters.scale",
+        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
+    ),
+    (
+        "value.schema.row.n.type",
+        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
+    ),
+    (
+        "value.schema.row.n.version",
+        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
+    ),
+    (
+        "value.schema.row.nu.doc",
+        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
+    ),
+    (
+        "value.schema.row.nu.fields",
+        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
+    ),
+    (
+        "value.schema.row.nu.name",
+        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
+    ),
+    (
+        "value.schema.row.nu.type",
+        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
+    ),
+    (
+        "value.schema.row.nu.version",
+        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
+    ),
+    (
+        "value.schema.row.tstz.name",
+        "timestamptz: Debezium writes an ISO-8601 UTC string (ZonedTimestamp), tidemark epoch microseconds",
+    ),
+    (
+        "value.schema.row.tstz.type",
+        "timestamptz: Debezium writes an ISO-8601 UTC string (ZonedTimestamp), tidemark epoch microseconds",
+    ),
+    (
+        "value.schema.version",
+        "schema versions: Debezium source 1, envelope 2",
+    ),
+];
+
+const TABLE: &str = "CREATE TABLE t (
+    id int PRIMARY KEY,
+    i2 int2, i8 int8 NOT NULL DEFAULT 0, b bool, f8 float8,
+    n numeric(10,2), nu numeric,
+    txt text, vc varchar(10),
+    ts timestamp, tstz timestamptz, d date, tm time,
+    u uuid, j jsonb, arr int[], by bytea,
+    big text)";
+
+const ROWS: &str = "INSERT INTO t VALUES
+    (1, 1, 10, true, 1.5, 12.34, 123.456, 'one', 'v1', '2024-01-02 03:04:05.123456',
+     '2024-01-02 03:04:05.5+02', '2024-01-02', '03:04:05.25', '6f1c1c1e-0000-4000-8000-000000000001',
+     '{\"a\": 1}', '{1,NULL,3}', '\\x0102', 'small'),
+    (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
+
+/// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a delete.
+const STREAM: &[&str] = &[
+    // Hex digits compress too little to stay inline: the value is TOASTed out of line.
+    "INSERT INTO t (id, i8, txt, big) VALUES (3, 30, 'three', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 600) i))",
+    "UPDATE t SET txt = 'uno', n = 99.99 WHERE id = 1",
+    "UPDATE t SET txt = 'tres' WHERE id = 3",
+    "DELETE FROM t WHERE id = 2",
+];
+
+#[tokio::test]
+async fn tidemark_records_read_like_debeziums() {
+    let (db, client) = database("dbz_compat").await;
+    exec(&client, TABLE).await;
+    exec(&client, ROWS).await;
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let prefix = "dbzc";
+    let text = format!(
+        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\n",
+        db.url(),
+        broker.bootstrap
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
+    let output = KafkaOutput::connect(&kafka, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, task) = spawn_reader(config, output, &client).await;
+
+    let settings: BTreeMap<String, String> = [
+        ("topic.prefix", prefix),
+        ("slot.name", "dbz_oracle"),
+        ("publication.name", "dbz_oracle"),
+        ("publication.autocreate.mode", "filtered"),
+        ("table.include.list", "public.t"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let debezium = run_debezium(
+        &db,
+        &settings,
+        Duration::from_secs(5),
+        Duration::from_secs(180),
+        || async {
+            for sql in STREAM {
+                exec(&client, sql).await;
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let topic = format!("{prefix}.public.t");
+    let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    task.await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let theirs: Vec<&tidemark::testing::DebeziumRecord> =
+        debezium.iter().filter(|r| r.topic == topic).collect();
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    if theirs.len() != ours.len() {
+        found.insert(
+            "records".into(),
+            format!(
+                "Debezium wrote {} records to {topic}, tidemark {}",
+                theirs.len(),
+                ours.len()
+            ),
+        );
+    }
+    for (index, (theirs, ours)) in theirs.iter().zip(&ours).enumerate() {
+        let mut record = |path: String, detail: String| {
+            found
+                .entry(kind_of(&path, &detail))
+                .or_insert(format!("record {index}: {detail}"));
+        };
+        diff("key", &theirs.key, &ours.key_json(), &mut record);
+        diff(
+            "value",
+            &theirs.value,
+            ours.value.as_ref().unwrap_or(&Json::Null),
+            &mut record,
+        );
+        let their_headers: BTreeSet<&str> =
+            theirs.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let our_headers: BTreeSet<&str> = ours.headers.keys().map(String::as_str).collect();
+        for name in their_headers.symmetric_difference(&our_headers) {
+            let side = if their_headers.contains(name) {
+                "only Debezium's"
+            } else {
+                "only tidemark's"
+            };
+            record(format!("headers.{name}"), side.into());
+        }
+    }
+    for path in RUN_SPECIFIC {
+        found.remove(*path);
+    }
+    let known: BTreeMap<&str, &str> = KNOWN.iter().copied().collect();
+    let new: Vec<String> = found
+        .iter()
+        .filter(|(path, _)| !known.contains_key(path.as_str()))
+        .map(|(path, detail)| format!("  (\"{path}\", \"{detail}\"),"))
+        .collect();
+    let gone: Vec<&str> = known
+        .keys()
+        .filter(|path| !found.contains_key(**path))
+        .copied()
+        .collect();
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "differences from Debezium {}:\n{}\nlisted but no longer found: {gone:?}",
+        debezium_version(),
+        new.join("\n")
+    );
+}
+
+fn debezium_version() -> &'static str {
+    tidemark::testing::DEBEZIUM_VERSION
+}
+
+/// Every path where `theirs` and `ours` differ, with both values. Objects are compared by
+/// key; arrays of Connect schema fields by field name; other arrays by position.
+fn diff(path: &str, theirs: &Json, ours: &Json, found: &mut impl FnMut(String, String)) {
+    match (theirs, ours) {
+        (Json::Object(a), Json::Object(b)) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let (x, y) = (a.get(key), b.get(key));
+                let child = format!("{path}.{key}");
+                match (x, y) {
+                    (Some(x), Some(y)) => diff(&child, x, y, found),
+                    (Some(x), None) => found(child, format!("only Debezium's: {}", short(x))),
+                    (None, Some(y)) => found(child, format!("only tidemark's: {}", short(y))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Json::Array(a), Json::Array(b)) if is_fields(a) && is_fields(b) => {
+            let named = |items: &[Json]| -> BTreeMap<String, Json> {
+                items
+                    .iter()
+                    .map(|f| {
+                        (
+                            f["field"].as_str().unwrap_or_default().to_owned(),
+                            f.clone(),
+                        )
+                    })
+                    .collect()
+            };
+            let order = |items: &[Json]| -> Vec<String> {
+                items
+                    .iter()
+                    .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            };
+            if order(a) != order(b) {
+                found(
+                    format!("{path}[order]"),
+                    format!("Debezium {:?}, tidemark {:?}", order(a), order(b)),
+                );
+            }
+            diff(
+                path,
+                &Json::Object(named(a).into_iter().collect()),
+                &Json::Object(named(b).into_iter().collect()),
+                found,
+            );
+        }
+        (Json::Array(a), Json::Array(b)) => {
+            if a.len() != b.len() {
+                found(
+                    format!("{path}[len]"),
+                    format!("Debezium {}, tidemark {}", short(theirs), short(ours)),
+                );
+            }
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), x, y, found);
+            }
+        }
+        (x, y) if x != y => found(
+            path.to_owned(),
+            format!("Debezium {}, tidemark {}", short(x), short(y)),
+        ),
+        _ => {}
+    }
+}
+
+/// The kind of difference a path shows: `before` and `after` are one `row`, and the
+/// `__debezium.source.column.type` parameter tidemark adds to every column is one kind.
+fn kind_of(path: &str, detail: &str) -> String {
+    let path = path
+        .replace(".fields.before.fields.", ".row.")
+        .replace(".fields.after.fields.", ".row.")
+        .replace(".payload.before.", ".payload.row.")
+        .replace(".payload.after.", ".payload.row.");
+    match path.strip_suffix(".parameters") {
+        Some(_) if detail.starts_with("only tidemark's: {\"__debezium.source.column.type\"") => {
+            match path.split_once(".row.") {
+                Some((head, _)) => format!("{head}.row.*.parameters"),
+                None => "key.schema.*.parameters".into(),
+            }
+        }
+        _ => path,
+    }
+}
+
+fn is_fields(items: &[Json]) -> bool {
+    !items.is_empty() && items.iter().all(|f| f.get("field").is_some())
+}
+
+fn short(value: &Json) -> String {
+    let text = value.to_string();
+    if text.len() > 80 {
+        format!(
+            "{}…",
+            &text[..text.char_indices().nth(80).map_or(text.len(), |(i, _)| i)]
+        )
+    } else {
+        text
+    }
+}
