@@ -211,6 +211,16 @@ fn columns() -> Vec<Column> {
             (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, m)| format!("'{}.{}.{}.{}/{m}'::inet", a[0], a[1], a[2], a[3])).boxed(),
         ),
         column(
+            // A bit string of fixed length greater than one: the PostgreSQL warehouse must
+            // not create the column as `bit` (that is `bit(1)`).
+            "bits", "bit(5)", text_pg, text_duck, Compare::Text,
+            "[01]{5}".prop_map(|s| format!("B'{s}'")).boxed(),
+        ),
+        column(
+            "vbits", "varbit(12)", text_pg, text_duck, Compare::Text,
+            "[01]{0,12}".prop_map(|s| format!("B'{s}'::varbit")).boxed(),
+        ),
+        column(
             "mac", "macaddr", text_pg, text_duck, Compare::Text,
             any::<[u8; 6]>()
                 .prop_map(|a| format!("'{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}'::macaddr", a[0], a[1], a[2], a[3], a[4], a[5]))

@@ -155,7 +155,10 @@ impl Dialect {
             (_, Array(inner)) => format!("{}[]", self.type_of(inner)),
             // PostgreSQL has the source's own type; the others keep its text form. Not
             // `xml`: PostgreSQL stores xml values (from `xmlelement`, say) that its own
-            // input refuses, so it is kept as text rather than stop the sink.
+            // input refuses, so it is kept as text rather than stop the sink. A shape
+            // names `bit` without its length, and a bare `bit` column is `bit(1)`: bit
+            // strings of any length land in `varbit`.
+            (Dialect::Postgres, Other(name)) if name == "bit" => "VARBIT".into(),
             (Dialect::Postgres, Other(name)) if name != "xml" => name.clone(),
             (Dialect::Postgres, Other(_)) => "TEXT".into(),
             (_, Other(_)) => "VARCHAR".into(),
