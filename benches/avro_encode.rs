@@ -58,6 +58,7 @@ fn event() -> ChangeEvent {
             xid: 7_654_321,
             commit_time_micros: 1_717_245_296_000_000,
             snapshot: Default::default(),
+            last_commit_end: Some(Lsn(0x1_6B37_4000)),
         },
         data_collection_order: 9,
         message: None,

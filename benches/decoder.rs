@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
                     black_box(&out);
                 }
             }
-            assembler.end();
+            assembler.end(Lsn(2));
         })
     });
     group.finish();

@@ -187,6 +187,9 @@ pub struct SourcePosition {
     pub commit_time_micros: i64,
     /// Snapshot marker.
     pub snapshot: SnapshotMarker,
+    /// The end of the commit record of the transaction this session read before this
+    /// event's (none for the session's first): Debezium's `source.sequence[0]`.
+    pub last_commit_end: Option<Lsn>,
 }
 
 /// A logical decoding message (`pg_logical_emit_message`).
@@ -374,9 +377,11 @@ impl Serialize for Envelope<'_, '_> {
         map.serialize_entry("before", &row_json(table, event.before.as_deref()))?;
         map.serialize_entry("after", &row_json(table, event.after.as_deref()))?;
         map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
+        map.serialize_entry("transaction", &TransactionJson(event))?;
         map.serialize_entry("op", &event.op)?;
         map.serialize_entry("ts_ms", &self.0.now_ms)?;
-        map.serialize_entry("transaction", &TransactionJson(event))?;
+        map.serialize_entry("ts_us", &self.0.now_ms.saturating_mul(1000))?;
+        map.serialize_entry("ts_ns", &self.0.now_ms.saturating_mul(1_000_000))?;
         if let Some(table) = &event.table {
             let names: Vec<&str> = event
                 .unchanged_toast
@@ -439,14 +444,32 @@ impl Serialize for SourceJson<'_> {
         }
         map.serialize_entry("db", &self.context.database)?;
         if self.table_fields {
+            map.serialize_entry("sequence", &sequence(position))?;
+            map.serialize_entry("ts_us", &position.commit_time_micros)?;
+            map.serialize_entry("ts_ns", &position.commit_time_micros.saturating_mul(1000))?;
             map.serialize_entry("schema", &event.table.as_ref().map(|t| t.schema.as_str()))?;
             map.serialize_entry("table", &event.table.as_ref().map(|t| t.name.as_str()))?;
         }
         map.serialize_entry("txId", &position.xid)?;
         map.serialize_entry("lsn", &position.lsn.as_u64())?;
+        if self.table_fields {
+            map.serialize_entry("xmin", &None::<i64>)?;
+            map.serialize_entry("origin", &None::<&str>)?;
+            map.serialize_entry("origin_lsn", &None::<i64>)?;
+        }
         map.serialize_entry("commit_lsn", &position.commit_lsn.as_u64())?;
         map.serialize_entry("seq", &position.seq)?;
         map.end()
+    }
+}
+
+/// Debezium's `source.sequence`: a JSON array, as text, of the end of the previous commit
+/// record and the change's own LSN, each a decimal string (`["22467464","22467608"]`;
+/// `null` first when this session read no commit before).
+pub fn sequence(position: &SourcePosition) -> String {
+    match position.last_commit_end {
+        Some(last) => format!("[\"{}\",\"{}\"]", last.as_u64(), position.lsn.as_u64()),
+        None => format!("[null,\"{}\"]", position.lsn.as_u64()),
     }
 }
 

@@ -88,7 +88,9 @@ pub fn key_schema(table: &TableSchema, prefix: &str) -> Json {
     })
 }
 
-fn source_schema() -> Json {
+/// Debezium's `source` schema (version 1), then tidemark's `commit_lsn` and `seq`.
+/// `schema` and `table` are required in a table event's block, optional in a message's.
+fn source_schema(table_event: bool) -> Json {
     json!({
         "type": "struct",
         "fields": [
@@ -96,17 +98,26 @@ fn source_schema() -> Json {
             simple("string", false, "connector"),
             simple("string", false, "name"),
             simple("int64", false, "ts_ms"),
-            simple("string", true, "snapshot"),
+            { "type": "string", "optional": true, "name": "io.debezium.data.Enum", "version": 1,
+              "parameters": { "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental" },
+              "default": "false", "field": "snapshot" },
             simple("string", false, "db"),
-            simple("string", true, "schema"),
-            simple("string", true, "table"),
+            simple("string", true, "sequence"),
+            simple("int64", true, "ts_us"),
+            simple("int64", true, "ts_ns"),
+            simple("string", !table_event, "schema"),
+            simple("string", !table_event, "table"),
             simple("int64", true, "txId"),
             simple("int64", true, "lsn"),
+            simple("int64", true, "xmin"),
+            simple("string", true, "origin"),
+            simple("int64", true, "origin_lsn"),
             simple("int64", true, "commit_lsn"),
             simple("int64", true, "seq"),
         ],
         "optional": false,
         "name": "io.debezium.connector.postgresql.Source",
+        "version": 1,
         "field": "source",
     })
 }
@@ -142,17 +153,19 @@ pub fn value_schema(table: &TableSchema, prefix: &str) -> Json {
         "fields": [
             row("before"),
             row("after"),
-            source_schema(),
+            source_schema(true),
+            transaction_schema(),
             simple("string", false, "op"),
             simple("int64", true, "ts_ms"),
-            transaction_schema(),
+            simple("int64", true, "ts_us"),
+            simple("int64", true, "ts_ns"),
             { "type": "array", "items": { "type": "string", "optional": false }, "optional": true, "field": "unchanged_toast" },
             { "type": "struct", "fields": [simple("boolean", false, "cascade"), simple("boolean", false, "restart_identity")],
               "optional": true, "name": "tidemark.Truncate", "field": "truncate" },
         ],
         "optional": false,
         "name": format!("{prefix}.{}.{}.Envelope", table.schema, table.name),
-        "version": 1,
+        "version": 2,
     })
 }
 
@@ -163,10 +176,12 @@ pub(crate) fn message_value_schema(prefix: &str) -> Json {
         "fields": [
             simple("string", true, "before"),
             simple("string", true, "after"),
-            source_schema(),
+            source_schema(false),
+            transaction_schema(),
             simple("string", false, "op"),
             simple("int64", true, "ts_ms"),
-            transaction_schema(),
+            simple("int64", true, "ts_us"),
+            simple("int64", true, "ts_ns"),
             { "type": "struct", "fields": [simple("string", false, "prefix"), simple("bytes", false, "content"), simple("boolean", false, "transactional")],
               "optional": true, "name": "io.debezium.connector.common.Message", "field": "message" },
         ],

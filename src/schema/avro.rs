@@ -236,9 +236,11 @@ pub(crate) fn derive_renamed(
             {"name": "before", "type": ["null", value_record], "default": null},
             {"name": "after", "type": ["null", format!("{ns}.Value")], "default": null},
             {"name": "source", "type": fixed("source.avsc", SOURCE_AVSC)?},
+            {"name": "transaction", "type": ["null", fixed("transaction.avsc", TRANSACTION_AVSC)?], "default": null},
             {"name": "op", "type": "string"},
             {"name": "ts_ms", "type": ["null", "long"], "default": null},
-            {"name": "transaction", "type": ["null", fixed("transaction.avsc", TRANSACTION_AVSC)?], "default": null},
+            {"name": "ts_us", "type": ["null", "long"], "default": null},
+            {"name": "ts_ns", "type": ["null", "long"], "default": null},
             {"name": "unchanged_toast", "type": {"type": "array", "items": "string"}, "default": []},
         ],
     });
@@ -456,10 +458,22 @@ pub fn envelope_datum(
             Avro::Union(0, Box::new(Avro::String(snapshot.into()))),
         ),
         ("db".into(), Avro::String(context.database.clone())),
+        (
+            "sequence".into(),
+            string(&crate::domain::event::sequence(position)),
+        ),
+        ("ts_us".into(), long(position.commit_time_micros)),
+        (
+            "ts_ns".into(),
+            long(position.commit_time_micros.saturating_mul(1000)),
+        ),
         ("schema".into(), string(&table.schema)),
         ("table".into(), string(&table.name)),
         ("txId".into(), long(i64::from(position.xid))),
         ("lsn".into(), long(position.lsn.as_u64() as i64)),
+        ("xmin".into(), Avro::Union(0, Box::new(Avro::Null))),
+        ("origin".into(), Avro::Union(0, Box::new(Avro::Null))),
+        ("origin_lsn".into(), Avro::Union(0, Box::new(Avro::Null))),
         (
             "commit_lsn".into(),
             long(position.commit_lsn.as_u64() as i64),
@@ -494,9 +508,11 @@ pub fn envelope_datum(
         ("before".into(), optional_row(&event.before)?),
         ("after".into(), optional_row(&event.after)?),
         ("source".into(), source),
+        ("transaction".into(), transaction),
         ("op".into(), Avro::String(op)),
         ("ts_ms".into(), long(now_ms)),
-        ("transaction".into(), transaction),
+        ("ts_us".into(), long(now_ms.saturating_mul(1000))),
+        ("ts_ns".into(), long(now_ms.saturating_mul(1_000_000))),
         ("unchanged_toast".into(), Avro::Array(toast)),
     ]))
 }

@@ -239,9 +239,6 @@ impl AvroWriter {
         write_optional_row(out, table, event.before.as_ref())?;
         write_optional_row(out, table, event.after.as_ref())?;
         self.source(event, table, context, out);
-        write_bytes(out, event.op.code().as_bytes());
-        out.push(2);
-        write_long(out, now_ms);
         // transaction: ["null", block]
         let position = &event.source;
         out.push(2);
@@ -255,6 +252,15 @@ impl AvroWriter {
         write_bytes(out, self.scratch.as_bytes());
         write_long(out, position.seq as i64 + 1);
         write_long(out, event.data_collection_order as i64);
+        write_bytes(out, event.op.code().as_bytes());
+        for value in [
+            now_ms,
+            now_ms.saturating_mul(1000),
+            now_ms.saturating_mul(1_000_000),
+        ] {
+            out.push(2);
+            write_long(out, value);
+        }
         // unchanged_toast: array of string
         if !event.unchanged_toast.is_empty() {
             write_long(out, event.unchanged_toast.len() as i64);
@@ -283,16 +289,36 @@ impl AvroWriter {
         out.push(0); // snapshot: ["string", "null"], the string
         write_bytes(out, snapshot_text(position.snapshot).as_bytes());
         write_bytes(out, context.database.as_bytes());
+        // sequence: ["null", "string"], the JSON array text of domain::event::sequence
+        out.push(2);
+        self.scratch.clear();
+        let _ = match position.last_commit_end {
+            Some(last) => write!(
+                self.scratch,
+                "[\"{}\",\"{}\"]",
+                last.as_u64(),
+                position.lsn.as_u64()
+            ),
+            None => write!(self.scratch, "[null,\"{}\"]", position.lsn.as_u64()),
+        };
+        write_bytes(out, self.scratch.as_bytes());
+        for value in [
+            position.commit_time_micros,
+            position.commit_time_micros.saturating_mul(1000),
+        ] {
+            out.push(2);
+            write_long(out, value);
+        }
         out.push(2);
         write_bytes(out, table.schema.as_bytes());
         out.push(2);
         write_bytes(out, table.name.as_bytes());
-        for value in [
-            i64::from(position.xid),
-            position.lsn.as_u64() as i64,
-            position.commit_lsn.as_u64() as i64,
-            position.seq as i64,
-        ] {
+        for value in [i64::from(position.xid), position.lsn.as_u64() as i64] {
+            out.push(2);
+            write_long(out, value);
+        }
+        out.extend_from_slice(&[0, 0, 0]); // xmin, origin, origin_lsn: null
+        for value in [position.commit_lsn.as_u64() as i64, position.seq as i64] {
             out.push(2);
             write_long(out, value);
         }

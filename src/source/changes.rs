@@ -96,6 +96,7 @@ struct TransactionContext {
     xid: u32,
     commit_lsn: Lsn,
     commit_time_micros: i64,
+    last_commit_end: Option<Lsn>,
     next_seq: u64,
     per_table: HashMap<u32, u64>,
 }
@@ -107,6 +108,8 @@ pub struct ChangeAssembler {
     transaction: Option<TransactionContext>,
     policy: UnidentifiedRowPolicy,
     skipped: u64,
+    /// The end of the last commit record read ([`SourcePosition::last_commit_end`]).
+    last_commit_end: Option<Lsn>,
 }
 
 impl ChangeAssembler {
@@ -134,13 +137,15 @@ impl ChangeAssembler {
             xid,
             commit_lsn,
             commit_time_micros,
+            last_commit_end: self.last_commit_end,
             ..Default::default()
         });
     }
 
-    /// Ends the current transaction.
-    pub fn end(&mut self) {
+    /// Ends the current transaction, whose commit record ends at `end_lsn`.
+    pub fn end(&mut self, end_lsn: Lsn) {
         self.transaction = None;
+        self.last_commit_end = Some(end_lsn);
     }
 
     /// Whether a transaction is open.
@@ -335,6 +340,7 @@ impl ChangeAssembler {
                 xid: txn.xid,
                 commit_time_micros: txn.commit_time_micros,
                 snapshot: Default::default(),
+                last_commit_end: txn.last_commit_end,
             },
             data_collection_order,
             message: None,

@@ -96,7 +96,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 self.assembler.begin(xid, final_lsn, commit_time_micros);
             }
             PgOutputMessage::Commit { end_lsn, .. } => {
-                self.assembler.end();
+                self.assembler.end(end_lsn);
                 if std::mem::take(&mut self.skipping) {
                     self.confirm.committed(end_lsn);
                 } else {
@@ -128,7 +128,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                     drop(self.buffers.take(xid)?);
                     self.confirm.committed(end_lsn);
                 } else {
-                    self.replay_streamed(xid, commit_lsn, commit_time_micros)
+                    self.replay_streamed(xid, commit_lsn, end_lsn, commit_time_micros)
                         .await?;
                     self.finish_transaction(end_lsn).await?;
                 }
@@ -203,6 +203,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
         &mut self,
         xid: u32,
         commit_lsn: Lsn,
+        end_lsn: Lsn,
         commit_time_micros: i64,
     ) -> Result<(), ReaderError> {
         let mut replay = self.buffers.take(xid)?;
@@ -222,7 +223,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 data => self.assemble_and_send(&data, buffered.lsn).await?,
             }
         }
-        self.assembler.end();
+        self.assembler.end(end_lsn);
         Ok(())
     }
 }

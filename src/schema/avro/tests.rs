@@ -79,6 +79,7 @@ pub fn event() -> ChangeEvent {
             xid: 9,
             commit_time_micros: 1_000_000,
             snapshot: Default::default(),
+            last_commit_end: Some(Lsn(50)),
         },
         data_collection_order: 4,
         message: None,

@@ -208,7 +208,7 @@ fn bad_input_is_an_error_not_a_panic() {
         run(&mut a, unknown),
         Err(AssemblyError::UnknownRelation(99))
     ));
-    a.end();
+    a.end(Lsn(200));
     let outside = PgOutputMessage::Insert {
         xid: None,
         relation_id: 10,
