@@ -68,10 +68,6 @@ const KNOWN: &[(&str, &str)] = &[
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
     ),
     (
-        "value.payload.row.big",
-        "unchanged TOAST: tidemark writes null and lists the column in unchanged_toast; Debezium writes its placeholder",
-    ),
-    (
         "value.payload.row.i8",
         "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
     ),

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::domain::column_type::ColumnType;
+use crate::domain::column_type::{ColumnType, TypeKind};
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
 
@@ -345,25 +345,59 @@ impl Serialize for KeyJson<'_> {
     }
 }
 
+/// Debezium's `unavailable.value.placeholder` default: what an unchanged TOASTed column the
+/// server did not send holds on the wire.
+pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+
+/// The placeholder a column of `kind` holds on the wire when its unchanged TOASTed value
+/// was not sent, as Debezium writes it: the text for types carried as strings, its bytes
+/// for `bytea`. Other kinds (a TOASTed array or `numeric(p,s)`) stay `null`; the event's
+/// `unchanged_toast` lists the column either way.
+pub fn unavailable_placeholder(kind: &TypeKind) -> Option<Value> {
+    match kind {
+        TypeKind::Text
+        | TypeKind::Json
+        | TypeKind::Enum
+        | TypeKind::Other
+        | TypeKind::TimeTz
+        | TypeKind::Interval
+        | TypeKind::Numeric {
+            precision: None, ..
+        } => Some(Value::Text(UNAVAILABLE_VALUE.to_owned())),
+        TypeKind::Bytea => Some(Value::Bytes(UNAVAILABLE_VALUE.as_bytes().to_vec())),
+        _ => None,
+    }
+}
+
 struct RowJson<'a> {
     table: &'a TableSchema,
     row: &'a [Value],
+    /// Columns (indexes) whose unchanged TOASTed value was not sent.
+    unavailable: &'a [usize],
 }
 
 impl Serialize for RowJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.row.len()))?;
-        for (column, value) in self.table.columns.iter().zip(self.row) {
-            map.serialize_entry(&column.name, value)?;
+        for (index, (column, value)) in self.table.columns.iter().zip(self.row).enumerate() {
+            let placeholder = (matches!(value, Value::Null) && self.unavailable.contains(&index))
+                .then(|| unavailable_placeholder(&column.column_type.kind))
+                .flatten();
+            map.serialize_entry(&column.name, placeholder.as_ref().unwrap_or(value))?;
         }
         map.end()
     }
 }
 
-fn row_json<'a>(table: Option<&'a TableSchema>, row: Option<&'a [Value]>) -> Option<RowJson<'a>> {
+fn row_json<'a>(
+    table: Option<&'a TableSchema>,
+    row: Option<&'a [Value]>,
+    unavailable: &'a [usize],
+) -> Option<RowJson<'a>> {
     Some(RowJson {
         table: table?,
         row: row?,
+        unavailable,
     })
 }
 
@@ -374,8 +408,11 @@ impl Serialize for Envelope<'_, '_> {
         let event = self.0.event;
         let table = event.table.as_deref();
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("before", &row_json(table, event.before.as_deref()))?;
-        map.serialize_entry("after", &row_json(table, event.after.as_deref()))?;
+        map.serialize_entry("before", &row_json(table, event.before.as_deref(), &[]))?;
+        map.serialize_entry(
+            "after",
+            &row_json(table, event.after.as_deref(), &event.unchanged_toast),
+        )?;
         map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
         map.serialize_entry("transaction", &TransactionJson(event))?;
         map.serialize_entry("op", &event.op)?;

@@ -31,7 +31,9 @@ use num_bigint::BigInt;
 use serde_json::{Value as Json, json};
 
 use crate::domain::column_type::TypeKind;
-use crate::domain::event::{ChangeEvent, Column, EnvelopeContext, TableSchema};
+use crate::domain::event::{
+    ChangeEvent, Column, EnvelopeContext, TableSchema, unavailable_placeholder,
+};
 use crate::domain::value::Value;
 
 /// The source block schema (`schemas/source.avsc`).
@@ -381,15 +383,23 @@ fn nullable(value: Avro) -> Avro {
     }
 }
 
-fn row(table: &TableSchema, values: &[Value]) -> Result<Avro, AvroError> {
+/// A row record; the columns at `unavailable` (unchanged TOAST, not sent) hold Debezium's
+/// placeholder where their type can ([`unavailable_placeholder`]).
+fn row(table: &TableSchema, values: &[Value], unavailable: &[usize]) -> Result<Avro, AvroError> {
     let fields = table
         .columns
         .iter()
         .zip(values)
-        .map(|(column, value)| {
+        .enumerate()
+        .map(|(index, (column, value))| {
+            let kind = &column.column_type.kind;
+            let placeholder = (matches!(value, Value::Null) && unavailable.contains(&index))
+                .then(|| unavailable_placeholder(kind))
+                .flatten();
+            let value = placeholder.as_ref().unwrap_or(value);
             Ok((
                 avro_name(&column.name),
-                nullable(to_avro(value, &column.column_type.kind, &column.name)?),
+                nullable(to_avro(value, kind, &column.name)?),
             ))
         })
         .collect::<Result<Vec<_>, AvroError>>()?;
@@ -428,12 +438,13 @@ pub fn envelope_datum(
         .table
         .as_ref()
         .ok_or_else(|| AvroError::Encode("a table event without its table".into()))?;
-    let optional_row = |values: &Option<Vec<Value>>| -> Result<Avro, AvroError> {
-        Ok(match values {
-            Some(values) => Avro::Union(1, Box::new(row(table, values)?)),
-            None => Avro::Union(0, Box::new(Avro::Null)),
-        })
-    };
+    let optional_row =
+        |values: &Option<Vec<Value>>, unavailable: &[usize]| -> Result<Avro, AvroError> {
+            Ok(match values {
+                Some(values) => Avro::Union(1, Box::new(row(table, values, unavailable)?)),
+                None => Avro::Union(0, Box::new(Avro::Null)),
+            })
+        };
     let position = &event.source;
     let long = |v: i64| Avro::Union(1, Box::new(Avro::Long(v)));
     let string = |v: &str| Avro::Union(1, Box::new(Avro::String(v.to_owned())));
@@ -505,8 +516,11 @@ pub fn envelope_datum(
         .map(|c| Avro::String(c.name.clone()))
         .collect();
     Ok(Avro::Record(vec![
-        ("before".into(), optional_row(&event.before)?),
-        ("after".into(), optional_row(&event.after)?),
+        ("before".into(), optional_row(&event.before, &[])?),
+        (
+            "after".into(),
+            optional_row(&event.after, &event.unchanged_toast)?,
+        ),
         ("source".into(), source),
         ("transaction".into(), transaction),
         ("op".into(), Avro::String(op)),

@@ -15,7 +15,9 @@ use super::avro::{
     AvroError, decimal_bytes, maps_to_string, nulled_special_decimal, special_decimal,
 };
 use crate::domain::column_type::TypeKind;
-use crate::domain::event::{ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema};
+use crate::domain::event::{
+    ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema, unavailable_placeholder,
+};
 use crate::domain::value::Value;
 
 /// Writes a long as a zig-zag varint.
@@ -167,9 +169,23 @@ fn write_nullable(
     }
 }
 
-fn write_row(out: &mut Vec<u8>, table: &TableSchema, row: &[Value]) -> Result<(), AvroError> {
-    for (column, value) in table.columns.iter().zip(row) {
-        write_nullable(out, value, &column.column_type.kind, &column.name)?;
+/// A row; the columns at `unavailable` (unchanged TOAST, not sent) hold Debezium's
+/// placeholder where their type can.
+fn write_row(
+    out: &mut Vec<u8>,
+    table: &TableSchema,
+    row: &[Value],
+    unavailable: &[usize],
+) -> Result<(), AvroError> {
+    for (index, (column, value)) in table.columns.iter().zip(row).enumerate() {
+        let kind = &column.column_type.kind;
+        if matches!(value, Value::Null) && unavailable.contains(&index) {
+            if let Some(placeholder) = unavailable_placeholder(kind) {
+                write_nullable(out, &placeholder, kind, &column.name)?;
+                continue;
+            }
+        }
+        write_nullable(out, value, kind, &column.name)?;
     }
     Ok(())
 }
@@ -178,12 +194,13 @@ fn write_optional_row(
     out: &mut Vec<u8>,
     table: &TableSchema,
     row: Option<&Vec<Value>>,
+    unavailable: &[usize],
 ) -> Result<(), AvroError> {
     match row {
         None => out.push(0),
         Some(row) => {
             out.push(2);
-            write_row(out, table, row)?;
+            write_row(out, table, row, unavailable)?;
         }
     }
     Ok(())
@@ -236,8 +253,8 @@ impl AvroWriter {
             .table
             .as_deref()
             .ok_or_else(|| AvroError::Encode("a table event without its table".into()))?;
-        write_optional_row(out, table, event.before.as_ref())?;
-        write_optional_row(out, table, event.after.as_ref())?;
+        write_optional_row(out, table, event.before.as_ref(), &[])?;
+        write_optional_row(out, table, event.after.as_ref(), &event.unchanged_toast)?;
         self.source(event, table, context, out);
         // transaction: ["null", block]
         let position = &event.source;

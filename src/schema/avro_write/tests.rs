@@ -147,6 +147,44 @@ fn a_non_finite_decimal_is_written_as_null_like_the_reference() {
 }
 
 #[test]
+fn unchanged_toast_columns_hold_debeziums_placeholder_like_the_reference() {
+    let mut event = event();
+    let names = |event: &ChangeEvent| -> Vec<String> {
+        let table = event.table.as_deref().unwrap_or_else(|| panic!("no table"));
+        event
+            .unchanged_toast
+            .iter()
+            .map(|&i| table.columns[i].name.clone())
+            .collect()
+    };
+    let table = event.table.clone().unwrap_or_else(|| panic!("no table"));
+    let index = |name: &str| {
+        table
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let unavailable = [index("note"), index("blob"), index("doc"), index("tags")];
+    if let Some(after) = event.after.as_mut() {
+        for &i in &unavailable {
+            after[i] = Value::Null;
+        }
+    }
+    event.unchanged_toast = unavailable.to_vec();
+    assert_eq!(names(&event), ["note", "blob", "doc", "tags"]);
+    let (ours_key, ours_value) = ours(&event);
+    assert_eq!((ours_key, ours_value.clone()), reference(&event));
+    // The text, bytes and JSON columns carry the placeholder; the array stays null.
+    let placeholder = crate::domain::event::UNAVAILABLE_VALUE.as_bytes();
+    let count = ours_value
+        .windows(placeholder.len())
+        .filter(|w| *w == placeholder)
+        .count();
+    assert_eq!(count, 3, "note, blob and doc hold the placeholder");
+}
+
+#[test]
 fn string_kinds_are_the_kinds_the_schema_maps_to_string() {
     let kinds = [
         TypeKind::Bool,

@@ -129,6 +129,12 @@ impl Decoder {
             _ if op == SinkOp::Truncate => Vec::new(),
             _ => return Err(malformed(format!("op {row_field:?} record missing"))),
         };
+        let mut row = row;
+        let unchanged = if op == SinkOp::Upsert {
+            super::unavailable_columns(&shape, &mut row, unchanged)
+        } else {
+            unchanged
+        };
         Ok(Some(SinkRecord {
             table,
             shape,

@@ -75,6 +75,12 @@ impl Decoder {
             None if op == SinkOp::Truncate => Vec::new(),
             None => return Err(malformed(format!("op {row_field:?} record missing"))),
         };
+        let mut row = row;
+        let unchanged = if op == SinkOp::Upsert {
+            super::unavailable_columns(&shape, &mut row, unchanged)
+        } else {
+            unchanged
+        };
         Ok(Some(SinkRecord {
             table,
             shape,

@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use super::record::{Position, SinkOp, SinkRecord, SourceTable};
 use super::shape::{self, ColumnKind, SinkColumn, TableShape};
 use crate::config::KafkaConfig;
+use crate::domain::event::UNAVAILABLE_VALUE;
 use crate::domain::value::Value;
 use crate::schema::registry_client::RegistryClient;
 use crate::schema::registry_store::RegistryStore;
@@ -206,6 +207,35 @@ fn tombstone_delete(
     }
 }
 
+/// The columns whose unchanged TOASTed value the source did not send: those the record
+/// lists (tidemark's `unchanged_toast`) and those holding Debezium's placeholder
+/// ([`UNAVAILABLE_VALUE`]; Debezium's own topics list nothing). Their values become null:
+/// the warehouse keeps its own (the MERGE's `CASE`), and a typed staging column never sees
+/// the placeholder.
+fn unavailable_columns(
+    shape: &TableShape,
+    row: &mut [Value],
+    mut listed: Vec<String>,
+) -> Vec<String> {
+    for (column, value) in shape.columns.iter().zip(row.iter_mut()) {
+        let placeholder = match value {
+            Value::Text(text) | Value::Json(text) | Value::Numeric(text) => {
+                text == UNAVAILABLE_VALUE
+            }
+            Value::Bytes(bytes) => bytes == UNAVAILABLE_VALUE.as_bytes(),
+            _ => false,
+        };
+        let is_listed = listed.contains(&column.name);
+        if placeholder && !is_listed {
+            listed.push(column.name.clone());
+        }
+        if placeholder || is_listed {
+            *value = Value::Null;
+        }
+    }
+    listed
+}
+
 mod avro;
 mod json;
 
@@ -214,6 +244,40 @@ mod tests {
     use super::avro::decimal_text;
     use super::json::json_value;
     use super::*;
+
+    #[test]
+    fn listed_and_placeholder_columns_are_unchanged_and_null() {
+        let shape = TableShape {
+            columns: ["id", "note", "blob", "doc", "other"]
+                .iter()
+                .map(|name| SinkColumn {
+                    name: (*name).into(),
+                    kind: ColumnKind::Text,
+                })
+                .collect(),
+            key: vec!["id".into()],
+            ..Default::default()
+        };
+        let mut row = vec![
+            Value::Int32(1),
+            Value::Text(UNAVAILABLE_VALUE.into()),
+            Value::Bytes(UNAVAILABLE_VALUE.as_bytes().to_vec()),
+            Value::Null,
+            Value::Text("kept".into()),
+        ];
+        let unchanged = unavailable_columns(&shape, &mut row, vec!["doc".into()]);
+        assert_eq!(unchanged, ["doc", "note", "blob"]);
+        assert_eq!(
+            row,
+            [
+                Value::Int32(1),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Text("kept".into())
+            ]
+        );
+    }
 
     #[test]
     fn decimals_keep_every_digit() {
