@@ -1,14 +1,17 @@
-//! Change events and their Debezium-compatible JSON envelope.
+//! Change events and their JSON envelope in Debezium's shape.
 //!
 //! A [`ChangeEvent`] is one row change (or truncate, or logical message) with its position.
 //! Rows are `Vec<Value>` in the table's column order, sharing the table description through
 //! an `Arc`, so building an event allocates only its values.
 //!
-//! The envelope follows Debezium's PostgreSQL connector: `before`, `after`, `op`, `ts_ms`,
-//! `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `schema`, `table`,
-//! `txId`, `lsn`, plus tidemark's `commit_lsn` and `seq`), `transaction` (`id`,
-//! `total_order`, `data_collection_order`). `unchanged_toast` lists columns whose TOASTed
-//! value the server did not send: their value in `after` is null and is not data.
+//! The envelope follows Debezium 3's PostgreSQL connector, field order included: `before`,
+//! `after`, `source` (`version`, `connector`, `name`, `ts_ms`, `snapshot`, `db`, `sequence`,
+//! `ts_us`, `ts_ns`, `schema`, `table`, `txId`, `lsn`, `xmin`, `origin`, `origin_lsn`, plus
+//! tidemark's `commit_lsn` and `seq`), `transaction` (`id`, `total_order`,
+//! `data_collection_order`), `op`, `ts_ms`, `ts_us`, `ts_ns`. `unchanged_toast` lists
+//! columns whose TOASTed value the server did not send: in memory their value is null, on
+//! the wire Debezium's placeholder ([`UNAVAILABLE_VALUE`]) where the type can hold it; it
+//! is not data. Where the values still differ from Debezium's: docs/compatibility.md.
 
 use std::sync::Arc;
 
