@@ -80,10 +80,6 @@ const KNOWN: &[(&str, &str)] = &[
         "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
     ),
     (
-        "value.payload.row.tstz",
-        "timestamptz: Debezium writes an ISO-8601 UTC string (ZonedTimestamp), tidemark epoch microseconds",
-    ),
-    (
         "value.payload.source.commit_lsn",
         "tidemark source fields commit_lsn and seq: additive, kept",
     ),
@@ -202,14 +198,6 @@ const KNOWN: &[(&str, &str)] = &[
     (
         "value.schema.row.nu.version",
         "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
-    ),
-    (
-        "value.schema.row.tstz.name",
-        "timestamptz: Debezium writes an ISO-8601 UTC string (ZonedTimestamp), tidemark epoch microseconds",
-    ),
-    (
-        "value.schema.row.tstz.type",
-        "timestamptz: Debezium writes an ISO-8601 UTC string (ZonedTimestamp), tidemark epoch microseconds",
     ),
 ];
 

@@ -386,9 +386,47 @@ impl Serialize for RowJson<'_> {
             let placeholder = (matches!(value, Value::Null) && self.unavailable.contains(&index))
                 .then(|| unavailable_placeholder(&column.column_type.kind))
                 .flatten();
-            map.serialize_entry(&column.name, placeholder.as_ref().unwrap_or(value))?;
+            let wire = WireValue {
+                value: placeholder.as_ref().unwrap_or(value),
+                kind: &column.column_type.kind,
+                precision: time_precision(column.type_modifier),
+            };
+            map.serialize_entry(&column.name, &wire)?;
         }
         map.end()
+    }
+}
+
+/// Fraction digits of a time type with type modifier `modifier` (6 when unconstrained).
+fn time_precision(modifier: i32) -> u32 {
+    u32::try_from(modifier).map_or(6, |p| p.min(6))
+}
+
+/// A value as the JSON envelope writes it: as [`Value`] serializes itself, except
+/// `timestamptz`, which is Debezium's `ZonedTimestamp` text (also inside arrays).
+struct WireValue<'a> {
+    value: &'a Value,
+    kind: &'a TypeKind,
+    precision: u32,
+}
+
+impl Serialize for WireValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.value, self.kind) {
+            (Value::TimestampTz(micros), TypeKind::TimestampTz) => s.serialize_str(
+                &crate::domain::calendar::zoned_timestamp_text(*micros, self.precision),
+            ),
+            (Value::Array(items), TypeKind::Array(element))
+                if matches!(element.as_ref(), TypeKind::TimestampTz) =>
+            {
+                s.collect_seq(items.iter().map(|item| WireValue {
+                    value: item,
+                    kind: element,
+                    precision: self.precision,
+                }))
+            }
+            (value, _) => value.serialize(s),
+        }
     }
 }
 

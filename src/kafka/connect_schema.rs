@@ -4,8 +4,9 @@
 //! Column types map to Connect types as the JSON payload carries them: integers and floats
 //! to `int16`…`double`, `numeric` and text-like types to `string` (numeric stays exact text),
 //! `bytea` to `bytes` (base64 in JSON), `date` to `int32` named `io.debezium.time.Date`,
-//! `time` to `int64` `io.debezium.time.MicroTime`, `timestamp` and `timestamptz` to `int64`
-//! `io.debezium.time.MicroTimestamp` (microseconds since the epoch; UTC for `timestamptz`),
+//! `time` to `int64` `io.debezium.time.MicroTime`, `timestamp` to `int64`
+//! `io.debezium.time.MicroTimestamp` (microseconds since the epoch), `timestamptz` to
+//! `string` `io.debezium.time.ZonedTimestamp` (ISO-8601 in UTC, as Debezium writes it),
 //! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
 //! arrays to `array` with optional items. pgoutput does not say which columns are NOT NULL,
 //! so value columns are optional and key columns required. Record names follow Debezium:
@@ -33,9 +34,8 @@ fn field_type(kind: &TypeKind) -> Json {
         TypeKind::Bytea => ("bytes", None),
         TypeKind::Date => ("int32", Some("io.debezium.time.Date")),
         TypeKind::Time => ("int64", Some("io.debezium.time.MicroTime")),
-        TypeKind::Timestamp | TypeKind::TimestampTz => {
-            ("int64", Some("io.debezium.time.MicroTimestamp"))
-        }
+        TypeKind::Timestamp => ("int64", Some("io.debezium.time.MicroTimestamp")),
+        TypeKind::TimestampTz => ("string", Some("io.debezium.time.ZonedTimestamp")),
         TypeKind::Uuid => ("string", Some("io.debezium.data.Uuid")),
         TypeKind::Json => ("string", Some("io.debezium.data.Json")),
         TypeKind::Array(element) => {
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(after["name"], "shop.public.orders.Value");
         assert_eq!(
             after["fields"][1],
-            json!({"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1, "optional": true, "field": "at",
+            json!({"type": "string", "name": "io.debezium.time.ZonedTimestamp", "version": 1, "optional": true, "field": "at",
                    "parameters": {SOURCE_TYPE_PARAMETER: "at"}})
         );
         assert_eq!(

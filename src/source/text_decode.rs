@@ -106,16 +106,7 @@ fn decode_bytea(text: &str) -> Result<Vec<u8>, ValueError> {
         .ok_or_else(|| err("bytea", text, "not a hex digit"))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (astronomical year numbering).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub use crate::domain::calendar::days_from_civil;
 
 /// Years beyond PostgreSQL's range (5874897 AD, 4713 BC) are rejected well before the day
 /// arithmetic could overflow.

@@ -251,6 +251,11 @@ pub(super) fn json_value(
         (v, ColumnKind::Int64) => Value::Int64(int(v)?),
         (v, ColumnKind::Time) => Value::Time(int(v)?),
         (v, ColumnKind::Timestamp) => Value::Timestamp(int(v)?),
+        // Debezium's ZonedTimestamp text; epoch microseconds on topics written before it.
+        (Json::String(text), ColumnKind::TimestampTz) => Value::TimestampTz(
+            crate::domain::calendar::parse_zoned_timestamp(text)
+                .ok_or_else(|| wrong(column, kind, "not an ISO-8601 UTC timestamp"))?,
+        ),
         (v, ColumnKind::TimestampTz) => Value::TimestampTz(int(v)?),
         (v, ColumnKind::Float32) => Value::Float32(json_float(v, column, kind)? as f32),
         (v, ColumnKind::Float64) => Value::Float64(json_float(v, column, kind)?),
