@@ -545,10 +545,19 @@ impl Serialize for SourceJson<'_> {
 /// record and the change's own LSN, each a decimal string (`["22467464","22467608"]`;
 /// `null` first when this session read no commit before).
 pub fn sequence(position: &SourcePosition) -> String {
-    match position.last_commit_end {
-        Some(last) => format!("[\"{}\",\"{}\"]", last.as_u64(), position.lsn.as_u64()),
-        None => format!("[null,\"{}\"]", position.lsn.as_u64()),
-    }
+    let mut text = String::with_capacity(48);
+    write_sequence(&mut text, position);
+    text
+}
+
+/// Appends [`sequence`]'s text to `out` (the Avro writer's scratch, without allocating).
+pub fn write_sequence(out: &mut String, position: &SourcePosition) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = match position.last_commit_end {
+        Some(last) => write!(out, "[\"{}\",\"{}\"]", last.as_u64(), position.lsn.as_u64()),
+        None => write!(out, "[null,\"{}\"]", position.lsn.as_u64()),
+    };
 }
 
 struct TransactionJson<'a>(&'a ChangeEvent);

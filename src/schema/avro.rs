@@ -310,8 +310,8 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
                 scale: Some(scale),
             },
         ) if *scale >= 0 => {
-            if special_decimal(value, kind) {
-                nulled_special_decimal(column, text);
+            if let Some(special) = special_decimal(value, kind) {
+                nulled_special_decimal(column, special);
                 return Ok(Avro::Null);
             }
             Avro::Decimal(Decimal::from(decimal_bytes(text, *scale, column)?))
@@ -345,23 +345,23 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
     })
 }
 
-/// Whether `value` is NaN or ±Infinity of a `numeric(p,s)` column, which no Avro decimal
+/// The text of `value` if it is NaN or ±Infinity of a `numeric(p,s)` column, which no Avro decimal
 /// can hold. Debezium's default (precise) decimal handling stops the connector on such a
 /// value, and since it stays in the WAL, every restart stops there again. tidemark writes
 /// null instead (every value field is nullable), logs a warning and counts it
 /// ([`nulled_special_decimal`]), so one value never halts the stream for good; JSON and
 /// unconstrained `numeric` columns carry the value as text.
-pub(crate) fn special_decimal(value: &Value, kind: &TypeKind) -> bool {
-    matches!(
-        (value, kind),
+pub(crate) fn special_decimal<'a>(value: &'a Value, kind: &TypeKind) -> Option<&'a str> {
+    match (value, kind) {
         (
             Value::Numeric(text),
             TypeKind::Numeric {
                 precision: Some(_),
                 scale: Some(_),
             },
-        ) if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity")
-    )
+        ) if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity") => Some(text),
+        _ => None,
+    }
 }
 
 /// Notes a special value written as null: a warning and

@@ -17,6 +17,7 @@ use super::avro::{
 use crate::domain::column_type::TypeKind;
 use crate::domain::event::{
     ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema, unavailable_placeholder,
+    write_sequence,
 };
 use crate::domain::value::Value;
 
@@ -157,10 +158,8 @@ fn write_nullable(
     if matches!(value, Value::Null) {
         out.push(0);
         Ok(())
-    } else if special_decimal(value, kind) {
-        if let Value::Numeric(text) = value {
-            nulled_special_decimal(column, text);
-        }
+    } else if let Some(special) = special_decimal(value, kind) {
+        nulled_special_decimal(column, special);
         out.push(0);
         Ok(())
     } else {
@@ -309,15 +308,7 @@ impl AvroWriter {
         // sequence: ["null", "string"], the JSON array text of domain::event::sequence
         out.push(2);
         self.scratch.clear();
-        let _ = match position.last_commit_end {
-            Some(last) => write!(
-                self.scratch,
-                "[\"{}\",\"{}\"]",
-                last.as_u64(),
-                position.lsn.as_u64()
-            ),
-            None => write!(self.scratch, "[null,\"{}\"]", position.lsn.as_u64()),
-        };
+        write_sequence(&mut self.scratch, position);
         write_bytes(out, self.scratch.as_bytes());
         for value in [
             position.commit_time_micros,

@@ -36,9 +36,11 @@ pub struct PgWarehouse {
     client: tokio_postgres::Client,
     settings: ConnectionSettings,
     schema: String,
-    /// The last transaction failed with a transient error: the next one starts on a new
-    /// session. An open session can be the problem itself, as on a server that became a
-    /// read-only standby in a failover, while a new connection reaches the new primary.
+    /// The next transaction starts on a new session: the last one failed, or never
+    /// finished (its future was dropped mid-transaction, which would leave `BEGIN` open on
+    /// this session). An open session can be the problem itself, as on a server that
+    /// became a read-only standby in a failover, while a new connection reaches the new
+    /// primary.
     fresh_session: bool,
 }
 
@@ -183,8 +185,9 @@ impl PgWarehouse {
         Ok((!names.is_empty()).then_some(names))
     }
 
-    /// Connects again when the connection was lost or the last transaction failed with a
-    /// transient error (a retried flush after an outage).
+    /// Connects again when the connection was lost or the last transaction did not end
+    /// well (a retried flush after an outage), then marks the session in doubt until
+    /// [`Self::after`] sees the transaction end.
     async fn reconnect_if_needed(&mut self) -> Result<(), WarehouseError> {
         if self.client.is_closed() || self.fresh_session {
             tracing::info!(warehouse = %self.settings.redacted_url(), "reconnecting to the warehouse");
@@ -197,16 +200,15 @@ impl PgWarehouse {
                         transient: e.is_transient(),
                         detail: e.to_string(),
                     })?;
-            self.fresh_session = false;
         }
+        self.fresh_session = true;
         Ok(())
     }
 
-    /// Notes a transient failure, so the retry runs on a new session.
+    /// The transaction ended: committed, or failed (its `ROLLBACK` may have failed too), in
+    /// which case the next one runs on a new session.
     fn after<T>(&mut self, result: Result<T, WarehouseError>) -> Result<T, WarehouseError> {
-        if result.as_ref().is_err_and(WarehouseError::is_transient) {
-            self.fresh_session = true;
-        }
+        self.fresh_session = result.is_err();
         result
     }
 
