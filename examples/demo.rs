@@ -10,7 +10,6 @@ use tokio::sync::watch;
 
 use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
-use tidemark::domain::event::EnvelopeContext;
 use tidemark::output::JsonLinesOutput;
 use tidemark::testing::PgCluster;
 
@@ -46,11 +45,7 @@ async fn main() -> anyhow::Result<()> {
         "demo",
         std::iter::empty(),
     )?;
-    let context = EnvelopeContext {
-        prefix: "demo".into(),
-        connector_name: "demo".into(),
-        database: db.name.clone(),
-    };
+    let context = config.envelope_context()?;
     let (stop, stopped) = watch::channel(false);
     let reader = tokio::spawn(async move {
         let mut output = JsonLinesOutput::new(tokio::io::stdout(), "stdout", context);

@@ -72,14 +72,6 @@ const KNOWN: &[(&str, &str)] = &[
         "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
     ),
     (
-        "value.payload.row.n",
-        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
-    ),
-    (
-        "value.payload.row.nu",
-        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
-    ),
-    (
         "value.payload.source.commit_lsn",
         "tidemark source fields commit_lsn and seq: additive, kept",
     ),
@@ -106,10 +98,6 @@ const KNOWN: &[(&str, &str)] = &[
     (
         "value.payload.source.version",
         "source.version is the connector's own version",
-    ),
-    (
-        "value.payload.transaction",
-        "tidemark writes the transaction block without transaction metadata on; Debezium only with provide.transaction.metadata",
     ),
     (
         "value.payload.unchanged_toast",
@@ -156,48 +144,8 @@ const KNOWN: &[(&str, &str)] = &[
         "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
     ),
     (
-        "value.schema.row.n.name",
-        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
-    ),
-    (
         "value.schema.row.n.parameters.__debezium.source.column.type",
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
-    ),
-    (
-        "value.schema.row.n.parameters.connect.decimal.precision",
-        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
-    ),
-    (
-        "value.schema.row.n.parameters.scale",
-        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
-    ),
-    (
-        "value.schema.row.n.type",
-        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
-    ),
-    (
-        "value.schema.row.n.version",
-        "numeric(p,s): Debezium writes a Connect Decimal (base64 bytes), tidemark exact text",
-    ),
-    (
-        "value.schema.row.nu.doc",
-        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
-    ),
-    (
-        "value.schema.row.nu.fields",
-        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
-    ),
-    (
-        "value.schema.row.nu.name",
-        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
-    ),
-    (
-        "value.schema.row.nu.type",
-        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
-    ),
-    (
-        "value.schema.row.nu.version",
-        "unconstrained numeric: Debezium writes VariableScaleDecimal, tidemark exact text",
     ),
 ];
 

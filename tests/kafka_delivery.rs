@@ -626,7 +626,17 @@ async fn json_with_schemas_wraps_keys_and_values_like_debeziums_json_converter()
         value["payload"]["after"]["at"],
         "2024-01-01T00:00:00.000000Z"
     );
-    assert_eq!(value["payload"]["after"]["price"], "1.50");
+    // numeric(8,2) as Debezium's default (decimal.handling.mode=precise) writes it: a
+    // Connect Decimal, 150 at scale 2 as base64 big-endian bytes.
+    assert_eq!(value["payload"]["after"]["price"], "AJY=");
+    assert_eq!(
+        value["schema"]["fields"][1]["fields"][3]["name"],
+        "org.apache.kafka.connect.data.Decimal"
+    );
+    assert_eq!(
+        value["schema"]["fields"][1]["fields"][3]["parameters"]["scale"],
+        "2"
+    );
     // Every payload field of `after` is described by the schema, in order.
     let described: Vec<String> = value["schema"]["fields"][1]["fields"]
         .as_array()

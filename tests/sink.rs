@@ -16,13 +16,15 @@ use tokio::sync::watch;
 // `on_incompatible = "relax"`: the embedded registry's BACKWARD check (apache-avro's)
 // refuses one of the mixed test's steps ("Field 'before' in reader schema does not match",
 // after ADD COLUMN, int→bigint and DROP COLUMN, each of which Avro's resolution rules
-// allow); the test is about the sink, so the registry is relaxed here.
+// allow); the test is about the sink, so the registry is relaxed here. Truncates are
+// delivered (`skipped_operations = ["none"]`; Debezium's default skips them), so the sink's
+// truncate is tested.
 fn config(db: &TestDatabase, name: &str, sink: &str) -> Config {
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
         "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\n\
          [kafka]\nbrokers = \"{}\"\npartitions = 3\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\non_incompatible = \"relax\"\n\
-         [sink]\n{sink}\nbatch_rows = 500\nbatch_ms = 200\n",
+         [events]\nskipped_operations = [\"none\"]\n[sink]\n{sink}\nbatch_rows = 500\nbatch_ms = 200\n",
         db.url(),
         broker.bootstrap
     );

@@ -44,7 +44,9 @@ async fn oracle_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
 async fn every_type_round_trips_through_the_stream() {
     let (db, client) = database("types").await;
     exec(&client, SCHEMA).await;
-    let mut reader = Running::start(config(&db, "types", ""), &client).await;
+    // Truncates delivered (Debezium's skipped.operations default skips them).
+    let events_section = "[events]\nskipped_operations = [\"none\"]";
+    let mut reader = Running::start(config(&db, "types", events_section), &client).await;
     exec(&client, ROW1).await;
     exec(&client, ROW2).await;
     let events = reader.wait_for_events(3).await;
@@ -295,4 +297,24 @@ async fn a_type_without_a_mapping_is_carried_as_text_with_a_warning() {
         text.contains("carried as PostgreSQL's text form") && text.contains("GENERATED ALWAYS AS"),
         "the warning names what happens and the remedy:\n{text}"
     );
+}
+
+/// Debezium skips truncates by default (`skipped.operations = t`), and so does tidemark:
+/// the truncate's transaction is read and confirmed, nothing is delivered for it, and the
+/// changes after it arrive in order.
+#[tokio::test]
+async fn truncates_are_skipped_by_default_as_debezium_does() {
+    let (db, client) = database("skip_truncate").await;
+    exec(&client, "CREATE TABLE st (id int PRIMARY KEY)").await;
+    let mut reader = Running::start(config(&db, "skiptrunc", ""), &client).await;
+    exec(&client, "INSERT INTO st VALUES (1)").await;
+    exec(&client, "TRUNCATE st").await;
+    exec(
+        &client,
+        "INSERT INTO st VALUES (2); DELETE FROM st WHERE id = 2",
+    )
+    .await;
+    let events = reader.wait_for_events(3).await;
+    assert_eq!(ops(&events), vec![Op::Create, Op::Create, Op::Delete]);
+    assert_eq!(column(&events[1], "id"), &Value::Int32(2));
 }

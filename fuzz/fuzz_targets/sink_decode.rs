@@ -86,11 +86,7 @@ fn valid() -> &'static Valid {
             message: None,
             truncate: None,
         };
-        let context = EnvelopeContext {
-            prefix: "fuzz".into(),
-            connector_name: "fuzz".into(),
-            database: "app".into(),
-        };
+        let context = EnvelopeContext::new("fuzz", "app");
         let key_schema = schemas
             .key
             .clone()

@@ -251,6 +251,8 @@ struct Session<'a, O> {
     skipping: bool,
     /// Commit time of the transaction being read (µs since 2000-01-01), for the lag.
     commit_time_micros: i64,
+    /// Operations not delivered (`events.skipped_operations`; Debezium skips truncates).
+    skipped: Vec<crate::domain::event::Op>,
 }
 
 impl<'a, O: EventOutput> Session<'a, O> {
@@ -316,6 +318,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
             resume: Lsn::ZERO,
             skipping: false,
             commit_time_micros: 0,
+            skipped: config.events.skipped()?,
             state,
         };
         session.stream(shutdown).await

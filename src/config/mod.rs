@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use crate::domain::secret::Secret;
 use crate::pg::ConnectionSettings;
 
+mod events;
 mod kafka;
 mod overrides;
 mod registry;
 mod sink;
 mod source;
 
+pub use events::*;
 pub use kafka::*;
 pub use registry::*;
 pub use sink::*;
@@ -65,6 +67,9 @@ pub struct Config {
     pub name: String,
     /// The PostgreSQL source.
     pub source: SourceConfig,
+    /// What the change events look like (Debezium's settings, a preset).
+    #[serde(default)]
+    pub events: EventsConfig,
     /// Kafka (used by the Kafka stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -153,7 +158,7 @@ mod secret_opt {
     }
 }
 
-const SECTIONS: &[&str] = &["source", "kafka", "registry", "sink", "metrics"];
+const SECTIONS: &[&str] = &["source", "events", "kafka", "registry", "sink", "metrics"];
 
 impl Config {
     /// Reads `path`, applies the process environment, fills defaults and validates.
@@ -365,6 +370,7 @@ impl Config {
         if self.source.stream_memory_mb == 0 {
             return invalid("source.stream_memory_mb", "must be at least 1".into());
         }
+        self.events.validate()?;
         if let Some(kafka) = &self.kafka {
             kafka.validate()?;
         }
@@ -387,14 +393,16 @@ impl Config {
         }
         Ok(())
     }
-    /// The envelope's context for this connector: its name (the topic prefix) and the
-    /// source's database.
+    /// The envelope's context for this connector: its name (the topic prefix), the
+    /// source's database and the `[events]` settings the encoders follow.
     pub fn envelope_context(&self) -> Result<crate::domain::event::EnvelopeContext, ConfigError> {
         let settings = self.source_settings()?;
-        Ok(crate::domain::event::EnvelopeContext::new(
-            &self.name,
-            &settings.dbname,
-        ))
+        let mut context = crate::domain::event::EnvelopeContext::new(&self.name, &settings.dbname);
+        context.decimal_mode = self.events.decimal_mode();
+        context.transaction_block = self
+            .events
+            .transaction_block(self.kafka.as_ref().is_some_and(|k| k.transaction_metadata));
+        Ok(context)
     }
 
     /// A SQL connection to the source this configuration names.

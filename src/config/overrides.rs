@@ -105,7 +105,7 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "kafka.json_schemas",
         "sink.soft_delete",
     ];
-    const LISTS: &[&str] = &["source.tables", "sink.tables"];
+    const LISTS: &[&str] = &["source.tables", "sink.tables", "events.skipped_operations"];
     let path = format!("{}.{key}", section.unwrap_or(""));
     let path = path.as_str();
     match path {

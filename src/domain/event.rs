@@ -20,8 +20,10 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::domain::column_type::{ColumnType, TypeKind};
+use crate::domain::decimal::DecimalMode;
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
+use crate::domain::wire::WireValue;
 
 /// The operation of an event, with Debezium's one-letter codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -249,6 +251,16 @@ impl ChangeEvent {
 
     /// The key's column names and values, or none (messages, truncates, keyless tables).
     pub fn key(&self) -> Option<Vec<(&str, &Value)>> {
+        Some(
+            self.key_columns()?
+                .into_iter()
+                .map(|(column, value)| (column.name.as_str(), value))
+                .collect(),
+        )
+    }
+
+    /// The key's columns and values, or none (messages, truncates, keyless tables).
+    pub fn key_columns(&self) -> Option<Vec<(&Column, &Value)>> {
         let table = self.table.as_ref()?;
         if table.key_columns.is_empty() || matches!(self.op, Op::Truncate | Op::Message) {
             return None;
@@ -258,7 +270,7 @@ impl ChangeEvent {
             table
                 .key_columns
                 .iter()
-                .filter_map(|&i| Some((table.columns.get(i)?.name.as_str(), row.get(i)?)))
+                .filter_map(|&i| Some((table.columns.get(i)?, row.get(i)?)))
                 .collect(),
         )
     }
@@ -273,6 +285,11 @@ pub struct EnvelopeContext {
     pub connector_name: String,
     /// Database name (`source.db`).
     pub database: String,
+    /// How `numeric` values are written (Debezium's `decimal.handling.mode`).
+    pub decimal_mode: DecimalMode,
+    /// Whether the envelope's `transaction` block is filled (Debezium fills it only with
+    /// `provide.transaction.metadata`; `null` otherwise).
+    pub transaction_block: bool,
 }
 
 impl EnvelopeContext {
@@ -283,6 +300,8 @@ impl EnvelopeContext {
             prefix: connector.to_owned(),
             connector_name: connector.to_owned(),
             database: database.to_owned(),
+            decimal_mode: DecimalMode::default(),
+            transaction_block: false,
         }
     }
 
@@ -317,7 +336,7 @@ impl Serialize for JsonRecord<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(3))?;
         map.serialize_entry("topic", &self.context.topic(self.event))?;
-        map.serialize_entry("key", &self.event.key().map(KeyJson))?;
+        map.serialize_entry("key", &self.key_json())?;
         map.serialize_entry("value", &Envelope(self))?;
         map.end()
     }
@@ -326,7 +345,10 @@ impl Serialize for JsonRecord<'_> {
 impl<'a> JsonRecord<'a> {
     /// The key alone (`{"id": 1}`), or none for keyless events.
     pub fn key_json(&self) -> Option<KeyJson<'a>> {
-        self.event.key().map(KeyJson)
+        Some(KeyJson {
+            columns: self.event.key_columns()?,
+            mode: self.context.decimal_mode,
+        })
     }
 
     /// The value alone: the envelope.
@@ -335,14 +357,17 @@ impl<'a> JsonRecord<'a> {
     }
 }
 
-/// A key as a JSON object of its columns.
-pub struct KeyJson<'a>(Vec<(&'a str, &'a Value)>);
+/// A key as a JSON object of its columns, each value as [`WireValue`] writes it.
+pub struct KeyJson<'a> {
+    columns: Vec<(&'a Column, &'a Value)>,
+    mode: DecimalMode,
+}
 
 impl Serialize for KeyJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
+        let mut map = s.serialize_map(Some(self.columns.len()))?;
+        for (column, value) in &self.columns {
+            map.serialize_entry(&column.name, &WireValue::new(column, value, self.mode))?;
         }
         map.end()
     }
@@ -377,56 +402,24 @@ struct RowJson<'a> {
     row: &'a [Value],
     /// Columns (indexes) whose unchanged TOASTed value was not sent.
     unavailable: &'a [usize],
+    mode: DecimalMode,
 }
 
 impl Serialize for RowJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.row.len()))?;
         for (index, (column, value)) in self.table.columns.iter().zip(self.row).enumerate() {
-            let placeholder = (matches!(value, Value::Null) && self.unavailable.contains(&index))
-                .then(|| unavailable_placeholder(&column.column_type.kind))
-                .flatten();
-            let wire = WireValue {
-                value: placeholder.as_ref().unwrap_or(value),
-                kind: &column.column_type.kind,
-                precision: time_precision(column.type_modifier),
-            };
-            map.serialize_entry(&column.name, &wire)?;
+            // A numeric written as a decimal has no text placeholder: it stays null.
+            let placeholder = (matches!(value, Value::Null)
+                && self.unavailable.contains(&index)
+                && (self.mode == DecimalMode::String
+                    || !matches!(column.column_type.kind, TypeKind::Numeric { .. })))
+            .then(|| unavailable_placeholder(&column.column_type.kind))
+            .flatten();
+            let value = placeholder.as_ref().unwrap_or(value);
+            map.serialize_entry(&column.name, &WireValue::new(column, value, self.mode))?;
         }
         map.end()
-    }
-}
-
-/// Fraction digits of a time type with type modifier `modifier` (6 when unconstrained).
-fn time_precision(modifier: i32) -> u32 {
-    u32::try_from(modifier).map_or(6, |p| p.min(6))
-}
-
-/// A value as the JSON envelope writes it: as [`Value`] serializes itself, except
-/// `timestamptz`, which is Debezium's `ZonedTimestamp` text (also inside arrays).
-struct WireValue<'a> {
-    value: &'a Value,
-    kind: &'a TypeKind,
-    precision: u32,
-}
-
-impl Serialize for WireValue<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match (self.value, self.kind) {
-            (Value::TimestampTz(micros), TypeKind::TimestampTz) => s.serialize_str(
-                &crate::domain::calendar::zoned_timestamp_text(*micros, self.precision),
-            ),
-            (Value::Array(items), TypeKind::Array(element))
-                if matches!(element.as_ref(), TypeKind::TimestampTz) =>
-            {
-                s.collect_seq(items.iter().map(|item| WireValue {
-                    value: item,
-                    kind: element,
-                    precision: self.precision,
-                }))
-            }
-            (value, _) => value.serialize(s),
-        }
     }
 }
 
@@ -434,11 +427,13 @@ fn row_json<'a>(
     table: Option<&'a TableSchema>,
     row: Option<&'a [Value]>,
     unavailable: &'a [usize],
+    mode: DecimalMode,
 ) -> Option<RowJson<'a>> {
     Some(RowJson {
         table: table?,
         row: row?,
         unavailable,
+        mode,
     })
 }
 
@@ -449,13 +444,24 @@ impl Serialize for Envelope<'_, '_> {
         let event = self.0.event;
         let table = event.table.as_deref();
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("before", &row_json(table, event.before.as_deref(), &[]))?;
+        let mode = self.0.context.decimal_mode;
+        map.serialize_entry(
+            "before",
+            &row_json(table, event.before.as_deref(), &[], mode),
+        )?;
         map.serialize_entry(
             "after",
-            &row_json(table, event.after.as_deref(), &event.unchanged_toast),
+            &row_json(table, event.after.as_deref(), &event.unchanged_toast, mode),
         )?;
         map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
-        map.serialize_entry("transaction", &TransactionJson(event))?;
+        map.serialize_entry(
+            "transaction",
+            &self
+                .0
+                .context
+                .transaction_block
+                .then_some(TransactionJson(event)),
+        )?;
         map.serialize_entry("op", &event.op)?;
         map.serialize_entry("ts_ms", &self.0.now_ms)?;
         map.serialize_entry("ts_us", &self.0.now_ms.saturating_mul(1000))?;

@@ -2,7 +2,10 @@
 //! every key and value is `{"schema": {…}, "payload": {…}}`.
 //!
 //! Column types map to Connect types as the JSON payload carries them: integers and floats
-//! to `int16`…`double`, `numeric` and text-like types to `string` (numeric stays exact text),
+//! to `int16`…`double`, `numeric` by the decimal mode (`precise`: `bytes` named
+//! `org.apache.kafka.connect.data.Decimal` with `scale` and `connect.decimal.precision`
+//! parameters for `numeric(p,s)`, the `io.debezium.data.VariableScaleDecimal` struct for
+//! unconstrained `numeric`; `double`; `string`), text-like types to `string`,
 //! `bytea` to `bytes` (base64 in JSON), `date` to `int32` named `io.debezium.time.Date`,
 //! `time` to `int64` `io.debezium.time.MicroTime`, `timestamp` to `int64`
 //! `io.debezium.time.MicroTimestamp` (microseconds since the epoch), `timestamptz` to
@@ -21,9 +24,39 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use crate::domain::column_type::TypeKind;
+use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema};
+use crate::domain::wire::fixed_scale;
 
-fn field_type(kind: &TypeKind) -> Json {
+/// A `numeric` column's Connect type in `mode`, as Debezium declares it.
+fn numeric_type(kind: &TypeKind, mode: DecimalMode) -> Json {
+    match (mode, fixed_scale(kind), kind) {
+        (DecimalMode::String, ..) => json!({ "type": "string" }),
+        (DecimalMode::Double, ..) => json!({ "type": "double" }),
+        (
+            DecimalMode::Precise,
+            Some(scale),
+            TypeKind::Numeric {
+                precision: Some(precision),
+                ..
+            },
+        ) => json!({
+            "type": "bytes",
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "version": 1,
+            "parameters": { "scale": scale.to_string(), "connect.decimal.precision": precision.to_string() },
+        }),
+        (DecimalMode::Precise, ..) => json!({
+            "type": "struct",
+            "fields": [simple("int32", false, "scale"), simple("bytes", false, "value")],
+            "name": "io.debezium.data.VariableScaleDecimal",
+            "version": 1,
+            "doc": "Variable scaled decimal",
+        }),
+    }
+}
+
+fn field_type(kind: &TypeKind, mode: DecimalMode) -> Json {
     let (connect, name) = match kind {
         TypeKind::Bool => ("boolean", None),
         TypeKind::Int2 => ("int16", None),
@@ -39,12 +72,12 @@ fn field_type(kind: &TypeKind) -> Json {
         TypeKind::Uuid => ("string", Some("io.debezium.data.Uuid")),
         TypeKind::Json => ("string", Some("io.debezium.data.Json")),
         TypeKind::Array(element) => {
-            let mut items = field_type(element);
+            let mut items = field_type(element, mode);
             items["optional"] = json!(true);
             return json!({ "type": "array", "items": items });
         }
-        TypeKind::Numeric { .. }
-        | TypeKind::Text
+        TypeKind::Numeric { .. } => return numeric_type(kind, mode),
+        TypeKind::Text
         | TypeKind::Enum
         | TypeKind::Other
         | TypeKind::TimeTz
@@ -60,11 +93,16 @@ fn field_type(kind: &TypeKind) -> Json {
 /// `column.propagate.source.type`; the sink reads it to create exact warehouse types.
 pub(crate) const SOURCE_TYPE_PARAMETER: &str = "__debezium.source.column.type";
 
-fn column_field(column: &Column, optional: bool) -> Json {
-    let mut field = field_type(&column.column_type.kind);
+fn column_field(column: &Column, optional: bool, mode: DecimalMode) -> Json {
+    let mut field = field_type(&column.column_type.kind, mode);
     field["optional"] = json!(optional);
     field["field"] = json!(column.name);
-    field["parameters"] = json!({ SOURCE_TYPE_PARAMETER: column.type_display() });
+    match field.get_mut("parameters").and_then(Json::as_object_mut) {
+        Some(parameters) => {
+            parameters.insert(SOURCE_TYPE_PARAMETER.into(), json!(column.type_display()));
+        }
+        None => field["parameters"] = json!({ SOURCE_TYPE_PARAMETER: column.type_display() }),
+    }
     field
 }
 
@@ -72,13 +110,13 @@ fn simple(kind: &str, optional: bool, field: &str) -> Json {
     json!({ "type": kind, "optional": optional, "field": field })
 }
 
-/// The key schema of a table.
-pub fn key_schema(table: &TableSchema, prefix: &str) -> Json {
+/// The key schema of a table, decimals in `mode`.
+pub fn key_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Json {
     let fields: Vec<Json> = table
         .key_columns
         .iter()
         .filter_map(|&i| table.columns.get(i))
-        .map(|c| column_field(c, false))
+        .map(|c| column_field(c, false, mode))
         .collect();
     json!({
         "type": "struct",
@@ -137,14 +175,14 @@ fn transaction_schema() -> Json {
     })
 }
 
-/// The envelope (value) schema of a table's events.
-pub fn value_schema(table: &TableSchema, prefix: &str) -> Json {
+/// The envelope (value) schema of a table's events, decimals in `mode`.
+pub fn value_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Json {
     let row_name = format!("{prefix}.{}.{}.Value", table.schema, table.name);
     let row = |field: &str| {
         let fields: Vec<Json> = table
             .columns
             .iter()
-            .map(|c| column_field(c, true))
+            .map(|c| column_field(c, true, mode))
             .collect();
         json!({ "type": "struct", "fields": fields, "optional": true, "name": row_name, "field": field })
     };
@@ -204,9 +242,18 @@ struct CachedSchemas {
 pub(crate) struct SchemaCache {
     tables: HashMap<u32, CachedSchemas>,
     message: Option<Arc<str>>,
+    mode: DecimalMode,
 }
 
 impl SchemaCache {
+    /// An empty cache for schemas with decimals in `mode`.
+    pub fn new(mode: DecimalMode) -> Self {
+        SchemaCache {
+            mode,
+            ..SchemaCache::default()
+        }
+    }
+
     /// Key and value schema text for `table` (rebuilt when its description changes).
     pub fn table(&mut self, table: &Arc<TableSchema>, prefix: &str) -> (Arc<str>, Arc<str>) {
         if let Some(cached) = self.tables.get_mut(&table.relation_id)
@@ -216,8 +263,8 @@ impl SchemaCache {
             cached.table = table.clone();
             return (cached.key.clone(), cached.value.clone());
         }
-        let key: Arc<str> = key_schema(table, prefix).to_string().into();
-        let value: Arc<str> = value_schema(table, prefix).to_string().into();
+        let key: Arc<str> = key_schema(table, prefix, self.mode).to_string().into();
+        let value: Arc<str> = value_schema(table, prefix, self.mode).to_string().into();
         let cached = CachedSchemas {
             table: table.clone(),
             key: key.clone(),
@@ -270,14 +317,14 @@ mod tests {
 
     #[test]
     fn key_and_value_schemas_follow_debezium_names_and_types() {
-        let key = key_schema(&table(), "shop");
+        let key = key_schema(&table(), "shop", DecimalMode::String);
         assert_eq!(
             key,
             json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id",
                    "parameters": {SOURCE_TYPE_PARAMETER: "id"}}],
                    "optional": false, "name": "shop.public.orders.Key"})
         );
-        let value = value_schema(&table(), "shop");
+        let value = value_schema(&table(), "shop", DecimalMode::String);
         assert_eq!(value["name"], "shop.public.orders.Envelope");
         let after = &value["fields"][1];
         assert_eq!(after["field"], "after");
@@ -296,6 +343,35 @@ mod tests {
             value["fields"][2]["name"],
             "io.debezium.connector.postgresql.Source"
         );
+    }
+
+    #[test]
+    fn numerics_are_declared_as_the_decimal_mode_writes_them() {
+        let mut table = table();
+        let fixed = crate::domain::column_type::numeric_kind((10 << 16 | 2) + 4);
+        let free = crate::domain::column_type::numeric_kind(-1);
+        table.columns = vec![Column::new("n", fixed), Column::new("nu", free)];
+        let value = value_schema(&table, "shop", DecimalMode::Precise);
+        let after = &value["fields"][1]["fields"];
+        // As Debezium 3.6.1 declares them (its parameters, plus the source type).
+        assert_eq!(after[0]["type"], "bytes");
+        assert_eq!(after[0]["name"], "org.apache.kafka.connect.data.Decimal");
+        assert_eq!(after[0]["parameters"]["scale"], "2");
+        assert_eq!(after[0]["parameters"]["connect.decimal.precision"], "10");
+        assert_eq!(after[0]["parameters"][SOURCE_TYPE_PARAMETER], "n");
+        assert_eq!(after[1]["name"], "io.debezium.data.VariableScaleDecimal");
+        assert_eq!(
+            after[1]["fields"][0],
+            json!({"type": "int32", "optional": false, "field": "scale"})
+        );
+        assert_eq!(
+            after[1]["fields"][1],
+            json!({"type": "bytes", "optional": false, "field": "value"})
+        );
+        let doubles = value_schema(&table, "shop", DecimalMode::Double);
+        assert_eq!(doubles["fields"][1]["fields"][1]["type"], "double");
+        let text = value_schema(&table, "shop", DecimalMode::String);
+        assert_eq!(text["fields"][1]["fields"][0]["type"], "string");
     }
 
     #[test]

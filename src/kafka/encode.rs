@@ -35,8 +35,8 @@ impl JsonEncoder {
     /// A JSON encoder; `with_schemas` gives the `{"schema","payload"}` shape.
     pub fn new(context: EnvelopeContext, with_schemas: bool) -> Self {
         JsonEncoder {
+            schemas: with_schemas.then(|| SchemaCache::new(context.decimal_mode)),
             context,
-            schemas: with_schemas.then(SchemaCache::default),
             scratch: Vec::with_capacity(4096),
         }
     }

@@ -24,9 +24,9 @@ pub(crate) const SLOT_RETAINED_WAL: &str = "tidemark_slot_retained_wal_bytes";
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows_total";
 /// Gauge, label `table`: snapshot chunks still to read.
 pub(crate) const SNAPSHOT_CHUNKS_LEFT: &str = "tidemark_snapshot_chunks_remaining";
-/// Counter, label `column`: values written as null because the Avro type cannot hold them
-/// (NaN and ±Infinity of a `numeric(p,s)` column).
-pub(crate) const AVRO_VALUES_NULLED: &str = "tidemark_avro_values_nulled_total";
+/// Counter, label `column`: values written as null because the chosen encoding cannot hold
+/// them (NaN and ±Infinity of a `numeric` written as a decimal).
+pub(crate) const VALUES_NULLED: &str = crate::domain::decimal::VALUES_NULLED;
 /// Counter: records Kafka acknowledged.
 pub(crate) const KAFKA_RECORDS: &str = "tidemark_kafka_records_total";
 /// Histogram: seconds from producing a record to Kafka's acknowledgement.
@@ -101,8 +101,8 @@ pub(crate) fn describe_all() {
     );
     describe_counter!(KAFKA_RECORDS, "Records Kafka acknowledged");
     describe_counter!(
-        AVRO_VALUES_NULLED,
-        "Values written as null because their Avro type cannot hold them (numeric(p,s) NaN and infinities)"
+        VALUES_NULLED,
+        "Values written as null because their encoding cannot hold them (numeric NaN and infinities as decimals)"
     );
     describe_histogram!(
         KAFKA_DELIVERY_SECONDS,

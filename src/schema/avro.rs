@@ -5,7 +5,7 @@
 //! | PostgreSQL | Avro |
 //! |---|---|
 //! | bool, int2, int4, int8, float4, float8 | boolean, int, int, long, float, double |
-//! | numeric(p,s) | bytes, logicalType decimal(p,s) (exact; `NaN` is written as null with a warning and `tidemark_avro_values_nulled_total`) |
+//! | numeric(p,s) | bytes, logicalType decimal(p,s) (exact; `NaN` is written as null with a warning and `tidemark_values_nulled_total`) |
 //! | numeric (unconstrained) | string, the exact decimal text |
 //! | text types, enums, interval, timetz, json, everything else | string |
 //! | bytea | bytes |
@@ -27,7 +27,6 @@
 
 use apache_avro::types::Value as Avro;
 use apache_avro::{Decimal, Schema};
-use num_bigint::BigInt;
 use serde_json::{Value as Json, json};
 
 use crate::domain::column_type::TypeKind;
@@ -254,44 +253,17 @@ pub(crate) fn derive_renamed(
     })
 }
 
-/// The unscaled two's-complement big-endian bytes of decimal text at `scale`.
+/// The unscaled two's-complement big-endian bytes of decimal text at `scale`
+/// ([`crate::domain::decimal::unscaled_bytes`]), its error naming `column`.
 pub(crate) fn decimal_bytes(text: &str, scale: i32, column: &str) -> Result<Vec<u8>, AvroError> {
-    let bad = |detail: String| AvroError::Value {
+    let scale = u32::try_from(scale).map_err(|_| AvroError::Value {
         column: column.to_owned(),
-        detail,
-    };
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty() && fraction.is_empty()
-        || !whole
-            .chars()
-            .chain(fraction.chars())
-            .all(|c| c.is_ascii_digit())
-    {
-        return Err(bad(format!(
-            "{text:?} cannot be an Avro decimal (NaN and infinities have no decimal form); make the column unconstrained numeric, which maps to string"
-        )));
-    }
-    let scale = usize::try_from(scale).map_err(|_| bad(format!("negative scale {scale}")))?;
-    if fraction.len() > scale {
-        return Err(bad(format!(
-            "{text:?} has more than {scale} fraction digits"
-        )));
-    }
-    let mut unscaled = String::with_capacity(whole.len() + scale + 1);
-    if negative {
-        unscaled.push('-');
-    }
-    unscaled.push_str(if whole.is_empty() { "0" } else { whole });
-    unscaled.push_str(fraction);
-    unscaled.extend(std::iter::repeat_n('0', scale - fraction.len()));
-    let number: BigInt = unscaled
-        .parse()
-        .map_err(|e| bad(format!("{text:?}: {e}")))?;
-    Ok(number.to_signed_bytes_be())
+        detail: format!("negative scale {scale}"),
+    })?;
+    crate::domain::decimal::unscaled_bytes(text, scale).map_err(|e| AvroError::Value {
+        column: column.to_owned(),
+        detail: e.to_string(),
+    })
 }
 
 fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroError> {
@@ -311,7 +283,7 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
             },
         ) if *scale >= 0 => {
             if let Some(special) = special_decimal(value, kind) {
-                nulled_special_decimal(column, special);
+                crate::domain::decimal::note_nulled(column, special);
                 return Ok(Avro::Null);
             }
             Avro::Decimal(Decimal::from(decimal_bytes(text, *scale, column)?))
@@ -362,18 +334,6 @@ pub(crate) fn special_decimal<'a>(value: &'a Value, kind: &TypeKind) -> Option<&
         ) if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity") => Some(text),
         _ => None,
     }
-}
-
-/// Notes a special value written as null: a warning and
-/// `tidemark_avro_values_nulled_total{column}`.
-pub(crate) fn nulled_special_decimal(column: &str, text: &str) {
-    metrics::counter!(crate::observe::names::AVRO_VALUES_NULLED, "column" => column.to_owned())
-        .increment(1);
-    tracing::warn!(
-        column,
-        value = text,
-        "a numeric(p,s) value an Avro decimal cannot hold is written as null; make the column unconstrained numeric (Avro string) to keep it"
-    );
 }
 
 fn nullable(value: Avro) -> Avro {

@@ -11,9 +11,7 @@
 
 use std::fmt::Write as _;
 
-use super::avro::{
-    AvroError, decimal_bytes, maps_to_string, nulled_special_decimal, special_decimal,
-};
+use super::avro::{AvroError, decimal_bytes, maps_to_string, special_decimal};
 use crate::domain::column_type::TypeKind;
 use crate::domain::event::{
     ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema, unavailable_placeholder,
@@ -159,7 +157,7 @@ fn write_nullable(
         out.push(0);
         Ok(())
     } else if let Some(special) = special_decimal(value, kind) {
-        nulled_special_decimal(column, special);
+        crate::domain::decimal::note_nulled(column, special);
         out.push(0);
         Ok(())
     } else {

@@ -304,9 +304,59 @@ fn key_names(key: Option<&Json>, columns: &[SinkColumn], name_field: &str) -> Ve
 }
 
 /// The kind a Connect field schema gives.
+/// Connect's name of a decimal carried as unscaled bytes (`decimal.handling.mode=precise`).
+const CONNECT_DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
+
+/// The scale of a Connect `Decimal` field (or of an array's `Decimal` items): its values are
+/// base64 unscaled bytes, not text. None for every other field.
+pub(crate) fn connect_decimal_scale(field: &Json) -> Option<i32> {
+    if field.get("type").and_then(Json::as_str) == Some("array") {
+        return field.get("items").and_then(connect_decimal_scale);
+    }
+    if field.get("name").and_then(Json::as_str) != Some(CONNECT_DECIMAL) {
+        return None;
+    }
+    field
+        .get("parameters")
+        .and_then(|p| p.get("scale"))
+        .and_then(Json::as_str)
+        .and_then(|s| s.parse().ok())
+        .or(Some(0))
+}
+
+/// [`connect_decimal_scale`] of each row column of a Connect envelope schema, in order.
+pub(crate) fn connect_decimal_scales(envelope: &Json) -> Vec<Option<i32>> {
+    envelope
+        .get("fields")
+        .and_then(Json::as_array)
+        .and_then(|fields| {
+            fields
+                .iter()
+                .find(|f| f.get("field") == Some(&"before".into()))
+        })
+        .and_then(|before| before.get("fields"))
+        .and_then(Json::as_array)
+        .map(|fields| fields.iter().map(connect_decimal_scale).collect())
+        .unwrap_or_default()
+}
+
 fn kind_of_connect(field: &Json) -> ColumnKind {
     let name = field.get("name").and_then(Json::as_str);
+    let parameter = |key: &str| {
+        field
+            .get("parameters")
+            .and_then(|p| p.get(key))
+            .and_then(Json::as_str)
+            .and_then(|v| v.parse::<u32>().ok())
+    };
     let structural = match (field.get("type").and_then(Json::as_str), name) {
+        (_, Some(CONNECT_DECIMAL)) => {
+            match (parameter("connect.decimal.precision"), parameter("scale")) {
+                (Some(precision), Some(scale)) => ColumnKind::Decimal { precision, scale },
+                _ => ColumnKind::Numeric,
+            }
+        }
+        (_, Some("io.debezium.data.VariableScaleDecimal")) => ColumnKind::Numeric,
         (_, Some("io.debezium.time.Date")) => ColumnKind::Date,
         (_, Some("io.debezium.time.MicroTime")) => ColumnKind::Time,
         (_, Some("io.debezium.time.MicroTimestamp")) => ColumnKind::Timestamp,

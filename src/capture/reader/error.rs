@@ -91,6 +91,9 @@ pub enum ReaderError {
         "a snapshot chunk worker stopped without a result ({0}); nothing after the last acknowledged transaction was confirmed, so a restart reads the chunk again; report this message"
     )]
     ChunkWorker(String),
+    /// The configuration does not hold (validated configurations never get here).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl ReaderError {

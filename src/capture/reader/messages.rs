@@ -184,10 +184,15 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 signals.push(signal);
                 continue;
             }
+            // A skipped operation (Debezium's skipped.operations) is read and passed over,
+            // like a change to an unpublished table: its transaction still confirms.
+            if self.skipped.contains(&event.op) {
+                continue;
+            }
             self.output.send(event).await?;
             self.state.counters.count(event);
+            self.state.stats.events += 1;
         }
-        self.state.stats.events += (self.events.len() - signals.len()) as u64;
         for signal in signals.into_iter().flatten() {
             self.handle_signal(signal).await?;
         }

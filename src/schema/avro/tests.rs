@@ -4,6 +4,7 @@ use super::*;
 use crate::domain::event::ReplicaIdentity;
 use crate::domain::event::{Column, KeySource, Op, SourcePosition};
 use crate::domain::lsn::Lsn;
+use num_bigint::BigInt;
 
 fn column(name: &str, kind: TypeKind) -> Column {
     Column::new(name, kind)
@@ -161,7 +162,7 @@ fn decimals_are_exact() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        error.contains("price") && error.contains("unconstrained numeric"),
+        error.contains("price") && error.contains("no decimal form"),
         "{error}"
     );
 }

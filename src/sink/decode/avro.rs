@@ -209,23 +209,6 @@ pub(super) fn avro_source(source: &Avro) -> Result<(SourceTable, Position), Deco
     ))
 }
 
-/// Exact decimal text of an unscaled integer at `scale`.
-pub(crate) fn decimal_text(unscaled: &BigInt, scale: u32) -> String {
-    let digits = unscaled.magnitude().to_string();
-    let sign = if unscaled.sign() == num_bigint::Sign::Minus {
-        "-"
-    } else {
-        ""
-    };
-    let scale = scale as usize;
-    if scale == 0 {
-        return format!("{sign}{digits}");
-    }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (whole, fraction) = padded.split_at(padded.len() - scale);
-    format!("{sign}{whole}.{fraction}")
-}
-
 pub(super) fn avro_value(
     value: &Avro,
     kind: &ColumnKind,
@@ -255,11 +238,12 @@ pub(super) fn avro_value(
         (Avro::Float(v), _) => Value::Float32(*v),
         (Avro::Double(v), _) => Value::Float64(*v),
         (Avro::Decimal(d), ColumnKind::Decimal { scale, .. }) => {
-            Value::Numeric(decimal_text(&BigInt::from(d.clone()), *scale))
+            Value::Numeric(text_of_unscaled(&BigInt::from(d.clone()), *scale as i32))
         }
-        (Avro::Bytes(b), ColumnKind::Decimal { scale, .. }) => {
-            Value::Numeric(decimal_text(&BigInt::from_signed_bytes_be(b), *scale))
-        }
+        (Avro::Bytes(b), ColumnKind::Decimal { scale, .. }) => Value::Numeric(text_of_unscaled(
+            &BigInt::from_signed_bytes_be(b),
+            *scale as i32,
+        )),
         (Avro::Bytes(b) | Avro::Fixed(_, b), _) => Value::Bytes(b.clone()),
         (Avro::Uuid(u), _) => Value::Uuid(u.to_string()),
         (Avro::String(s), ColumnKind::Uuid) => Value::Uuid(s.clone()),

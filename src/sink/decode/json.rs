@@ -41,9 +41,9 @@ impl Decoder {
             _ => return Ok(None),
         };
         let row_json = payload.get(row_field).filter(|r| r.is_object());
-        let shape = match schema {
+        let (shape, scales) = match schema {
             Some(schema) => match self.connect_shapes.get(schema) {
-                Some(shape) => shape.clone(),
+                Some((shape, scales)) => (shape.clone(), scales.clone()),
                 None => {
                     let envelope = parse_json(schema)?;
                     let key = key_json(raw.key)?;
@@ -51,11 +51,17 @@ impl Decoder {
                     let shape = shape::from_connect(&envelope, key_schema)
                         .ok_or_else(|| malformed("Connect schema without a before field"))?;
                     let shape = Arc::new(shape);
-                    self.connect_shapes.insert(schema.to_owned(), shape.clone());
-                    shape
+                    let scales: Arc<[Option<i32>]> =
+                        shape::connect_decimal_scales(&envelope).into();
+                    self.connect_shapes
+                        .insert(schema.to_owned(), (shape.clone(), scales.clone()));
+                    (shape, scales)
                 }
             },
-            None => self.inferred_shape(&table, row_json, raw.key)?,
+            None => (
+                self.inferred_shape(&table, row_json, raw.key)?,
+                Arc::from(Vec::new()),
+            ),
         };
         let unchanged = payload
             .get("unchanged_toast")
@@ -70,7 +76,14 @@ impl Decoder {
             Some(row) => shape
                 .columns
                 .iter()
-                .map(|c| json_value(row.get(&c.name).unwrap_or(&Json::Null), &c.kind, &c.name))
+                .enumerate()
+                .map(|(i, c)| {
+                    let value = row.get(&c.name).unwrap_or(&Json::Null);
+                    match scales.get(i).copied().flatten() {
+                        Some(scale) => decimal_bytes_value(value, scale, &c.name),
+                        None => json_value(value, &c.kind, &c.name),
+                    }
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             None if op == SinkOp::Truncate => Vec::new(),
             None => return Err(malformed(format!("op {row_field:?} record missing"))),
@@ -103,6 +116,12 @@ impl Decoder {
                 (Some(_), Some(payload)) => payload,
                 _ => k,
             });
+        // A Connect key schema says which key columns are unscaled decimal bytes.
+        let key_fields = key
+            .as_ref()
+            .and_then(|k| k.get("schema"))
+            .and_then(|s| s.get("fields"))
+            .and_then(Json::as_array);
         let (Some(table), Some(position), Some(Json::Object(key))) = (
             self.tombstone_table(raw.topic),
             raw.header_position,
@@ -118,7 +137,17 @@ impl Decoder {
                 .as_ref()
                 .and_then(|s| s.column(name))
                 .map_or_else(|| shape::infer_kind(value), |c| c.kind.clone());
-            row.push(json_value(value, &kind, name)?);
+            let scale = key_fields
+                .and_then(|fields| {
+                    fields
+                        .iter()
+                        .find(|f| f.get("field").and_then(Json::as_str) == Some(name))
+                })
+                .and_then(shape::connect_decimal_scale);
+            row.push(match scale {
+                Some(scale) => decimal_bytes_value(value, scale, name)?,
+                None => json_value(value, &kind, name)?,
+            });
             columns.push(SinkColumn {
                 name: name.clone(),
                 kind,
@@ -226,6 +255,62 @@ pub(super) fn json_float(
     }
 }
 
+/// A Connect `Decimal` value: base64 unscaled bytes at `scale` (or an array of them).
+pub(super) fn decimal_bytes_value(
+    value: &Json,
+    scale: i32,
+    column: &str,
+) -> Result<Value, DecodeError> {
+    Ok(match value {
+        Json::Null => Value::Null,
+        Json::String(text) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| malformed(format!("column {column}: bad base64 decimal: {e}")))?;
+            Value::Numeric(text_of_unscaled(
+                &BigInt::from_signed_bytes_be(&bytes),
+                scale,
+            ))
+        }
+        Json::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| decimal_bytes_value(item, scale, column))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(malformed(format!(
+                "column {column}: a Connect Decimal must be base64 text, found {other}"
+            )));
+        }
+    })
+}
+
+/// Debezium's `VariableScaleDecimal` (`{"scale": 3, "value": "<base64>"}`) as decimal text.
+fn variable_scale_decimal(
+    fields: &serde_json::Map<String, Json>,
+    column: &str,
+) -> Result<Value, DecodeError> {
+    let scale = fields
+        .get("scale")
+        .and_then(Json::as_i64)
+        .and_then(|s| i32::try_from(s).ok());
+    let bytes = fields.get("value").and_then(Json::as_str).map(|text| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| malformed(format!("column {column}: bad base64 decimal: {e}")))
+    });
+    match (scale, bytes) {
+        (Some(scale), Some(bytes)) => Ok(Value::Numeric(text_of_unscaled(
+            &BigInt::from_signed_bytes_be(&bytes?),
+            scale,
+        ))),
+        _ => Err(malformed(format!(
+            "column {column}: a VariableScaleDecimal needs an integer scale and base64 value"
+        ))),
+    }
+}
+
 pub(super) fn json_value(
     value: &Json,
     kind: &ColumnKind,
@@ -264,6 +349,9 @@ pub(super) fn json_value(
         }
         (Json::Number(n), ColumnKind::Decimal { .. } | ColumnKind::Numeric) => {
             Value::Numeric(n.to_string())
+        }
+        (Json::Object(fields), ColumnKind::Decimal { .. } | ColumnKind::Numeric) => {
+            variable_scale_decimal(fields, column)?
         }
         (Json::String(s), ColumnKind::Bytes) => Value::Bytes(
             base64::engine::general_purpose::STANDARD

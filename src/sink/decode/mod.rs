@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use super::record::{Position, SinkOp, SinkRecord, SourceTable};
 use super::shape::{self, ColumnKind, SinkColumn, TableShape};
 use crate::config::KafkaConfig;
+use crate::domain::decimal::text_of_unscaled;
 use crate::domain::event::UNAVAILABLE_VALUE;
 use crate::domain::value::Value;
 use crate::schema::registry_client::RegistryClient;
@@ -102,12 +103,17 @@ struct AvroSchema {
     json: Json,
 }
 
+/// Each column's Connect `Decimal` scale, where its values are unscaled bytes.
+type DecimalScales = Arc<[Option<i32>]>;
+
 /// Decodes records of one connector's topics.
 pub struct Decoder {
     lookup: Option<SchemaLookup>,
     avro: HashMap<u32, Arc<AvroSchema>>,
     avro_shapes: HashMap<(Option<u32>, u32), Arc<TableShape>>,
-    connect_shapes: HashMap<String, Arc<TableShape>>,
+    /// Shapes by Connect schema text, with each column's Connect `Decimal` scale (its values
+    /// are unscaled bytes).
+    connect_shapes: HashMap<String, (Arc<TableShape>, DecimalScales)>,
     inferred: HashMap<SourceTable, Arc<TableShape>>,
     topic_tables: HashMap<String, (SourceTable, Arc<TableShape>)>,
     prefix: String,
@@ -241,9 +247,9 @@ mod json;
 
 #[cfg(test)]
 mod tests {
-    use super::avro::decimal_text;
     use super::json::json_value;
     use super::*;
+    use crate::domain::decimal::text_of_unscaled as decimal_text;
 
     #[test]
     fn listed_and_placeholder_columns_are_unchanged_and_null() {

@@ -1,0 +1,93 @@
+//! `[events]`: what the change events look like on the wire, under Debezium's own setting
+//! names so a Debezium configuration ports line by line (`decimal.handling.mode` is
+//! `decimal_handling_mode`, `skipped.operations` is `skipped_operations`). A preset picks
+//! every default at once: `debezium` (what Debezium 3's PostgreSQL connector writes with its
+//! defaults) or `native` (tidemark's own choices: exact decimal text, truncates delivered,
+//! the transaction block always filled). A key set here overrides its preset.
+
+use super::*;
+use crate::domain::decimal::DecimalMode;
+use crate::domain::event::Op;
+
+/// Which defaults the event settings start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Debezium 3.x's defaults: a Debezium consumer reads the topics unchanged.
+    #[default]
+    Debezium,
+    /// tidemark's own: exact decimals as text, truncates delivered, the `transaction`
+    /// block in every event.
+    Native,
+}
+
+/// `[events]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// The defaults the other keys start from.
+    #[serde(default)]
+    pub preset: Preset,
+    /// Debezium's `decimal.handling.mode`: `precise` (Connect `Decimal` and
+    /// `VariableScaleDecimal`), `double` or `string`. Default: the preset's (`precise`,
+    /// `string` for `native`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimal_handling_mode: Option<DecimalMode>,
+    /// Debezium's `skipped.operations`: operations not delivered, from `c`, `u`, `d`, `t`,
+    /// or `none`. Default: the preset's (`["t"]`, nothing for `native`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_operations: Option<Vec<String>>,
+}
+
+impl EventsConfig {
+    /// The decimal mode in force.
+    pub fn decimal_mode(&self) -> DecimalMode {
+        self.decimal_handling_mode.unwrap_or(match self.preset {
+            Preset::Debezium => DecimalMode::Precise,
+            Preset::Native => DecimalMode::String,
+        })
+    }
+
+    /// The operations not delivered.
+    pub fn skipped(&self) -> Result<Vec<Op>, ConfigError> {
+        let Some(listed) = &self.skipped_operations else {
+            return Ok(match self.preset {
+                Preset::Debezium => vec![Op::Truncate],
+                Preset::Native => Vec::new(),
+            });
+        };
+        let mut ops = Vec::new();
+        for name in listed {
+            let op = match name.trim() {
+                "none" => continue,
+                "c" => Op::Create,
+                "u" => Op::Update,
+                "d" => Op::Delete,
+                "t" => Op::Truncate,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        field: "events.skipped_operations",
+                        rule: format!(
+                            "{other:?} is not an operation: list any of \"c\", \"u\", \"d\", \"t\", or \"none\" (as Debezium's skipped.operations)"
+                        ),
+                    });
+                }
+            };
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+        Ok(ops)
+    }
+
+    /// Whether every event carries its `transaction` block: with transaction metadata on
+    /// (Debezium's `provide.transaction.metadata`, tidemark's `kafka.transaction_metadata`)
+    /// or in the `native` preset.
+    pub fn transaction_block(&self, transaction_metadata: bool) -> bool {
+        transaction_metadata || self.preset == Preset::Native
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.skipped().map(|_| ())
+    }
+}

@@ -1,0 +1,175 @@
+//! One column value as the JSON envelope writes it, in keys and rows alike: as [`Value`]
+//! serializes itself, except where Debezium's JsonConverter writes another form:
+//!
+//! - `timestamptz` is Debezium's `ZonedTimestamp` text (ISO-8601 in UTC with the column's
+//!   fraction digits);
+//! - `numeric` follows [`DecimalMode`] ([`crate::domain::decimal`]): base64 unscaled bytes
+//!   for `numeric(p,s)` and a `{"scale","value"}` struct (`VariableScaleDecimal`) for
+//!   unconstrained `numeric` in `precise` mode, a float64 in `double` mode, the exact text in
+//!   `string` mode;
+//!
+//! also inside arrays, element by element. The Connect schema written beside it
+//! (`kafka::connect_schema`) declares the same forms.
+
+use base64::Engine;
+use serde::Serialize;
+use serde::ser::{Error as _, SerializeMap, Serializer};
+
+use crate::domain::column_type::TypeKind;
+use crate::domain::decimal::{self, DecimalMode};
+use crate::domain::event::Column;
+use crate::domain::value::Value;
+
+/// A value of `column` as the JSON envelope writes it.
+pub struct WireValue<'a> {
+    value: &'a Value,
+    kind: &'a TypeKind,
+    column: &'a str,
+    precision: u32,
+    mode: DecimalMode,
+}
+
+impl<'a> WireValue<'a> {
+    /// `value` of `column`, decimals in `mode`.
+    pub fn new(column: &'a Column, value: &'a Value, mode: DecimalMode) -> Self {
+        WireValue {
+            value,
+            kind: &column.column_type.kind,
+            column: &column.name,
+            precision: time_precision(column.type_modifier),
+            mode,
+        }
+    }
+
+    fn item(&self, value: &'a Value, kind: &'a TypeKind) -> Self {
+        WireValue {
+            value,
+            kind,
+            ..*self
+        }
+    }
+}
+
+/// Whether a column of `kind` holds a value [`WireValue`] writes other than as [`Value`]
+/// does, in `mode` (used to keep the common case on serde's direct path).
+pub fn is_special_kind(kind: &TypeKind, mode: DecimalMode) -> bool {
+    match kind {
+        TypeKind::TimestampTz => true,
+        TypeKind::Numeric { .. } => mode != DecimalMode::String,
+        TypeKind::Array(element) => is_special_kind(element, mode),
+        _ => false,
+    }
+}
+
+/// Fraction digits of a time type with type modifier `modifier` (6 when unconstrained).
+fn time_precision(modifier: i32) -> u32 {
+    u32::try_from(modifier).map_or(6, |p| p.min(6))
+}
+
+/// The scale of a `numeric(p,s)` that Connect's `Decimal` can carry (none: unconstrained
+/// or a negative scale, written as `VariableScaleDecimal`).
+pub fn fixed_scale(kind: &TypeKind) -> Option<u32> {
+    match kind {
+        TypeKind::Numeric {
+            precision: Some(_),
+            scale: Some(scale),
+        } => u32::try_from(*scale).ok(),
+        _ => None,
+    }
+}
+
+impl Serialize for WireValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.value, self.kind) {
+            (Value::TimestampTz(micros), TypeKind::TimestampTz) => s.serialize_str(
+                &crate::domain::calendar::zoned_timestamp_text(*micros, self.precision),
+            ),
+            (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode {
+                DecimalMode::String => s.serialize_str(text),
+                DecimalMode::Double => match text.parse::<f64>() {
+                    Ok(number) if !decimal::is_special(text) => s.serialize_f64(number),
+                    // NaN and ±Infinity as float8's are written: strings.
+                    _ => s.serialize_str(text),
+                },
+                DecimalMode::Precise if decimal::is_special(text) => {
+                    decimal::note_nulled(self.column, text);
+                    s.serialize_none()
+                }
+                DecimalMode::Precise => {
+                    let base64 = |scale: u32| {
+                        decimal::unscaled_bytes(text, scale)
+                            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+                            .map_err(|e| S::Error::custom(format!("column {}: {e}", self.column)))
+                    };
+                    match fixed_scale(self.kind) {
+                        Some(scale) => s.serialize_str(&base64(scale)?),
+                        None => {
+                            let scale = decimal::scale_of(text);
+                            let mut map = s.serialize_map(Some(2))?;
+                            map.serialize_entry("scale", &scale)?;
+                            map.serialize_entry("value", &base64(scale)?)?;
+                            map.end()
+                        }
+                    }
+                }
+            },
+            (Value::Array(items), TypeKind::Array(element))
+                if is_special_kind(element, self.mode) =>
+            {
+                s.collect_seq(items.iter().map(|item| self.item(item, element)))
+            }
+            (value, _) => value.serialize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::column_type::{ColumnType, numeric_kind};
+
+    fn column(kind: TypeKind, modifier: i32) -> Column {
+        Column {
+            name: "n".into(),
+            column_type: ColumnType {
+                oid: 1700,
+                name: "numeric".into(),
+                kind,
+            },
+            type_modifier: modifier,
+            comment: None,
+        }
+    }
+
+    fn json(column: &Column, value: &Value, mode: DecimalMode) -> String {
+        serde_json::to_string(&WireValue::new(column, value, mode)).unwrap_or_default()
+    }
+
+    #[test]
+    fn numerics_follow_the_decimal_mode_as_debezium_writes_them() {
+        // numeric(10,2): typmod ((10 << 16) | 2) + 4.
+        let fixed = column(numeric_kind((10 << 16 | 2) + 4), (10 << 16 | 2) + 4);
+        let free = column(numeric_kind(-1), -1);
+        let v = |t: &str| Value::Numeric(t.into());
+        // 12.34 -> 1234 = 0x04d2 -> "BNI=" (Debezium 3.6.1 wrote the same for 12.34).
+        assert_eq!(json(&fixed, &v("12.34"), DecimalMode::Precise), "\"BNI=\"");
+        // 123.456 -> scale 3, 123456 = 0x01e240 -> "AeJA".
+        assert_eq!(
+            json(&free, &v("123.456"), DecimalMode::Precise),
+            r#"{"scale":3,"value":"AeJA"}"#
+        );
+        assert_eq!(json(&fixed, &v("NaN"), DecimalMode::Precise), "null");
+        assert_eq!(json(&free, &v("12.34"), DecimalMode::Double), "12.34");
+        assert_eq!(json(&free, &v("NaN"), DecimalMode::Double), "\"NaN\"");
+        assert_eq!(json(&fixed, &v("12.34"), DecimalMode::String), "\"12.34\"");
+        let array = column(TypeKind::Array(Box::new(numeric_kind(-1))), -1);
+        assert_eq!(
+            json(
+                &array,
+                &Value::Array(vec![v("1.5"), Value::Null]),
+                DecimalMode::Precise
+            ),
+            r#"[{"scale":1,"value":"Dw=="},null]"#
+        );
+    }
+}
