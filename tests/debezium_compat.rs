@@ -36,22 +36,6 @@ const RUN_SPECIFIC: &[&str] = &[
 /// is the goal (issue 20); docs/compatibility.md describes them for users.
 const KNOWN: &[(&str, &str)] = &[
     (
-        "headers.__debezium.context.connectorLogicalName",
-        "Debezium 3 context headers (connector name, task, run id): not written yet",
-    ),
-    (
-        "headers.__debezium.context.connectorName",
-        "Debezium 3 context headers (connector name, task, run id): not written yet",
-    ),
-    (
-        "headers.__debezium.context.runId",
-        "Debezium 3 context headers (connector name, task, run id): not written yet",
-    ),
-    (
-        "headers.__debezium.context.taskId",
-        "Debezium 3 context headers (connector name, task, run id): not written yet",
-    ),
-    (
         "headers.tidemark.commit_lsn",
         "tidemark position headers: additive, kept",
     ),
@@ -196,6 +180,7 @@ async fn tidemark_records_read_like_debeziums() {
     let (stop, task) = spawn_reader(config, output, &client).await;
 
     let settings: BTreeMap<String, String> = [
+        ("name", prefix),
         ("topic.prefix", prefix),
         ("slot.name", "dbz_oracle"),
         ("publication.name", "dbz_oracle"),
@@ -265,6 +250,18 @@ async fn tidemark_records_read_like_debeziums() {
                 "only tidemark's"
             };
             record(format!("headers.{name}"), side.into());
+        }
+        // Header values both write, but the run id (new for every run).
+        for (name, value) in &theirs.headers {
+            let theirs_text = value.get("payload").and_then(Json::as_str);
+            let ours_text = ours.headers.get(name).map(String::as_str);
+            if name != "__debezium.context.runId" && ours_text.is_some() && theirs_text != ours_text
+            {
+                record(
+                    format!("headers.{name}[value]"),
+                    format!("Debezium {theirs_text:?}, tidemark {ours_text:?}"),
+                );
+            }
         }
     }
     for path in RUN_SPECIFIC {

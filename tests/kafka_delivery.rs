@@ -10,7 +10,6 @@ use common::kafka::consume;
 use common::*;
 use tidemark::capture::reader::{ReaderError, ReaderStats};
 use tidemark::config::Config;
-use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::kafka::murmur2::java_partition;
 use tidemark::testing::{KafkaBroker, TestDatabase};
@@ -33,7 +32,9 @@ struct KafkaRun {
 }
 
 async fn start(config: Config, client: &tokio_postgres::Client) -> KafkaRun {
-    let context = EnvelopeContext::new(&config.name, "test");
+    // The configuration's own context: `[events]` and `kafka.transaction_metadata` decide
+    // which blocks and headers the records carry.
+    let context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
     let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
     let output = KafkaOutput::connect(&kafka, context)
         .await
@@ -130,6 +131,19 @@ async fn every_op_lands_on_its_topic_and_partition_with_key_envelope_tombstone_a
     assert_eq!(
         by_key[&1][1].headers["tidemark.xid"],
         update["source"]["txId"].to_string()
+    );
+    // Debezium's context headers (`extended.headers.enabled`, on by default).
+    let headers = &by_key[&1][1].headers;
+    assert_eq!(
+        headers["__debezium.context.connectorLogicalName"],
+        update["source"]["name"].as_str().unwrap_or_default()
+    );
+    assert_eq!(headers["__debezium.context.connectorName"], "postgresql");
+    assert_eq!(headers["__debezium.context.taskId"], "0");
+    assert_eq!(
+        headers["__debezium.context.runId"].len(),
+        36,
+        "a UUID: {headers:?}"
     );
     let delete = by_key[&11][1].value.clone().unwrap_or_default();
     assert_eq!(delete["before"]["id"], 11);

@@ -3,7 +3,8 @@
 //! `decimal_handling_mode`, `skipped.operations` is `skipped_operations`). A preset picks
 //! every default at once: `debezium` (what Debezium 3's PostgreSQL connector writes with its
 //! defaults) or `native` (tidemark's own choices: exact decimal text, truncates delivered,
-//! the transaction block always filled). A key set here overrides its preset.
+//! the transaction block always filled, no Debezium context headers). A key set here
+//! overrides its preset.
 
 use super::*;
 use crate::domain::decimal::DecimalMode;
@@ -37,6 +38,11 @@ pub struct EventsConfig {
     /// or `none`. Default: the preset's (`["t"]`, nothing for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_operations: Option<Vec<String>>,
+    /// Debezium's `extended.headers.enabled`: Kafka records carry the
+    /// `__debezium.context.connectorLogicalName`, `connectorName`, `taskId` and `runId`
+    /// headers. Default: the preset's (true, false for `native`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_headers: Option<bool>,
 }
 
 impl EventsConfig {
@@ -46,6 +52,12 @@ impl EventsConfig {
             Preset::Debezium => DecimalMode::Precise,
             Preset::Native => DecimalMode::String,
         })
+    }
+
+    /// Whether records carry Debezium's context headers.
+    pub fn extended_headers(&self) -> bool {
+        self.extended_headers
+            .unwrap_or(self.preset == Preset::Debezium)
     }
 
     /// The operations not delivered.

@@ -399,6 +399,7 @@ impl Config {
         let settings = self.source_settings()?;
         let mut context = crate::domain::event::EnvelopeContext::new(&self.name, &settings.dbname);
         context.decimal_mode = self.events.decimal_mode();
+        context.extended_headers = self.events.extended_headers();
         context.transaction_block = self
             .events
             .transaction_block(self.kafka.as_ref().is_some_and(|k| k.transaction_metadata));

@@ -104,6 +104,7 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "kafka.transaction_metadata",
         "kafka.json_schemas",
         "sink.soft_delete",
+        "events.extended_headers",
     ];
     const LISTS: &[&str] = &["source.tables", "sink.tables", "events.skipped_operations"];
     let path = format!("{}.{key}", section.unwrap_or(""));

@@ -290,6 +290,9 @@ pub struct EnvelopeContext {
     /// Whether the envelope's `transaction` block is filled (Debezium fills it only with
     /// `provide.transaction.metadata`; `null` otherwise).
     pub transaction_block: bool,
+    /// Whether Kafka records carry Debezium 3's `__debezium.context.*` headers
+    /// (`extended.headers.enabled`).
+    pub extended_headers: bool,
 }
 
 impl EnvelopeContext {
@@ -302,6 +305,7 @@ impl EnvelopeContext {
             database: database.to_owned(),
             decimal_mode: DecimalMode::default(),
             transaction_block: false,
+            extended_headers: true,
         }
     }
 

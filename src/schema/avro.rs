@@ -321,8 +321,9 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
 /// can hold. Debezium's default (precise) decimal handling stops the connector on such a
 /// value, and since it stays in the WAL, every restart stops there again. tidemark writes
 /// null instead (every value field is nullable), logs a warning and counts it
-/// ([`nulled_special_decimal`]), so one value never halts the stream for good; JSON and
-/// unconstrained `numeric` columns carry the value as text.
+/// ([`crate::domain::decimal::note_nulled`]), so one value never halts the stream for good.
+/// (Avro does not yet follow `events.decimal_handling_mode`; JSON does, see
+/// [`crate::domain::decimal`].)
 pub(crate) fn special_decimal<'a>(value: &'a Value, kind: &TypeKind) -> Option<&'a str> {
     match (value, kind) {
         (

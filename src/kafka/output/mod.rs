@@ -138,6 +138,8 @@ pub struct KafkaOutput {
     router: TopicRouter,
     topics: TopicCreator,
     context: EnvelopeContext,
+    /// Debezium's context headers, when `events.extended_headers` is on.
+    context_headers: Option<ContextHeaders>,
     tombstones: bool,
     transaction_metadata: bool,
     max_in_flight: usize,
@@ -229,6 +231,9 @@ impl KafkaOutput {
             mode,
             router,
             topics,
+            context_headers: context
+                .extended_headers
+                .then(|| ContextHeaders::new(&context)),
             context,
             tombstones: config.tombstones,
             transaction_metadata: config.transaction_metadata,
@@ -343,12 +348,17 @@ impl KafkaOutput {
             &topic,
             key,
             Some(&self.value),
-            Some(position_headers(event)),
+            Some(position_headers(event, self.context_headers.as_ref())),
         )
         .await?;
         if event.op == Op::Delete && self.tombstones && has_key {
-            self.produce(&topic, key, None, Some(position_headers(event)))
-                .await?;
+            self.produce(
+                &topic,
+                key,
+                None,
+                Some(position_headers(event, self.context_headers.as_ref())),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -413,11 +423,21 @@ impl KafkaOutput {
         for ((event, (topic, _, _)), (key, value)) in
             events.iter().zip(&targets).zip(batch.records())
         {
-            self.produce(topic, key, Some(value), Some(position_headers(event)))
-                .await?;
+            self.produce(
+                topic,
+                key,
+                Some(value),
+                Some(position_headers(event, self.context_headers.as_ref())),
+            )
+            .await?;
             if event.op == Op::Delete && self.tombstones && key.is_some() {
-                self.produce(topic, key, None, Some(position_headers(event)))
-                    .await?;
+                self.produce(
+                    topic,
+                    key,
+                    None,
+                    Some(position_headers(event, self.context_headers.as_ref())),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -426,13 +446,13 @@ impl KafkaOutput {
 
 /// The source position of `event` as record headers (`tidemark.commit_lsn`, `tidemark.seq`,
 /// `tidemark.xid`), its numbers formatted on the stack.
-fn position_headers(event: &ChangeEvent) -> OwnedHeaders {
+fn position_headers(event: &ChangeEvent, context: Option<&ContextHeaders>) -> OwnedHeaders {
     let (mut commit_lsn, mut seq, mut xid) = (
         itoa::Buffer::new(),
         itoa::Buffer::new(),
         itoa::Buffer::new(),
     );
-    OwnedHeaders::new_with_capacity(3)
+    let headers = OwnedHeaders::new_with_capacity(7)
         .insert(Header {
             key: "tidemark.commit_lsn",
             value: Some(
@@ -448,7 +468,48 @@ fn position_headers(event: &ChangeEvent) -> OwnedHeaders {
         .insert(Header {
             key: "tidemark.xid",
             value: Some(xid.format(event.source.xid).as_bytes()),
-        })
+        });
+    match context {
+        Some(context) => context.append(headers),
+        None => headers,
+    }
+}
+
+/// Debezium 3's context headers (`extended.headers.enabled`), as Kafka Connect's default
+/// header converter writes strings: UTF-8 bytes. Debezium's `connectorName` is the connector
+/// type (`postgresql`), not the configured name; the run id is new for each output.
+struct ContextHeaders {
+    logical_name: String,
+    run_id: String,
+}
+
+impl ContextHeaders {
+    fn new(context: &EnvelopeContext) -> Self {
+        ContextHeaders {
+            logical_name: context.prefix.clone(),
+            run_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    fn append(&self, headers: OwnedHeaders) -> OwnedHeaders {
+        headers
+            .insert(Header {
+                key: "__debezium.context.connectorLogicalName",
+                value: Some(self.logical_name.as_bytes()),
+            })
+            .insert(Header {
+                key: "__debezium.context.taskId",
+                value: Some("0".as_bytes()),
+            })
+            .insert(Header {
+                key: "__debezium.context.connectorName",
+                value: Some(b"postgresql"),
+            })
+            .insert(Header {
+                key: "__debezium.context.runId",
+                value: Some(self.run_id.as_bytes()),
+            })
+    }
 }
 
 /// The offsets-topic key of a connector's snapshot progress.
