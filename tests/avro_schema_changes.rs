@@ -271,7 +271,7 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
     // Schema changes: decoded the same way, with the rename told apart and the policy noted.
     let changes = consume_until(
         &bootstrap,
-        "avdrill.schema-changes",
+        "__tidemark-schema-changes.avdrill",
         Duration::from_secs(60),
         |records| records.len() >= 20,
     )
@@ -301,7 +301,10 @@ async fn a_ddl_drill_flows_through_as_schema_versions_and_every_record_decodes()
         .arg(&bootstrap)
         .arg(&run.registry_url)
         .arg(format!("avdrill.public.items={}", items.len()))
-        .arg(format!("avdrill.schema-changes={}", changes.len()))
+        .arg(format!(
+            "__tidemark-schema-changes.avdrill={}",
+            changes.len()
+        ))
         .output()
         .await
         .unwrap_or_else(|e| panic!("python3 (scripts/ensure-deps.sh installs what it needs): {e}"));
@@ -411,7 +414,7 @@ async fn a_table_altered_while_tidemark_was_stopped_is_reported_against_the_regi
     );
     let changes = consume_until(
         &bootstrap,
-        "avstop.schema-changes",
+        "__tidemark-schema-changes.avstop",
         Duration::from_secs(60),
         |r| !r.is_empty(),
     )
@@ -463,7 +466,7 @@ async fn an_incompatible_change_under_new_topic_moves_the_table_to_a_versioned_t
     assert_eq!(ids, vec![Avro::Int(2), Avro::Int(3)]);
     let changes = consume_until(
         &bootstrap,
-        "avnew.schema-changes",
+        "__tidemark-schema-changes.avnew",
         Duration::from_secs(60),
         |r| !r.is_empty(),
     )

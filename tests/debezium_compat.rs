@@ -72,10 +72,6 @@ const KNOWN: &[(&str, &str)] = &[
         "snapshot rows only: each carries its own slot's consistent point, and the test runs two slots (streamed rows are equal)",
     ),
     (
-        "value.payload.source.snapshot",
-        "snapshot markers: Debezium first/first_in_data_collection/last_in_data_collection and an Enum schema",
-    ),
-    (
         "value.payload.source.txId",
         "snapshot rows: Debezium the snapshot transaction's id, tidemark 0",
     ),

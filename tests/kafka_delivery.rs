@@ -574,7 +574,7 @@ async fn heartbeats_reach_the_heartbeat_topic_and_move_the_slot() {
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}"));
     let run = start(config, &client).await;
-    let beats = consume(&broker.bootstrap, "kbeat.heartbeat", 3).await;
+    let beats = consume(&broker.bootstrap, "__debezium-heartbeat.kbeat", 3).await;
     assert_eq!(
         beats[0].key_json(),
         serde_json::json!({"serverName": "kbeat"})

@@ -8,7 +8,7 @@ use crate::common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::kafka::{consume_until_isolated, drain};
+use common::kafka::{consume_until_isolated, drain, produce};
 use common::*;
 use tidemark::capture::reader::{ReaderError, ReaderStats, run_reader};
 use tidemark::config::Config;
@@ -222,7 +222,7 @@ async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() 
     assert_eq!(stats.snapshot_rows, 5000);
     let offsets = consume_until_isolated(
         &bootstrap,
-        "ksnap.offsets",
+        "__tidemark-offsets.ksnap",
         Duration::from_secs(30),
         true,
         |records| {
@@ -235,6 +235,47 @@ async fn the_snapshot_is_delivered_once_with_its_progress_in_the_transactions() 
     .await;
     assert!(offsets.iter().any(|r| r.key_json()["connector"] == "ksnap" && r.key_json().get("snapshot").is_none()));
     drop(db);
+}
+
+/// A connector upgraded from a release that kept its offsets in `<prefix>.offsets` (inside
+/// the change topics' namespace) resumes from there: the new `__tidemark-offsets.<prefix>`
+/// holds nothing for it yet, so the old topic is read, for the position and the snapshot
+/// progress.
+#[tokio::test]
+async fn an_upgraded_connector_resumes_from_the_offsets_topic_of_the_release_before() {
+    use tidemark::output::OffsetStore;
+    let bootstrap = KafkaBroker::shared()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bootstrap
+        .clone();
+    let stored = Lsn(0x1_2345_6789);
+    let value = serde_json::json!({ "end_lsn": stored.as_u64(), "position": stored.to_string() });
+    let progress = br#"{"phase":"complete"}"#;
+    produce(
+        &bootstrap,
+        "kupgrade.offsets",
+        &[
+            (br#"{"connector":"kupgrade"}"#, value.to_string().as_bytes()),
+            (br#"{"snapshot":true,"connector":"kupgrade"}"#, progress),
+        ],
+    )
+    .await;
+    let text = format!(
+        "name = \"kupgrade\"\n[source]\nurl = \"postgres://tidemark@localhost/unused\"\n\
+         [kafka]\nbrokers = \"{bootstrap}\"\nformat = \"json\"\ndelivery = \"exactly_once\"\n"
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no kafka"));
+    let mut output = KafkaOutput::connect(&kafka, EnvelopeContext::new("kupgrade", "db"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.resume_position(), stored);
+    let loaded = output
+        .load_snapshot_progress()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.as_deref(), Some(&progress[..]));
 }
 
 /// A second instance with the same connector name (so the same `transactional.id`) fences

@@ -244,6 +244,44 @@ async fn initial_snapshot_joins_the_stream_under_a_write_load() {
             .iter()
             .all(|e| e.source.snapshot != SnapshotMarker::False)
     );
+    // Debezium's markers: the snapshot's first row `first`, the first and last row of each
+    // other table `first_in_data_collection` and `last_in_data_collection`, the rest `true`.
+    let snapshot_rows = &events[..first_streamed];
+    assert_eq!(snapshot_rows[0].source.snapshot, SnapshotMarker::First);
+    for table in ["seam", "keyless"] {
+        let markers: Vec<SnapshotMarker> = snapshot_rows
+            .iter()
+            .filter(|e| e.table.as_ref().is_some_and(|t| t.name == table))
+            .map(|e| e.source.snapshot)
+            .collect();
+        let (first, last) = (markers[0], markers[markers.len() - 1]);
+        assert!(
+            matches!(
+                first,
+                SnapshotMarker::First | SnapshotMarker::FirstInDataCollection
+            ),
+            "{table}: first row {first:?}"
+        );
+        assert!(
+            matches!(
+                last,
+                SnapshotMarker::Last | SnapshotMarker::LastInDataCollection
+            ),
+            "{table}: last row {last:?}"
+        );
+        assert!(
+            markers[1..markers.len() - 1]
+                .iter()
+                .all(|m| *m == SnapshotMarker::True),
+            "{table}: a row between its first and last is marked otherwise"
+        );
+    }
+    // Positions rise in the order rows were produced.
+    assert!(
+        snapshot_rows
+            .windows(2)
+            .all(|w| w[0].source.seq < w[1].source.seq)
+    );
     // Snapshot positions sort before every streamed change.
     let max_snapshot = events[..first_streamed]
         .iter()

@@ -1,5 +1,5 @@
 //! The snapshot into Kafka (Apache Kafka, Avro, the embedded registry): read events with the
-//! snapshot markers, progress stored in the `<prefix>.offsets` topic, and a snapshot stopped
+//! snapshot markers, progress stored in the `__tidemark-offsets.<prefix>` topic, and a snapshot stopped
 //! half-way that the next start finishes without reading the delivered chunks again.
 
 use crate::common;

@@ -53,6 +53,10 @@ pub struct KafkaConfig {
     /// Topic for `pg_logical_emit_message` events (`op = m`); default `<prefix>.message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_topic: Option<String>,
+    /// Heartbeats go to `<heartbeat_topic_prefix>.<prefix>`; default `__debezium-heartbeat`,
+    /// Debezium's `topic.heartbeat.prefix`, so they sit outside the change topics' namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_topic_prefix: Option<String>,
     /// Write BEGIN/END records with per-table event counts to `<prefix>.transaction`.
     #[serde(default)]
     pub transaction_metadata: bool,
@@ -131,6 +135,14 @@ impl KafkaConfig {
                 return invalid(
                     "kafka.message_topic",
                     format!("{topic:?} may use only letters, digits, '.', '_' and '-'"),
+                );
+            }
+        }
+        if let Some(prefix) = &self.heartbeat_topic_prefix {
+            if !valid_topic_name(prefix) {
+                return invalid(
+                    "kafka.heartbeat_topic_prefix",
+                    format!("{prefix:?} may use only letters, digits, '.', '_' and '-'"),
                 );
             }
         }

@@ -54,7 +54,7 @@ pub struct SourceConfig {
     #[serde(default = "defaults::snapshot_checkpoint_ms")]
     pub snapshot_checkpoint_ms: u64,
     /// A file to keep snapshot progress in; by default it is kept with the output's offsets
-    /// (the Kafka output's `<prefix>.offsets` topic).
+    /// (the Kafka output's `__tidemark-offsets.<prefix>` topic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_progress_file: Option<PathBuf>,
     /// A table (`schema.table`, in the publication) whose inserted rows are signals, for

@@ -164,17 +164,46 @@ impl TableSchema {
     }
 }
 
-/// Whether an event comes from the snapshot (Debezium's `source.snapshot`).
+/// Whether an event comes from the snapshot, and where in it (Debezium's
+/// `source.snapshot`, an `io.debezium.data.Enum`). In the initial snapshot, as Debezium
+/// marks it: the snapshot's first row `first`, its last row `last`, the first and last row
+/// of every other table `first_in_data_collection` and `last_in_data_collection`, the
+/// rest `true`. A snapshot a signal asked for marks its final row `last`, the rest `true`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum SnapshotMarker {
     /// A streamed change.
     #[default]
     False,
     /// A snapshot read.
     True,
+    /// The first row of the snapshot.
+    First,
+    /// The first row of a table (not the snapshot's first).
+    FirstInDataCollection,
+    /// The last row of a table (not the snapshot's last).
+    LastInDataCollection,
     /// The last row of the snapshot.
     Last,
+}
+
+impl SnapshotMarker {
+    /// The marker's text in `source.snapshot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMarker::False => "false",
+            SnapshotMarker::True => "true",
+            SnapshotMarker::First => "first",
+            SnapshotMarker::FirstInDataCollection => "first_in_data_collection",
+            SnapshotMarker::LastInDataCollection => "last_in_data_collection",
+            SnapshotMarker::Last => "last",
+        }
+    }
+
+    /// Whether the event is a snapshot read (any marker but `false`).
+    pub fn is_snapshot(self) -> bool {
+        self != SnapshotMarker::False
+    }
 }
 
 /// Where an event comes from.

@@ -1,7 +1,7 @@
 //! Exactly-once delivery with a transactional producer.
 //!
 //! Whole source transactions are batched into one Kafka transaction together with a record on
-//! the compacted `<prefix>.offsets` topic (key: the connector; value: the end position of the
+//! the compacted `__tidemark-offsets.<prefix>` topic (key: the connector; value: the end position of the
 //! last source transaction in the batch). A Kafka transaction is committed only at a source
 //! transaction boundary, so it never holds half a source transaction. Its commit is the
 //! acknowledgement: only then may PostgreSQL be told the position.
@@ -27,6 +27,14 @@
 //! sends again everything after the last committed Kafka transaction. A second time-out with nothing committed in between
 //! is definite ([`KafkaError::TransactionTimedOut`]): the same source transaction would time
 //! out for ever.
+//!
+//! librdkafka also makes a producer fatal on its own idempotence checks: when a partition's
+//! leader fails over while a Kafka transaction is aborted, a produce request retried from
+//! before the abort can carry a sequence number the new leader calls out of order
+//! (`OutOfOrderSequenceNumber`). Nothing else holds the `transactional.id`, so a new
+//! producer takes over exactly as after a time-out; only fencing by another instance, or
+//! the same fatal error [`FATAL_RETRIES`] times with nothing committed in between, stops
+//! the connector.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -59,7 +67,15 @@ pub(crate) struct ExactlyOnce {
     timeout: Duration,
     /// The acknowledged position when the coordinator last timed a transaction out.
     timed_out_at: Option<Lsn>,
+    /// Producers lost to a fatal error other than fencing since the acknowledged position
+    /// last moved, with that position.
+    fatal_without_progress: (Lsn, u32),
 }
+
+/// Producers lost in a row to a fatal error other than fencing (say librdkafka's
+/// out-of-order sequence check after a partition leader failed over), with nothing
+/// committed in between, before the error is taken as definite.
+const FATAL_RETRIES: u32 = 3;
 
 /// tidemark's `transaction.timeout.ms` unless `kafka.properties` sets one: the brokers'
 /// default `transaction.max.timeout.ms`, so that a large source transaction has time.
@@ -85,6 +101,17 @@ pub(crate) fn transactional_id(connector: &str) -> String {
     format!("tidemark-{connector}")
 }
 
+/// Whether a fatal error says another producer with the same `transactional.id` (or the
+/// coordinator, on a time-out) took over.
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+}
+
 /// The producer's fatal error, if it has one, named with what to do. A fenced producer (a
 /// second instance with the same `transactional.id` called `init_transactions`) reports
 /// `Fenced`, `ProducerFenced` or `InvalidProducerEpoch`.
@@ -93,12 +120,7 @@ pub(crate) fn fatal_error(
     connector: &str,
 ) -> Option<KafkaError> {
     let (code, reason) = producer.client().fatal_error()?;
-    let fenced = matches!(
-        code,
-        RDKafkaErrorCode::Fenced
-            | RDKafkaErrorCode::ProducerFenced
-            | RDKafkaErrorCode::InvalidProducerEpoch
-    );
+    let fenced = is_fencing(code);
     Some(KafkaError::ProducerFatal {
         transactional_id: transactional_id(connector),
         code,
@@ -119,19 +141,22 @@ fn client_error(context: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Kaf
 }
 
 impl ExactlyOnce {
-    /// Initializes transactions (fencing any previous instance) and reads the stored position.
+    /// Initializes transactions (fencing any previous instance) and reads the stored
+    /// position from the first of `offsets_topics` that holds one; records go to the first.
     pub async fn start(
         producer: &Arc<ThreadedProducer<AckContext>>,
         config: &KafkaConfig,
-        offsets_topic: String,
+        offsets_topics: [String; 2],
         connector: &str,
     ) -> Result<Self, KafkaError> {
         init_transactions(producer).await?;
         let timeout = transaction_timeout(config);
-        let (config, topic, name) = (config.clone(), offsets_topic.clone(), connector.to_owned());
-        let resume = tokio::task::spawn_blocking(move || read_position(&config, &topic, &name))
-            .await
-            .map_err(|e| KafkaError::Delivery(format!("reading {offsets_topic}: {e}")))??;
+        let offsets_topic = offsets_topics[0].clone();
+        let (config, name) = (config.clone(), connector.to_owned());
+        let resume =
+            tokio::task::spawn_blocking(move || read_position(&config, &offsets_topics, &name))
+                .await
+                .map_err(|e| KafkaError::Delivery(format!("reading {offsets_topic}: {e}")))??;
         Ok(ExactlyOnce {
             offsets_topic,
             connector: connector.to_owned(),
@@ -143,6 +168,7 @@ impl ExactlyOnce {
             began: None,
             timeout,
             timed_out_at: None,
+            fatal_without_progress: (resume, 0),
         })
     }
 
@@ -186,21 +212,27 @@ impl ExactlyOnce {
 
     /// The producer's fatal error, if it has one, as the error to stop or retry with: a
     /// fenced producer whose Kafka transaction had been open longer than
-    /// `transaction.timeout.ms` was timed out by the coordinator (see the module docs);
-    /// anything else is [`fatal_error`].
+    /// `transaction.timeout.ms` was timed out by the coordinator (see the module docs); a
+    /// fenced one otherwise lost to another instance, which is definite. Any other fatal
+    /// error (librdkafka's idempotence checks after a partition leader failed over:
+    /// `OutOfOrderSequenceNumber`, `UnknownProducerId`) is the producer's alone: a new one
+    /// (`init_transactions`, which aborts the open Kafka transaction) goes on from the last
+    /// committed Kafka transaction, and the source sends the rest again; definite only
+    /// after [`FATAL_RETRIES`] producers were lost with nothing committed in between.
     pub(crate) fn fatal(&self, producer: &ThreadedProducer<AckContext>) -> Option<KafkaError> {
         let error = fatal_error(producer, &self.connector)?;
         match &error {
+            KafkaError::ProducerFatal { code, reason, .. } if is_fencing(*code) => self
+                .timed_out()
+                .then(|| self.time_out_error(reason))
+                .or(Some(error)),
             KafkaError::ProducerFatal { code, reason, .. }
-                if self.timed_out()
-                    && matches!(
-                        code,
-                        RDKafkaErrorCode::Fenced
-                            | RDKafkaErrorCode::ProducerFenced
-                            | RDKafkaErrorCode::InvalidProducerEpoch
-                    ) =>
+                if self.fatal_without_progress.0 != self.acknowledged
+                    || self.fatal_without_progress.1 < FATAL_RETRIES =>
             {
-                Some(self.time_out_error(reason))
+                Some(KafkaError::DeliveryInterrupted(format!(
+                    "the exactly-once producer met a fatal error: {reason} ({code:?}); a new producer aborts the open Kafka transaction"
+                )))
             }
             _ => Some(error),
         }
@@ -352,7 +384,15 @@ impl ExactlyOnce {
         if self.timed_out() {
             self.timed_out_at = Some(self.acknowledged);
         }
-        let mut replace = producer.client().fatal_error().is_some();
+        let fatal = producer.client().fatal_error();
+        if let Some((code, _)) = &fatal
+            && !is_fencing(*code)
+        {
+            let (at, lost) = self.fatal_without_progress;
+            let lost = if at == self.acknowledged { lost + 1 } else { 1 };
+            self.fatal_without_progress = (self.acknowledged, lost);
+        }
+        let mut replace = fatal.is_some();
         if !replace && self.kafka_transaction_open {
             if let Err(error) = producer.abort_transaction(Duration::from_secs(30)) {
                 tracing::warn!(%error, "aborting the Kafka transaction failed; a new producer fences it");
@@ -397,36 +437,52 @@ async fn init_transactions(producer: &Arc<ThreadedProducer<AckContext>>) -> Resu
         })
 }
 
-/// Reads the last committed position of `connector` from the offsets topic (zero if none).
-fn read_position(config: &KafkaConfig, topic: &str, connector: &str) -> Result<Lsn, KafkaError> {
+/// Reads the last committed position of `connector` from the first of `topics` (the
+/// offsets topic, then its name in older releases) that holds one; zero if none does.
+fn read_position(
+    config: &KafkaConfig,
+    topics: &[String],
+    connector: &str,
+) -> Result<Lsn, KafkaError> {
     let wanted_key = serde_json::json!({ "connector": connector });
-    let mut position = Lsn::ZERO;
-    read_records(config, topic, connector, |key, value| {
-        if key == &wanted_key {
-            let value: Option<serde_json::Value> =
-                value.and_then(|v| serde_json::from_slice(v).ok());
-            if let Some(end) = value.and_then(|v| v["end_lsn"].as_u64()) {
-                position = position.max(Lsn(end));
+    for topic in topics {
+        let mut position = Lsn::ZERO;
+        read_records(config, topic, connector, |key, value| {
+            if key == &wanted_key {
+                let value: Option<serde_json::Value> =
+                    value.and_then(|v| serde_json::from_slice(v).ok());
+                if let Some(end) = value.and_then(|v| v["end_lsn"].as_u64()) {
+                    position = position.max(Lsn(end));
+                }
             }
+        })?;
+        if position != Lsn::ZERO {
+            return Ok(position);
         }
-    })?;
-    Ok(position)
+    }
+    Ok(Lsn::ZERO)
 }
 
-/// The value of the last committed record with `key` in the offsets topic, if any.
+/// The value of the last committed record with `key` in the first of `topics` (the
+/// offsets topic, then its name in older releases) that holds one, with that topic.
 pub(crate) fn read_latest(
     config: &KafkaConfig,
-    topic: &str,
+    topics: &[String],
     connector: &str,
     key: &serde_json::Value,
-) -> Result<Option<Vec<u8>>, KafkaError> {
-    let mut latest = None;
-    read_records(config, topic, connector, |found, value| {
-        if found == key {
-            latest = value.map(<[u8]>::to_vec);
+) -> Result<Option<(String, Vec<u8>)>, KafkaError> {
+    for topic in topics {
+        let mut latest = None;
+        read_records(config, topic, connector, |found, value| {
+            if found == key {
+                latest = value.map(<[u8]>::to_vec);
+            }
+        })?;
+        if let Some(value) = latest {
+            return Ok(Some((topic.clone(), value)));
         }
-    })?;
-    Ok(latest)
+    }
+    Ok(None)
 }
 
 /// Reads the offsets topic from the beginning to its end (committed records only), handing

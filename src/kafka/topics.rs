@@ -2,8 +2,17 @@
 //!
 //! Change topics are `<prefix>.<schema>.<table>` (prefix: `kafka.topic_prefix`, else the
 //! connector name), unless a route in `kafka.routes` names another topic for the table.
-//! Logical messages go to `kafka.message_topic` (default `<prefix>.message`), transaction metadata to
-//! `<prefix>.transaction`, heartbeats to `<prefix>.heartbeat`, as Debezium names them.
+//! Logical messages go to `kafka.message_topic` (default `<prefix>.message`), transaction
+//! metadata to `<prefix>.transaction`, heartbeats to `__debezium-heartbeat.<prefix>`
+//! (`kafka.heartbeat_topic_prefix`), as Debezium names them.
+//!
+//! tidemark's own topics sit outside the `<prefix>.` namespace, as Debezium's heartbeat
+//! topic does, so a consumer subscribed to `<prefix>\..*` (a sink with Confluent's
+//! AvroConverter, say) never meets a record it cannot decode: the offsets are
+//! `__tidemark-offsets.<prefix>` (plain JSON in every format) and the schema changes
+//! `__tidemark-schema-changes.<prefix>`. Releases before this one kept the offsets in
+//! `<prefix>.offsets`; that topic is read when the new one holds nothing for the
+//! connector, so an upgraded connector resumes where it stopped.
 //! Topics are created the first time a record is sent to them, with the configured partition
 //! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`).
 
@@ -19,12 +28,16 @@ use super::KafkaError;
 use crate::config::KafkaConfig;
 use crate::domain::event::ChangeEvent;
 
+/// Debezium's default `topic.heartbeat.prefix`.
+const DEFAULT_HEARTBEAT_TOPIC_PREFIX: &str = "__debezium-heartbeat";
+
 /// Maps events to topic names.
 #[derive(Debug, Clone)]
 pub(crate) struct TopicRouter {
     prefix: String,
     routes: HashMap<String, String>,
     message_topic: Arc<str>,
+    heartbeat_topic_prefix: String,
 }
 
 impl TopicRouter {
@@ -48,10 +61,15 @@ impl TopicRouter {
             Some(topic) => topic.as_str().into(),
             None => format!("{prefix}.message").into(),
         };
+        let heartbeat_topic_prefix = config
+            .heartbeat_topic_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HEARTBEAT_TOPIC_PREFIX.to_owned());
         TopicRouter {
             prefix,
             routes,
             message_topic,
+            heartbeat_topic_prefix,
         }
     }
 
@@ -78,9 +96,9 @@ impl TopicRouter {
         }
     }
 
-    /// `<prefix>.schema-changes`.
+    /// `__tidemark-schema-changes.<prefix>`.
     pub(crate) fn schema_change_topic(&self) -> String {
-        format!("{}.schema-changes", self.prefix)
+        format!("__tidemark-schema-changes.{}", self.prefix)
     }
 
     /// `<prefix>.transaction`.
@@ -88,14 +106,20 @@ impl TopicRouter {
         format!("{}.transaction", self.prefix)
     }
 
-    /// `<prefix>.offsets`: the exactly-once position.
+    /// `__tidemark-offsets.<prefix>`: the exactly-once position and the snapshot progress.
     pub(crate) fn offsets_topic(&self) -> String {
-        format!("{}.offsets", self.prefix)
+        format!("__tidemark-offsets.{}", self.prefix)
     }
 
-    /// `<prefix>.heartbeat`.
+    /// The offsets topics to read, in order: [`TopicRouter::offsets_topic`], then the name
+    /// releases before it used (`<prefix>.offsets`), read only when the first holds nothing.
+    pub(crate) fn offsets_topics_to_read(&self) -> [String; 2] {
+        [self.offsets_topic(), format!("{}.offsets", self.prefix)]
+    }
+
+    /// `<heartbeat_topic_prefix>.<prefix>`, by default `__debezium-heartbeat.<prefix>`.
     pub(crate) fn heartbeat_topic(&self) -> String {
-        format!("{}.heartbeat", self.prefix)
+        format!("{}.{}", self.heartbeat_topic_prefix, self.prefix)
     }
 
     /// The topics that routes send tables to.
@@ -300,6 +324,39 @@ mod tests {
         assert!(!is_change_topic("shop.eu", &routed, "shop.eu.offsets"));
         assert!(!is_change_topic("shop.eu", &routed, "shop.eu.a.b.c"));
         assert!(!is_change_topic("shop.eu", &routed, "shop.other.t"));
+    }
+
+    #[test]
+    fn tidemarks_own_topics_sit_outside_the_change_topic_namespace() {
+        let config: KafkaConfig = toml::from_str("brokers = \"b:9092\"\ntopic_prefix = \"shop\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let router = TopicRouter::new(&config, "unused");
+        assert_eq!(router.heartbeat_topic(), "__debezium-heartbeat.shop");
+        assert_eq!(router.offsets_topic(), "__tidemark-offsets.shop");
+        assert_eq!(
+            router.schema_change_topic(),
+            "__tidemark-schema-changes.shop"
+        );
+        assert_eq!(router.transaction_topic(), "shop.transaction");
+        assert_eq!(
+            router.offsets_topics_to_read(),
+            ["__tidemark-offsets.shop".to_string(), "shop.offsets".into()]
+        );
+        for topic in [
+            router.heartbeat_topic(),
+            router.offsets_topic(),
+            router.schema_change_topic(),
+        ] {
+            assert!(!topic.starts_with("shop."), "{topic}");
+            assert!(!router.is_change_topic(&topic), "{topic}");
+        }
+        let config: KafkaConfig =
+            toml::from_str("brokers = \"b:9092\"\nheartbeat_topic_prefix = \"beats\"")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            TopicRouter::new(&config, "shop").heartbeat_topic(),
+            "beats.shop"
+        );
     }
 
     #[test]

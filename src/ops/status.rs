@@ -53,16 +53,18 @@ async fn snapshot_status(config: &Config) -> Option<SnapshotStatus> {
     let (stored_in, bytes) = match (&config.source.snapshot_progress_file, &config.kafka) {
         (Some(path), _) => (path.display().to_string(), tokio::fs::read(path).await.ok()),
         (None, Some(kafka)) => {
-            let topic = crate::kafka::topics::TopicRouter::new(kafka, &config.name).offsets_topic();
+            let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
+            let topics = router.offsets_topics_to_read();
             let key = serde_json::json!({ "connector": config.name, "snapshot": true });
-            let (kafka, name, t) = (kafka.clone(), config.name.clone(), topic.clone());
+            let (kafka, name) = (kafka.clone(), config.name.clone());
             let read = tokio::task::spawn_blocking(move || {
-                crate::kafka::exactly_once::read_latest(&kafka, &t, &name, &key)
+                crate::kafka::exactly_once::read_latest(&kafka, &topics, &name, &key)
             })
             .await
             .ok()?;
             match read {
-                Ok(bytes) => (format!("Kafka topic {topic}"), bytes),
+                Ok(Some((topic, bytes))) => (format!("Kafka topic {topic}"), Some(bytes)),
+                Ok(None) => (format!("Kafka topic {}", router.offsets_topic()), None),
                 Err(error) => {
                     tracing::warn!(%error, "cannot read snapshot progress from Kafka");
                     return None;

@@ -91,7 +91,7 @@ impl std::error::Error for DestinationError {
 
 /// Where a destination keeps its offsets: the position delivery resumes from and the
 /// snapshot progress stored with it. Three kinds exist: none (the defaults: JSON lines, the
-/// null output, the in-memory output), the Kafka output's compacted `<prefix>.offsets`
+/// null output, the in-memory output), the Kafka output's compacted `__tidemark-offsets.<prefix>`
 /// topic, and a file (`snapshot::progress::ProgressFile`, `source.snapshot_progress_file`).
 ///
 /// Durability: [`OffsetStore::store_snapshot_progress`] returning `true` means the progress

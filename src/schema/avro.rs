@@ -409,11 +409,7 @@ pub fn envelope_datum(
     let position = &event.source;
     let long = |v: i64| Avro::Union(1, Box::new(Avro::Long(v)));
     let string = |v: &str| Avro::Union(1, Box::new(Avro::String(v.to_owned())));
-    let snapshot = match position.snapshot {
-        crate::domain::event::SnapshotMarker::True => "true",
-        crate::domain::event::SnapshotMarker::Last => "last",
-        crate::domain::event::SnapshotMarker::False => "false",
-    };
+    let snapshot = position.snapshot.as_str();
     let source = Avro::Record(vec![
         (
             "version".into(),

@@ -14,8 +14,7 @@ use std::fmt::Write as _;
 use super::avro::{AvroError, decimal_bytes, maps_to_string, special_decimal};
 use crate::domain::column_type::TypeKind;
 use crate::domain::event::{
-    ChangeEvent, EnvelopeContext, Op, SnapshotMarker, TableSchema, unavailable_placeholder,
-    write_sequence,
+    ChangeEvent, EnvelopeContext, Op, TableSchema, unavailable_placeholder, write_sequence,
 };
 use crate::domain::value::Value;
 
@@ -301,7 +300,7 @@ impl AvroWriter {
         write_bytes(out, context.connector_name.as_bytes());
         write_long(out, position.commit_time_micros.div_euclid(1000));
         out.push(0); // snapshot: ["string", "null"], the string
-        write_bytes(out, snapshot_text(position.snapshot).as_bytes());
+        write_bytes(out, position.snapshot.as_str().as_bytes());
         write_bytes(out, context.database.as_bytes());
         // sequence: ["null", "string"], the JSON array text of domain::event::sequence
         out.push(2);
@@ -328,15 +327,6 @@ impl AvroWriter {
             out.push(2);
             write_long(out, value);
         }
-    }
-}
-
-/// `source.snapshot` text.
-pub(crate) fn snapshot_text(marker: SnapshotMarker) -> &'static str {
-    match marker {
-        SnapshotMarker::True => "true",
-        SnapshotMarker::Last => "last",
-        SnapshotMarker::False => "false",
     }
 }
 

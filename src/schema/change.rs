@@ -1,5 +1,5 @@
 //! Schema-change records: what changed in a table's shape, written to
-//! `<prefix>.schema-changes` in order with the data.
+//! `__tidemark-schema-changes.<prefix>` in order with the data.
 //!
 //! Two kinds, both keyed by the table:
 //!
@@ -101,7 +101,7 @@ pub(crate) struct ShapeInUse {
     pub value_id: Option<u32>,
 }
 
-/// A record for `<prefix>.schema-changes` (`schemas/schema_change.avsc`).
+/// A record for `__tidemark-schema-changes.<prefix>` (`schemas/schema_change.avsc`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct SchemaChangeRecord {
     /// `schema` or `ddl`.

@@ -5,10 +5,17 @@
 //! stays bounded whatever the table size. One emitter (the caller's task) gives each row its
 //! position and hands each batch to the output ([`EventOutput::send_batch`]: outputs that
 //! encode do so on several threads, keeping the order, so positions still rise in the order
-//! records are produced); it holds back one row so that the last row of the whole snapshot
-//! can be marked `source.snapshot = last`.
+//! records are produced). It marks rows as Debezium does (`source.snapshot`: `first`,
+//! `first_in_data_collection`, `true`, `last_in_data_collection`, `last`), and since
+//! chunks of several tables arrive interleaved from the workers, a row's marker is known
+//! only when the next row of its table arrives or its table's last chunk ends: the emitter
+//! holds back the newest row of every table, and the last row of the table that ended
+//! last until another row follows (then it is `last_in_data_collection`) or the snapshot
+//! ends (then it is `last`). Positions (`seq`) are given as rows are released, so they
+//! rise in the order records are produced. A chunk counts as done only once none of its
+//! rows is held back.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -173,13 +180,7 @@ pub(crate) async fn read_exported<O: EventOutput>(
     }
     drop(sender);
 
-    let mut emitter = Emitter {
-        consistent_point,
-        next_seq: 0,
-        held: None,
-        deferred_done: Vec::new(),
-        done: vec![false; specs.len()],
-    };
+    let mut emitter = Emitter::new(consistent_point, &specs);
     let mut last_checkpoint = Instant::now();
     let mut interrupted = false;
     while let Some(message) = receiver.recv().await {
@@ -212,7 +213,7 @@ pub(crate) async fn read_exported<O: EventOutput>(
     }
     workers.abort_all();
     if interrupted {
-        emitter.flush_held(output, SnapshotMarker::True).await?;
+        emitter.flush_held(output, false).await?;
         progress.pending = emitter.pending(&specs);
         progress.rows = report.total_rows();
         keeper.save(output, &progress).await?;
@@ -222,7 +223,7 @@ pub(crate) async fn read_exported<O: EventOutput>(
         );
         return Ok((SnapshotOutcome::Interrupted, progress));
     }
-    emitter.flush_held(output, SnapshotMarker::Last).await?;
+    emitter.flush_held(output, true).await?;
     let unfinished = emitter.pending(&specs);
     if !unfinished.is_empty() {
         return Err(SnapshotError::Worker(format!(
@@ -239,26 +240,103 @@ pub(crate) async fn read_exported<O: EventOutput>(
     Ok((SnapshotOutcome::Complete { rows }, progress))
 }
 
-/// Gives rows their positions and sends them, one row behind (see the module docs).
-/// Every row is part of one source "transaction" committed at the consistent point: a
-/// chunk counts as done once its rows are sent and committed.
+/// Gives rows their positions and markers and sends them, holding back the newest row of
+/// every table (see the module docs). Every row is part of one source "transaction"
+/// committed at the consistent point: a chunk counts as done once its rows are sent and
+/// committed.
 struct Emitter {
     consistent_point: Lsn,
     next_seq: u64,
-    /// The row held back, with its chunk.
-    held: Option<(usize, ChangeEvent)>,
-    /// Chunks whose rows are all read, waiting for their last row to be sent.
+    /// The table (an index into `chunks_left`) of every chunk.
+    table_of: Vec<usize>,
+    /// Per table: chunks not read to their end yet.
+    chunks_left: Vec<usize>,
+    /// Per table: whether one of its rows was sent.
+    started: Vec<bool>,
+    /// Whether any row was sent.
+    any_sent: bool,
+    /// Per table: its newest row, with its chunk, held back until the next row of the
+    /// table (or the table's end) tells its marker.
+    held: HashMap<usize, (usize, ChangeEvent)>,
+    /// The last row of a table read to its end, held back until another row is sent (it
+    /// is `last_in_data_collection`) or the snapshot ends (it is `last`).
+    tail: Option<(usize, ChangeEvent)>,
+    /// Chunks whose rows are all read, waiting for their held rows to be sent.
     deferred_done: Vec<usize>,
     done: Vec<bool>,
 }
 
 impl Emitter {
-    fn place(&mut self, event: &mut ChangeEvent, now_micros: i64) {
+    fn new(consistent_point: Lsn, specs: &[ChunkSpec]) -> Self {
+        let mut tables: Vec<(String, String)> = Vec::new();
+        let mut table_of = Vec::with_capacity(specs.len());
+        let mut chunks_left = Vec::new();
+        for spec in specs {
+            let name = (spec.schema.clone(), spec.table.clone());
+            let index = match tables.iter().position(|t| *t == name) {
+                Some(index) => index,
+                None => {
+                    tables.push(name);
+                    chunks_left.push(0);
+                    tables.len() - 1
+                }
+            };
+            chunks_left[index] += 1;
+            table_of.push(index);
+        }
+        Emitter {
+            consistent_point,
+            next_seq: 0,
+            table_of,
+            started: vec![false; chunks_left.len()],
+            chunks_left,
+            any_sent: false,
+            held: HashMap::new(),
+            tail: None,
+            deferred_done: Vec::new(),
+            done: vec![false; specs.len()],
+        }
+    }
+
+    /// Gives a row about to be sent its position (in the order rows are sent, so positions
+    /// rise in every topic, routed ones included) and its marker.
+    fn release(
+        &mut self,
+        chunk: usize,
+        mut event: ChangeEvent,
+        last_of_table: bool,
+        last_of_snapshot: bool,
+        now_micros: i64,
+    ) -> ChangeEvent {
+        let table = self.table_of[chunk];
+        let first_of_table = !self.started[table];
+        event.source.snapshot = if last_of_snapshot {
+            SnapshotMarker::Last
+        } else if !self.any_sent {
+            SnapshotMarker::First
+        } else if last_of_table {
+            SnapshotMarker::LastInDataCollection
+        } else if first_of_table {
+            SnapshotMarker::FirstInDataCollection
+        } else {
+            SnapshotMarker::True
+        };
+        self.started[table] = true;
+        self.any_sent = true;
         event.source.lsn = self.consistent_point;
         event.source.commit_lsn = Lsn(self.consistent_point.as_u64().saturating_sub(1));
         event.source.seq = self.next_seq;
         event.source.commit_time_micros = now_micros;
         self.next_seq += 1;
+        event
+    }
+
+    /// The tail row, released as `last_in_data_collection` because another row follows.
+    fn release_tail(&mut self, batch: &mut Vec<ChangeEvent>, now_micros: i64) {
+        if let Some((chunk, event)) = self.tail.take() {
+            let event = self.release(chunk, event, true, false, now_micros);
+            batch.push(event);
+        }
     }
 
     async fn rows<O: EventOutput>(
@@ -272,15 +350,17 @@ impl Emitter {
         }
         // One clock read per batch: the read time is the batch's.
         let now_micros = crate::domain::event::now_ms() * 1000;
+        let table = self.table_of[chunk];
         let mut batch = Vec::with_capacity(events.len() + 1);
-        batch.extend(self.held.take().map(|(_, event)| event));
-        for mut event in events {
-            self.place(&mut event, now_micros);
-            batch.push(event);
+        self.release_tail(&mut batch, now_micros);
+        for event in events {
+            if let Some((held_chunk, held)) = self.held.insert(table, (chunk, event)) {
+                let released = self.release(held_chunk, held, false, false, now_micros);
+                batch.push(released);
+            }
         }
-        // The batch's last row is held back; the rest go to the output as one batch (which
-        // may encode them on several threads, in order).
-        self.held = batch.pop().map(|event| (chunk, event));
+        // The rest go to the output as one batch (which may encode them on several
+        // threads, in order).
         if !batch.is_empty() {
             output.send_batch(&batch).await?;
             if !self.deferred_done.is_empty() {
@@ -296,23 +376,39 @@ impl Emitter {
         chunk: usize,
     ) -> Result<(), SnapshotError> {
         self.deferred_done.push(chunk);
-        if self.held.as_ref().is_none_or(|(held, _)| *held != chunk) {
-            // Its rows are all sent (or it had none).
-            self.commit_deferred(output).await?;
+        let table = self.table_of[chunk];
+        self.chunks_left[table] = self.chunks_left[table].saturating_sub(1);
+        if self.chunks_left[table] == 0
+            && let Some(last) = self.held.remove(&table)
+        {
+            // The table's last row: the one before it in the tail is not the snapshot's
+            // last, so it goes now.
+            let now_micros = crate::domain::event::now_ms() * 1000;
+            let mut batch = Vec::with_capacity(1);
+            self.release_tail(&mut batch, now_micros);
+            self.tail = Some(last);
+            if !batch.is_empty() {
+                output.send_batch(&batch).await?;
+            }
         }
-        Ok(())
+        self.commit_deferred(output).await
     }
 
-    /// Commits the done chunks whose rows are all sent (all but the held row's chunk).
+    /// Commits the done chunks whose rows are all sent (all but the held rows' chunks).
     async fn commit_deferred<O: EventOutput>(
         &mut self,
         output: &mut O,
     ) -> Result<(), SnapshotError> {
-        let held_chunk = self.held.as_ref().map(|(chunk, _)| *chunk);
+        let waiting_on: Vec<usize> = self
+            .held
+            .values()
+            .chain(&self.tail)
+            .map(|(chunk, _)| *chunk)
+            .collect();
         let (ready, waiting): (Vec<usize>, Vec<usize>) = self
             .deferred_done
             .drain(..)
-            .partition(|c| Some(*c) != held_chunk);
+            .partition(|c| !waiting_on.contains(c));
         self.deferred_done = waiting;
         if !ready.is_empty() {
             output.commit(self.consistent_point).await?;
@@ -323,14 +419,27 @@ impl Emitter {
         Ok(())
     }
 
+    /// Sends every held row: at the snapshot's end (`complete`, the tail is its `last`
+    /// row), or when it stops early (no row is the last).
     async fn flush_held<O: EventOutput>(
         &mut self,
         output: &mut O,
-        marker: SnapshotMarker,
+        complete: bool,
     ) -> Result<(), SnapshotError> {
-        if let Some((_, mut event)) = self.held.take() {
-            event.source.snapshot = marker;
-            output.send(&event).await?;
+        let now_micros = crate::domain::event::now_ms() * 1000;
+        let mut held: Vec<(usize, ChangeEvent)> = self.held.drain().map(|(_, row)| row).collect();
+        held.sort_by_key(|(chunk, _)| *chunk);
+        let mut batch = Vec::with_capacity(held.len() + 1);
+        for (chunk, event) in held {
+            let released = self.release(chunk, event, false, false, now_micros);
+            batch.push(released);
+        }
+        if let Some((chunk, event)) = self.tail.take() {
+            let released = self.release(chunk, event, !complete, complete, now_micros);
+            batch.push(released);
+        }
+        if !batch.is_empty() {
+            output.send_batch(&batch).await?;
         }
         self.commit_deferred(output).await?;
         // Rows of unfinished chunks were sent too: close them so they are acknowledged.

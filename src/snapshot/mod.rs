@@ -53,7 +53,7 @@
 //! ## Progress
 //!
 //! Which chunks remain is stored with the connector's offsets (the Kafka output's
-//! `<prefix>.offsets` topic, or `source.snapshot_progress_file`), only after the rows of
+//! `__tidemark-offsets.<prefix>` topic, or `source.snapshot_progress_file`), only after the rows of
 //! the chunks it counts as done were acknowledged. A restarted connector reads the remaining
 //! chunks with watermarks while it streams from the slot; chunks already delivered are not
 //! read again.

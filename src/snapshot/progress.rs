@@ -6,7 +6,7 @@
 //! writes it in the same Kafka transaction as those rows instead. Where it is kept:
 //! `source.snapshot_progress_file` when set (written atomically: a temporary file renamed
 //! over the old one; [`ProgressFile`]), else the output ([`OffsetStore::store_snapshot_progress`]: the Kafka
-//! output's compacted `<prefix>.offsets` topic). An output that keeps nothing (JSON lines
+//! output's compacted `__tidemark-offsets.<prefix>` topic). An output that keeps nothing (JSON lines
 //! without a progress file) still snapshots, but an interrupted snapshot then starts over.
 
 use std::collections::BTreeSet;

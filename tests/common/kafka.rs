@@ -248,3 +248,38 @@ pub async fn delete_topic(bootstrap: &str, topic: &str) {
         result.unwrap_or_else(|(name, code)| panic!("deleting {name}: {code:?}"));
     }
 }
+
+/// Creates `topic` (one partition) and writes `records` (key, value) to it, as another
+/// program (or an older tidemark) would have.
+pub async fn produce(bootstrap: &str, topic: &str, records: &[(&[u8], &[u8])]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating {topic}: {e}"));
+    for result in created {
+        result.unwrap_or_else(|(name, code)| panic!("creating {name}: {code:?}"));
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    for (key, value) in records {
+        producer
+            .send(
+                FutureRecord::to(topic).key(*key).payload(*value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("writing to {topic}: {e}"));
+    }
+}

@@ -122,8 +122,9 @@ impl EventOutput for KafkaOutput {
     }
 }
 
-/// The Kafka output keeps its offsets in the compacted `<prefix>.offsets` topic: the
-/// exactly-once position, and the snapshot progress.
+/// The Kafka output keeps its offsets in the compacted `__tidemark-offsets.<prefix>` topic:
+/// the exactly-once position, and the snapshot progress (read from `<prefix>.offsets`, the
+/// name before, when the topic holds none).
 impl OffsetStore for KafkaOutput {
     fn resume_position(&self) -> Lsn {
         self.mode
@@ -132,16 +133,16 @@ impl OffsetStore for KafkaOutput {
     }
 
     async fn load_snapshot_progress(&mut self) -> Result<Option<Vec<u8>>, OutputError> {
-        let topic = self.router.offsets_topic();
-        self.topics.ensure(&topic, TopicKind::Compacted).await?;
+        let topics = self.router.offsets_topics_to_read();
+        self.topics.ensure(&topics[0], TopicKind::Compacted).await?;
         let (config, name) = (self.config.clone(), self.context.connector_name.clone());
         let key = snapshot_progress_key(&name);
         let read = tokio::task::spawn_blocking(move || {
-            crate::kafka::exactly_once::read_latest(&config, &topic, &name, &key)
+            crate::kafka::exactly_once::read_latest(&config, &topics, &name, &key)
         })
         .await
         .map_err(|e| KafkaError::Delivery(format!("reading snapshot progress: {e}")))??;
-        Ok(read)
+        Ok(read.map(|(_, progress)| progress))
     }
 
     async fn store_snapshot_progress(&mut self, progress: &[u8]) -> Result<bool, OutputError> {

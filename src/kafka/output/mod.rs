@@ -2,7 +2,7 @@
 //! acknowledged position.
 //!
 //! - Format: Avro in Confluent framing by default (see [`super::avro_encoder`]; schema
-//!   changes are written to `<prefix>.schema-changes` before the first row of the new
+//!   changes are written to `__tidemark-schema-changes.<prefix>` before the first row of the new
 //!   shape, and captured DDL at its own place); or JSON: key `{"id":1}`, value the Debezium
 //!   envelope, with `kafka.json_schemas` each wrapped as `{"schema":…,"payload":…}` (see
 //!   [`super::connect_schema`]). A delete is followed by a tombstone (same key, null value)
@@ -214,8 +214,13 @@ impl KafkaOutput {
         let mode = if exactly_once {
             let offsets_topic = router.offsets_topic();
             topics.ensure(&offsets_topic, TopicKind::Compacted).await?;
-            let eos = ExactlyOnce::start(&producer, config, offsets_topic, &context.connector_name)
-                .await?;
+            let eos = ExactlyOnce::start(
+                &producer,
+                config,
+                router.offsets_topics_to_read(),
+                &context.connector_name,
+            )
+            .await?;
             tracing::info!(resume = %eos.resume(), topic = eos.offsets_topic(), "exactly-once delivery: position read back from Kafka");
             Mode::ExactlyOnce(eos)
         } else {

@@ -1,6 +1,6 @@
 //! Schema changes on their way into Kafka: each relation's description (topic and schema
 //! ids, registered when its shape changes), the `schema` records on
-//! `<prefix>.schema-changes`, captured DDL held until the first row of its new shape,
+//! `__tidemark-schema-changes.<prefix>`, captured DDL held until the first row of its new shape,
 //! and the fixed-shape records (heartbeat, transaction metadata, message).
 
 use super::*;
@@ -58,7 +58,7 @@ impl KafkaOutput {
             .await
     }
 
-    /// Writes a schema-change record to `<prefix>.schema-changes`.
+    /// Writes a schema-change record to `__tidemark-schema-changes.<prefix>`.
     pub(super) async fn write_schema_change(
         &mut self,
         record: &SchemaChangeRecord,

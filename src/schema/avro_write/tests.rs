@@ -53,7 +53,7 @@ fn every_type_is_written_byte_for_byte_as_apache_avro_writes_it() {
     event.op = Op::Delete;
     event.after = None;
     event.unchanged_toast.clear();
-    event.source.snapshot = SnapshotMarker::Last;
+    event.source.snapshot = crate::domain::event::SnapshotMarker::Last;
     assert_eq!(ours(&event), reference(&event), "delete");
     event.op = Op::Truncate;
     event.before = None;
