@@ -36,6 +36,54 @@ const RUN_SPECIFIC: &[&str] = &[
 /// is the goal (issue 20); docs/compatibility.md describes them for users.
 const KNOWN: &[(&str, &str)] = &[
     (
+        "message:headers.tidemark.commit_lsn",
+        "tidemark position headers: additive, kept",
+    ),
+    (
+        "message:headers.tidemark.seq",
+        "tidemark position headers: additive, kept",
+    ),
+    (
+        "message:headers.tidemark.xid",
+        "tidemark position headers: additive, kept",
+    ),
+    (
+        "message:value.payload.message.transactional",
+        "tidemark's message.transactional: additive, kept",
+    ),
+    (
+        "message:value.payload.source.commit_lsn",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "message:value.payload.source.seq",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "message:value.payload.source.version",
+        "source.version is the connector's own version",
+    ),
+    (
+        "message:value.schema.fields.message.fields.transactional",
+        "tidemark's message.transactional: additive, kept",
+    ),
+    (
+        "message:value.schema.fields.message.fields[order]",
+        "field order follows the added and missing fields",
+    ),
+    (
+        "message:value.schema.fields.source.fields.commit_lsn",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "message:value.schema.fields.source.fields.seq",
+        "tidemark source fields commit_lsn and seq: additive, kept",
+    ),
+    (
+        "message:value.schema.fields.source.fields[order]",
+        "field order follows the added and missing fields",
+    ),
+    (
         "headers.tidemark.commit_lsn",
         "tidemark position headers: additive, kept",
     ),
@@ -73,7 +121,7 @@ const KNOWN: &[(&str, &str)] = &[
     ),
     (
         "value.payload.source.txId",
-        "snapshot rows: Debezium the snapshot transaction's id, tidemark 0",
+        "snapshot rows: each connector's own snapshot transaction's id (two connectors, two transactions)",
     ),
     (
         "value.payload.source.version",
@@ -144,13 +192,16 @@ const ROWS: &str = "INSERT INTO t VALUES
      '{\"a\": 1}', '{1,NULL,3}', '\\x0102', 'small'),
     (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
-/// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a delete.
+/// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a
+/// delete, a transactional and a non-transactional logical message.
 const STREAM: &[&str] = &[
     // Hex digits compress too little to stay inline: the value is TOASTed out of line.
     "INSERT INTO t (id, i8, txt, big) VALUES (3, 30, 'three', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 600) i))",
     "UPDATE t SET txt = 'uno', n = 99.99 WHERE id = 1",
     "UPDATE t SET txt = 'tres' WHERE id = 3",
     "DELETE FROM t WHERE id = 2",
+    "SELECT pg_logical_emit_message(true, 'orders', 'paid')",
+    "SELECT pg_logical_emit_message(false, 'audit', 'login')",
 ];
 
 #[tokio::test]
@@ -199,69 +250,83 @@ async fn tidemark_records_read_like_debeziums() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let topic = format!("{prefix}.public.t");
-    let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
+    let table_topic = format!("{prefix}.public.t");
+    let message_topic = format!("{prefix}.message");
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    // Which records (by index) show each kind, to tell snapshot rows from streamed ones.
+    let mut seen_in: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    let mut ours_by_topic = Vec::new();
+    for (topic, label) in [(&table_topic, ""), (&message_topic, "message:")] {
+        ours_by_topic.push((
+            topic.clone(),
+            label,
+            drain(&broker.bootstrap, topic, false, Duration::from_secs(3)).await,
+        ));
+    }
     let _ = stop.send(true);
     task.await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let theirs: Vec<&tidemark::testing::DebeziumRecord> =
-        debezium.iter().filter(|r| r.topic == topic).collect();
-    let mut found: BTreeMap<String, String> = BTreeMap::new();
-    if theirs.len() != ours.len() {
-        found.insert(
-            "records".into(),
-            format!(
-                "Debezium wrote {} records to {topic}, tidemark {}",
-                theirs.len(),
-                ours.len()
-            ),
-        );
-    }
-    // Which records (by index) show each kind, to tell snapshot rows from streamed ones.
-    let mut seen_in: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-    for (index, (theirs, ours)) in theirs.iter().zip(&ours).enumerate() {
-        let mut record = |path: String, detail: String| {
-            let kind = kind_of(&path, &detail);
-            seen_in.entry(kind.clone()).or_default().insert(index);
-            found
-                .entry(kind)
-                .or_insert(format!("record {index}: {detail}"));
-        };
-        diff("key", &theirs.key, &ours.key_json(), &mut record);
-        diff(
-            "value",
-            &theirs.value,
-            ours.value.as_ref().unwrap_or(&Json::Null),
-            &mut record,
-        );
-        let their_headers: BTreeSet<&str> =
-            theirs.headers.iter().map(|(k, _)| k.as_str()).collect();
-        let our_headers: BTreeSet<&str> = ours.headers.keys().map(String::as_str).collect();
-        for name in their_headers.symmetric_difference(&our_headers) {
-            let side = if their_headers.contains(name) {
-                "only Debezium's"
-            } else {
-                "only tidemark's"
-            };
-            record(format!("headers.{name}"), side.into());
+    for (topic, label, ours) in &ours_by_topic {
+        let theirs: Vec<&tidemark::testing::DebeziumRecord> =
+            debezium.iter().filter(|r| &r.topic == topic).collect();
+        if theirs.len() != ours.len() {
+            found.insert(
+                format!("{label}records"),
+                format!(
+                    "Debezium wrote {} records to {topic}, tidemark {}",
+                    theirs.len(),
+                    ours.len()
+                ),
+            );
         }
-        // Header values both write, but the run id (new for every run).
-        for (name, value) in &theirs.headers {
-            let theirs_text = value.get("payload").and_then(Json::as_str);
-            let ours_text = ours.headers.get(name).map(String::as_str);
-            if name != "__debezium.context.runId" && ours_text.is_some() && theirs_text != ours_text
-            {
-                record(
-                    format!("headers.{name}[value]"),
-                    format!("Debezium {theirs_text:?}, tidemark {ours_text:?}"),
-                );
+        for (index, (theirs, ours)) in theirs.iter().zip(ours).enumerate() {
+            let mut record = |path: String, detail: String| {
+                let kind = format!("{label}{}", kind_of(&path, &detail));
+                seen_in.entry(kind.clone()).or_default().insert(index);
+                found
+                    .entry(kind)
+                    .or_insert(format!("record {index}: {detail}"));
+            };
+            diff("key", &theirs.key, &ours.key_json(), &mut record);
+            diff(
+                "value",
+                &theirs.value,
+                ours.value.as_ref().unwrap_or(&Json::Null),
+                &mut record,
+            );
+            let their_headers: BTreeSet<&str> =
+                theirs.headers.iter().map(|(k, _)| k.as_str()).collect();
+            let our_headers: BTreeSet<&str> = ours.headers.keys().map(String::as_str).collect();
+            for name in their_headers.symmetric_difference(&our_headers) {
+                let side = if their_headers.contains(name) {
+                    "only Debezium's"
+                } else {
+                    "only tidemark's"
+                };
+                record(format!("headers.{name}"), side.into());
+            }
+            // Header values both write, but the run id (new for every run).
+            for (name, value) in &theirs.headers {
+                let theirs_text = value.get("payload").and_then(Json::as_str);
+                let ours_text = ours.headers.get(name).map(String::as_str);
+                if name != "__debezium.context.runId"
+                    && ours_text.is_some()
+                    && theirs_text != ours_text
+                {
+                    record(
+                        format!("headers.{name}[value]"),
+                        format!("Debezium {theirs_text:?}, tidemark {ours_text:?}"),
+                    );
+                }
             }
         }
     }
-    for path in RUN_SPECIFIC {
-        found.remove(*path);
+    for label in ["", "message:"] {
+        for path in RUN_SPECIFIC {
+            found.remove(&format!("{label}{path}"));
+        }
     }
     for (kind, detail) in found.iter_mut() {
         if let Some(records) = seen_in.get(kind) {

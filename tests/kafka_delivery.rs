@@ -701,6 +701,13 @@ async fn logical_messages_go_to_the_configured_topic() {
     assert_eq!(prefixes, vec!["audit", "orders"]);
     assert_eq!(values[0]["message"]["transactional"], false);
     assert_eq!(values[1]["message"]["transactional"], true);
+    // Both carry a real time: the commit's, or for the non-transactional one (which has no
+    // commit) the time it was read, never 0 (1970).
+    let year_2020_ms = 1_577_836_800_000_i64;
+    for value in &values {
+        let ts = value["source"]["ts_ms"].as_i64().unwrap_or(0);
+        assert!(ts > year_2020_ms, "source.ts_ms {ts} in {value}");
+    }
     assert_eq!(
         values[1]["message"]["content"], "cGFpZA==",
         "content is base64 of 'paid'"

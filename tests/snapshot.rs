@@ -276,6 +276,10 @@ async fn initial_snapshot_joins_the_stream_under_a_write_load() {
             "{table}: a row between its first and last is marked otherwise"
         );
     }
+    // Every row carries the snapshot transaction's id, as Debezium's do.
+    let snapshot_xid = snapshot_rows[0].source.xid;
+    assert!(snapshot_xid != 0);
+    assert!(snapshot_rows.iter().all(|e| e.source.xid == snapshot_xid));
     // Positions rise in the order rows were produced.
     assert!(
         snapshot_rows

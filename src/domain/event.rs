@@ -376,9 +376,13 @@ impl Serialize for JsonRecord<'_> {
 }
 
 impl<'a> JsonRecord<'a> {
-    /// The key alone (`{"id": 1}`), or none for keyless events.
+    /// The key alone (`{"id": 1}`; a logical message's is Debezium's `MessageKey`,
+    /// `{"prefix": …}`), or none for keyless events.
     pub fn key_json(&self) -> Option<KeyJson<'a>> {
-        Some(KeyJson {
+        if let Some(message) = &self.event.message {
+            return Some(KeyJson::Message(&message.prefix));
+        }
+        Some(KeyJson::Columns {
             columns: self.event.key_columns()?,
             mode: self.context.decimal_mode,
         })
@@ -390,17 +394,33 @@ impl<'a> JsonRecord<'a> {
     }
 }
 
-/// A key as a JSON object of its columns, each value as [`WireValue`] writes it.
-pub struct KeyJson<'a> {
-    columns: Vec<(&'a Column, &'a Value)>,
-    mode: DecimalMode,
+/// A key as a JSON object: a row's key columns, each value as [`WireValue`] writes it, or
+/// a logical message's prefix.
+pub enum KeyJson<'a> {
+    /// A row's key columns.
+    Columns {
+        /// The columns and their values.
+        columns: Vec<(&'a Column, &'a Value)>,
+        /// How decimals are written.
+        mode: DecimalMode,
+    },
+    /// A logical message's prefix (`{"prefix": …}`).
+    Message(&'a str),
 }
 
 impl Serialize for KeyJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.columns.len()))?;
-        for (column, value) in &self.columns {
-            map.serialize_entry(&column.name, &WireValue::new(column, value, self.mode))?;
+        let (columns, mode) = match self {
+            KeyJson::Columns { columns, mode } => (columns, *mode),
+            KeyJson::Message(prefix) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("prefix", prefix)?;
+                return map.end();
+            }
+        };
+        let mut map = s.serialize_map(Some(columns.len()))?;
+        for (column, value) in columns {
+            map.serialize_entry(&column.name, &WireValue::new(column, value, mode))?;
         }
         map.end()
     }
@@ -477,6 +497,19 @@ impl Serialize for Envelope<'_, '_> {
         let event = self.0.event;
         let table = event.table.as_deref();
         let mut map = s.serialize_map(None)?;
+        if let Some(message) = &event.message {
+            // Debezium's `MessageValue`: no rows, no envelope ts_us/ts_ns.
+            map.serialize_entry("op", &event.op)?;
+            map.serialize_entry("ts_ms", &self.0.now_ms)?;
+            map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
+            map.serialize_entry(
+                "transaction",
+                &(self.0.context.transaction_block && message.transactional)
+                    .then_some(TransactionJson(event)),
+            )?;
+            map.serialize_entry("message", &MessageJson(message))?;
+            return map.end();
+        }
         let mode = self.0.context.decimal_mode;
         map.serialize_entry(
             "before",
@@ -506,9 +539,6 @@ impl Serialize for Envelope<'_, '_> {
                 .filter_map(|&i| table.columns.get(i).map(|c| c.name.as_str()))
                 .collect();
             map.serialize_entry("unchanged_toast", &names)?;
-        }
-        if let Some(message) = &event.message {
-            map.serialize_entry("message", &MessageJson(message))?;
         }
         if let Some(options) = &event.truncate {
             map.serialize_entry("truncate", &TruncateJson(options))?;
@@ -564,10 +594,13 @@ impl Serialize for SourceJson<'_> {
             map.serialize_entry("sequence", &sequence(position))?;
             map.serialize_entry("ts_us", &position.commit_time_micros)?;
             map.serialize_entry("ts_ns", &position.commit_time_micros.saturating_mul(1000))?;
-            map.serialize_entry("schema", &event.table.as_ref().map(|t| t.schema.as_str()))?;
-            map.serialize_entry("table", &event.table.as_ref().map(|t| t.name.as_str()))?;
+            // A logical message's block names no table: "", as Debezium writes it.
+            map.serialize_entry("schema", event.table.as_ref().map_or("", |t| &t.schema))?;
+            map.serialize_entry("table", event.table.as_ref().map_or("", |t| &t.name))?;
         }
-        map.serialize_entry("txId", &position.xid)?;
+        // A non-transactional message belongs to no transaction.
+        let in_transaction = event.message.as_ref().is_none_or(|m| m.transactional);
+        map.serialize_entry("txId", &in_transaction.then_some(position.xid))?;
         map.serialize_entry("lsn", &position.lsn.as_u64())?;
         if self.table_fields {
             map.serialize_entry("xmin", &None::<i64>)?;

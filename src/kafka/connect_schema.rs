@@ -127,8 +127,8 @@ pub fn key_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Json 
 }
 
 /// Debezium's `source` schema (version 1), then tidemark's `commit_lsn` and `seq`.
-/// `schema` and `table` are required in a table event's block, optional in a message's.
-fn source_schema(table_event: bool) -> Json {
+/// `schema` and `table` are required (a message's block writes `""`, as Debezium's does).
+fn source_schema() -> Json {
     json!({
         "type": "struct",
         "fields": [
@@ -143,8 +143,8 @@ fn source_schema(table_event: bool) -> Json {
             simple("string", true, "sequence"),
             simple("int64", true, "ts_us"),
             simple("int64", true, "ts_ns"),
-            simple("string", !table_event, "schema"),
-            simple("string", !table_event, "table"),
+            simple("string", false, "schema"),
+            simple("string", false, "table"),
             simple("int64", true, "txId"),
             simple("int64", true, "lsn"),
             simple("int64", true, "xmin"),
@@ -191,7 +191,7 @@ pub fn value_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Jso
         "fields": [
             row("before"),
             row("after"),
-            source_schema(true),
+            source_schema(),
             transaction_schema(),
             simple("string", false, "op"),
             simple("int64", true, "ts_ms"),
@@ -207,24 +207,33 @@ pub fn value_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Jso
     })
 }
 
-/// The value schema of logical-message events (`op = m`).
-pub(crate) fn message_value_schema(prefix: &str) -> Json {
+/// The value schema of logical-message events (`op = m`): Debezium's `MessageValue`, with
+/// tidemark's `commit_lsn` and `seq` in `source` and `transactional` in `message`.
+pub(crate) fn message_value_schema() -> Json {
     json!({
         "type": "struct",
         "fields": [
-            simple("string", true, "before"),
-            simple("string", true, "after"),
-            source_schema(false),
-            transaction_schema(),
             simple("string", false, "op"),
             simple("int64", true, "ts_ms"),
-            simple("int64", true, "ts_us"),
-            simple("int64", true, "ts_ns"),
-            { "type": "struct", "fields": [simple("string", false, "prefix"), simple("bytes", false, "content"), simple("boolean", false, "transactional")],
-              "optional": true, "name": "io.debezium.connector.common.Message", "field": "message" },
+            source_schema(),
+            transaction_schema(),
+            { "type": "struct",
+              "fields": [simple("string", true, "prefix"), simple("bytes", true, "content"), simple("boolean", true, "transactional")],
+              "optional": false, "name": "io.debezium.connector.postgresql.Message", "version": 1, "field": "message" },
         ],
         "optional": false,
-        "name": format!("{prefix}.message.Envelope"),
+        "name": "io.debezium.connector.postgresql.MessageValue",
+        "version": 1,
+    })
+}
+
+/// The key schema of logical-message events: Debezium's `MessageKey`, the prefix.
+pub(crate) fn message_key_schema() -> Json {
+    json!({
+        "type": "struct",
+        "fields": [simple("string", true, "prefix")],
+        "optional": false,
+        "name": "io.debezium.connector.postgresql.MessageKey",
         "version": 1,
     })
 }
@@ -241,7 +250,7 @@ struct CachedSchemas {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SchemaCache {
     tables: HashMap<u32, CachedSchemas>,
-    message: Option<Arc<str>>,
+    message: Option<(Arc<str>, Arc<str>)>,
     mode: DecimalMode,
 }
 
@@ -274,10 +283,15 @@ impl SchemaCache {
         (key, value)
     }
 
-    /// Value schema text for logical messages.
-    pub fn message(&mut self, prefix: &str) -> Arc<str> {
+    /// Key and value schema text for logical messages.
+    pub fn message(&mut self) -> (Arc<str>, Arc<str>) {
         self.message
-            .get_or_insert_with(|| message_value_schema(prefix).to_string().into())
+            .get_or_insert_with(|| {
+                (
+                    message_key_schema().to_string().into(),
+                    message_value_schema().to_string().into(),
+                )
+            })
             .clone()
     }
 }

@@ -81,7 +81,10 @@ impl RecordEncoder for JsonEncoder {
                     let (key_schema, value_schema) = cache.table(table, prefix);
                     (Some(key_schema), value_schema)
                 }
-                None => (None, cache.message(prefix)),
+                None => {
+                    let (key_schema, value_schema) = cache.message();
+                    (Some(key_schema), value_schema)
+                }
             };
             if let (true, Some(key_schema)) = (has_key, key_schema) {
                 self.scratch.clear();

@@ -134,6 +134,13 @@ pub(crate) async fn read_exported<O: EventOutput>(
     let planner = import(config, snapshot).await?;
     let tables = snapshot_tables(&planner, config).await?;
     let plans = plan_tables(&planner, &tables, config.source.snapshot_chunk_pages, None).await?;
+    // The snapshot's transaction id for its rows' `source.txId`, as Debezium writes its
+    // snapshot transaction's (the 32-bit xid, like streamed changes carry).
+    let xid: i64 = planner
+        .query_one("SELECT (txid_current() % 4294967296)::int8", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(SnapshotError::sql("reading the snapshot transaction's id"))?;
     drop(planner);
     let specs = all_chunks(&plans);
     let mut progress = SnapshotProgress {
@@ -180,7 +187,7 @@ pub(crate) async fn read_exported<O: EventOutput>(
     }
     drop(sender);
 
-    let mut emitter = Emitter::new(consistent_point, &specs);
+    let mut emitter = Emitter::new(consistent_point, u32::try_from(xid).unwrap_or(0), &specs);
     let mut last_checkpoint = Instant::now();
     let mut interrupted = false;
     while let Some(message) = receiver.recv().await {
@@ -246,6 +253,8 @@ pub(crate) async fn read_exported<O: EventOutput>(
 /// committed.
 struct Emitter {
     consistent_point: Lsn,
+    /// The snapshot transaction's id.
+    xid: u32,
     next_seq: u64,
     /// The table (an index into `chunks_left`) of every chunk.
     table_of: Vec<usize>,
@@ -267,7 +276,7 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn new(consistent_point: Lsn, specs: &[ChunkSpec]) -> Self {
+    fn new(consistent_point: Lsn, xid: u32, specs: &[ChunkSpec]) -> Self {
         let mut tables: Vec<(String, String)> = Vec::new();
         let mut table_of = Vec::with_capacity(specs.len());
         let mut chunks_left = Vec::new();
@@ -286,6 +295,7 @@ impl Emitter {
         }
         Emitter {
             consistent_point,
+            xid,
             next_seq: 0,
             table_of,
             started: vec![false; chunks_left.len()],
@@ -326,6 +336,7 @@ impl Emitter {
         event.source.lsn = self.consistent_point;
         event.source.commit_lsn = Lsn(self.consistent_point.as_u64().saturating_sub(1));
         event.source.seq = self.next_seq;
+        event.source.xid = self.xid;
         event.source.commit_time_micros = now_micros;
         self.next_seq += 1;
         event

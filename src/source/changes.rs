@@ -259,7 +259,13 @@ impl ChangeAssembler {
                 let event = if *transactional {
                     self.event(Op::Message, None, *message_lsn)?
                 } else {
-                    bare_event(Op::Message, *message_lsn)
+                    // No transaction, so no commit time: the time it is read, as Debezium
+                    // does (never 0, which reads as 1970 downstream).
+                    let mut event = bare_event(Op::Message, *message_lsn);
+                    event.source.commit_time_micros = crate::domain::event::now_ms() * 1000;
+                    // Debezium's sequence for it: its own LSN twice.
+                    event.source.last_commit_end = Some(*message_lsn);
+                    event
                 };
                 out.push(ChangeEvent {
                     message: Some(message),

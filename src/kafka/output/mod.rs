@@ -353,7 +353,13 @@ impl KafkaOutput {
             &topic,
             key,
             Some(&self.value),
-            Some(position_headers(event, self.context_headers.as_ref())),
+            // Debezium writes no context headers on logical messages.
+            Some(position_headers(
+                event,
+                self.context_headers
+                    .as_ref()
+                    .filter(|_| event.message.is_none()),
+            )),
         )
         .await?;
         if event.op == Op::Delete && self.tombstones && has_key {
