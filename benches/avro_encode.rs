@@ -63,6 +63,7 @@ fn event() -> ChangeEvent {
         data_collection_order: 9,
         message: None,
         truncate: None,
+        key_change: None,
     }
 }
 

@@ -200,6 +200,7 @@ const STREAM: &[&str] = &[
     "UPDATE t SET txt = 'uno', n = 99.99 WHERE id = 1",
     "UPDATE t SET txt = 'tres' WHERE id = 3",
     "DELETE FROM t WHERE id = 2",
+    "UPDATE t SET id = 4 WHERE id = 1",
     "SELECT pg_logical_emit_message(true, 'orders', 'paid')",
     "SELECT pg_logical_emit_message(false, 'audit', 'login')",
 ];
@@ -307,18 +308,26 @@ async fn tidemark_records_read_like_debeziums() {
                 };
                 record(format!("headers.{name}"), side.into());
             }
-            // Header values both write, but the run id (new for every run).
+            // Header values both write, but the run id (new for every run). A struct
+            // header (the key-change headers) is JSON on both sides, compared field by field.
             for (name, value) in &theirs.headers {
-                let theirs_text = value.get("payload").and_then(Json::as_str);
-                let ours_text = ours.headers.get(name).map(String::as_str);
-                if name != "__debezium.context.runId"
-                    && ours_text.is_some()
-                    && theirs_text != ours_text
-                {
-                    record(
-                        format!("headers.{name}[value]"),
-                        format!("Debezium {theirs_text:?}, tidemark {ours_text:?}"),
-                    );
+                let Some(ours_text) = ours.headers.get(name) else {
+                    continue;
+                };
+                match value.get("payload") {
+                    Some(Json::String(theirs_text))
+                        if name != "__debezium.context.runId" && theirs_text != ours_text =>
+                    {
+                        record(
+                            format!("headers.{name}[value]"),
+                            format!("Debezium {theirs_text:?}, tidemark {ours_text:?}"),
+                        );
+                    }
+                    Some(Json::String(_)) | None => {}
+                    Some(_) => {
+                        let ours_json: Json = serde_json::from_str(ours_text).unwrap_or(Json::Null);
+                        diff(&format!("headers.{name}"), value, &ours_json, &mut record);
+                    }
                 }
             }
         }

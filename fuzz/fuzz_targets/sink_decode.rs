@@ -85,6 +85,7 @@ fn valid() -> &'static Valid {
             data_collection_order: 1,
             message: None,
             truncate: None,
+            key_change: None,
         };
         let context = EnvelopeContext::new("fuzz", "app");
         let key_schema = schemas

@@ -267,6 +267,37 @@ pub struct ChangeEvent {
     pub message: Option<LogicalMessage>,
     /// The options, for `op = t`.
     pub truncate: Option<TruncateOptions>,
+    /// The other side of a primary-key change, on its delete and its create.
+    pub key_change: Option<KeyChange>,
+}
+
+/// An update that moved a row's primary key is sent as Debezium sends it: a delete of the
+/// old key (and its tombstone) with the new key in the `__debezium.newkey` header, then a
+/// create of the new key with the old key in `__debezium.oldkey`. Values are in the order
+/// of the table's key columns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyChange {
+    /// On the delete: the row's new key.
+    NewKey(Vec<Value>),
+    /// On the create: the row's old key.
+    OldKey(Vec<Value>),
+}
+
+impl KeyChange {
+    /// The header's name.
+    pub fn header(&self) -> &'static str {
+        match self {
+            KeyChange::NewKey(_) => "__debezium.newkey",
+            KeyChange::OldKey(_) => "__debezium.oldkey",
+        }
+    }
+
+    /// The key values it carries.
+    pub fn key(&self) -> &[Value] {
+        match self {
+            KeyChange::NewKey(key) | KeyChange::OldKey(key) => key,
+        }
+    }
 }
 
 impl ChangeEvent {

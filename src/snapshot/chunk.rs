@@ -29,6 +29,7 @@ pub(crate) fn read_event(
         data_collection_order: 1,
         message: None,
         truncate: None,
+        key_change: None,
     }
 }
 

@@ -438,6 +438,7 @@ mod tests {
             data_collection_order: 1,
             message: None,
             truncate: None,
+            key_change: None,
         }
     }
 

@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use crate::config::UnidentifiedRowPolicy;
 use crate::domain::event::{
-    ChangeEvent, KeySource, LogicalMessage, Op, SourcePosition, TableSchema, TruncateOptions,
+    ChangeEvent, KeyChange, KeySource, LogicalMessage, Op, SourcePosition, TableSchema,
+    TruncateOptions,
 };
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
@@ -206,8 +207,23 @@ impl ChangeAssembler {
                     });
                 if key_changed {
                     let before_row = before.map(|(_, row)| row);
+                    let key_of = |row: &[Value]| -> Vec<Value> {
+                        table
+                            .key_columns
+                            .iter()
+                            .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+                            .collect()
+                    };
+                    let old_key = before_row.as_deref().map(key_of);
+                    let new_key = key_of(&after);
                     self.push(out, Op::Delete, &table, before_row, None, Vec::new(), lsn)?;
+                    if let Some(delete) = out.last_mut() {
+                        delete.key_change = Some(KeyChange::NewKey(new_key));
+                    }
                     self.push(out, Op::Create, &table, None, Some(after), toast, lsn)?;
+                    if let (Some(create), Some(old_key)) = (out.last_mut(), old_key) {
+                        create.key_change = Some(KeyChange::OldKey(old_key));
+                    }
                 } else {
                     let before_row = before
                         .filter(|(kind, _)| *kind == OldTupleKind::Full)
@@ -351,6 +367,7 @@ impl ChangeAssembler {
             data_collection_order,
             message: None,
             truncate: None,
+            key_change: None,
         })
     }
 
@@ -391,6 +408,7 @@ fn bare_event(op: Op, lsn: Lsn) -> ChangeEvent {
         data_collection_order: 1,
         message: None,
         truncate: None,
+        key_change: None,
     }
 }
 

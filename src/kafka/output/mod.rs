@@ -353,23 +353,12 @@ impl KafkaOutput {
             &topic,
             key,
             Some(&self.value),
-            // Debezium writes no context headers on logical messages.
-            Some(position_headers(
-                event,
-                self.context_headers
-                    .as_ref()
-                    .filter(|_| event.message.is_none()),
-            )),
+            Some(self.event_headers(event)?),
         )
         .await?;
         if event.op == Op::Delete && self.tombstones && has_key {
-            self.produce(
-                &topic,
-                key,
-                None,
-                Some(position_headers(event, self.context_headers.as_ref())),
-            )
-            .await?;
+            let headers = self.event_headers(event)?;
+            self.produce(&topic, key, None, Some(headers)).await?;
         }
         Ok(())
     }
@@ -457,6 +446,64 @@ impl KafkaOutput {
 
 /// The source position of `event` as record headers (`tidemark.commit_lsn`, `tidemark.seq`,
 /// `tidemark.xid`), its numbers formatted on the stack.
+impl KafkaOutput {
+    /// The headers of a streamed event's record (and its tombstone): the position, the
+    /// other key of a primary-key change (`__debezium.newkey`/`__debezium.oldkey`), and
+    /// the context headers, which Debezium writes on every change but logical messages.
+    fn event_headers(&self, event: &ChangeEvent) -> Result<OwnedHeaders, KafkaError> {
+        let context = self
+            .context_headers
+            .as_ref()
+            .filter(|_| event.message.is_none());
+        let (Some(change), Some(table)) = (&event.key_change, &event.table) else {
+            return Ok(position_headers(event, context));
+        };
+        let value = key_change_header(
+            table,
+            change.key(),
+            &self.context,
+            matches!(self.format, Format::Json(_)) && self.config.json_schemas,
+        )?;
+        let headers = position_headers(event, None).insert(Header {
+            key: change.header(),
+            value: Some(&value),
+        });
+        Ok(match context {
+            Some(context) => context.append(headers),
+            None => headers,
+        })
+    }
+}
+
+/// The value of a key-change header: the other key as JSON, as the record keys are written
+/// (in Kafka Connect's `{"schema":…,"payload":…}` when the JSON output writes schemas, as
+/// Debezium's JsonConverter does; plain JSON with Avro, which has no registry subject for it).
+fn key_change_header(
+    table: &TableSchema,
+    key: &[crate::domain::value::Value],
+    context: &EnvelopeContext,
+    schemas: bool,
+) -> Result<Vec<u8>, KafkaError> {
+    let columns = table
+        .key_columns
+        .iter()
+        .filter_map(|&i| table.columns.get(i))
+        .zip(key)
+        .collect();
+    let payload = serde_json::to_vec(&crate::domain::event::KeyJson::Columns {
+        columns,
+        mode: context.decimal_mode,
+    })?;
+    if !schemas {
+        return Ok(payload);
+    }
+    let schema =
+        super::connect_schema::key_schema(table, &context.prefix, context.decimal_mode).to_string();
+    let mut wrapped = Vec::with_capacity(schema.len() + payload.len() + 24);
+    super::connect_schema::wrap(&schema, &payload, &mut wrapped);
+    Ok(wrapped)
+}
+
 fn position_headers(event: &ChangeEvent, context: Option<&ContextHeaders>) -> OwnedHeaders {
     let (mut commit_lsn, mut seq, mut xid) = (
         itoa::Buffer::new(),

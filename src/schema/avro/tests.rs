@@ -85,6 +85,7 @@ pub fn event() -> ChangeEvent {
         data_collection_order: 4,
         message: None,
         truncate: None,
+        key_change: None,
     }
 }
 
