@@ -36,6 +36,26 @@ const RUN_SPECIFIC: &[&str] = &[
 /// is the goal (issue 20); docs/compatibility.md describes them for users.
 const KNOWN: &[(&str, &str)] = &[
     (
+        "transaction:key.payload.id",
+        "transaction id: Debezium txId:<LSN of the transaction's first change>, tidemark txId:<commit LSN>",
+    ),
+    (
+        "transaction:value.payload.id",
+        "transaction id: Debezium txId:<LSN of the transaction's first change>, tidemark txId:<commit LSN>",
+    ),
+    (
+        "value.payload.transaction.id",
+        "transaction id: Debezium txId:<LSN of the transaction's first change>, tidemark txId:<commit LSN>",
+    ),
+    (
+        "transaction:value.payload.data_collections[len]",
+        "a transactional logical message: Debezium counts it under an internal collection (LogicalDecodingMessageMonitor), tidemark counts table events only",
+    ),
+    (
+        "transaction:value.payload.event_count",
+        "a transactional logical message: Debezium counts it under an internal collection (LogicalDecodingMessageMonitor), tidemark counts table events only",
+    ),
+    (
         "message:headers.tidemark.commit_lsn",
         "tidemark position headers: additive, kept",
     ),
@@ -193,7 +213,8 @@ const ROWS: &str = "INSERT INTO t VALUES
     (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
 /// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a
-/// delete, a transactional and a non-transactional logical message.
+/// delete, a primary-key change, a transactional and a non-transactional logical message;
+/// transaction metadata is on for both, so the `transaction` blocks and topics compare too.
 const STREAM: &[&str] = &[
     // Hex digits compress too little to stay inline: the value is TOASTed out of line.
     "INSERT INTO t (id, i8, txt, big) VALUES (3, 30, 'three', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 600) i))",
@@ -214,7 +235,7 @@ async fn tidemark_records_read_like_debeziums() {
     let prefix = "dbzc";
     let text = format!(
         "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\n",
+         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\ntransaction_metadata = true\n",
         db.url(),
         broker.bootstrap
     );
@@ -234,6 +255,7 @@ async fn tidemark_records_read_like_debeziums() {
         ("publication.name", "dbz_oracle"),
         ("publication.autocreate.mode", "filtered"),
         ("table.include.list", "public.t"),
+        ("provide.transaction.metadata", "true"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -253,11 +275,16 @@ async fn tidemark_records_read_like_debeziums() {
     .unwrap_or_else(|e| panic!("{e}"));
     let table_topic = format!("{prefix}.public.t");
     let message_topic = format!("{prefix}.message");
+    let transaction_topic = format!("{prefix}.transaction");
     let mut found: BTreeMap<String, String> = BTreeMap::new();
     // Which records (by index) show each kind, to tell snapshot rows from streamed ones.
     let mut seen_in: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     let mut ours_by_topic = Vec::new();
-    for (topic, label) in [(&table_topic, ""), (&message_topic, "message:")] {
+    for (topic, label) in [
+        (&table_topic, ""),
+        (&message_topic, "message:"),
+        (&transaction_topic, "transaction:"),
+    ] {
         ours_by_topic.push((
             topic.clone(),
             label,
@@ -332,7 +359,7 @@ async fn tidemark_records_read_like_debeziums() {
             }
         }
     }
-    for label in ["", "message:"] {
+    for label in ["", "message:", "transaction:"] {
         for path in RUN_SPECIFIC {
             found.remove(&format!("{label}{path}"));
         }

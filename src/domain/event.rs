@@ -551,12 +551,10 @@ impl Serialize for Envelope<'_, '_> {
             &row_json(table, event.after.as_deref(), &event.unchanged_toast, mode),
         )?;
         map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
+        // Snapshot rows belong to no streamed transaction: null, as Debezium writes them.
         map.serialize_entry(
             "transaction",
-            &self
-                .0
-                .context
-                .transaction_block
+            &(self.0.context.transaction_block && !event.source.snapshot.is_snapshot())
                 .then_some(TransactionJson(event)),
         )?;
         map.serialize_entry("op", &event.op)?;

@@ -27,6 +27,7 @@ use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema};
 use crate::domain::wire::fixed_scale;
+use crate::schema::fixed::FixedSchema;
 
 /// A `numeric` column's Connect type in `mode`, as Debezium declares it.
 fn numeric_type(kind: &TypeKind, mode: DecimalMode) -> Json {
@@ -238,6 +239,110 @@ pub(crate) fn message_key_schema() -> Json {
     })
 }
 
+/// The Connect schema of one of tidemark's fixed records (transaction metadata,
+/// heartbeat, schema change, their keys), derived from its Avro schema the way Confluent's
+/// AvroConverter reads one back: records become structs named `namespace.name`, `["null",
+/// T]` unions optional fields, arrays and maps keep their items. The heartbeat's value
+/// takes Debezium's name, `io.debezium.connector.common.Heartbeat`.
+pub(crate) fn fixed_schema(fixed: FixedSchema) -> Json {
+    let avro: Json = serde_json::from_str(fixed.text()).unwrap_or(Json::Null);
+    let mut schema = from_avro(&avro, None, false);
+    match fixed {
+        FixedSchema::Heartbeat => {
+            schema["name"] = json!("io.debezium.connector.common.Heartbeat");
+        }
+        // Debezium's names and versions, which its Avro schemas cannot carry.
+        FixedSchema::TransactionKey => schema["version"] = json!(1),
+        FixedSchema::TransactionMetadata => {
+            schema["version"] = json!(1);
+            if let Some(fields) = schema["fields"].as_array_mut() {
+                for field in fields {
+                    if field["field"] == "data_collections" {
+                        field["items"]["name"] = json!("event.collection");
+                        field["items"]["optional"] = json!(true);
+                        field["items"]["version"] = json!(1);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    schema
+}
+
+/// One Avro type as a Connect schema; `namespace` is the enclosing record's.
+fn from_avro(avro: &Json, namespace: Option<&str>, optional: bool) -> Json {
+    match avro {
+        Json::String(name) => json!({ "type": connect_primitive(name), "optional": optional }),
+        Json::Array(branches) => {
+            let types: Vec<&Json> = branches
+                .iter()
+                .filter(|b| b.as_str() != Some("null"))
+                .collect();
+            match types.as_slice() {
+                [only] => from_avro(only, namespace, optional || types.len() < branches.len()),
+                _ => json!({ "type": "string", "optional": true }),
+            }
+        }
+        Json::Object(object) => match object.get("type").and_then(Json::as_str) {
+            Some("record") => {
+                let namespace = object.get("namespace").and_then(Json::as_str).or(namespace);
+                let name = object
+                    .get("name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("record");
+                let fields: Vec<Json> = object
+                    .get("fields")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|field| {
+                        let mut connect =
+                            from_avro(field.get("type").unwrap_or(&Json::Null), namespace, false);
+                        connect["field"] = field.get("name").cloned().unwrap_or(Json::Null);
+                        connect
+                    })
+                    .collect();
+                let full_name = match namespace {
+                    Some(namespace) => format!("{namespace}.{name}"),
+                    None => name.to_owned(),
+                };
+                json!({ "type": "struct", "fields": fields, "optional": optional, "name": full_name })
+            }
+            Some("array") => json!({
+                "type": "array",
+                "items": from_avro(object.get("items").unwrap_or(&Json::Null), namespace, false),
+                "optional": optional,
+            }),
+            Some("map") => json!({
+                "type": "map",
+                "keys": { "type": "string", "optional": false },
+                "values": from_avro(object.get("values").unwrap_or(&Json::Null), namespace, false),
+                "optional": optional,
+            }),
+            Some("enum") | Some("fixed") => json!({ "type": "string", "optional": optional }),
+            Some(primitive) => {
+                json!({ "type": connect_primitive(primitive), "optional": optional })
+            }
+            None => json!({ "type": "string", "optional": optional }),
+        },
+        _ => json!({ "type": "string", "optional": optional }),
+    }
+}
+
+/// The Connect type of an Avro primitive.
+fn connect_primitive(avro: &str) -> &'static str {
+    match avro {
+        "boolean" => "boolean",
+        "int" => "int32",
+        "long" => "int64",
+        "float" => "float",
+        "double" => "float64",
+        "bytes" => "bytes",
+        _ => "string",
+    }
+}
+
 /// The schemas of one table description, as JSON text.
 #[derive(Debug, Clone)]
 struct CachedSchemas {
@@ -251,6 +356,7 @@ struct CachedSchemas {
 pub(crate) struct SchemaCache {
     tables: HashMap<u32, CachedSchemas>,
     message: Option<(Arc<str>, Arc<str>)>,
+    fixed: HashMap<FixedSchema, Arc<str>>,
     mode: DecimalMode,
 }
 
@@ -281,6 +387,14 @@ impl SchemaCache {
         };
         self.tables.insert(table.relation_id, cached);
         (key, value)
+    }
+
+    /// Schema text of a fixed record ([`fixed_schema`]).
+    pub fn fixed(&mut self, fixed: FixedSchema) -> Arc<str> {
+        self.fixed
+            .entry(fixed)
+            .or_insert_with(|| fixed_schema(fixed).to_string().into())
+            .clone()
     }
 
     /// Key and value schema text for logical messages.
@@ -326,6 +440,50 @@ mod tests {
             key_columns: vec![0],
             key_source: KeySource::PrimaryKey,
             replica_identity: ReplicaIdentity::Default,
+        }
+    }
+
+    #[test]
+    fn fixed_records_get_connect_schemas_with_their_avro_fields() {
+        let heartbeat = fixed_schema(FixedSchema::Heartbeat);
+        assert_eq!(heartbeat["type"], "struct");
+        assert_eq!(heartbeat["name"], "io.debezium.connector.common.Heartbeat");
+        assert_eq!(
+            heartbeat["fields"],
+            json!([
+                { "type": "int64", "optional": false, "field": "ts_ms" },
+                { "type": "int64", "optional": false, "field": "lsn" },
+            ])
+        );
+        let transaction = fixed_schema(FixedSchema::TransactionMetadata);
+        assert_eq!(
+            transaction["name"],
+            "io.debezium.connector.common.TransactionMetadataValue"
+        );
+        let fields = transaction["fields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<&str> = fields.iter().filter_map(|f| f["field"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["status", "id", "event_count", "data_collections", "ts_ms"]
+        );
+        let collections = &fields[3];
+        assert_eq!(collections["type"], "array");
+        assert_eq!(collections["optional"], true);
+        assert_eq!(collections["items"]["name"], "event.collection");
+        assert_eq!(
+            collections["items"]["fields"][1],
+            json!({ "type": "int64", "optional": false, "field": "event_count" })
+        );
+        for fixed in [
+            FixedSchema::HeartbeatKey,
+            FixedSchema::TransactionKey,
+            FixedSchema::SchemaChangeKey,
+            FixedSchema::SchemaChange,
+        ] {
+            assert_eq!(fixed_schema(fixed)["type"], "struct", "{fixed:?}");
         }
     }
 

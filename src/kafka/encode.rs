@@ -8,6 +8,7 @@
 use super::KafkaError;
 use super::connect_schema::{self, SchemaCache};
 use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
+use crate::schema::fixed::FixedSchema;
 
 /// Turns events into record bytes.
 pub trait RecordEncoder: Send + Sync {
@@ -43,6 +44,44 @@ impl JsonEncoder {
 }
 
 impl JsonEncoder {
+    /// Writes a fixed record's JSON `key` and `value` (heartbeat, transaction metadata,
+    /// schema change) into the buffers, each wrapped with its Connect schema when schemas
+    /// are on, so that `JsonConverter(schemas.enable=true)` reads them too. Returns whether
+    /// there is a key.
+    pub(crate) fn encode_fixed(
+        &mut self,
+        key_json: Option<(FixedSchema, &serde_json::Value)>,
+        value_schema: FixedSchema,
+        value_json: &serde_json::Value,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool, KafkaError> {
+        key.clear();
+        if let Some((key_schema, json)) = key_json {
+            self.write_fixed(key_schema, json, key)?;
+        }
+        value.clear();
+        self.write_fixed(value_schema, value_json, value)?;
+        Ok(key_json.is_some())
+    }
+
+    fn write_fixed(
+        &mut self,
+        schema: FixedSchema,
+        json: &serde_json::Value,
+        out: &mut Vec<u8>,
+    ) -> Result<(), KafkaError> {
+        match self.schemas.as_mut() {
+            Some(cache) => {
+                self.scratch.clear();
+                serde_json::to_writer(&mut self.scratch, json)?;
+                connect_schema::wrap(&cache.fixed(schema), &self.scratch, out);
+            }
+            None => serde_json::to_writer(&mut *out, json)?,
+        }
+        Ok(())
+    }
+
     /// Builds `table`'s Connect schemas now (with schemas enabled), so clones made for a
     /// parallel batch find them built.
     pub fn prepare(&mut self, table: &std::sync::Arc<crate::domain::event::TableSchema>) {

@@ -54,7 +54,7 @@ use crate::schema::tracker::SchemaTracker;
 /// How records are encoded.
 enum Format {
     /// Debezium's JSON shapes.
-    Json(JsonEncoder),
+    Json(Box<JsonEncoder>),
     /// Avro with a registry.
     Avro(Box<AvroEncoder>),
 }
@@ -171,9 +171,10 @@ impl KafkaOutput {
         registry: Option<(RegistryClient, IncompatiblePolicy)>,
     ) -> Result<Self, KafkaError> {
         let format = match (config.format, registry) {
-            (RecordFormat::Json, _) => {
-                Format::Json(JsonEncoder::new(context.clone(), config.json_schemas))
-            }
+            (RecordFormat::Json, _) => Format::Json(Box::new(JsonEncoder::new(
+                context.clone(),
+                config.json_schemas,
+            ))),
             (RecordFormat::Avro, Some((client, policy))) => {
                 Format::Avro(Box::new(AvroEncoder::new(client, policy, context.clone())))
             }
@@ -309,7 +310,11 @@ impl KafkaOutput {
             }
         };
         self.mode.before_record(&self.producer)?;
-        if self.transaction_metadata && event.source.xid != 0 {
+        // Snapshot rows open no transaction record (Debezium writes none for them).
+        if self.transaction_metadata
+            && event.source.xid != 0
+            && !event.source.snapshot.is_snapshot()
+        {
             let (xid, commit_lsn) = (event.source.xid, event.source.commit_lsn);
             if self
                 .open

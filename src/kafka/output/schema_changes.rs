@@ -28,19 +28,13 @@ impl KafkaOutput {
                     )
                     .await
             }
-            Format::Json(_) => {
-                self.key.clear();
-                let has_key = match key {
-                    Some((_, json)) => {
-                        serde_json::to_writer(&mut self.key, &json)?;
-                        true
-                    }
-                    None => false,
-                };
-                self.value.clear();
-                serde_json::to_writer(&mut self.value, &value)?;
-                Ok(has_key)
-            }
+            Format::Json(encoder) => encoder.encode_fixed(
+                key.as_ref().map(|(schema, json)| (*schema, json)),
+                value_schema,
+                &value,
+                &mut self.key,
+                &mut self.value,
+            ),
         }
     }
 
