@@ -59,6 +59,7 @@ fn event() -> ChangeEvent {
             commit_time_micros: 1_717_245_296_000_000,
             snapshot: Default::default(),
             last_commit_end: Some(Lsn(0x1_6B37_4000)),
+            first_lsn: Default::default(),
         },
         data_collection_order: 9,
         message: None,

@@ -37,15 +37,11 @@ const RUN_SPECIFIC: &[&str] = &[
 const KNOWN: &[(&str, &str)] = &[
     (
         "transaction:key.payload.id",
-        "transaction id: Debezium txId:<LSN of the transaction's first change>, tidemark txId:<commit LSN>",
+        "END records: Debezium writes END when the next transaction begins, with that position (the next transaction's first change) in its id; tidemark's END has the id of its BEGIN and its events",
     ),
     (
         "transaction:value.payload.id",
-        "transaction id: Debezium txId:<LSN of the transaction's first change>, tidemark txId:<commit LSN>",
-    ),
-    (
-        "value.payload.transaction.id",
-        "transaction id: Debezium txId:<LSN of the transaction's first change>, tidemark txId:<commit LSN>",
+        "END records: Debezium writes END when the next transaction begins, with that position (the next transaction's first change) in its id; tidemark's END has the id of its BEGIN and its events",
     ),
     (
         "transaction:value.payload.data_collections[len]",

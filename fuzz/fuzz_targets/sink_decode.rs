@@ -81,6 +81,7 @@ fn valid() -> &'static Valid {
                 commit_time_micros: 1_717_245_296_000_000,
                 snapshot: Default::default(),
                 last_commit_end: Some(Lsn(0x0F00)),
+                first_lsn: Default::default(),
             },
             data_collection_order: 1,
             message: None,

@@ -54,6 +54,12 @@ impl EventsConfig {
         })
     }
 
+    /// Whether transaction ids take Debezium's form, `txId:<first change's LSN>` (the
+    /// `debezium` preset), or `txId:<commit LSN>` (`native`).
+    pub fn first_change_transaction_id(&self) -> bool {
+        self.preset == Preset::Debezium
+    }
+
     /// Whether records carry Debezium's context headers.
     pub fn extended_headers(&self) -> bool {
         self.extended_headers

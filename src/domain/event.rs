@@ -224,6 +224,9 @@ pub struct SourcePosition {
     /// The end of the commit record of the transaction this session read before this
     /// event's (none for the session's first): Debezium's `source.sequence[0]`.
     pub last_commit_end: Option<Lsn>,
+    /// The LSN of its transaction's first change (zero for snapshot rows): Debezium's
+    /// transaction id is `txId:<this>`.
+    pub first_lsn: Lsn,
 }
 
 /// A logical decoding message (`pg_logical_emit_message`).
@@ -353,6 +356,9 @@ pub struct EnvelopeContext {
     /// Whether Kafka records carry Debezium 3's `__debezium.context.*` headers
     /// (`extended.headers.enabled`).
     pub extended_headers: bool,
+    /// Whether transaction ids are Debezium's `txId:<first change's LSN>` (the `debezium`
+    /// preset) rather than `txId:<commit LSN>` (`native`).
+    pub first_change_transaction_id: bool,
 }
 
 impl EnvelopeContext {
@@ -366,6 +372,18 @@ impl EnvelopeContext {
             decimal_mode: DecimalMode::default(),
             transaction_block: false,
             extended_headers: true,
+            first_change_transaction_id: true,
+        }
+    }
+
+    /// The LSN in an event's transaction id (`txId:<lsn>`): its transaction's first change
+    /// in Debezium's form, else (and for rows with no first change, the snapshot's) the
+    /// commit LSN.
+    pub fn transaction_id_lsn(&self, position: &SourcePosition) -> Lsn {
+        if self.first_change_transaction_id && position.first_lsn != Lsn::ZERO {
+            position.first_lsn
+        } else {
+            position.commit_lsn
         }
     }
 
@@ -536,7 +554,7 @@ impl Serialize for Envelope<'_, '_> {
             map.serialize_entry(
                 "transaction",
                 &(self.0.context.transaction_block && message.transactional)
-                    .then_some(TransactionJson(event)),
+                    .then_some(TransactionJson(event, self.0.context)),
             )?;
             map.serialize_entry("message", &MessageJson(message))?;
             return map.end();
@@ -555,7 +573,7 @@ impl Serialize for Envelope<'_, '_> {
         map.serialize_entry(
             "transaction",
             &(self.0.context.transaction_block && !event.source.snapshot.is_snapshot())
-                .then_some(TransactionJson(event)),
+                .then_some(TransactionJson(event, self.0.context)),
         )?;
         map.serialize_entry("op", &event.op)?;
         map.serialize_entry("ts_ms", &self.0.now_ms)?;
@@ -661,7 +679,7 @@ pub fn write_sequence(out: &mut String, position: &SourcePosition) {
     };
 }
 
-struct TransactionJson<'a>(&'a ChangeEvent);
+struct TransactionJson<'a>(&'a ChangeEvent, &'a EnvelopeContext);
 
 impl Serialize for TransactionJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -669,7 +687,11 @@ impl Serialize for TransactionJson<'_> {
         let mut map = s.serialize_map(Some(3))?;
         map.serialize_entry(
             "id",
-            &format!("{}:{}", position.xid, position.commit_lsn.as_u64()),
+            &format!(
+                "{}:{}",
+                position.xid,
+                self.1.transaction_id_lsn(position).as_u64()
+            ),
         )?;
         map.serialize_entry("total_order", &(position.seq + 1))?;
         map.serialize_entry("data_collection_order", &self.0.data_collection_order)?;

@@ -453,7 +453,11 @@ pub fn envelope_datum(
         Box::new(Avro::Record(vec![
             (
                 "id".into(),
-                Avro::String(format!("{}:{}", position.xid, position.commit_lsn.as_u64())),
+                Avro::String(format!(
+                    "{}:{}",
+                    position.xid,
+                    context.transaction_id_lsn(position).as_u64()
+                )),
             ),
             ("total_order".into(), Avro::Long(position.seq as i64 + 1)),
             (

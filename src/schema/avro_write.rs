@@ -260,7 +260,7 @@ impl AvroWriter {
             self.scratch,
             "{}:{}",
             position.xid,
-            position.commit_lsn.as_u64()
+            context.transaction_id_lsn(position).as_u64()
         );
         write_bytes(out, self.scratch.as_bytes());
         write_long(out, position.seq as i64 + 1);

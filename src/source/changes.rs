@@ -98,6 +98,8 @@ struct TransactionContext {
     commit_lsn: Lsn,
     commit_time_micros: i64,
     last_commit_end: Option<Lsn>,
+    /// The LSN of its first change, once one was assembled.
+    first_lsn: Option<Lsn>,
     next_seq: u64,
     per_table: HashMap<u32, u64>,
 }
@@ -341,6 +343,7 @@ impl ChangeAssembler {
             .ok_or(AssemblyError::OutsideTransaction(what))?;
         let seq = txn.next_seq;
         txn.next_seq += 1;
+        let first_lsn = *txn.first_lsn.get_or_insert(lsn);
         let data_collection_order = match table {
             Some(t) => {
                 let count = txn.per_table.entry(t.relation_id).or_insert(0);
@@ -363,6 +366,7 @@ impl ChangeAssembler {
                 commit_time_micros: txn.commit_time_micros,
                 snapshot: Default::default(),
                 last_commit_end: txn.last_commit_end,
+                first_lsn,
             },
             data_collection_order,
             message: None,

@@ -111,15 +111,17 @@ struct Description {
 struct OpenTransaction {
     xid: u32,
     commit_lsn: Lsn,
+    /// The LSN of its id ([`EnvelopeContext::transaction_id_lsn`]).
+    id_lsn: Lsn,
     /// Events per relation (names are built only for the END record).
     counts: HashMap<u32, (Arc<TableSchema>, u64)>,
     total: u64,
 }
 
 impl OpenTransaction {
-    /// Debezium's transaction id, `xid:commit_lsn`.
+    /// The transaction id, `xid:<lsn>`.
     fn id(&self) -> String {
-        format!("{}:{}", self.xid, self.commit_lsn.as_u64())
+        format!("{}:{}", self.xid, self.id_lsn.as_u64())
     }
 }
 
@@ -324,6 +326,7 @@ impl KafkaOutput {
                 let open = OpenTransaction {
                     xid,
                     commit_lsn,
+                    id_lsn: self.context.transaction_id_lsn(&event.source),
                     counts: HashMap::new(),
                     total: 0,
                 };

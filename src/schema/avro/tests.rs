@@ -81,6 +81,7 @@ pub fn event() -> ChangeEvent {
             commit_time_micros: 1_000_000,
             snapshot: Default::default(),
             last_commit_end: Some(Lsn(50)),
+            first_lsn: Default::default(),
         },
         data_collection_order: 4,
         message: None,
