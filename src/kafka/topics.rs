@@ -273,13 +273,53 @@ impl TopicCreator {
                 }
             }
         }
+        self.wait_visible(topic, partitions).await;
         tracing::debug!(topic, "topic ready");
         self.known.insert(topic.to_owned());
         Ok(())
     }
 
+    /// Waits (at most 30 s) until metadata answers show the new topic with every
+    /// partition led, three answers in a row: brokers learn of a topic a moment after the
+    /// controller creates it, and a transaction coordinator that does not know it yet
+    /// refuses to add its partitions to a Kafka transaction (`UNKNOWN_TOPIC_OR_PART`), an
+    /// abortable error. Each answer may come from another broker. Past the deadline the
+    /// producer's own retries take over.
+    async fn wait_visible(&self, topic: &str, partitions: i32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut in_a_row = 0;
+        while in_a_row < 3 && std::time::Instant::now() < deadline {
+            if self.led(topic, partitions).await {
+                in_a_row += 1;
+            } else {
+                in_a_row = 0;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Whether a metadata answer shows `topic` with `partitions` partitions, each led.
+    async fn led(&self, topic: &str, partitions: i32) -> bool {
+        self.metadata_shows(topic, move |t| {
+            t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+        })
+        .await
+    }
+
     /// Whether the broker knows `topic` (a metadata request; errors count as "no").
     async fn exists(&self, topic: &str) -> bool {
+        self.metadata_shows(topic, |t| !t.partitions().is_empty())
+            .await
+    }
+
+    /// Whether a metadata answer shows `topic` without error and as `check` wants it
+    /// (errors count as "no").
+    async fn metadata_shows(
+        &self,
+        topic: &str,
+        check: impl Fn(&rdkafka::metadata::MetadataTopic) -> bool + Send + 'static,
+    ) -> bool {
         let admin = self.admin.clone();
         let name = topic.to_owned();
         let lookup = tokio::task::spawn_blocking(move || {
@@ -287,9 +327,10 @@ impl TopicCreator {
                 .inner()
                 .fetch_metadata(Some(&name), Duration::from_secs(10))
                 .map(|metadata| {
-                    metadata.topics().iter().any(|t| {
-                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
-                    })
+                    metadata
+                        .topics()
+                        .iter()
+                        .any(|t| t.name() == name && t.error().is_none() && check(t))
                 })
         })
         .await;
