@@ -14,7 +14,10 @@
 //! `<prefix>.offsets`; that topic is read when the new one holds nothing for the
 //! connector, so an upgraded connector resumes where it stopped.
 //! Topics are created the first time a record is sent to them, with the configured partition
-//! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`).
+//! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`),
+//! and used once metadata shows every partition led: brokers learn of a new topic a moment
+//! after the controller creates it, and a transaction coordinator that does not know it yet
+//! refuses to add its partitions to a Kafka transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
