@@ -10,9 +10,10 @@
 //! topic does, so a consumer subscribed to `<prefix>\..*` (a sink with Confluent's
 //! AvroConverter, say) never meets a record it cannot decode: the offsets are
 //! `__tidemark-offsets.<prefix>` (plain JSON in every format) and the schema changes
-//! `__tidemark-schema-changes.<prefix>`. Releases before this one kept the offsets in
+//! `__tidemark-schema-changes.<prefix>`. Earlier tidemark builds kept the offsets in
 //! `<prefix>.offsets`; that topic is read when the new one holds nothing for the
 //! connector, so an upgraded connector resumes where it stopped.
+//!
 //! Topics are created the first time a record is sent to them, with the configured partition
 //! count, replication factor and configs (`cleanup.policy=compact` when `kafka.compact`),
 //! and used once metadata shows every partition led: brokers learn of a new topic a moment
@@ -115,7 +116,8 @@ impl TopicRouter {
     }
 
     /// The offsets topics to read, in order: [`TopicRouter::offsets_topic`], then the name
-    /// releases before it used (`<prefix>.offsets`), read only when the first holds nothing.
+    /// earlier tidemark builds used (`<prefix>.offsets`), read only when the first holds
+    /// nothing.
     pub(crate) fn offsets_topics_to_read(&self) -> [String; 2] {
         [self.offsets_topic(), format!("{}.offsets", self.prefix)]
     }
