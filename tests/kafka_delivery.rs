@@ -623,6 +623,30 @@ async fn json_with_schemas_wraps_keys_and_values_like_debeziums_json_converter()
         .unwrap_or_default();
     let records = consume(&bootstrap, "kschema.public.s", 2).await;
     run.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    // The fixed records are wrapped too: the ALTER's schema change, with a Connect schema
+    // describing every payload field.
+    let changes = consume(&bootstrap, "__tidemark-schema-changes.kschema", 1).await;
+    let change = changes[0].value.clone().unwrap_or_default();
+    assert_eq!(change["payload"]["table"], "s");
+    assert_eq!(change["schema"]["type"], "struct");
+    let described: Vec<&str> = change["schema"]["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["field"].as_str())
+        .collect();
+    let written: Vec<&str> = change["payload"]
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys().map(String::as_str))
+        .collect();
+    let mut sorted = described.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted, written,
+        "schema fields {described:?}, payload {change}"
+    );
+    assert_eq!(changes[0].key_json()["payload"]["table"], "s");
 
     let key = records[0].key_json();
     assert_eq!(key["payload"], serde_json::json!({"id": 7}));

@@ -304,6 +304,13 @@ impl KeyChange {
 }
 
 impl ChangeEvent {
+    /// Whether the event is part of a streamed source transaction, so a transaction block
+    /// and transaction records describe it: not a snapshot row (Debezium writes none for
+    /// those) and not a non-transactional logical message.
+    pub fn in_streamed_transaction(&self) -> bool {
+        !self.source.snapshot.is_snapshot() && self.message.as_ref().is_none_or(|m| m.transactional)
+    }
+
     /// The row the key is taken from: `after`, or `before` for deletes.
     fn key_row(&self) -> Option<&Vec<Value>> {
         match self.op {
@@ -551,11 +558,7 @@ impl Serialize for Envelope<'_, '_> {
             map.serialize_entry("op", &event.op)?;
             map.serialize_entry("ts_ms", &self.0.now_ms)?;
             map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
-            map.serialize_entry(
-                "transaction",
-                &(self.0.context.transaction_block && message.transactional)
-                    .then_some(TransactionJson(event, self.0.context)),
-            )?;
+            map.serialize_entry("transaction", &TransactionJson::of(event, self.0.context))?;
             map.serialize_entry("message", &MessageJson(message))?;
             return map.end();
         }
@@ -569,12 +572,7 @@ impl Serialize for Envelope<'_, '_> {
             &row_json(table, event.after.as_deref(), &event.unchanged_toast, mode),
         )?;
         map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
-        // Snapshot rows belong to no streamed transaction: null, as Debezium writes them.
-        map.serialize_entry(
-            "transaction",
-            &(self.0.context.transaction_block && !event.source.snapshot.is_snapshot())
-                .then_some(TransactionJson(event, self.0.context)),
-        )?;
+        map.serialize_entry("transaction", &TransactionJson::of(event, self.0.context))?;
         map.serialize_entry("op", &event.op)?;
         map.serialize_entry("ts_ms", &self.0.now_ms)?;
         map.serialize_entry("ts_us", &self.0.now_ms.saturating_mul(1000))?;
@@ -680,6 +678,15 @@ pub fn write_sequence(out: &mut String, position: &SourcePosition) {
 }
 
 struct TransactionJson<'a>(&'a ChangeEvent, &'a EnvelopeContext);
+
+impl<'a> TransactionJson<'a> {
+    /// The block of `event`: filled when the context asks for it and the event is part of
+    /// a streamed transaction ([`ChangeEvent::in_streamed_transaction`]), else `null`.
+    fn of(event: &'a ChangeEvent, context: &'a EnvelopeContext) -> Option<Self> {
+        (context.transaction_block && event.in_streamed_transaction())
+            .then_some(TransactionJson(event, context))
+    }
+}
 
 impl Serialize for TransactionJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -1,8 +1,8 @@
 //! Exactly-once delivery with a transactional producer.
 //!
 //! Whole source transactions are batched into one Kafka transaction together with a record on
-//! the compacted `__tidemark-offsets.<prefix>` topic (key: the connector; value: the end position of the
-//! last source transaction in the batch). A Kafka transaction is committed only at a source
+//! the compacted `__tidemark-offsets.<prefix>` topic (key: the connector; value: the end
+//! position of the last source transaction in the batch). A Kafka transaction is committed only at a source
 //! transaction boundary, so it never holds half a source transaction. Its commit is the
 //! acknowledgement: only then may PostgreSQL be told the position.
 //!

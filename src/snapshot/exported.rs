@@ -135,9 +135,14 @@ pub(crate) async fn read_exported<O: EventOutput>(
     let tables = snapshot_tables(&planner, config).await?;
     let plans = plan_tables(&planner, &tables, config.source.snapshot_chunk_pages, None).await?;
     // The snapshot's transaction id for its rows' `source.txId`, as Debezium writes its
-    // snapshot transaction's (the 32-bit xid, like streamed changes carry).
-    let xid: i64 = planner
-        .query_one("SELECT (txid_current() % 4294967296)::int8", &[])
+    // snapshot transaction's (the 32-bit xid, like streamed changes carry). A standby
+    // assigns no transaction ids: none there, as Debezium's `null`.
+    let xid: Option<i64> = planner
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+             ELSE (txid_current() % 4294967296)::int8 END",
+            &[],
+        )
         .await
         .and_then(|row| row.try_get(0))
         .map_err(SnapshotError::sql("reading the snapshot transaction's id"))?;
@@ -187,7 +192,11 @@ pub(crate) async fn read_exported<O: EventOutput>(
     }
     drop(sender);
 
-    let mut emitter = Emitter::new(consistent_point, u32::try_from(xid).unwrap_or(0), &specs);
+    let mut emitter = Emitter::new(
+        consistent_point,
+        xid.and_then(|x| u32::try_from(x).ok()).unwrap_or(0),
+        &specs,
+    );
     let mut last_checkpoint = Instant::now();
     let mut interrupted = false;
     while let Some(message) = receiver.recv().await {
@@ -262,11 +271,9 @@ struct Emitter {
     chunks_left: Vec<usize>,
     /// Per table: whether one of its rows was sent.
     started: Vec<bool>,
-    /// Whether any row was sent.
-    any_sent: bool,
     /// Per table: its newest row, with its chunk, held back until the next row of the
     /// table (or the table's end) tells its marker.
-    held: HashMap<usize, (usize, ChangeEvent)>,
+    held: Vec<Option<(usize, ChangeEvent)>>,
     /// The last row of a table read to its end, held back until another row is sent (it
     /// is `last_in_data_collection`) or the snapshot ends (it is `last`).
     tail: Option<(usize, ChangeEvent)>,
@@ -277,19 +284,17 @@ struct Emitter {
 
 impl Emitter {
     fn new(consistent_point: Lsn, xid: u32, specs: &[ChunkSpec]) -> Self {
-        let mut tables: Vec<(String, String)> = Vec::new();
+        let mut tables: HashMap<(&str, &str), usize> = HashMap::new();
         let mut table_of = Vec::with_capacity(specs.len());
-        let mut chunks_left = Vec::new();
+        let mut chunks_left: Vec<usize> = Vec::new();
         for spec in specs {
-            let name = (spec.schema.clone(), spec.table.clone());
-            let index = match tables.iter().position(|t| *t == name) {
-                Some(index) => index,
-                None => {
-                    tables.push(name);
-                    chunks_left.push(0);
-                    tables.len() - 1
-                }
-            };
+            let next = tables.len();
+            let index = *tables
+                .entry((spec.schema.as_str(), spec.table.as_str()))
+                .or_insert(next);
+            if index == chunks_left.len() {
+                chunks_left.push(0);
+            }
             chunks_left[index] += 1;
             table_of.push(index);
         }
@@ -299,9 +304,8 @@ impl Emitter {
             next_seq: 0,
             table_of,
             started: vec![false; chunks_left.len()],
+            held: (0..chunks_left.len()).map(|_| None).collect(),
             chunks_left,
-            any_sent: false,
-            held: HashMap::new(),
             tail: None,
             deferred_done: Vec::new(),
             done: vec![false; specs.len()],
@@ -322,7 +326,7 @@ impl Emitter {
         let first_of_table = !self.started[table];
         event.source.snapshot = if last_of_snapshot {
             SnapshotMarker::Last
-        } else if !self.any_sent {
+        } else if self.next_seq == 0 {
             SnapshotMarker::First
         } else if last_of_table {
             SnapshotMarker::LastInDataCollection
@@ -332,7 +336,6 @@ impl Emitter {
             SnapshotMarker::True
         };
         self.started[table] = true;
-        self.any_sent = true;
         event.source.lsn = self.consistent_point;
         event.source.commit_lsn = Lsn(self.consistent_point.as_u64().saturating_sub(1));
         event.source.seq = self.next_seq;
@@ -362,13 +365,19 @@ impl Emitter {
         // One clock read per batch: the read time is the batch's.
         let now_micros = crate::domain::event::now_ms() * 1000;
         let table = self.table_of[chunk];
-        let mut batch = Vec::with_capacity(events.len() + 1);
+        let mut events = events;
+        // All rows of a batch are of one table: the one it held goes first, its own last
+        // row is held in turn.
+        let newest = events.pop();
+        let mut batch = Vec::with_capacity(events.len() + 2);
         self.release_tail(&mut batch, now_micros);
-        for event in events {
-            if let Some((held_chunk, held)) = self.held.insert(table, (chunk, event)) {
-                let released = self.release(held_chunk, held, false, false, now_micros);
-                batch.push(released);
-            }
+        let previous = std::mem::replace(&mut self.held[table], newest.map(|e| (chunk, e)));
+        for (from, event) in previous
+            .into_iter()
+            .chain(events.into_iter().map(|e| (chunk, e)))
+        {
+            let released = self.release(from, event, false, false, now_micros);
+            batch.push(released);
         }
         // The rest go to the output as one batch (which may encode them on several
         // threads, in order).
@@ -390,7 +399,7 @@ impl Emitter {
         let table = self.table_of[chunk];
         self.chunks_left[table] = self.chunks_left[table].saturating_sub(1);
         if self.chunks_left[table] == 0
-            && let Some(last) = self.held.remove(&table)
+            && let Some(last) = self.held[table].take()
         {
             // The table's last row: the one before it in the tail is not the snapshot's
             // last, so it goes now.
@@ -410,16 +419,14 @@ impl Emitter {
         &mut self,
         output: &mut O,
     ) -> Result<(), SnapshotError> {
-        let waiting_on: Vec<usize> = self
-            .held
-            .values()
-            .chain(&self.tail)
-            .map(|(chunk, _)| *chunk)
-            .collect();
-        let (ready, waiting): (Vec<usize>, Vec<usize>) = self
-            .deferred_done
-            .drain(..)
-            .partition(|c| !waiting_on.contains(c));
+        let holds = |chunk: usize| {
+            let held = |row: &Option<(usize, ChangeEvent)>| {
+                row.as_ref().is_some_and(|(from, _)| *from == chunk)
+            };
+            held(&self.held[self.table_of[chunk]]) || held(&self.tail)
+        };
+        let (ready, waiting): (Vec<usize>, Vec<usize>) =
+            self.deferred_done.drain(..).partition(|c| !holds(*c));
         self.deferred_done = waiting;
         if !ready.is_empty() {
             output.commit(self.consistent_point).await?;
@@ -438,8 +445,8 @@ impl Emitter {
         complete: bool,
     ) -> Result<(), SnapshotError> {
         let now_micros = crate::domain::event::now_ms() * 1000;
-        let mut held: Vec<(usize, ChangeEvent)> = self.held.drain().map(|(_, row)| row).collect();
-        held.sort_by_key(|(chunk, _)| *chunk);
+        let held: Vec<(usize, ChangeEvent)> =
+            self.held.iter_mut().filter_map(Option::take).collect();
         let mut batch = Vec::with_capacity(held.len() + 1);
         for (chunk, event) in held {
             let released = self.release(chunk, event, false, false, now_micros);

@@ -218,14 +218,10 @@ impl ChangeAssembler {
                     };
                     let old_key = before_row.as_deref().map(key_of);
                     let new_key = key_of(&after);
-                    self.push(out, Op::Delete, &table, before_row, None, Vec::new(), lsn)?;
-                    if let Some(delete) = out.last_mut() {
-                        delete.key_change = Some(KeyChange::NewKey(new_key));
-                    }
-                    self.push(out, Op::Create, &table, None, Some(after), toast, lsn)?;
-                    if let (Some(create), Some(old_key)) = (out.last_mut(), old_key) {
-                        create.key_change = Some(KeyChange::OldKey(old_key));
-                    }
+                    self.push(out, Op::Delete, &table, before_row, None, Vec::new(), lsn)?
+                        .key_change = Some(KeyChange::NewKey(new_key));
+                    self.push(out, Op::Create, &table, None, Some(after), toast, lsn)?
+                        .key_change = old_key.map(KeyChange::OldKey);
                 } else {
                     let before_row = before
                         .filter(|(kind, _)| *kind == OldTupleKind::Full)
@@ -376,16 +372,16 @@ impl ChangeAssembler {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push(
+    fn push<'o>(
         &mut self,
-        out: &mut Vec<ChangeEvent>,
+        out: &'o mut Vec<ChangeEvent>,
         op: Op,
         table: &Arc<TableSchema>,
         before: Option<Vec<Value>>,
         after: Option<Vec<Value>>,
         unchanged_toast: Vec<usize>,
         lsn: Lsn,
-    ) -> Result<(), AssemblyError> {
+    ) -> Result<&'o mut ChangeEvent, AssemblyError> {
         let event = self.event(op, Some(table), lsn)?;
         out.push(ChangeEvent {
             before,
@@ -393,7 +389,8 @@ impl ChangeAssembler {
             unchanged_toast,
             ..event
         });
-        Ok(())
+        let pushed = out.len() - 1;
+        Ok(&mut out[pushed])
     }
 }
 

@@ -312,11 +312,7 @@ impl KafkaOutput {
             }
         };
         self.mode.before_record(&self.producer)?;
-        // Snapshot rows open no transaction record (Debezium writes none for them).
-        if self.transaction_metadata
-            && event.source.xid != 0
-            && !event.source.snapshot.is_snapshot()
-        {
+        if self.transaction_metadata && event.in_streamed_transaction() {
             let (xid, commit_lsn) = (event.source.xid, event.source.commit_lsn);
             if self
                 .open
@@ -431,54 +427,38 @@ impl KafkaOutput {
         for ((event, (topic, _, _)), (key, value)) in
             events.iter().zip(&targets).zip(batch.records())
         {
-            self.produce(
-                topic,
-                key,
-                Some(value),
-                Some(position_headers(event, self.context_headers.as_ref())),
-            )
-            .await?;
+            let headers = self.event_headers(event)?;
+            self.produce(topic, key, Some(value), Some(headers)).await?;
             if event.op == Op::Delete && self.tombstones && key.is_some() {
-                self.produce(
-                    topic,
-                    key,
-                    None,
-                    Some(position_headers(event, self.context_headers.as_ref())),
-                )
-                .await?;
+                let headers = self.event_headers(event)?;
+                self.produce(topic, key, None, Some(headers)).await?;
             }
         }
         Ok(())
     }
 }
 
-/// The source position of `event` as record headers (`tidemark.commit_lsn`, `tidemark.seq`,
-/// `tidemark.xid`), its numbers formatted on the stack.
 impl KafkaOutput {
     /// The headers of a streamed event's record (and its tombstone): the position, the
     /// other key of a primary-key change (`__debezium.newkey`/`__debezium.oldkey`), and
     /// the context headers, which Debezium writes on every change but logical messages.
     fn event_headers(&self, event: &ChangeEvent) -> Result<OwnedHeaders, KafkaError> {
-        let context = self
-            .context_headers
-            .as_ref()
-            .filter(|_| event.message.is_none());
-        let (Some(change), Some(table)) = (&event.key_change, &event.table) else {
-            return Ok(position_headers(event, context));
-        };
-        let value = key_change_header(
-            table,
-            change.key(),
-            &self.context,
-            matches!(self.format, Format::Json(_)) && self.config.json_schemas,
-        )?;
-        let headers = position_headers(event, None).insert(Header {
-            key: change.header(),
-            value: Some(&value),
-        });
-        Ok(match context {
-            Some(context) => context.append(headers),
-            None => headers,
+        let mut headers = position_headers(event);
+        if let (Some(change), Some(table)) = (&event.key_change, &event.table) {
+            let value = key_change_header(
+                table,
+                change.key(),
+                &self.context,
+                matches!(self.format, Format::Json(_)) && self.config.json_schemas,
+            )?;
+            headers = headers.insert(Header {
+                key: change.header(),
+                value: Some(&value),
+            });
+        }
+        Ok(match &self.context_headers {
+            Some(context) if event.message.is_none() => context.append(headers),
+            _ => headers,
         })
     }
 }
@@ -512,13 +492,15 @@ fn key_change_header(
     Ok(wrapped)
 }
 
-fn position_headers(event: &ChangeEvent, context: Option<&ContextHeaders>) -> OwnedHeaders {
+/// The source position of `event` as record headers (`tidemark.commit_lsn`, `tidemark.seq`,
+/// `tidemark.xid`), its numbers formatted on the stack.
+fn position_headers(event: &ChangeEvent) -> OwnedHeaders {
     let (mut commit_lsn, mut seq, mut xid) = (
         itoa::Buffer::new(),
         itoa::Buffer::new(),
         itoa::Buffer::new(),
     );
-    let headers = OwnedHeaders::new_with_capacity(7)
+    OwnedHeaders::new_with_capacity(8)
         .insert(Header {
             key: "tidemark.commit_lsn",
             value: Some(
@@ -534,11 +516,7 @@ fn position_headers(event: &ChangeEvent, context: Option<&ContextHeaders>) -> Ow
         .insert(Header {
             key: "tidemark.xid",
             value: Some(xid.format(event.source.xid).as_bytes()),
-        });
-    match context {
-        Some(context) => context.append(headers),
-        None => headers,
-    }
+        })
 }
 
 /// Debezium 3's context headers (`extended.headers.enabled`), as Kafka Connect's default
