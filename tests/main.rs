@@ -40,6 +40,7 @@ mod sink_fencing;
 #[cfg(feature = "duckdb")]
 mod sink_fidelity;
 mod sink_group_and_drill;
+mod sink_keyless;
 mod sink_snowflake;
 mod snapshot;
 mod snapshot_kafka;

@@ -144,7 +144,9 @@ pub struct TableSchema {
     pub name: String,
     /// Columns in table order.
     pub columns: Vec<Column>,
-    /// Indexes of the key columns: the primary key, else the replica identity columns.
+    /// Indexes of the columns that identify a row: the primary key, else the replica
+    /// identity columns (every column under FULL without a primary key). The record key
+    /// is [`Self::record_key_columns`].
     pub key_columns: Vec<usize>,
     /// Where the key columns come from.
     pub key_source: KeySource,
@@ -156,6 +158,18 @@ impl TableSchema {
     /// `schema.table`.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The columns of the record key, as Debezium chooses them: the key columns, except
+    /// under `REPLICA IDENTITY FULL` without a primary key ([`KeySource::FullRow`]), where
+    /// the record has no key (a whole-row key would change on every update, and a NULL in
+    /// any column could not be written to a key field). [`Self::key_columns`] stays the
+    /// row's identity inside tidemark.
+    pub fn record_key_columns(&self) -> &[usize] {
+        match self.key_source {
+            KeySource::FullRow => &[],
+            _ => &self.key_columns,
+        }
     }
 
     /// Whether updates and deletes of this table identify their row.
@@ -329,17 +343,17 @@ impl ChangeEvent {
         )
     }
 
-    /// The key's columns and values, or none (messages, truncates, keyless tables).
+    /// The record key's columns and values, or none (messages, truncates, tables without a
+    /// record key: see [`TableSchema::record_key_columns`]).
     pub fn key_columns(&self) -> Option<Vec<(&Column, &Value)>> {
         let table = self.table.as_ref()?;
-        if table.key_columns.is_empty() || matches!(self.op, Op::Truncate | Op::Message) {
+        let key = table.record_key_columns();
+        if key.is_empty() || matches!(self.op, Op::Truncate | Op::Message) {
             return None;
         }
         let row = self.key_row()?;
         Some(
-            table
-                .key_columns
-                .iter()
+            key.iter()
                 .filter_map(|&i| Some((table.columns.get(i)?, row.get(i)?)))
                 .collect(),
         )

@@ -114,7 +114,7 @@ fn simple(kind: &str, optional: bool, field: &str) -> Json {
 /// The key schema of a table, decimals in `mode`.
 pub fn key_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Json {
     let fields: Vec<Json> = table
-        .key_columns
+        .record_key_columns()
         .iter()
         .filter_map(|&i| table.columns.get(i))
         .map(|c| column_field(c, false, mode))

@@ -207,9 +207,9 @@ pub(crate) fn derive_renamed(
     renames: &[(String, String)],
 ) -> Result<TableAvro, AvroError> {
     let ns = namespace(table, prefix);
-    let key_json = (!table.key_columns.is_empty()).then(|| {
+    let key_json = (!table.record_key_columns().is_empty()).then(|| {
         let fields: Vec<Json> = table
-            .key_columns
+            .record_key_columns()
             .iter()
             .filter_map(|&i| table.columns.get(i))
             .map(|c| json!({"name": avro_name(&c.name), "type": column_type(&c.column_type.kind)}))
@@ -373,7 +373,7 @@ pub fn key_datum(event: &ChangeEvent) -> Result<Option<Avro>, AvroError> {
         return Ok(None);
     };
     let kinds = table
-        .key_columns
+        .record_key_columns()
         .iter()
         .filter_map(|&i| table.columns.get(i));
     let fields = key

@@ -215,7 +215,8 @@ impl AvroWriter {
         let Some(table) = event.table.as_deref() else {
             return Ok(false);
         };
-        if table.key_columns.is_empty() || matches!(event.op, Op::Truncate | Op::Message) {
+        let key = table.record_key_columns();
+        if key.is_empty() || matches!(event.op, Op::Truncate | Op::Message) {
             return Ok(false);
         }
         let row = match event.op {
@@ -225,7 +226,7 @@ impl AvroWriter {
         let Some(row) = row else {
             return Ok(false);
         };
-        for &index in &table.key_columns {
+        for &index in key {
             let (Some(column), Some(value)) = (table.columns.get(index), row.get(index)) else {
                 return Err(AvroError::Encode(format!(
                     "key column {index} missing from a row of {}",

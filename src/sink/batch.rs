@@ -8,6 +8,10 @@
 //! warehouse has not seen yet. A truncate drops every change of the batch older than it
 //! and is applied before the MERGE. Changes older than a truncate already applied (the
 //! warehouse's stored truncate position) are dropped as they arrive.
+//!
+//! A table without a key (no primary key; its records have no key) cannot be folded: its
+//! inserts are appended, and its deletes and `REPLICA IDENTITY FULL` updates remove one
+//! warehouse row equal to their old row ([`TableBatch::add_keyless`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use super::record::{Position, SinkOp, SinkRecord, SourceTable, TopicPartition};
 use super::shape::TableShape;
 use crate::domain::value::Value;
 
-/// One key's newest change.
+/// One key's newest change, or one change of a keyless table.
 #[derive(Debug, Clone)]
 pub struct PendingRow {
     /// Upsert or delete.
@@ -25,7 +29,7 @@ pub struct PendingRow {
     /// Position.
     pub position: Position,
     /// For upserts the row in the batch shape's column order; for deletes the key values
-    /// in `shape.key` order.
+    /// in `shape.key` order, or for a keyless table the whole old row.
     pub values: Vec<Value>,
     /// Unchanged-TOAST columns of an upsert.
     pub unchanged: Vec<String>,
@@ -96,9 +100,12 @@ impl TableBatch {
             self.appended.retain(|row| row.position >= at);
             return;
         }
-        let keyless = self.shape.key.is_empty();
+        if self.shape.key.is_empty() {
+            self.add_keyless(record, partition);
+            return;
+        }
         // The key's bytes are taken before the record's row is moved into the batch.
-        let key = (!keyless).then(|| key_bytes(&record.key()));
+        let key = key_bytes(&record.key());
         let values = match record.op {
             SinkOp::Delete => record.key().into_iter().cloned().collect(),
             _ => record.row,
@@ -109,12 +116,6 @@ impl TableBatch {
             values,
             unchanged: record.unchanged,
             partition: partition.clone(),
-        };
-        let Some(key) = key else {
-            if row.op == SinkOp::Upsert {
-                self.appended.push(row);
-            }
-            return;
         };
         match self.rows.get_mut(&key) {
             None => {
@@ -128,6 +129,44 @@ impl TableBatch {
                 }
                 *older = row;
             }
+        }
+    }
+
+    /// A keyless table's change, kept in order: an insert is appended; a delete, and an
+    /// update with its old row (`REPLICA IDENTITY FULL`), remove one row equal to the old
+    /// row. A removal of a row this batch appends cancels that append, so the removals
+    /// left apply to rows already in the warehouse and can run before the appends.
+    fn add_keyless(&mut self, record: SinkRecord, partition: &Arc<TopicPartition>) {
+        let removed = match record.op {
+            SinkOp::Delete => Some(record.row.clone()),
+            _ => record.before.clone(),
+        };
+        if let Some(old) = removed {
+            let pending = self
+                .appended
+                .iter()
+                .rposition(|row| row.op == SinkOp::Upsert && row.values == old);
+            match pending {
+                Some(index) => {
+                    self.appended.remove(index);
+                }
+                None => self.appended.push(PendingRow {
+                    op: SinkOp::Delete,
+                    position: record.position,
+                    values: old,
+                    unchanged: Vec::new(),
+                    partition: partition.clone(),
+                }),
+            }
+        }
+        if record.op == SinkOp::Upsert {
+            self.appended.push(PendingRow {
+                op: SinkOp::Upsert,
+                position: record.position,
+                values: record.row,
+                unchanged: record.unchanged,
+                partition: partition.clone(),
+            });
         }
     }
 
@@ -148,7 +187,8 @@ impl TableBatch {
         self.len() == 0 && self.truncate.is_none()
     }
 
-    /// The folded changes sorted by key, then the appended rows of a keyless table.
+    /// The folded changes sorted by key, then a keyless table's removals and appends in
+    /// arrival order.
     pub(crate) fn into_rows(self) -> (Option<Position>, Vec<PendingRow>) {
         let mut keyed: Vec<(Vec<u8>, PendingRow)> = self.rows.into_iter().collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -223,6 +263,7 @@ mod tests {
             } else {
                 vec![]
             },
+            before: None,
         }
     }
 
@@ -313,5 +354,58 @@ mod tests {
         assert_eq!(truncate.map(|t| t.commit_lsn), Some(20));
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].values[0], Value::Int32(2));
+    }
+
+    #[test]
+    fn a_keyless_batch_cancels_its_own_rows_and_removes_older_ones_by_value() {
+        let keyless = Arc::new(TableShape {
+            key: Vec::new(),
+            ..(*shape()).clone()
+        });
+        let mut batch = TableBatch::new(
+            SourceTable {
+                schema: "public".into(),
+                name: "t".into(),
+            },
+            keyless.clone(),
+        );
+        let p = partition();
+        let row = |id: i32, doc: &str| vec![Value::Int32(id), Value::Text(doc.into())];
+        let change =
+            |op: SinkOp, lsn: u64, row: Vec<Value>, before: Option<Vec<Value>>| SinkRecord {
+                shape: keyless.clone(),
+                row,
+                before,
+                ..record(op, lsn, 0, None, false)
+            };
+        let floor = Position::default();
+        // Two equal inserts; an update of one of them cancels it in the batch.
+        batch.add(change(SinkOp::Upsert, 1, row(1, "a"), None), &p, floor);
+        batch.add(change(SinkOp::Upsert, 2, row(1, "a"), None), &p, floor);
+        batch.add(
+            change(SinkOp::Upsert, 3, row(1, "b"), Some(row(1, "a"))),
+            &p,
+            floor,
+        );
+        // An update and a delete of rows the warehouse already holds.
+        batch.add(
+            change(SinkOp::Upsert, 4, row(9, "y"), Some(row(9, "x"))),
+            &p,
+            floor,
+        );
+        batch.add(change(SinkOp::Delete, 5, row(8, "z"), None), &p, floor);
+        let (_, rows) = batch.into_rows();
+        let summary: Vec<(SinkOp, Vec<Value>)> =
+            rows.into_iter().map(|r| (r.op, r.values)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (SinkOp::Upsert, row(1, "a")),
+                (SinkOp::Upsert, row(1, "b")),
+                (SinkOp::Delete, row(9, "x")),
+                (SinkOp::Upsert, row(9, "y")),
+                (SinkOp::Delete, row(8, "z")),
+            ]
+        );
     }
 }

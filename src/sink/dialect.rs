@@ -17,7 +17,9 @@
 //! A column whose TOASTed value the source did not send (listed in the staged row's
 //! `__unchanged`, as `,a,b,`) keeps the target's value: `CASE WHEN POSITION(',c,' IN
 //! s.__unchanged) > 0 THEN t.c ELSE s.c END`. A truncate deletes (or marks) the rows older
-//! than its position. The consumed Kafka offsets, and each table's applied shape and
+//! than its position. A table without a key is not merged: its staged deletes (and the old
+//! rows of its `REPLICA IDENTITY FULL` updates) each remove one equal row
+//! ([`Dialect::remove_equal`]), then its inserts are appended. The consumed Kafka offsets, and each table's applied shape and
 //! truncate position, live in `__tidemark_offsets` and `__tidemark_tables`, written in the
 //! same transaction as the MERGE.
 
@@ -415,6 +417,106 @@ impl Dialect {
     }
 
     /// An `INSERT … SELECT` of a keyless table's staged rows (appended, never merged).
+    /// For a keyless table, the statement that removes, for each staged delete (`__op =
+    /// 'd'`, the whole old row), one target row equal to it, NULLs equal to NULLs; with
+    /// soft deletes it marks the row instead. Equal staged rows remove as many target rows:
+    /// the target rows are numbered within each group of equal staged rows (by their
+    /// physical row id: PostgreSQL's `ctid`, DuckDB's `rowid`). Snowflake has no row id, so
+    /// there every equal target row goes (or is marked): exact duplicate rows of a keyless
+    /// table are not told apart.
+    pub fn remove_equal(
+        self,
+        target: &Target,
+        stage: &str,
+        shape: &TableShape,
+        soft_delete: bool,
+    ) -> String {
+        let q = |name: &str| self.quote(name);
+        let table = self.table(target);
+        // PostgreSQL compares and groups types without equality (point, xml) by their text.
+        let comparable = |expr: String, kind: &ColumnKind| -> String {
+            let textual = matches!(kind, ColumnKind::Other(_))
+                || matches!(kind, ColumnKind::Array(inner) if matches!(**inner, ColumnKind::Other(_)));
+            if self == Dialect::Postgres && textual {
+                format!("CAST({expr} AS TEXT)")
+            } else {
+                expr
+            }
+        };
+        let staged: Vec<String> = shape
+            .columns
+            .iter()
+            .map(|c| {
+                comparable(
+                    self.staged_as_target(&format!("s.{}", q(&c.name)), &c.kind),
+                    &c.kind,
+                )
+            })
+            .collect();
+        let equal: Vec<String> = shape
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let left = comparable(format!("t.{}", q(&c.name)), &c.kind);
+                match self {
+                    Dialect::Snowflake => format!("EQUAL_NULL({left}, r.__c{i})"),
+                    _ => format!("{left} IS NOT DISTINCT FROM r.__c{i}"),
+                }
+            })
+            .collect();
+        let mut on = equal.join(" AND ");
+        if soft_delete {
+            on.push_str(&format!(" AND t.{} IS NOT TRUE", q(DELETED_COLUMN)));
+        }
+        let named: Vec<String> = staged
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{e} AS __c{i}"))
+            .collect();
+        let mark = format!(
+            "UPDATE {table} SET {} = TRUE, {} = CURRENT_TIMESTAMP",
+            q(DELETED_COLUMN),
+            q(DELETED_AT_COLUMN)
+        );
+        let rowid = match self {
+            Dialect::Postgres => "ctid",
+            Dialect::DuckDb => "rowid",
+            Dialect::Snowflake => {
+                let rows = format!(
+                    "(SELECT {} FROM {stage} AS s WHERE s.__op = 'd') AS r",
+                    named.join(", ")
+                );
+                return if soft_delete {
+                    format!(
+                        "UPDATE {table} AS t SET {} = TRUE, {} = CURRENT_TIMESTAMP FROM {rows} WHERE {on}",
+                        q(DELETED_COLUMN),
+                        q(DELETED_AT_COLUMN)
+                    )
+                } else {
+                    format!("DELETE FROM {table} AS t USING {rows} WHERE {on}")
+                };
+            }
+        };
+        let groups = format!(
+            "SELECT {}, count(*) AS __n, row_number() OVER () AS __g FROM {stage} AS s \
+             WHERE s.__op = 'd' GROUP BY {}",
+            named.join(", "),
+            staged.join(", ")
+        );
+        let chosen = format!(
+            "SELECT m.__id FROM (SELECT t.{rowid} AS __id, r.__n, \
+             row_number() OVER (PARTITION BY r.__g ORDER BY t.{rowid}) AS __rn \
+             FROM {table} AS t JOIN ({groups}) AS r ON {on}) AS m WHERE m.__rn <= m.__n"
+        );
+        if soft_delete {
+            format!("{mark} WHERE {rowid} IN ({chosen})")
+        } else {
+            format!("DELETE FROM {table} WHERE {rowid} IN ({chosen})")
+        }
+    }
+
+    /// For a keyless table, the append of its staged inserts (`__op = 'u'`).
     pub fn append(self, target: &Target, stage: &str, shape: &TableShape) -> String {
         let mut columns: Vec<String> = shape.columns.iter().map(|c| self.quote(&c.name)).collect();
         let mut values: Vec<String> = shape
@@ -425,7 +527,7 @@ impl Dialect {
         columns.extend([self.quote(LSN_COLUMN), self.quote(SEQ_COLUMN)]);
         values.extend(["s.__lsn".to_string(), "s.__seq".to_string()]);
         format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {stage} AS s",
+            "INSERT INTO {} ({}) SELECT {} FROM {stage} AS s WHERE s.__op = 'u'",
             self.table(target),
             columns.join(", "),
             values.join(", ")

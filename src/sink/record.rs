@@ -57,6 +57,10 @@ pub struct SinkRecord {
     pub row: Vec<Value>,
     /// Columns whose unchanged TOASTed value was not sent: the warehouse keeps its value.
     pub unchanged: Vec<String>,
+    /// For a table without a key (`shape.key` empty), an update's old row (`before`, which
+    /// `REPLICA IDENTITY FULL` sends whole): the warehouse row the update replaces. None
+    /// otherwise.
+    pub before: Option<Vec<Value>>,
 }
 
 impl SinkRecord {

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | DEFAULT with a primary key | the primary key (pgoutput's flags, as of the message) |
 //! | FULL with a primary key | the primary key (looked up in the catalog, which can be ahead of the stream) |
-//! | FULL without one | every column ([`KeySource::FullRow`]): updates are never key changes |
+//! | FULL without one | every column ([`KeySource::FullRow`]): updates are never key changes, and the record has no key (Debezium's null key; see [`TableSchema::record_key_columns`]) |
 //! | USING INDEX | the index columns |
 //! | DEFAULT without a primary key, NOTHING | none |
 //!

@@ -9,7 +9,11 @@
 //!   unless disabled.
 //! - Partitioning: librdkafka's `murmur2_random`, the Java client's algorithm (see
 //!   [`super::murmur2`]), so every event of a key lands on one partition, in commit order
-//!   (the idempotent producer keeps order per partition across retries).
+//!   (the idempotent producer keeps order per partition across retries). A record without
+//!   a key (a truncate; a table under `REPLICA IDENTITY FULL` without a primary key) goes
+//!   to partition 0, so a keyless table's changes keep their order too; a delete without
+//!   a key gets no tombstone (a null-key tombstone deletes nothing, and a compacted topic
+//!   refuses it).
 //! - Headers: `tidemark.commit_lsn`, `tidemark.seq`, `tidemark.xid` (decimal text).
 //! - Backpressure: at most `kafka.max_in_flight` records are unacknowledged; beyond that,
 //!   and when librdkafka's queue is full, `send` waits, so reading from PostgreSQL pauses
@@ -473,7 +477,7 @@ fn key_change_header(
     schemas: bool,
 ) -> Result<Vec<u8>, KafkaError> {
     let columns = table
-        .key_columns
+        .record_key_columns()
         .iter()
         .filter_map(|&i| table.columns.get(i))
         .zip(key)

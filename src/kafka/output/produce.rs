@@ -80,9 +80,12 @@ impl KafkaOutput {
         }
         let ordinal = self.tracker.record_produced();
         let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, ordinal);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
+        // A keyless record (a truncate, a table without a record key) goes to partition 0,
+        // so a keyless table's changes keep their order; librdkafka would scatter them.
+        record = match key {
+            Some(key) => record.key(key),
+            None => record.partition(0),
+        };
         if let Some(value) = value {
             record = record.payload(value);
         }

@@ -120,14 +120,24 @@ impl Decoder {
             "t" => (SinkOp::Truncate, ""),
             _ => return Ok(None),
         };
-        let row = match field(row_field) {
-            Some(Avro::Record(values)) => values
+        let decode_row = |values: &[(String, Avro)]| {
+            values
                 .iter()
                 .zip(&shape.columns)
                 .map(|((_, v), column)| avro_value(v, &column.kind, &column.name))
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let row = match field(row_field) {
+            Some(Avro::Record(values)) => decode_row(values)?,
             _ if op == SinkOp::Truncate => Vec::new(),
             _ => return Err(malformed(format!("op {row_field:?} record missing"))),
+        };
+        // A keyless table's update finds the row it replaces by its whole old row.
+        let before = match field("before") {
+            Some(Avro::Record(values)) if op == SinkOp::Upsert && shape.key.is_empty() => {
+                Some(decode_row(values)?)
+            }
+            _ => None,
         };
         let mut row = row;
         let unchanged = if op == SinkOp::Upsert {
@@ -142,6 +152,7 @@ impl Decoder {
             position,
             row,
             unchanged,
+            before,
         }))
     }
 

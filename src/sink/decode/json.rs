@@ -72,8 +72,8 @@ impl Decoder {
                     .collect()
             })
             .unwrap_or_default();
-        let row = match row_json {
-            Some(row) => shape
+        let decode_row = |row: &Json| {
+            shape
                 .columns
                 .iter()
                 .enumerate()
@@ -84,9 +84,19 @@ impl Decoder {
                         None => json_value(value, &c.kind, &c.name),
                     }
                 })
-                .collect::<Result<Vec<_>, _>>()?,
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let row = match row_json {
+            Some(row) => decode_row(row)?,
             None if op == SinkOp::Truncate => Vec::new(),
             None => return Err(malformed(format!("op {row_field:?} record missing"))),
+        };
+        // A keyless table's update finds the row it replaces by its whole old row.
+        let before = match payload.get("before").filter(|r| r.is_object()) {
+            Some(before) if op == SinkOp::Upsert && shape.key.is_empty() => {
+                Some(decode_row(before)?)
+            }
+            _ => None,
         };
         let mut row = row;
         let unchanged = if op == SinkOp::Upsert {
@@ -101,6 +111,7 @@ impl Decoder {
             position,
             row,
             unchanged,
+            before,
         }))
     }
 

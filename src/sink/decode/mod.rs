@@ -210,6 +210,7 @@ fn tombstone_delete(
         position,
         row,
         unchanged: Vec::new(),
+        before: None,
     }
 }
 

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use super::batch::PendingRow;
 use super::dialect::{Dialect, Target};
 use super::evolve::Step;
-use super::record::{OffsetClaim, Position};
+use super::record::{OffsetClaim, Position, SinkOp};
 use super::shape::TableShape;
 use crate::config::{SinkConfig, SinkKind};
 
@@ -377,11 +377,22 @@ fn parse_tables(
     Ok(tables)
 }
 
-/// The statement that applies a table's staged rows: one MERGE, or for a keyless table an
-/// append. Shared by every warehouse so the choice is made in one place.
-pub(crate) fn apply_statement(dialect: Dialect, table: &TableFlush, stage: &str) -> String {
+/// The statements that apply a table's staged rows: one MERGE, or for a keyless table its
+/// removals (when it has any) and an append. Shared by every warehouse so the choice is
+/// made in one place.
+pub(crate) fn apply_statements(dialect: Dialect, table: &TableFlush, stage: &str) -> Vec<String> {
     if table.shape.key.is_empty() {
-        return dialect.append(&table.target, stage, &table.shape);
+        let mut statements = Vec::new();
+        if table.rows.iter().any(|r| r.op == SinkOp::Delete) {
+            statements.push(dialect.remove_equal(
+                &table.target,
+                stage,
+                &table.shape,
+                table.soft_delete,
+            ));
+        }
+        statements.push(dialect.append(&table.target, stage, &table.shape));
+        return statements;
     }
     // The columns some staged row lists as unchanged TOAST.
     let unchanged: std::collections::BTreeSet<String> = table
@@ -389,11 +400,11 @@ pub(crate) fn apply_statement(dialect: Dialect, table: &TableFlush, stage: &str)
         .iter()
         .flat_map(|r| r.unchanged.iter().cloned())
         .collect();
-    dialect.merge(&super::dialect::MergeSpec {
+    vec![dialect.merge(&super::dialect::MergeSpec {
         target: &table.target,
         stage,
         shape: &table.shape,
         soft_delete: table.soft_delete,
         unchanged: &unchanged,
-    })
+    })]
 }

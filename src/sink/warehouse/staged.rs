@@ -1,5 +1,6 @@
 //! A batch's rows as the staging table holds them: operation, position, unchanged list,
-//! then one cell per column of the batch's shape (a delete carries only its key cells).
+//! then one cell per column of the batch's shape (a delete carries only its key cells, but
+//! for a keyless table its whole old row).
 
 use crate::domain::value::Value;
 use crate::sink::batch::PendingRow;
@@ -57,7 +58,8 @@ impl<'a> Staged<'a> {
     /// The cell of `row` in column `column`.
     pub fn cell(&self, row: &'a PendingRow, column: usize) -> &'a Value {
         match row.op {
-            SinkOp::Delete => self
+            // A keyless table's delete carries its whole old row.
+            SinkOp::Delete if !self.shape.key.is_empty() => self
                 .key_index
                 .get(column)
                 .copied()

@@ -11,7 +11,7 @@
 //! BEGIN
 //!   offsets compare-and-set            -- refused whole (Fenced) unless every claim holds
 //!   [schema lock; each table's steps]  -- warehouses with transactional DDL
-//!   per table: truncate, applied shape, stage rows, MERGE (or append)
+//!   per table: truncate, applied shape, stage rows, MERGE (or removals and append)
 //!   failpoint sink.before_commit
 //! COMMIT                               -- or ROLLBACK on any error
 //! ```
@@ -22,7 +22,7 @@
 //! Schema steps that run outside the transaction are written to be re-runnable, since a
 //! crash before the commit leaves them applied but unrecorded.
 
-use super::{Flush, TableFlush, WarehouseError, apply_statement, check_claims, failpoint};
+use super::{Flush, TableFlush, WarehouseError, apply_statements, check_claims, failpoint};
 use crate::sink::dialect::Dialect;
 
 /// The primitives one warehouse session supplies to a flush. Its methods run on one
@@ -176,8 +176,14 @@ async fn apply_table<S: Session>(
             .await?;
     }
     session.stage(&stage, table).await?;
-    let sql = apply_statement(dialect, table, &stage);
-    session.execute(&sql, &format!("{target}: MERGE")).await?;
+    for sql in apply_statements(dialect, table, &stage) {
+        let what = match sql.split_whitespace().next() {
+            Some("MERGE") => "MERGE",
+            Some("INSERT") => "appending rows",
+            _ => "removing the rows deletes and updates replace",
+        };
+        session.execute(&sql, &format!("{target}: {what}")).await?;
+    }
     if ddl_inside {
         let what = format!("{target}: dropping the staging table");
         session
