@@ -14,9 +14,16 @@
 //! once, tidemark exactly once, and a bare librdkafka producer sending records of the same
 //! sizes (the broker's ceiling here). The broker shares the two cores with the drain.
 //!
+//! Against Debezium: Debezium's own PostgreSQL connector (its embedded engine, default
+//! settings, `snapshot.mode=no_data`) drains an identical slot, each record serialised by
+//! Kafka Connect's `JsonConverter` without schemas (as tidemark's null output writes JSON)
+//! and discarded. Its rate is taken from its first record to its last and its CPU over the
+//! same span (the JVM's start-up and the connector's connecting left out, which favours
+//! Debezium); tidemark's figures include its start.
+//!
 //! `cargo bench --bench drain`; `DRAIN_ROWS` (default 500000 narrow rows),
-//! `DRAIN_WIDE_ROWS` (default 200000), `DRAIN_ROUNDS` (default 3) and `DRAIN_KAFKA=0` (skip
-//! the broker) change the run.
+//! `DRAIN_WIDE_ROWS` (default 200000), `DRAIN_ROUNDS` (default 3), `DRAIN_KAFKA=0` (skip
+//! the broker) and `DRAIN_DEBEZIUM=0` (skip Debezium) change the run.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,7 +33,7 @@ use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::{EventOutput, JsonLinesOutput};
-use tidemark::testing::PgCluster;
+use tidemark::testing::{DEBEZIUM_VERSION, PgCluster, drain_debezium};
 
 mod common;
 use common::{
@@ -207,6 +214,7 @@ async fn run_width(
     width: &Width,
     rounds: u64,
     brokers: Option<&str>,
+    with_debezium: bool,
 ) -> anyhow::Result<Rounds> {
     let client = db.connect().await?;
     let (table, publication) = (width.table(), width.publication());
@@ -217,7 +225,7 @@ async fn run_width(
         ))
         .await?;
     let slot_names = |i: u64| {
-        ["tm_null", "tm_kafka", "tm_eos", "recv"].map(|k| format!("{k}_{}_{i}", width.name))
+        ["tm_null", "tm_kafka", "tm_eos", "recv", "dbz"].map(|k| format!("{k}_{}_{i}", width.name))
     };
     for i in 0..rounds {
         for slot in slot_names(i) {
@@ -251,7 +259,7 @@ async fn run_width(
     );
     let mut measured = Rounds::default();
     for i in 0..rounds {
-        let [null_slot, kafka_slot, eos_slot, recv_slot] = slot_names(i);
+        let [null_slot, kafka_slot, eos_slot, recv_slot, debezium_slot] = slot_names(i);
         let recv = drain_with_pg_recvlogical(cluster, &db.name, width, &recv_slot, &end)?;
         let recv_rate = measured.record("pg_recvlogical", rows, &recv);
         let null = drain_with_tidemark(cluster, &db.name, width, &null_slot, Sink::Null).await?;
@@ -260,6 +268,26 @@ async fn run_width(
             "{} round {i}: pg_recvlogical {recv_rate:.0}/s, tidemark→null {null_rate:.0}/s",
             width.name
         );
+        if with_debezium {
+            let settings = [
+                ("topic.prefix", debezium_slot.as_str()),
+                ("slot.name", debezium_slot.as_str()),
+                ("publication.name", publication.as_str()),
+                ("publication.autocreate.mode", "disabled"),
+                ("snapshot.mode", "no_data"),
+                ("table.include.list", &format!("public.{table}")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            let drained = drain_debezium(db, &settings, rows, Duration::from_secs(1800)).await?;
+            let debezium = Drained {
+                elapsed: drained.first_to_last,
+                cpu: drained.cpu_first_to_last.as_secs_f64(),
+            };
+            let debezium_rate = measured.record("debezium", rows, &debezium);
+            line.push_str(&format!(", Debezium→discard {debezium_rate:.0}/s"));
+        }
         if let Some(kafka_brokers) = brokers {
             let kafka = drain_with_tidemark(
                 cluster,
@@ -314,7 +342,7 @@ async fn run_width(
     Ok(measured)
 }
 
-fn print_width(width: &Width, rounds: u64, m: &Rounds, kafka: bool) {
+fn print_width(width: &Width, rounds: u64, m: &Rounds, kafka: bool, debezium: bool) {
     let (key_bytes, value_bytes) = m.sizes.unwrap_or_default();
     println!(
         "{} rows: {} rows, 100 rows per transaction, {rounds} rounds (median rows/s; CPU µs per event of the draining process); Kafka records: {key_bytes} B keys, {value_bytes} B JSON values",
@@ -331,6 +359,15 @@ fn print_width(width: &Width, rounds: u64, m: &Rounds, kafka: bool) {
         m.rate("tidemark_null") / m.rate("pg_recvlogical"),
         m.cpu("tidemark_null")
     );
+    if debezium {
+        println!(
+            "  Debezium {DEBEZIUM_VERSION}, JSON to a discarding consumer {:>10.0}  tidemark's rate ×{:.2}, per core ×{:.2}  CPU {:>5.1} µs/event",
+            m.rate("debezium"),
+            m.rate("tidemark_null") / m.rate("debezium"),
+            m.cpu("debezium") / m.cpu("tidemark_null"),
+            m.cpu("debezium")
+        );
+    }
     if kafka {
         let ceiling = m.rate("pg_recvlogical").min(m.rate("bare_kafka"));
         println!(
@@ -376,9 +413,18 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let with_debezium = std::env::var("DRAIN_DEBEZIUM").map_or(true, |v| v != "0");
     for width in &widths {
-        let measured = run_width(cluster, &db, width, rounds, brokers.as_deref()).await?;
-        print_width(width, rounds, &measured, brokers.is_some());
+        let measured = run_width(
+            cluster,
+            &db,
+            width,
+            rounds,
+            brokers.as_deref(),
+            with_debezium,
+        )
+        .await?;
+        print_width(width, rounds, &measured, brokers.is_some(), with_debezium);
     }
     Ok(())
 }

@@ -15,7 +15,7 @@
 # `--no-default-features` leaves DuckDB out (sink_merge then measures PostgreSQL only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NEED_BROKER=1 source scripts/ensure-deps.sh
+NEED_BROKER=1 NEED_DEBEZIUM=1 source scripts/ensure-deps.sh
 export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$HOME/.cache/tidemark/bench-target}"
 BENCHES="${BENCHES:-drain latency big_transaction snapshot sink_merge decoder avro_encode}"
 report=benches/REPORT.md
@@ -27,10 +27,10 @@ cargo bench ${BENCH_CARGO_FLAGS:-} --no-run --quiet
 
 title() {
   case "$1" in
-    drain) echo "Streaming: tidemark draining a slot against pg_recvlogical on an identical slot, narrow and wide rows, with CPU per event" ;;
+    drain) echo "Streaming: tidemark draining a slot against pg_recvlogical and Debezium on identical slots, narrow and wide rows, with CPU per event" ;;
     latency) echo "Latency: commit to Kafka and to the warehouse at a fixed pgbench rate" ;;
     big_transaction) echo "Memory: peak RSS while one transaction of millions of rows streams through" ;;
-    snapshot) echo "Snapshot: tidemark against PostgreSQL's own COPY, and into Kafka against a bare producer" ;;
+    snapshot) echo "Snapshot: tidemark against PostgreSQL's own COPY and Debezium, and into Kafka against a bare producer" ;;
     sink_merge) echo "Sink: MERGE batches against a bare bulk load, DuckDB and PostgreSQL" ;;
     decoder) echo "Decoder: pgoutput messages and events per second (criterion)" ;;
     avro_encode) echo "Encoding: records per second, Avro and JSON (criterion)" ;;

@@ -12,9 +12,15 @@
 //! of each stage (this process or psql, the PostgreSQL server, the broker). Also prints the peak RSS
 //! of the bench process, to show memory stays bounded while millions of rows pass.
 //!
+//! - Debezium's own PostgreSQL connector (its embedded engine, default settings,
+//!   `snapshot.mode=initial`) snapshotting the same table, each record serialised by Kafka
+//!   Connect's `JsonConverter` without schemas and discarded; its rate from its first record
+//!   to its last and its CPU over the same span (JVM start-up, connecting and creating the
+//!   slot left out, which favours Debezium).
+//!
 //! `cargo bench --bench snapshot`; `SNAPSHOT_ROWS` (default 2000000 narrow rows),
 //! `SNAPSHOT_WIDE_ROWS` (default 200000), `SNAPSHOT_ROUNDS` (default 3), `SNAPSHOT_KAFKA=0`
-//! to skip the broker.
+//! to skip the broker, `SNAPSHOT_DEBEZIUM=0` to skip Debezium.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -28,7 +34,7 @@ use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::output::EventOutput;
 use tidemark::output::null::{NullFormat, NullOutput};
-use tidemark::testing::{PgCluster, TestDatabase};
+use tidemark::testing::{DEBEZIUM_VERSION, PgCluster, TestDatabase, drain_debezium};
 
 mod common;
 use common::{
@@ -142,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let wide_rows = env_number("SNAPSHOT_WIDE_ROWS", 200_000);
     let rounds = env_number("SNAPSHOT_ROUNDS", 3);
     let with_kafka = std::env::var("SNAPSHOT_KAFKA").map_or(true, |v| v != "0");
+    let with_debezium = std::env::var("SNAPSHOT_DEBEZIUM").map_or(true, |v| v != "0");
     let cluster = PgCluster::shared()?;
     let db = cluster.create_database("snapbench").await?;
     let client = db.connect().await?;
@@ -231,6 +238,45 @@ async fn main() -> anyhow::Result<()> {
                 rates[&format!("{table} json_null")][round as usize],
                 rate(took)
             );
+            if with_debezium {
+                let name = format!("dbz_{table}_{round}");
+                let settings = [
+                    ("topic.prefix", name.as_str()),
+                    ("slot.name", name.as_str()),
+                    ("publication.name", name.as_str()),
+                    ("publication.autocreate.mode", "filtered"),
+                    ("table.include.list", &format!("public.{table}")),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+                let cpu = Cpu::now();
+                let drained =
+                    drain_debezium(&db, &settings, rows, Duration::from_secs(3600)).await?;
+                let [_, postgres, _] = cpu.per_row_since(rows);
+                let jvm = drained.cpu_first_to_last.as_secs_f64() * 1e6 / rows as f64;
+                cpu_per_row
+                    .entry(format!("{table} debezium"))
+                    .or_default()
+                    .push([jvm, postgres, 0.0]);
+                rates
+                    .entry(format!("{table} debezium"))
+                    .or_default()
+                    .push(rate(drained.first_to_last));
+                client
+                    .execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                        &[&name],
+                    )
+                    .await?;
+                client
+                    .batch_execute(&format!("DROP PUBLICATION IF EXISTS {name}"))
+                    .await?;
+                line.push_str(&format!(
+                    ", Debezium→discard {:.0}/s",
+                    rate(drained.first_to_last)
+                ));
+            }
             if let Some(brokers) = &brokers {
                 let name = format!("kafka_{table}_{round}");
                 let cfg = config(&db, &name, table, Some(brokers))?;
@@ -313,6 +359,19 @@ async fn main() -> anyhow::Result<()> {
                 "  {table}: tidemark, {label:<24} {value:>10.0}  ratio to COPY {:.2}  {}",
                 value / copy,
                 cpu(&format!("{table} {key}"))
+            );
+        }
+        if with_debezium {
+            let debezium = m(&format!("{table} debezium"));
+            let json = m(&format!("{table} json_null"));
+            let runs = |k: &str| cpu_per_row.get(k).cloned().unwrap_or_default();
+            let client_cpu = |k: &str| median(runs(k).iter().map(|r| r[0]).collect());
+            println!(
+                "  {table}: Debezium {DEBEZIUM_VERSION}, JSON to a discarding consumer {debezium:>10.0}  tidemark JSON→null ×{:.2}, per core ×{:.2}  {}",
+                json / debezium,
+                client_cpu(&format!("{table} debezium"))
+                    / client_cpu(&format!("{table} json_null")),
+                cpu(&format!("{table} debezium"))
             );
         }
         if brokers.is_some() {

@@ -3,8 +3,9 @@
 # With NEED_BROKER=1 (the tests, the benches, the quickstart) it also resolves Apache Kafka's
 # broker from Maven Central (and Java and Maven where they are missing); with NEED_PYTHON=1
 # (the tests) Confluent's Python client, which a test uses to
-# decode tidemark's Avro records; with NEED_DEBEZIUM=1 (the tests) Debezium's PostgreSQL
-# connector from Maven Central (and a JDK), the oracle of the compatibility tests.
+# decode tidemark's Avro records; with NEED_DEBEZIUM=1 (the tests, the benches) Debezium's PostgreSQL
+# connector from Maven Central (and a JDK), the oracle of the compatibility tests and the
+# baseline of the drain and snapshot benches.
 set -euo pipefail
 
 need_apt=()

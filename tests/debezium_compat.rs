@@ -588,3 +588,32 @@ fn short(value: &Json) -> String {
         text
     }
 }
+
+/// The benches' Debezium baseline (`tidemark::testing::drain_debezium`, the
+/// `DebeziumDrain.java` harness) counts exactly the records of a snapshot and times them.
+#[tokio::test]
+async fn the_benches_debezium_baseline_counts_a_snapshot() {
+    let (db, client) = database("dbz_drain").await;
+    exec(
+        &client,
+        "CREATE TABLE d (id int PRIMARY KEY, v text);
+         INSERT INTO d SELECT g, 'v' || g FROM generate_series(1, 500) g",
+    )
+    .await;
+    let settings: BTreeMap<String, String> = [
+        ("topic.prefix", "dbzd"),
+        ("slot.name", "dbz_drain"),
+        ("publication.name", "dbz_drain"),
+        ("publication.autocreate.mode", "filtered"),
+        ("table.include.list", "public.d"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let drained = tidemark::testing::drain_debezium(&db, &settings, 500, Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(drained.records, 500);
+    assert!(drained.first_to_last <= drained.start_to_last);
+    assert!(drained.cpu_total >= drained.cpu_first_to_last);
+}

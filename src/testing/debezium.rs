@@ -1,11 +1,15 @@
-//! Debezium itself, as the oracle of the compatibility tests: its PostgreSQL connector in
-//! its embedded engine, on a test database, writing every record it produces to a file.
+//! Debezium itself, as the oracle of the compatibility tests and the baseline of the
+//! benches: its PostgreSQL connector in its embedded engine, on a test database, writing
+//! every record it produces to a file, or counting them.
 //!
 //! The jars come from `TIDEMARK_TEST_DEBEZIUM_LIBS` (a directory of jars); without it,
 //! `~/.cache/tidemark/debezium-<version>/libs`, where `scripts/ensure-deps.sh` resolves
 //! [`DEBEZIUM_VERSION`] from `tests/jvm/debezium/pom.xml`. The harness,
 //! `tests/jvm/debezium/DebeziumRecords.java`, runs with Java's single-file source launcher.
-//! It keeps its offsets in memory: every run starts with the connector's snapshot.
+//! It keeps its offsets in memory: every run starts with the connector's snapshot (unless
+//! the settings say `snapshot.mode=no_data`). [`drain_debezium`] runs the benches'
+//! baseline, `tests/jvm/debezium/DebeziumDrain.java`: the same connector, its records
+//! serialised and discarded, timed in the JVM.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,51 +68,9 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let libs = libs()?;
-    let java = super::process::java()
-        .ok_or_else(|| DebeziumError::Missing("java is not in PATH or JAVA_HOME".into()))?;
-    let harness =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/jvm/debezium/DebeziumRecords.java");
-    let dir =
-        tempfile::tempdir().map_err(|e| DebeziumError::Run(format!("a scratch directory: {e}")))?;
-    let properties = dir.path().join("connector.properties");
+    let (mut command, dir) = harness("DebeziumRecords.java", db, settings)?;
     let out = dir.path().join("records.jsonl");
-    let url = url::Url::parse(&db.url()).map_err(|e| DebeziumError::Run(e.to_string()))?;
-    let mut all: BTreeMap<String, String> = [
-        ("name", "tidemark-oracle".to_string()),
-        (
-            "connector.class",
-            "io.debezium.connector.postgresql.PostgresConnector".into(),
-        ),
-        (
-            "offset.storage",
-            "org.apache.kafka.connect.storage.MemoryOffsetBackingStore".into(),
-        ),
-        ("offset.flush.interval.ms", "60000".into()),
-        (
-            "database.hostname",
-            url.host_str().unwrap_or("127.0.0.1").into(),
-        ),
-        ("database.port", url.port().unwrap_or(5432).to_string()),
-        ("database.user", url.username().into()),
-        ("database.password", "unused".into()),
-        ("database.dbname", url.path().trim_start_matches('/').into()),
-        ("plugin.name", "pgoutput".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    all.extend(settings.clone());
-    let text: String = all
-        .iter()
-        .map(|(k, v)| format!("{k}={}\n", v.replace('\\', "\\\\")))
-        .collect();
-    std::fs::write(&properties, text).map_err(|e| DebeziumError::Run(e.to_string()))?;
-    let mut child = tokio::process::Command::new(java)
-        .arg("-cp")
-        .arg(format!("{}/*", libs.display()))
-        .arg(&harness)
-        .arg(&properties)
+    let mut child = command
         .arg(&out)
         .arg(idle.as_millis().to_string())
         .arg(timeout.as_millis().to_string())
@@ -175,6 +137,138 @@ where
             })
         })
         .collect()
+}
+
+/// The command that runs the harness `tests/jvm/debezium/<file>` on Debezium's jars with
+/// the connector's properties (written to a scratch directory, returned to be kept while
+/// the command runs) as its first argument.
+fn harness(
+    file: &str,
+    db: &TestDatabase,
+    settings: &BTreeMap<String, String>,
+) -> Result<(tokio::process::Command, tempfile::TempDir), DebeziumError> {
+    let libs = libs()?;
+    let java = super::process::java()
+        .ok_or_else(|| DebeziumError::Missing("java is not in PATH or JAVA_HOME".into()))?;
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/jvm/debezium")
+        .join(file);
+    let dir =
+        tempfile::tempdir().map_err(|e| DebeziumError::Run(format!("a scratch directory: {e}")))?;
+    let properties = dir.path().join("connector.properties");
+    write_properties(&properties, db, settings)?;
+    let mut command = tokio::process::Command::new(java);
+    command
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()))
+        .arg(source)
+        .arg(properties);
+    Ok((command, dir))
+}
+
+/// Writes the connector's properties to `path`: `settings` over the defaults (the
+/// database's connection, `plugin.name=pgoutput`, offsets in memory).
+fn write_properties(
+    path: &std::path::Path,
+    db: &TestDatabase,
+    settings: &BTreeMap<String, String>,
+) -> Result<(), DebeziumError> {
+    let url = url::Url::parse(&db.url()).map_err(|e| DebeziumError::Run(e.to_string()))?;
+    let mut all: BTreeMap<String, String> = [
+        ("name", "tidemark-oracle".to_string()),
+        (
+            "connector.class",
+            "io.debezium.connector.postgresql.PostgresConnector".into(),
+        ),
+        (
+            "offset.storage",
+            "org.apache.kafka.connect.storage.MemoryOffsetBackingStore".into(),
+        ),
+        ("offset.flush.interval.ms", "60000".into()),
+        (
+            "database.hostname",
+            url.host_str().unwrap_or("127.0.0.1").into(),
+        ),
+        ("database.port", url.port().unwrap_or(5432).to_string()),
+        ("database.user", url.username().into()),
+        ("database.password", "unused".into()),
+        ("database.dbname", url.path().trim_start_matches('/').into()),
+        ("plugin.name", "pgoutput".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    all.extend(settings.clone());
+    let text: String = all
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", v.replace('\\', "\\\\")))
+        .collect();
+    std::fs::write(path, text).map_err(|e| DebeziumError::Run(e.to_string()))
+}
+
+/// How Debezium drained a backlog ([`drain_debezium`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DebeziumDrained {
+    /// Change records it produced.
+    pub records: u64,
+    /// From the engine's start (the JVM already up) to the last record.
+    pub start_to_last: Duration,
+    /// From the first record to the last.
+    pub first_to_last: Duration,
+    /// The JVM's CPU time (every thread) from the first record to the last.
+    pub cpu_first_to_last: Duration,
+    /// The JVM's CPU time from its start to the last record (start-up and JIT included).
+    pub cpu_total: Duration,
+}
+
+/// Runs Debezium's PostgreSQL connector on `db` with `settings` (as [`run_debezium`]) until
+/// it has produced `records` change records, each serialised by Kafka Connect's
+/// `JsonConverter` without schemas and discarded (`tests/jvm/debezium/DebeziumDrain.java`),
+/// and returns its timings: the baseline of the drain and snapshot benches.
+pub async fn drain_debezium(
+    db: &TestDatabase,
+    settings: &BTreeMap<String, String>,
+    records: u64,
+    timeout: Duration,
+) -> Result<DebeziumDrained, DebeziumError> {
+    let (mut command, _dir) = harness("DebeziumDrain.java", db, settings)?;
+    let output = command
+        .arg(records.to_string())
+        .arg(timeout.as_millis().to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        return Err(DebeziumError::Run(format!(
+            "exited with {}: {}",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    let timings: Json = serde_json::from_str(line.trim())
+        .map_err(|e| DebeziumError::Run(format!("the harness's timings {line:?}: {e}")))?;
+    let seconds = |name: &str| -> Result<Duration, DebeziumError> {
+        timings
+            .get(name)
+            .and_then(Json::as_f64)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| DebeziumError::Run(format!("no {name} in {line:?}")))
+    };
+    Ok(DebeziumDrained {
+        records: timings
+            .get("records")
+            .and_then(Json::as_u64)
+            .unwrap_or_default(),
+        start_to_last: seconds("start_to_last_s")?,
+        first_to_last: seconds("first_to_last_s")?,
+        cpu_first_to_last: seconds("cpu_first_to_last_s")?,
+        cpu_total: seconds("cpu_total_s")?,
+    })
 }
 
 fn libs() -> Result<PathBuf, DebeziumError> {

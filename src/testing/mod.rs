@@ -19,7 +19,9 @@ mod proxy;
 
 pub use broker::{BrokerError, KAFKA_VERSION, KafkaBroker, KafkaCluster, KafkaNode, KafkaOptions};
 pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
-pub use debezium::{DEBEZIUM_VERSION, DebeziumError, DebeziumRecord, run_debezium};
+pub use debezium::{
+    DEBEZIUM_VERSION, DebeziumDrained, DebeziumError, DebeziumRecord, drain_debezium, run_debezium,
+};
 pub use memory_output::{CollectedEvents, MemoryOutput};
 pub use process::{free_port, peak_rss_mib};
 pub use proxy::TcpProxy;
