@@ -36,6 +36,7 @@ mod sink;
 mod sink_bad_records;
 #[cfg(feature = "duckdb")]
 mod sink_concurrent;
+mod sink_debezium;
 mod sink_fencing;
 #[cfg(feature = "duckdb")]
 mod sink_fidelity;

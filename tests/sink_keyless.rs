@@ -141,7 +141,8 @@ async fn keyless_table_lands_equal(label: &str, kafka: &str, duckdb: bool) {
         let (db, client) = database(&format!("{label}_wh")).await;
         Warehouse::Postgres(db, client)
     };
-    let name = label.replace('_', "");
+    // Unique per run: the broker, and its topics, can outlive a test run.
+    let name = db.name.clone();
     let config = config(&db, &warehouse, &name, kafka);
     let (output, _registry, registry_url) = if kafka.contains("json") {
         let context = EnvelopeContext::new(&config.name, &db.name);

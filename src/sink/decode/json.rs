@@ -30,9 +30,12 @@ impl Decoder {
             schema: text_field(source, "schema")?,
             name: text_field(source, "table")?,
         };
-        let position = Position {
-            commit_lsn: number_field(source, "commit_lsn")?,
-            seq: number_field(source, "seq")?,
+        let position = match source.get("commit_lsn") {
+            Some(_) => Position {
+                commit_lsn: number_field(source, "commit_lsn")?,
+                seq: number_field(source, "seq")?,
+            },
+            None => debezium_position(source)?,
         };
         let (op, row_field) = match op {
             "c" | "u" | "r" => (SinkOp::Upsert, "after"),
@@ -240,6 +243,54 @@ pub(super) fn text_field(source: &Json, name: &str) -> Result<String, DecodeErro
         .and_then(Json::as_str)
         .map(str::to_owned)
         .ok_or_else(|| malformed(format!("source.{name} missing")))
+}
+
+/// The position of a record Debezium wrote (no `commit_lsn`/`seq` in its `source`), from
+/// `source.sequence`, `["<last commit LSN>","<LSN>"]`: the previous transaction's commit
+/// position orders transactions as they committed, the change's LSN orders its changes.
+/// Debezium leaves the last commit null for a snapshot row (position `(0, 0)`, before
+/// every streamed change) and for the first transaction after it starts; there the
+/// change's own LSN stands in, which still orders a row's changes: every earlier writer of
+/// the row committed before this change was made, so its last commit is smaller, and every
+/// later writer's last commit is at least this transaction's commit.
+pub(super) fn debezium_position(source: &Json) -> Result<Position, DecodeError> {
+    let missing = || {
+        malformed(
+            "source has neither tidemark's commit_lsn and seq nor Debezium's sequence: not a change record tidemark or Debezium wrote",
+        )
+    };
+    let sequence: Vec<Option<String>> = source
+        .get("sequence")
+        .and_then(Json::as_str)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(missing)?;
+    let lsn_of = |text: &Option<String>| -> Result<Option<u64>, DecodeError> {
+        text.as_deref()
+            .map(|t| {
+                t.parse::<u64>()
+                    .map_err(|e| malformed(format!("source.sequence {t:?}: {e}")))
+            })
+            .transpose()
+    };
+    let (last_commit, lsn) = match sequence.as_slice() {
+        [last_commit, lsn] => (lsn_of(last_commit)?, lsn_of(lsn)?.ok_or_else(missing)?),
+        _ => return Err(missing()),
+    };
+    let snapshot = !matches!(
+        source.get("snapshot").and_then(Json::as_str),
+        None | Some("false")
+    );
+    Ok(match (snapshot, last_commit) {
+        (true, _) => Position::default(),
+        (false, Some(commit)) => Position {
+            commit_lsn: commit,
+            seq: lsn,
+        },
+        (false, None) => Position {
+            commit_lsn: lsn,
+            seq: lsn,
+        },
+    })
 }
 
 pub(super) fn number_field(source: &Json, name: &str) -> Result<u64, DecodeError> {

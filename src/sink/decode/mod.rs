@@ -10,7 +10,11 @@
 //!   envelope gives it from the values ([`super::shape::infer_kind`]).
 //! - A tombstone (null value) is a delete at the position in the record's
 //!   `tidemark.commit_lsn`/`tidemark.seq` headers: after compaction it may be all that is
-//!   left of a deleted key.
+//!   left of a deleted key. Debezium's tombstones carry no position and are skipped (the
+//!   delete before each applies it).
+//! - Positions: tidemark's `source.commit_lsn`/`source.seq`; in records Debezium wrote
+//!   (JSON), Debezium's `source.sequence` (see [`json::debezium_position`]), so the sink
+//!   applies Debezium's own topics too.
 //! - Records that are not table changes (an `m` message routed onto a table topic) are
 //!   skipped; anything that cannot be decoded is an error naming the record, never skipped.
 
@@ -251,6 +255,26 @@ mod tests {
     use super::json::json_value;
     use super::*;
     use crate::domain::decimal::text_of_unscaled as decimal_text;
+
+    #[test]
+    fn debeziums_sequence_orders_its_changes() {
+        use super::json::debezium_position;
+        let source = |snapshot: &str, sequence: &str| serde_json::json!({"snapshot": snapshot, "sequence": sequence});
+        let at = |commit_lsn, seq| Position { commit_lsn, seq };
+        let position = |snapshot, sequence| {
+            debezium_position(&source(snapshot, sequence)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(position("first", "[null,\"500\"]"), at(0, 0));
+        assert_eq!(position("false", "[\"700\",\"720\"]"), at(700, 720));
+        // The first transaction after Debezium starts: its change's own LSN.
+        assert_eq!(position("false", "[null,\"650\"]"), at(650, 650));
+        let error = debezium_position(&serde_json::json!({"snapshot": "false"}))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("neither tidemark's commit_lsn"), "{error}");
+        assert!(debezium_position(&source("false", "[\"x\",\"1\"]")).is_err());
+    }
 
     #[test]
     fn listed_and_placeholder_columns_are_unchanged_and_null() {

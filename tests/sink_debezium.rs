@@ -1,0 +1,191 @@
+//! tidemark's sink on Debezium's own topics: Debezium's PostgreSQL connector (its embedded
+//! engine) captures a snapshot and a streamed workload; its records, as Kafka Connect's
+//! `JsonConverter` wrote them (schemas on), are written to Apache Kafka as a Connect worker
+//! would (three partitions, keys hashed with murmur2, tombstones after deletes); then
+//! `tidemark sink`, configured with Debezium's topic prefix, applies them to a PostgreSQL
+//! warehouse, which must equal the source row for row. Positions come from Debezium's
+//! `source.sequence`, so a second pass over the same records changes nothing.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::sink::{spawn_sink, stop_sink};
+use common::{database, exec, text_rows};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tidemark::config::Config;
+use tidemark::testing::{DebeziumRecord, KafkaBroker, run_debezium};
+
+const TABLE: &str = "CREATE TABLE t (
+    id int PRIMARY KEY, i8 int8, b bool, f8 float8, n numeric(10,2), nu numeric,
+    txt text, ts timestamp, tstz timestamptz, d date, u uuid, j jsonb, by bytea, arr int[]);
+    INSERT INTO t VALUES
+      (1, 10, true, 1.5, 12.34, 123.456, 'one', '2024-01-02 03:04:05.123456',
+       '2024-01-02 03:04:05.5+02', '2024-01-02', '6f1c1c1e-0000-4000-8000-000000000001',
+       '{\"a\": 1}', '\\x0102', '{1,NULL,3}'),
+      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    INSERT INTO t (id, txt, n) SELECT g, 'seed' || g, g * 1.5 FROM generate_series(3, 40) g";
+
+/// Streamed: inserts, updates, deletes, a primary-key change, one transaction touching a
+/// row twice.
+const STREAM: &[&str] = &[
+    "INSERT INTO t (id, txt, nu, tstz) VALUES (100, 'new', 0.000001, '2025-06-01 12:00:00.000001+00')",
+    "UPDATE t SET txt = 'uno', n = 99.99, j = '[1, 2]' WHERE id = 1",
+    "DELETE FROM t WHERE id = 2",
+    "UPDATE t SET id = 200 WHERE id = 3",
+    "BEGIN; UPDATE t SET txt = 'a' WHERE id = 4; UPDATE t SET txt = 'b' WHERE id = 4; \
+     DELETE FROM t WHERE id BETWEEN 10 AND 19; COMMIT",
+    "UPDATE t SET f8 = 'NaN', d = '0044-03-15 BC' WHERE id = 5",
+];
+
+const ROWS: &str = "SELECT id::text, i8::text, b::text, f8::text, n::text, nu::text, txt, \
+     ts::text, tstz::text, d::text, u::text, j::text, encode(by, 'hex'), arr::text \
+     FROM public.t ORDER BY id";
+
+/// Writes Debezium's records to Kafka as a Connect worker would: the converter's bytes,
+/// keys hashed with murmur2 (Java's default partitioner) over three partitions.
+async fn write_as_connect_would(bootstrap: &str, records: &[DebeziumRecord]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let topics: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.topic.as_str()).collect();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("creating topics: {e}"))
+    {
+        match result {
+            // The second pass, or an earlier run against the same broker.
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => panic!("creating {name}: {code:?}"),
+        }
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let bytes = |json: &serde_json::Value| -> Option<Vec<u8>> {
+        (!json.is_null()).then(|| serde_json::to_vec(json).unwrap_or_default())
+    };
+    for record in records {
+        let (key, value) = (bytes(&record.key), bytes(&record.value));
+        let mut out = FutureRecord::<[u8], [u8]>::to(&record.topic);
+        if let Some(key) = key.as_deref() {
+            out = out.key(key);
+        }
+        if let Some(value) = value.as_deref() {
+            out = out.payload(value);
+        }
+        producer
+            .send(out, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("writing to {}: {e}", record.topic));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_applies_debeziums_own_topics() {
+    let (db, client) = database("sink_dbz").await;
+    exec(&client, TABLE).await;
+    // Unique per run: the broker, and its topics, can outlive a test run.
+    let prefix = db.name.as_str();
+    let settings: BTreeMap<String, String> = [
+        ("topic.prefix", prefix),
+        ("slot.name", "dbz_sink"),
+        ("publication.name", "dbz_sink"),
+        ("publication.autocreate.mode", "filtered"),
+        ("table.include.list", "public.t"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let records = run_debezium(
+        &db,
+        &settings,
+        Duration::from_secs(5),
+        Duration::from_secs(180),
+        || async {
+            for sql in STREAM {
+                exec(&client, sql).await;
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tombstones = records.iter().filter(|r| r.value.is_null()).count();
+    assert!(tombstones >= 12, "Debezium wrote {tombstones} tombstones");
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    write_as_connect_would(&broker.bootstrap, &records).await;
+
+    let (warehouse_db, warehouse) = database("sink_dbz_wh").await;
+    let text = format!(
+        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\n[kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\n\
+         [sink]\nkind = \"postgres\"\nurl = \"{}\"\ngroup = \"dbz-sink\"\nbatch_rows = 500\nbatch_ms = 200\n",
+        db.url(),
+        broker.bootstrap,
+        warehouse_db.url()
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let expected = text_rows(&client, ROWS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // JSON needs no registry; the sink is given an address it never calls.
+    let sink = spawn_sink(config.clone(), "http://127.0.0.1:9");
+    let mut actual = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while tokio::time::Instant::now() < deadline {
+        assert!(!sink.1.is_finished(), "the sink ended early");
+        actual = text_rows(&warehouse, ROWS).await.unwrap_or_default();
+        if actual == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop_sink(sink).await;
+    assert_eq!(actual, expected, "the warehouse equals the source");
+
+    // Debezium's records once more (a connector restarted from older offsets), and a
+    // second sink group reading both passes from the start: every change is at or behind
+    // the position its row holds, so nothing changes.
+    write_as_connect_would(&broker.bootstrap, &records).await;
+    let table_topic = format!("{prefix}.public.t");
+    let written = 2 * records.iter().filter(|r| r.topic == table_topic).count();
+    let config = Config::from_toml_with_env(
+        &text.replace("group = \"dbz-sink\"", "group = \"dbz-sink-again\""),
+        "test",
+        std::iter::empty(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sink = spawn_sink(config, "http://127.0.0.1:9");
+    let consumed = format!(
+        "SELECT coalesce(sum(next_offset), 0)::text FROM __tidemark_offsets \
+         WHERE consumer_group = 'dbz-sink-again' AND topic = '{table_topic}'"
+    );
+    common::wait_until(
+        "the second group past both passes",
+        Duration::from_secs(90),
+        || async {
+            text_rows(&warehouse, &consumed).await.unwrap_or_default()
+                == vec![vec![Some(written.to_string())]]
+        },
+    )
+    .await;
+    stop_sink(sink).await;
+    let again = text_rows(&warehouse, ROWS)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, expected, "redelivered records change nothing");
+}
