@@ -76,7 +76,6 @@ where
         .arg(timeout.as_millis().to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
     // The workload runs once the connector has produced its first record.
@@ -97,14 +96,8 @@ where
         .wait_with_output()
         .await
         .map_err(|e| DebeziumError::Run(e.to_string()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-        return Err(DebeziumError::Run(format!(
-            "exited with {}: {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )));
+    if let Some(error) = failure("the harness", &output) {
+        return Err(error);
     }
     let text = std::fs::read_to_string(&out).map_err(|e| DebeziumError::Run(e.to_string()))?;
     text.lines()
@@ -147,6 +140,16 @@ fn harness(
     db: &TestDatabase,
     settings: &BTreeMap<String, String>,
 ) -> Result<(tokio::process::Command, tempfile::TempDir), DebeziumError> {
+    let (mut command, dir) = java_harness(file)?;
+    let properties = dir.path().join("connector.properties");
+    write_properties(&properties, db, settings)?;
+    command.arg(properties);
+    Ok((command, dir))
+}
+
+/// The command that runs the harness `tests/jvm/debezium/<file>` on Debezium's jars, and a
+/// scratch directory for its files.
+fn java_harness(file: &str) -> Result<(tokio::process::Command, tempfile::TempDir), DebeziumError> {
     let libs = libs()?;
     let java = super::process::java()
         .ok_or_else(|| DebeziumError::Missing("java is not in PATH or JAVA_HOME".into()))?;
@@ -155,15 +158,68 @@ fn harness(
         .join(file);
     let dir =
         tempfile::tempdir().map_err(|e| DebeziumError::Run(format!("a scratch directory: {e}")))?;
-    let properties = dir.path().join("connector.properties");
-    write_properties(&properties, db, settings)?;
     let mut command = tokio::process::Command::new(java);
     command
         .arg("-cp")
         .arg(format!("{}/*", libs.display()))
         .arg(source)
-        .arg(properties);
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     Ok((command, dir))
+}
+
+/// A record after Debezium's `ExtractNewRecordState` ([`unwrap_with_debezium`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unwrapped {
+    /// Topic.
+    pub topic: String,
+    /// The key, as `JsonConverter` writes it with schemas (`null`: none).
+    pub key: Json,
+    /// The flattened value likewise (`null`: a tombstone).
+    pub value: Json,
+    /// Whether the transform dropped the record.
+    pub dropped: bool,
+}
+
+/// Passes `records` (topic, key, value; key and value as `JsonConverter` writes them with
+/// schemas, `null` for none) through Debezium's own `ExtractNewRecordState` transform with
+/// its default settings (`tests/jvm/debezium/Unwrap.java`), as a Kafka Connect sink using
+/// it would read them.
+pub async fn unwrap_with_debezium(
+    records: &[(String, Json, Json)],
+) -> Result<Vec<Unwrapped>, DebeziumError> {
+    let (mut command, dir) = java_harness("Unwrap.java")?;
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    let mut text = String::new();
+    for (topic, key, value) in records {
+        let line = serde_json::json!({"topic": topic, "key": key, "value": value});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&input, text).map_err(|e| DebeziumError::Run(e.to_string()))?;
+    let output = command
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .await
+        .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
+    if let Some(error) = failure("ExtractNewRecordState", &output) {
+        return Err(error);
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| DebeziumError::Run(e.to_string()))?;
+    text.lines()
+        .map(|line| {
+            let mut record: Json = serde_json::from_str(line)
+                .map_err(|e| DebeziumError::Run(format!("a line of Unwrap.java: {e}")))?;
+            let mut take = |name: &str| record.get_mut(name).map(Json::take).unwrap_or(Json::Null);
+            Ok(Unwrapped {
+                topic: take("topic").as_str().unwrap_or_default().to_owned(),
+                key: take("key"),
+                value: take("value"),
+                dropped: take("dropped").as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
 }
 
 /// Writes the connector's properties to `path`: `settings` over the defaults (the
@@ -235,19 +291,11 @@ pub async fn drain_debezium(
     let output = command
         .arg(records.to_string())
         .arg(timeout.as_millis().to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-        return Err(DebeziumError::Run(format!(
-            "exited with {}: {}",
-            output.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )));
+    if let Some(error) = failure("the drain harness", &output) {
+        return Err(error);
     }
     let line = String::from_utf8_lossy(&output.stdout);
     let timings: Json = serde_json::from_str(line.trim())
@@ -269,6 +317,21 @@ pub async fn drain_debezium(
         cpu_first_to_last: seconds("cpu_first_to_last_s")?,
         cpu_total: seconds("cpu_total_s")?,
     })
+}
+
+/// The error of a harness run that failed: `what`, its exit status and its last 30 lines
+/// of stderr; none when it succeeded.
+fn failure(what: &str, output: &std::process::Output) -> Option<DebeziumError> {
+    if output.status.success() {
+        return None;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+    Some(DebeziumError::Run(format!(
+        "{what} exited with {}: {}",
+        output.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
 }
 
 fn libs() -> Result<PathBuf, DebeziumError> {

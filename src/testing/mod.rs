@@ -20,7 +20,8 @@ mod proxy;
 pub use broker::{BrokerError, KAFKA_VERSION, KafkaBroker, KafkaCluster, KafkaNode, KafkaOptions};
 pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
 pub use debezium::{
-    DEBEZIUM_VERSION, DebeziumDrained, DebeziumError, DebeziumRecord, drain_debezium, run_debezium,
+    DEBEZIUM_VERSION, DebeziumDrained, DebeziumError, DebeziumRecord, Unwrapped, drain_debezium,
+    run_debezium, unwrap_with_debezium,
 };
 pub use memory_output::{CollectedEvents, MemoryOutput};
 pub use process::{free_port, peak_rss_mib};
