@@ -478,3 +478,47 @@ async fn an_incompatible_change_under_new_topic_moves_the_table_to_a_versioned_t
     );
     run.stop().await;
 }
+
+/// An array of more than one dimension in a column whose Avro type is a one-dimensional
+/// array (PostgreSQL's `int[][]` is `int[]`): written as null with a warning, the rest of
+/// the row and the stream intact (it used to stop the source at that row for good).
+#[tokio::test]
+async fn a_multidimensional_array_is_null_in_avro_and_the_stream_goes_on() {
+    let (db, client) = database("avro_matrix").await;
+    exec(
+        &client,
+        "CREATE TABLE grid (id int PRIMARY KEY, cells int[], note text)",
+    )
+    .await;
+    let name = db.name.clone();
+    let run = start(avro_config(&db, &name, "fail", false), &client).await;
+    exec(
+        &client,
+        "INSERT INTO grid VALUES (1, '{{1,2},{3,4}}', 'matrix'), (2, '{5,NULL}', 'flat')",
+    )
+    .await;
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let topic = format!("{name}.public.grid");
+    let records = consume_until(&broker.bootstrap, &topic, Duration::from_secs(30), |r| {
+        r.len() >= 2
+    })
+    .await;
+    assert_eq!(records.len(), 2, "both rows arrive");
+    let registry = RegistryClient::new(&run.registry_url, &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let values = decode_values(&registry, &records).await;
+    let cells: Vec<(String, String)> = values
+        .iter()
+        .map(|(_, v)| {
+            let after = field(v, "after");
+            (
+                string(field(after, "note")),
+                format!("{:?}", field(after, "cells")),
+            )
+        })
+        .collect();
+    assert_eq!(cells[0], ("matrix".to_owned(), "Null".to_owned()));
+    assert_eq!(cells[1].0, "flat");
+    assert!(cells[1].1.contains("Int(5)"), "{}", cells[1].1);
+    run.stop().await;
+}

@@ -303,6 +303,10 @@ fn to_avro(value: &Value, kind: &TypeKind, column: &str) -> Result<Avro, AvroErr
         (Value::Time(v), _) => Avro::TimeMicros(*v),
         (Value::Timestamp(v), _) => Avro::LocalTimestampMicros(*v),
         (Value::TimestampTz(v), _) => Avro::TimestampMicros(*v),
+        (Value::Array(_), kind) if super::avro_write::is_multidimensional(value, kind) => {
+            super::avro_write::note_multidimensional(column);
+            Avro::Null
+        }
         (Value::Array(items), kind) => {
             let element = match kind {
                 TypeKind::Array(element) => element.as_ref(),

@@ -145,6 +145,30 @@ fn write_value(
     Ok(())
 }
 
+/// Whether `value` is an array of arrays in a column whose Avro type is an array of
+/// scalars. PostgreSQL's array types carry no dimension count (`int[][]` is `int[]`), so the
+/// schema is one-dimensional and a value of more dimensions cannot be written.
+pub(crate) fn is_multidimensional(value: &Value, kind: &TypeKind) -> bool {
+    match (value, kind) {
+        (Value::Array(items), TypeKind::Array(element)) => {
+            !matches!(**element, TypeKind::Array(_))
+                && items.iter().any(|item| matches!(item, Value::Array(_)))
+        }
+        _ => false,
+    }
+}
+
+/// Notes a multi-dimensional array written as null in Avro: a warning naming the remedy
+/// and `tidemark_values_nulled_total{column}`, so one value never stops the stream.
+pub(crate) fn note_multidimensional(column: &str) {
+    metrics::counter!(crate::domain::decimal::VALUES_NULLED, "column" => column.to_owned())
+        .increment(1);
+    tracing::warn!(
+        column,
+        "an array of more than one dimension does not fit the column's one-dimensional Avro array and is written as null; use format = \"json\" (which keeps nested arrays) or a jsonb column to keep it"
+    );
+}
+
 /// Writes `value` as `["null", T]`.
 fn write_nullable(
     out: &mut Vec<u8>,
@@ -157,6 +181,10 @@ fn write_nullable(
         Ok(())
     } else if let Some(special) = special_decimal(value, kind) {
         crate::domain::decimal::note_nulled(column, special);
+        out.push(0);
+        Ok(())
+    } else if is_multidimensional(value, kind) {
+        note_multidimensional(column);
         out.push(0);
         Ok(())
     } else {
