@@ -310,7 +310,8 @@ const ROWS: &str = "INSERT INTO t VALUES
     (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
 /// Tables whose key is not simply the primary key: no primary key under FULL (`nk`), a
-/// unique index as the replica identity without (`ui`) and beside (`pu`) a primary key.
+/// unique index as the replica identity without (`ui`) and beside (`pu`) a primary key;
+/// and `tp`, times and timestamps of precision 0, 3 and 6.
 const KEYS: &[&str] = &[
     "CREATE TABLE nk (a int, b text)",
     "ALTER TABLE nk REPLICA IDENTITY FULL",
@@ -323,6 +324,11 @@ const KEYS: &[&str] = &[
     "INSERT INTO nk VALUES (1, 'x'), (NULL, NULL)",
     "INSERT INTO ui VALUES (1, 'x')",
     "INSERT INTO pu VALUES (1, 10, 'x')",
+    // Time precision: milliseconds up to precision 3 (Debezium's adaptive mode).
+    "CREATE TABLE tp (id int PRIMARY KEY, tm0 time(0), tm3 time(3), tm6 time, \
+       ts0 timestamp(0), ts3 timestamp(3), ts6 timestamp, ts3s timestamp(3)[])",
+    "INSERT INTO tp VALUES (1, '01:02:03', '01:02:03.456', '01:02:03.456789', '2024-01-02 03:04:05', \
+       '2024-01-02 03:04:05.678', '2024-01-02 03:04:05.678901', '{\"1969-12-31 23:59:59.999\",NULL}')",
 ];
 
 /// Streamed changes to the tables of [`KEYS`].
@@ -337,6 +343,7 @@ const KEYS_STREAM: &[&str] = &[
     "INSERT INTO pu VALUES (2, 20, 'y')",
     "UPDATE pu SET b = 'z' WHERE id = 1",
     "DELETE FROM pu WHERE id = 2",
+    "UPDATE tp SET tm3 = '23:59:59.999', ts3 = '1900-01-01 00:00:00.001' WHERE id = 1",
 ];
 
 /// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a
@@ -387,7 +394,7 @@ async fn tidemark_records_read_like_debeziums() {
         // Debezium snapshots tables in the list's order, tidemark by name: listed by name.
         (
             "table.include.list",
-            "public.nk,public.pu,public.t,public.ui",
+            "public.nk,public.pu,public.t,public.tp,public.ui",
         ),
         ("provide.transaction.metadata", "true"),
     ]
@@ -414,7 +421,7 @@ async fn tidemark_records_read_like_debeziums() {
     // Which records (by index) show each kind, to tell snapshot rows from streamed ones.
     let mut seen_in: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     let mut ours_by_topic = Vec::new();
-    let key_topics: Vec<String> = ["nk", "ui", "pu"]
+    let key_topics: Vec<String> = ["nk", "ui", "pu", "tp"]
         .iter()
         .map(|t| format!("{prefix}.public.{t}"))
         .collect();

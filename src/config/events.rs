@@ -1,6 +1,7 @@
 //! `[events]`: what the change events look like on the wire, under Debezium's own setting
 //! names so a Debezium configuration ports line by line (`decimal.handling.mode` is
-//! `decimal_handling_mode`, `skipped.operations` is `skipped_operations`). A preset picks
+//! `decimal_handling_mode`, `time.precision.mode` is `time_precision_mode`,
+//! `skipped.operations` is `skipped_operations`). A preset picks
 //! every default at once: `debezium` (what Debezium 3's PostgreSQL connector writes with its
 //! defaults) or `native` (tidemark's own choices: exact decimal text, truncates delivered,
 //! the transaction block always filled, no Debezium context headers). A key set here
@@ -9,6 +10,7 @@
 use super::*;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::Op;
+use crate::domain::wire::TimePrecision;
 
 /// Which defaults the event settings start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -17,8 +19,8 @@ pub enum Preset {
     /// Debezium 3.x's defaults: a Debezium consumer reads the topics unchanged.
     #[default]
     Debezium,
-    /// tidemark's own: exact decimals as text, truncates delivered, the `transaction`
-    /// block in every event.
+    /// tidemark's own: exact decimals as text, times in microseconds, truncates delivered,
+    /// the `transaction` block in every event.
     Native,
 }
 
@@ -34,6 +36,13 @@ pub struct EventsConfig {
     /// `string` for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decimal_handling_mode: Option<DecimalMode>,
+    /// Debezium's `time.precision.mode` for JSON: `adaptive` (milliseconds for `time(0–3)`
+    /// and `timestamp(0–3)`, microseconds above), `adaptive_time_microseconds` (`time`
+    /// always in microseconds), or `microseconds` (tidemark's own: always). Debezium's
+    /// `connect` mode (milliseconds, losing microseconds) is not offered. Default: the
+    /// preset's (`adaptive`, `microseconds` for `native`). Avro keeps its logical types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_precision_mode: Option<TimePrecision>,
     /// Debezium's `skipped.operations`: operations not delivered, from `c`, `u`, `d`, `t`,
     /// or `none`. Default: the preset's (`["t"]`, nothing for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +60,14 @@ impl EventsConfig {
         self.decimal_handling_mode.unwrap_or(match self.preset {
             Preset::Debezium => DecimalMode::Precise,
             Preset::Native => DecimalMode::String,
+        })
+    }
+
+    /// The time precision mode in force.
+    pub fn time_precision(&self) -> TimePrecision {
+        self.time_precision_mode.unwrap_or(match self.preset {
+            Preset::Debezium => TimePrecision::Adaptive,
+            Preset::Native => TimePrecision::Microseconds,
         })
     }
 

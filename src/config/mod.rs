@@ -399,6 +399,7 @@ impl Config {
         let settings = self.source_settings()?;
         let mut context = crate::domain::event::EnvelopeContext::new(&self.name, &settings.dbname);
         context.decimal_mode = self.events.decimal_mode();
+        context.time_precision = self.events.time_precision();
         context.extended_headers = self.events.extended_headers();
         context.first_change_transaction_id = self.events.first_change_transaction_id();
         context.transaction_block = self

@@ -200,3 +200,31 @@ fn bad_flags_name_the_flag_and_the_fix() {
         }
     }
 }
+
+#[test]
+fn the_time_precision_follows_the_preset_unless_set() {
+    use crate::domain::wire::TimePrecision;
+    let precision = |events: &str| {
+        load(&format!("{EXAMPLE}[events]\n{events}\n"), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .events
+            .time_precision()
+    };
+    assert_eq!(precision(""), TimePrecision::Adaptive);
+    assert_eq!(
+        precision("preset = \"native\""),
+        TimePrecision::Microseconds
+    );
+    assert_eq!(
+        precision("time_precision_mode = \"adaptive_time_microseconds\""),
+        TimePrecision::AdaptiveTimeMicroseconds
+    );
+    let refused = load(
+        &format!("{EXAMPLE}[events]\ntime_precision_mode = \"connect\"\n"),
+        &[],
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(refused.contains("connect"), "{refused}");
+}

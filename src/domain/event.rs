@@ -24,6 +24,7 @@ use crate::domain::decimal::DecimalMode;
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
 use crate::domain::wire::WireValue;
+use crate::domain::wire::{TimePrecision, WireMode};
 
 /// The operation of an event, with Debezium's one-letter codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -371,6 +372,9 @@ pub struct EnvelopeContext {
     pub database: String,
     /// How `numeric` values are written (Debezium's `decimal.handling.mode`).
     pub decimal_mode: DecimalMode,
+    /// The unit of `time` and `timestamp` values in JSON (Debezium's
+    /// `time.precision.mode`).
+    pub time_precision: TimePrecision,
     /// Whether the envelope's `transaction` block is filled (Debezium fills it only with
     /// `provide.transaction.metadata`; `null` otherwise).
     pub transaction_block: bool,
@@ -391,9 +395,18 @@ impl EnvelopeContext {
             connector_name: connector.to_owned(),
             database: database.to_owned(),
             decimal_mode: DecimalMode::default(),
+            time_precision: TimePrecision::default(),
             transaction_block: false,
             extended_headers: true,
             first_change_transaction_id: true,
+        }
+    }
+
+    /// How values are written in JSON: the decimal and time modes.
+    pub fn wire_mode(&self) -> WireMode {
+        WireMode {
+            decimal: self.decimal_mode,
+            time: self.time_precision,
         }
     }
 
@@ -454,7 +467,7 @@ impl<'a> JsonRecord<'a> {
         }
         Some(KeyJson::Columns {
             columns: self.event.key_columns()?,
-            mode: self.context.decimal_mode,
+            mode: self.context.wire_mode(),
         })
     }
 
@@ -471,8 +484,8 @@ pub enum KeyJson<'a> {
     Columns {
         /// The columns and their values.
         columns: Vec<(&'a Column, &'a Value)>,
-        /// How decimals are written.
-        mode: DecimalMode,
+        /// How decimals and times are written.
+        mode: WireMode,
     },
     /// A logical message's prefix (`{"prefix": …}`).
     Message(&'a str),
@@ -525,7 +538,7 @@ struct RowJson<'a> {
     row: &'a [Value],
     /// Columns (indexes) whose unchanged TOASTed value was not sent.
     unavailable: &'a [usize],
-    mode: DecimalMode,
+    mode: WireMode,
 }
 
 impl Serialize for RowJson<'_> {
@@ -535,7 +548,7 @@ impl Serialize for RowJson<'_> {
             // A numeric written as a decimal has no text placeholder: it stays null.
             let placeholder = (matches!(value, Value::Null)
                 && self.unavailable.contains(&index)
-                && (self.mode == DecimalMode::String
+                && (self.mode.decimal == DecimalMode::String
                     || !matches!(column.column_type.kind, TypeKind::Numeric { .. })))
             .then(|| unavailable_placeholder(&column.column_type.kind))
             .flatten();
@@ -550,7 +563,7 @@ fn row_json<'a>(
     table: Option<&'a TableSchema>,
     row: Option<&'a [Value]>,
     unavailable: &'a [usize],
-    mode: DecimalMode,
+    mode: WireMode,
 ) -> Option<RowJson<'a>> {
     Some(RowJson {
         table: table?,
@@ -576,7 +589,7 @@ impl Serialize for Envelope<'_, '_> {
             map.serialize_entry("message", &MessageJson(message))?;
             return map.end();
         }
-        let mode = self.0.context.decimal_mode;
+        let mode = self.0.context.wire_mode();
         map.serialize_entry(
             "before",
             &row_json(table, event.before.as_deref(), &[], mode),

@@ -8,17 +8,58 @@
 //!   unconstrained `numeric` in `precise` mode, a float64 in `double` mode, the exact text in
 //!   `string` mode;
 //!
+//! - `time` and `timestamp` follow [`TimePrecision`] (Debezium's `time.precision.mode`): in
+//!   the default `adaptive` mode a column of at most millisecond precision (`time(3)`,
+//!   `timestamp(0)`) is written in milliseconds (`io.debezium.time.Time`, an int32 of ms
+//!   since midnight; `io.debezium.time.Timestamp`, an int64 of ms since the epoch), a finer
+//!   one in microseconds (`MicroTime`, `MicroTimestamp`);
+//!
 //! also inside arrays, element by element. The Connect schema written beside it
 //! (`kafka::connect_schema`) declares the same forms.
 
 use base64::Engine;
-use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::{self, DecimalMode};
 use crate::domain::event::Column;
 use crate::domain::value::Value;
+
+/// Debezium's `time.precision.mode`: the unit of `time` and `timestamp` values in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimePrecision {
+    /// Debezium's default: milliseconds for columns of precision 0–3, microseconds above.
+    #[default]
+    Adaptive,
+    /// `time` always in microseconds, `timestamp` as `adaptive`.
+    AdaptiveTimeMicroseconds,
+    /// tidemark's own (the `native` preset): always microseconds.
+    Microseconds,
+}
+
+impl TimePrecision {
+    /// Whether a `time` column of `precision` fraction digits is written in milliseconds.
+    pub fn time_in_millis(self, precision: u32) -> bool {
+        self == TimePrecision::Adaptive && precision <= 3
+    }
+
+    /// Whether a `timestamp` column of `precision` fraction digits is written in
+    /// milliseconds.
+    pub fn timestamp_in_millis(self, precision: u32) -> bool {
+        self != TimePrecision::Microseconds && precision <= 3
+    }
+}
+
+/// How the JSON envelope writes the values whose form Debezium's settings choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WireMode {
+    /// Debezium's `decimal.handling.mode`.
+    pub decimal: DecimalMode,
+    /// Debezium's `time.precision.mode`.
+    pub time: TimePrecision,
+}
 
 /// A value of `column` as the JSON envelope writes it.
 pub struct WireValue<'a> {
@@ -26,12 +67,12 @@ pub struct WireValue<'a> {
     kind: &'a TypeKind,
     column: &'a str,
     precision: u32,
-    mode: DecimalMode,
+    mode: WireMode,
 }
 
 impl<'a> WireValue<'a> {
-    /// `value` of `column`, decimals in `mode`.
-    pub fn new(column: &'a Column, value: &'a Value, mode: DecimalMode) -> Self {
+    /// `value` of `column`, written in `mode`.
+    pub fn new(column: &'a Column, value: &'a Value, mode: WireMode) -> Self {
         WireValue {
             value,
             kind: &column.column_type.kind,
@@ -50,19 +91,21 @@ impl<'a> WireValue<'a> {
     }
 }
 
-/// Whether a column of `kind` holds a value [`WireValue`] writes other than as [`Value`]
+/// Whether a column of `kind` may hold a value [`WireValue`] writes other than as [`Value`]
 /// does, in `mode` (used to keep the common case on serde's direct path).
-pub fn is_special_kind(kind: &TypeKind, mode: DecimalMode) -> bool {
+pub fn is_special_kind(kind: &TypeKind, mode: WireMode) -> bool {
     match kind {
         TypeKind::TimestampTz => true,
-        TypeKind::Numeric { .. } => mode != DecimalMode::String,
+        TypeKind::Time => mode.time == TimePrecision::Adaptive,
+        TypeKind::Timestamp => mode.time != TimePrecision::Microseconds,
+        TypeKind::Numeric { .. } => mode.decimal != DecimalMode::String,
         TypeKind::Array(element) => is_special_kind(element, mode),
         _ => false,
     }
 }
 
 /// Fraction digits of a time type with type modifier `modifier` (6 when unconstrained).
-fn time_precision(modifier: i32) -> u32 {
+pub fn time_precision(modifier: i32) -> u32 {
     u32::try_from(modifier).map_or(6, |p| p.min(6))
 }
 
@@ -84,7 +127,22 @@ impl Serialize for WireValue<'_> {
             (Value::TimestampTz(micros), TypeKind::TimestampTz) => s.serialize_str(
                 &crate::domain::calendar::zoned_timestamp_text(*micros, self.precision),
             ),
-            (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode {
+            (Value::Time(micros), TypeKind::Time)
+                if self.mode.time.time_in_millis(self.precision) =>
+            {
+                s.serialize_i64(micros.div_euclid(1000))
+            }
+            (Value::Timestamp(micros), TypeKind::Timestamp)
+                if self.mode.time.timestamp_in_millis(self.precision) =>
+            {
+                // ±infinity (i64::MAX / i64::MIN microseconds) stays at the bounds.
+                let millis = match *micros {
+                    i64::MAX | i64::MIN => *micros,
+                    micros => micros.div_euclid(1000),
+                };
+                s.serialize_i64(millis)
+            }
+            (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode.decimal {
                 DecimalMode::String => s.serialize_str(text),
                 DecimalMode::Double => match text.parse::<f64>() {
                     Ok(number) if !decimal::is_special(text) => s.serialize_f64(number),
@@ -141,8 +199,64 @@ mod tests {
         }
     }
 
-    fn json(column: &Column, value: &Value, mode: DecimalMode) -> String {
+    fn json(column: &Column, value: &Value, decimal: DecimalMode) -> String {
+        let mode = WireMode {
+            decimal,
+            ..WireMode::default()
+        };
         serde_json::to_string(&WireValue::new(column, value, mode)).unwrap_or_default()
+    }
+
+    #[test]
+    fn times_of_millisecond_precision_are_milliseconds_in_adaptive_mode() {
+        let at = |kind: TypeKind, modifier: i32, value: Value, time: TimePrecision| {
+            let column = column(kind, modifier);
+            let mode = WireMode {
+                time,
+                ..WireMode::default()
+            };
+            serde_json::to_string(&WireValue::new(&column, &value, mode)).unwrap_or_default()
+        };
+        use TimePrecision::*;
+        // 01:02:03.456 and 2024-01-02 03:04:05.678 (Debezium 3.6.1 wrote 3723456 and
+        // 1704164645678 for time(3) and timestamp(3)).
+        let time = Value::Time(3_723_456_000);
+        let stamp = Value::Timestamp(1_704_164_645_678_000);
+        assert_eq!(at(TypeKind::Time, 3, time.clone(), Adaptive), "3723456");
+        assert_eq!(at(TypeKind::Time, -1, time.clone(), Adaptive), "3723456000");
+        assert_eq!(
+            at(TypeKind::Time, 3, time.clone(), AdaptiveTimeMicroseconds),
+            "3723456000"
+        );
+        assert_eq!(
+            at(TypeKind::Timestamp, 3, stamp.clone(), Adaptive),
+            "1704164645678"
+        );
+        assert_eq!(
+            at(
+                TypeKind::Timestamp,
+                0,
+                stamp.clone(),
+                AdaptiveTimeMicroseconds
+            ),
+            "1704164645678"
+        );
+        assert_eq!(
+            at(TypeKind::Timestamp, 6, stamp.clone(), Adaptive),
+            "1704164645678000"
+        );
+        assert_eq!(
+            at(TypeKind::Timestamp, 3, stamp, Microseconds),
+            "1704164645678000"
+        );
+        // Before 1970: whole milliseconds, rounded down like Java's toEpochMilli.
+        assert_eq!(
+            at(TypeKind::Timestamp, 3, Value::Timestamp(-1_500), Adaptive),
+            "-2"
+        );
+        let array = TypeKind::Array(Box::new(TypeKind::Timestamp));
+        let items = Value::Array(vec![Value::Timestamp(2_000), Value::Null]);
+        assert_eq!(at(array, 3, items, Adaptive), "[2,null]");
     }
 
     #[test]

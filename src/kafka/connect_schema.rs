@@ -8,7 +8,9 @@
 //! unconstrained `numeric`; `double`; `string`), text-like types to `string`,
 //! `bytea` to `bytes` (base64 in JSON), `date` to `int32` named `io.debezium.time.Date`,
 //! `time` to `int64` `io.debezium.time.MicroTime`, `timestamp` to `int64`
-//! `io.debezium.time.MicroTimestamp` (microseconds since the epoch), `timestamptz` to
+//! `io.debezium.time.MicroTimestamp` (microseconds since the epoch) or, for columns of at
+//! most millisecond precision in the `adaptive` time mode, `int32` `io.debezium.time.Time`
+//! and `int64` `io.debezium.time.Timestamp` (milliseconds), `timestamptz` to
 //! `string` `io.debezium.time.ZonedTimestamp` (ISO-8601 in UTC, as Debezium writes it),
 //! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
 //! arrays to `array` with optional items. pgoutput does not say which columns are NOT NULL,
@@ -27,6 +29,7 @@ use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema};
 use crate::domain::wire::fixed_scale;
+use crate::domain::wire::{WireMode, time_precision};
 use crate::schema::fixed::FixedSchema;
 
 /// A `numeric` column's Connect type in `mode`, as Debezium declares it.
@@ -57,7 +60,8 @@ fn numeric_type(kind: &TypeKind, mode: DecimalMode) -> Json {
     }
 }
 
-fn field_type(kind: &TypeKind, mode: DecimalMode) -> Json {
+fn field_type(kind: &TypeKind, modifier: i32, mode: WireMode) -> Json {
+    let precision = time_precision(modifier);
     let (connect, name) = match kind {
         TypeKind::Bool => ("boolean", None),
         TypeKind::Int2 => ("int16", None),
@@ -67,17 +71,23 @@ fn field_type(kind: &TypeKind, mode: DecimalMode) -> Json {
         TypeKind::Float8 => ("double", None),
         TypeKind::Bytea => ("bytes", None),
         TypeKind::Date => ("int32", Some("io.debezium.time.Date")),
+        TypeKind::Time if mode.time.time_in_millis(precision) => {
+            ("int32", Some("io.debezium.time.Time"))
+        }
         TypeKind::Time => ("int64", Some("io.debezium.time.MicroTime")),
+        TypeKind::Timestamp if mode.time.timestamp_in_millis(precision) => {
+            ("int64", Some("io.debezium.time.Timestamp"))
+        }
         TypeKind::Timestamp => ("int64", Some("io.debezium.time.MicroTimestamp")),
         TypeKind::TimestampTz => ("string", Some("io.debezium.time.ZonedTimestamp")),
         TypeKind::Uuid => ("string", Some("io.debezium.data.Uuid")),
         TypeKind::Json => ("string", Some("io.debezium.data.Json")),
         TypeKind::Array(element) => {
-            let mut items = field_type(element, mode);
+            let mut items = field_type(element, modifier, mode);
             items["optional"] = json!(true);
             return json!({ "type": "array", "items": items });
         }
-        TypeKind::Numeric { .. } => return numeric_type(kind, mode),
+        TypeKind::Numeric { .. } => return numeric_type(kind, mode.decimal),
         TypeKind::Text
         | TypeKind::Enum
         | TypeKind::Other
@@ -94,8 +104,8 @@ fn field_type(kind: &TypeKind, mode: DecimalMode) -> Json {
 /// `column.propagate.source.type`; the sink reads it to create exact warehouse types.
 pub(crate) const SOURCE_TYPE_PARAMETER: &str = "__debezium.source.column.type";
 
-fn column_field(column: &Column, optional: bool, mode: DecimalMode) -> Json {
-    let mut field = field_type(&column.column_type.kind, mode);
+fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
+    let mut field = field_type(&column.column_type.kind, column.type_modifier, mode);
     field["optional"] = json!(optional);
     field["field"] = json!(column.name);
     match field.get_mut("parameters").and_then(Json::as_object_mut) {
@@ -111,8 +121,8 @@ fn simple(kind: &str, optional: bool, field: &str) -> Json {
     json!({ "type": kind, "optional": optional, "field": field })
 }
 
-/// The key schema of a table, decimals in `mode`.
-pub fn key_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Json {
+/// The key schema of a table, decimals and times in `mode`.
+pub fn key_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
     let fields: Vec<Json> = table
         .record_key_columns()
         .iter()
@@ -176,8 +186,8 @@ fn transaction_schema() -> Json {
     })
 }
 
-/// The envelope (value) schema of a table's events, decimals in `mode`.
-pub fn value_schema(table: &TableSchema, prefix: &str, mode: DecimalMode) -> Json {
+/// The envelope (value) schema of a table's events, decimals and times in `mode`.
+pub fn value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
     let row_name = format!("{prefix}.{}.{}.Value", table.schema, table.name);
     let row = |field: &str| {
         let fields: Vec<Json> = table
@@ -357,12 +367,12 @@ pub(crate) struct SchemaCache {
     tables: HashMap<u32, CachedSchemas>,
     message: Option<(Arc<str>, Arc<str>)>,
     fixed: HashMap<FixedSchema, Arc<str>>,
-    mode: DecimalMode,
+    mode: WireMode,
 }
 
 impl SchemaCache {
-    /// An empty cache for schemas with decimals in `mode`.
-    pub fn new(mode: DecimalMode) -> Self {
+    /// An empty cache for schemas with decimals and times in `mode`.
+    pub fn new(mode: WireMode) -> Self {
         SchemaCache {
             mode,
             ..SchemaCache::default()
@@ -422,6 +432,13 @@ pub(crate) fn wrap(schema: &str, payload: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    fn decimals(decimal: DecimalMode) -> WireMode {
+        WireMode {
+            decimal,
+            ..WireMode::default()
+        }
+    }
+
     use super::*;
     use crate::domain::event::KeySource;
     use crate::domain::event::ReplicaIdentity;
@@ -489,14 +506,14 @@ mod tests {
 
     #[test]
     fn key_and_value_schemas_follow_debezium_names_and_types() {
-        let key = key_schema(&table(), "shop", DecimalMode::String);
+        let key = key_schema(&table(), "shop", decimals(DecimalMode::String));
         assert_eq!(
             key,
             json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id",
                    "parameters": {SOURCE_TYPE_PARAMETER: "id"}}],
                    "optional": false, "name": "shop.public.orders.Key"})
         );
-        let value = value_schema(&table(), "shop", DecimalMode::String);
+        let value = value_schema(&table(), "shop", decimals(DecimalMode::String));
         assert_eq!(value["name"], "shop.public.orders.Envelope");
         let after = &value["fields"][1];
         assert_eq!(after["field"], "after");
@@ -523,7 +540,7 @@ mod tests {
         let fixed = crate::domain::column_type::numeric_kind((10 << 16 | 2) + 4);
         let free = crate::domain::column_type::numeric_kind(-1);
         table.columns = vec![Column::new("n", fixed), Column::new("nu", free)];
-        let value = value_schema(&table, "shop", DecimalMode::Precise);
+        let value = value_schema(&table, "shop", decimals(DecimalMode::Precise));
         let after = &value["fields"][1]["fields"];
         // As Debezium 3.6.1 declares them (its parameters, plus the source type).
         assert_eq!(after[0]["type"], "bytes");
@@ -540,9 +557,9 @@ mod tests {
             after[1]["fields"][1],
             json!({"type": "bytes", "optional": false, "field": "value"})
         );
-        let doubles = value_schema(&table, "shop", DecimalMode::Double);
+        let doubles = value_schema(&table, "shop", decimals(DecimalMode::Double));
         assert_eq!(doubles["fields"][1]["fields"][1]["type"], "double");
-        let text = value_schema(&table, "shop", DecimalMode::String);
+        let text = value_schema(&table, "shop", decimals(DecimalMode::String));
         assert_eq!(text["fields"][1]["fields"][0]["type"], "string");
     }
 

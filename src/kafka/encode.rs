@@ -36,7 +36,7 @@ impl JsonEncoder {
     /// A JSON encoder; `with_schemas` gives the `{"schema","payload"}` shape.
     pub fn new(context: EnvelopeContext, with_schemas: bool) -> Self {
         JsonEncoder {
-            schemas: with_schemas.then(|| SchemaCache::new(context.decimal_mode)),
+            schemas: with_schemas.then(|| SchemaCache::new(context.wire_mode())),
             context,
             scratch: Vec::with_capacity(4096),
         }

@@ -324,8 +324,36 @@ pub(crate) fn connect_decimal_scale(field: &Json) -> Option<i32> {
         .or(Some(0))
 }
 
-/// [`connect_decimal_scale`] of each row column of a Connect envelope schema, in order.
-pub(crate) fn connect_decimal_scales(envelope: &Json) -> Vec<Option<i32>> {
+/// How a Connect field's JSON values are encoded where they are not the column's plain
+/// form: a `Decimal`'s base64 unscaled bytes, or Debezium's millisecond times
+/// (`io.debezium.time.Time`, `io.debezium.time.Timestamp`, written by its default
+/// `adaptive` time precision for columns of precision 0–3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectEncoding {
+    /// Base64 unscaled bytes at this scale.
+    DecimalBytes(i32),
+    /// Milliseconds where the column's kind holds microseconds.
+    Millis,
+}
+
+/// [`ConnectEncoding`] of a field (or of an array's items); none for plain values.
+pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
+    if field.get("type").and_then(Json::as_str) == Some("array") {
+        return field.get("items").and_then(connect_encoding);
+    }
+    match field.get("name").and_then(Json::as_str) {
+        Some(MILLIS_TIME | MILLIS_TIMESTAMP) => Some(ConnectEncoding::Millis),
+        _ => connect_decimal_scale(field).map(ConnectEncoding::DecimalBytes),
+    }
+}
+
+/// Debezium's `time` of millisecond precision: an int32 of milliseconds since midnight.
+const MILLIS_TIME: &str = "io.debezium.time.Time";
+/// Debezium's `timestamp` of millisecond precision: an int64 of milliseconds since 1970.
+const MILLIS_TIMESTAMP: &str = "io.debezium.time.Timestamp";
+
+/// [`connect_encoding`] of each row column of a Connect envelope schema, in order.
+pub(crate) fn connect_encodings(envelope: &Json) -> Vec<Option<ConnectEncoding>> {
     envelope
         .get("fields")
         .and_then(Json::as_array)
@@ -336,7 +364,7 @@ pub(crate) fn connect_decimal_scales(envelope: &Json) -> Vec<Option<i32>> {
         })
         .and_then(|before| before.get("fields"))
         .and_then(Json::as_array)
-        .map(|fields| fields.iter().map(connect_decimal_scale).collect())
+        .map(|fields| fields.iter().map(connect_encoding).collect())
         .unwrap_or_default()
 }
 
@@ -358,8 +386,8 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
         }
         (_, Some("io.debezium.data.VariableScaleDecimal")) => ColumnKind::Numeric,
         (_, Some("io.debezium.time.Date")) => ColumnKind::Date,
-        (_, Some("io.debezium.time.MicroTime")) => ColumnKind::Time,
-        (_, Some("io.debezium.time.MicroTimestamp")) => ColumnKind::Timestamp,
+        (_, Some("io.debezium.time.MicroTime" | MILLIS_TIME)) => ColumnKind::Time,
+        (_, Some("io.debezium.time.MicroTimestamp" | MILLIS_TIMESTAMP)) => ColumnKind::Timestamp,
         (_, Some("io.debezium.time.ZonedTimestamp")) => ColumnKind::TimestampTz,
         (_, Some("io.debezium.data.Uuid")) => ColumnKind::Uuid,
         (_, Some("io.debezium.data.Json")) => ColumnKind::Json,

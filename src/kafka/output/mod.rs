@@ -484,13 +484,13 @@ fn key_change_header(
         .collect();
     let payload = serde_json::to_vec(&crate::domain::event::KeyJson::Columns {
         columns,
-        mode: context.decimal_mode,
+        mode: context.wire_mode(),
     })?;
     if !schemas {
         return Ok(payload);
     }
     let schema =
-        super::connect_schema::key_schema(table, &context.prefix, context.decimal_mode).to_string();
+        super::connect_schema::key_schema(table, &context.prefix, context.wire_mode()).to_string();
     let mut wrapped = Vec::with_capacity(schema.len() + payload.len() + 24);
     super::connect_schema::wrap(&schema, &payload, &mut wrapped);
     Ok(wrapped)

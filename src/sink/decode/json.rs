@@ -3,6 +3,7 @@
 //! inferred from the rows seen.
 
 use super::*;
+use crate::sink::shape::ConnectEncoding;
 
 impl Decoder {
     pub(super) fn decode_json(
@@ -54,8 +55,7 @@ impl Decoder {
                     let shape = shape::from_connect(&envelope, key_schema)
                         .ok_or_else(|| malformed("Connect schema without a before field"))?;
                     let shape = Arc::new(shape);
-                    let scales: Arc<[Option<i32>]> =
-                        shape::connect_decimal_scales(&envelope).into();
+                    let scales: Encodings = shape::connect_encodings(&envelope).into();
                     self.connect_shapes
                         .insert(schema.to_owned(), (shape.clone(), scales.clone()));
                     (shape, scales)
@@ -83,7 +83,12 @@ impl Decoder {
                 .map(|(i, c)| {
                     let value = row.get(&c.name).unwrap_or(&Json::Null);
                     match scales.get(i).copied().flatten() {
-                        Some(scale) => decimal_bytes_value(value, scale, &c.name),
+                        Some(ConnectEncoding::DecimalBytes(scale)) => {
+                            decimal_bytes_value(value, scale, &c.name)
+                        }
+                        Some(ConnectEncoding::Millis) => {
+                            json_value(&millis_as_micros(value), &c.kind, &c.name)
+                        }
                         None => json_value(value, &c.kind, &c.name),
                     }
                 })
@@ -157,9 +162,12 @@ impl Decoder {
                         .iter()
                         .find(|f| f.get("field").and_then(Json::as_str) == Some(name))
                 })
-                .and_then(shape::connect_decimal_scale);
+                .and_then(shape::connect_encoding);
             row.push(match scale {
-                Some(scale) => decimal_bytes_value(value, scale, name)?,
+                Some(ConnectEncoding::DecimalBytes(scale)) => {
+                    decimal_bytes_value(value, scale, name)?
+                }
+                Some(ConnectEncoding::Millis) => json_value(&millis_as_micros(value), &kind, name)?,
                 None => json_value(value, &kind, name)?,
             });
             columns.push(SinkColumn {
@@ -314,6 +322,20 @@ pub(super) fn json_float(
             _ => Err(wrong(column, kind, "string")),
         },
         _ => Err(wrong(column, kind, "non-number")),
+    }
+}
+
+/// Debezium's millisecond time or timestamp (or an array of them) in microseconds, the
+/// unit the column's kind holds; ±infinity (the `i64` bounds) stays at the bounds.
+fn millis_as_micros(value: &Json) -> Json {
+    match value {
+        Json::Array(items) => Json::Array(items.iter().map(millis_as_micros).collect()),
+        Json::Number(n) => match n.as_i64() {
+            Some(millis @ (i64::MAX | i64::MIN)) => Json::from(millis),
+            Some(millis) => Json::from(millis.saturating_mul(1000)),
+            None => value.clone(),
+        },
+        other => other.clone(),
     }
 }
 

@@ -108,7 +108,7 @@ struct AvroSchema {
 }
 
 /// Each column's Connect `Decimal` scale, where its values are unscaled bytes.
-type DecimalScales = Arc<[Option<i32>]>;
+type Encodings = Arc<[Option<shape::ConnectEncoding>]>;
 
 /// Decodes records of one connector's topics.
 pub struct Decoder {
@@ -117,7 +117,7 @@ pub struct Decoder {
     avro_shapes: HashMap<(Option<u32>, u32), Arc<TableShape>>,
     /// Shapes by Connect schema text, with each column's Connect `Decimal` scale (its values
     /// are unscaled bytes).
-    connect_shapes: HashMap<String, (Arc<TableShape>, DecimalScales)>,
+    connect_shapes: HashMap<String, (Arc<TableShape>, Encodings)>,
     inferred: HashMap<SourceTable, Arc<TableShape>>,
     topic_tables: HashMap<String, (SourceTable, Arc<TableShape>)>,
     prefix: String,
