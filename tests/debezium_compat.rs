@@ -311,7 +311,7 @@ const ROWS: &str = "INSERT INTO t VALUES
 
 /// Tables whose key is not simply the primary key: no primary key under FULL (`nk`), a
 /// unique index as the replica identity without (`ui`) and beside (`pu`) a primary key;
-/// and `tp`, times and timestamps of precision 0, 3 and 6.
+/// and `tp`, times and timestamps of precision 0, 3 and 6, an interval and a `timetz`.
 const KEYS: &[&str] = &[
     "CREATE TABLE nk (a int, b text)",
     "ALTER TABLE nk REPLICA IDENTITY FULL",
@@ -325,10 +325,12 @@ const KEYS: &[&str] = &[
     "INSERT INTO ui VALUES (1, 'x')",
     "INSERT INTO pu VALUES (1, 10, 'x')",
     // Time precision: milliseconds up to precision 3 (Debezium's adaptive mode).
+    // Intervals (Debezium's MicroDuration) and times with a zone (ZonedTime, at UTC).
     "CREATE TABLE tp (id int PRIMARY KEY, tm0 time(0), tm3 time(3), tm6 time, \
-       ts0 timestamp(0), ts3 timestamp(3), ts6 timestamp, ts3s timestamp(3)[])",
+       ts0 timestamp(0), ts3 timestamp(3), ts6 timestamp, ts3s timestamp(3)[], iv interval, tz timetz)",
     "INSERT INTO tp VALUES (1, '01:02:03', '01:02:03.456', '01:02:03.456789', '2024-01-02 03:04:05', \
-       '2024-01-02 03:04:05.678', '2024-01-02 03:04:05.678901', '{\"1969-12-31 23:59:59.999\",NULL}')",
+       '2024-01-02 03:04:05.678', '2024-01-02 03:04:05.678901', '{\"1969-12-31 23:59:59.999\",NULL}', \
+       '1 year 2 months 3 days 04:05:06.5', '01:02:03.5+02')",
 ];
 
 /// Streamed changes to the tables of [`KEYS`].
@@ -343,7 +345,8 @@ const KEYS_STREAM: &[&str] = &[
     "INSERT INTO pu VALUES (2, 20, 'y')",
     "UPDATE pu SET b = 'z' WHERE id = 1",
     "DELETE FROM pu WHERE id = 2",
-    "UPDATE tp SET tm3 = '23:59:59.999', ts3 = '1900-01-01 00:00:00.001' WHERE id = 1",
+    "UPDATE tp SET tm3 = '23:59:59.999', ts3 = '1900-01-01 00:00:00.001', \
+       iv = '-1 day 00:00:00.000001', tz = '23:30:00-01:30' WHERE id = 1",
 ];
 
 /// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a

@@ -1,6 +1,7 @@
 //! `[events]`: what the change events look like on the wire, under Debezium's own setting
 //! names so a Debezium configuration ports line by line (`decimal.handling.mode` is
 //! `decimal_handling_mode`, `time.precision.mode` is `time_precision_mode`,
+//! `interval.handling.mode` is `interval_handling_mode`,
 //! `skipped.operations` is `skipped_operations`). A preset picks
 //! every default at once: `debezium` (what Debezium 3's PostgreSQL connector writes with its
 //! defaults) or `native` (tidemark's own choices: exact decimal text, truncates delivered,
@@ -10,7 +11,7 @@
 use super::*;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::Op;
-use crate::domain::wire::TimePrecision;
+use crate::domain::wire::{IntervalMode, TimePrecision};
 
 /// Which defaults the event settings start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -43,6 +44,11 @@ pub struct EventsConfig {
     /// preset's (`adaptive`, `microseconds` for `native`). Avro keeps its logical types.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_precision_mode: Option<TimePrecision>,
+    /// Debezium's `interval.handling.mode` for JSON: `numeric` (`MicroDuration`, an int64 of
+    /// microseconds with 30.4375-day months) or `string` (ISO-8601, exact). Default: the
+    /// preset's (`numeric`, `string` for `native`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_handling_mode: Option<IntervalMode>,
     /// Debezium's `skipped.operations`: operations not delivered, from `c`, `u`, `d`, `t`,
     /// or `none`. Default: the preset's (`["t"]`, nothing for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +74,14 @@ impl EventsConfig {
         self.time_precision_mode.unwrap_or(match self.preset {
             Preset::Debezium => TimePrecision::Adaptive,
             Preset::Native => TimePrecision::Microseconds,
+        })
+    }
+
+    /// The interval mode in force.
+    pub fn interval_mode(&self) -> IntervalMode {
+        self.interval_handling_mode.unwrap_or(match self.preset {
+            Preset::Debezium => IntervalMode::Numeric,
+            Preset::Native => IntervalMode::String,
         })
     }
 

@@ -228,3 +228,20 @@ fn the_time_precision_follows_the_preset_unless_set() {
     .unwrap_or_default();
     assert!(refused.contains("connect"), "{refused}");
 }
+
+#[test]
+fn the_interval_mode_follows_the_preset_unless_set() {
+    use crate::domain::wire::IntervalMode;
+    let mode = |events: &str| {
+        load(&format!("{EXAMPLE}[events]\n{events}\n"), &[])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .events
+            .interval_mode()
+    };
+    assert_eq!(mode(""), IntervalMode::Numeric);
+    assert_eq!(mode("preset = \"native\""), IntervalMode::String);
+    assert_eq!(
+        mode("preset = \"native\"\ninterval_handling_mode = \"numeric\""),
+        IntervalMode::Numeric
+    );
+}

@@ -1,6 +1,8 @@
 //! Dates and times as text, from the integer forms the stream carries (days and
 //! microseconds since 1970-01-01), in the ISO form PostgreSQL and Snowflake read, with
-//! years before 1 written as PostgreSQL writes them (`0044-03-15 BC`).
+//! years before 1 written as PostgreSQL writes them (`0044-03-15 BC`); and Debezium's forms
+//! of the two types the stream carries as text: `timetz` as `ZonedTime` (UTC, `Z`) and
+//! `interval` as `MicroDuration` (microseconds, a month counted as 30.4375 days).
 
 use crate::domain::value::{
     DATE_NEG_INFINITY, DATE_POS_INFINITY, TIMESTAMP_NEG_INFINITY, TIMESTAMP_POS_INFINITY,
@@ -164,8 +166,124 @@ pub fn timestamp_text(micros: i64, utc: bool) -> String {
     }
 }
 
+/// Debezium's average month, in days (365.25 / 12), by which `MicroDuration` counts the
+/// months and years of an interval.
+const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
+
+/// An `interval` as Debezium's `io.debezium.time.MicroDuration`: microseconds, a month
+/// counted as [`DAYS_PER_MONTH`] days, computed in Debezium's order with floating point
+/// and truncated, so the result equals Debezium's. `text` is PostgreSQL's `iso_8601`
+/// interval style (`P1Y2M3DT4H5M6.5S`, each part signed on its own: `P-1DT-0.000001S`);
+/// none for anything else.
+pub fn interval_micros(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix('P')?;
+    let (mut years, mut months, mut days) = (0.0, 0.0, 0.0);
+    let (mut hours, mut minutes, mut seconds) = (0.0, 0.0, 0.0);
+    let mut in_time = false;
+    let mut number = String::new();
+    for c in rest.chars() {
+        match c {
+            'T' if number.is_empty() => in_time = true,
+            '0'..='9' | '.' | '-' | '+' => number.push(c),
+            unit => {
+                let value: f64 = number.parse().ok()?;
+                number.clear();
+                match (in_time, unit) {
+                    (false, 'Y') => years = value,
+                    (false, 'M') => months = value,
+                    (false, 'W') => days += value * 7.0,
+                    (false, 'D') => days += value,
+                    (true, 'H') => hours = value,
+                    (true, 'M') => minutes = value,
+                    (true, 'S') => seconds = value,
+                    _ => return None,
+                }
+            }
+        }
+    }
+    if !number.is_empty() {
+        return None;
+    }
+    let days = (years * 12.0 + months) * DAYS_PER_MONTH + days;
+    let seconds = ((days * 24.0 + hours) * 60.0 + minutes) * 60.0 + seconds;
+    Some((seconds * 1e6) as i64)
+}
+
+/// A `timetz` as Debezium's `io.debezium.time.ZonedTime`: the time at UTC with `Z`, the
+/// seconds always and the fraction in as few digits as it needs (Java's
+/// `ISO_OFFSET_TIME`): `01:02:03.5+02` is `23:02:03.5Z`. `text` is PostgreSQL's output
+/// (`HH:MM:SS[.ffffff]±HH[:MM[:SS]]`); none for anything else.
+pub fn zoned_time_text(text: &str) -> Option<String> {
+    let split = text.rfind(['+', '-'])?;
+    let (time, offset) = text.split_at(split);
+    let mut parts = time.splitn(3, ':');
+    let hours: i64 = parts.next()?.parse().ok()?;
+    let minutes: i64 = parts.next()?.parse().ok()?;
+    let second = parts.next()?;
+    let (whole, fraction) = second.split_once('.').unwrap_or((second, ""));
+    let seconds: i64 = whole.parse().ok()?;
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = format!("{fraction:0<6}").parse().ok()?;
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let mut offset_parts = offset[1..].split(':');
+    let mut offset_seconds = 0;
+    for scale in [3600, 60, 1] {
+        if let Some(part) = offset_parts.next() {
+            offset_seconds += part.parse::<i64>().ok()? * scale;
+        }
+    }
+    let utc = (hours * 3600 + minutes * 60 + seconds - sign * offset_seconds).rem_euclid(86_400);
+    let fraction = if micros == 0 {
+        String::new()
+    } else {
+        format!(".{micros:06}").trim_end_matches('0').to_owned()
+    };
+    Some(format!(
+        "{:02}:{:02}:{:02}{fraction}Z",
+        utc / 3600,
+        (utc / 60) % 60,
+        utc % 60
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn intervals_are_debeziums_micro_durations() {
+        // Debezium 3.6.1 wrote 37091106500000 for '1 year 2 months 3 days 04:05:06.5'.
+        assert_eq!(
+            interval_micros("P1Y2M3DT4H5M6.5S"),
+            Some(37_091_106_500_000)
+        );
+        assert_eq!(interval_micros("PT0S"), Some(0));
+        assert_eq!(interval_micros("P-1DT-0.000001S"), Some(-86_400_000_001));
+        assert_eq!(interval_micros("PT-0.000001S"), Some(-1));
+        assert_eq!(interval_micros("P2W"), Some(14 * 86_400_000_000));
+        assert_eq!(interval_micros("1 day"), None);
+        assert_eq!(interval_micros("P1X"), None);
+    }
+
+    #[test]
+    fn times_with_zones_are_debeziums_zoned_times() {
+        // Debezium 3.6.1 wrote 23:02:03.5Z for '01:02:03.5+02'.
+        assert_eq!(
+            zoned_time_text("01:02:03.5+02").as_deref(),
+            Some("23:02:03.5Z")
+        );
+        assert_eq!(zoned_time_text("13:14:15+00").as_deref(), Some("13:14:15Z"));
+        assert_eq!(
+            zoned_time_text("23:30:00-01:30").as_deref(),
+            Some("01:00:00Z")
+        );
+        assert_eq!(
+            zoned_time_text("00:00:00.000001+05:30").as_deref(),
+            Some("18:30:00.000001Z")
+        );
+        assert_eq!(zoned_time_text("noon"), None);
+    }
     use super::*;
 
     #[test]

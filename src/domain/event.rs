@@ -24,7 +24,7 @@ use crate::domain::decimal::DecimalMode;
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
 use crate::domain::wire::WireValue;
-use crate::domain::wire::{TimePrecision, WireMode};
+use crate::domain::wire::{IntervalMode, TimePrecision, WireMode};
 
 /// The operation of an event, with Debezium's one-letter codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -375,6 +375,8 @@ pub struct EnvelopeContext {
     /// The unit of `time` and `timestamp` values in JSON (Debezium's
     /// `time.precision.mode`).
     pub time_precision: TimePrecision,
+    /// How `interval` values are written in JSON (Debezium's `interval.handling.mode`).
+    pub interval_mode: IntervalMode,
     /// Whether the envelope's `transaction` block is filled (Debezium fills it only with
     /// `provide.transaction.metadata`; `null` otherwise).
     pub transaction_block: bool,
@@ -396,6 +398,7 @@ impl EnvelopeContext {
             database: database.to_owned(),
             decimal_mode: DecimalMode::default(),
             time_precision: TimePrecision::default(),
+            interval_mode: IntervalMode::default(),
             transaction_block: false,
             extended_headers: true,
             first_change_transaction_id: true,
@@ -407,6 +410,7 @@ impl EnvelopeContext {
         WireMode {
             decimal: self.decimal_mode,
             time: self.time_precision,
+            interval: self.interval_mode,
         }
     }
 

@@ -7,12 +7,15 @@
 //!   for `numeric(p,s)` and a `{"scale","value"}` struct (`VariableScaleDecimal`) for
 //!   unconstrained `numeric` in `precise` mode, a float64 in `double` mode, the exact text in
 //!   `string` mode;
-//!
 //! - `time` and `timestamp` follow [`TimePrecision`] (Debezium's `time.precision.mode`): in
 //!   the default `adaptive` mode a column of at most millisecond precision (`time(3)`,
 //!   `timestamp(0)`) is written in milliseconds (`io.debezium.time.Time`, an int32 of ms
 //!   since midnight; `io.debezium.time.Timestamp`, an int64 of ms since the epoch), a finer
 //!   one in microseconds (`MicroTime`, `MicroTimestamp`);
+//! - `interval` follows [`IntervalMode`] (Debezium's `interval.handling.mode`): Debezium's
+//!   `MicroDuration` by default, or the ISO-8601 text;
+//! - `timetz` is Debezium's `ZonedTime` (the time at UTC with `Z`), but for the `native`
+//!   preset, which keeps PostgreSQL's text;
 //!
 //! also inside arrays, element by element. The Connect schema written beside it
 //! (`kafka::connect_schema`) declares the same forms.
@@ -52,13 +55,35 @@ impl TimePrecision {
     }
 }
 
+/// Debezium's `interval.handling.mode`: how `interval` values are written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntervalMode {
+    /// Debezium's default: `io.debezium.time.MicroDuration`, an int64 of microseconds with
+    /// a month counted as 30.4375 days (inexact for months and years).
+    #[default]
+    Numeric,
+    /// The ISO-8601 text (`P1Y2M3DT4H5M6.5S`), exact.
+    String,
+}
+
 /// How the JSON envelope writes the values whose form Debezium's settings choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WireMode {
     /// Debezium's `decimal.handling.mode`.
     pub decimal: DecimalMode,
-    /// Debezium's `time.precision.mode`.
+    /// Debezium's `time.precision.mode`; also, `timetz` is Debezium's `ZonedTime` unless it
+    /// is tidemark's `microseconds` (the `native` preset), which keeps PostgreSQL's text.
     pub time: TimePrecision,
+    /// Debezium's `interval.handling.mode`.
+    pub interval: IntervalMode,
+}
+
+impl WireMode {
+    /// Whether `timetz` values are Debezium's `ZonedTime` (UTC, `Z`).
+    pub fn zoned_time(self) -> bool {
+        self.time != TimePrecision::Microseconds
+    }
 }
 
 /// A value of `column` as the JSON envelope writes it.
@@ -97,6 +122,8 @@ pub fn is_special_kind(kind: &TypeKind, mode: WireMode) -> bool {
     match kind {
         TypeKind::TimestampTz => true,
         TypeKind::Time => mode.time == TimePrecision::Adaptive,
+        TypeKind::TimeTz => mode.zoned_time(),
+        TypeKind::Interval => mode.interval == IntervalMode::Numeric,
         TypeKind::Timestamp => mode.time != TimePrecision::Microseconds,
         TypeKind::Numeric { .. } => mode.decimal != DecimalMode::String,
         TypeKind::Array(element) => is_special_kind(element, mode),
@@ -141,6 +168,26 @@ impl Serialize for WireValue<'_> {
                     micros => micros.div_euclid(1000),
                 };
                 s.serialize_i64(millis)
+            }
+            (Value::Text(text), TypeKind::Interval)
+                if self.mode.interval == IntervalMode::Numeric =>
+            {
+                match crate::domain::calendar::interval_micros(text) {
+                    Some(micros) => s.serialize_i64(micros),
+                    None => Err(S::Error::custom(format!(
+                        "column {}: interval {text:?} is not in PostgreSQL's iso_8601 style",
+                        self.column
+                    ))),
+                }
+            }
+            (Value::Text(text), TypeKind::TimeTz) if self.mode.zoned_time() => {
+                match crate::domain::calendar::zoned_time_text(text) {
+                    Some(zoned) => s.serialize_str(&zoned),
+                    None => Err(S::Error::custom(format!(
+                        "column {}: {text:?} is not a time with time zone",
+                        self.column
+                    ))),
+                }
             }
             (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode.decimal {
                 DecimalMode::String => s.serialize_str(text),

@@ -10,7 +10,10 @@
 //! `time` to `int64` `io.debezium.time.MicroTime`, `timestamp` to `int64`
 //! `io.debezium.time.MicroTimestamp` (microseconds since the epoch) or, for columns of at
 //! most millisecond precision in the `adaptive` time mode, `int32` `io.debezium.time.Time`
-//! and `int64` `io.debezium.time.Timestamp` (milliseconds), `timestamptz` to
+//! and `int64` `io.debezium.time.Timestamp` (milliseconds), `interval` to `int64`
+//! `io.debezium.time.MicroDuration` (or, in the `string` interval mode, `string`
+//! `io.debezium.time.Interval`), `timetz` to `string` `io.debezium.time.ZonedTime` (but
+//! in the `native` preset), `timestamptz` to
 //! `string` `io.debezium.time.ZonedTimestamp` (ISO-8601 in UTC, as Debezium writes it),
 //! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
 //! arrays to `array` with optional items. pgoutput does not say which columns are NOT NULL,
@@ -29,7 +32,7 @@ use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema};
 use crate::domain::wire::fixed_scale;
-use crate::domain::wire::{WireMode, time_precision};
+use crate::domain::wire::{IntervalMode, WireMode, time_precision};
 use crate::schema::fixed::FixedSchema;
 
 /// A `numeric` column's Connect type in `mode`, as Debezium declares it.
@@ -88,11 +91,12 @@ fn field_type(kind: &TypeKind, modifier: i32, mode: WireMode) -> Json {
             return json!({ "type": "array", "items": items });
         }
         TypeKind::Numeric { .. } => return numeric_type(kind, mode.decimal),
-        TypeKind::Text
-        | TypeKind::Enum
-        | TypeKind::Other
-        | TypeKind::TimeTz
-        | TypeKind::Interval => ("string", None),
+        TypeKind::Interval if mode.interval == IntervalMode::Numeric => {
+            ("int64", Some("io.debezium.time.MicroDuration"))
+        }
+        TypeKind::Interval => ("string", Some("io.debezium.time.Interval")),
+        TypeKind::TimeTz if mode.zoned_time() => ("string", Some("io.debezium.time.ZonedTime")),
+        TypeKind::Text | TypeKind::Enum | TypeKind::Other | TypeKind::TimeTz => ("string", None),
     };
     match name {
         Some(name) => json!({ "type": connect, "name": name, "version": 1 }),

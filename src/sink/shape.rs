@@ -334,6 +334,8 @@ pub(crate) enum ConnectEncoding {
     DecimalBytes(i32),
     /// Milliseconds where the column's kind holds microseconds.
     Millis,
+    /// Debezium's `MicroDuration`: an interval as an int64 of microseconds.
+    MicroDuration,
 }
 
 /// [`ConnectEncoding`] of a field (or of an array's items); none for plain values.
@@ -343,6 +345,7 @@ pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
     }
     match field.get("name").and_then(Json::as_str) {
         Some(MILLIS_TIME | MILLIS_TIMESTAMP) => Some(ConnectEncoding::Millis),
+        Some(MICRO_DURATION) => Some(ConnectEncoding::MicroDuration),
         _ => connect_decimal_scale(field).map(ConnectEncoding::DecimalBytes),
     }
 }
@@ -351,6 +354,9 @@ pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
 const MILLIS_TIME: &str = "io.debezium.time.Time";
 /// Debezium's `timestamp` of millisecond precision: an int64 of milliseconds since 1970.
 const MILLIS_TIMESTAMP: &str = "io.debezium.time.Timestamp";
+
+/// Debezium's `interval` (its default `interval.handling.mode=numeric`).
+const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
 
 /// [`connect_encoding`] of each row column of a Connect envelope schema, in order.
 pub(crate) fn connect_encodings(envelope: &Json) -> Vec<Option<ConnectEncoding>> {
@@ -391,6 +397,10 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
         (_, Some("io.debezium.time.ZonedTimestamp")) => ColumnKind::TimestampTz,
         (_, Some("io.debezium.data.Uuid")) => ColumnKind::Uuid,
         (_, Some("io.debezium.data.Json")) => ColumnKind::Json,
+        (_, Some(MICRO_DURATION | "io.debezium.time.Interval")) => {
+            ColumnKind::Other("interval".into())
+        }
+        (_, Some("io.debezium.time.ZonedTime")) => ColumnKind::Other("timetz".into()),
         (Some("boolean"), _) => ColumnKind::Bool,
         (Some("int8" | "int16"), _) => ColumnKind::Int16,
         (Some("int32"), _) => ColumnKind::Int32,

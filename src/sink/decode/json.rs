@@ -89,6 +89,9 @@ impl Decoder {
                         Some(ConnectEncoding::Millis) => {
                             json_value(&millis_as_micros(value), &c.kind, &c.name)
                         }
+                        Some(ConnectEncoding::MicroDuration) => {
+                            json_value(&duration_text(value), &c.kind, &c.name)
+                        }
                         None => json_value(value, &c.kind, &c.name),
                     }
                 })
@@ -168,6 +171,9 @@ impl Decoder {
                     decimal_bytes_value(value, scale, name)?
                 }
                 Some(ConnectEncoding::Millis) => json_value(&millis_as_micros(value), &kind, name)?,
+                Some(ConnectEncoding::MicroDuration) => {
+                    json_value(&duration_text(value), &kind, name)?
+                }
                 None => json_value(value, &kind, name)?,
             });
             columns.push(SinkColumn {
@@ -335,6 +341,17 @@ fn millis_as_micros(value: &Json) -> Json {
             Some(millis) => Json::from(millis.saturating_mul(1000)),
             None => value.clone(),
         },
+        other => other.clone(),
+    }
+}
+
+/// Debezium's `MicroDuration` (or an array of them) as interval text PostgreSQL reads
+/// (`37091106500000 microseconds`): the months and years Debezium folded into days stay
+/// folded.
+fn duration_text(value: &Json) -> Json {
+    match value {
+        Json::Array(items) => Json::Array(items.iter().map(duration_text).collect()),
+        Json::Number(n) => Json::String(format!("{n} microseconds")),
         other => other.clone(),
     }
 }
