@@ -16,6 +16,10 @@
 //!   `MicroDuration` by default, or the ISO-8601 text;
 //! - `timetz` is Debezium's `ZonedTime` (the time at UTC with `Z`), but for the `native`
 //!   preset, which keeps PostgreSQL's text;
+//! - `money` is a decimal of scale 2 in the decimal mode (Debezium's form; the text without
+//!   its currency sign in `string` mode);
+//! - `bit(1)` is a boolean and other bit strings Debezium's `Bits` (base64 bytes, least
+//!   significant first), but for the `native` preset, which keeps the text;
 //!
 //! also inside arrays, element by element. The Connect schema written beside it
 //! (`kafka::connect_schema`) declares the same forms.
@@ -84,6 +88,12 @@ impl WireMode {
     pub fn zoned_time(self) -> bool {
         self.time != TimePrecision::Microseconds
     }
+
+    /// Whether bit strings are Debezium's (a boolean for `bit(1)`, `io.debezium.data.Bits`
+    /// bytes otherwise), as in the `debezium` preset; the `native` one keeps the text.
+    pub fn debezium_bits(self) -> bool {
+        self.time != TimePrecision::Microseconds
+    }
 }
 
 /// A value of `column` as the JSON envelope writes it.
@@ -92,6 +102,11 @@ pub struct WireValue<'a> {
     kind: &'a TypeKind,
     column: &'a str,
     precision: u32,
+    /// Whether the column is `money` (carried as text, written as a decimal).
+    money: bool,
+    /// For a `bit`/`varbit` column, its declared length (`-1`: none), written as Debezium
+    /// writes bit strings; none for other columns.
+    bits: Option<i32>,
     mode: WireMode,
 }
 
@@ -103,6 +118,9 @@ impl<'a> WireValue<'a> {
             kind: &column.column_type.kind,
             column: &column.name,
             precision: time_precision(column.type_modifier),
+            money: column.column_type.name == "money",
+            bits: matches!(column.column_type.name.as_str(), "bit" | "varbit")
+                .then_some(column.type_modifier),
             mode,
         }
     }
@@ -124,6 +142,8 @@ pub fn is_special_kind(kind: &TypeKind, mode: WireMode) -> bool {
         TypeKind::Time => mode.time == TimePrecision::Adaptive,
         TypeKind::TimeTz => mode.zoned_time(),
         TypeKind::Interval => mode.interval == IntervalMode::Numeric,
+        // `money` is among them.
+        TypeKind::Other => true,
         TypeKind::Timestamp => mode.time != TimePrecision::Microseconds,
         TypeKind::Numeric { .. } => mode.decimal != DecimalMode::String,
         TypeKind::Array(element) => is_special_kind(element, mode),
@@ -134,6 +154,57 @@ pub fn is_special_kind(kind: &TypeKind, mode: WireMode) -> bool {
 /// Fraction digits of a time type with type modifier `modifier` (6 when unconstrained).
 pub fn time_precision(modifier: i32) -> u32 {
     u32::try_from(modifier).map_or(6, |p| p.min(6))
+}
+
+/// A bit string (`101`) as Debezium's `io.debezium.data.Bits`: the string read as a binary
+/// number, its bytes least significant first, without high zero bytes (Java's
+/// `BitSet.toByteArray`: all zeros is no bytes at all); none for anything but `0`s and
+/// `1`s.
+pub fn bits_little_endian(text: &str) -> Option<Vec<u8>> {
+    if !text.bytes().all(|b| b == b'0' || b == b'1') {
+        return None;
+    }
+    let mut bytes = vec![0u8; text.len().div_ceil(8)];
+    for (index, bit) in text.bytes().rev().enumerate() {
+        if bit == b'1' {
+            bytes[index / 8] |= 1 << (index % 8);
+        }
+    }
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    Some(bytes)
+}
+
+/// The fraction digits of `money` in the C locale, which every connection sets.
+pub const MONEY_SCALE: u32 = 2;
+
+/// `money` text in the C locale (`$1,234.56`, `-$5.50`) as decimal text (`1234.56`,
+/// `-5.50`); none for anything else.
+pub fn money_decimal(text: &str) -> Option<String> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let digits: String = rest
+        .strip_prefix('$')?
+        .chars()
+        .filter(|&c| c != ',')
+        .collect();
+    let (whole, fraction) = digits.split_once('.').unwrap_or((&digits, ""));
+    let valid = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !valid(whole)
+        || !valid(fraction)
+        || fraction.len() > MONEY_SCALE as usize
+    {
+        return None;
+    }
+    let sign = if negative { "-" } else { "" };
+    Some(format!(
+        "{sign}{whole}.{fraction:0<width$}",
+        width = MONEY_SCALE as usize
+    ))
 }
 
 /// The scale of a `numeric(p,s)` that Connect's `Decimal` can carry (none: unconstrained
@@ -189,6 +260,38 @@ impl Serialize for WireValue<'_> {
                     ))),
                 }
             }
+            (Value::Text(text), TypeKind::Other)
+                if self.bits.is_some() && self.mode.debezium_bits() =>
+            {
+                if self.bits == Some(1) && text.len() == 1 {
+                    return s.serialize_bool(text == "1");
+                }
+                match bits_little_endian(text) {
+                    Some(bytes) => {
+                        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+                    }
+                    None => Err(S::Error::custom(format!(
+                        "column {}: {text:?} is not a bit string",
+                        self.column
+                    ))),
+                }
+            }
+            (Value::Text(text), TypeKind::Other) if self.money => match money_decimal(text) {
+                Some(amount) => match self.mode.decimal {
+                    DecimalMode::String => s.serialize_str(&amount),
+                    DecimalMode::Double => s.serialize_f64(amount.parse().unwrap_or(f64::NAN)),
+                    DecimalMode::Precise => {
+                        let bytes = decimal::unscaled_bytes(&amount, MONEY_SCALE).map_err(|e| {
+                            S::Error::custom(format!("column {}: {e}", self.column))
+                        })?;
+                        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+                    }
+                },
+                None => Err(S::Error::custom(format!(
+                    "column {}: {text:?} is not money in the C locale's form",
+                    self.column
+                ))),
+            },
             (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode.decimal {
                 DecimalMode::String => s.serialize_str(text),
                 DecimalMode::Double => match text.parse::<f64>() {
@@ -252,6 +355,52 @@ mod tests {
             ..WireMode::default()
         };
         serde_json::to_string(&WireValue::new(column, value, mode)).unwrap_or_default()
+    }
+
+    #[test]
+    fn bit_strings_are_debeziums_bits() {
+        // Debezium 3.6.1 wrote "BQ==" for B'101', "DQ==" for B'1101', "" for B'0000000000'.
+        assert_eq!(bits_little_endian("101"), Some(vec![0x05]));
+        assert_eq!(bits_little_endian("1101"), Some(vec![0x0d]));
+        assert_eq!(bits_little_endian("1000000001"), Some(vec![0x01, 0x02]));
+        assert_eq!(bits_little_endian("0000000001"), Some(vec![0x01]));
+        assert_eq!(bits_little_endian("0000000000"), Some(vec![]));
+        assert_eq!(bits_little_endian("10x"), None);
+    }
+
+    #[test]
+    fn money_is_a_decimal_of_scale_two() {
+        assert_eq!(money_decimal("$12.34").as_deref(), Some("12.34"));
+        assert_eq!(money_decimal("-$5.50").as_deref(), Some("-5.50"));
+        assert_eq!(money_decimal("$1,234,567.8").as_deref(), Some("1234567.80"));
+        assert_eq!(money_decimal("12,34 €"), None);
+        let money = Column {
+            name: "m".into(),
+            column_type: ColumnType {
+                oid: 790,
+                name: "money".into(),
+                kind: TypeKind::Other,
+            },
+            type_modifier: -1,
+            comment: None,
+        };
+        let v = Value::Text("$12.34".into());
+        // Debezium 3.6.1 wrote "BNI=" (1234 at scale 2) for 12.34.
+        assert_eq!(json(&money, &v, DecimalMode::Precise), "\"BNI=\"");
+        assert_eq!(json(&money, &v, DecimalMode::String), "\"12.34\"");
+        assert_eq!(json(&money, &v, DecimalMode::Double), "12.34");
+        let point = Column {
+            column_type: ColumnType {
+                oid: 600,
+                name: "point".into(),
+                kind: TypeKind::Other,
+            },
+            ..money
+        };
+        assert_eq!(
+            json(&point, &Value::Text("(1,2)".into()), DecimalMode::Precise),
+            "\"(1,2)\""
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! and `int64` `io.debezium.time.Timestamp` (milliseconds), `interval` to `int64`
 //! `io.debezium.time.MicroDuration` (or, in the `string` interval mode, `string`
 //! `io.debezium.time.Interval`), `timetz` to `string` `io.debezium.time.ZonedTime` (but
-//! in the `native` preset), `timestamptz` to
+//! in the `native` preset), `money` by the decimal mode (`Decimal` of scale 2 in `precise`),
+//! `timestamptz` to
 //! `string` `io.debezium.time.ZonedTimestamp` (ISO-8601 in UTC, as Debezium writes it),
 //! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
 //! arrays to `array` with optional items. pgoutput does not say which columns are NOT NULL,
@@ -32,7 +33,7 @@ use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema};
 use crate::domain::wire::fixed_scale;
-use crate::domain::wire::{IntervalMode, WireMode, time_precision};
+use crate::domain::wire::{IntervalMode, MONEY_SCALE, WireMode, time_precision};
 use crate::schema::fixed::FixedSchema;
 
 /// A `numeric` column's Connect type in `mode`, as Debezium declares it.
@@ -108,8 +109,42 @@ fn field_type(kind: &TypeKind, modifier: i32, mode: WireMode) -> Json {
 /// `column.propagate.source.type`; the sink reads it to create exact warehouse types.
 pub(crate) const SOURCE_TYPE_PARAMETER: &str = "__debezium.source.column.type";
 
+/// `money`'s Connect type in `mode`: as Debezium declares it, a `Decimal` of scale 2 (no
+/// precision parameter) in `precise` mode.
+fn money_type(mode: DecimalMode) -> Json {
+    match mode {
+        DecimalMode::String => json!({ "type": "string" }),
+        DecimalMode::Double => json!({ "type": "double" }),
+        DecimalMode::Precise => json!({
+            "type": "bytes",
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "version": 1,
+            "parameters": { "scale": MONEY_SCALE.to_string() },
+        }),
+    }
+}
+
 fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
-    let mut field = field_type(&column.column_type.kind, column.type_modifier, mode);
+    let bits = matches!(column.column_type.name.as_str(), "bit" | "varbit");
+    let mut field = if column.column_type.name == "money" {
+        money_type(mode.decimal)
+    } else if bits && mode.debezium_bits() && column.type_modifier == 1 {
+        json!({ "type": "boolean" })
+    } else if bits && mode.debezium_bits() {
+        let length = if column.type_modifier < 0 {
+            i32::MAX
+        } else {
+            column.type_modifier
+        };
+        json!({
+            "type": "bytes",
+            "name": "io.debezium.data.Bits",
+            "version": 1,
+            "parameters": { "length": length.to_string() },
+        })
+    } else {
+        field_type(&column.column_type.kind, column.type_modifier, mode)
+    };
     field["optional"] = json!(optional);
     field["field"] = json!(column.name);
     match field.get_mut("parameters").and_then(Json::as_object_mut) {

@@ -2,7 +2,8 @@
 //! SQL connections (tokio-postgres) sharing the same settings.
 //!
 //! Every connection sets [`SESSION_SETTINGS`] so values are printed in one lossless text form
-//! (ISO dates, UTC time zone, ISO-8601 intervals, hex bytea, shortest-exact floats). The
+//! (ISO dates, UTC time zone, ISO-8601 intervals, hex bytea, shortest-exact floats, `money`
+//! in the C locale). The
 //! walsender runs pgoutput's output functions with these settings too, which is what makes a
 //! value read by the snapshot and the same value streamed decode identically.
 
@@ -22,6 +23,9 @@ pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("IntervalStyle", "iso_8601"),
     ("extra_float_digits", "3"),
     ("bytea_output", "hex"),
+    // `money` in the C locale's one form (`$1,234.56`, two fraction digits), whatever the
+    // server's own `lc_monetary`.
+    ("lc_monetary", "C"),
     ("client_encoding", "UTF8"),
 ];
 

@@ -336,6 +336,9 @@ pub(crate) enum ConnectEncoding {
     Millis,
     /// Debezium's `MicroDuration`: an interval as an int64 of microseconds.
     MicroDuration,
+    /// Debezium's `Bits`: a bit string as base64 bytes, least significant first, of a
+    /// column of this many bits (`i32::MAX`: no declared length).
+    Bits(i32),
 }
 
 /// [`ConnectEncoding`] of a field (or of an array's items); none for plain values.
@@ -346,6 +349,14 @@ pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
     match field.get("name").and_then(Json::as_str) {
         Some(MILLIS_TIME | MILLIS_TIMESTAMP) => Some(ConnectEncoding::Millis),
         Some(MICRO_DURATION) => Some(ConnectEncoding::MicroDuration),
+        Some(BITS) => Some(ConnectEncoding::Bits(
+            field
+                .get("parameters")
+                .and_then(|p| p.get("length"))
+                .and_then(Json::as_str)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(i32::MAX),
+        )),
         _ => connect_decimal_scale(field).map(ConnectEncoding::DecimalBytes),
     }
 }
@@ -354,6 +365,9 @@ pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
 const MILLIS_TIME: &str = "io.debezium.time.Time";
 /// Debezium's `timestamp` of millisecond precision: an int64 of milliseconds since 1970.
 const MILLIS_TIMESTAMP: &str = "io.debezium.time.Timestamp";
+
+/// Debezium's bit strings other than `bit(1)`.
+const BITS: &str = "io.debezium.data.Bits";
 
 /// Debezium's `interval` (its default `interval.handling.mode=numeric`).
 const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
@@ -401,6 +415,7 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
             ColumnKind::Other("interval".into())
         }
         (_, Some("io.debezium.time.ZonedTime")) => ColumnKind::Other("timetz".into()),
+        (_, Some(BITS)) => ColumnKind::Other("bit".into()),
         (Some("boolean"), _) => ColumnKind::Bool,
         (Some("int8" | "int16"), _) => ColumnKind::Int16,
         (Some("int32"), _) => ColumnKind::Int32,

@@ -1,8 +1,8 @@
 //! Decoding of PostgreSQL text output into typed [`Value`]s.
 //!
 //! The replication connection and the snapshot connections set `DateStyle=ISO`,
-//! `TimeZone=UTC`, `IntervalStyle=iso_8601`, `bytea_output=hex` and `extra_float_digits=3`
-//! (see `SESSION_SETTINGS` in the connection module), so every value arrives in one
+//! `TimeZone=UTC`, `IntervalStyle=iso_8601`, `bytea_output=hex`, `extra_float_digits=3` and
+//! `lc_monetary=C` (see `SESSION_SETTINGS` in the connection module), so every value arrives in one
 //! known, lossless text form whether it comes from pgoutput or from `COPY`. That is what makes
 //! snapshot rows and streamed rows of the same value decode identically.
 //!
