@@ -377,6 +377,9 @@ pub struct EnvelopeContext {
     pub time_precision: TimePrecision,
     /// How `interval` values are written in JSON (Debezium's `interval.handling.mode`).
     pub interval_mode: IntervalMode,
+    /// Whether types PostgreSQL prints as text (`money`, bit strings, `oid`, `hstore`,
+    /// `xml`, `timetz`) are written in Debezium's forms (the `debezium` preset).
+    pub debezium_types: bool,
     /// Whether the envelope's `transaction` block is filled (Debezium fills it only with
     /// `provide.transaction.metadata`; `null` otherwise).
     pub transaction_block: bool,
@@ -399,6 +402,7 @@ impl EnvelopeContext {
             decimal_mode: DecimalMode::default(),
             time_precision: TimePrecision::default(),
             interval_mode: IntervalMode::default(),
+            debezium_types: true,
             transaction_block: false,
             extended_headers: true,
             first_change_transaction_id: true,
@@ -411,6 +415,7 @@ impl EnvelopeContext {
             decimal: self.decimal_mode,
             time: self.time_precision,
             interval: self.interval_mode,
+            debezium_types: self.debezium_types,
         }
     }
 

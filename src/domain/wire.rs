@@ -16,10 +16,11 @@
 //!   `MicroDuration` by default, or the ISO-8601 text;
 //! - `timetz` is Debezium's `ZonedTime` (the time at UTC with `Z`), but for the `native`
 //!   preset, which keeps PostgreSQL's text;
-//! - `money` is a decimal of scale 2 in the decimal mode (Debezium's form; the text without
-//!   its currency sign in `string` mode);
-//! - `bit(1)` is a boolean and other bit strings Debezium's `Bits` (base64 bytes, least
-//!   significant first), but for the `native` preset, which keeps the text;
+//! - types PostgreSQL prints as text that Debezium writes in forms of its own
+//!   ([`TextType`]), in the `debezium` preset (the `native` one keeps the text): `money` a
+//!   decimal of scale 2 in the decimal mode (the text without its currency sign in `string`
+//!   mode), `bit(1)` a boolean and other bit strings `Bits` (base64 bytes, least significant
+//!   first), `oid` an int64, `hstore` a JSON object of strings;
 //!
 //! also inside arrays, element by element. The Connect schema written beside it
 //! (`kafka::connect_schema`) declares the same forms.
@@ -72,7 +73,7 @@ pub enum IntervalMode {
 }
 
 /// How the JSON envelope writes the values whose form Debezium's settings choose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireMode {
     /// Debezium's `decimal.handling.mode`.
     pub decimal: DecimalMode,
@@ -81,18 +82,59 @@ pub struct WireMode {
     pub time: TimePrecision,
     /// Debezium's `interval.handling.mode`.
     pub interval: IntervalMode,
+    /// Whether the types PostgreSQL prints as text are written in Debezium's forms
+    /// ([`TextType`], `timetz` as `ZonedTime`): the `debezium` preset; the `native` one
+    /// keeps PostgreSQL's text.
+    pub debezium_types: bool,
+}
+
+impl Default for WireMode {
+    fn default() -> Self {
+        WireMode {
+            decimal: DecimalMode::default(),
+            time: TimePrecision::default(),
+            interval: IntervalMode::default(),
+            debezium_types: true,
+        }
+    }
 }
 
 impl WireMode {
     /// Whether `timetz` values are Debezium's `ZonedTime` (UTC, `Z`).
     pub fn zoned_time(self) -> bool {
-        self.time != TimePrecision::Microseconds
+        self.debezium_types
     }
+}
 
-    /// Whether bit strings are Debezium's (a boolean for `bit(1)`, `io.debezium.data.Bits`
-    /// bytes otherwise), as in the `debezium` preset; the `native` one keeps the text.
-    pub fn debezium_bits(self) -> bool {
-        self.time != TimePrecision::Microseconds
+/// The types carried as text (no mapping of their own) that Debezium writes in a form of
+/// its own, told apart by their PostgreSQL name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextType {
+    /// None of them: the text.
+    Plain,
+    /// `money`: a decimal of scale 2.
+    Money,
+    /// `bit(n)`/`varbit(n)` (`-1`: no length): a boolean for `bit(1)`, else `Bits` bytes.
+    Bits(i32),
+    /// `oid`: an int64.
+    Oid,
+    /// `hstore`: a JSON object of strings (`io.debezium.data.Json`).
+    Hstore,
+    /// `xml`: the text, named `io.debezium.data.Xml`.
+    Xml,
+}
+
+impl TextType {
+    /// The text type of `column`.
+    pub fn of(column: &Column) -> TextType {
+        match column.column_type.name.as_str() {
+            "money" => TextType::Money,
+            "bit" | "varbit" => TextType::Bits(column.type_modifier),
+            "oid" => TextType::Oid,
+            "hstore" => TextType::Hstore,
+            "xml" => TextType::Xml,
+            _ => TextType::Plain,
+        }
     }
 }
 
@@ -102,11 +144,8 @@ pub struct WireValue<'a> {
     kind: &'a TypeKind,
     column: &'a str,
     precision: u32,
-    /// Whether the column is `money` (carried as text, written as a decimal).
-    money: bool,
-    /// For a `bit`/`varbit` column, its declared length (`-1`: none), written as Debezium
-    /// writes bit strings; none for other columns.
-    bits: Option<i32>,
+    /// Which of the types Debezium writes in its own forms the column has.
+    text_type: TextType,
     mode: WireMode,
 }
 
@@ -118,10 +157,49 @@ impl<'a> WireValue<'a> {
             kind: &column.column_type.kind,
             column: &column.name,
             precision: time_precision(column.type_modifier),
-            money: column.column_type.name == "money",
-            bits: matches!(column.column_type.name.as_str(), "bit" | "varbit")
-                .then_some(column.type_modifier),
+            text_type: TextType::of(column),
             mode,
+        }
+    }
+
+    /// A value of a [`TextType`] in Debezium's form (the text for [`TextType::Plain`]).
+    fn serialize_text_type<S: Serializer>(&self, text: &str, s: S) -> Result<S::Ok, S::Error> {
+        let invalid = |what: &str| {
+            Err(S::Error::custom(format!(
+                "column {}: {text:?} is not {what}",
+                self.column
+            )))
+        };
+        match self.text_type {
+            TextType::Plain | TextType::Xml => s.serialize_str(text),
+            TextType::Bits(1) if text.len() == 1 => s.serialize_bool(text == "1"),
+            TextType::Bits(_) => match bits_little_endian(text) {
+                Some(bytes) => {
+                    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+                }
+                None => invalid("a bit string"),
+            },
+            TextType::Oid => match text.parse::<u32>() {
+                Ok(oid) => s.serialize_u32(oid),
+                Err(_) => invalid("an oid"),
+            },
+            TextType::Hstore => match hstore_json(text) {
+                Some(json) => s.serialize_str(&json),
+                None => invalid("an hstore"),
+            },
+            TextType::Money => match money_decimal(text) {
+                Some(amount) => match self.mode.decimal {
+                    DecimalMode::String => s.serialize_str(&amount),
+                    DecimalMode::Double => s.serialize_f64(amount.parse().unwrap_or(f64::NAN)),
+                    DecimalMode::Precise => {
+                        let bytes = decimal::unscaled_bytes(&amount, MONEY_SCALE).map_err(|e| {
+                            S::Error::custom(format!("column {}: {e}", self.column))
+                        })?;
+                        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+                    }
+                },
+                None => invalid("money in the C locale's form"),
+            },
         }
     }
 
@@ -142,8 +220,8 @@ pub fn is_special_kind(kind: &TypeKind, mode: WireMode) -> bool {
         TypeKind::Time => mode.time == TimePrecision::Adaptive,
         TypeKind::TimeTz => mode.zoned_time(),
         TypeKind::Interval => mode.interval == IntervalMode::Numeric,
-        // `money` is among them.
-        TypeKind::Other => true,
+        // The text types Debezium writes in its own forms are among them.
+        TypeKind::Other => mode.debezium_types,
         TypeKind::Timestamp => mode.time != TimePrecision::Microseconds,
         TypeKind::Numeric { .. } => mode.decimal != DecimalMode::String,
         TypeKind::Array(element) => is_special_kind(element, mode),
@@ -174,6 +252,50 @@ pub fn bits_little_endian(text: &str) -> Option<Vec<u8>> {
         bytes.pop();
     }
     Some(bytes)
+}
+
+/// An `hstore`'s text (`"a"=>"1", "b"=>NULL`) as Debezium's JSON object of strings
+/// (`{"a":"1","b":null}`); none for anything else.
+pub fn hstore_json(text: &str) -> Option<String> {
+    fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut out = String::new();
+        loop {
+            match chars.next()? {
+                '"' => return Some(out),
+                '\\' => out.push(chars.next()?),
+                c => out.push(c),
+            }
+        }
+    }
+    let mut map = serde_json::Map::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let key = quoted(&mut chars)?;
+        if chars.next()? != '=' || chars.next()? != '>' {
+            return None;
+        }
+        let value = match chars.peek()? {
+            '"' => serde_json::Value::String(quoted(&mut chars)?),
+            _ => {
+                let word: String = chars.by_ref().take(4).collect();
+                if word != "NULL" {
+                    return None;
+                }
+                serde_json::Value::Null
+            }
+        };
+        map.insert(key, value);
+    }
+    Some(serde_json::Value::Object(map).to_string())
 }
 
 /// The fraction digits of `money` in the C locale, which every connection sets.
@@ -260,38 +382,9 @@ impl Serialize for WireValue<'_> {
                     ))),
                 }
             }
-            (Value::Text(text), TypeKind::Other)
-                if self.bits.is_some() && self.mode.debezium_bits() =>
-            {
-                if self.bits == Some(1) && text.len() == 1 {
-                    return s.serialize_bool(text == "1");
-                }
-                match bits_little_endian(text) {
-                    Some(bytes) => {
-                        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-                    }
-                    None => Err(S::Error::custom(format!(
-                        "column {}: {text:?} is not a bit string",
-                        self.column
-                    ))),
-                }
+            (Value::Text(text), TypeKind::Other) if self.mode.debezium_types => {
+                self.serialize_text_type(text, s)
             }
-            (Value::Text(text), TypeKind::Other) if self.money => match money_decimal(text) {
-                Some(amount) => match self.mode.decimal {
-                    DecimalMode::String => s.serialize_str(&amount),
-                    DecimalMode::Double => s.serialize_f64(amount.parse().unwrap_or(f64::NAN)),
-                    DecimalMode::Precise => {
-                        let bytes = decimal::unscaled_bytes(&amount, MONEY_SCALE).map_err(|e| {
-                            S::Error::custom(format!("column {}: {e}", self.column))
-                        })?;
-                        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-                    }
-                },
-                None => Err(S::Error::custom(format!(
-                    "column {}: {text:?} is not money in the C locale's form",
-                    self.column
-                ))),
-            },
             (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode.decimal {
                 DecimalMode::String => s.serialize_str(text),
                 DecimalMode::Double => match text.parse::<f64>() {
@@ -355,6 +448,22 @@ mod tests {
             ..WireMode::default()
         };
         serde_json::to_string(&WireValue::new(column, value, mode)).unwrap_or_default()
+    }
+
+    #[test]
+    fn hstores_are_json_objects_of_strings() {
+        // Debezium 3.6.1 wrote {"a":"1","b":null} for 'a=>1,b=>NULL'.
+        assert_eq!(
+            hstore_json(r#""a"=>"1", "b"=>NULL"#).as_deref(),
+            Some(r#"{"a":"1","b":null}"#)
+        );
+        assert_eq!(
+            hstore_json(r#""q\"x"=>"back\\slash", "k"=>"=>, ""#).as_deref(),
+            Some(r#"{"k":"=>, ","q\"x":"back\\slash"}"#)
+        );
+        assert_eq!(hstore_json("").as_deref(), Some("{}"));
+        assert_eq!(hstore_json(r#""a"=>1"#), None);
+        assert_eq!(hstore_json(r#""a"=>NUL"#), None);
     }
 
     #[test]

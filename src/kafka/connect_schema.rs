@@ -33,7 +33,7 @@ use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema};
 use crate::domain::wire::fixed_scale;
-use crate::domain::wire::{IntervalMode, MONEY_SCALE, WireMode, time_precision};
+use crate::domain::wire::{IntervalMode, MONEY_SCALE, TextType, WireMode, time_precision};
 use crate::schema::fixed::FixedSchema;
 
 /// A `numeric` column's Connect type in `mode`, as Debezium declares it.
@@ -125,25 +125,26 @@ fn money_type(mode: DecimalMode) -> Json {
 }
 
 fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
-    let bits = matches!(column.column_type.name.as_str(), "bit" | "varbit");
-    let mut field = if column.column_type.name == "money" {
-        money_type(mode.decimal)
-    } else if bits && mode.debezium_bits() && column.type_modifier == 1 {
-        json!({ "type": "boolean" })
-    } else if bits && mode.debezium_bits() {
-        let length = if column.type_modifier < 0 {
-            i32::MAX
-        } else {
-            column.type_modifier
-        };
-        json!({
+    let text_type = if mode.debezium_types && column.column_type.kind == TypeKind::Other {
+        TextType::of(column)
+    } else {
+        TextType::Plain
+    };
+    let mut field = match text_type {
+        TextType::Money => money_type(mode.decimal),
+        TextType::Bits(1) => json!({ "type": "boolean" }),
+        TextType::Bits(length) => json!({
             "type": "bytes",
             "name": "io.debezium.data.Bits",
             "version": 1,
-            "parameters": { "length": length.to_string() },
-        })
-    } else {
-        field_type(&column.column_type.kind, column.type_modifier, mode)
+            "parameters": { "length": (if length < 0 { i32::MAX } else { length }).to_string() },
+        }),
+        TextType::Oid => json!({ "type": "int64" }),
+        TextType::Hstore => {
+            json!({ "type": "string", "name": "io.debezium.data.Json", "version": 1 })
+        }
+        TextType::Xml => json!({ "type": "string", "name": "io.debezium.data.Xml", "version": 1 }),
+        TextType::Plain => field_type(&column.column_type.kind, column.type_modifier, mode),
     };
     field["optional"] = json!(optional);
     field["field"] = json!(column.name);
