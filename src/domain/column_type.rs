@@ -66,6 +66,10 @@ pub struct ColumnType {
     pub name: String,
     /// The type OID.
     pub oid: u32,
+    /// An enum's labels in their order, comma-separated (Debezium's `allowed` parameter of
+    /// `io.debezium.data.Enum`), as of when the type was first resolved; none for other
+    /// types.
+    pub enum_labels: Option<String>,
 }
 /// Kind of a built-in type, if `oid` is one.
 pub fn builtin_kind(oid: u32, type_modifier: i32) -> Option<TypeKind> {

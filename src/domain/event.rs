@@ -107,6 +107,7 @@ impl Column {
                 kind,
                 name: name.into(),
                 oid: 0,
+                enum_labels: None,
             },
             type_modifier: -1,
             comment: None,

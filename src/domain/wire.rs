@@ -434,6 +434,7 @@ mod tests {
             name: "n".into(),
             column_type: ColumnType {
                 oid: 1700,
+                enum_labels: None,
                 name: "numeric".into(),
                 kind,
             },
@@ -487,6 +488,7 @@ mod tests {
             name: "m".into(),
             column_type: ColumnType {
                 oid: 790,
+                enum_labels: None,
                 name: "money".into(),
                 kind: TypeKind::Other,
             },
@@ -501,6 +503,7 @@ mod tests {
         let point = Column {
             column_type: ColumnType {
                 oid: 600,
+                enum_labels: None,
                 name: "point".into(),
                 kind: TypeKind::Other,
             },

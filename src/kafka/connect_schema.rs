@@ -13,7 +13,8 @@
 //! and `int64` `io.debezium.time.Timestamp` (milliseconds), `interval` to `int64`
 //! `io.debezium.time.MicroDuration` (or, in the `string` interval mode, `string`
 //! `io.debezium.time.Interval`), `timetz` to `string` `io.debezium.time.ZonedTime` (but
-//! in the `native` preset), `money` by the decimal mode (`Decimal` of scale 2 in `precise`),
+//! in the `native` preset), enums to `string` `io.debezium.data.Enum` with their labels in
+//! an `allowed` parameter, `money` by the decimal mode (`Decimal` of scale 2 in `precise`),
 //! `timestamptz` to
 //! `string` `io.debezium.time.ZonedTimestamp` (ISO-8601 in UTC, as Debezium writes it),
 //! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
@@ -144,7 +145,15 @@ fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
             json!({ "type": "string", "name": "io.debezium.data.Json", "version": 1 })
         }
         TextType::Xml => json!({ "type": "string", "name": "io.debezium.data.Xml", "version": 1 }),
-        TextType::Plain => field_type(&column.column_type.kind, column.type_modifier, mode),
+        TextType::Plain => match (&column.column_type.kind, &column.column_type.enum_labels) {
+            (TypeKind::Enum, Some(labels)) if mode.debezium_types => json!({
+                "type": "string",
+                "name": "io.debezium.data.Enum",
+                "version": 1,
+                "parameters": { "allowed": labels },
+            }),
+            (kind, _) => field_type(kind, column.type_modifier, mode),
+        },
     };
     field["optional"] = json!(optional);
     field["field"] = json!(column.name);

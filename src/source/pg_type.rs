@@ -37,6 +37,8 @@ struct CatalogType {
     element: u32,
     base: u32,
     base_modifier: i32,
+    /// An enum's labels in order, comma-separated.
+    labels: Option<String>,
 }
 
 /// Resolves type OIDs to [`ColumnType`]s, asking the catalog for non-built-in types.
@@ -66,6 +68,7 @@ impl TypeResolver {
                     kind: wrap_arrays(kind, array_depth),
                     name,
                     oid,
+                    enum_labels: None,
                 });
             }
             let entry = self.lookup(client, oid_now).await?;
@@ -77,6 +80,7 @@ impl TypeResolver {
                         kind: wrap_arrays(TypeKind::Enum, array_depth),
                         name: name.unwrap_or_default(),
                         oid,
+                        enum_labels: entry.labels.clone(),
                     });
                 }
                 b'd' => {
@@ -97,6 +101,7 @@ impl TypeResolver {
             kind: wrap_arrays(TypeKind::Other, array_depth),
             name: name.unwrap_or_else(|| format!("oid {oid}")),
             oid,
+            enum_labels: None,
         })
     }
 
@@ -114,7 +119,10 @@ impl TypeResolver {
             .query_opt(
                 "SELECT typname::text, typtype::\"char\", \
                  CASE WHEN typcategory = 'A' THEN typelem ELSE 0 END, \
-                 typbasetype, typtypmod FROM pg_catalog.pg_type WHERE oid = $1",
+                 typbasetype, typtypmod, \
+                 (SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) \
+                    FROM pg_catalog.pg_enum WHERE enumtypid = t.oid) \
+                 FROM pg_catalog.pg_type t WHERE oid = $1",
                 &[&oid],
             )
             .await
@@ -126,6 +134,7 @@ impl TypeResolver {
             element: row.get(2),
             base: row.get(3),
             base_modifier: row.get(4),
+            labels: row.get(5),
         };
         self.catalog.insert(oid, entry.clone());
         Ok(Some(entry))
