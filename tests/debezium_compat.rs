@@ -360,7 +360,7 @@ const ROWS: &str = "INSERT INTO t VALUES
 /// Tables whose key is not simply the primary key: no primary key under FULL (`nk`), a
 /// unique index as the replica identity without (`ui`) and beside (`pu`) a primary key;
 /// and `tp`, times and timestamps of precision 0, 3 and 6, an interval, a `timetz`,
-/// `money`, bit strings, `oid`, `hstore`, `xml` and an enum.
+/// `money`, bit strings, `oid`, `hstore`, `xml`, an enum and a `point`.
 const KEYS: &[&str] = &[
     "CREATE TABLE nk (a int, b text)",
     "ALTER TABLE nk REPLICA IDENTITY FULL",
@@ -379,11 +379,11 @@ const KEYS: &[&str] = &[
     "CREATE TYPE mood AS ENUM ('sad', 'happy', 'in between')",
     "CREATE TABLE tp (id int PRIMARY KEY, tm0 time(0), tm3 time(3), tm6 time, \
        ts0 timestamp(0), ts3 timestamp(3), ts6 timestamp, ts3s timestamp(3)[], iv interval, tz timetz, m money, \
-       b1 bit, b3 bit(3), b10 bit(10), vb varbit(8), vbu varbit, oi oid, hs hstore, x xml, mo mood)",
+       b1 bit, b3 bit(3), b10 bit(10), vb varbit(8), vbu varbit, oi oid, hs hstore, x xml, mo mood, pt point)",
     "INSERT INTO tp VALUES (1, '01:02:03', '01:02:03.456', '01:02:03.456789', '2024-01-02 03:04:05', \
        '2024-01-02 03:04:05.678', '2024-01-02 03:04:05.678901', '{\"1969-12-31 23:59:59.999\",NULL}', \
        '1 year 2 months 3 days 04:05:06.5', '01:02:03.5+02', 1234567.89, \
-       B'1', B'101', B'1000000001', B'1101', B'10101', 42, 'a=>1,b=>NULL', '<a>x</a>', 'happy')",
+       B'1', B'101', B'1000000001', B'1101', B'10101', 42, 'a=>1,b=>NULL', '<a>x</a>', 'happy', '(1,2)')",
 ];
 
 /// Streamed changes to the tables of [`KEYS`].
@@ -401,7 +401,7 @@ const KEYS_STREAM: &[&str] = &[
     "UPDATE tp SET tm3 = '23:59:59.999', ts3 = '1900-01-01 00:00:00.001', \
        iv = '-1 day 00:00:00.000001', tz = '23:30:00-01:30', m = -5.5, \
        b1 = B'0', b10 = B'0000000000', vbu = B'1111111110000000001', oi = 4294967295, \
-       hs = 'k=>\"v, w\"', mo = 'in between' WHERE id = 1",
+       hs = 'k=>\"v, w\"', mo = 'in between', pt = '(-1.5,0.25)' WHERE id = 1",
 ];
 
 /// The streamed part: an insert, updates (one leaving a TOASTed column unchanged), a

@@ -25,13 +25,13 @@ use tidemark::testing::{DebeziumRecord, KafkaBroker, run_debezium};
 const TABLE: &str = "CREATE TABLE t (
     id int PRIMARY KEY, i8 int8, b bool, f8 float8, n numeric(10,2), nu numeric,
     txt text, ts timestamp, tstz timestamptz, d date, u uuid, j jsonb, by bytea, arr int[],
-    ts3 timestamp(3), tm3 time(3), tm time, iv interval, tz timetz, m money, b3 bit(3), vb varbit(8));
+    ts3 timestamp(3), tm3 time(3), tm time, iv interval, tz timetz, m money, b3 bit(3), vb varbit(8), pt point);
     INSERT INTO t VALUES
       (1, 10, true, 1.5, 12.34, 123.456, 'one', '2024-01-02 03:04:05.123456',
        '2024-01-02 03:04:05.5+02', '2024-01-02', '6f1c1c1e-0000-4000-8000-000000000001',
        '{\"a\": 1}', '\\x0102', '{1,NULL,3}', '1969-12-31 23:59:59.999', '01:02:03.456', '01:02:03.456789',
-       '3 days 04:05:06.5', '01:02:03.5+02', 1234567.89, B'001', B'10000001'),
-      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+       '3 days 04:05:06.5', '01:02:03.5+02', 1234567.89, B'001', B'10000001', '(1,2)'),
+      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     INSERT INTO t (id, txt, n) SELECT g, 'seed' || g, g * 1.5 FROM generate_series(3, 40) g";
 
 /// Streamed: inserts, updates, deletes, a primary-key change, one transaction touching a
@@ -44,14 +44,14 @@ const STREAM: &[&str] = &[
     "BEGIN; UPDATE t SET txt = 'a' WHERE id = 4; UPDATE t SET txt = 'b' WHERE id = 4; \
      DELETE FROM t WHERE id BETWEEN 10 AND 19; COMMIT",
     "UPDATE t SET f8 = 'NaN', d = '0044-03-15 BC', ts3 = '2024-05-06 07:08:09.012', tm3 = '23:59:59.999', \
-     iv = '-1 day 00:00:00.000001', tz = '23:30:00-01:30', m = -5.5, b3 = B'110' WHERE id = 5",
+     iv = '-1 day 00:00:00.000001', tz = '23:30:00-01:30', m = -5.5, b3 = B'110', pt = '(-1.5,0.25)' WHERE id = 5",
 ];
 
 const ROWS: &str = "SELECT id::text, i8::text, b::text, f8::text, n::text, nu::text, txt, \
      ts::text, tstz::text, d::text, u::text, j::text, encode(by, 'hex'), arr::text, \
      ts3::text, tm3::text, tm::text, \
      extract(epoch FROM iv)::text, (tz AT TIME ZONE 'UTC')::text, m::numeric::text, \
-     b3::text, vb::text \
+     b3::text, vb::text, pt::text \
      FROM public.t ORDER BY id";
 
 /// Writes Debezium's records to Kafka as a Connect worker would: the converter's bytes,

@@ -20,7 +20,8 @@
 //!   ([`TextType`]), in the `debezium` preset (the `native` one keeps the text): `money` a
 //!   decimal of scale 2 in the decimal mode (the text without its currency sign in `string`
 //!   mode), `bit(1)` a boolean and other bit strings `Bits` (base64 bytes, least significant
-//!   first), `oid` an int64, `hstore` a JSON object of strings;
+//!   first), `oid` an int64, `hstore` a JSON object of strings, `point` Debezium's
+//!   geometry struct;
 //!
 //! also inside arrays, element by element. The Connect schema written beside it
 //! (`kafka::connect_schema`) declares the same forms.
@@ -122,6 +123,8 @@ pub enum TextType {
     Hstore,
     /// `xml`: the text, named `io.debezium.data.Xml`.
     Xml,
+    /// `point`: Debezium's `io.debezium.data.geometry.Point` struct (`x`, `y`, its WKB).
+    Point,
 }
 
 impl TextType {
@@ -133,6 +136,7 @@ impl TextType {
             "oid" => TextType::Oid,
             "hstore" => TextType::Hstore,
             "xml" => TextType::Xml,
+            "point" => TextType::Point,
             _ => TextType::Plain,
         }
     }
@@ -182,6 +186,20 @@ impl<'a> WireValue<'a> {
             TextType::Oid => match text.parse::<u32>() {
                 Ok(oid) => s.serialize_u32(oid),
                 Err(_) => invalid("an oid"),
+            },
+            TextType::Point => match point_xy(text) {
+                Some((x, y)) => {
+                    let mut map = s.serialize_map(Some(4))?;
+                    map.serialize_entry("x", &x)?;
+                    map.serialize_entry("y", &y)?;
+                    map.serialize_entry(
+                        "wkb",
+                        &base64::engine::general_purpose::STANDARD.encode(point_wkb(x, y)),
+                    )?;
+                    map.serialize_entry("srid", &None::<i32>)?;
+                    map.end()
+                }
+                None => invalid("a point"),
             },
             TextType::Hstore => match hstore_json(text) {
                 Some(json) => s.serialize_str(&json),
@@ -296,6 +314,21 @@ pub fn hstore_json(text: &str) -> Option<String> {
         map.insert(key, value);
     }
     Some(serde_json::Value::Object(map).to_string())
+}
+
+/// A `point`'s text (`(1,2)`) as its coordinates; none for anything else.
+pub fn point_xy(text: &str) -> Option<(f64, f64)> {
+    let (x, y) = text.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+}
+
+/// A point's well-known binary, little-endian (`01`, type 1, x, y), as Debezium's `Point`
+/// carries it.
+pub fn point_wkb(x: f64, y: f64) -> Vec<u8> {
+    let mut wkb = vec![1, 1, 0, 0, 0];
+    wkb.extend_from_slice(&x.to_le_bytes());
+    wkb.extend_from_slice(&y.to_le_bytes());
+    wkb
 }
 
 /// The fraction digits of `money` in the C locale, which every connection sets.
@@ -468,6 +501,18 @@ mod tests {
     }
 
     #[test]
+    fn points_are_debeziums_geometry_points() {
+        assert_eq!(point_xy("(1,2)"), Some((1.0, 2.0)));
+        assert_eq!(point_xy("(-1.5,2e-7)"), Some((-1.5, 2e-7)));
+        assert_eq!(point_xy("1,2"), None);
+        // Debezium 3.6.1 wrote "AQEAAAAAAAAAAADwPwAAAAAAAABA" for (1,2).
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(point_wkb(1.0, 2.0)),
+            "AQEAAAAAAAAAAADwPwAAAAAAAABA"
+        );
+    }
+
+    #[test]
     fn bit_strings_are_debeziums_bits() {
         // Debezium 3.6.1 wrote "BQ==" for B'101', "DQ==" for B'1101', "" for B'0000000000'.
         assert_eq!(bits_little_endian("101"), Some(vec![0x05]));
@@ -500,18 +545,18 @@ mod tests {
         assert_eq!(json(&money, &v, DecimalMode::Precise), "\"BNI=\"");
         assert_eq!(json(&money, &v, DecimalMode::String), "\"12.34\"");
         assert_eq!(json(&money, &v, DecimalMode::Double), "12.34");
-        let point = Column {
+        let inet = Column {
             column_type: ColumnType {
-                oid: 600,
+                oid: 869,
                 enum_labels: None,
-                name: "point".into(),
+                name: "inet".into(),
                 kind: TypeKind::Other,
             },
             ..money
         };
         assert_eq!(
-            json(&point, &Value::Text("(1,2)".into()), DecimalMode::Precise),
-            "\"(1,2)\""
+            json(&inet, &Value::Text("10.0.0.1".into()), DecimalMode::Precise),
+            "\"10.0.0.1\""
         );
     }
 

@@ -145,6 +145,18 @@ fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
             json!({ "type": "string", "name": "io.debezium.data.Json", "version": 1 })
         }
         TextType::Xml => json!({ "type": "string", "name": "io.debezium.data.Xml", "version": 1 }),
+        TextType::Point => json!({
+            "type": "struct",
+            "fields": [
+                simple("double", false, "x"),
+                simple("double", false, "y"),
+                simple("bytes", true, "wkb"),
+                simple("int32", true, "srid"),
+            ],
+            "name": "io.debezium.data.geometry.Point",
+            "version": 1,
+            "doc": "Geometry (POINT)",
+        }),
         TextType::Plain => match (&column.column_type.kind, &column.column_type.enum_labels) {
             (TypeKind::Enum, Some(labels)) if mode.debezium_types => json!({
                 "type": "string",

@@ -339,6 +339,8 @@ pub(crate) enum ConnectEncoding {
     /// Debezium's `Bits`: a bit string as base64 bytes, least significant first, of a
     /// column of this many bits (`i32::MAX`: no declared length).
     Bits(i32),
+    /// Debezium's geometry `Point` struct (`x`, `y`, `wkb`, `srid`).
+    Point,
 }
 
 /// [`ConnectEncoding`] of a field (or of an array's items); none for plain values.
@@ -349,6 +351,7 @@ pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
     match field.get("name").and_then(Json::as_str) {
         Some(MILLIS_TIME | MILLIS_TIMESTAMP) => Some(ConnectEncoding::Millis),
         Some(MICRO_DURATION) => Some(ConnectEncoding::MicroDuration),
+        Some(POINT) => Some(ConnectEncoding::Point),
         Some(BITS) => Some(ConnectEncoding::Bits(
             field
                 .get("parameters")
@@ -365,6 +368,9 @@ pub(crate) fn connect_encoding(field: &Json) -> Option<ConnectEncoding> {
 const MILLIS_TIME: &str = "io.debezium.time.Time";
 /// Debezium's `timestamp` of millisecond precision: an int64 of milliseconds since 1970.
 const MILLIS_TIMESTAMP: &str = "io.debezium.time.Timestamp";
+
+/// Debezium's `point`.
+const POINT: &str = "io.debezium.data.geometry.Point";
 
 /// Debezium's bit strings other than `bit(1)`.
 const BITS: &str = "io.debezium.data.Bits";
@@ -416,6 +422,7 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
         }
         (_, Some("io.debezium.time.ZonedTime")) => ColumnKind::Other("timetz".into()),
         (_, Some(BITS)) => ColumnKind::Other("bit".into()),
+        (_, Some(POINT)) => ColumnKind::Other("point".into()),
         (Some("boolean"), _) => ColumnKind::Bool,
         (Some("int8" | "int16"), _) => ColumnKind::Int16,
         (Some("int32"), _) => ColumnKind::Int32,

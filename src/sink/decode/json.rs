@@ -95,6 +95,9 @@ impl Decoder {
                         Some(ConnectEncoding::Bits(length)) => {
                             json_value(&bit_string(value, length), &c.kind, &c.name)
                         }
+                        Some(ConnectEncoding::Point) => {
+                            json_value(&point_text(value), &c.kind, &c.name)
+                        }
                         None => json_value(value, &c.kind, &c.name),
                     }
                 })
@@ -180,6 +183,7 @@ impl Decoder {
                 Some(ConnectEncoding::Bits(length)) => {
                     json_value(&bit_string(value, length), &kind, name)?
                 }
+                Some(ConnectEncoding::Point) => json_value(&point_text(value), &kind, name)?,
                 None => json_value(value, &kind, name)?,
             });
             columns.push(SinkColumn {
@@ -359,6 +363,18 @@ fn duration_text(value: &Json) -> Json {
         Json::Array(items) => Json::Array(items.iter().map(duration_text).collect()),
         Json::Number(n) => Json::String(format!("{n} microseconds")),
         other => other.clone(),
+    }
+}
+
+/// Debezium's geometry `Point` (`{"x", "y", …}`) as the point text PostgreSQL reads,
+/// `(x,y)`; anything else is left for the kind's check.
+fn point_text(value: &Json) -> Json {
+    match (
+        value.get("x").and_then(Json::as_f64),
+        value.get("y").and_then(Json::as_f64),
+    ) {
+        (Some(x), Some(y)) => Json::String(format!("({x},{y})")),
+        _ => value.clone(),
     }
 }
 
