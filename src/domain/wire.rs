@@ -78,8 +78,7 @@ pub enum IntervalMode {
 pub struct WireMode {
     /// Debezium's `decimal.handling.mode`.
     pub decimal: DecimalMode,
-    /// Debezium's `time.precision.mode`; also, `timetz` is Debezium's `ZonedTime` unless it
-    /// is tidemark's `microseconds` (the `native` preset), which keeps PostgreSQL's text.
+    /// Debezium's `time.precision.mode`.
     pub time: TimePrecision,
     /// Debezium's `interval.handling.mode`.
     pub interval: IntervalMode,
@@ -128,8 +127,13 @@ pub enum TextType {
 }
 
 impl TextType {
-    /// The text type of `column`.
-    pub fn of(column: &Column) -> TextType {
+    /// The text type of `column` as `mode` writes it: [`TextType::Plain`] for every column
+    /// not carried as text, and for all of them when `mode` keeps PostgreSQL's text (the
+    /// `native` preset).
+    pub fn of(column: &Column, mode: WireMode) -> TextType {
+        if !mode.debezium_types || column.column_type.kind != TypeKind::Other {
+            return TextType::Plain;
+        }
         match column.column_type.name.as_str() {
             "money" => TextType::Money,
             "bit" | "varbit" => TextType::Bits(column.type_modifier),
@@ -161,19 +165,14 @@ impl<'a> WireValue<'a> {
             kind: &column.column_type.kind,
             column: &column.name,
             precision: time_precision(column.type_modifier),
-            text_type: TextType::of(column),
+            text_type: TextType::of(column, mode),
             mode,
         }
     }
 
     /// A value of a [`TextType`] in Debezium's form (the text for [`TextType::Plain`]).
     fn serialize_text_type<S: Serializer>(&self, text: &str, s: S) -> Result<S::Ok, S::Error> {
-        let invalid = |what: &str| {
-            Err(S::Error::custom(format!(
-                "column {}: {text:?} is not {what}",
-                self.column
-            )))
-        };
+        let invalid = |what: &str| Err(self.unreadable(text, what));
         match self.text_type {
             TextType::Plain | TextType::Xml => s.serialize_str(text),
             TextType::Bits(1) if text.len() == 1 => s.serialize_bool(text == "1"),
@@ -219,6 +218,16 @@ impl<'a> WireValue<'a> {
                 None => invalid("money in the C locale's form"),
             },
         }
+    }
+
+    /// The error for a value whose text is not the form its type has on tidemark's
+    /// connections, with the remedy.
+    fn unreadable<E: serde::ser::Error>(&self, text: &str, what: &str) -> E {
+        E::custom(format!(
+            "column {}: {text:?} is not {what} as tidemark's sessions print it; \
+             set [events] preset = \"native\" to carry such values as PostgreSQL's text",
+            self.column
+        ))
     }
 
     fn item(&self, value: &'a Value, kind: &'a TypeKind) -> Self {
@@ -400,22 +409,16 @@ impl Serialize for WireValue<'_> {
             {
                 match crate::domain::calendar::interval_micros(text) {
                     Some(micros) => s.serialize_i64(micros),
-                    None => Err(S::Error::custom(format!(
-                        "column {}: interval {text:?} is not in PostgreSQL's iso_8601 style",
-                        self.column
-                    ))),
+                    None => Err(self.unreadable(text, "an interval in the iso_8601 style")),
                 }
             }
             (Value::Text(text), TypeKind::TimeTz) if self.mode.zoned_time() => {
                 match crate::domain::calendar::zoned_time_text(text) {
                     Some(zoned) => s.serialize_str(&zoned),
-                    None => Err(S::Error::custom(format!(
-                        "column {}: {text:?} is not a time with time zone",
-                        self.column
-                    ))),
+                    None => Err(self.unreadable(text, "a time with time zone")),
                 }
             }
-            (Value::Text(text), TypeKind::Other) if self.mode.debezium_types => {
+            (Value::Text(text), TypeKind::Other) if self.text_type != TextType::Plain => {
                 self.serialize_text_type(text, s)
             }
             (Value::Numeric(text), TypeKind::Numeric { .. }) => match self.mode.decimal {

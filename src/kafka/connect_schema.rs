@@ -126,12 +126,7 @@ fn money_type(mode: DecimalMode) -> Json {
 }
 
 fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
-    let text_type = if mode.debezium_types && column.column_type.kind == TypeKind::Other {
-        TextType::of(column)
-    } else {
-        TextType::Plain
-    };
-    let mut field = match text_type {
+    let mut field = match TextType::of(column, mode) {
         TextType::Money => money_type(mode.decimal),
         TextType::Bits(1) => json!({ "type": "boolean" }),
         TextType::Bits(length) => json!({

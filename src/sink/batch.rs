@@ -137,9 +137,17 @@ impl TableBatch {
     /// row. A removal of a row this batch appends cancels that append, so the removals
     /// left apply to rows already in the warehouse and can run before the appends.
     fn add_keyless(&mut self, record: SinkRecord, partition: &Arc<TopicPartition>) {
-        let removed = match record.op {
-            SinkOp::Delete => Some(record.row.clone()),
-            _ => record.before.clone(),
+        let SinkRecord {
+            op,
+            position,
+            row,
+            unchanged,
+            before,
+            ..
+        } = record;
+        let (removed, added) = match op {
+            SinkOp::Delete => (Some(row), None),
+            _ => (before, Some(row)),
         };
         if let Some(old) = removed {
             let pending = self
@@ -152,19 +160,19 @@ impl TableBatch {
                 }
                 None => self.appended.push(PendingRow {
                     op: SinkOp::Delete,
-                    position: record.position,
+                    position,
                     values: old,
                     unchanged: Vec::new(),
                     partition: partition.clone(),
                 }),
             }
         }
-        if record.op == SinkOp::Upsert {
+        if let Some(values) = added {
             self.appended.push(PendingRow {
                 op: SinkOp::Upsert,
-                position: record.position,
-                values: record.row,
-                unchanged: record.unchanged,
+                position,
+                values,
+                unchanged,
                 partition: partition.clone(),
             });
         }

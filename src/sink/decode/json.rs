@@ -45,9 +45,9 @@ impl Decoder {
             _ => return Ok(None),
         };
         let row_json = payload.get(row_field).filter(|r| r.is_object());
-        let (shape, scales) = match schema {
+        let (shape, encodings) = match schema {
             Some(schema) => match self.connect_shapes.get(schema) {
-                Some((shape, scales)) => (shape.clone(), scales.clone()),
+                Some((shape, encodings)) => (shape.clone(), encodings.clone()),
                 None => {
                     let envelope = parse_json(schema)?;
                     let key = key_json(raw.key)?;
@@ -55,10 +55,10 @@ impl Decoder {
                     let shape = shape::from_connect(&envelope, key_schema)
                         .ok_or_else(|| malformed("Connect schema without a before field"))?;
                     let shape = Arc::new(shape);
-                    let scales: Encodings = shape::connect_encodings(&envelope).into();
+                    let encodings: Encodings = shape::connect_encodings(&envelope).into();
                     self.connect_shapes
-                        .insert(schema.to_owned(), (shape.clone(), scales.clone()));
-                    (shape, scales)
+                        .insert(schema.to_owned(), (shape.clone(), encodings.clone()));
+                    (shape, encodings)
                 }
             },
             None => (
@@ -82,24 +82,7 @@ impl Decoder {
                 .enumerate()
                 .map(|(i, c)| {
                     let value = row.get(&c.name).unwrap_or(&Json::Null);
-                    match scales.get(i).copied().flatten() {
-                        Some(ConnectEncoding::DecimalBytes(scale)) => {
-                            decimal_bytes_value(value, scale, &c.name)
-                        }
-                        Some(ConnectEncoding::Millis) => {
-                            json_value(&millis_as_micros(value), &c.kind, &c.name)
-                        }
-                        Some(ConnectEncoding::MicroDuration) => {
-                            json_value(&duration_text(value), &c.kind, &c.name)
-                        }
-                        Some(ConnectEncoding::Bits(length)) => {
-                            json_value(&bit_string(value, length), &c.kind, &c.name)
-                        }
-                        Some(ConnectEncoding::Point) => {
-                            json_value(&point_text(value), &c.kind, &c.name)
-                        }
-                        None => json_value(value, &c.kind, &c.name),
-                    }
+                    encoded_value(value, encodings.get(i).copied().flatten(), &c.kind, &c.name)
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -144,7 +127,7 @@ impl Decoder {
                 (Some(_), Some(payload)) => payload,
                 _ => k,
             });
-        // A Connect key schema says which key columns are unscaled decimal bytes.
+        // A Connect key schema says which key columns are encoded (decimal bytes, milliseconds…).
         let key_fields = key
             .as_ref()
             .and_then(|k| k.get("schema"))
@@ -165,27 +148,14 @@ impl Decoder {
                 .as_ref()
                 .and_then(|s| s.column(name))
                 .map_or_else(|| shape::infer_kind(value), |c| c.kind.clone());
-            let scale = key_fields
+            let encoding = key_fields
                 .and_then(|fields| {
                     fields
                         .iter()
                         .find(|f| f.get("field").and_then(Json::as_str) == Some(name))
                 })
                 .and_then(shape::connect_encoding);
-            row.push(match scale {
-                Some(ConnectEncoding::DecimalBytes(scale)) => {
-                    decimal_bytes_value(value, scale, name)?
-                }
-                Some(ConnectEncoding::Millis) => json_value(&millis_as_micros(value), &kind, name)?,
-                Some(ConnectEncoding::MicroDuration) => {
-                    json_value(&duration_text(value), &kind, name)?
-                }
-                Some(ConnectEncoding::Bits(length)) => {
-                    json_value(&bit_string(value, length), &kind, name)?
-                }
-                Some(ConnectEncoding::Point) => json_value(&point_text(value), &kind, name)?,
-                None => json_value(value, &kind, name)?,
-            });
+            row.push(encoded_value(value, encoding, &kind, name)?);
             columns.push(SinkColumn {
                 name: name.clone(),
                 kind,
@@ -338,6 +308,24 @@ pub(super) fn json_float(
             _ => Err(wrong(column, kind, "string")),
         },
         _ => Err(wrong(column, kind, "non-number")),
+    }
+}
+
+/// A JSON value of a column of `kind` whose Connect schema says it is `encoding` (none: the
+/// kind's plain form).
+fn encoded_value(
+    value: &Json,
+    encoding: Option<ConnectEncoding>,
+    kind: &ColumnKind,
+    column: &str,
+) -> Result<Value, DecodeError> {
+    match encoding {
+        Some(ConnectEncoding::DecimalBytes(scale)) => decimal_bytes_value(value, scale, column),
+        Some(ConnectEncoding::Millis) => json_value(&millis_as_micros(value), kind, column),
+        Some(ConnectEncoding::MicroDuration) => json_value(&duration_text(value), kind, column),
+        Some(ConnectEncoding::Bits(length)) => json_value(&bit_string(value, length), kind, column),
+        Some(ConnectEncoding::Point) => json_value(&point_text(value), kind, column),
+        None => json_value(value, kind, column),
     }
 }
 

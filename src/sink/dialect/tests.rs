@@ -183,3 +183,44 @@ fn literals_and_evolution_statements() {
         "{offsets:?}"
     );
 }
+
+#[test]
+fn keyless_removals_take_one_equal_row_each_where_the_warehouse_has_row_ids() {
+    let mut keyless = shape();
+    keyless.key.clear();
+    keyless.columns.push(SinkColumn {
+        name: "at".into(),
+        kind: ColumnKind::Other("point".into()),
+    });
+    let pg = Dialect::Postgres.remove_equal(&target(), "s0", &keyless, false);
+    assert!(
+        pg.starts_with("DELETE FROM \"public\".\"orders\" WHERE ctid IN ("),
+        "{pg}"
+    );
+    assert!(
+        pg.contains("m.__rn <= m.__n"),
+        "one row per equal staged row: {pg}"
+    );
+    assert!(pg.contains("IS NOT DISTINCT FROM"), "NULLs are equal: {pg}");
+    assert!(
+        pg.contains("CAST(t.\"at\" AS TEXT)"),
+        "a type without equality compares as text: {pg}"
+    );
+    let duck = Dialect::DuckDb.remove_equal(&target(), "s0", &keyless, true);
+    assert!(
+        duck.starts_with("UPDATE \"public\".\"orders\" SET \"__deleted\" = TRUE"),
+        "{duck}"
+    );
+    assert!(duck.contains("rowid IN ("), "{duck}");
+    let snowflake = Dialect::Snowflake.remove_equal(&target(), "s0", &keyless, false);
+    assert!(snowflake.contains("USING (SELECT"), "{snowflake}");
+    assert!(
+        snowflake.contains("EQUAL_NULL(t.\"doc\", r.__c1)"),
+        "{snowflake}"
+    );
+    let append = Dialect::Postgres.append(&target(), "s0", &keyless);
+    assert!(
+        append.ends_with("WHERE s.__op = 'u'"),
+        "removals are not appended: {append}"
+    );
+}
