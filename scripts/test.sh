@@ -4,6 +4,8 @@
 # tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NEED_BROKER=1 NEED_PYTHON=1 NEED_DEBEZIUM=1 source scripts/ensure-deps.sh
+# TIDEMARK_TEST_PG_MAJOR=18 runs it on another PostgreSQL major (installed when missing).
+NEED_BROKER=1 NEED_PYTHON=1 NEED_DEBEZIUM=1 NEED_PG_MAJORS="${TIDEMARK_TEST_PG_MAJOR:-}" \
+  source scripts/ensure-deps.sh
 cargo nextest run --no-fail-fast "$@"
 cargo test --doc --quiet

@@ -258,7 +258,11 @@ async fn replication_slot_with_an_exported_snapshot() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let created = conn
-        .create_logical_slot("exported", tidemark::pg::replication::SlotSnapshot::Export)
+        .create_logical_slot(
+            "exported",
+            tidemark::pg::replication::SlotSnapshot::Export,
+            false,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(created.slot_name, "exported");
@@ -290,4 +294,79 @@ async fn replication_slot_with_an_exported_snapshot() {
     assert_eq!(confirmed, created.consistent_point.to_string());
     exec(&reader, "COMMIT").await;
     drop(conn);
+}
+
+/// Several hosts, as libpq takes them, with `target_session_attrs=read-write`: a host that
+/// does not answer and a server that accepts only reads (a stand-in for a standby:
+/// `default_transaction_read_only = on`) are skipped, in order, by the replication
+/// connection, the SQL connections and the whole reader; with no writable host left the
+/// error names each host and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_hosts_and_read_write_find_the_primary() {
+    let (db, client) = database("multihost").await;
+    exec(&client, "CREATE TABLE mh (id int PRIMARY KEY)").await;
+    let primary_port = db.cluster.port;
+    let reader_only = PgCluster::start_with(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let admin = reader_only.admin().await.unwrap_or_else(|e| panic!("{e}"));
+    exec(&admin, &format!("CREATE DATABASE \"{}\"", db.name)).await;
+    exec(
+        &admin,
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    )
+    .await;
+    exec(&admin, "SELECT pg_reload_conf()").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dead = tidemark::testing::free_port().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{},127.0.0.1:{primary_port}/{}?sslmode=disable&connect_timeout=2&target_session_attrs=read-write",
+        reader_only.port, db.name
+    );
+    let mut repl = ReplicationConnection::connect(&settings(&url))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = repl
+        .simple_query("SHOW port")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        port[0][0].as_deref(),
+        Some(primary_port.to_string().as_str())
+    );
+    let _ = repl.close().await;
+    let sql = connect_sql(&settings(&url))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port: String = sql
+        .query_one("SHOW port", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(port, primary_port.to_string());
+
+    // The reader, given every host, streams from the one that accepts writes.
+    let mut config = config(&db, "multihost", "");
+    config.source.url = url.clone();
+    let mut reader = Running::start(config, &client).await;
+    exec(&client, "INSERT INTO mh VALUES (1)").await;
+    let events = reader.wait_for_events(1).await;
+    assert_eq!(events.len(), 1);
+    reader.stop().await;
+
+    // No writable host: each is named with its reason.
+    let only_readers = format!(
+        "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{}/{}?sslmode=disable&connect_timeout=2&target_session_attrs=read-write",
+        reader_only.port, db.name
+    );
+    let Err(error) = ReplicationConnection::connect(&settings(&only_readers)).await else {
+        panic!("connected without a writable host");
+    };
+    let text = error.to_string();
+    assert!(
+        text.contains("accepts only reads") && text.contains(&format!("127.0.0.1:{dead}")),
+        "{text}"
+    );
+    assert!(
+        error.is_transient(),
+        "a failover in progress is waited out: {text}"
+    );
 }

@@ -43,6 +43,7 @@ mod sink_fidelity;
 mod sink_group_and_drill;
 mod sink_keyless;
 mod sink_snowflake;
+mod slot_guardian;
 mod snapshot;
 mod snapshot_kafka;
 mod snapshot_memory;

@@ -184,3 +184,80 @@ async fn teardown_refuses_an_active_slot() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `source.failover`: refused before PostgreSQL 17; on 17 and later `setup` names what the
+/// primary lacks for slot synchronization (a physical slot for the standby,
+/// `synchronized_standby_slots`), then creates the slot with `FAILOVER`, and
+/// `setup --print-sql` says so.
+#[tokio::test]
+async fn failover_slots_and_what_a_failover_needs_on_the_primary() {
+    let (db, client) = database("setup_failover").await;
+    exec(&client, "CREATE TABLE f (id int PRIMARY KEY)").await;
+    let version = server_version(&client).await;
+    let config = config_for(
+        &db.url(),
+        "tables = [\"public.f\"]\nsnapshot = \"never\"\nfailover = true",
+    );
+    let sql = setup::print_sql(&config);
+    assert!(
+        sql.contains(
+            "pg_create_logical_replication_slot('tidemark_chk', 'pgoutput', false, false, true)"
+        ) && sql.contains("sync_replication_slots = on"),
+        "{sql}"
+    );
+    if version < 170000 {
+        let problems = setup_problems(&config).await;
+        assert!(problems.contains("needs PostgreSQL 17"), "{problems}");
+        return;
+    }
+    let problems = setup_problems(&config).await;
+    assert!(
+        problems.contains("no physical replication slot"),
+        "{problems}"
+    );
+    exec(
+        &client,
+        "SELECT pg_create_physical_replication_slot('standby_f')",
+    )
+    .await;
+    let problems = setup_problems(&config).await;
+    assert!(
+        problems.contains("synchronized_standby_slots is empty") && problems.contains("standby_f"),
+        "{problems}"
+    );
+    // This test's cluster is its own (one per test process): the setting touches no other.
+    exec(
+        &client,
+        "ALTER SYSTEM SET synchronized_standby_slots = 'standby_f'",
+    )
+    .await;
+    exec(&client, "SELECT pg_reload_conf()").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let report = setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.slot_created, "{report}");
+    let failover: bool = client
+        .query_one(
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = 'tidemark_chk'",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert!(failover, "the slot is a failover slot");
+    // A slot created without FAILOVER is named with the way to change it.
+    exec(&client, "SELECT pg_drop_replication_slot('tidemark_chk')").await;
+    exec(
+        &client,
+        "SELECT pg_create_logical_replication_slot('tidemark_chk', 'pgoutput')",
+    )
+    .await;
+    let problems = setup_problems(&config).await;
+    assert!(
+        problems.contains("exists without FAILOVER") && problems.contains("ALTER_REPLICATION_SLOT"),
+        "{problems}"
+    );
+    exec(&client, "ALTER SYSTEM RESET synchronized_standby_slots").await;
+    exec(&client, "SELECT pg_reload_conf()").await;
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Running, database, exec, wait_until};
+use common::{Running, database, exec, server_version, wait_until};
 use tidemark::capture::reader::ReaderError;
 use tidemark::config::Config;
 use tidemark::domain::event::{ChangeEvent, Op, SnapshotMarker};
@@ -496,10 +496,37 @@ async fn a_signal_re_reads_a_table_while_writes_continue() {
     let (db, client) = database("snap_signal").await;
     let client = Arc::new(client);
     create_table(&client, "sig", 3_000).await;
+    // PostgreSQL 13's pgoutput sends no logical messages: there the signal is a row of the
+    // signal table, and a message is refused with the way on.
+    let version = server_version(&client).await;
+    let messages = version >= 140000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = snapshot_config(&db, "signal", dir.path(), "snapshot_chunk_pages = 4");
+    let mut config = snapshot_config(&db, "signal", dir.path(), "snapshot_chunk_pages = 4");
+    if !messages {
+        exec(
+            &client,
+            "CREATE TABLE tm_signal (id text PRIMARY KEY, type text, data text)",
+        )
+        .await;
+        config.source.signal_table = Some("public.tm_signal".into());
+    }
     let reader = start(&config);
     reader.wait_for_last_snapshot_row().await;
+    if !messages {
+        let mut without_table = config.clone();
+        without_table.source.signal_table = None;
+        let refused = tidemark::snapshot::signal::request_snapshot(
+            &without_table,
+            &["public.sig".to_string()],
+            None,
+        )
+        .await
+        .expect_err("no messages before 14");
+        assert!(
+            refused.to_string().contains("source.signal_table"),
+            "{refused}"
+        );
+    }
     let before = reader.events.len();
     let stop = Arc::new(AtomicBool::new(false));
     let load = write_load(client.clone(), "sig", 3_000, stop.clone());
@@ -510,7 +537,14 @@ async fn a_signal_re_reads_a_table_while_writes_continue() {
     )
     .await
     .expect("request");
-    assert_eq!(how, "a logical message");
+    assert_eq!(
+        how,
+        if messages {
+            "a logical message"
+        } else {
+            "a row in the signal table"
+        }
+    );
     wait_until("the re-read to finish", Duration::from_secs(60), || async {
         reader.events.lock()[before..]
             .iter()
@@ -607,6 +641,104 @@ async fn a_table_added_to_the_publication_is_snapshotted() {
             .iter()
             .any(|t| t == "public.second")
     );
+    drop(db);
+}
+
+/// `schema.*` on every major: `TABLES IN SCHEMA` from PostgreSQL 15, the schema's tables
+/// listed one by one before (13 and 14 have no schema publications), and there a table
+/// created later is added to the publication by the reader (at once after captured DDL on
+/// 14, at the periodic check on 13, whose pgoutput sends no logical messages) and
+/// snapshotted, rows written before it was added included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_pattern_takes_the_schemas_tables_and_those_created_later() {
+    let (db, client) = database("snap_schema").await;
+    exec(&client, "CREATE SCHEMA app").await;
+    create_table(&client, "app.first", 100).await;
+    create_table(&client, "public.elsewhere", 10).await;
+    let version = server_version(&client).await;
+    // DDL capture where the server sends logical messages (14 and later).
+    let ddl = if version >= 140000 {
+        "ddl_capture = true"
+    } else {
+        ""
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = snapshot_config(
+        &db,
+        "schemapat",
+        dir.path(),
+        &format!("tables = [\"app.*\"]\n{ddl}"),
+    );
+    tidemark::source::setup::setup(&config)
+        .await
+        .unwrap_or_else(|e| panic!("setup with app.* on PostgreSQL {version}: {e}"));
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    assert!(
+        reader
+            .events
+            .lock()
+            .iter()
+            .all(|e| e.table.as_ref().is_some_and(|t| t.name == "first")),
+        "only app's tables are captured"
+    );
+    // A table created after the start, with rows written before the reader can have
+    // published it, then changed.
+    create_table(&client, "app.later", 500).await;
+    wait_until(
+        "the later table's rows",
+        Duration::from_secs(90),
+        || async {
+            reader
+                .events
+                .lock()
+                .iter()
+                .filter(|e| e.table.as_ref().is_some_and(|t| t.name == "later"))
+                .count()
+                >= 500
+        },
+    )
+    .await;
+    exec(
+        &client,
+        "UPDATE app.later SET n = 9 WHERE id = 3; DELETE FROM app.later WHERE id = 4",
+    )
+    .await;
+    wait_until(
+        "the change to the later table",
+        Duration::from_secs(30),
+        || async {
+            reader
+                .events
+                .lock()
+                .iter()
+                .any(|e| e.op == Op::Delete && e.table.as_ref().is_some_and(|t| t.name == "later"))
+        },
+    )
+    .await;
+    caught_up(&client, &config.source.slot).await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    assert_eq!(
+        replay(&events, "later"),
+        source_state(&client, "app.later").await
+    );
+    assert_eq!(
+        replay(&events, "first"),
+        source_state(&client, "app.first").await
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.table.as_ref().is_none_or(|t| t.name != "elsewhere")),
+        "a table outside the schema is not captured"
+    );
+    let published = tidemark::source::setup::published(&client, &config.source.publication)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = published.iter().map(|t| t.display.as_str()).collect();
+    assert_eq!(names, ["app.first", "app.later"]);
     drop(db);
 }
 

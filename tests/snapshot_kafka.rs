@@ -121,7 +121,9 @@ async fn a_snapshot_stopped_half_way_is_finished_by_the_next_start() {
     let after_first = stored(&config).await.expect("progress");
     assert_eq!(after_first.phase.as_deref(), Some("running"));
     assert!(after_first.chunks_left > 0, "{after_first:?}");
-    assert!(after_first.rows >= 29_000, "{after_first:?}");
+    // Progress is stored at checkpoints (and the stop), so it may trail the 30,000 rows
+    // sent by what Kafka had not acknowledged yet (28,709 seen once on PostgreSQL 18).
+    assert!(after_first.rows >= 25_000, "{after_first:?}");
     assert!(
         first_stats.snapshot_rows < 100_000,
         "stopped half-way: {first_stats:?}"

@@ -223,29 +223,6 @@ async fn every_type_round_trips_through_the_stream() {
     reader.stop().await;
 }
 
-/// A `tracing` writer into a shared buffer, to read what the reader logged.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
 /// Bad input: a column type the mapping does not know (a composite type, an array of it, a
 /// geometric type) is carried as its text form, and the reader says so once per column,
 /// naming the column, the type and what to do for a typed value.

@@ -46,6 +46,13 @@ async fn large_transaction_is_streamed_spilled_and_delivered_whole() {
             .windows(2)
             .all(|w| w[1].source.seq == w[0].source.seq + 1)
     );
+    // PostgreSQL 13 (protocol 1) does not stream in-progress transactions: the server
+    // spills the transaction itself and sends it at its commit, so tidemark holds nothing.
+    let version = server_version(&client).await;
+    if version < 140000 {
+        assert_eq!(stats.spilled_bytes, 0, "{stats:?}");
+        return;
+    }
     assert!(
         stats.spilled_bytes > 1 << 20,
         "expected a spill, stats: {stats:?}"

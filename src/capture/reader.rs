@@ -70,6 +70,7 @@ use crate::source::pg_type::TypeError;
 use crate::source::pgoutput::{DecodeError, PgOutputMessage, decode};
 use crate::source::relations::RelationResolver;
 use crate::source::setup::SetupError;
+use crate::source::slot_health;
 use crate::source::stream_buffer::{BufferError, BufferedMessage, StreamBuffers};
 
 mod error;
@@ -90,6 +91,8 @@ const WATERMARK_POLL: Duration = Duration::from_millis(200);
 
 /// How often the publication is checked for tables added to it.
 const NEW_TABLE_CHECK: Duration = Duration::from_secs(30);
+/// How often the slot guardian repeats its warning while the slot stays in danger.
+const SLOT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// How long committed transactions wait before the output is flushed (batching).
 const FLUSH_LINGER: Duration = Duration::from_millis(20);
@@ -253,6 +256,13 @@ struct Session<'a, O> {
     commit_time_micros: i64,
     /// Operations not delivered (`events.skipped_operations`; Debezium skips truncates).
     skipped: Vec<crate::domain::event::Op>,
+    /// `server_version_num`, read at the first slot sample.
+    server_version: Option<i32>,
+    /// When the slot guardian last warned (it repeats once a minute while the danger lasts).
+    slot_warned: Option<Instant>,
+    /// The transaction being read carried captured DDL: at its commit, look for tables new
+    /// to the publication (before PostgreSQL 15, add a selected schema's new tables first).
+    ddl_seen: bool,
 }
 
 impl<'a, O: EventOutput> Session<'a, O> {
@@ -319,6 +329,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
             skipping: false,
             commit_time_micros: 0,
             skipped: config.events.skipped()?,
+            ddl_seen: false,
+            server_version: None,
+            slot_warned: None,
             state,
         };
         session.stream(shutdown).await
@@ -463,23 +476,55 @@ impl<'a, O: EventOutput> Session<'a, O> {
         Ok(())
     }
 
-    /// Samples the WAL the slot keeps on the server; a failure only costs the sample.
+    /// Samples the slot's hold on WAL (the retained WAL and `safe_wal_size` gauges) and
+    /// warns when the slot guardian sees it in danger (see
+    /// [`crate::source::slot_health`]), at most once a minute while the danger lasts; a
+    /// failure only costs the sample.
     async fn sample_slot(&mut self) {
-        let retained = self
-            .sql
-            .query_opt(
-                "SELECT (pg_current_wal_lsn() - restart_lsn)::float8 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&self.config.source.slot],
-            )
-            .await;
-        match retained {
-            Ok(Some(row)) => {
-                if let Ok(Some(bytes)) = row.try_get::<_, Option<f64>>(0) {
-                    metrics::gauge!(names::SLOT_RETAINED_WAL).set(bytes);
+        let version = match self.server_version {
+            Some(version) => version,
+            None => match slot_health::server_version(&self.sql).await {
+                Ok(version) => *self.server_version.insert(version),
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the server version");
+                    return;
                 }
+            },
+        };
+        let health = match slot_health::read(&self.sql, &self.config.source.slot, version).await {
+            Ok(Some(health)) => health,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%error, "cannot sample the slot's health");
+                return;
             }
-            Ok(None) => {}
-            Err(error) => tracing::debug!(%error, "cannot sample the slot's retained WAL"),
+        };
+        if let Some(bytes) = health.retained_wal_bytes {
+            metrics::gauge!(names::SLOT_RETAINED_WAL).set(bytes as f64);
+        }
+        if let Some(bytes) = health.safe_wal_size {
+            metrics::gauge!(names::SLOT_SAFE_WAL).set(bytes as f64);
+        }
+        let warning = health.warning(
+            &self.config.source.slot,
+            self.config.source.slot_safe_wal_margin_mb,
+        );
+        match warning {
+            Some(warning)
+                if self
+                    .slot_warned
+                    .is_none_or(|at| at.elapsed() >= SLOT_WARNING_EVERY) =>
+            {
+                tracing::warn!(
+                    slot = %self.config.source.slot,
+                    wal_status = health.wal_status.as_deref().unwrap_or("?"),
+                    safe_wal_size = health.safe_wal_size,
+                    "{warning}"
+                );
+                self.slot_warned = Some(Instant::now());
+            }
+            Some(_) => {}
+            None => self.slot_warned = None,
         }
     }
 

@@ -70,6 +70,18 @@ pub struct SourceConfig {
     /// `pg_logical_emit_message` that moves the slot forward on a database with no writes.
     #[serde(default)]
     pub heartbeat_interval_ms: u64,
+    /// Create the slot as a failover slot (PostgreSQL 17 and later: `FAILOVER`), which a
+    /// standby with `sync_replication_slots = on` keeps in step, so that after a promotion
+    /// the new primary has it. `setup`/`check` also verify the primary's side of slot
+    /// synchronization (`synchronized_standby_slots`, a physical slot).
+    #[serde(default)]
+    pub failover: bool,
+    /// The slot guardian's margin: a warning (log and `tidemark_slot_safe_wal_bytes`) when
+    /// the slot's `safe_wal_size` falls below this many megabytes, that is when it comes
+    /// that close to invalidation under `max_slot_wal_keep_size`. Default: a quarter of
+    /// `max_slot_wal_keep_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_safe_wal_margin_mb: Option<u64>,
     /// Megabytes of streamed in-progress transactions held in memory before spilling to disk.
     #[serde(default = "defaults::stream_memory_mb")]
     pub stream_memory_mb: u64,

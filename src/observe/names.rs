@@ -20,6 +20,9 @@ pub(crate) const SOURCE_CONFIRMED_LSN: &str = "tidemark_source_confirmed_lsn";
 pub(crate) const SOURCE_RECONNECTS: &str = "tidemark_source_reconnects_total";
 /// Gauge: WAL the slot keeps on the server (`pg_current_wal_lsn() - restart_lsn`), bytes.
 pub(crate) const SLOT_RETAINED_WAL: &str = "tidemark_slot_retained_wal_bytes";
+/// Gauge: WAL that may still be written before the slot is past `max_slot_wal_keep_size`
+/// (`safe_wal_size`), bytes; absent without a limit.
+pub(crate) const SLOT_SAFE_WAL: &str = "tidemark_slot_safe_wal_bytes";
 /// Counter, label `table`: rows read by snapshots.
 pub const SNAPSHOT_ROWS: &str = "tidemark_snapshot_rows_total";
 /// Gauge, label `table`: snapshot chunks still to read.
@@ -93,6 +96,11 @@ pub(crate) fn describe_all() {
         SLOT_RETAINED_WAL,
         Unit::Bytes,
         "WAL the replication slot keeps on the server"
+    );
+    describe_gauge!(
+        SLOT_SAFE_WAL,
+        Unit::Bytes,
+        "WAL that may still be written before the slot is invalidated under max_slot_wal_keep_size"
     );
     describe_counter!(SNAPSHOT_ROWS, "Rows read by snapshots, by table");
     describe_gauge!(

@@ -4,7 +4,11 @@
 //! - **source**: connects, then the checks `setup` runs (server version, `wal_level`, the
 //!   role's REPLICATION privilege, free replication slots and WAL senders, the tables named
 //!   in `source.tables`, replica identity of keyless tables, the right to create the
-//!   publication), and the role's SELECT on every selected table (the snapshot reads them).
+//!   publication), and the role's SELECT on every selected table (the snapshot reads them);
+//!   the slot guardian's findings: a warning when `max_slot_wal_keep_size` is unlimited (a
+//!   stalled slot grows WAL without bound) or `idle_replication_slot_timeout` is set (a
+//!   stopped connector's slot is invalidated), and the slot's own state (a problem when
+//!   invalidated, a warning within the margin of it).
 //! - **kafka**: the brokers answer a metadata request within 10 s (with the connection
 //!   properties of `[kafka.properties]`: TLS, SASL).
 //! - **registry**: an external registry (`[registry] url`) answers a lookup of a subject
@@ -25,6 +29,7 @@ use serde::Serialize;
 
 use crate::config::{Config, RecordFormat};
 use crate::pg::{connect_sql, describe};
+use crate::source::slot_health;
 
 /// One finding.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -33,6 +38,9 @@ pub struct Finding {
     pub part: &'static str,
     /// Whether it is ready.
     pub ok: bool,
+    /// Ready, but something to act on before it bites (the slot guardian's warnings).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     /// What was found, and when not ok, how to fix it.
     pub detail: String,
 }
@@ -59,6 +67,16 @@ impl CheckReport {
         self.findings.push(Finding {
             part,
             ok: true,
+            warning: false,
+            detail: detail.into(),
+        });
+    }
+
+    fn warning(&mut self, part: &'static str, detail: impl Into<String>) {
+        self.findings.push(Finding {
+            part,
+            ok: true,
+            warning: true,
             detail: detail.into(),
         });
     }
@@ -67,6 +85,7 @@ impl CheckReport {
         self.findings.push(Finding {
             part,
             ok: false,
+            warning: false,
             detail: detail.into(),
         });
     }
@@ -75,7 +94,11 @@ impl CheckReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for finding in &self.findings {
-            let mark = if finding.ok { "ok  " } else { "FAIL" };
+            let mark = match (finding.ok, finding.warning) {
+                (false, _) => "FAIL",
+                (true, true) => "warn",
+                (true, false) => "ok  ",
+            };
             out.push_str(&format!(
                 "{mark}  {:<8}  {}\n",
                 finding.part, finding.detail
@@ -151,6 +174,12 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
         }
         Err(error) => report.problem("source", error.to_string()),
     }
+    if let Err(error) = guard_slot(&client, config, report).await {
+        report.problem(
+            "source",
+            format!("reading the slot's health: {}", describe(&error)),
+        );
+    }
     match unreadable_tables(&client, config).await {
         Ok(tables) => {
             for (table, user) in tables {
@@ -167,6 +196,51 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
             format!("checking SELECT privileges: {}", describe(&error)),
         ),
     }
+}
+
+/// The slot guardian's part of `check`: the server settings under which a slot grows WAL
+/// without bound or is invalidated while tidemark is stopped (warnings), and the slot's own
+/// state where it exists (a problem when invalidated, a warning when near it).
+async fn guard_slot(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    report: &mut CheckReport,
+) -> Result<(), tokio_postgres::Error> {
+    let version = slot_health::server_version(client).await?;
+    let settings = client
+        .query_one(
+            "SELECT current_setting('max_slot_wal_keep_size'), \
+             current_setting('idle_replication_slot_timeout', true)",
+            &[],
+        )
+        .await?;
+    let keep: String = settings.get(0);
+    if keep.trim() == "-1" {
+        report.warning(
+            "source",
+            "max_slot_wal_keep_size = -1: a slot that falls behind (tidemark stopped or stuck) keeps WAL without bound until the disk fills; set a limit (ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();) and tidemark warns before its slot comes near it (source.slot_safe_wal_margin_mb)",
+        );
+    }
+    let idle: Option<String> = settings.get(1);
+    if let Some(idle) = idle.filter(|v| !matches!(v.trim(), "0" | "" | "0s" | "0min")) {
+        report.warning(
+            "source",
+            format!(
+                "idle_replication_slot_timeout = {idle}: the server invalidates tidemark's slot when tidemark is stopped longer than that, and the changes since are lost to the stream; keep outages shorter, or set it to 0 (ALTER SYSTEM SET idle_replication_slot_timeout = 0; SELECT pg_reload_conf();)"
+            ),
+        );
+    }
+    if let Some(health) = slot_health::read(client, &config.source.slot, version).await? {
+        let invalid = health.invalidation_reason.is_some()
+            || health.conflicting == Some(true)
+            || health.wal_status.as_deref() == Some("lost");
+        match health.warning(&config.source.slot, config.source.slot_safe_wal_margin_mb) {
+            Some(warning) if invalid => report.problem("source", warning),
+            Some(warning) => report.warning("source", warning),
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Selected tables the connecting role cannot read: (qualified table, role).

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::pg::{ConnectionError, connect_sql};
 use crate::source::setup::{SetupError, publication_exists, published_tables};
+use crate::source::slot_health::{self, SlotHealth};
 
 /// The connector's state as seen from the server.
 #[derive(Debug, Clone, Serialize)]
@@ -101,12 +102,14 @@ pub struct SlotStatus {
     pub confirmed_flush_lsn: Option<String>,
     /// Oldest WAL the slot needs.
     pub restart_lsn: Option<String>,
-    /// `reserved`, `extended`, `unreserved` or `lost`.
-    pub wal_status: Option<String>,
     /// Bytes of WAL not yet confirmed by the connector.
     pub lag_bytes: Option<i64>,
-    /// Bytes of WAL the slot keeps on the server.
-    pub retained_wal_bytes: Option<i64>,
+    /// The slot's hold on WAL: `wal_status`, `safe_wal_size`, retained WAL,
+    /// `inactive_since`, `invalidation_reason`, `conflicting` where the server has them.
+    #[serde(flatten)]
+    pub health: SlotHealth,
+    /// The slot guardian's warning, with cause and remedy; `None` when the slot is safe.
+    pub warning: Option<String>,
 }
 
 /// Publication state.
@@ -137,25 +140,36 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
         )
         .await
         .map_err(sql("reading server settings"))?;
-    let slot = client
-        .query_opt(
-            "SELECT active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, wal_status, \
-             (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, (pg_current_wal_lsn() - restart_lsn)::bigint \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&config.source.slot],
-        )
+    let version = slot_health::server_version(&client)
         .await
-        .map_err(sql("reading the slot"))?
-        .map(|r| SlotStatus {
-            name: config.source.slot.clone(),
-            active: r.get(0),
-            active_pid: r.get(1),
-            confirmed_flush_lsn: r.get(2),
-            restart_lsn: r.get(3),
-            wal_status: r.get(4),
-            lag_bytes: r.get(5),
-            retained_wal_bytes: r.get(6),
-        });
+        .map_err(sql("reading the server version"))?;
+    let health = slot_health::read(&client, &config.source.slot, version)
+        .await
+        .map_err(sql("reading the slot's health"))?;
+    let slot = match health {
+        None => None,
+        Some(health) => {
+            let r = client
+                .query_one(
+                    "SELECT active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, \
+                     (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&config.source.slot],
+                )
+                .await
+                .map_err(sql("reading the slot"))?;
+            Some(SlotStatus {
+                name: config.source.slot.clone(),
+                active: r.get(0),
+                active_pid: r.get(1),
+                confirmed_flush_lsn: r.get(2),
+                restart_lsn: r.get(3),
+                lag_bytes: r.get(4),
+                warning: health.warning(&config.source.slot, config.source.slot_safe_wal_margin_mb),
+                health,
+            })
+        }
+    };
     let publication = if publication_exists(&client, &config.source.publication).await? {
         Some(PublicationStatus {
             name: config.source.publication.clone(),
@@ -192,12 +206,19 @@ impl std::fmt::Display for Status {
                     Some(pid) => format!("active (pid {pid})"),
                     None => "inactive".into(),
                 };
+                let health = &slot.health;
                 writeln!(
                     f,
                     "slot          {} {state}, wal_status={}",
                     slot.name,
-                    slot.wal_status.as_deref().unwrap_or("?")
+                    health.wal_status.as_deref().unwrap_or("?")
                 )?;
+                if let Some(since) = &health.inactive_since {
+                    writeln!(f, "inactive      since {since}")?;
+                }
+                if let Some(reason) = &health.invalidation_reason {
+                    writeln!(f, "invalidated   {reason}")?;
+                }
                 writeln!(
                     f,
                     "confirmed     {} (lag {} bytes)",
@@ -207,9 +228,22 @@ impl std::fmt::Display for Status {
                 writeln!(
                     f,
                     "retained WAL  {} bytes",
-                    slot.retained_wal_bytes
+                    health
+                        .retained_wal_bytes
                         .map_or("?".into(), |b| b.to_string())
                 )?;
+                writeln!(
+                    f,
+                    "safe WAL      {}",
+                    match (health.safe_wal_size, health.max_slot_wal_keep_bytes) {
+                        (Some(safe), _) => format!("{safe} bytes before invalidation"),
+                        (None, None) => "unlimited (max_slot_wal_keep_size = -1: the slot can grow WAL without bound)".into(),
+                        (None, Some(_)) => "none left".into(),
+                    }
+                )?;
+                if let Some(warning) = &slot.warning {
+                    writeln!(f, "WARNING       {warning}")?;
+                }
             }
         }
         match &self.publication {

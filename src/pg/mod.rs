@@ -128,6 +128,11 @@ pub enum ConnectionError {
     /// The server closed the connection.
     #[error("the server closed the connection")]
     Closed,
+    /// Several hosts were given and none could be used (each says why).
+    #[error(
+        "no host of the source URL could be used: {0}; during a failover this lasts until a standby is promoted"
+    )]
+    NoUsableHost(String),
     /// An ordinary SQL connection failed.
     #[error("PostgreSQL: {}", describe(.0))]
     Sql(#[from] tokio_postgres::Error),
@@ -138,9 +143,10 @@ impl ConnectionError {
     /// opposed to a definite error that needs a change of configuration or on the server.
     pub fn is_transient(&self) -> bool {
         match self {
-            ConnectionError::Io { .. } | ConnectionError::Timeout(_) | ConnectionError::Closed => {
-                true
-            }
+            ConnectionError::Io { .. }
+            | ConnectionError::Timeout(_)
+            | ConnectionError::Closed
+            | ConnectionError::NoUsableHost(_) => true,
             ConnectionError::Server(e) => is_transient_sqlstate(&e.code),
             ConnectionError::Sql(e) => is_transient_sql(e),
             _ => false,
@@ -198,6 +204,24 @@ fn is_transient_sqlstate(code: &str) -> bool {
 /// Opens an ordinary SQL connection (catalog queries, setup, status, snapshot), with TLS as
 /// `settings.sslmode` says, and drives it on a background task.
 pub async fn connect_sql(
+    settings: &ConnectionSettings,
+) -> Result<tokio_postgres::Client, ConnectionError> {
+    if settings.other_hosts.is_empty() {
+        return connect_sql_one(settings).await;
+    }
+    // Several hosts: the first that answers (and accepts writes, with
+    // target_session_attrs=read-write, which tokio-postgres checks).
+    let mut failures = Vec::new();
+    for candidate in settings.candidates() {
+        match connect_sql_one(&candidate).await {
+            Ok(client) => return Ok(client),
+            Err(error) => failures.push(format!("{}:{}: {error}", candidate.host, candidate.port)),
+        }
+    }
+    Err(ConnectionError::NoUsableHost(failures.join("; ")))
+}
+
+async fn connect_sql_one(
     settings: &ConnectionSettings,
 ) -> Result<tokio_postgres::Client, ConnectionError> {
     let config = settings.to_tokio_postgres();

@@ -15,6 +15,12 @@
 //!   owned buffer, so it can sit in a `tokio::select!` beside timers.
 //! - SCRAM channel binding is not used (the client says it does not support it), which every
 //!   server accepts; TLS still protects the exchange.
+//! - What differs by major: pgoutput protocol 1 on PostgreSQL 13 (no streaming of in-progress
+//!   transactions, no logical messages), 2 with both from 14; `CREATE_REPLICATION_SLOT`'s
+//!   options list from 15, the old `EXPORT_SNAPSHOT` keywords before. PostgreSQL 18's
+//!   pgoutput warns ("skipped loading publication") where earlier majors fail on a
+//!   publication missing at a change's place in the WAL, and would decode on without its
+//!   changes: [`ReplicationConnection::recv`] ends the stream at that warning as at the error.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -120,6 +126,29 @@ fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> ConnectionError + '
 impl ReplicationConnection {
     /// Connects with `replication=database`, negotiates TLS and authenticates.
     pub async fn connect(settings: &ConnectionSettings) -> Result<Self, ConnectionError> {
+        if settings.other_hosts.is_empty() && !settings.read_write {
+            return Self::connect_one(settings).await;
+        }
+        // The hosts in order; with target_session_attrs=read-write one that accepts writes
+        // (not a standby), asked as libpq asks (`SHOW transaction_read_only`).
+        let mut failures = Vec::new();
+        for candidate in settings.candidates() {
+            let peer = format!("{}:{}", candidate.host, candidate.port);
+            match Self::connect_one(&candidate).await {
+                Ok(mut connection) => {
+                    if !settings.read_write || connection.accepts_writes().await? {
+                        return Ok(connection);
+                    }
+                    let _ = connection.close().await;
+                    failures.push(format!("{peer} accepts only reads (a standby?)"));
+                }
+                Err(error) => failures.push(format!("{peer}: {error}")),
+            }
+        }
+        Err(ConnectionError::NoUsableHost(failures.join("; ")))
+    }
+
+    async fn connect_one(settings: &ConnectionSettings) -> Result<Self, ConnectionError> {
         let peer = format!("{}:{}", settings.host, settings.port);
         tokio::time::timeout(
             settings.connect_timeout,
@@ -127,6 +156,15 @@ impl ReplicationConnection {
         )
         .await
         .map_err(|_| ConnectionError::Timeout(peer))?
+    }
+
+    /// Whether the server accepts writes (`transaction_read_only` is off): false on a standby.
+    async fn accepts_writes(&mut self) -> Result<bool, ConnectionError> {
+        let rows = self.simple_query("SHOW transaction_read_only").await?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
+            .is_some_and(|value| value == "off"))
     }
 
     /// The server's version as `server_version_num` (e.g. 150004).
@@ -198,17 +236,26 @@ impl ReplicationConnection {
         })
     }
 
-    /// CREATE_REPLICATION_SLOT … LOGICAL pgoutput.
+    /// CREATE_REPLICATION_SLOT … LOGICAL pgoutput; with `failover` a failover slot
+    /// (PostgreSQL 17 and later; refused before, where no standby could keep it in step).
     pub async fn create_logical_slot(
         &mut self,
         slot: &str,
         snapshot: SlotSnapshot,
+        failover: bool,
     ) -> Result<CreatedSlot, ConnectionError> {
+        if failover && self.server_version < 170000 {
+            return Err(ConnectionError::InvalidSettings(format!(
+                "source.failover needs PostgreSQL 17 or later (failover slots); this server is {}; set source.failover = false",
+                self.server_version
+            )));
+        }
+        let failover = if failover { ", FAILOVER true" } else { "" };
         let action = match (snapshot, self.server_version >= 150000) {
-            (SlotSnapshot::Export, true) => "(SNAPSHOT 'export')",
-            (SlotSnapshot::NoExport, true) => "(SNAPSHOT 'nothing')",
-            (SlotSnapshot::Export, false) => "EXPORT_SNAPSHOT",
-            (SlotSnapshot::NoExport, false) => "NOEXPORT_SNAPSHOT",
+            (SlotSnapshot::Export, true) => format!("(SNAPSHOT 'export'{failover})"),
+            (SlotSnapshot::NoExport, true) => format!("(SNAPSHOT 'nothing'{failover})"),
+            (SlotSnapshot::Export, false) => "EXPORT_SNAPSHOT".into(),
+            (SlotSnapshot::NoExport, false) => "NOEXPORT_SNAPSHOT".into(),
         };
         let sql = format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {action}",
@@ -328,7 +375,19 @@ impl ReplicationConnection {
                 // everything (`WalSndDone`), and then exits. The stream is over all the same.
                 b'C' => return Ok(ReplicationMessage::CopyDone),
                 b'E' => return Err(ConnectionError::Server(Box::new(ServerError::parse(&body)))),
-                b'N' | b'S' => {}
+                b'N' => {
+                    let notice = ServerError::parse(&body);
+                    // PostgreSQL 18's pgoutput no longer fails on a publication that does not
+                    // exist at a change's place in the WAL: it warns once and decodes on
+                    // without it, so every change of its tables is skipped from there on.
+                    // Reading on would confirm past them: the warning ends the stream as the
+                    // error of earlier majors does.
+                    if notice.message.starts_with("skipped loading publication") {
+                        return Err(ConnectionError::Server(Box::new(notice)));
+                    }
+                    tracing::warn!(notice = %notice, "the server sent a notice on the replication connection");
+                }
+                b'S' => {}
                 other => return Err(self.unexpected(other, &body)),
             }
         }

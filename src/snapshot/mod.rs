@@ -133,6 +133,14 @@ pub enum SnapshotError {
         "reading a chunk's watermark: {0}; the chunk is not emitted and is read again after a restart; report this with the server version"
     )]
     Watermark(String),
+    /// A signal as a logical message on a server whose pgoutput sends none (before 14).
+    #[error(
+        "PostgreSQL {version} sends no logical messages to pgoutput (protocol 1; they arrive from PostgreSQL 14), so a signal message would never reach the connector; configure source.signal_table (a published table with text columns id, type, data) and signals travel as its rows"
+    )]
+    SignalNeedsTable {
+        /// `server_version_num`.
+        version: i32,
+    },
     /// A snapshot worker stopped unexpectedly.
     #[error(
         "a snapshot worker stopped: {0}; the connector reconnects and reads the chunks not yet stored as done"

@@ -6,7 +6,9 @@
 //! message with the prefix [`SIGNAL_PREFIX`] (what `tidemark snapshot` does; it needs
 //! EXECUTE on `pg_logical_emit_message`) or as a row inserted into `source.signal_table`,
 //! whose `type` and `data` columns hold the type and the data object (for users who can only
-//! write to a table). Signal-table rows are consumed, not published.
+//! write to a table). Signal-table rows are consumed, not published. PostgreSQL 13's pgoutput
+//! (protocol 1) sends no logical messages: there the signal table is the only way, and
+//! [`request_snapshot`] says so rather than write a message nobody reads.
 
 use serde::Deserialize;
 
@@ -158,6 +160,14 @@ pub async fn request_snapshot(
             Ok("a row in the signal table")
         }
         None => {
+            let version: i32 = client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await
+                .map_err(SnapshotError::sql("reading the server version"))?
+                .get(0);
+            if version < 140000 {
+                return Err(SnapshotError::SignalNeedsTable { version });
+            }
             client
                 .execute(
                     "SELECT pg_logical_emit_message(true, $1, $2)",

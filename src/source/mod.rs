@@ -5,5 +5,6 @@ pub mod pg_type;
 pub mod pgoutput;
 pub mod relations;
 pub mod setup;
+pub mod slot_health;
 pub mod stream_buffer;
 pub mod text_decode;

@@ -2,13 +2,18 @@
 //! the checks that the server can feed them.
 //!
 //! Checks, each with the remedy in its message: the server version (10+; 14+ for streaming
-//! of large transactions and logical messages; 15+ for `schema.*` publications), `wal_level`
+//! of large transactions and logical messages, so for `source.ddl_capture`), `wal_level`
 //! = `logical`, the REPLICATION privilege, a free replication slot and a free WAL sender, that
 //! every listed table exists, and that every published table can identify its rows (a
 //! primary key, or `REPLICA IDENTITY FULL`/`USING INDEX`).
 //!
 //! The publication is created `WITH (publish_via_partition_root = true)` so a partitioned
-//! table's changes arrive under the parent's name. With `source.snapshot = "never"`, `setup`
+//! table's changes arrive under the parent's name. `schema.*` is `TABLES IN SCHEMA` on
+//! PostgreSQL 15 and later; before 15, which has no such publication, the schema's tables of
+//! the moment are listed (`FOR TABLE`, as Debezium's filtered autocreate does) and
+//! [`add_schema_tables`] adds the tables created later (the reader calls it at every check
+//! for new tables, and each added table is snapshotted like any table new to the
+//! publication). With `source.snapshot = "never"`, `setup`
 //! creates the slot with `pg_create_logical_replication_slot(…, 'pgoutput')`; otherwise the
 //! slot is left to the first `run`, which creates it over the replication protocol with an
 //! exported snapshot for the initial snapshot to read at (see [`crate::snapshot`]).
@@ -183,8 +188,10 @@ impl fmt::Display for SetupReport {
     }
 }
 
-/// The `CREATE PUBLICATION` statement for the configured tables.
-pub(crate) fn create_publication_sql(config: &Config) -> String {
+/// The `CREATE PUBLICATION` statement for the configured tables. `schema_tables`, when
+/// given, replaces the `schema.*` selectors by the tables they hold now (servers before
+/// PostgreSQL 15, which have no `TABLES IN SCHEMA`).
+pub(crate) fn create_publication_sql(config: &Config, schema_tables: Option<&[String]>) -> String {
     let selectors = config.table_selectors();
     let name = quote_ident(&config.source.publication);
     let options = "WITH (publish_via_partition_root = true)";
@@ -192,7 +199,7 @@ pub(crate) fn create_publication_sql(config: &Config) -> String {
         return format!("CREATE PUBLICATION {name} FOR ALL TABLES {options}");
     }
     let mut parts = Vec::new();
-    let tables: Vec<String> = selectors
+    let mut tables: Vec<String> = selectors
         .iter()
         .filter_map(|s| match s {
             TableSelector::Table { schema, name } => {
@@ -201,9 +208,6 @@ pub(crate) fn create_publication_sql(config: &Config) -> String {
             _ => None,
         })
         .collect();
-    if !tables.is_empty() {
-        parts.push(format!("TABLE {}", tables.join(", ")));
-    }
     let schemas: Vec<String> = selectors
         .iter()
         .filter_map(|s| match s {
@@ -211,13 +215,104 @@ pub(crate) fn create_publication_sql(config: &Config) -> String {
             _ => None,
         })
         .collect();
-    if !schemas.is_empty() {
+    if let Some(listed) = schema_tables {
+        tables.extend(
+            listed
+                .iter()
+                .filter(|t| !tables.contains(t))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+    }
+    if !tables.is_empty() {
+        parts.push(format!("TABLE {}", tables.join(", ")));
+    }
+    if !schemas.is_empty() && schema_tables.is_none() {
         parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
+    }
+    if parts.is_empty() {
+        // Schemas without tables yet, before PostgreSQL 15: an empty publication, which
+        // `add_schema_tables` fills as tables appear.
+        return format!("CREATE PUBLICATION {name} {options}");
     }
     format!(
         "CREATE PUBLICATION {name} FOR {} {options}",
         parts.join(", ")
     )
+}
+
+/// The schemas that `schema.*` selectors name.
+fn selected_schemas(config: &Config) -> Vec<String> {
+    config
+        .table_selectors()
+        .into_iter()
+        .filter_map(|s| match s {
+            TableSelector::Schema(schema) => Some(schema),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The server's `server_version_num` (e.g. 130023).
+async fn server_version(client: &Client) -> Result<i32, SetupError> {
+    Ok(client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(sql_error("reading the server version"))?
+        .get(0))
+}
+
+/// The tables (plain and partitioned roots, `format('%I.%I')`) of `schemas` that
+/// `publication` does not publish yet; every such table when `publication` is `None`.
+async fn unpublished_schema_tables(
+    client: &Client,
+    schemas: &[String],
+    publication: Option<&str>,
+) -> Result<Vec<String>, SetupError> {
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr \
+               JOIN pg_publication p ON p.oid = pr.prpubid \
+               WHERE p.pubname = $2 AND pr.prrelid = c.oid) \
+             ORDER BY 1",
+            &[&schemas, &publication.unwrap_or("")],
+        )
+        .await
+        .map_err(sql_error("listing the tables of the selected schemas"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Before PostgreSQL 15 (no `TABLES IN SCHEMA`): adds the tables of the `schema.*`
+/// selectors' schemas that the publication does not publish yet, and returns them (empty on
+/// 15 and later, or without `schema.*` selectors). Changes to such a table between its
+/// creation and this call are not in the stream; the reader snapshots every table new to
+/// the publication, which reads them.
+pub(crate) async fn add_schema_tables(
+    client: &Client,
+    config: &Config,
+) -> Result<Vec<String>, SetupError> {
+    let schemas = selected_schemas(config);
+    if schemas.is_empty() || server_version(client).await? >= 150000 {
+        return Ok(Vec::new());
+    }
+    let missing =
+        unpublished_schema_tables(client, &schemas, Some(&config.source.publication)).await?;
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    let sql = format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        quote_ident(&config.source.publication),
+        missing.join(", ")
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(sql_error(format!("{sql} (adding the schemas' new tables; the connector's role must own them, or a superuser runs it)")))?;
+    Ok(missing)
 }
 
 /// The SQL a DBA runs to set up by hand, with the grants tidemark needs.
@@ -272,11 +367,21 @@ pub fn print_sql(config: &Config) -> String {
         "-- 3. Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;\n",
     );
     out.push_str("-- 4. The publication (FOR ALL TABLES and TABLES IN SCHEMA need a superuser):\n");
-    out.push_str(&create_publication_sql(config));
+    out.push_str(&create_publication_sql(config, None));
+    if !selected_schemas(config).is_empty() {
+        out.push_str(
+            ";\n--    Before PostgreSQL 15 (no TABLES IN SCHEMA) list the schema's tables instead\n--    (FOR TABLE a, b, …); `tidemark run` adds tables created later itself",
+        );
+    }
     if config.source.snapshot == crate::config::SnapshotMode::Never {
         out.push_str(";\n-- 5. The replication slot:\n");
+        let failover = if config.source.failover {
+            ", false, false, true"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "SELECT pg_create_logical_replication_slot({}, 'pgoutput');\n",
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput'{failover});\n",
             quote_literal(&config.source.slot)
         ));
     } else {
@@ -284,6 +389,15 @@ pub fn print_sql(config: &Config) -> String {
             ";\n-- 5. The replication slot {} is created by the first `tidemark run` (REPLICATION\n--    privilege), with the exported snapshot that its initial snapshot reads at.\n",
             config.source.slot
         ));
+    }
+    if config.source.failover {
+        out.push_str(
+            "-- The slot is a failover slot (source.failover; PostgreSQL 17+: FAILOVER, the\n\
+             --    last argument of pg_create_logical_replication_slot). For it to survive a\n\
+             --    promotion, on the primary: synchronized_standby_slots = '<the standby's physical slot>';\n\
+             --    on the standby: primary_slot_name = that slot, hot_standby_feedback = on,\n\
+             --    sync_replication_slots = on, and dbname in primary_conninfo.\n",
+        );
     }
     if config.source.ddl_capture {
         out.push_str("-- 6. DDL capture (source.ddl_capture; event triggers need a superuser):\n");
@@ -321,6 +435,14 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
     if version < 100000 {
         problems.push(format!("PostgreSQL {version} has no pgoutput; tidemark needs PostgreSQL 10 or later (14+ recommended)"));
     }
+    if config.source.ddl_capture && version < 140000 {
+        problems.push(format!(
+            "source.ddl_capture needs PostgreSQL 14 or later (pgoutput sends logical messages from 14; this server is {version}); set source.ddl_capture = false: schema changes still arrive with the data, as relation messages"
+        ));
+    }
+    if config.source.failover {
+        problems.extend(failover_problems(client, config, version).await?);
+    }
     if wal_level != "logical" {
         problems.push(format!(
             "wal_level is {wal_level}; run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"
@@ -343,24 +465,44 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
         ));
     }
     let selectors = config.table_selectors();
+    // Before 15 `schema.*` is a list of tables, which their owner may publish.
     let needs_superuser = selectors.is_empty()
-        || selectors
-            .iter()
-            .any(|s| matches!(s, TableSelector::All | TableSelector::Schema(_)));
+        || selectors.iter().any(|s| match s {
+            TableSelector::All => true,
+            TableSelector::Schema(_) => version >= 150000,
+            TableSelector::Table { .. } => false,
+        });
     if !publication_exists && needs_superuser && !superuser {
         problems.push(format!(
             "creating a publication FOR ALL TABLES or TABLES IN SCHEMA needs a superuser and {user} is not one; list the tables as schema.table in source.tables, or have a superuser run the SQL from `tidemark setup --print-sql`"
         ));
     }
-    if selectors
-        .iter()
-        .any(|s| matches!(s, TableSelector::Schema(_)))
-        && version < 150000
-    {
-        problems.push(
-            "schema.* in source.tables needs PostgreSQL 15 or later; list the tables instead"
-                .into(),
-        );
+    if !publication_exists && !superuser && version < 150000 {
+        let schemas = selected_schemas(config);
+        if !schemas.is_empty() {
+            let foreign: Vec<String> = client
+                .query(
+                    "SELECT format('%I.%I', n.nspname, c.relname) \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                     AND n.nspname = ANY($1) AND NOT pg_has_role(c.relowner, 'USAGE') \
+                     ORDER BY 1",
+                    &[&schemas],
+                )
+                .await
+                .map_err(sql_error(
+                    "reading the owners of the selected schemas' tables",
+                ))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !foreign.is_empty() {
+                problems.push(format!(
+                    "PostgreSQL {version} has no TABLES IN SCHEMA, so schema.* is published table by table, which needs a superuser or the tables' owner, and {user} does not own {}; have a superuser run `tidemark setup`, or list tables {user} owns",
+                    foreign.join(", ")
+                ));
+            }
+        }
     }
     for selector in &selectors {
         if let TableSelector::Table { schema, name } = selector {
@@ -387,6 +529,55 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
                 "table {table} has no primary key and REPLICA IDENTITY is not FULL; run ALTER TABLE {table} REPLICA IDENTITY FULL (or add a primary key)"
             ));
         }
+    }
+    Ok(problems)
+}
+
+/// What a failover slot needs on the primary (`source.failover`): PostgreSQL 17, the slot
+/// (where it exists) created with `FAILOVER`, a physical slot for the standby, and
+/// `synchronized_standby_slots` naming it, without which tidemark could confirm changes the
+/// standby has not received, so that after a promotion the synced slot would be behind
+/// what was delivered. The standby's side (`sync_replication_slots`,
+/// `hot_standby_feedback`, `primary_slot_name`) is read on the standby and cannot be checked
+/// from here; `setup --print-sql` lists it.
+async fn failover_problems(
+    client: &Client,
+    config: &Config,
+    version: i32,
+) -> Result<Vec<String>, SetupError> {
+    if version < 170000 {
+        return Ok(vec![format!(
+            "source.failover needs PostgreSQL 17 or later (failover slots); this server is {version}; set source.failover = false"
+        )]);
+    }
+    let row = client
+        .query_one(
+            "SELECT current_setting('synchronized_standby_slots'), \
+             (SELECT string_agg(slot_name, ', ' ORDER BY slot_name) FROM pg_replication_slots WHERE slot_type = 'physical'), \
+             (SELECT failover FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&config.source.slot],
+        )
+        .await
+        .map_err(sql_error("reading the failover settings"))?;
+    let standby_slots: String = row.get(0);
+    let physical: Option<String> = row.get(1);
+    let slot_failover: Option<bool> = row.get(2);
+    let mut problems = Vec::new();
+    if slot_failover == Some(false) {
+        problems.push(format!(
+            "replication slot {} exists without FAILOVER, so no standby keeps it; run ALTER_REPLICATION_SLOT {} (FAILOVER true) on a replication connection (psql \"dbname=… replication=database\"), or drop it (tidemark teardown) and start again",
+            config.source.slot,
+            quote_ident(&config.source.slot)
+        ));
+    }
+    match physical {
+        None => problems.push(
+            "source.failover: no physical replication slot on this primary, so no standby streams from one; create one for the standby (SELECT pg_create_physical_replication_slot('standby1')) and set primary_slot_name = 'standby1' on the standby".into(),
+        ),
+        Some(physical) if standby_slots.trim().is_empty() => problems.push(format!(
+            "source.failover: synchronized_standby_slots is empty, so tidemark may confirm changes the standby has not received and after a promotion the synced slot would be behind what was delivered; run ALTER SYSTEM SET synchronized_standby_slots = '<the standby's slot: {physical}>'; SELECT pg_reload_conf();"
+        )),
+        Some(_) => {}
     }
     Ok(problems)
 }
@@ -462,12 +653,23 @@ pub(crate) async fn ensure_publication_and_slot(
 ) -> Result<SetupReport, SetupError> {
     let mut report = SetupReport::default();
     if !publication_exists(client, &config.source.publication).await? {
-        let sql = create_publication_sql(config);
+        let schemas = selected_schemas(config);
+        let listed = if !schemas.is_empty() && server_version(client).await? < 150000 {
+            Some(unpublished_schema_tables(client, &schemas, None).await?)
+        } else {
+            None
+        };
+        let sql = create_publication_sql(config, listed.as_deref());
         client.batch_execute(&sql).await.map_err(|e| {
             SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))])
         })?;
         report.publication_created = true;
         tracing::info!(publication = %config.source.publication, "created publication");
+    } else {
+        let added = add_schema_tables(client, config).await?;
+        if !added.is_empty() {
+            tracing::info!(tables = ?added, "added the selected schemas' new tables to the publication (PostgreSQL before 15 has no TABLES IN SCHEMA)");
+        }
     }
     let slot = client
         .query_opt(
@@ -499,11 +701,13 @@ pub(crate) async fn ensure_publication_and_slot(
         }
         None if !create_slot => {}
         None => {
+            let sql = if config.source.failover {
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+            } else {
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+            };
             client
-                .query_one(
-                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                    &[&config.source.slot],
-                )
+                .query_one(sql, &[&config.source.slot])
                 .await
                 .map_err(|e| {
                     SetupError::ChecksFailed(vec![format!(

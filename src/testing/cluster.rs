@@ -6,8 +6,13 @@
 //! - The server is started from a dedicated thread that lives as long as the process, with
 //!   `PR_SET_PDEATHSIG`, so it is shut down when the test process exits however it exits.
 //!   Directories of clusters whose owning process is gone are removed at the next start.
-//! - `TIDEMARK_PG_BIN` selects the server binaries; otherwise the newest
-//!   `/usr/lib/postgresql/*/bin` is used.
+//! - `TIDEMARK_PG_BIN` selects the server binaries; otherwise `TIDEMARK_TEST_PG_MAJOR` picks a
+//!   major, from Debian's `/usr/lib/postgresql/<major>/bin` or the cache that
+//!   `scripts/ensure-deps.sh` fills (`NEED_PG_MAJORS`, under `TIDEMARK_TEST_PG_ROOT`, by
+//!   default `/var/cache/tidemark/postgresql/<major>/bin`); without either the newest
+//!   `/usr/lib/postgresql/*/bin` is used. The cached majors carry only the server (`initdb`,
+//!   `pg_ctl`, `postgres`): clients such as `pgbench` come from Debian's installation
+//!   ([`PgCluster::binary`]).
 //! - With `TIDEMARK_TEST_CONTAINERS=1` the shared cluster is a PostgreSQL container instead
 //!   (see [`super::containers`]); it has no local files or binaries.
 
@@ -150,9 +155,35 @@ impl PgCluster {
         self.dir.join("data")
     }
 
-    /// Path to a server binary, e.g. `pg_recvlogical`.
+    /// Path to a PostgreSQL program, e.g. `pgbench`: the cluster's own directory's, else the
+    /// newest Debian installation's (the cached majors carry only the server).
     pub fn binary(&self, name: &str) -> PathBuf {
-        self.bin.join(name)
+        let own = self.bin.join(name);
+        if own.exists() {
+            return own;
+        }
+        newest_debian_binaries()
+            .map(|bin| bin.join(name))
+            .unwrap_or(own)
+    }
+
+    /// The server's major version (`TIDEMARK_TEST_PG_MAJOR`'s choice), read from
+    /// `postgres --version`; `None` for a container.
+    pub fn major(&self) -> Option<u32> {
+        if self.container {
+            return None;
+        }
+        let out = Command::new(self.bin.join("postgres"))
+            .arg("--version")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .nth(2)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Whether the cluster runs in a container (no local files or binaries).
@@ -264,8 +295,38 @@ fn find_binaries() -> Result<PathBuf, ClusterError> {
             )))
         };
     }
+    if let Some(major) = std::env::var("TIDEMARK_TEST_PG_MAJOR")
+        .ok()
+        .filter(|m| !m.is_empty())
+    {
+        let root = std::env::var("TIDEMARK_TEST_PG_ROOT")
+            .unwrap_or_else(|_| "/var/cache/tidemark/postgresql".into());
+        let candidates = [
+            PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+            PathBuf::from(root).join(&major).join("bin"),
+        ];
+        return candidates
+            .iter()
+            .find(|bin| bin.join("postgres").exists())
+            .cloned()
+            .ok_or_else(|| {
+                ClusterError::BinariesMissing(format!(
+                    "TIDEMARK_TEST_PG_MAJOR={major} but no postgres in {} or {}; install it with \
+                     NEED_PG_MAJORS={major} bash -c 'source scripts/ensure-deps.sh'",
+                    candidates[0].display(),
+                    candidates[1].display()
+                ))
+            });
+    }
+    newest_debian_binaries().ok_or_else(|| {
+        ClusterError::BinariesMissing("no /usr/lib/postgresql/*/bin/postgres".into())
+    })
+}
+
+/// The newest `/usr/lib/postgresql/<major>/bin` holding a server.
+fn newest_debian_binaries() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| ClusterError::BinariesMissing("no /usr/lib/postgresql".into()))?
+        .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse().ok()?;
@@ -274,9 +335,7 @@ fn find_binaries() -> Result<PathBuf, ClusterError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        ClusterError::BinariesMissing("no /usr/lib/postgresql/*/bin/postgres".into())
-    })
+    versions.pop().map(|(_, bin)| bin)
 }
 
 fn postgres_owner() -> Result<Option<(u32, u32)>, ClusterError> {
@@ -363,8 +422,8 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
             "-E",
             "UTF8",
             "--locale=C",
+            // No --no-instructions: PostgreSQL 13's initdb lacks it (stdout is dropped).
             "--no-sync",
-            "--no-instructions",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -121,12 +121,26 @@ pub(super) fn explain_stream_error(
         // that change: a publication dropped while the slot still has changes to decode
         // stops the stream at the first change after the drop, and recreating it does not
         // help that change (its historic catalog has no such publication).
+        // PostgreSQL 18 warns instead ("skipped loading publication") and would decode on
+        // without the publication, skipping its changes; the replication connection ends the
+        // stream at that warning (see `crate::pg::replication`).
         if server.code == "42704" && server.message.starts_with("publication ") {
             return ReaderError::PublicationMissing {
                 publication: config.source.publication.clone(),
                 slot: config.source.slot.clone(),
                 confirmed,
                 detail: server.message.clone(),
+            };
+        }
+        if server.message.starts_with("skipped loading publication") {
+            return ReaderError::PublicationMissing {
+                publication: config.source.publication.clone(),
+                slot: config.source.slot.clone(),
+                confirmed,
+                detail: format!(
+                    "publication \"{}\" does not exist at this point in the WAL (the server skips it with a warning and would decode on without its changes)",
+                    config.source.publication
+                ),
             };
         }
     }

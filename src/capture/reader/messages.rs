@@ -103,6 +103,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                     self.finish_transaction(end_lsn).await?;
                 }
                 self.emit_ready(end_lsn).await?;
+                if std::mem::take(&mut self.ddl_seen) {
+                    self.discover_new_tables().await?;
+                }
             }
             PgOutputMessage::Relation { body, .. } => {
                 let table = self.state.resolver.resolve(&self.sql, &body).await?;
@@ -133,6 +136,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                     self.finish_transaction(end_lsn).await?;
                 }
                 self.emit_ready(end_lsn).await?;
+                if std::mem::take(&mut self.ddl_seen) {
+                    self.discover_new_tables().await?;
+                }
             }
             PgOutputMessage::Message {
                 transactional: false,
@@ -177,6 +183,9 @@ impl<'a, O: EventOutput> Session<'a, O> {
                 lsn,
                 source: Box::new(source),
             })?;
+        if let PgOutputMessage::Message { prefix, .. } = message {
+            self.ddl_seen |= prefix == crate::schema::change::DDL_MESSAGE_PREFIX;
+        }
         let mut signals = Vec::new();
         for event in &self.events {
             self.state.marks.observe(event);

@@ -27,7 +27,7 @@ use crate::snapshot::plan::{PublishedTable, all_chunks, plan_tables, snapshot_ta
 use crate::snapshot::progress::{Phase, SnapshotProgress};
 use crate::snapshot::signal::{self, SIGNAL_PREFIX, SnapshotSignal};
 use crate::snapshot::watermark::{Reconciled, Watermarks, place, read_chunk};
-use crate::source::setup::ensure_publication_and_slot;
+use crate::source::setup::{add_schema_tables, ensure_publication_and_slot};
 
 /// Whether the session goes on to stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub(super) async fn prepare<O: EventOutput>(
     }
     if mode == SnapshotMode::Never {
         let created = repl
-            .create_logical_slot(slot_name, SlotSnapshot::NoExport)
+            .create_logical_slot(slot_name, SlotSnapshot::NoExport, config.source.failover)
             .await?;
         tracing::info!(slot = %slot_name, position = %created.consistent_point, "created the replication slot; streaming starts at its position (source.snapshot = \"never\": rows that existed before are not read)");
         return Ok(Start::Stream);
@@ -119,7 +119,7 @@ pub(super) async fn prepare<O: EventOutput>(
     state.keeper.save(output, &starting).await?;
     state.progress = Some(starting);
     let created = repl
-        .create_logical_slot(slot_name, SlotSnapshot::Export)
+        .create_logical_slot(slot_name, SlotSnapshot::Export, config.source.failover)
         .await?;
     let snapshot = created.snapshot_name.clone().ok_or_else(|| {
         ConnectionError::Protocol("CREATE_REPLICATION_SLOT exported no snapshot".into())
@@ -434,8 +434,20 @@ impl<O: EventOutput> Session<'_, O> {
                 .is_some_and(|p| !p.tables.contains(&format!("{schema}.{table}")))
     }
 
-    /// Snapshots published tables that the progress does not know yet.
+    /// Snapshots published tables that the progress does not know yet; before PostgreSQL
+    /// 15 first adds the tables created since in the `schema.*` selectors' schemas to the
+    /// publication ([`add_schema_tables`]; a failure is logged and tried again at the next
+    /// check, the stream goes on).
     pub(super) async fn discover_new_tables(&mut self) -> Result<(), ReaderError> {
+        match add_schema_tables(&self.sql, self.config).await {
+            Ok(added) if !added.is_empty() => {
+                tracing::info!(tables = ?added, "added the selected schemas' new tables to the publication (PostgreSQL before 15 has no TABLES IN SCHEMA)")
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not add the selected schemas' new tables to the publication; trying again at the next check")
+            }
+        }
         if self.config.source.snapshot == SnapshotMode::Never || self.state.progress.is_none() {
             return Ok(());
         }

