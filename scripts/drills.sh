@@ -7,7 +7,10 @@
 # - the fault drills (tests/fault_drills.rs) with outages of 60 s
 #   (TIDEMARK_FAULT_OUTAGE_SECS changes it);
 # - the broker failover drills on a three-node cluster (tests/broker_failover.rs), as in
-#   the suite.
+#   the suite;
+# - the PostgreSQL failover drill (tests/failover.rs) on PostgreSQL 17: a promoted standby
+#   with a synchronized slot, the load on for 120 s before the kill and after the promotion
+#   (TIDEMARK_FAILOVER_LOAD_SECS changes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEED_BROKER=1 source scripts/ensure-deps.sh
@@ -16,3 +19,6 @@ TIDEMARK_CRASH_KILLS="${TIDEMARK_CRASH_KILLS:-50}" \
 TIDEMARK_FAULT_OUTAGE_SECS="${TIDEMARK_FAULT_OUTAGE_SECS:-60}" \
   cargo nextest run --retries 0 --no-capture -E 'test(/^fault_drills::/)' "$@"
 cargo nextest run --retries 0 --no-capture -E 'test(/^broker_failover::/)' "$@"
+NEED_PG_MAJORS=17 source scripts/ensure-deps.sh
+TIDEMARK_TEST_PG_MAJOR=17 TIDEMARK_FAILOVER_LOAD_SECS="${TIDEMARK_FAILOVER_LOAD_SECS:-120}" \
+  cargo nextest run --retries 0 --no-capture -E 'test(/^failover::/)' "$@"

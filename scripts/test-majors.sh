@@ -10,8 +10,9 @@ majors=("$@")
 [ ${#majors[@]} -eq 0 ] && majors=(13 14 15 16 17)
 NEED_BROKER=1 NEED_PG_MAJORS="${majors[*]}" source scripts/ensure-deps.sh
 # The modules whose tests need a PostgreSQL source and nothing of the sink's warehouse (a
-# PostgreSQL warehouse needs MERGE, PostgreSQL 15 or later).
-SOURCE_SIDE='cluster_smoke|connection|pgoutput_capture|streaming|replica_identity|stream_types|resume|snapshot|setup_checks|idle_progress|slot_guardian'
+# PostgreSQL warehouse needs MERGE, PostgreSQL 15 or later); failover is the PostgreSQL
+# failover drill (a synced slot on 17+, the definite error before).
+SOURCE_SIDE='cluster_smoke|connection|pgoutput_capture|streaming|replica_identity|stream_types|resume|snapshot|setup_checks|idle_progress|slot_guardian|failover'
 # DDL capture (schema-change drills into DuckDB, Avro schema versions on Apache Kafka) needs
 # logical messages, which pgoutput sends from PostgreSQL 14.
 DDL_CAPTURE='drill|avro_schema_changes'

@@ -18,6 +18,7 @@ mod debezium_compat;
 mod deploy;
 mod docs;
 mod drill;
+mod failover;
 mod fault_drills;
 mod idle_progress;
 mod kafka_delivery;

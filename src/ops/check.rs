@@ -8,7 +8,9 @@
 //!   the slot guardian's findings: a warning when `max_slot_wal_keep_size` is unlimited (a
 //!   stalled slot grows WAL without bound) or `idle_replication_slot_timeout` is set (a
 //!   stopped connector's slot is invalidated), and the slot's own state (a problem when
-//!   invalidated, a warning within the margin of it).
+//!   invalidated, a warning within the margin of it); with `source.failover`, every standby
+//!   among the source URL's hosts: what slot synchronization needs there and whether it
+//!   holds a synced copy of the slot.
 //! - **kafka**: the brokers answer a metadata request within 10 s (with the connection
 //!   properties of `[kafka.properties]`: TLS, SASL).
 //! - **registry**: an external registry (`[registry] url`) answers a lookup of a subject
@@ -174,6 +176,9 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
         }
         Err(error) => report.problem("source", error.to_string()),
     }
+    if config.source.failover {
+        check_standbys(config, &settings, report).await;
+    }
     if let Err(error) = guard_slot(&client, config, report).await {
         report.problem(
             "source",
@@ -195,6 +200,89 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
             "source",
             format!("checking SELECT privileges: {}", describe(&error)),
         ),
+    }
+}
+
+/// The standby's side of a failover slot (`source.failover`): every other host of the
+/// source URL that is a standby (`pg_is_in_recovery()`) is asked for what slot
+/// synchronization needs there (`sync_replication_slots`, `hot_standby_feedback`,
+/// `primary_slot_name`, a `dbname` in `primary_conninfo`) and whether it holds a synced copy
+/// of the slot yet.
+async fn check_standbys(
+    config: &Config,
+    settings: &crate::pg::ConnectionSettings,
+    report: &mut CheckReport,
+) {
+    for mut host in settings.candidates() {
+        host.read_write = false;
+        let name = format!("{}:{}", host.host, host.port);
+        let Ok(client) = connect_sql(&host).await else {
+            continue;
+        };
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('server_version_num')::int >= 170000, \
+                 coalesce(current_setting('sync_replication_slots', true), 'off'), \
+                 current_setting('hot_standby_feedback'), current_setting('primary_slot_name'), \
+                 current_setting('primary_conninfo') ~ 'dbname='",
+                &[],
+            )
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(error) => {
+                report.problem("source", format!("standby {name}: {}", describe(&error)));
+                continue;
+            }
+        };
+        let (standby, v17): (bool, bool) = (row.get(0), row.get(1));
+        if !standby || !v17 {
+            continue;
+        }
+        let mut missing = Vec::new();
+        if row.get::<_, String>(2) != "on" {
+            missing.push("sync_replication_slots = on");
+        }
+        if row.get::<_, String>(3) != "on" {
+            missing.push("hot_standby_feedback = on");
+        }
+        if row.get::<_, String>(4).is_empty() {
+            missing.push("primary_slot_name = '<its physical slot on the primary>'");
+        }
+        if !row.get::<_, bool>(5) {
+            missing.push("a dbname in primary_conninfo");
+        }
+        if !missing.is_empty() {
+            report.problem(
+                "source",
+                format!(
+                    "standby {name} does not synchronize slots, so a failover to it loses slot {}; set there: {} (ALTER SYSTEM SET …; SELECT pg_reload_conf();)",
+                    config.source.slot,
+                    missing.join(", ")
+                ),
+            );
+            continue;
+        }
+        let synced = client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND synced AND NOT temporary",
+                &[&config.source.slot],
+            )
+            .await;
+        match synced {
+            Ok(Some(_)) => report.ok(
+                "source",
+                format!("standby {name} holds a synchronized copy of slot {}", config.source.slot),
+            ),
+            Ok(None) => report.warning(
+                "source",
+                format!(
+                    "standby {name} synchronizes slots but holds no copy of slot {} yet: it appears once the slot exists (the first `tidemark run`) and the standby's slot sync worker has run; until then a failover loses it",
+                    config.source.slot
+                ),
+            ),
+            Err(error) => report.problem("source", format!("standby {name}: {}", describe(&error))),
+        }
     }
 }
 

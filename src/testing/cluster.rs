@@ -142,6 +142,146 @@ impl PgCluster {
             .map_err(|e| ClusterError::Setup(format!("postgres did not start again: {e}")))
     }
 
+    /// A streaming standby of this cluster, for failover drills: a physical slot
+    /// `physical_slot` is created here, a copy of the data directory is taken with the
+    /// low-level backup API (`pg_backup_start`/`pg_backup_stop`; Debian's `pg_basebackup` is
+    /// 15's and refuses newer servers), and started with `standby.signal`,
+    /// `primary_conninfo` (naming a database, which slot synchronization needs),
+    /// `primary_slot_name`, `hot_standby_feedback = on` and the extra `settings` (e.g.
+    /// `sync_replication_slots = on`). The copy leaves out the slots: a standby has only
+    /// those it synchronizes.
+    pub async fn start_standby(
+        &'static self,
+        physical_slot: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<&'static PgCluster, ClusterError> {
+        if self.container {
+            return Err(Self::needs_local("a standby of its own"));
+        }
+        let sql = |what: &'static str| {
+            move |e: tokio_postgres::Error| ClusterError::Sql(format!("{what}: {e}"))
+        };
+        let admin = self.admin().await?;
+        admin
+            .execute(
+                "SELECT pg_create_physical_replication_slot($1, true)",
+                &[&physical_slot],
+            )
+            .await
+            .map_err(sql("creating the standby's physical slot"))?;
+        let version: i32 = admin
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(sql("reading the server version"))?
+            .get(0);
+        let (start, stop) = if version >= 150000 {
+            (
+                "SELECT pg_backup_start('tidemark-standby', true)::text",
+                "SELECT labelfile FROM pg_backup_stop(true)",
+            )
+        } else {
+            (
+                "SELECT pg_start_backup('tidemark-standby', true, false)::text",
+                "SELECT labelfile FROM pg_stop_backup(false, true)",
+            )
+        };
+        admin
+            .query_one(start, &[])
+            .await
+            .map_err(sql("starting the backup"))?;
+        let dir = new_cluster_dir(self.owner)?;
+        let data = dir.join("data");
+        let mut copy = Command::new("cp");
+        copy.arg("-a").arg(self.data_dir()).arg(&data);
+        as_owner(&mut copy, self.owner);
+        let out = copy
+            .output()
+            .map_err(|e| ClusterError::Setup(format!("running cp: {e}")))?;
+        // Files the running server removes while cp walks the directory are no loss (the
+        // backup's WAL covers them); anything else is.
+        let errors = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success()
+            && errors
+                .lines()
+                .any(|line| !line.contains("No such file or directory"))
+        {
+            return Err(ClusterError::Setup(format!(
+                "copying the data directory: {errors}"
+            )));
+        }
+        let label: String = admin
+            .query_one(stop, &[])
+            .await
+            .map_err(sql("stopping the backup"))?
+            .get(0);
+        // What a base backup leaves out: the server's pid files, WAL (streamed from the
+        // slot instead) and the primary's replication slots.
+        for name in ["postmaster.pid", "postmaster.opts"] {
+            let _ = std::fs::remove_file(data.join(name));
+        }
+        for sub in ["pg_wal", "pg_replslot"] {
+            if let Ok(entries) = std::fs::read_dir(data.join(sub)) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.is_dir() && sub == "pg_wal" {
+                        continue; // archive_status
+                    }
+                    let _ = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+        }
+        let port = free_port()?;
+        let standby = PgCluster {
+            port,
+            dir,
+            bin: self.bin.clone(),
+            owner: self.owner,
+            container: false,
+            settings: settings
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        standby.install_file("data/backup_label", label.as_bytes(), 0o600)?;
+        standby.install_file("data/standby.signal", b"", 0o600)?;
+        let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+        let conf = format!(
+            "{auto}\nprimary_conninfo = 'host=127.0.0.1 port={} user=postgres dbname=postgres application_name=standby'\n\
+             primary_slot_name = '{physical_slot}'\nhot_standby_feedback = on\n",
+            self.port
+        );
+        standby.install_file("data/postgresql.auto.conf", conf.as_bytes(), 0o600)?;
+        let mut all: Vec<(&str, &str)> = self
+            .settings
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        all.extend_from_slice(settings);
+        launch(&standby.bin, &standby.dir, port, standby.owner, &all)
+            .map_err(|e| ClusterError::Setup(format!("the standby did not start: {e}")))?;
+        Ok(Box::leak(Box::new(standby)))
+    }
+
+    /// Kills the server's postmaster with SIGKILL (a crash of the machine, as far as its
+    /// clients can tell); its children exit when they notice. Not restartable afterwards
+    /// without crash recovery ([`Self::restart`] starts it again).
+    pub fn kill(&self) -> Result<(), ClusterError> {
+        let pid_file = self.data_dir().join("postmaster.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .ok_or_else(|| ClusterError::Setup(format!("no pid in {}", pid_file.display())))?;
+        // SAFETY: signalling the server this test started.
+        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+            return Err(ClusterError::Setup(format!("kill -9 {pid} failed")));
+        }
+        Ok(())
+    }
+
     /// A `postgres://` URL for `user` and `dbname` over TCP.
     pub fn url(&self, user: &str, dbname: &str) -> String {
         format!(
@@ -388,9 +528,9 @@ fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) {
     }
 }
 
-fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
-    let bin = find_binaries()?;
-    let owner = postgres_owner()?;
+/// A new directory for a cluster under [`ROOT`], owned by the server's user, with the
+/// owning process's pid (stale directories of dead processes are removed first).
+fn new_cluster_dir(owner: Option<(u32, u32)>) -> Result<PathBuf, ClusterError> {
     let _ = std::fs::create_dir_all(ROOT);
     let _ = std::fs::set_permissions(ROOT, std::fs::Permissions::from_mode(0o1777));
     remove_stale_clusters();
@@ -409,6 +549,13 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .map_err(|e| ClusterError::Setup(format!("chown {}: {e}", dir.display())))?;
     }
+    Ok(dir)
+}
+
+fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
+    let bin = find_binaries()?;
+    let owner = postgres_owner()?;
+    let dir = new_cluster_dir(owner)?;
     let data = dir.join("data");
     let mut initdb = Command::new(bin.join("initdb"));
     initdb
@@ -442,7 +589,8 @@ fn start(settings: &[(&str, &str)]) -> Result<PgCluster, ClusterError> {
                host all tm_scram 127.0.0.1/32 scram-sha-256\n\
                host all tm_password 127.0.0.1/32 password\n\
                host all all 127.0.0.1/32 trust\n\
-               host all all ::1/128 trust\n";
+               host all all ::1/128 trust\n\
+               host replication all 127.0.0.1/32 trust\n";
     std::fs::write(data.join("pg_hba.conf"), hba)
         .map_err(|e| ClusterError::Setup(format!("writing pg_hba.conf: {e}")))?;
 
@@ -533,7 +681,7 @@ fn launch(
             if text
                 .lines()
                 .nth(7)
-                .is_some_and(|status| status.trim() == "ready")
+                .is_some_and(|status| matches!(status.trim(), "ready" | "standby"))
             {
                 return Ok(());
             }

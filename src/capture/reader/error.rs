@@ -43,7 +43,7 @@ pub enum ReaderError {
     Setup(#[from] SetupError),
     /// The slot disappeared while the connector was running.
     #[error(
-        "replication slot {slot} disappeared while the connector was running (dropped by hand or invalidated); changes after {confirmed} can no longer be read from it; restart with source.snapshot = \"when_needed\" to snapshot again into a new slot"
+        "replication slot {slot} disappeared while the connector was running (dropped by hand, invalidated, or lost in a failover to a server that has no copy of it: on PostgreSQL 17 and later set source.failover = true and synchronize slots to the standby); changes after {confirmed} can no longer be read from it; restart with source.snapshot = \"when_needed\" to snapshot again into a new slot"
     )]
     SlotLost {
         /// Slot.
