@@ -742,6 +742,97 @@ async fn a_schema_pattern_takes_the_schemas_tables_and_those_created_later() {
     drop(db);
 }
 
+/// Generated columns as the server publishes them, the snapshot reading the same: none
+/// before PostgreSQL 18; from 18 the stored ones (tidemark's publication says
+/// `publish_generated_columns = stored`) and never the virtual ones, which `check` warns
+/// about; a table under REPLICA IDENTITY FULL with a virtual column (whose updates
+/// PostgreSQL 18 refuses) is refused by `setup` with the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_columns_arrive_as_the_server_publishes_them() {
+    let (db, client) = database("snap_generated").await;
+    let version = server_version(&client).await;
+    let virtual_column = if version >= 180000 {
+        ", v bigint GENERATED ALWAYS AS (a + 1) VIRTUAL"
+    } else {
+        ""
+    };
+    exec(
+        &client,
+        &format!(
+            "CREATE TABLE gen (id bigint PRIMARY KEY, a bigint NOT NULL, \
+             s bigint GENERATED ALWAYS AS (a * 2) STORED{virtual_column}); \
+             INSERT INTO gen (id, a) SELECT g, g FROM generate_series(1, 50) g;"
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    if version >= 180000 {
+        exec(
+            &client,
+            "CREATE TABLE gen_full (id bigint, a bigint, v bigint GENERATED ALWAYS AS (a + 1) VIRTUAL); \
+             ALTER TABLE gen_full REPLICA IDENTITY FULL;",
+        )
+        .await;
+        let full = snapshot_config(&db, "genfull", dir.path(), "tables = [\"public.gen_full\"]");
+        let problems = tidemark::source::setup::check(&client, &full)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("virtual generated column(s) v")
+                    && p.contains("REPLICA IDENTITY DEFAULT")),
+            "{problems:?}"
+        );
+    }
+    let config = snapshot_config(&db, "generated", dir.path(), "tables = [\"public.gen\"]");
+    if version >= 180000 {
+        let rendered = tidemark::ops::check::check(&config).await.render();
+        assert!(
+            rendered
+                .lines()
+                .any(|l| l.starts_with("warn") && l.contains("virtual generated column(s) v")),
+            "{rendered}"
+        );
+    }
+    let reader = start(&config);
+    reader.wait_for_last_snapshot_row().await;
+    exec(
+        &client,
+        "INSERT INTO gen (id, a) VALUES (100, 7); UPDATE gen SET a = 21 WHERE id = 3",
+    )
+    .await;
+    wait_until("the streamed changes", Duration::from_secs(30), || async {
+        reader.events.lock().iter().any(|e| e.op == Op::Update)
+    })
+    .await;
+    let handle = reader.events.clone();
+    reader.stop().await;
+    let events = handle.snapshot();
+    assert!(events.iter().any(|e| e.op == Op::Read) && events.iter().any(|e| e.op == Op::Create));
+    for event in events
+        .iter()
+        .filter(|e| e.table.as_ref().is_some_and(|t| t.name == "gen"))
+    {
+        let table = event.table.as_ref().expect("table");
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let expected: &[&str] = if version >= 180000 {
+            &["id", "a", "s"]
+        } else {
+            &["id", "a"]
+        };
+        assert_eq!(names, expected, "{:?} on PostgreSQL {version}", event.op);
+        if version >= 180000 {
+            let row = event.after.as_ref().expect("after");
+            match (&row[1], &row[2]) {
+                (Value::Int64(a), Value::Int64(s)) => assert_eq!(*s, a * 2, "{:?}", event.op),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    drop(db);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_initial_only_when_needed_and_a_lost_slot() {
     let (db, client) = database("snap_modes").await;

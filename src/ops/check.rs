@@ -179,6 +179,21 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
     if config.source.failover {
         check_standbys(config, &settings, report).await;
     }
+    // PostgreSQL 18's virtual generated columns are never published.
+    match crate::source::setup::generated_columns(&client, config, 'v').await {
+        Ok(tables) => {
+            for (table, columns) in tables {
+                report.warning(
+                    "source",
+                    format!(
+                        "table {table} has virtual generated column(s) {}, which PostgreSQL never publishes: the events and the warehouse will not have them; make them STORED to capture them",
+                        columns.join(", ")
+                    ),
+                );
+            }
+        }
+        Err(error) => report.problem("source", error.to_string()),
+    }
     if let Err(error) = guard_slot(&client, config, report).await {
         report.problem(
             "source",

@@ -133,7 +133,14 @@ pub(crate) async fn read_exported<O: EventOutput>(
 ) -> Result<(SnapshotOutcome, SnapshotProgress), SnapshotError> {
     let planner = import(config, snapshot).await?;
     let tables = snapshot_tables(&planner, config).await?;
-    let plans = plan_tables(&planner, &tables, config.source.snapshot_chunk_pages, None).await?;
+    let plans = plan_tables(
+        &planner,
+        &config.source.publication,
+        &tables,
+        config.source.snapshot_chunk_pages,
+        None,
+    )
+    .await?;
     // The snapshot's transaction id for its rows' `source.txId`, as Debezium writes its
     // snapshot transaction's (the 32-bit xid, like streamed changes carry). A standby
     // assigns no transaction ids: none there, as Debezium's `null`.

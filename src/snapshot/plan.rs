@@ -123,6 +123,7 @@ pub(crate) struct TablePlan {
 /// Describes each table and splits it into chunks (with an optional extra condition).
 pub(crate) async fn plan_tables(
     client: &Client,
+    publication: &str,
     tables: &[PublishedTable],
     chunk_pages: u64,
     condition: Option<&str>,
@@ -131,7 +132,7 @@ pub(crate) async fn plan_tables(
     let mut plans = Vec::with_capacity(tables.len());
     for published in tables {
         let (schema, name) = (&published.schema, &published.name);
-        let table = describe_table(client, &mut resolver, schema, name).await?;
+        let table = describe_table(client, &mut resolver, schema, name, publication).await?;
         let chunks = chunks_of(schema, name, table.pages, chunk_pages, condition);
         plans.push(TablePlan { table, chunks });
     }
@@ -146,12 +147,18 @@ pub(crate) fn all_chunks(plans: &[TablePlan]) -> Vec<ChunkSpec> {
         .collect()
 }
 
-/// Describes `schema.table` as a Relation message would, and measures it.
+/// Describes `schema.table` as a Relation message of `publication` would, and measures it.
+///
+/// Generated columns: PostgreSQL before 18 publishes none; 18 publishes the stored ones
+/// when the publication says `publish_generated_columns = stored` (tidemark creates its
+/// publication so), and never the virtual ones. The snapshot reads the same columns as the
+/// stream carries, so a row reads the same either way.
 pub(crate) async fn describe_table(
     client: &Client,
     resolver: &mut RelationResolver,
     schema: &str,
     table: &str,
+    publication: &str,
 ) -> Result<PlannedTable, SnapshotError> {
     let relation = client
         .query_opt(
@@ -183,17 +190,29 @@ pub(crate) async fn describe_table(
         _ => ReplicaIdentity::Default,
     };
     // The identity index: the primary key under DEFAULT, the chosen index under USING INDEX.
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(SnapshotError::sql("reading the server version"))?
+        .get(0);
+    // `pubgencols` exists from PostgreSQL 18 on.
+    let generated = if version >= 180000 {
+        "(a.attgenerated = '' OR (a.attgenerated = 's' AND EXISTS \
+           (SELECT 1 FROM pg_publication p WHERE p.pubname = $3 AND p.pubgencols = 's')))"
+    } else {
+        "(a.attgenerated = '' AND $3::text IS NOT NULL)"
+    };
+    let sql = format!(
+        "SELECT a.attname::text, a.atttypid, a.atttypmod, \
+           coalesce(a.attnum = ANY(i.indkey), false) \
+         FROM pg_attribute a \
+         LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND \
+           CASE $2 WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END \
+         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND {generated} \
+         ORDER BY a.attnum"
+    );
     let columns = client
-        .query(
-            "SELECT a.attname::text, a.atttypid, a.atttypmod, \
-               coalesce(a.attnum = ANY(i.indkey), false) \
-             FROM pg_attribute a \
-             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND \
-               CASE $2 WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-             ORDER BY a.attnum",
-            &[&oid, &identity],
-        )
+        .query(sql.as_str(), &[&oid, &identity, &publication])
         .await
         .map_err(SnapshotError::sql(format!(
             "reading the columns of {schema}.{table}"

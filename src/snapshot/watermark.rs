@@ -83,6 +83,7 @@ pub(crate) struct ChunkRead {
 pub(crate) async fn read_chunk(
     client: &Client,
     chunk: &ChunkSpec,
+    publication: &str,
 ) -> Result<ChunkRead, SnapshotError> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -107,7 +108,14 @@ pub(crate) async fn read_chunk(
             SnapshotError::Watermark(format!("pg_current_wal_insert_lsn() returned {lsn:?}"))
         })?;
         let mut resolver = RelationResolver::default();
-        let table = describe_table(client, &mut resolver, &chunk.schema, &chunk.table).await?;
+        let table = describe_table(
+            client,
+            &mut resolver,
+            &chunk.schema,
+            &chunk.table,
+            publication,
+        )
+        .await?;
         let events = ChunkReader::open(client, table.schema, chunk)
             .await?
             .read_all()

@@ -191,10 +191,22 @@ impl fmt::Display for SetupReport {
 /// The `CREATE PUBLICATION` statement for the configured tables. `schema_tables`, when
 /// given, replaces the `schema.*` selectors by the tables they hold now (servers before
 /// PostgreSQL 15, which have no `TABLES IN SCHEMA`).
-pub(crate) fn create_publication_sql(config: &Config, schema_tables: Option<&[String]>) -> String {
+///
+/// On PostgreSQL 18 and later (`version`) the publication also publishes stored generated
+/// columns (`publish_generated_columns = stored`), so they reach the warehouse as the
+/// snapshot reads them.
+pub(crate) fn create_publication_sql(
+    config: &Config,
+    schema_tables: Option<&[String]>,
+    version: Option<i32>,
+) -> String {
     let selectors = config.table_selectors();
     let name = quote_ident(&config.source.publication);
-    let options = "WITH (publish_via_partition_root = true)";
+    let options = if version.is_some_and(|v| v >= 180000) {
+        "WITH (publish_via_partition_root = true, publish_generated_columns = stored)"
+    } else {
+        "WITH (publish_via_partition_root = true)"
+    };
     if selectors.is_empty() || selectors.contains(&TableSelector::All) {
         return format!("CREATE PUBLICATION {name} FOR ALL TABLES {options}");
     }
@@ -367,7 +379,10 @@ pub fn print_sql(config: &Config) -> String {
         "-- 3. Tables without a primary key need: ALTER TABLE <table> REPLICA IDENTITY FULL;\n",
     );
     out.push_str("-- 4. The publication (FOR ALL TABLES and TABLES IN SCHEMA need a superuser):\n");
-    out.push_str(&create_publication_sql(config, None));
+    out.push_str(&create_publication_sql(config, None, None));
+    out.push_str(
+        ";\n--    On PostgreSQL 18 and later add publish_generated_columns = stored to WITH (…), so\n--    stored generated columns are published (tidemark does when it creates it)",
+    );
     if !selected_schemas(config).is_empty() {
         out.push_str(
             ";\n--    Before PostgreSQL 15 (no TABLES IN SCHEMA) list the schema's tables instead\n--    (FOR TABLE a, b, …); `tidemark run` adds tables created later itself",
@@ -518,6 +533,24 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
             }
         }
     }
+    if version >= 180000 {
+        for (table, columns) in generated_columns(client, config, 'v').await? {
+            let full: bool = client
+                .query_one(
+                    "SELECT relreplident = 'f' FROM pg_class WHERE oid = $1::text::regclass",
+                    &[&table],
+                )
+                .await
+                .map_err(sql_error("reading a table's replica identity"))?
+                .get(0);
+            if full {
+                problems.push(format!(
+                    "table {table} is REPLICA IDENTITY FULL and has virtual generated column(s) {}, which are never published: PostgreSQL {version} then refuses every UPDATE and DELETE of it; give it a primary key and run ALTER TABLE {table} REPLICA IDENTITY DEFAULT, or make the column(s) STORED",
+                    columns.join(", ")
+                ));
+            }
+        }
+    }
     for (table, identity, has_pk) in candidate_tables(client, config).await? {
         let identifies = match identity {
             'f' | 'i' => true,
@@ -580,6 +613,33 @@ async fn failover_problems(
         Some(_) => {}
     }
     Ok(problems)
+}
+
+/// The selected tables (that exist now) with generated columns of `kind` (`'s'` stored,
+/// `'v'` virtual, PostgreSQL 18): (qualified table, column names).
+pub(crate) async fn generated_columns(
+    client: &Client,
+    config: &Config,
+    kind: char,
+) -> Result<Vec<(String, Vec<String>)>, SetupError> {
+    let mut found = Vec::new();
+    for (table, _, _) in candidate_tables(client, config).await? {
+        let columns: Vec<String> = client
+            .query(
+                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass \
+                 AND attnum > 0 AND NOT attisdropped AND attgenerated::text = $2 ORDER BY attnum",
+                &[&table, &kind.to_string()],
+            )
+            .await
+            .map_err(sql_error("reading generated columns"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !columns.is_empty() {
+            found.push((table, columns));
+        }
+    }
+    Ok(found)
 }
 
 /// Tables the configuration selects that exist now: (qualified name, relreplident, has PK).
@@ -654,12 +714,13 @@ pub(crate) async fn ensure_publication_and_slot(
     let mut report = SetupReport::default();
     if !publication_exists(client, &config.source.publication).await? {
         let schemas = selected_schemas(config);
-        let listed = if !schemas.is_empty() && server_version(client).await? < 150000 {
+        let version = server_version(client).await?;
+        let listed = if !schemas.is_empty() && version < 150000 {
             Some(unpublished_schema_tables(client, &schemas, None).await?)
         } else {
             None
         };
-        let sql = create_publication_sql(config, listed.as_deref());
+        let sql = create_publication_sql(config, listed.as_deref(), Some(version));
         client.batch_execute(&sql).await.map_err(|e| {
             SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))])
         })?;

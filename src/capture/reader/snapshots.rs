@@ -175,7 +175,14 @@ async fn resume_or_baseline<O: EventOutput>(
     match state.progress.as_mut() {
         Some(progress) if progress.phase == Phase::Starting => {
             let tables = snapshot_tables(sql, config).await?;
-            let plans = plan_tables(sql, &tables, config.source.snapshot_chunk_pages, None).await?;
+            let plans = plan_tables(
+                sql,
+                &config.source.publication,
+                &tables,
+                config.source.snapshot_chunk_pages,
+                None,
+            )
+            .await?;
             progress.pending = all_chunks(&plans);
             progress.tables = tables.iter().map(PublishedTable::qualified).collect();
             progress.phase = Phase::Running;
@@ -243,10 +250,11 @@ impl<O: EventOutput> Session<'_, O> {
                 break;
             };
             let settings = self.settings.clone();
+            let publication = self.config.source.publication.clone();
             self.state.chunk_workers.spawn(async move {
                 let result = async {
                     let client = connect_sql(&settings).await?;
-                    read_chunk(&client, &chunk).await
+                    read_chunk(&client, &chunk, &publication).await
                 }
                 .await;
                 (id, result)
@@ -369,6 +377,7 @@ impl<O: EventOutput> Session<'_, O> {
     ) -> Result<(), ReaderError> {
         let plans = plan_tables(
             &self.sql,
+            &self.config.source.publication,
             tables,
             self.config.source.snapshot_chunk_pages,
             condition,
