@@ -18,9 +18,18 @@ SOURCE_SIDE='cluster_smoke|connection|pgoutput_capture|streaming|replica_identit
 DDL_CAPTURE='drill|avro_schema_changes'
 # Tests among them that write into a PostgreSQL warehouse in the same cluster (MERGE: 15+).
 PG_WAREHOUSE='drill::with_the_defaults_the_rename_is_skipped'
+# CI passes TIDEMARK_MAJORS_DEADLINE (seconds since the epoch): a major that could not
+# finish before it (about 4 minutes each) is not started, and the run says so loudly, so a
+# cold CI run (the first build takes most of an hour) ends within CI's limit.
 failed=()
+not_run=()
 for major in "${majors[@]}"; do
   started=$(date +%s)
+  if [ -n "${TIDEMARK_MAJORS_DEADLINE:-}" ] && [ $(( started + 240 )) -gt "$TIDEMARK_MAJORS_DEADLINE" ]; then
+    echo "== PostgreSQL $major: NOT RUN: CI's time budget is spent (a cold build?); run scripts/test-majors.sh $major"
+    not_run+=("$major")
+    continue
+  fi
   echo "== PostgreSQL $major: the source-side suites"
   modules="$SOURCE_SIDE"
   [ "$major" -ge 14 ] && modules="$modules|$DDL_CAPTURE"
@@ -34,6 +43,9 @@ for major in "${majors[@]}"; do
     failed+=("$major")
   fi
 done
+if [ ${#not_run[@]} -gt 0 ]; then
+  echo "WARNING: the source-side suites were NOT RUN on PostgreSQL ${not_run[*]} (time budget)" >&2
+fi
 if [ ${#failed[@]} -gt 0 ]; then
   echo "the source-side suites failed on PostgreSQL ${failed[*]}" >&2
   exit 1

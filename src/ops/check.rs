@@ -231,8 +231,17 @@ async fn check_standbys(
     for mut host in settings.candidates() {
         host.read_write = false;
         let name = format!("{}:{}", host.host, host.port);
-        let Ok(client) = connect_sql(&host).await else {
-            continue;
+        let client = match connect_sql(&host).await {
+            Ok(client) => client,
+            Err(error) => {
+                report.warning(
+                    "source",
+                    format!(
+                        "host {name} of the source URL does not answer ({error}), so its part in a failover (slot synchronization) cannot be checked"
+                    ),
+                );
+                continue;
+            }
         };
         let row = client
             .query_one(
