@@ -171,5 +171,15 @@ async fn a_slot_held_back_under_load_is_warned_about_before_it_is_lost() {
     }
     let _ = shutdown.send(true);
     let _ = reader.await;
+    // With tidemark stopped, PostgreSQL 17 and later say since when the slot idles.
+    let status = tidemark::ops::status::status(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let health = status.slot.map(|s| s.health).unwrap_or_default();
+    assert_eq!(
+        health.inactive_since.is_some(),
+        cluster.major().is_some_and(|m| m >= 17),
+        "{health:?}"
+    );
     metrics.stop().await;
 }

@@ -217,9 +217,7 @@ async fn initial_snapshot_joins_the_stream_under_a_write_load() {
     assert!(statements > 50, "the load ran ({statements} statements)");
     caught_up(&client, &config.source.slot).await;
     reader.check_alive();
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = reader.stop_and_collect().await;
 
     // Every snapshot row comes before every streamed change, and exactly one is the last.
     let first_streamed = events
@@ -354,9 +352,7 @@ async fn snapshot_and_stream_of_the_same_value_are_identical() {
         reader.events.lock().iter().any(|e| e.op == Op::Create)
     })
     .await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = reader.stop_and_collect().await;
     let read = events.iter().find(|e| e.op == Op::Read).expect("read");
     let insert = events.iter().find(|e| e.op == Op::Create).expect("insert");
     assert_eq!(read.after, insert.after, "same values");
@@ -558,9 +554,7 @@ async fn a_signal_re_reads_a_table_while_writes_continue() {
     stop.store(true, Ordering::Relaxed);
     load.await.expect("load");
     caught_up(&client, &config.source.slot).await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = reader.stop_and_collect().await;
     let rereads: Vec<&ChangeEvent> = events[before..]
         .iter()
         .filter(|e| e.op == Op::Read)
@@ -626,9 +620,7 @@ async fn a_table_added_to_the_publication_is_snapshotted() {
     })
     .await;
     caught_up(&client, &config.source.slot).await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = reader.stop_and_collect().await;
     assert_eq!(
         replay(&events, "second"),
         source_state(&client, "second").await
@@ -717,9 +709,7 @@ async fn a_schema_pattern_takes_the_schemas_tables_and_those_created_later() {
     )
     .await;
     caught_up(&client, &config.source.slot).await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = reader.stop_and_collect().await;
     assert_eq!(
         replay(&events, "later"),
         source_state(&client, "app.later").await
@@ -806,9 +796,7 @@ async fn generated_columns_arrive_as_the_server_publishes_them() {
         reader.events.lock().iter().any(|e| e.op == Op::Update)
     })
     .await;
-    let handle = reader.events.clone();
-    reader.stop().await;
-    let events = handle.snapshot();
+    let events = reader.stop_and_collect().await;
     assert!(events.iter().any(|e| e.op == Op::Read) && events.iter().any(|e| e.op == Op::Create));
     for event in events
         .iter()

@@ -483,7 +483,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
     async fn sample_slot(&mut self) {
         let version = match self.server_version {
             Some(version) => version,
-            None => match slot_health::server_version(&self.sql).await {
+            None => match crate::pg::server_version(&self.sql).await {
                 Ok(version) => *self.server_version.insert(version),
                 Err(error) => {
                     tracing::debug!(%error, "cannot read the server version");

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::config::{Config, RecordFormat};
 use crate::pg::{connect_sql, describe};
-use crate::source::slot_health;
+use crate::source::{setup, slot_health};
 
 /// One finding.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -161,7 +161,7 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
             );
         }
     };
-    match crate::source::setup::check(&client, config).await {
+    match setup::check(&client, config).await {
         Ok(problems) if problems.is_empty() => report.ok(
             "source",
             format!(
@@ -180,7 +180,15 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
         check_standbys(config, &settings, report).await;
     }
     // PostgreSQL 18's virtual generated columns are never published.
-    match crate::source::setup::generated_columns(&client, config, 'v').await {
+    let virtual_columns = async {
+        let tables: Vec<String> = setup::candidate_tables(&client, config)
+            .await?
+            .into_iter()
+            .map(|(table, _, _)| table)
+            .collect();
+        setup::generated_columns(&client, &tables, 'v').await
+    };
+    match virtual_columns.await {
         Ok(tables) => {
             for (table, columns) in tables {
                 report.warning(
@@ -318,23 +326,15 @@ async fn guard_slot(
     config: &Config,
     report: &mut CheckReport,
 ) -> Result<(), tokio_postgres::Error> {
-    let version = slot_health::server_version(client).await?;
-    let settings = client
-        .query_one(
-            "SELECT current_setting('max_slot_wal_keep_size'), \
-             current_setting('idle_replication_slot_timeout', true)",
-            &[],
-        )
-        .await?;
-    let keep: String = settings.get(0);
-    if keep.trim() == "-1" {
+    let version = crate::pg::server_version(client).await?;
+    let limits = slot_health::limits(client).await?;
+    if limits.max_wal_keep_bytes.is_none() {
         report.warning(
             "source",
             "max_slot_wal_keep_size = -1: a slot that falls behind (tidemark stopped or stuck) keeps WAL without bound until the disk fills; set a limit (ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();) and tidemark warns before its slot comes near it (source.slot_safe_wal_margin_mb)",
         );
     }
-    let idle: Option<String> = settings.get(1);
-    if let Some(idle) = idle.filter(|v| !matches!(v.trim(), "0" | "" | "0s" | "0min")) {
+    if let Some(idle) = limits.idle_timeout {
         report.warning(
             "source",
             format!(

@@ -140,7 +140,7 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
         )
         .await
         .map_err(sql("reading server settings"))?;
-    let version = slot_health::server_version(&client)
+    let version = crate::pg::server_version(&client)
         .await
         .map_err(sql("reading the server version"))?;
     let health = slot_health::read(&client, &config.source.slot, version)

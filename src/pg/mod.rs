@@ -201,6 +201,14 @@ fn is_transient_sqlstate(code: &str) -> bool {
         )
 }
 
+/// The server's `server_version_num` (e.g. 130023), which decides what a major offers.
+pub async fn server_version(client: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0))
+}
+
 /// Opens an ordinary SQL connection (catalog queries, setup, status, snapshot), with TLS as
 /// `settings.sslmode` says, and drives it on a background task.
 pub async fn connect_sql(

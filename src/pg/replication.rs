@@ -34,6 +34,10 @@ use tokio::net::{TcpStream, UnixStream};
 use super::settings::{ConnectionSettings, SslMode};
 use super::{ConnectionError, SESSION_SETTINGS, ServerError, tls};
 use crate::domain::lsn::Lsn;
+
+/// How PostgreSQL 18's pgoutput begins the warning for a publication missing at a change's
+/// place in the WAL (earlier majors fail instead): the stream ends there.
+pub(crate) const SKIPPED_PUBLICATION: &str = "skipped loading publication";
 use crate::domain::lsn::PG_EPOCH_OFFSET_MICROS;
 
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -382,7 +386,7 @@ impl ReplicationConnection {
                     // without it, so every change of its tables is skipped from there on.
                     // Reading on would confirm past them: the warning ends the stream as the
                     // error of earlier majors does.
-                    if notice.message.starts_with("skipped loading publication") {
+                    if notice.message.starts_with(SKIPPED_PUBLICATION) {
                         return Err(ConnectionError::Server(Box::new(notice)));
                     }
                     tracing::warn!(notice = %notice, "the server sent a notice on the replication connection");

@@ -190,29 +190,23 @@ pub(crate) async fn describe_table(
         _ => ReplicaIdentity::Default,
     };
     // The identity index: the primary key under DEFAULT, the chosen index under USING INDEX.
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(SnapshotError::sql("reading the server version"))?
-        .get(0);
-    // `pubgencols` exists from PostgreSQL 18 on.
-    let generated = if version >= 180000 {
-        "(a.attgenerated = '' OR (a.attgenerated = 's' AND EXISTS \
-           (SELECT 1 FROM pg_publication p WHERE p.pubname = $3 AND p.pubgencols = 's')))"
-    } else {
-        "(a.attgenerated = '' AND $3::text IS NOT NULL)"
-    };
-    let sql = format!(
-        "SELECT a.attname::text, a.atttypid, a.atttypmod, \
-           coalesce(a.attnum = ANY(i.indkey), false) \
-         FROM pg_attribute a \
-         LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND \
-           CASE $2 WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END \
-         WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND {generated} \
-         ORDER BY a.attnum"
-    );
+    // Stored generated columns when the publication publishes them: `pubgencols` exists
+    // from PostgreSQL 18 on, read through to_jsonb so one statement serves every major
+    // (absent, it is null).
     let columns = client
-        .query(sql.as_str(), &[&oid, &identity, &publication])
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, \
+               coalesce(a.attnum = ANY(i.indkey), false) \
+             FROM pg_attribute a \
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND \
+               CASE $2 WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+             AND (a.attgenerated = '' OR (a.attgenerated = 's' AND EXISTS \
+               (SELECT 1 FROM pg_publication p WHERE p.pubname = $3 \
+                AND to_jsonb(p) ->> 'pubgencols' = 's'))) \
+             ORDER BY a.attnum",
+            &[&oid, &identity, &publication],
+        )
         .await
         .map_err(SnapshotError::sql(format!(
             "reading the columns of {schema}.{table}"

@@ -160,11 +160,9 @@ pub async fn request_snapshot(
             Ok("a row in the signal table")
         }
         None => {
-            let version: i32 = client
-                .query_one("SELECT current_setting('server_version_num')::int", &[])
+            let version = crate::pg::server_version(&client)
                 .await
-                .map_err(SnapshotError::sql("reading the server version"))?
-                .get(0);
+                .map_err(SnapshotError::sql("reading the server version"))?;
             if version < 140000 {
                 return Err(SnapshotError::SignalNeedsTable { version });
             }

@@ -220,12 +220,9 @@ pub(crate) fn create_publication_sql(
             _ => None,
         })
         .collect();
-    let schemas: Vec<String> = selectors
+    let schemas: Vec<String> = selected_schemas(config)
         .iter()
-        .filter_map(|s| match s {
-            TableSelector::Schema(schema) => Some(quote_ident(schema)),
-            _ => None,
-        })
+        .map(|schema| quote_ident(schema))
         .collect();
     if let Some(listed) = schema_tables {
         tables.extend(
@@ -267,11 +264,9 @@ fn selected_schemas(config: &Config) -> Vec<String> {
 
 /// The server's `server_version_num` (e.g. 130023).
 async fn server_version(client: &Client) -> Result<i32, SetupError> {
-    Ok(client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+    crate::pg::server_version(client)
         .await
-        .map_err(sql_error("reading the server version"))?
-        .get(0))
+        .map_err(sql_error("reading the server version"))
 }
 
 /// The tables (plain and partitioned roots, `format('%I.%I')`) of `schemas` that
@@ -533,16 +528,13 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
             }
         }
     }
+    let candidates = candidate_tables(client, config).await?;
     if version >= 180000 {
-        for (table, columns) in generated_columns(client, config, 'v').await? {
-            let full: bool = client
-                .query_one(
-                    "SELECT relreplident = 'f' FROM pg_class WHERE oid = $1::text::regclass",
-                    &[&table],
-                )
-                .await
-                .map_err(sql_error("reading a table's replica identity"))?
-                .get(0);
+        let names: Vec<String> = candidates.iter().map(|(t, _, _)| t.clone()).collect();
+        for (table, columns) in generated_columns(client, &names, 'v').await? {
+            let full = candidates
+                .iter()
+                .any(|(t, identity, _)| *t == table && *identity == 'f');
             if full {
                 problems.push(format!(
                     "table {table} is REPLICA IDENTITY FULL and has virtual generated column(s) {}, which are never published: PostgreSQL {version} then refuses every UPDATE and DELETE of it; give it a primary key and run ALTER TABLE {table} REPLICA IDENTITY DEFAULT, or make the column(s) STORED",
@@ -551,7 +543,7 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
             }
         }
     }
-    for (table, identity, has_pk) in candidate_tables(client, config).await? {
+    for (table, identity, has_pk) in candidates {
         let identifies = match identity {
             'f' | 'i' => true,
             'd' => has_pk,
@@ -615,47 +607,37 @@ async fn failover_problems(
     Ok(problems)
 }
 
-/// The selected tables (that exist now) with generated columns of `kind` (`'s'` stored,
-/// `'v'` virtual, PostgreSQL 18): (qualified table, column names).
+/// Those of `tables` (as [`candidate_tables`] names them) with generated columns of `kind` (`'s'` stored,
+/// `'v'` virtual, PostgreSQL 18): (qualified table, column names), in one query.
 pub(crate) async fn generated_columns(
     client: &Client,
-    config: &Config,
+    tables: &[String],
     kind: char,
 ) -> Result<Vec<(String, Vec<String>)>, SetupError> {
-    let mut found = Vec::new();
-    for (table, _, _) in candidate_tables(client, config).await? {
-        let columns: Vec<String> = client
-            .query(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass \
-                 AND attnum > 0 AND NOT attisdropped AND attgenerated::text = $2 ORDER BY attnum",
-                &[&table, &kind.to_string()],
-            )
-            .await
-            .map_err(sql_error("reading generated columns"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !columns.is_empty() {
-            found.push((table, columns));
-        }
-    }
-    Ok(found)
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), \
+             array_agg(a.attname::text ORDER BY a.attnum) \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE format('%I.%I', n.nspname, c.relname) = ANY($1) AND a.attnum > 0 \
+             AND NOT a.attisdropped AND a.attgenerated::text = $2 \
+             GROUP BY 1 ORDER BY 1",
+            &[&tables, &kind.to_string()],
+        )
+        .await
+        .map_err(sql_error("reading generated columns"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Tables the configuration selects that exist now: (qualified name, relreplident, has PK).
-async fn candidate_tables(
+pub(crate) async fn candidate_tables(
     client: &Client,
     config: &Config,
 ) -> Result<Vec<(String, char, bool)>, SetupError> {
     let selectors = config.table_selectors();
     let all = selectors.is_empty() || selectors.contains(&TableSelector::All);
-    let schemas: Vec<String> = selectors
-        .iter()
-        .filter_map(|s| match s {
-            TableSelector::Schema(schema) => Some(schema.clone()),
-            _ => None,
-        })
-        .collect();
+    let schemas = selected_schemas(config);
     let tables: Vec<String> = selectors
         .iter()
         .filter_map(|s| match s {

@@ -40,6 +40,33 @@ pub struct SlotHealth {
     pub max_slot_wal_keep_bytes: Option<i64>,
 }
 
+/// `max_slot_wal_keep_size` in bytes, null when unlimited (-1; pg_settings says megabytes).
+const MAX_KEEP_BYTES: &str = "(SELECT CASE WHEN setting::bigint < 0 THEN NULL \
+     ELSE setting::bigint * 1048576 END FROM pg_settings WHERE name = 'max_slot_wal_keep_size')";
+
+/// The server's limits on what a slot may keep or how long it may idle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotLimits {
+    /// `max_slot_wal_keep_size` in bytes; `None` when unlimited.
+    pub max_wal_keep_bytes: Option<i64>,
+    /// `idle_replication_slot_timeout` as the server prints it, when set (PostgreSQL 18).
+    pub idle_timeout: Option<String>,
+}
+
+/// Reads [`SlotLimits`] (the idle timeout is absent before PostgreSQL 18).
+pub async fn limits(client: &Client) -> Result<SlotLimits, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {MAX_KEEP_BYTES}, \
+         (SELECT current_setting(name) FROM pg_settings \
+          WHERE name = 'idle_replication_slot_timeout' AND setting::bigint > 0)"
+    );
+    let row = client.query_one(sql.as_str(), &[]).await?;
+    Ok(SlotLimits {
+        max_wal_keep_bytes: row.get(0),
+        idle_timeout: row.get(1),
+    })
+}
+
 /// Reads the health of `slot`; `None` when the slot does not exist. `version` is the
 /// server's `server_version_num`, which decides the columns asked for.
 pub async fn read(
@@ -60,9 +87,7 @@ pub async fn read(
     let sql = format!(
         "SELECT wal_status, safe_wal_size, (pg_current_wal_lsn() - restart_lsn)::bigint, \
          {inactive}, {reason}, {conflicting}, \
-         (SELECT CASE WHEN setting::bigint < 0 THEN NULL ELSE setting::bigint * 1048576 END \
-          FROM pg_settings WHERE name = 'max_slot_wal_keep_size') \
-         FROM pg_replication_slots WHERE slot_name = $1"
+         {MAX_KEEP_BYTES} FROM pg_replication_slots WHERE slot_name = $1"
     );
     let row = client.query_opt(sql.as_str(), &[&slot]).await?;
     Ok(row.map(|r| SlotHealth {
@@ -74,14 +99,6 @@ pub async fn read(
         conflicting: r.get(5),
         max_slot_wal_keep_bytes: r.get(6),
     }))
-}
-
-/// The server's `server_version_num`.
-pub async fn server_version(client: &Client) -> Result<i32, tokio_postgres::Error> {
-    Ok(client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await?
-        .get(0))
 }
 
 impl SlotHealth {

@@ -136,6 +136,13 @@ impl Running {
         }
     }
 
+    /// Stops gracefully and returns every event it delivered.
+    pub async fn stop_and_collect(self) -> Vec<ChangeEvent> {
+        let events = self.events.clone();
+        self.stop().await;
+        events.snapshot()
+    }
+
     /// Stops gracefully and returns the reader's result.
     pub async fn stop(self) -> ReaderStats {
         let _ = self.shutdown.send(true);

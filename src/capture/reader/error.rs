@@ -132,7 +132,10 @@ pub(super) fn explain_stream_error(
                 detail: server.message.clone(),
             };
         }
-        if server.message.starts_with("skipped loading publication") {
+        if server
+            .message
+            .starts_with(crate::pg::replication::SKIPPED_PUBLICATION)
+        {
             return ReaderError::PublicationMissing {
                 publication: config.source.publication.clone(),
                 slot: config.source.slot.clone(),
