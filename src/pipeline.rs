@@ -11,7 +11,8 @@
 //!    (see [`crate::capture::progress`]: the slot's position does not cover
 //!    snapshot rows, and a new slot starts out confirmed);
 //! 2. it writes a heartbeat message into the source's WAL (`pg_logical_emit_message`,
-//!    the mechanism of `source.heartbeat_interval_ms`) and waits until the slot's
+//!    the mechanism of `source.heartbeat_interval_ms`; on a standby into the primary's, at
+//!    `source.primary_url`, which the standby replays) and waits until the slot's
 //!    confirmed position reaches it. The source confirms a position only after Kafka
 //!    acknowledged everything before it, so every change committed before the call is
 //!    then in Kafka;
@@ -71,7 +72,6 @@ use crate::kafka::KafkaOutput;
 use crate::kafka::delivered::DeliveredOffsets;
 use crate::observe::health::Health;
 use crate::output::OutputError;
-use crate::pg::connect_sql;
 use crate::schema::registry_http::EmbeddedRegistry;
 use crate::sink::runner::AppliedOffsets;
 use crate::sink::status::{PartitionOffsets, change_topic_ends, change_topic_matcher};
@@ -207,10 +207,6 @@ impl Pipeline {
     /// with a sink, applied to the warehouse (see the module docs for how that is known).
     pub async fn wait_caught_up(&self, limit: Duration) -> Result<(), PipelineError> {
         let started = Instant::now();
-        let settings = self
-            .config
-            .source_settings()
-            .map_err(|e| PipelineError::Config(e.to_string()))?;
         // Rows written before the call may reach Kafka through the snapshot, which the
         // slot's position does not cover: wait until the reader has emitted it all.
         while !self.reader.snapshot_done() {
@@ -221,10 +217,16 @@ impl Pipeline {
             })?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let client = connect_sql(&settings)
+        let client = self
+            .config
+            .connect_source_sql()
             .await
             .map_err(|e| probe("connecting to the source")(e.to_string()))?;
+        // The marker is a write: on a standby it goes to the primary (`source.primary_url`),
+        // whose WAL the standby's slot decodes.
         let marker: String = client
+            .require_writer("waiting for the pipeline to catch up")
+            .map_err(|e| probe("writing the heartbeat marker")(e.to_string()))?
             .query_one(
                 "SELECT pg_logical_emit_message(false, $1, $2)::text",
                 &[&HEARTBEAT_PREFIX, &self.config.name],

@@ -14,53 +14,13 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use tidemark::capture::reader::ReaderError;
-use tidemark::domain::event::{ChangeEvent, Op};
-use tidemark::domain::value::Value;
 use tidemark::testing::PgCluster;
-
-/// `id → v` as the events describe the table `acct`.
-fn replay(events: &[ChangeEvent]) -> BTreeMap<i64, i64> {
-    let mut state = BTreeMap::new();
-    let int = |v: &Value| match v {
-        Value::Int64(n) => *n,
-        Value::Int32(n) => i64::from(*n),
-        other => panic!("unexpected {other:?}"),
-    };
-    for event in events {
-        if event.table.as_ref().is_none_or(|t| t.name != "acct") {
-            continue;
-        }
-        match event.op {
-            Op::Read | Op::Create | Op::Update => {
-                let row = event.after.as_ref().expect("after");
-                state.insert(int(&row[0]), int(&row[1]));
-            }
-            Op::Delete => {
-                let row = event.before.as_ref().expect("before");
-                state.remove(&int(&row[0]));
-            }
-            _ => {}
-        }
-    }
-    state
-}
-
-async fn table(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
-    client
-        .query("SELECT id::bigint, v::bigint FROM acct", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
 
 /// Writes transactions (an insert and an update each) until `stop`, on whichever host
 /// accepts them; counts the commits acknowledged.
@@ -241,18 +201,18 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
     tokio::time::sleep(load_for.saturating_sub(resumed.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
-    let expected = table(&standby_db).await;
+    let expected = acct_table(&standby_db).await;
     wait_until(
         "tidemark's events equal the new primary",
         Duration::from_secs(120),
-        || async { replay(&reader.events.snapshot()) == expected },
+        || async { acct_replay(&reader.events.snapshot()) == expected },
     )
     .await;
     let caught_up = resumed.elapsed();
     let events = reader.events.snapshot();
     let stats = reader.stop().await;
     assert!(stats.sessions >= 2, "the reader reconnected: {stats:?}");
-    assert_eq!(replay(&events), expected);
+    assert_eq!(acct_replay(&events), expected);
     // Each commit is an insert and an update, after 100 inserted rows: the rest are
     // changes delivered again from the synced slot's position (at least once).
     let total = commits.load(Ordering::Relaxed);

@@ -48,5 +48,6 @@ mod slot_guardian;
 mod snapshot;
 mod snapshot_kafka;
 mod snapshot_memory;
+mod standby;
 mod stream_types;
 mod streaming;

@@ -61,7 +61,7 @@ use crate::observe::counters::EventCounters;
 use crate::observe::health::{Part, Readiness};
 use crate::observe::names;
 use crate::output::{EventOutput, OutputError};
-use crate::pg::{ConnectionError, ReplicationConnection, ReplicationMessage, connect_sql};
+use crate::pg::{ConnectionError, ReplicationConnection, ReplicationMessage, SourceSql};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::progress::{ProgressKeeper, SnapshotProgress};
 use crate::snapshot::watermark::{ChunkRead, Watermarks};
@@ -236,7 +236,9 @@ struct Session<'a, O> {
     last_checkpoint: Instant,
     output: &'a mut O,
     state: &'a mut ReaderState,
-    sql: tokio_postgres::Client,
+    /// The source's SQL connection, and the primary's for writes when the source is a
+    /// standby.
+    sql: SourceSql,
     repl: ReplicationConnection,
     assembler: ChangeAssembler,
     buffers: StreamBuffers,
@@ -275,8 +277,16 @@ impl<'a, O: EventOutput> Session<'a, O> {
         let settings = config
             .source_settings()
             .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
-        let sql = connect_sql(&settings).await?;
+        let primary = config
+            .primary_settings()
+            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
+        let sql = SourceSql::connect(&settings, primary.as_ref()).await?;
         let mut repl = ReplicationConnection::connect(&settings).await?;
+        if sql.is_standby() && sql.writer().is_none() && config.source.heartbeat_interval_ms > 0 {
+            tracing::warn!(
+                "source.url is a standby and source.primary_url is not set: heartbeats are off (they are written on the primary)"
+            );
+        }
         // Connected: the snapshot (if any) and then the stream are the source's work.
         state.shared.health().set(Part::Source, Readiness::Ready);
         if snapshots::prepare(config, output, state, &sql, &mut repl, shutdown).await?
@@ -346,7 +356,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let heartbeat_every =
             Duration::from_millis(self.config.source.heartbeat_interval_ms.max(1));
-        let heartbeat_on = self.config.source.heartbeat_interval_ms > 0;
+        let heartbeat_on =
+            self.config.source.heartbeat_interval_ms > 0 && self.sql.writer().is_some();
         let mut heartbeat_tick = tokio::time::interval(heartbeat_every);
         heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping_since: Option<Instant> = None;
@@ -543,8 +554,13 @@ impl<'a, O: EventOutput> Session<'a, O> {
         Ok(())
     }
 
+    /// Writes a heartbeat message (on the primary when the source is a standby: it reaches
+    /// the standby's WAL by physical replication).
     async fn heartbeat(&mut self) -> Result<(), ReaderError> {
-        self.sql
+        let Some(writer) = self.sql.writer() else {
+            return Ok(());
+        };
+        writer
             .execute(
                 "SELECT pg_logical_emit_message(false, $1, $2)",
                 &[&HEARTBEAT_PREFIX, &self.config.name],

@@ -302,6 +302,12 @@ impl Config {
             field: "source.url",
             rule: e.to_string(),
         })?;
+        if let Some(primary) = &self.source.primary_url {
+            ConnectionSettings::from_url(primary).map_err(|e| ConfigError::Invalid {
+                field: "source.primary_url",
+                rule: e.to_string(),
+            })?;
+        }
         let slot = &self.source.slot;
         if slot.len() > 63
             || !slot
@@ -422,16 +428,46 @@ impl Config {
 
     /// Connection settings of the source, with the configured password applied.
     pub fn source_settings(&self) -> Result<ConnectionSettings, ConfigError> {
-        let mut settings =
-            ConnectionSettings::from_url(&self.source.url).map_err(|e| ConfigError::Invalid {
-                field: "source.url",
-                rule: e.to_string(),
-            })?;
+        self.settings_of(&self.source.url, "source.url")
+    }
+
+    /// Connection settings of `source.primary_url` (where tidemark writes when the source is
+    /// a standby), with the configured password applied; `None` when unset.
+    pub fn primary_settings(&self) -> Result<Option<ConnectionSettings>, ConfigError> {
+        self.source
+            .primary_url
+            .as_ref()
+            .map(|url| self.settings_of(url, "source.primary_url"))
+            .transpose()
+    }
+
+    /// `url` (the config field `field`) parsed, with `source.password` and the connector's
+    /// application name applied.
+    fn settings_of(
+        &self,
+        url: &str,
+        field: &'static str,
+    ) -> Result<ConnectionSettings, ConfigError> {
+        let mut settings = ConnectionSettings::from_url(url).map_err(|e| ConfigError::Invalid {
+            field,
+            rule: e.to_string(),
+        })?;
         if let Some(password) = &self.source.password {
             settings.password = Some(password.clone());
         }
         settings.application_name = format!("tidemark-{}", self.name);
         Ok(settings)
+    }
+
+    /// SQL connections to the source and, when it is a standby, to the primary for
+    /// tidemark's own writes (see [`crate::pg::source_sql`]).
+    pub async fn connect_source_sql(
+        &self,
+    ) -> Result<crate::pg::SourceSql, crate::pg::ConnectionError> {
+        let invalid = |e: ConfigError| crate::pg::ConnectionError::InvalidSettings(e.to_string());
+        let source = self.source_settings().map_err(invalid)?;
+        let primary = self.primary_settings().map_err(invalid)?;
+        crate::pg::SourceSql::connect(&source, primary.as_ref()).await
     }
 
     /// The parsed table selection.

@@ -90,6 +90,7 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
         "source.snapshot_workers",
         "source.snapshot_chunk_pages",
         "source.snapshot_checkpoint_ms",
+        "source.slot_safe_wal_margin_mb",
         "kafka.partitions",
         "kafka.replication_factor",
         "kafka.max_in_flight",
@@ -99,6 +100,7 @@ fn typed_env_value(section: Option<&str>, key: &str, value: &str) -> toml::Value
     ];
     const BOOLEANS: &[&str] = &[
         "source.ddl_capture",
+        "source.failover",
         "kafka.tombstones",
         "kafka.compact",
         "kafka.transaction_metadata",

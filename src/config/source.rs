@@ -23,6 +23,15 @@ pub enum SnapshotMode {
 pub struct SourceConfig {
     /// `postgres://user[:password]@host:port/dbname?sslmode=…` (see `docs/configuration.md` for parameters).
     pub url: String,
+    /// When `url` is a physical standby (logical decoding on a standby, PostgreSQL 16 and
+    /// later): the primary's URL, where tidemark's own writes go (the publication, DDL
+    /// capture triggers, heartbeats, `tidemark snapshot` signals, and the
+    /// `pg_log_standby_snapshot()` that lets a slot be created on the standby while the
+    /// primary is idle). Unset on a standby, those writes are unavailable: heartbeats are off
+    /// (logged), slot creation waits for the primary's own activity, and the publication must
+    /// already exist. `source.password` applies to it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_url: Option<String>,
     /// Password, overriding one in the URL; best set as `TIDEMARK_SOURCE_PASSWORD`.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_opt")]
     pub password: Option<Secret>,

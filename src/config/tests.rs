@@ -103,6 +103,11 @@ fn each_broken_rule_names_its_field() {
         ),
         (
             EXAMPLE,
+            &[("TIDEMARK_SOURCE_PRIMARY_URL", "http://x")],
+            "source.primary_url",
+        ),
+        (
+            EXAMPLE,
             &[("TIDEMARK_SOURCE_SLOT", "Bad-Slot")],
             "source.slot",
         ),

@@ -18,7 +18,7 @@ pub(crate) const SOURCE_LAG_SECONDS: &str = "tidemark_source_lag_seconds";
 pub(crate) const SOURCE_CONFIRMED_LSN: &str = "tidemark_source_confirmed_lsn";
 /// Counter: replication sessions lost and reopened.
 pub(crate) const SOURCE_RECONNECTS: &str = "tidemark_source_reconnects_total";
-/// Gauge: WAL the slot keeps on the server (`pg_current_wal_lsn() - restart_lsn`), bytes.
+/// Gauge: WAL the slot keeps on the server (its current, on a standby last replayed, WAL position minus `restart_lsn`), bytes.
 pub(crate) const SLOT_RETAINED_WAL: &str = "tidemark_slot_retained_wal_bytes";
 /// Gauge: WAL that may still be written before the slot is past `max_slot_wal_keep_size`
 /// (`safe_wal_size`), bytes; absent without a limit.

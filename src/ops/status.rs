@@ -1,12 +1,14 @@
 //! `tidemark status`: what the server says about the connector's slot and publication.
 //!
-//! Lag is measured on the server: `pg_current_wal_lsn() - confirmed_flush_lsn` is how much WAL
-//! the connector has not yet confirmed, and `pg_current_wal_lsn() - restart_lsn` is how much
-//! WAL the slot makes the server keep.
+//! Lag is measured on the server: its current WAL position minus `confirmed_flush_lsn` is how
+//! much WAL the connector has not yet confirmed, and minus `restart_lsn` how much WAL the slot
+//! makes the server keep. On a standby the current position is the last record it replayed
+//! (`pg_current_wal_lsn()` fails during recovery), which is as far as its slot can decode.
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::pg::source_sql::CURRENT_WAL_LSN;
 use crate::pg::{ConnectionError, connect_sql};
 use crate::source::setup::{SetupError, publication_exists, published_tables};
 use crate::source::slot_health::{self, SlotHealth};
@@ -135,7 +137,9 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
     };
     let server = client
         .query_one(
-            "SELECT current_setting('server_version'), current_setting('wal_level'), pg_current_wal_lsn()::text",
+            &format!(
+                "SELECT current_setting('server_version'), current_setting('wal_level'), {CURRENT_WAL_LSN}::text"
+            ),
             &[],
         )
         .await
@@ -151,9 +155,11 @@ pub async fn status(config: &Config) -> Result<Status, SetupError> {
         Some(health) => {
             let r = client
                 .query_one(
-                    "SELECT active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, \
-                     (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint \
-                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &format!(
+                        "SELECT active, active_pid, confirmed_flush_lsn::text, restart_lsn::text, \
+                         ({CURRENT_WAL_LSN} - confirmed_flush_lsn)::bigint \
+                         FROM pg_replication_slots WHERE slot_name = $1"
+                    ),
                     &[&config.source.slot],
                 )
                 .await

@@ -9,12 +9,14 @@
 
 pub mod replication;
 pub mod settings;
+pub mod source_sql;
 pub mod tls;
 
 use std::fmt;
 
 pub use replication::{ReplicationConnection, ReplicationMessage};
 pub use settings::{ConnectionSettings, SslMode};
+pub use source_sql::SourceSql;
 
 /// Session settings applied to every connection tidemark opens.
 pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[

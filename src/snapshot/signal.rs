@@ -127,8 +127,10 @@ pub async fn request_snapshot(
     condition: Option<&str>,
 ) -> Result<&'static str, super::SnapshotError> {
     use super::SnapshotError;
-    let client = config.connect_source().await?;
-    let published = super::plan::snapshot_tables(&client, config).await?;
+    let sql = config.connect_source_sql().await?;
+    let published = super::plan::snapshot_tables(&sql, config).await?;
+    // A signal is a write: on a standby it goes to the primary, whose WAL the standby decodes.
+    let client = sql.require_writer("a snapshot signal")?;
     for table in tables {
         if !published.iter().any(|t| t.qualified() == *table) {
             return Err(SnapshotError::TableMissing {
@@ -160,7 +162,7 @@ pub async fn request_snapshot(
             Ok("a row in the signal table")
         }
         None => {
-            let version = crate::pg::server_version(&client)
+            let version = crate::pg::server_version(client)
                 .await
                 .map_err(SnapshotError::sql("reading the server version"))?;
             if version < 140000 {

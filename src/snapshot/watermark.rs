@@ -91,10 +91,13 @@ pub(crate) async fn read_chunk(
         .map_err(SnapshotError::sql("starting a snapshot transaction"))?;
     let result = async {
         // The first statement fixes the transaction's snapshot; the insert position is read
-        // after that, so every transaction the snapshot sees committed before it.
+        // after that, so every transaction the snapshot sees committed before it. On a
+        // standby (no insert position) the last replayed record's end serves: a transaction
+        // is visible there only once its commit record was replayed.
         let row = client
             .query_one(
-                "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text",
+                "SELECT pg_current_snapshot()::text, (CASE WHEN pg_is_in_recovery() \
+                 THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text",
                 &[],
             )
             .await

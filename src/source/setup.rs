@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, TableSelector};
 use crate::pg::replication::{quote_ident, quote_literal};
-use crate::pg::{ConnectionError, describe};
+use crate::pg::{ConnectionError, SourceSql, describe};
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
@@ -453,6 +453,7 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
     if config.source.failover {
         problems.extend(failover_problems(client, config, version).await?);
     }
+    problems.extend(standby_problems(client, config, version, publication_exists).await?);
     if wal_level != "logical" {
         problems.push(format!(
             "wal_level is {wal_level}; run ALTER SYSTEM SET wal_level = logical; and restart PostgreSQL"
@@ -554,6 +555,48 @@ pub async fn check(client: &Client, config: &Config) -> Result<Vec<String>, Setu
                 "table {table} has no primary key and REPLICA IDENTITY is not FULL; run ALTER TABLE {table} REPLICA IDENTITY FULL (or add a primary key)"
             ));
         }
+    }
+    Ok(problems)
+}
+
+/// When the source is a standby: what logical decoding there needs (PostgreSQL 16,
+/// `hot_standby_feedback`, the publication made on the primary). Nothing on a primary.
+async fn standby_problems(
+    client: &Client,
+    config: &Config,
+    version: i32,
+    publication_exists: bool,
+) -> Result<Vec<String>, SetupError> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), current_setting('hot_standby_feedback')::bool, \
+             current_setting('primary_slot_name')",
+            &[],
+        )
+        .await
+        .map_err(sql_error("reading the standby settings"))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(Vec::new());
+    }
+    let mut problems = Vec::new();
+    if version < 160000 {
+        problems.push(format!(
+            "source.url is a standby of PostgreSQL {version}: logical decoding on a standby needs PostgreSQL 16 or later; point source.url at the primary"
+        ));
+        return Ok(problems);
+    }
+    let (feedback, physical_slot): (bool, String) = (row.get(1), row.get(2));
+    if !feedback || physical_slot.is_empty() {
+        problems.push(format!(
+            "source.url is a standby with hot_standby_feedback = {} and primary_slot_name = '{physical_slot}': the primary's VACUUM may then remove catalog rows the slot still needs, and the standby invalidates the slot (a recovery conflict); on the standby set hot_standby_feedback = on and primary_slot_name to a physical slot on the primary (SELECT pg_create_physical_replication_slot('…') there), then reload",
+            if feedback { "on" } else { "off" }
+        ));
+    }
+    if !publication_exists && config.source.primary_url.is_none() {
+        problems.push(format!(
+            "source.url is a standby and publication {} does not exist: a standby cannot create it; set source.primary_url to the primary (tidemark then creates it there), or run `tidemark setup --print-sql`'s CREATE PUBLICATION on the primary",
+            config.source.publication
+        ));
     }
     Ok(problems)
 }
@@ -670,54 +713,81 @@ pub(crate) async fn candidate_tables(
 /// Checks, then creates the publication and the slot where absent, and installs DDL capture
 /// when `source.ddl_capture` is set.
 pub async fn setup(config: &Config) -> Result<SetupReport, SetupError> {
-    let client = config.connect_source().await?;
-    let problems = check(&client, config).await?;
+    let sql = config.connect_source_sql().await?;
+    let problems = check(&sql, config).await?;
     if !problems.is_empty() {
         return Err(SetupError::ChecksFailed(problems));
     }
     // With a snapshot to take, the first `run` creates the slot with an exported snapshot.
     let create_slot = config.source.snapshot == crate::config::SnapshotMode::Never;
-    let mut report = ensure_publication_and_slot(&client, config, create_slot).await?;
+    let mut report = ensure_publication_and_slot(&sql, config, create_slot).await?;
     if config.source.ddl_capture {
-        install_ddl_capture(&client).await?;
+        // Event triggers fire on the primary; their messages reach a standby's WAL.
+        install_ddl_capture(sql.require_writer("installing DDL capture")?).await?;
         report.ddl_capture_installed = true;
     }
     Ok(report)
 }
 
+/// How long a standby may take to replay the publication just created on its primary.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Creates the publication if it is absent, checks an existing slot, and creates a missing
 /// slot when `create_slot` (no checks). Without `create_slot` the slot is left to
 /// `tidemark run`, which creates it with an exported snapshot for the initial snapshot.
+/// When the source is a standby the publication is created on the primary
+/// ([`SourceSql::writer`]) and the standby waited for until it has replayed it; the slot
+/// is the standby's. A slot the server invalidated (`wal_status = lost`, or a recovery
+/// conflict on a standby) is reported as `lost`.
 pub(crate) async fn ensure_publication_and_slot(
-    client: &Client,
+    sql: &SourceSql,
     config: &Config,
     create_slot: bool,
 ) -> Result<SetupReport, SetupError> {
+    let client: &Client = sql;
     let mut report = SetupReport::default();
     if !publication_exists(client, &config.source.publication).await? {
+        let writer = sql.require_writer(&format!(
+            "creating publication {}",
+            config.source.publication
+        ))?;
         let schemas = selected_schemas(config);
-        let version = server_version(client).await?;
+        let version = server_version(writer).await?;
         let listed = if !schemas.is_empty() && version < 150000 {
-            Some(unpublished_schema_tables(client, &schemas, None).await?)
+            Some(unpublished_schema_tables(writer, &schemas, None).await?)
         } else {
             None
         };
-        let sql = create_publication_sql(config, listed.as_deref(), Some(version));
-        client.batch_execute(&sql).await.map_err(|e| {
-            SetupError::ChecksFailed(vec![format!("{sql} failed: {}", describe(&e))])
+        let statement = create_publication_sql(config, listed.as_deref(), Some(version));
+        writer.batch_execute(&statement).await.map_err(|e| {
+            SetupError::ChecksFailed(vec![format!("{statement} failed: {}", describe(&e))])
         })?;
+        sql.wait_replayed(REPLAY_WAIT).await?;
         report.publication_created = true;
         tracing::info!(publication = %config.source.publication, "created publication");
-    } else {
-        let added = add_schema_tables(client, config).await?;
+    } else if let Some(writer) = sql.writer() {
+        let added = add_schema_tables(writer, config).await?;
         if !added.is_empty() {
             tracing::info!(tables = ?added, "added the selected schemas' new tables to the publication (PostgreSQL before 15 has no TABLES IN SCHEMA)");
         }
     }
+    // PostgreSQL 16 flags a slot a recovery conflict invalidated (`conflicting`); 17 says
+    // why any slot was (`invalidation_reason`), where `wal_status` may not be `lost`.
+    let version = server_version(client).await?;
+    let invalidated = if version >= 170000 {
+        "invalidation_reason IS NOT NULL"
+    } else if version >= 160000 {
+        "coalesce(conflicting, false)"
+    } else {
+        "false"
+    };
     let slot = client
         .query_opt(
-            "SELECT plugin::text, database::text, coalesce(wal_status, '') \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            &format!(
+                "SELECT plugin::text, database::text, \
+                 CASE WHEN {invalidated} THEN 'lost' ELSE coalesce(wal_status, '') END \
+                 FROM pg_replication_slots WHERE slot_name = $1"
+            ),
             &[&config.source.slot],
         )
         .await
@@ -744,13 +814,12 @@ pub(crate) async fn ensure_publication_and_slot(
         }
         None if !create_slot => {}
         None => {
-            let sql = if config.source.failover {
+            let statement = if config.source.failover {
                 "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
             } else {
                 "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
             };
-            client
-                .query_one(sql, &[&config.source.slot])
+            sql.creating_slot(client.query_one(statement, &[&config.source.slot]))
                 .await
                 .map_err(|e| {
                     SetupError::ChecksFailed(vec![format!(

@@ -19,6 +19,8 @@
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::pg::source_sql::CURRENT_WAL_LSN;
+
 /// What the server says of one replication slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SlotHealth {
@@ -27,7 +29,8 @@ pub struct SlotHealth {
     /// Bytes of WAL that may still be written before the slot is past
     /// `max_slot_wal_keep_size`; `None` without a limit.
     pub safe_wal_size: Option<i64>,
-    /// Bytes of WAL the slot keeps (`pg_current_wal_lsn() - restart_lsn`).
+    /// Bytes of WAL the slot keeps (the current position, on a standby the last replayed,
+    /// minus `restart_lsn`).
     pub retained_wal_bytes: Option<i64>,
     /// Since when the slot has had no consumer (PostgreSQL 17 and later).
     pub inactive_since: Option<String>,
@@ -85,7 +88,7 @@ pub async fn read(
         ("NULL::text", "NULL::text")
     };
     let sql = format!(
-        "SELECT wal_status, safe_wal_size, (pg_current_wal_lsn() - restart_lsn)::bigint, \
+        "SELECT wal_status, safe_wal_size, ({CURRENT_WAL_LSN} - restart_lsn)::bigint, \
          {inactive}, {reason}, {conflicting}, \
          {MAX_KEEP_BYTES} FROM pg_replication_slots WHERE slot_name = $1"
     );

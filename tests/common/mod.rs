@@ -5,6 +5,7 @@ pub mod drill;
 pub mod kafka;
 pub mod sink;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -299,4 +300,43 @@ impl LogBuffer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
+}
+
+/// `id → v` as the events describe the table `acct (id bigint PRIMARY KEY, v bigint)` of
+/// the failover and standby tests.
+pub fn acct_replay(events: &[ChangeEvent]) -> BTreeMap<i64, i64> {
+    let mut state = BTreeMap::new();
+    let int = |v: &Value| match v {
+        Value::Int64(n) => *n,
+        Value::Int32(n) => i64::from(*n),
+        other => panic!("unexpected {other:?}"),
+    };
+    for event in events {
+        if event.table.as_ref().is_none_or(|t| t.name != "acct") {
+            continue;
+        }
+        match event.op {
+            Op::Read | Op::Create | Op::Update => {
+                let row = event.after.as_ref().expect("after");
+                state.insert(int(&row[0]), int(&row[1]));
+            }
+            Op::Delete => {
+                let row = event.before.as_ref().expect("before");
+                state.remove(&int(&row[0]));
+            }
+            _ => {}
+        }
+    }
+    state
+}
+
+/// `id → v` in the table `acct` as `client` reads it.
+pub async fn acct_table(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
+    client
+        .query("SELECT id::bigint, v::bigint FROM acct", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }

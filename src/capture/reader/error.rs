@@ -76,9 +76,11 @@ pub enum ReaderError {
         /// The server's message.
         detail: String,
     },
-    /// The slot was invalidated because it held back too much WAL.
+    /// The server invalidated the slot: it held back more WAL than
+    /// `max_slot_wal_keep_size`, a recovery conflict on a standby, or (18) it was idle
+    /// longer than `idle_replication_slot_timeout`. The server's detail names which.
     #[error(
-        "replication slot {slot} was invalidated (its WAL was removed, see max_slot_wal_keep_size): {detail}; restart with source.snapshot = \"when_needed\" to drop it and snapshot again into a new slot, or drop it with `tidemark teardown`"
+        "replication slot {slot} was invalidated: {detail}. The causes: its WAL was removed (it fell behind more than max_slot_wal_keep_size), a recovery conflict on a standby (the primary removed catalog rows it needed: set hot_standby_feedback = on and primary_slot_name on the standby), or it was idle longer than idle_replication_slot_timeout; `tidemark status` names which. Restart with source.snapshot = \"when_needed\" to drop it and snapshot again into a new slot, or drop it with `tidemark teardown`"
     )]
     SlotInvalidated {
         /// Slot.

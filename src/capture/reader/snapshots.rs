@@ -20,7 +20,7 @@ use crate::domain::event::{ChangeEvent, Op, SnapshotMarker};
 use crate::domain::lsn::Lsn;
 use crate::output::EventOutput;
 use crate::pg::replication::SlotSnapshot;
-use crate::pg::{ConnectionError, ReplicationConnection, connect_sql};
+use crate::pg::{ConnectionError, ReplicationConnection, SourceSql, connect_sql};
 use crate::snapshot::SnapshotError;
 use crate::snapshot::exported::{SnapshotOutcome, read_exported};
 use crate::snapshot::plan::{PublishedTable, all_chunks, plan_tables, snapshot_tables};
@@ -44,7 +44,7 @@ pub(super) async fn prepare<O: EventOutput>(
     config: &Config,
     output: &mut O,
     state: &mut ReaderState,
-    sql: &tokio_postgres::Client,
+    sql: &SourceSql,
     repl: &mut ReplicationConnection,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Start, ReaderError> {
@@ -61,7 +61,7 @@ pub(super) async fn prepare<O: EventOutput>(
     }
     state.marks.restart();
     if slot.as_deref() == Some("lost") && mode == SnapshotMode::WhenNeeded {
-        tracing::warn!(slot = %slot_name, "the replication slot was invalidated (its WAL was removed, see max_slot_wal_keep_size); dropping it and snapshotting again into a new slot (source.snapshot = \"when_needed\")");
+        tracing::warn!(slot = %slot_name, "the replication slot was invalidated (its WAL was removed past max_slot_wal_keep_size, a recovery conflict on a standby, or idle_replication_slot_timeout: `tidemark status` said which); dropping it and snapshotting again into a new slot (source.snapshot = \"when_needed\")");
         sql.execute("SELECT pg_drop_replication_slot($1)", &[slot_name])
             .await
             .map_err(SnapshotError::sql("dropping the invalidated slot"))?;
@@ -89,8 +89,12 @@ pub(super) async fn prepare<O: EventOutput>(
         });
     }
     if mode == SnapshotMode::Never {
-        let created = repl
-            .create_logical_slot(slot_name, SlotSnapshot::NoExport, config.source.failover)
+        let created = sql
+            .creating_slot(repl.create_logical_slot(
+                slot_name,
+                SlotSnapshot::NoExport,
+                config.source.failover,
+            ))
             .await?;
         tracing::info!(slot = %slot_name, position = %created.consistent_point, "created the replication slot; streaming starts at its position (source.snapshot = \"never\": rows that existed before are not read)");
         return Ok(Start::Stream);
@@ -118,8 +122,12 @@ pub(super) async fn prepare<O: EventOutput>(
     };
     state.keeper.save(output, &starting).await?;
     state.progress = Some(starting);
-    let created = repl
-        .create_logical_slot(slot_name, SlotSnapshot::Export, config.source.failover)
+    let created = sql
+        .creating_slot(repl.create_logical_slot(
+            slot_name,
+            SlotSnapshot::Export,
+            config.source.failover,
+        ))
         .await?;
     let snapshot = created.snapshot_name.clone().ok_or_else(|| {
         ConnectionError::Protocol("CREATE_REPLICATION_SLOT exported no snapshot".into())
@@ -448,7 +456,12 @@ impl<O: EventOutput> Session<'_, O> {
     /// publication ([`add_schema_tables`]; a failure is logged and tried again at the next
     /// check, the stream goes on).
     pub(super) async fn discover_new_tables(&mut self) -> Result<(), ReaderError> {
-        match add_schema_tables(&self.sql, self.config).await {
+        // On a standby (16+, where TABLES IN SCHEMA exists) there is nothing to add.
+        let added = match self.sql.writer() {
+            Some(writer) => add_schema_tables(writer, self.config).await,
+            None => Ok(Vec::new()),
+        };
+        match added {
             Ok(added) if !added.is_empty() => {
                 tracing::info!(tables = ?added, "added the selected schemas' new tables to the publication (PostgreSQL before 15 has no TABLES IN SCHEMA)")
             }
