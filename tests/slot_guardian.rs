@@ -5,6 +5,10 @@
 //! The slot is held back the way it is in production: tidemark runs and reads, but its
 //! output never acknowledges (a downstream that is stuck), so the confirmed position and the
 //! slot's `restart_lsn` stay while pgbench writes WAL.
+//!
+//! On PostgreSQL 18 a stopped connector's slot idles past `idle_replication_slot_timeout`
+//! until a checkpoint invalidates it: the cause is named everywhere, and `when_needed`
+//! starts again.
 
 use crate::common;
 
@@ -182,4 +186,108 @@ async fn a_slot_held_back_under_load_is_warned_about_before_it_is_lost() {
         "{health:?}"
     );
     metrics.stop().await;
+}
+
+/// PostgreSQL 18 invalidates a slot idle longer than `idle_replication_slot_timeout` (at a
+/// checkpoint): `status` and `check` name the cause, a reader on the slot stops with the
+/// server's reason, and `when_needed` drops it and snapshots again into a new slot. Before
+/// 18 there is no such setting, and `check` says nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_idle_past_the_timeout_is_named_and_when_needed_starts_again() {
+    // A cluster of its own: the timeout applies to every slot of the server.
+    let cluster = PgCluster::start_with(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let db = cluster
+        .create_database("idle")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    let major = server_version(&client).await / 10000;
+    exec(&client, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let config = config(&db, "idle", "");
+    if major < 18 {
+        let rendered = tidemark::ops::check::check(&config).await.render();
+        assert!(
+            !rendered.contains("idle_replication_slot_timeout"),
+            "{rendered}"
+        );
+        println!("PostgreSQL {major}: no idle_replication_slot_timeout, nothing said of it");
+        return;
+    }
+    // The smallest timeout PostgreSQL 18 takes is a minute.
+    exec(
+        &client,
+        "ALTER SYSTEM SET idle_replication_slot_timeout = '1min'",
+    )
+    .await;
+    exec(&client, "SELECT pg_reload_conf()").await;
+    // The slot, then idle: tidemark stopped.
+    Running::start(config.clone(), &client).await.stop().await;
+    exec(&client, "INSERT INTO t VALUES (1)").await;
+    let idle = Instant::now();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    wait_until(
+        "the idle slot invalidated at a checkpoint",
+        Duration::from_secs(60),
+        || async {
+            exec(&client, "CHECKPOINT").await;
+            client
+                .query_one(
+                    "SELECT coalesce((SELECT invalidation_reason = 'idle_timeout' FROM pg_replication_slots WHERE slot_name = $1), false)",
+                    &[&config.source.slot],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    let invalidated_after = idle.elapsed();
+
+    let status = tidemark::ops::status::status(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let slot = status.slot.clone().unwrap_or_else(|| panic!("no slot"));
+    assert_eq!(
+        slot.health.invalidation_reason.as_deref(),
+        Some("idle_timeout")
+    );
+    let warning = slot.warning.unwrap_or_default();
+    assert!(
+        warning.contains("idle_replication_slot_timeout") && warning.contains("when_needed"),
+        "{warning}"
+    );
+    let report = tidemark::ops::check::check(&config).await;
+    let rendered = report.render();
+    assert!(
+        !report.passed() && rendered.contains("idle_replication_slot_timeout"),
+        "{rendered}"
+    );
+
+    // A reader on it stops with the server's reason.
+    let error = Running::spawn(config.clone())
+        .finished()
+        .await
+        .expect_err("the slot is invalidated");
+    let text = error.to_string();
+    assert!(
+        matches!(&error, tidemark::capture::reader::ReaderError::SlotInvalidated { detail, .. } if detail.contains("idle_timeout")),
+        "{text}"
+    );
+
+    // `when_needed` drops it and snapshots again: the row written while it idled arrives.
+    let mut again = config.clone();
+    again.source.snapshot = tidemark::config::SnapshotMode::WhenNeeded;
+    let reader = Running::spawn(again);
+    reader.wait_for_last_snapshot_row().await;
+    let events = reader.stop_and_collect().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.table.as_ref().is_some_and(|t| t.name == "t")),
+        "{events:?}"
+    );
+    println!(
+        "PostgreSQL {major}: the slot idle past idle_replication_slot_timeout = 1min was invalidated {:.0} s after it went idle; named by status, check and the reader; when_needed snapshotted again",
+        invalidated_after.as_secs_f64()
+    );
 }
