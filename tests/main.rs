@@ -41,6 +41,7 @@ mod sink_debezium;
 mod sink_fencing;
 #[cfg(feature = "duckdb")]
 mod sink_fidelity;
+mod sink_generated;
 mod sink_group_and_drill;
 mod sink_keyless;
 mod sink_snowflake;
