@@ -68,11 +68,19 @@ fi
 # Debezium's PostgreSQL connector, the oracle of the compatibility tests
 # (tests/jvm/debezium/pom.xml); tidemark::testing::run_debezium runs it in its embedded engine.
 DEBEZIUM_VERSION=3.6.1.Final
+DEBEZIUM_JDBC_VERSION=3.5.0.Final
+export TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS="${TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS:-$HOME/.cache/tidemark/debezium-jdbc-$DEBEZIUM_JDBC_VERSION/libs}"
 export TIDEMARK_TEST_DEBEZIUM_LIBS="${TIDEMARK_TEST_DEBEZIUM_LIBS:-$HOME/.cache/tidemark/debezium-$DEBEZIUM_VERSION/libs}"
 if [ "${NEED_DEBEZIUM:-0}" = 1 ]; then
   ensure_java 1
   if [ ! -f "$TIDEMARK_TEST_DEBEZIUM_LIBS/debezium-connector-postgres-$DEBEZIUM_VERSION.jar" ]; then
     resolve_jars "Debezium $DEBEZIUM_VERSION" "$jvm_dir/debezium/pom.xml" "$TIDEMARK_TEST_DEBEZIUM_LIBS"
+  fi
+  # Debezium's JDBC sink connector in Kafka Connect's standalone worker, a Debezium consumer
+  # of tidemark's topics (tests/jvm/jdbc-sink/pom.xml; 3.5.0 is the newest Maven Central
+  # serves of it here).
+  if [ ! -f "$TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS/debezium-connector-jdbc-$DEBEZIUM_JDBC_VERSION.jar" ]; then
+    resolve_jars "Debezium's JDBC sink $DEBEZIUM_JDBC_VERSION" "$jvm_dir/jdbc-sink/pom.xml" "$TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS"
   fi
 fi
 # Other PostgreSQL majors for the tests (NEED_PG_MAJORS="13 14 16 17 18"): the server

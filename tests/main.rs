@@ -15,6 +15,7 @@ mod connection;
 mod connectors;
 mod crash_loop;
 mod debezium_compat;
+mod debezium_jdbc_sink;
 mod deploy;
 mod docs;
 mod drill;

@@ -49,8 +49,10 @@ pub struct DebeziumRecord {
     pub key_plain: Json,
     /// The value with `schemas.enable=false`.
     pub value_plain: Json,
-    /// Headers, in order: name, and the value as `JsonConverter` writes it with its schema.
-    pub headers: Vec<(String, Json)>,
+    /// Headers, in order: name, and the value's text as Kafka Connect's default header
+    /// converter (`SimpleHeaderConverter`) writes it: strings as they are, a struct (the
+    /// key-change headers) as compact JSON without a schema.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Runs Debezium's PostgreSQL connector on `db` with `settings` over the defaults (the
@@ -112,7 +114,11 @@ where
                     .into_iter()
                     .map(|mut h| {
                         let key = take(&mut h, "key").as_str().unwrap_or_default().to_owned();
-                        (key, take(&mut h, "value"))
+                        let value = take(&mut h, "value")
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        (key, value)
                     })
                     .collect(),
                 _ => Vec::new(),

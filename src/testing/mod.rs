@@ -4,7 +4,8 @@
 //! its own database; [`KafkaBroker`] starts Apache Kafka the same way, and [`KafkaNode`] and
 //! [`KafkaCluster`] give a test brokers of its own to kill and restart;
 //! [`run_debezium`] runs Debezium's own PostgreSQL connector as the oracle of the
-//! compatibility tests; [`MemoryOutput`] collects committed events in memory; [`TcpProxy`] stands between a
+//! compatibility tests, and [`JdbcSink`] Debezium's JDBC sink connector as a Debezium
+//! consumer of tidemark's topics; [`MemoryOutput`] collects committed events in memory; [`TcpProxy`] stands between a
 //! client and a service to cut its connections on demand. Nothing here is a
 //! fake service: a test that needs PostgreSQL and cannot start it fails with a message that
 //! says what to install.
@@ -13,6 +14,7 @@ mod broker;
 mod cluster;
 pub mod containers;
 mod debezium;
+mod jdbc_sink;
 mod memory_output;
 mod process;
 mod proxy;
@@ -23,6 +25,7 @@ pub use debezium::{
     DEBEZIUM_VERSION, DebeziumDrained, DebeziumError, DebeziumRecord, Unwrapped, drain_debezium,
     run_debezium, unwrap_with_debezium,
 };
+pub use jdbc_sink::{DEBEZIUM_JDBC_VERSION, JdbcSink};
 pub use memory_output::{CollectedEvents, MemoryOutput};
 pub use process::{free_port, peak_rss_mib};
 pub use proxy::TcpProxy;

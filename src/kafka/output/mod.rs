@@ -449,12 +449,7 @@ impl KafkaOutput {
     fn event_headers(&self, event: &ChangeEvent) -> Result<OwnedHeaders, KafkaError> {
         let mut headers = position_headers(event);
         if let (Some(change), Some(table)) = (&event.key_change, &event.table) {
-            let value = key_change_header(
-                table,
-                change.key(),
-                &self.context,
-                matches!(self.format, Format::Json(_)) && self.config.json_schemas,
-            )?;
+            let value = key_change_header(table, change.key(), &self.context)?;
             headers = headers.insert(Header {
                 key: change.header(),
                 value: Some(&value),
@@ -467,14 +462,16 @@ impl KafkaOutput {
     }
 }
 
-/// The value of a key-change header: the other key as JSON, as the record keys are written
-/// (in Kafka Connect's `{"schema":…,"payload":…}` when the JSON output writes schemas, as
-/// Debezium's JsonConverter does; plain JSON with Avro, which has no registry subject for it).
+/// The value of a key-change header: the other key as Kafka Connect's default header
+/// converter (`SimpleHeaderConverter`, a worker's `header.converter` unless set) writes the
+/// struct Debezium puts there, compact JSON of the key's fields without a schema, whatever
+/// the record format: a Debezium consumer in a Connect worker reads it back with that
+/// converter (`{"schema":…,"payload":…}` there is parsed as a map and fails Debezium's JDBC
+/// sink).
 fn key_change_header(
     table: &TableSchema,
     key: &[crate::domain::value::Value],
     context: &EnvelopeContext,
-    schemas: bool,
 ) -> Result<Vec<u8>, KafkaError> {
     let columns = table
         .record_key_columns()
@@ -482,18 +479,12 @@ fn key_change_header(
         .filter_map(|&i| table.columns.get(i))
         .zip(key)
         .collect();
-    let payload = serde_json::to_vec(&crate::domain::event::KeyJson::Columns {
-        columns,
-        mode: context.wire_mode(),
-    })?;
-    if !schemas {
-        return Ok(payload);
-    }
-    let schema =
-        super::connect_schema::key_schema(table, &context.prefix, context.wire_mode()).to_string();
-    let mut wrapped = Vec::with_capacity(schema.len() + payload.len() + 24);
-    super::connect_schema::wrap(&schema, &payload, &mut wrapped);
-    Ok(wrapped)
+    Ok(serde_json::to_vec(
+        &crate::domain::event::KeyJson::Columns {
+            columns,
+            mode: context.wire_mode(),
+        },
+    )?)
 }
 
 /// The source position of `event` as record headers (`tidemark.commit_lsn`, `tidemark.seq`,

@@ -7,7 +7,8 @@
 // Each line: {"topic", "partition", "key", "value", "key_plain", "value_plain", "headers"},
 // where key/value are what Kafka Connect's JsonConverter writes with schemas.enable=true
 // ({"schema", "payload"}), key_plain/value_plain with schemas.enable=false, and headers a list
-// of {"key", "value"} (the value as JsonConverter writes it with its schema). The engine stops
+// of {"key", "value"}, the value the text Kafka Connect's default header converter
+// (SimpleHeaderConverter, a worker's `header.converter` unless set) writes. The engine stops
 // once it has produced at least one record and then none for <idle-ms>, or after
 // <timeout-ms> in all; the exit status is 0 when it stopped on idle, 2 on the timeout, 1 when
 // the engine failed (its error on stderr).
@@ -27,6 +28,7 @@ import java.util.concurrent.atomic.AtomicReference;
 
 import org.apache.kafka.connect.header.Header;
 import org.apache.kafka.connect.json.JsonConverter;
+import org.apache.kafka.connect.storage.SimpleHeaderConverter;
 import org.apache.kafka.connect.source.SourceRecord;
 
 import io.debezium.engine.DebeziumEngine;
@@ -82,7 +84,8 @@ public class DebeziumRecords {
         JsonConverter valueSchemas = converter(true, false);
         JsonConverter keyPlain = converter(false, true);
         JsonConverter valuePlain = converter(false, false);
-        JsonConverter headers = converter(true, false);
+        SimpleHeaderConverter headers = new SimpleHeaderConverter();
+        headers.configure(Map.of());
 
         AtomicLong count = new AtomicLong();
         AtomicLong last = new AtomicLong(System.currentTimeMillis());
@@ -107,7 +110,7 @@ public class DebeziumRecords {
                             }
                             first = false;
                             line.append("{\"key\":").append(quote(h.key())).append(",\"value\":")
-                                    .append(json(headers.fromConnectData(r.topic(), h.schema(), h.value()))).append('}');
+                                    .append(quote(new String(headers.fromConnectHeader(r.topic(), h.key(), h.schema(), h.value()), StandardCharsets.UTF_8))).append('}');
                         }
                         line.append("]}");
                         synchronized (out) {
