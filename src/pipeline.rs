@@ -308,7 +308,7 @@ impl Pipeline {
                 needed.insert((offsets.topic, offsets.partition), end);
             }
         }
-        let is_change = change_topic_matcher(kafka, &self.config.name);
+        let is_change = change_topic_matcher(kafka, &self.config.name, &self.sink_tables());
         for (topic, partition, next) in self.delivered.next_offsets() {
             if is_change(&topic) {
                 let entry = needed.entry((topic, partition)).or_insert(next);
@@ -368,13 +368,23 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The tables `sink.tables` names (none without a sink).
+    fn sink_tables(&self) -> Vec<String> {
+        self.config
+            .sink
+            .as_ref()
+            .map(|sink| sink.tables.clone())
+            .unwrap_or_default()
+    }
+
     /// Every partition of the connector's change topics with its end offset.
     async fn topic_ends(&self) -> Result<Vec<PartitionOffsets>, PipelineError> {
         let Some(kafka) = self.config.kafka.clone() else {
             return Ok(Vec::new());
         };
         let connector = self.config.name.clone();
-        tokio::task::spawn_blocking(move || change_topic_ends(&kafka, &connector))
+        let tables = self.sink_tables();
+        tokio::task::spawn_blocking(move || change_topic_ends(&kafka, &connector, &tables))
             .await
             .map_err(|e| PipelineError::Task(e.to_string()))?
             .map_err(probe("reading the change topics' end offsets"))

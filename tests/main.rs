@@ -53,3 +53,4 @@ mod snapshot_memory;
 mod standby;
 mod stream_types;
 mod streaming;
+mod table_names;

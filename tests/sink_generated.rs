@@ -9,10 +9,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::sink::{avro_output, spawn_sink, stop_sink};
+use common::sink::{avro_output, avro_to_postgres_config, spawn_sink, stop_sink};
 use common::{database, exec, server_version, spawn_reader, text_rows, wait_until};
-use tidemark::config::Config;
-use tidemark::testing::KafkaBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_generated_columns_land_in_the_warehouse_as_the_source_computed_them() {
@@ -27,20 +25,7 @@ async fn stored_generated_columns_land_in_the_warehouse_as_the_source_computed_t
          INSERT INTO g (id, a) SELECT n, n FROM generate_series(1, 20) n",
     )
     .await;
-    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
-    // Unique per run: the broker, and its topics, can outlive a test run.
-    let name = db.name.clone();
-    let text = format!(
-        "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\npartitions = 2\n\
-         [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\n\
-         [sink]\nkind = \"postgres\"\nurl = \"{}\"\ngroup = \"{name}-sink\"\nbatch_rows = 500\nbatch_ms = 200\n",
-        db.url(),
-        broker.bootstrap,
-        wh.url()
-    );
-    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = avro_to_postgres_config(&db, &wh, "", "");
     let (output, _registry, registry_url) = avro_output(&config, &db.name).await;
     let (stop_source, source) = spawn_reader(config.clone(), output, &client).await;
     let sink = spawn_sink(config.clone(), &registry_url);

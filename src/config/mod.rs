@@ -366,7 +366,7 @@ impl Config {
             );
         }
         if let Some(table) = &self.source.signal_table {
-            if table.split('.').count() != 2 {
+            if crate::domain::names::split_qualified(table).is_none() {
                 return invalid(
                     "source.signal_table",
                     format!("{table:?} must be schema.table"),

@@ -57,7 +57,7 @@ impl SinkConfig {
             return invalid("sink.batch_ms", "must be at least 1 (default 1000)".into());
         }
         for name in self.table.keys().chain(self.tables.iter()) {
-            if name.split('.').count() != 2 {
+            if crate::domain::names::split_qualified(name).is_none() {
                 return invalid(
                     "sink.table",
                     format!("{name:?} must be schema.table (or schema.* in sink.tables)"),
@@ -69,10 +69,19 @@ impl SinkConfig {
 
     /// Whether deletes of `schema.table` are soft.
     pub fn soft_delete_for(&self, schema: &str, table: &str) -> bool {
-        self.table
-            .get(&format!("{schema}.{table}"))
+        self.table_config(schema, table)
             .and_then(|t| t.soft_delete)
             .unwrap_or(self.soft_delete)
+    }
+
+    /// The `[sink.table."schema.table"]` section of a table, its key spelled either way
+    /// [`crate::domain::names::split_qualified`] reads.
+    pub fn table_config(&self, schema: &str, table: &str) -> Option<&SinkTableConfig> {
+        self.table.iter().find_map(|(key, config)| {
+            crate::domain::names::split_qualified(key)
+                .is_some_and(|(s, t)| s == schema && t == table)
+                .then_some(config)
+        })
     }
 }
 

@@ -133,22 +133,20 @@ impl TableSelector {
         }
     }
 
-    /// Parses `*`, `schema.*` or `schema.table`.
+    /// Parses `*`, `schema.*` or `schema.table`, either part quoted PostgreSQL-style when it
+    /// holds a dot (`"a.b"."c"`, see [`crate::domain::names`]).
     pub fn parse(pattern: &str) -> Option<TableSelector> {
         if pattern == "*" {
             return Some(TableSelector::All);
         }
-        let (schema, name) = pattern.split_once('.')?;
-        if schema.is_empty() || name.is_empty() || name.contains('.') || schema == "*" {
+        let (schema, name) = crate::domain::names::split_qualified(pattern)?;
+        if schema == "*" {
             return None;
         }
-        Some(if name == "*" {
-            TableSelector::Schema(schema.to_owned())
+        Some(if name == "*" && !pattern.ends_with("\"*\"") {
+            TableSelector::Schema(schema)
         } else {
-            TableSelector::Table {
-                schema: schema.to_owned(),
-                name: name.to_owned(),
-            }
+            TableSelector::Table { schema, name }
         })
     }
 }

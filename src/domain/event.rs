@@ -157,9 +157,9 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
-    /// `schema.table`.
+    /// `schema.table`, quoted where a part holds a dot ([`super::names::qualified`]).
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        super::names::qualified(&self.schema, &self.name)
     }
 
     /// The columns of the record key, as Debezium chooses them: the key columns, except

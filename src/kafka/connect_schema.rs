@@ -189,7 +189,7 @@ pub fn key_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
         "type": "struct",
         "fields": fields,
         "optional": false,
-        "name": format!("{prefix}.{}.{}.Key", table.schema, table.name),
+        "name": format!("{}.Key", crate::domain::names::topic_name(prefix, &table.schema, &table.name)),
     })
 }
 
@@ -269,7 +269,7 @@ pub fn value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
               "optional": true, "name": "tidemark.Truncate", "field": "truncate" },
         ],
         "optional": false,
-        "name": format!("{prefix}.{}.{}.Envelope", table.schema, table.name),
+        "name": format!("{}.Envelope", crate::domain::names::topic_name(prefix, &table.schema, &table.name)),
         "version": 2,
     })
 }

@@ -40,6 +40,8 @@ const DEFAULT_HEARTBEAT_TOPIC_PREFIX: &str = "__debezium-heartbeat";
 pub(crate) struct TopicRouter {
     prefix: String,
     routes: HashMap<String, String>,
+    /// The topics of tables named one by one to a sink ([`TopicRouter::with_tables`]).
+    listed: Vec<String>,
     message_topic: Arc<str>,
     heartbeat_topic_prefix: String,
 }
@@ -51,10 +53,14 @@ impl TopicRouter {
             .routes
             .iter()
             .flat_map(|route| {
-                route
-                    .tables
-                    .iter()
-                    .map(|t| (t.clone(), route.topic.clone()))
+                route.tables.iter().map(|t| {
+                    // Keyed by the one spelling of `names::qualified`.
+                    let key = crate::domain::names::split_qualified(t).map_or_else(
+                        || t.clone(),
+                        |(s, n)| crate::domain::names::qualified(&s, &n),
+                    );
+                    (key, route.topic.clone())
+                })
             })
             .collect();
         let prefix = config
@@ -72,9 +78,27 @@ impl TopicRouter {
         TopicRouter {
             prefix,
             routes,
+            listed: Vec::new(),
             message_topic,
             heartbeat_topic_prefix,
         }
+    }
+
+    /// Adds the topics of the tables `tables` names one by one (`sink.tables`; `schema.*`
+    /// entries add nothing) to the change topics: a table whose name holds a dot has a topic
+    /// of more than three parts, which the subscription's pattern cannot tell from another
+    /// connector's under a longer prefix, so it is read when listed by name.
+    pub fn with_tables(mut self, tables: &[String]) -> Self {
+        use crate::config::TableSelector;
+        for table in tables {
+            if let Some(TableSelector::Table { schema, name }) = TableSelector::parse(table) {
+                let topic = self.table_topic(&schema, &name).to_string();
+                if !self.listed.contains(&topic) {
+                    self.listed.push(topic);
+                }
+            }
+        }
+        self
     }
 
     /// The topic prefix.
@@ -91,12 +115,16 @@ impl TopicRouter {
         }
     }
 
-    /// The topic of table `schema.name`: its route, else `<prefix>.<schema>.<name>`.
+    /// The topic of table `schema.name`: its route, else `<prefix>.<schema>.<name>` with the
+    /// characters Kafka does not allow replaced as Debezium replaces them
+    /// ([`crate::domain::names::topic_name`]).
     pub(crate) fn table_topic(&self, schema: &str, name: &str) -> Arc<str> {
-        let qualified = format!("{schema}.{name}");
-        match self.routes.get(&qualified) {
+        match self
+            .routes
+            .get(&crate::domain::names::qualified(schema, name))
+        {
             Some(topic) => topic.as_str().into(),
-            None => format!("{}.{qualified}", self.prefix).into(),
+            None => crate::domain::names::topic_name(&self.prefix, schema, name).into(),
         }
     }
 
@@ -127,9 +155,9 @@ impl TopicRouter {
         format!("{}.{}", self.heartbeat_topic_prefix, self.prefix)
     }
 
-    /// The topics that routes send tables to.
+    /// The topics that routes send tables to, and those of tables listed by name.
     pub(crate) fn routed_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.routes.values().cloned().collect();
+        let mut topics: Vec<String> = self.routes.values().chain(&self.listed).cloned().collect();
         topics.sort();
         topics.dedup();
         topics
@@ -145,7 +173,11 @@ impl TopicRouter {
     /// Whether `topic` is one of the change topics: the rule [`TopicRouter::subscription`]
     /// spells for the broker, for code that lists topics itself.
     pub(crate) fn is_change_topic(&self, topic: &str) -> bool {
-        self.routes.values().any(|routed| routed == topic) || is_table_topic(&self.prefix, topic)
+        self.routes
+            .values()
+            .chain(&self.listed)
+            .any(|routed| routed == topic)
+            || is_table_topic(&self.prefix, topic)
     }
 }
 

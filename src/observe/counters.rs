@@ -25,6 +25,11 @@ impl EventCounters {
         // Logical messages have no table: their label is empty.
         let labelled = |label: &str| match event.table {
             None => label.is_empty(),
+            // The label is `names::qualified`; it quotes only names with a dot or a quote
+            // (rare: compared through the allocation there).
+            Some(_) if !plain(schema) || !plain(name) => {
+                label == crate::domain::names::qualified(schema, name)
+            }
             Some(_) => {
                 label.len() == schema.len() + 1 + name.len()
                     && label.starts_with(schema)
@@ -36,7 +41,7 @@ impl EventCounters {
             Some((label, counter)) if labelled(label) => counter.increment(1),
             _ => {
                 let label = match event.table {
-                    Some(_) => format!("{schema}.{name}"),
+                    Some(_) => crate::domain::names::qualified(schema, name),
                     None => String::new(),
                 };
                 let counter = metrics::counter!(
@@ -49,4 +54,9 @@ impl EventCounters {
             }
         }
     }
+}
+
+/// Whether `name` is written as it is in `names::qualified` (no quoting).
+fn plain(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['.', '"'])
 }

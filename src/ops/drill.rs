@@ -364,7 +364,8 @@ async fn compare(
     warehouse: &WarehouseReader,
     table: &str,
 ) -> Result<(&'static str, String), DrillError> {
-    let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+    let (schema, name) = crate::domain::names::split_qualified(table)
+        .unwrap_or_else(|| ("public".into(), table.to_owned()));
     let columns: Vec<String> = source
         .query(
             "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",

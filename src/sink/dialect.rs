@@ -67,7 +67,7 @@ pub struct Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
+        f.write_str(&crate::domain::names::qualified(&self.schema, &self.name))
     }
 }
 

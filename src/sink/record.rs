@@ -26,7 +26,7 @@ pub struct SourceTable {
 
 impl std::fmt::Display for SourceTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
+        f.write_str(&crate::domain::names::qualified(&self.schema, &self.name))
     }
 }
 

@@ -59,7 +59,11 @@ fn partitions(
         .kafka
         .as_ref()
         .ok_or_else(|| SinkError::Config("replay reads Kafka: add a [kafka] section".into()))?;
-    let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
+    let tables = config
+        .sink
+        .as_ref()
+        .map_or(&[][..], |sink| &sink.tables[..]);
+    let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name).with_tables(tables);
     let consumer: BaseConsumer = kafka
         .connection_config()
         .set("group.id", format!("tidemark-replay-{}", config.name))

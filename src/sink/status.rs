@@ -39,10 +39,15 @@ pub struct SinkStatus {
     pub problem: Option<String>,
 }
 
-/// The connector's rule for its change topics (see [`TopicRouter::is_change_topic`](crate::kafka::topics::TopicRouter::is_change_topic)), for code that
-/// has topic names from elsewhere.
-pub(crate) fn change_topic_matcher(kafka: &KafkaConfig, connector: &str) -> impl Fn(&str) -> bool {
-    let router = crate::kafka::topics::TopicRouter::new(kafka, connector);
+/// The connector's rule for its change topics (see [`TopicRouter::is_change_topic`](crate::kafka::topics::TopicRouter::is_change_topic)), with the
+/// topics of the tables `tables` (`sink.tables`) names one by one, for code that has topic
+/// names from elsewhere.
+pub(crate) fn change_topic_matcher(
+    kafka: &KafkaConfig,
+    connector: &str,
+    tables: &[String],
+) -> impl Fn(&str) -> bool + use<> {
+    let router = crate::kafka::topics::TopicRouter::new(kafka, connector).with_tables(tables);
     move |topic| router.is_change_topic(topic)
 }
 
@@ -63,8 +68,9 @@ pub(crate) struct PartitionOffsets {
 pub(crate) fn change_topic_ends(
     kafka: &KafkaConfig,
     connector: &str,
+    tables: &[String],
 ) -> Result<Vec<PartitionOffsets>, String> {
-    let is_change = change_topic_matcher(kafka, connector);
+    let is_change = change_topic_matcher(kafka, connector, tables);
     let consumer: BaseConsumer = kafka
         .connection_config()
         .create()
@@ -102,8 +108,9 @@ pub async fn sink_status(config: &Config) -> Option<SinkStatus> {
         partitions: Vec::new(),
         problem: None,
     };
-    let connector = config.name.clone();
-    let ends = tokio::task::spawn_blocking(move || change_topic_ends(&kafka, &connector)).await;
+    let (connector, tables) = (config.name.clone(), sink.tables.clone());
+    let ends =
+        tokio::task::spawn_blocking(move || change_topic_ends(&kafka, &connector, &tables)).await;
     let ends = match ends {
         Ok(Ok(ends)) => ends,
         Ok(Err(problem)) => {

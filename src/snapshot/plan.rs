@@ -49,7 +49,7 @@ pub(crate) struct ChunkSpec {
 impl ChunkSpec {
     /// `schema.table`.
     pub(crate) fn qualified_table(&self) -> String {
-        format!("{}.{}", self.schema, self.table)
+        crate::domain::names::qualified(&self.schema, &self.table)
     }
 
     /// A short name for logs: `public.orders#3`.
@@ -177,7 +177,7 @@ pub(crate) async fn describe_table(
         .await
         .map_err(SnapshotError::sql(format!("looking up {schema}.{table}")))?
         .ok_or_else(|| SnapshotError::TableMissing {
-            table: format!("{schema}.{table}"),
+            table: crate::domain::names::qualified(schema, table),
         })?;
     let oid: u32 = relation.get(0);
     let identity: String = relation.get(1);

@@ -143,14 +143,13 @@ pub async fn request_snapshot(
     }
     match &config.source.signal_table {
         Some(signal_table) => {
-            let (schema, table) = signal_table
-                .split_once('.')
-                .unwrap_or(("public", signal_table));
+            let (schema, table) = crate::domain::names::split_qualified(signal_table)
+                .unwrap_or_else(|| ("public".into(), signal_table.clone()));
             let data = snapshot_data(tables, condition);
             let sql = format!(
                 "INSERT INTO {}.{} (id, type, data) VALUES ($1, 'execute-snapshot', $2)",
-                crate::pg::replication::quote_ident(schema),
-                crate::pg::replication::quote_ident(table)
+                crate::pg::replication::quote_ident(&schema),
+                crate::pg::replication::quote_ident(&table)
             );
             let id = format!("tidemark-{}", crate::domain::event::now_ms());
             client

@@ -98,9 +98,10 @@ pub struct PublishedTable {
 }
 
 impl PublishedTable {
-    /// `schema.table` unquoted: how snapshot progress and signals name tables.
+    /// `schema.table` as snapshot progress and signals name tables
+    /// ([`crate::domain::names::qualified`]).
     pub(crate) fn qualified(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        crate::domain::names::qualified(&self.schema, &self.name)
     }
 }
 
@@ -681,13 +682,13 @@ pub(crate) async fn candidate_tables(
     let selectors = config.table_selectors();
     let all = selectors.is_empty() || selectors.contains(&TableSelector::All);
     let schemas = selected_schemas(config);
-    let tables: Vec<String> = selectors
+    let (table_schemas, table_names): (Vec<&str>, Vec<&str>) = selectors
         .iter()
         .filter_map(|s| match s {
-            TableSelector::Table { schema, name } => Some(format!("{schema}.{name}")),
+            TableSelector::Table { schema, name } => Some((schema.as_str(), name.as_str())),
             _ => None,
         })
-        .collect();
+        .unzip();
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), c.relreplident::text, \
@@ -695,9 +696,10 @@ pub(crate) async fn candidate_tables(
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-               AND ($1 OR n.nspname = ANY($2) OR (n.nspname || '.' || c.relname) = ANY($3)) \
+               AND ($1 OR n.nspname = ANY($2) \
+                    OR (n.nspname, c.relname) IN (SELECT * FROM unnest($3::text[], $4::text[]))) \
              ORDER BY 1",
-            &[&all, &schemas, &tables],
+            &[&all, &schemas, &table_schemas, &table_names],
         )
         .await
         .map_err(sql_error("listing tables"))?;

@@ -83,3 +83,27 @@ pub fn duck_has_table(path: &str, name: &str) -> bool {
     );
     count != vec![vec![Some("0".to_string())]]
 }
+
+/// A pipeline's configuration for the end-to-end sink tests: the source `db` (named after
+/// it, unique per run: the broker and its topics outlive a run), Apache Kafka with Avro and
+/// the embedded registry, and a PostgreSQL warehouse `warehouse`; `source_extra` and
+/// `sink_extra` are more lines of those sections.
+pub fn avro_to_postgres_config(
+    db: &tidemark::testing::TestDatabase,
+    warehouse: &tidemark::testing::TestDatabase,
+    source_extra: &str,
+    sink_extra: &str,
+) -> Config {
+    let broker = tidemark::testing::KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let name = &db.name;
+    let text = format!(
+        "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\n{source_extra}\n\
+         [kafka]\nbrokers = \"{}\"\npartitions = 2\n\
+         [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\n\
+         [sink]\nkind = \"postgres\"\nurl = \"{}\"\ngroup = \"{name}-sink\"\nbatch_rows = 500\nbatch_ms = 200\n{sink_extra}\n",
+        db.url(),
+        broker.bootstrap,
+        warehouse.url()
+    );
+    Config::from_toml_with_env(&text, "test", std::iter::empty()).unwrap_or_else(|e| panic!("{e}"))
+}

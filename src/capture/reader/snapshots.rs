@@ -241,7 +241,9 @@ pub(super) fn signal_in(
     }
     let table = event.table.as_deref()?;
     let signal_table = config.source.signal_table.as_deref()?;
-    if signal_table.split_once('.') != Some((table.schema.as_str(), table.name.as_str())) {
+    if crate::domain::names::split_qualified(signal_table)
+        .is_none_or(|(schema, name)| schema != table.schema || name != table.name)
+    {
         return None;
     }
     Some(match (event.op, event.after.as_deref()) {
@@ -331,7 +333,7 @@ impl<O: EventOutput> Session<'_, O> {
                     if let Some(table) = events.first().and_then(|e| e.table.as_ref()) {
                         metrics::counter!(
                             crate::observe::names::SNAPSHOT_ROWS,
-                            "table" => format!("{}.{}", table.schema, table.name)
+                            "table" => table.qualified_name()
                         )
                         .increment(rows);
                     }
@@ -444,11 +446,10 @@ impl<O: EventOutput> Session<'_, O> {
     /// publication).
     pub(super) fn is_new_table(&self, schema: &str, table: &str) -> bool {
         self.config.source.snapshot != SnapshotMode::Never
-            && self
-                .state
-                .progress
-                .as_ref()
-                .is_some_and(|p| !p.tables.contains(&format!("{schema}.{table}")))
+            && self.state.progress.as_ref().is_some_and(|p| {
+                !p.tables
+                    .contains(&crate::domain::names::qualified(schema, table))
+            })
     }
 
     /// Snapshots published tables that the progress does not know yet; before PostgreSQL

@@ -86,6 +86,9 @@ impl KafkaOutput {
             return Ok((known.topic.clone(), known.key_id, known.value_id));
         }
         let routed = self.router.topic(event);
+        if !self.descriptions.contains_key(&table.relation_id) {
+            note_unusual_topic(self.router.prefix(), table);
+        }
         let (topic, key_id, value_id, note, previous) = match &mut self.format {
             Format::Json(_) => (
                 routed.clone(),
@@ -168,4 +171,20 @@ impl KafkaOutput {
         }
         Ok(())
     }
+}
+
+/// Says, once per table and run, when a table's name is not a plain topic name: characters
+/// Kafka refuses are replaced in its topic (as Debezium does), or a dot in a name gives the
+/// topic more parts, which a sink's pattern does not match.
+fn note_unusual_topic(prefix: &str, table: &TableSchema) {
+    let raw = format!("{prefix}.{}.{}", table.schema, table.name);
+    let sanitized = crate::domain::names::topic_name(prefix, &table.schema, &table.name);
+    if sanitized == raw && !table.schema.contains('.') && !table.name.contains('.') {
+        return;
+    }
+    tracing::warn!(
+        table = %table.qualified_name(),
+        topic = %sanitized,
+        "the table's name is not a plain Kafka topic name: its topic replaces the characters Kafka refuses with '_' as Debezium does; a dot in a name gives the topic more parts, so `tidemark sink` reads it only when sink.tables names the table (quoted: \"sche.ma\".\"na.me\")"
+    );
 }

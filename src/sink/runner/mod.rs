@@ -134,13 +134,12 @@ fn selected(selectors: &[TableSelector], table: &SourceTable) -> bool {
 /// The warehouse table of a source table.
 pub(crate) fn target_of(sink: &SinkConfig, table: &SourceTable, suffix: &str) -> Target {
     let override_target = sink
-        .table
-        .get(&table.to_string())
+        .table_config(&table.schema, &table.name)
         .and_then(|t| t.target.clone());
     let default_schema = sink.schema.clone().unwrap_or_else(|| table.schema.clone());
     let (schema, name) = match override_target {
-        Some(target) => match target.split_once('.') {
-            Some((schema, name)) => (schema.to_owned(), name.to_owned()),
+        Some(target) => match crate::domain::names::split_qualified(&target) {
+            Some((schema, name)) => (schema, name),
             None => (default_schema, target),
         },
         None => (default_schema, table.name.clone()),
@@ -283,7 +282,8 @@ async fn sink_loop(
     if options.bounded.is_none() {
         options.health.set(Part::Sink, Readiness::Starting);
     }
-    let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name);
+    let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name)
+        .with_tables(&sink_config.tables);
     let lookup = schema_lookup(config, kafka, options.registry_url.as_deref()).await?;
     let mut decoder = Decoder::new(router.prefix(), lookup);
     // A table must be in both selections (`sink.tables` and the run's own).

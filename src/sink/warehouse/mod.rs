@@ -351,7 +351,7 @@ fn parse_tables(
 ) -> Result<HashMap<Target, StoredTable>, WarehouseError> {
     let mut tables = HashMap::new();
     for (target, shape, lsn, seq) in rows {
-        let Some((schema, name)) = target.split_once('.') else {
+        let Some((schema, name)) = crate::domain::names::split_qualified(&target) else {
             continue;
         };
         let shape: TableShape = serde_json::from_str(&shape).map_err(|e| {
@@ -366,13 +366,7 @@ fn parse_tables(
             }),
             _ => None,
         };
-        tables.insert(
-            Target {
-                schema: schema.into(),
-                name: name.into(),
-            },
-            StoredTable { shape, truncated },
-        );
+        tables.insert(Target { schema, name }, StoredTable { shape, truncated });
     }
     Ok(tables)
 }
