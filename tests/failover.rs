@@ -4,8 +4,9 @@
 //!
 //! - PostgreSQL 17 and later, `source.failover = true` and slot synchronization
 //!   (`sync_replication_slots` on the standby, `synchronized_standby_slots` on the primary):
-//!   tidemark reconnects to the new primary, continues from the synced slot, and the rows
-//!   its events describe equal the new primary's tables (changes delivered twice only where
+//!   tidemark reconnects to the new primary, continues from the synced slot, and its
+//!   changes, through Apache Kafka and tidemark's sink, leave a PostgreSQL warehouse (a
+//!   server of its own) equal to the new primary's table (changes delivered twice only where
 //!   at-least-once allows; nothing lost).
 //! - `TIDEMARK_FAILOVER_LOAD_SECS` (default 0) keeps the load on that long before the kill
 //!   and after the promotion (`scripts/drills.sh` runs it for minutes).
@@ -18,9 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::kafka::drain;
+use common::sink::{spawn_sink, stop_sink};
 use common::*;
 use tidemark::capture::reader::ReaderError;
-use tidemark::testing::PgCluster;
+use tidemark::config::Config;
+use tidemark::domain::event::EnvelopeContext;
+use tidemark::kafka::KafkaOutput;
+use tidemark::testing::{KafkaBroker, PgCluster};
 
 /// Writes transactions (an insert and an update each) until `stop`, on whichever host
 /// accepts them; counts the commits acknowledged.
@@ -79,8 +85,36 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{}?sslmode=disable&connect_timeout=2&target_session_attrs=read-write",
         primary.port, standby.port, db.name
     );
-    let mut config = config(&db, "failover", &format!("failover = {failover}"));
-    config.source.url = both.clone();
+    // On 17+ the changes go through Apache Kafka and tidemark's sink into a PostgreSQL
+    // warehouse on a server of its own, which must end equal to the new primary.
+    let warehouse = if failover {
+        let cluster = PgCluster::start_with(&[]).unwrap_or_else(|e| panic!("{e}"));
+        let wh = cluster
+            .create_database("failover_wh")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let wh_client = wh.connect().await.unwrap_or_else(|e| panic!("{e}"));
+        Some((wh, wh_client))
+    } else {
+        None
+    };
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let sink_section = warehouse.as_ref().map_or(String::new(), |(wh, _)| {
+        format!(
+            "[sink]\nkind = \"postgres\"\nurl = \"{}\"\ngroup = \"{}-sink\"\nbatch_rows = 500\nbatch_ms = 200\n",
+            wh.url(),
+            db.name
+        )
+    });
+    // The topics' prefix is the database's name, unique per run (the broker outlives it).
+    let text = format!(
+        "name = \"failover\"\n[source]\nurl = \"{both}\"\nsnapshot = \"never\"\nstatus_interval_ms = 200\n\
+         failover = {failover}\n[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\nformat = \"json\"\n\
+         partitions = 2\n{sink_section}",
+        broker.bootstrap, db.name
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
     if failover {
         // `check` reads both sides: the primary lacks synchronized_standby_slots, the
         // standby sync_replication_slots; set, the standby waits for the slot to appear.
@@ -110,7 +144,15 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
             "{rendered}"
         );
     }
-    let reader = Running::start(config.clone(), &client).await;
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
+    let output = KafkaOutput::connect(&kafka, EnvelopeContext::new(&config.name, &db.name))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop_source, source) = spawn_reader(config.clone(), output, &client).await;
+    // JSON needs no registry: the sink is given an address it never calls.
+    let sink = warehouse
+        .as_ref()
+        .map(|_| spawn_sink(config.clone(), "http://127.0.0.1:9"));
 
     // The rows the load updates, written after the slot exists (snapshot = "never").
     exec(
@@ -177,7 +219,11 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
     if !failover {
         stop.store(true, Ordering::Relaxed);
         let _ = load.await;
-        let error = reader.finished().await.expect_err("the slot is gone");
+        let error = tokio::time::timeout(Duration::from_secs(120), source)
+            .await
+            .unwrap_or_else(|_| panic!("the source did not stop within 120 s"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect_err("the slot is gone");
         assert!(matches!(error, ReaderError::SlotLost { .. }), "{error}");
         let text = error.to_string();
         assert!(
@@ -202,27 +248,55 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
     let expected = acct_table(&standby_db).await;
+    let (_, wh_client) = warehouse
+        .as_ref()
+        .unwrap_or_else(|| panic!("a warehouse on 17+"));
+    let sink = sink.unwrap_or_else(|| panic!("a sink on 17+"));
     wait_until(
-        "tidemark's events equal the new primary",
-        Duration::from_secs(120),
-        || async { acct_replay(&reader.events.snapshot()) == expected },
+        "the warehouse equal to the new primary",
+        Duration::from_secs(180),
+        || async {
+            assert!(!sink.1.is_finished(), "the sink ended early");
+            assert!(!source.is_finished(), "the source ended early");
+            wh_client
+                .query("SELECT id::bigint, v::bigint FROM acct", &[])
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect::<std::collections::BTreeMap<i64, i64>>()
+                })
+                .unwrap_or_default()
+                == expected
+        },
     )
     .await;
     let caught_up = resumed.elapsed();
-    let events = reader.events.snapshot();
-    let stats = reader.stop().await;
-    assert!(stats.sessions >= 2, "the reader reconnected: {stats:?}");
-    assert_eq!(acct_replay(&events), expected);
+    let _ = stop_source.send(true);
+    let stats = source
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("source: {e}"));
+    stop_sink(sink).await;
+    assert!(stats.sessions >= 2, "the source reconnected: {stats:?}");
+    let records = drain(
+        &broker.bootstrap,
+        &format!("{}.public.acct", db.name),
+        false,
+        Duration::from_secs(2),
+    )
+    .await;
     // Each commit is an insert and an update, after 100 inserted rows: the rest are
     // changes delivered again from the synced slot's position (at least once).
     let total = commits.load(Ordering::Relaxed);
     let once = 2 * total + 100;
     println!(
-        "PostgreSQL {version} failover drill: {total} commits ({before_kill} before the kill), 1 kill, standby promoted {:.1} s after it, tidemark equal with the new primary {:.1} s after the load resumed; {} events for {once} changes acknowledged ({} again), {} sessions",
+        "PostgreSQL {version} failover drill: {total} commits ({before_kill} before the kill), 1 kill, standby promoted {:.1} s after it, the warehouse equal to the new primary ({} rows) {:.1} s after the load resumed; {} records for {once} changes acknowledged ({} again), {} source sessions",
         promoted.as_secs_f64(),
+        expected.len(),
         caught_up.as_secs_f64(),
-        events.len(),
-        events.len().saturating_sub(once as usize),
+        records.len(),
+        records.len().saturating_sub(once as usize),
         stats.sessions
     );
 }
