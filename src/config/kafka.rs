@@ -14,7 +14,7 @@ pub enum Delivery {
 }
 
 /// `[kafka]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port…]`.
@@ -67,6 +67,12 @@ pub struct KafkaConfig {
     /// `{ "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512" }`.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        super::source::debug_with_urls("KafkaConfig", self, &[], f)
+    }
 }
 
 impl KafkaConfig {

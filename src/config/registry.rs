@@ -3,7 +3,7 @@
 use super::*;
 
 /// `[registry]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// URL of an external Confluent-compatible registry; absent: the embedded registry.
@@ -101,4 +101,10 @@ pub enum IncompatiblePolicy {
     Relax,
     /// Move the table to a new topic `<topic>-v<N>` whose subjects start afresh.
     NewTopic,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        super::source::debug_with_urls("RegistryConfig", self, &["url"], f)
+    }
 }

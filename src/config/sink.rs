@@ -86,7 +86,7 @@ impl SinkConfig {
 }
 
 /// `[sink]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Warehouse kind.
@@ -135,6 +135,12 @@ pub struct SinkConfig {
 }
 
 /// `[sink.table."schema.table"]`: one table's overrides.
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        super::source::debug_with_urls("SinkConfig", self, &["url"], f)
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkTableConfig {

@@ -72,6 +72,28 @@ fn environment_overrides_every_kind_of_key() {
         !format!("{config:?}").contains("s3cret"),
         "password in Debug output"
     );
+    let with_url_password = load(
+        &EXAMPLE.replace("postgres://user:pass@", "postgres://user:urls3cret@"),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let shown = format!("{with_url_password:?}");
+    assert!(
+        !shown.contains("urls3cret") && shown.contains("user:***@"),
+        "a URL's password in Debug output: {shown}"
+    );
+    let mut with_sasl = load(EXAMPLE, &[]).unwrap_or_else(|e| panic!("{e}"));
+    with_sasl
+        .kafka
+        .as_mut()
+        .unwrap_or_else(|| panic!("the example has [kafka]"))
+        .properties
+        .insert("sasl.password".into(), "k4fka".into());
+    let shown = format!("{with_sasl:?}");
+    assert!(
+        !shown.contains("k4fka") && shown.contains("sasl.password"),
+        "a SASL password in Debug output: {shown}"
+    );
     assert!(
         !toml::to_string(&config)
             .unwrap_or_default()
