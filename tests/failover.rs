@@ -247,6 +247,7 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
     tokio::time::sleep(load_for.saturating_sub(resumed.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
+    let load_stopped = Instant::now();
     let expected = acct_table(&standby_db).await;
     let (_, wh_client) = warehouse
         .as_ref()
@@ -271,7 +272,7 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
         },
     )
     .await;
-    let caught_up = resumed.elapsed();
+    let (caught_up, after_load) = (resumed.elapsed(), load_stopped.elapsed());
     let _ = stop_source.send(true);
     let stats = source
         .await
@@ -291,10 +292,11 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
     let total = commits.load(Ordering::Relaxed);
     let once = 2 * total + 100;
     println!(
-        "PostgreSQL {version} failover drill: {total} commits ({before_kill} before the kill), 1 kill, standby promoted {:.1} s after it, the warehouse equal to the new primary ({} rows) {:.1} s after the load resumed; {} records for {once} changes acknowledged ({} again), {} source sessions",
+        "PostgreSQL {version} failover drill: {total} commits ({before_kill} before the kill), 1 kill, standby promoted {:.1} s after it, the warehouse equal to the new primary ({} rows) {:.1} s after the load resumed ({:.1} s after it stopped); {} records for {once} changes acknowledged ({} again), {} source sessions",
         promoted.as_secs_f64(),
         expected.len(),
         caught_up.as_secs_f64(),
+        after_load.as_secs_f64(),
         records.len(),
         records.len().saturating_sub(once as usize),
         stats.sessions
