@@ -736,7 +736,8 @@ async fn a_schema_pattern_takes_the_schemas_tables_and_those_created_later() {
 /// before PostgreSQL 18; from 18 the stored ones (tidemark's publication says
 /// `publish_generated_columns = stored`) and never the virtual ones, which `check` warns
 /// about; a table under REPLICA IDENTITY FULL with a virtual column (whose updates
-/// PostgreSQL 18 refuses) is refused by `setup` with the way out.
+/// PostgreSQL 18 refuses) is refused by `setup` with the way out; a publication made by hand
+/// without `publish_generated_columns` is warned about by `check` on 18.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_columns_arrive_as_the_server_publishes_them() {
     let (db, client) = database("snap_generated").await;
@@ -817,6 +818,38 @@ async fn generated_columns_arrive_as_the_server_publishes_them() {
                 other => panic!("{other:?}"),
             }
         }
+    }
+    // A publication made by hand (or before 18) publishes no generated column: `check`
+    // says so on 18 and how to change it, and stops saying so once it is changed.
+    let handmade = snapshot_config(
+        &db,
+        "handmade",
+        dir.path(),
+        "tables = [\"public.gen\"]\npublication = \"handmade\"",
+    );
+    exec(&client, "CREATE PUBLICATION handmade FOR TABLE gen").await;
+    let unpublished = |rendered: &str| {
+        rendered.lines().any(|l| {
+            l.starts_with("warn")
+                && l.contains(
+                    "stored generated column(s) s, which publication handmade does not publish",
+                )
+        })
+    };
+    let rendered = tidemark::ops::check::check(&handmade).await.render();
+    assert_eq!(unpublished(&rendered), version >= 180000, "{rendered}");
+    if version >= 180000 {
+        assert!(
+            rendered.contains("publish_generated_columns = stored"),
+            "{rendered}"
+        );
+        exec(
+            &client,
+            "ALTER PUBLICATION handmade SET (publish_generated_columns = stored)",
+        )
+        .await;
+        let rendered = tidemark::ops::check::check(&handmade).await.render();
+        assert!(!unpublished(&rendered), "{rendered}");
     }
     drop(db);
 }

@@ -179,23 +179,45 @@ async fn check_source(config: &Config, report: &mut CheckReport) {
     if config.source.failover {
         check_standbys(config, &settings, report).await;
     }
-    // PostgreSQL 18's virtual generated columns are never published.
-    let virtual_columns = async {
+    // PostgreSQL 18's virtual generated columns are never published; its stored ones are
+    // only by a publication that says `publish_generated_columns = stored`, which one made
+    // before 18 (or by hand) does not.
+    let generated = async {
         let tables: Vec<String> = setup::candidate_tables(&client, config)
             .await?
             .into_iter()
             .map(|(table, _, _)| table)
             .collect();
-        setup::generated_columns(&client, &tables, 'v').await
+        let virtual_columns = setup::generated_columns(&client, &tables, 'v').await?;
+        let unpublished = if setup::publishes_stored_generated(&client, &config.source.publication)
+            .await?
+            == Some(false)
+        {
+            setup::generated_columns(&client, &tables, 's').await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, setup::SetupError>((virtual_columns, unpublished))
     };
-    match virtual_columns.await {
-        Ok(tables) => {
-            for (table, columns) in tables {
+    match generated.await {
+        Ok((virtual_columns, unpublished)) => {
+            for (table, columns) in virtual_columns {
                 report.warning(
                     "source",
                     format!(
                         "table {table} has virtual generated column(s) {}, which PostgreSQL never publishes: the events and the warehouse will not have them; make them STORED to capture them",
                         columns.join(", ")
+                    ),
+                );
+            }
+            for (table, columns) in unpublished {
+                report.warning(
+                    "source",
+                    format!(
+                        "table {table} has stored generated column(s) {}, which publication {} does not publish (it was made before PostgreSQL 18 or without publish_generated_columns): the events and the warehouse will not have them; run ALTER PUBLICATION {} SET (publish_generated_columns = stored) to capture them",
+                        columns.join(", "),
+                        config.source.publication,
+                        crate::pg::replication::quote_ident(&config.source.publication)
                     ),
                 );
             }

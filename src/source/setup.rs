@@ -651,6 +651,28 @@ async fn failover_problems(
     Ok(problems)
 }
 
+/// Whether publication `publication` publishes stored generated columns
+/// (`pubgencols`, PostgreSQL 18); `None` before 18 (no such thing) or without the
+/// publication.
+pub(crate) async fn publishes_stored_generated(
+    client: &Client,
+    publication: &str,
+) -> Result<Option<bool>, SetupError> {
+    let row = client
+        .query_opt(
+            "SELECT to_jsonb(p) ->> 'pubgencols' FROM pg_publication p WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(sql_error(
+            "reading the publication's publish_generated_columns",
+        ))?;
+    // 's' stored, 'n' none (18 keeps a char; absent before 18).
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .map(|value| value == "s" || value == "true"))
+}
+
 /// Those of `tables` (as [`candidate_tables`] names them) with generated columns of `kind` (`'s'` stored,
 /// `'v'` virtual, PostgreSQL 18): (qualified table, column names), in one query.
 pub(crate) async fn generated_columns(
