@@ -41,27 +41,78 @@ async fn logical_slots(client: &tokio_postgres::Client, slot: &str) -> i64 {
         .get(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
-    let primary = PgCluster::start_with(&[]).unwrap_or_else(|e| panic!("{e}"));
-    let db = primary
-        .create_database("standby")
+/// A primary with a table `acct` of `rows` rows, a streaming standby of it, and a
+/// configuration reading from the standby (`source.primary_url` the primary; heartbeats
+/// every 300 ms; an initial snapshot).
+struct Pair {
+    primary_db: tidemark::testing::TestDatabase,
+    primary: tokio_postgres::Client,
+    standby: &'static PgCluster,
+    standby_db: tokio_postgres::Client,
+    config: tidemark::config::Config,
+    version: i32,
+}
+
+async fn pair(label: &str, rows: i64) -> Pair {
+    let cluster = PgCluster::start_with(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let primary_db = cluster
+        .create_database(label)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let client = db.connect().await.unwrap_or_else(|e| panic!("{e}"));
-    let version = server_version(&client).await;
-    let major = version / 10000;
+    let primary = primary_db.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    let version = server_version(&primary).await;
     exec(
-        &client,
-        "CREATE TABLE acct (id bigint PRIMARY KEY, v bigint NOT NULL);
-         INSERT INTO acct SELECT g, g FROM generate_series(1, 500) g",
+        &primary,
+        &format!(
+            "CREATE TABLE acct (id bigint PRIMARY KEY, v bigint NOT NULL);
+             INSERT INTO acct SELECT g, g FROM generate_series(1, {rows}) g"
+        ),
     )
     .await;
-    let standby = primary
-        .start_standby("standby_phys", &[])
+    let standby = cluster
+        .start_standby(&format!("{label}_phys"), &[])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let standby_db = connect_when_ready(&standby.url("postgres", &db.name)).await;
+    let standby_db = connect_when_ready(&standby.url("postgres", &primary_db.name)).await;
+    let mut config = config(&primary_db, label, "heartbeat_interval_ms = 300");
+    config.source.snapshot = tidemark::config::SnapshotMode::Initial;
+    config.source.url = standby.url("postgres", &primary_db.name);
+    config.source.primary_url = Some(primary_db.url());
+    Pair {
+        primary_db,
+        primary,
+        standby,
+        standby_db,
+        config,
+        version,
+    }
+}
+
+/// Whether the connector `name`'s connection to the server of `client` last wrote a
+/// heartbeat (its last statement, in `pg_stat_activity`).
+async fn heartbeat_written(client: &tokio_postgres::Client, name: &str) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND query LIKE '%pg_logical_emit_message%'",
+            &[&format!("tidemark-{name}")],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) > 0)
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
+    let Pair {
+        primary_db: _db,
+        primary: client,
+        standby,
+        standby_db,
+        config,
+        version,
+    } = pair("standby", 500).await;
+    let major = version / 10000;
     let in_recovery: bool = standby_db
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -69,10 +120,6 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
         .get(0);
     assert!(in_recovery, "the source is a standby");
     let standby_admin = standby.admin().await.unwrap_or_else(|e| panic!("{e}"));
-    let mut config = config(&db, "standby", "heartbeat_interval_ms = 300");
-    config.source.snapshot = tidemark::config::SnapshotMode::Initial;
-    config.source.url = standby.url("postgres", &db.name);
-    config.source.primary_url = Some(db.url());
 
     if version < 160000 {
         let report = tidemark::ops::check::check(&config).await;
@@ -132,17 +179,7 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
     wait_until(
         "a heartbeat written on the primary",
         Duration::from_secs(30),
-        || async {
-            client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tidemark-standby' \
-                     AND query LIKE '%pg_logical_emit_message%'",
-                    &[],
-                )
-                .await
-                .map(|r| r.get::<_, i64>(0) > 0)
-                .unwrap_or(false)
-        },
+        || heartbeat_written(&client, "standby"),
     )
     .await;
     let target = current_wal(&client).await;
@@ -247,4 +284,80 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
     );
     assert!(text.contains("hot_standby_feedback"), "{text}");
     println!("PostgreSQL {major}: the invalidated standby slot stops the reader: {text}");
+}
+
+/// A standby promoted while tidemark reads from it keeps its slot; tidemark notices at its
+/// next heartbeat, starts a new session, and from then on writes its heartbeats to the
+/// promoted server, whose changes stream on. Before 16 `check` refuses a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_promoted_under_tidemark_takes_its_writes() {
+    let Pair {
+        primary_db: _db,
+        primary: client,
+        standby: _standby,
+        standby_db,
+        config,
+        version,
+    } = pair("promoted", 10).await;
+    if version < 160000 {
+        let report = tidemark::ops::check::check(&config).await;
+        assert!(!report.passed(), "{}", report.render());
+        return;
+    }
+    let reader = Running::spawn(config.clone());
+    reader.wait_for_last_snapshot_row().await;
+    exec(&client, "UPDATE acct SET v = v + 100 WHERE id <= 3").await;
+    let before = acct_table(&client).await;
+    wait_until(
+        "the update from the standby",
+        Duration::from_secs(60),
+        || async { acct_replay(&reader.events.snapshot()) == before },
+    )
+    .await;
+
+    standby_db
+        .execute("SELECT pg_promote()", &[])
+        .await
+        .unwrap_or_else(|e| panic!("promote: {e}"));
+    // Writes on the promoted server stream on from the same slot.
+    wait_until(
+        "the promoted server accepts writes",
+        Duration::from_secs(30),
+        || async {
+            standby_db
+                .execute("UPDATE acct SET v = v + 1000 WHERE id = 5", &[])
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    exec(
+        &standby_db,
+        "INSERT INTO acct VALUES (11, 11); DELETE FROM acct WHERE id = 1",
+    )
+    .await;
+    let after = acct_table(&standby_db).await;
+    wait_until(
+        "the promoted server's changes",
+        Duration::from_secs(60),
+        || async { acct_replay(&reader.events.snapshot()) == after },
+    )
+    .await;
+    // Heartbeats now go to the promoted server, not to the old primary.
+    wait_until(
+        "a heartbeat on the promoted server",
+        Duration::from_secs(30),
+        || heartbeat_written(&standby_db, "promoted"),
+    )
+    .await;
+    let stats = reader.stop().await;
+    assert!(
+        stats.sessions >= 2,
+        "a new session after the promotion: {stats:?}"
+    );
+    println!(
+        "PostgreSQL {}: the standby promoted under tidemark; {} sessions, the promoted server's changes streamed and its heartbeats written there",
+        version / 10000,
+        stats.sessions
+    );
 }

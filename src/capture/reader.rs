@@ -557,6 +557,8 @@ impl<'a, O: EventOutput> Session<'a, O> {
     /// Writes a heartbeat message (on the primary when the source is a standby: it reaches
     /// the standby's WAL by physical replication).
     async fn heartbeat(&mut self) -> Result<(), ReaderError> {
+        // A standby promoted meanwhile takes the writes itself: a new session sees to it.
+        self.sql.check_promoted().await?;
         let Some(writer) = self.sql.writer() else {
             return Ok(());
         };

@@ -138,6 +138,12 @@ pub enum ConnectionError {
     /// An ordinary SQL connection failed.
     #[error("PostgreSQL: {}", describe(.0))]
     Sql(#[from] tokio_postgres::Error),
+    /// The standby the source URL names was promoted while tidemark read from it: its own
+    /// writes must go to it from now on, which a new session does.
+    #[error(
+        "the standby source.url names was promoted to a primary; reconnecting so tidemark's own writes (heartbeats, signals) go to it instead of source.primary_url"
+    )]
+    Promoted,
 }
 
 impl ConnectionError {
@@ -148,6 +154,7 @@ impl ConnectionError {
             ConnectionError::Io { .. }
             | ConnectionError::Timeout(_)
             | ConnectionError::Closed
+            | ConnectionError::Promoted
             | ConnectionError::NoUsableHost(_) => true,
             ConnectionError::Server(e) => is_transient_sqlstate(&e.code),
             ConnectionError::Sql(e) => is_transient_sql(e),

@@ -23,6 +23,11 @@
 //!   the standby's slot): the standby then invalidates the slot (`conflicting`,
 //!   `invalidation_reason = 'rows_removed'`). `hot_standby_feedback = on` with a physical
 //!   slot on the primary prevents it; `check` says so.
+//!
+//! A standby promoted while tidemark reads from it keeps its logical slot, but the writes
+//! must follow: the old primary's WAL no longer reaches it. The reader asks before each
+//! heartbeat ([`SourceSql::check_promoted`]) and starts a new session when it was promoted,
+//! which finds a primary and writes there.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -81,6 +86,25 @@ impl SourceSql {
             self.primary.as_ref()
         } else {
             Some(&self.source)
+        }
+    }
+
+    /// On a standby, fails with [`ConnectionError::Promoted`] once the server is no longer in
+    /// recovery (promoted while tidemark reads from it: the writes must go to it now, not to
+    /// the old primary, whose WAL it no longer replays); nothing to check on a primary.
+    pub async fn check_promoted(&self) -> Result<(), ConnectionError> {
+        if !self.standby {
+            return Ok(());
+        }
+        let in_recovery: bool = self
+            .source
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await?
+            .get(0);
+        if in_recovery {
+            Ok(())
+        } else {
+            Err(ConnectionError::Promoted)
         }
     }
 
