@@ -197,6 +197,13 @@ async fn a_snapshot_stopped_half_way_is_finished_by_the_next_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_stops_answering_mid_snapshot_is_waited_out() {
     const ROWS: i64 = 300_000;
+    // The source's log on stderr, which the runner shows when the test fails: it stalled
+    // once after the resume under CI's load, and its log is what says why.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let node_dir = dir.path().join("kafka");
     let node = tokio::task::spawn_blocking(move || {
