@@ -277,10 +277,7 @@ impl<'a, O: EventOutput> Session<'a, O> {
         let settings = config
             .source_settings()
             .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
-        let primary = config
-            .primary_settings()
-            .map_err(|e| ConnectionError::InvalidSettings(e.to_string()))?;
-        let sql = SourceSql::connect(&settings, primary.as_ref()).await?;
+        let sql = config.connect_source_sql().await?;
         let mut repl = ReplicationConnection::connect(&settings).await?;
         if sql.is_standby() && sql.writer().is_none() && config.source.heartbeat_interval_ms > 0 {
             tracing::warn!(

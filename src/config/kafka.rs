@@ -71,7 +71,7 @@ pub struct KafkaConfig {
 
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        super::source::debug_with_urls("KafkaConfig", self, &[], f)
+        super::debug_with_urls("KafkaConfig", self, &[], f)
     }
 }
 

@@ -105,6 +105,6 @@ pub enum IncompatiblePolicy {
 
 impl std::fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        super::source::debug_with_urls("RegistryConfig", self, &["url"], f)
+        super::debug_with_urls("RegistryConfig", self, &["url"], f)
     }
 }

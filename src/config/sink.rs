@@ -134,13 +134,13 @@ pub struct SinkConfig {
     pub table: std::collections::BTreeMap<String, SinkTableConfig>,
 }
 
-/// `[sink.table."schema.table"]`: one table's overrides.
 impl std::fmt::Debug for SinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        super::source::debug_with_urls("SinkConfig", self, &["url"], f)
+        super::debug_with_urls("SinkConfig", self, &["url"], f)
     }
 }
 
+/// `[sink.table."schema.table"]`: one table's overrides.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkTableConfig {

@@ -139,55 +139,20 @@ impl TableSelector {
         if pattern == "*" {
             return Some(TableSelector::All);
         }
-        let (schema, name) = crate::domain::names::split_qualified(pattern)?;
+        let (schema, name) = crate::domain::names::split_selector(pattern)?;
         if schema == "*" {
             return None;
         }
-        Some(if name == "*" && !pattern.ends_with("\"*\"") {
-            TableSelector::Schema(schema)
-        } else {
-            TableSelector::Table { schema, name }
+        Some(match name {
+            None => TableSelector::Schema(schema),
+            Some(name) => TableSelector::Table { schema, name },
         })
     }
 }
 
-/// The `Debug` form of a configuration section whose `url_fields` hold connection URLs: its
-/// serialised fields (`Secret`s are never serialised) with the URLs' passwords replaced, and
-/// any value under a key naming a password or a secret (`sasl.password` among
-/// `kafka.properties`, say) shown as `***`.
-pub(crate) fn debug_with_urls<T: Serialize>(
-    name: &str,
-    section: &T,
-    url_fields: &[&str],
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    fn hide_secrets(value: &mut serde_json::Value) {
-        if let serde_json::Value::Object(map) = value {
-            for (key, inner) in map.iter_mut() {
-                let key = key.to_ascii_lowercase();
-                if (key.contains("password") || key.contains("secret")) && inner.is_string() {
-                    *inner = "***".into();
-                } else {
-                    hide_secrets(inner);
-                }
-            }
-        }
-    }
-    let mut value = serde_json::to_value(section).map_err(|_| std::fmt::Error)?;
-    for field in url_fields {
-        if let Some(url) = value.get_mut(*field) {
-            if let Some(text) = url.as_str() {
-                *url = crate::domain::secret::redact_url(text).into();
-            }
-        }
-    }
-    hide_secrets(&mut value);
-    write!(f, "{name} {value}")
-}
-
 impl std::fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        debug_with_urls("SourceConfig", self, &["url", "primary_url"], f)
+        super::debug_with_urls("SourceConfig", self, &["url", "primary_url"], f)
     }
 }
 

@@ -6,7 +6,7 @@
 //! spells a table `schema.table` when neither part holds a dot or a double quote (or is
 //! empty), and quotes the parts that do as PostgreSQL does (`"Quoted_"" . Schema".t`:
 //! double quotes around, a quote inside doubled) — [`qualified`]. [`split_qualified`] reads
-//! both spellings back, so `source.tables`, `sink.tables`, routes, signals and the snapshot
+//! both spellings back ([`split_selector`] also tells `schema.*` from a table named `"*"`), so `source.tables`, `sink.tables`, routes, signals and the snapshot
 //! progress can name every table; an unquoted part is taken as it is written (case kept).
 //!
 //! A table topic is `<prefix>.<schema>.<table>` with every character Kafka does not allow in
@@ -33,18 +33,30 @@ fn part(name: &str) -> String {
 /// Reads `schema.table` as [`qualified`] writes it (either part may be quoted, `""` inside
 /// quotes standing for a quote); `None` when the text is not exactly two parts.
 pub fn split_qualified(text: &str) -> Option<(String, String)> {
+    split_parts(text).map(|((schema, _), (table, _))| (schema, table))
+}
+
+/// A table selector's `schema.table` or `schema.*`: the schema, and the table or `None` for
+/// an unquoted `*` (a table named `*` is written `"*"`).
+pub fn split_selector(text: &str) -> Option<(String, Option<String>)> {
+    let ((schema, _), (table, quoted)) = split_parts(text)?;
+    Some((schema, (quoted || table != "*").then_some(table)))
+}
+
+/// The two parts of `schema.table`, each with whether it was quoted.
+fn split_parts(text: &str) -> Option<((String, bool), (String, bool))> {
     let (schema, rest) = read_part(text)?;
     let rest = rest.strip_prefix('.')?;
     let (table, rest) = read_part(rest)?;
     rest.is_empty().then_some((schema, table))
 }
 
-/// One part at the start of `text` and what follows it: a quoted identifier, or the text up
-/// to the next dot.
-fn read_part(text: &str) -> Option<(String, &str)> {
+/// One part at the start of `text`, whether it was quoted, and what follows it: a quoted
+/// identifier, or the text up to the next dot.
+fn read_part(text: &str) -> Option<((String, bool), &str)> {
     let Some(mut rest) = text.strip_prefix('"') else {
         let end = text.find(['.', '"']).unwrap_or(text.len());
-        return (end > 0).then(|| (text[..end].to_owned(), &text[end..]));
+        return (end > 0).then(|| ((text[..end].to_owned(), false), &text[end..]));
     };
     let mut name = String::new();
     loop {
@@ -56,7 +68,7 @@ fn read_part(text: &str) -> Option<(String, &str)> {
                 name.push('"');
                 rest = after;
             }
-            None => return Some((name, rest)),
+            None => return Some(((name, true), rest)),
         }
     }
 }
@@ -116,6 +128,15 @@ mod tests {
         ] {
             assert_eq!(split_qualified(bad), None, "{bad}");
         }
+        assert_eq!(split_selector("sales.*"), Some(("sales".into(), None)));
+        assert_eq!(
+            split_selector("sales.\"*\""),
+            Some(("sales".into(), Some("*".into())))
+        );
+        assert_eq!(
+            split_selector("\"a.b\".c"),
+            Some(("a.b".into(), Some("c".into())))
+        );
     }
 
     #[test]

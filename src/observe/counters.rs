@@ -25,15 +25,14 @@ impl EventCounters {
         // Logical messages have no table: their label is empty.
         let labelled = |label: &str| match event.table {
             None => label.is_empty(),
-            // The label is `names::qualified`; it quotes only names with a dot or a quote
-            // (rare: compared through the allocation there).
-            Some(_) if !plain(schema) || !plain(name) => {
-                label == crate::domain::names::qualified(schema, name)
-            }
+            // The label is `names::qualified`: `schema.name` as it is (no allocation per
+            // event), or quoted for a name holding a dot or a quote (rare: compared through
+            // the allocation).
             Some(_) => {
-                label.len() == schema.len() + 1 + name.len()
+                (label.len() == schema.len() + 1 + name.len()
                     && label.starts_with(schema)
-                    && label.ends_with(name)
+                    && label.ends_with(name))
+                    || label == crate::domain::names::qualified(schema, name)
             }
         };
         let key = (relation, event.op);
@@ -54,9 +53,4 @@ impl EventCounters {
             }
         }
     }
-}
-
-/// Whether `name` is written as it is in `names::qualified` (no quoting).
-fn plain(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['.', '"'])
 }

@@ -365,9 +365,7 @@ async fn guard_slot(
         );
     }
     if let Some(health) = slot_health::read(client, &config.source.slot, version).await? {
-        let invalid = health.invalidation_reason.is_some()
-            || health.conflicting == Some(true)
-            || health.wal_status.as_deref() == Some("lost");
+        let invalid = health.is_invalidated();
         match health.warning(&config.source.slot, config.source.slot_safe_wal_margin_mb) {
             Some(warning) if invalid => report.problem("source", warning),
             Some(warning) => report.warning("source", warning),

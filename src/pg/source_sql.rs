@@ -42,11 +42,17 @@ use super::{ConnectionError, connect_sql};
 pub(crate) const CURRENT_WAL_LSN: &str =
     "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)";
 
+/// The position a new record would take, as SQL: on a standby, which writes none, the end of
+/// the last replayed record (a transaction is visible there only once its commit record was
+/// replayed); `pg_current_wal_insert_lsn()` on a primary.
+pub(crate) const WAL_INSERT_LSN: &str = "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)";
+
 /// A SQL connection to the source and, when the source is a standby and
 /// `source.primary_url` is set, one to its primary for tidemark's writes. Dereferences to the
 /// source's client for reading.
 pub struct SourceSql {
     source: Client,
+    /// Connected only when the source is a standby.
     primary: Option<Client>,
     standby: bool,
 }
@@ -123,7 +129,7 @@ impl SourceSql {
     /// Errors are logged, not returned: the creation then waits for the primary's own
     /// activity.
     async fn nudge_primary(&self) -> Infallible {
-        let Some(primary) = self.primary.as_ref().filter(|_| self.standby) else {
+        let Some(primary) = self.primary.as_ref() else {
             return std::future::pending().await;
         };
         loop {
@@ -155,7 +161,7 @@ impl SourceSql {
     /// Waits until the standby has replayed everything the primary wrote so far (so a
     /// publication just created there is in the standby's catalog); at once on a primary.
     pub async fn wait_replayed(&self, limit: Duration) -> Result<(), ConnectionError> {
-        let Some(primary) = self.primary.as_ref().filter(|_| self.standby) else {
+        let Some(primary) = self.primary.as_ref() else {
             return Ok(());
         };
         let target: String = primary

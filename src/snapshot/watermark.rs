@@ -16,6 +16,7 @@ use super::plan::{ChunkSpec, describe_table};
 use crate::domain::event::{ChangeEvent, Op, TableSchema};
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
+use crate::pg::source_sql::WAL_INSERT_LSN;
 use crate::source::relations::RelationResolver;
 
 /// How many recent transaction ids the reader remembers (see the module docs).
@@ -91,13 +92,11 @@ pub(crate) async fn read_chunk(
         .map_err(SnapshotError::sql("starting a snapshot transaction"))?;
     let result = async {
         // The first statement fixes the transaction's snapshot; the insert position is read
-        // after that, so every transaction the snapshot sees committed before it. On a
-        // standby (no insert position) the last replayed record's end serves: a transaction
-        // is visible there only once its commit record was replayed.
+        // after that, so every transaction the snapshot sees committed before it (on a
+        // standby, the last replayed record: see `WAL_INSERT_LSN`).
         let row = client
             .query_one(
-                "SELECT pg_current_snapshot()::text, (CASE WHEN pg_is_in_recovery() \
-                 THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text",
+                &format!("SELECT pg_current_snapshot()::text, {WAL_INSERT_LSN}::text"),
                 &[],
             )
             .await

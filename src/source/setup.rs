@@ -795,23 +795,10 @@ pub(crate) async fn ensure_publication_and_slot(
             tracing::info!(tables = ?added, "added the selected schemas' new tables to the publication (PostgreSQL before 15 has no TABLES IN SCHEMA)");
         }
     }
-    // PostgreSQL 16 flags a slot a recovery conflict invalidated (`conflicting`); 17 says
-    // why any slot was (`invalidation_reason`), where `wal_status` may not be `lost`.
-    let version = server_version(client).await?;
-    let invalidated = if version >= 170000 {
-        "invalidation_reason IS NOT NULL"
-    } else if version >= 160000 {
-        "coalesce(conflicting, false)"
-    } else {
-        "false"
-    };
     let slot = client
         .query_opt(
-            &format!(
-                "SELECT plugin::text, database::text, \
-                 CASE WHEN {invalidated} THEN 'lost' ELSE coalesce(wal_status, '') END \
-                 FROM pg_replication_slots WHERE slot_name = $1"
-            ),
+            "SELECT plugin::text, database::text, coalesce(wal_status, '') \
+             FROM pg_replication_slots WHERE slot_name = $1",
             &[&config.source.slot],
         )
         .await
@@ -819,7 +806,18 @@ pub(crate) async fn ensure_publication_and_slot(
     match slot {
         Some(row) => {
             report.slot_present = true;
-            report.slot_wal_status = Some(row.get(2));
+            // Invalidated for any cause (a recovery conflict on a standby, 17's
+            // `invalidation_reason`, where `wal_status` may not say so) counts as `lost`.
+            let version = server_version(client).await?;
+            let invalidated = super::slot_health::read(client, &config.source.slot, version)
+                .await
+                .map_err(sql_error("reading the slot's health"))?
+                .is_some_and(|health| health.is_invalidated());
+            report.slot_wal_status = Some(if invalidated {
+                "lost".to_owned()
+            } else {
+                row.get(2)
+            });
             let plugin: Option<String> = row.get(0);
             let database: Option<String> = row.get(1);
             let expected_db = client

@@ -105,6 +105,15 @@ pub async fn read(
 }
 
 impl SlotHealth {
+    /// Whether the server invalidated the slot, whatever the cause: `wal_status = lost`, an
+    /// `invalidation_reason` (17+, where `wal_status` may not say `lost`), or a recovery
+    /// conflict on a standby (`conflicting`, 16).
+    pub fn is_invalidated(&self) -> bool {
+        self.invalidation_reason.is_some()
+            || self.conflicting == Some(true)
+            || self.wal_status.as_deref() == Some("lost")
+    }
+
     /// The margin under which a `safe_wal_size` is warned about: `margin_mb` when set, else
     /// a quarter of `max_slot_wal_keep_size` (`None` without a limit).
     pub fn margin_bytes(&self, margin_mb: Option<u64>) -> Option<i64> {
@@ -223,6 +232,17 @@ mod tests {
             conflicting: Some(true),
             ..SlotHealth::default()
         };
+        // Every cause counts as invalidated; a slot near its limit or unreserved does not.
+        assert!(idle.is_invalidated() && conflict.is_invalidated());
+        assert!(
+            SlotHealth {
+                invalidation_reason: Some("wal_removed".into()),
+                wal_status: Some("reserved".into()),
+                ..SlotHealth::default()
+            }
+            .is_invalidated()
+        );
+        assert!(!unreserved.is_invalidated() && !limited(0).is_invalidated());
         assert!(
             conflict
                 .warning("s", None)

@@ -341,19 +341,32 @@ fn failure(what: &str, output: &std::process::Output) -> Option<DebeziumError> {
 }
 
 fn libs() -> Result<PathBuf, DebeziumError> {
-    let libs = match std::env::var_os("TIDEMARK_TEST_DEBEZIUM_LIBS") {
+    jar_dir(
+        "TIDEMARK_TEST_DEBEZIUM_LIBS",
+        &format!("debezium-{DEBEZIUM_VERSION}"),
+        &format!("debezium-connector-postgres-{DEBEZIUM_VERSION}.jar"),
+        "",
+    )
+}
+
+/// A directory of jars: `env` when set, else `~/.cache/tidemark/<cached>/libs`, where
+/// `scripts/ensure-deps.sh` resolves them; it must hold `jar`. `remedy` is added to the
+/// error's own when it does not.
+pub(super) fn jar_dir(
+    env: &str,
+    cached: &str,
+    jar: &str,
+    remedy: &str,
+) -> Result<PathBuf, DebeziumError> {
+    let libs = match std::env::var_os(env) {
         Some(dir) => PathBuf::from(dir),
         None => std::env::var_os("HOME")
-            .map(|home| {
-                PathBuf::from(home)
-                    .join(format!(".cache/tidemark/debezium-{DEBEZIUM_VERSION}/libs"))
-            })
+            .map(|home| PathBuf::from(home).join(format!(".cache/tidemark/{cached}/libs")))
             .ok_or_else(|| DebeziumError::Missing("HOME is not set".into()))?,
     };
-    let connector = format!("debezium-connector-postgres-{DEBEZIUM_VERSION}.jar");
-    if !libs.join(&connector).is_file() {
+    if !libs.join(jar).is_file() {
         return Err(DebeziumError::Missing(format!(
-            "no {connector} in {}",
+            "no {jar} in {}{remedy}",
             libs.display()
         )));
     }

@@ -125,22 +125,10 @@ impl Drop for JdbcSink {
 
 /// The directory of the connector's jars (see the module docs).
 fn libs() -> Result<PathBuf, DebeziumError> {
-    let libs = match std::env::var_os("TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS") {
-        Some(dir) => PathBuf::from(dir),
-        None => std::env::var_os("HOME")
-            .map(|home| {
-                PathBuf::from(home).join(format!(
-                    ".cache/tidemark/debezium-jdbc-{DEBEZIUM_JDBC_VERSION}/libs"
-                ))
-            })
-            .ok_or_else(|| DebeziumError::Missing("HOME is not set".into()))?,
-    };
-    let connector = format!("debezium-connector-jdbc-{DEBEZIUM_JDBC_VERSION}.jar");
-    if !libs.join(&connector).is_file() {
-        return Err(DebeziumError::Missing(format!(
-            "no {connector} in {} (Debezium's JDBC sink: NEED_DEBEZIUM=1 source scripts/ensure-deps.sh resolves tests/jvm/jdbc-sink/pom.xml, or set TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS)",
-            libs.display()
-        )));
-    }
-    Ok(libs)
+    super::debezium::jar_dir(
+        "TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS",
+        &format!("debezium-jdbc-{DEBEZIUM_JDBC_VERSION}"),
+        &format!("debezium-connector-jdbc-{DEBEZIUM_JDBC_VERSION}.jar"),
+        " (Debezium's JDBC sink: NEED_DEBEZIUM=1 source scripts/ensure-deps.sh resolves tests/jvm/jdbc-sink/pom.xml, or set TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS)",
+    )
 }
