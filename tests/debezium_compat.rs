@@ -725,13 +725,23 @@ fn diff(path: &str, theirs: &Json, ours: &Json, found: &mut impl FnMut(String, S
 /// `__debezium.source.column.type` parameter tidemark adds to every column is one kind.
 fn kind_of(path: &str, detail: &str) -> String {
     // Which table's row starts or ends the snapshot: tidemark reads tables in parallel, so
-    // the table that starts first and finishes last varies from run to run.
-    let between = |end: &str| {
-        detail.contains(&format!("Debezium \"{end}"))
-            && detail.contains(&format!("tidemark \"{end}"))
+    // the table that starts first and finishes last varies from run to run. Such a row
+    // carries `first`/`last` on one side and its table's own marker on the other (for a
+    // one-row table, either `first_in_` or `last_in_data_collection`).
+    let marker = |side: &str| {
+        detail
+            .split(&format!("{side} \""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
     };
-    if path.ends_with("source.snapshot") && (between("first") || between("last")) {
-        return format!("{path}[table order]");
+    if path.ends_with("source.snapshot") {
+        if let (Some(theirs), Some(ours)) = (marker("Debezium"), marker("tidemark")) {
+            let end = |m: &str| m == "first" || m == "last";
+            let at_an_edge = |m: &str| end(m) || m.ends_with("_in_data_collection");
+            if (end(theirs) || end(ours)) && at_an_edge(theirs) && at_an_edge(ours) {
+                return format!("{path}[table order]");
+            }
+        }
     }
     let path = path
         .replace(".fields.before.fields.", ".row.")

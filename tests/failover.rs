@@ -259,25 +259,12 @@ async fn a_promoted_standby_carries_the_slot_on_17_and_says_it_is_gone_before() 
         || async {
             assert!(!sink.1.is_finished(), "the sink ended early");
             assert!(!source.is_finished(), "the source ended early");
-            wh_client
-                .query("SELECT id::bigint, v::bigint FROM acct", &[])
-                .await
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| (r.get(0), r.get(1)))
-                        .collect::<std::collections::BTreeMap<i64, i64>>()
-                })
-                .unwrap_or_default()
-                == expected
+            try_acct_table(wh_client).await.unwrap_or_default() == expected
         },
     )
     .await;
     let (caught_up, after_load) = (resumed.elapsed(), load_stopped.elapsed());
-    let _ = stop_source.send(true);
-    let stats = source
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("source: {e}"));
+    let stats = stop_background((stop_source, source)).await;
     stop_sink(sink).await;
     assert!(stats.sessions >= 2, "the source reconnected: {stats:?}");
     let records = drain(

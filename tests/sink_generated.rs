@@ -10,7 +10,9 @@ use crate::common;
 use std::time::Duration;
 
 use common::sink::{avro_output, avro_to_postgres_config, spawn_sink, stop_sink};
-use common::{database, exec, server_version, spawn_reader, text_rows, wait_until};
+use common::{
+    database, exec, server_version, spawn_reader, stop_background, text_rows, wait_until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_generated_columns_land_in_the_warehouse_as_the_source_computed_them() {
@@ -75,11 +77,7 @@ async fn stored_generated_columns_land_in_the_warehouse_as_the_source_computed_t
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let _ = stop_source.send(true);
-    source
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("source: {e}"));
+    stop_background((stop_source, source)).await;
     stop_sink(sink).await;
     // The warehouse's own columns are the published ones (bookkeeping columns aside).
     for column in &columns {

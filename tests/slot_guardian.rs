@@ -44,13 +44,7 @@ impl EventOutput for Stuck {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_held_back_under_load_is_warned_about_before_it_is_lost() {
-    let log = LogBuffer::default();
-    let writer = log.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .try_init();
+    let log = LogBuffer::install(tracing::Level::WARN);
     // 256 MB kept at most; the guardian warns from 224 MB of safe WAL down, that is once
     // the slot keeps about 32 MB.
     let cluster = PgCluster::start_with(&[("max_slot_wal_keep_size", "256MB")])
@@ -230,14 +224,12 @@ async fn a_slot_idle_past_the_timeout_is_named_and_when_needed_starts_again() {
         Duration::from_secs(60),
         || async {
             exec(&client, "CHECKPOINT").await;
-            client
-                .query_one(
-                    "SELECT coalesce((SELECT invalidation_reason = 'idle_timeout' FROM pg_replication_slots WHERE slot_name = $1), false)",
-                    &[&config.source.slot],
-                )
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
+            slot_holds(
+                &client,
+                &config.source.slot,
+                "invalidation_reason = 'idle_timeout'",
+            )
+            .await
         },
     )
     .await;

@@ -104,6 +104,7 @@ async fn heartbeat_written(client: &tokio_postgres::Client, name: &str) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
+    let log = LogBuffer::install(tracing::Level::WARN);
     let Pair {
         primary_db: _db,
         primary: client,
@@ -174,6 +175,27 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
     .await;
     reader.check_alive();
 
+    // A snapshot signal is a write too: it goes to the primary and the standby's slot
+    // delivers it, so the table is read again (590 rows over the first 500).
+    let how = tidemark::snapshot::signal::request_snapshot(&config, &["public.acct".into()], None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(how, "a logical message");
+    wait_until(
+        "the table read again on the signal",
+        Duration::from_secs(60),
+        || async {
+            reader
+                .events
+                .lock()
+                .iter()
+                .filter(|e| e.op == tidemark::domain::event::Op::Read)
+                .count()
+                >= 500 + 590
+        },
+    )
+    .await;
+
     // Heartbeats are written on the primary (its connection's last statement is one), and
     // idle, the slot moves to the primary's position.
     wait_until(
@@ -196,8 +218,25 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
     assert!(slot.lag_bytes.is_some_and(|lag| lag >= 0), "{status:?}");
     let stats = reader.stop().await;
     println!(
-        "PostgreSQL {major} standby: 500 rows snapshotted and 160 changes streamed from the standby, the slot idle at the primary's position ({stats:?})"
+        "PostgreSQL {major} standby: 500 rows snapshotted and 160 changes streamed from the standby, the table read again on a signal, the slot idle at the primary's position ({stats:?})"
     );
+
+    // Without source.primary_url a reader on the standby streams, and says its heartbeats
+    // are off.
+    let mut without = no_primary.clone();
+    without.source.snapshot = tidemark::config::SnapshotMode::Never;
+    let reader = Running::start(without, &standby_admin).await;
+    wait_until(
+        "the warning that heartbeats are off",
+        Duration::from_secs(10),
+        || async {
+            log.text()
+                .lines()
+                .any(|l| l.contains("WARN") && l.contains("heartbeats are off"))
+        },
+    )
+    .await;
+    reader.stop().await;
 
     // The conflict: without hot_standby_feedback the primary's VACUUM removes catalog rows
     // the standby's slot still needs, and the standby invalidates the slot on replay.
@@ -210,15 +249,12 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
     wait_until(
         "the standby's physical slot no longer holds the primary's xmin",
         Duration::from_secs(30),
-        || async {
-            client
-                .query_one(
-                    "SELECT coalesce((SELECT xmin IS NULL AND catalog_xmin IS NULL FROM pg_replication_slots WHERE slot_name = 'standby_phys'), false)",
-                    &[],
-                )
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
+        || {
+            slot_holds(
+                &client,
+                "standby_phys",
+                "xmin IS NULL AND catalog_xmin IS NULL",
+            )
         },
     )
     .await;
@@ -234,14 +270,7 @@ async fn a_standby_snapshots_and_streams_and_its_recovery_conflict_is_named() {
             exec(&client, "CREATE TABLE churn (x int)").await;
             exec(&client, "DROP TABLE churn").await;
             exec(&client, "VACUUM pg_class, pg_attribute, pg_type").await;
-            standby_admin
-                .query_one(
-                    "SELECT coalesce((SELECT conflicting FROM pg_replication_slots WHERE slot_name = $1), false)",
-                    &[&config.source.slot],
-                )
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
+            slot_holds(&standby_admin, &config.source.slot, "conflicting").await
         },
     )
     .await;

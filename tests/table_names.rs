@@ -11,7 +11,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::sink::{avro_output, avro_to_postgres_config, spawn_sink, stop_sink};
-use common::{database, exec, spawn_reader, text_rows, wait_until};
+use common::{LogBuffer, database, exec, spawn_reader, stop_background, text_rows, wait_until};
 
 const SEED: &str = r#"CREATE SCHEMA "Quoted_"" . Schema";
     CREATE TABLE "Quoted_"" . Schema"."Quoted_"" . Table" (id int PRIMARY KEY, v text);
@@ -37,6 +37,7 @@ const TABLES: [&str; 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dotted_and_spaced_table_names_are_captured_published_and_applied() {
+    let log = LogBuffer::install(tracing::Level::WARN);
     let (db, client) = database("names").await;
     let (wh, wh_client) = database("names_wh").await;
     exec(&client, SEED).await;
@@ -85,10 +86,30 @@ async fn dotted_and_spaced_table_names_are_captured_published_and_applied() {
         expected_topics.iter().map(String::as_str).collect(),
         "{status:?}"
     );
-    let _ = stop_source.send(true);
-    source
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("source: {e}"));
+    stop_background((stop_source, source)).await;
+    // The source said, once per such table, that its topic is not its plain name.
+    let warned = |topic: &str| {
+        log.text()
+            .lines()
+            .filter(|l| {
+                l.contains("WARN")
+                    && l.contains("not a plain Kafka topic name")
+                    && l.contains(topic)
+            })
+            .count()
+    };
+    assert_eq!(
+        warned(&format!("{name}.Quoted___._Schema.Quoted___._Table")),
+        1,
+        "{}",
+        log.text()
+    );
+    assert_eq!(
+        warned(&format!("{name}.public.sp_ace")),
+        1,
+        "{}",
+        log.text()
+    );
+    assert_eq!(warned(&format!("{name}.public.plain")), 0, "{}", log.text());
     stop_sink(sink).await;
 }

@@ -174,12 +174,7 @@ pub async fn spawn_reader<O: EventOutput + 'static>(
     let mut task = tokio::spawn(async move { run_reader(&config, &mut output, rx).await });
     let start = Instant::now();
     loop {
-        let active = client
-            .query_one("SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)", &[&slot])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false);
-        if active {
+        if slot_holds(client, &slot, "active").await {
             return (shutdown, task);
         }
         if task.is_finished() {
@@ -194,6 +189,29 @@ pub async fn spawn_reader<O: EventOutput + 'static>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Stops a reader started by [`spawn_reader`] and returns what it did; panics if it failed.
+pub async fn stop_background((shutdown, task): Background) -> ReaderStats {
+    let _ = shutdown.send(true);
+    task.await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("source: {e}"))
+}
+
+/// Whether `predicate` (SQL over `pg_replication_slots`' columns) holds for slot `slot` on
+/// the server of `client`; false when there is no such slot or the query fails.
+pub async fn slot_holds(client: &tokio_postgres::Client, slot: &str, predicate: &str) -> bool {
+    client
+        .query_one(
+            &format!(
+                "SELECT coalesce((SELECT ({predicate})::bool FROM pg_replication_slots WHERE slot_name = $1), false)"
+            ),
+            &[&slot],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false)
 }
 
 /// Polls `check` every 50 ms until it holds, or panics naming `what` after `limit`.
@@ -296,6 +314,19 @@ impl std::io::Write for LogBuffer {
 }
 
 impl LogBuffer {
+    /// A buffer that receives this process's `tracing` output from `level` up (the test's
+    /// own process under nextest).
+    pub fn install(level: tracing::Level) -> LogBuffer {
+        let log = LogBuffer::default();
+        let writer = log.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .try_init();
+        log
+    }
+
     /// Everything logged so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
@@ -332,11 +363,19 @@ pub fn acct_replay(events: &[ChangeEvent]) -> BTreeMap<i64, i64> {
 
 /// `id → v` in the table `acct` as `client` reads it.
 pub async fn acct_table(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
-    client
-        .query("SELECT id::bigint, v::bigint FROM acct", &[])
+    try_acct_table(client)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`acct_table`], or the error (a warehouse before its sink created the table).
+pub async fn try_acct_table(
+    client: &tokio_postgres::Client,
+) -> Result<BTreeMap<i64, i64>, tokio_postgres::Error> {
+    Ok(client
+        .query("SELECT id::bigint, v::bigint FROM acct", &[])
+        .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect()
+        .collect())
 }
