@@ -101,26 +101,6 @@ const KNOWN: &[(&str, &str)] = &[
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
     ),
     (
-        "unwrap:value.schema.fields.a.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "unwrap:value.schema.fields.code.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "unwrap:value.schema.fields.i8.default",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "unwrap:value.schema.fields.i8.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "unwrap:value.schema.fields.id.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
         "unwrap:value.schema.fields.n.parameters.__debezium.source.column.type",
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
     ),
@@ -193,18 +173,6 @@ const KNOWN: &[(&str, &str)] = &[
         "USING INDEX on a table whose primary key is not in the index: tidemark's key is the identity index, whose values every delete carries; Debezium's is the primary key, which a delete's old row lacks (Debezium writes the column's default, 0)",
     ),
     (
-        "value.payload.row.id",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "value.schema.row.a.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "value.schema.row.code.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
         "message:headers.tidemark.commit_lsn",
         "tidemark position headers: additive, kept",
     ),
@@ -261,10 +229,6 @@ const KNOWN: &[(&str, &str)] = &[
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
     ),
     (
-        "value.payload.row.i8",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
         "value.payload.source.commit_lsn",
         "tidemark source fields commit_lsn and seq: additive, kept",
     ),
@@ -313,20 +277,32 @@ const KNOWN: &[(&str, &str)] = &[
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
     ),
     (
-        "value.schema.row.i8.default",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "value.schema.row.i8.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
-        "value.schema.row.id.optional",
-        "NOT NULL columns: Debezium declares them required (with a default), tidemark optional",
-    ),
-    (
         "value.schema.row.n.parameters.__debezium.source.column.type",
         "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "unwrap:value.schema.fields.mo2.parameters.__debezium.source.column.type",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "unwrap:value.schema.fields.nz.parameters.__debezium.source.column.type",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.schema.row.mo2.parameters.__debezium.source.column.type",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.schema.row.nz.parameters.__debezium.source.column.type",
+        "tidemark adds __debezium.source.column.type to every column (Debezium only with column.propagate.source.type)",
+    ),
+    (
+        "value.payload.row.cr2",
+        "an explicit NULL in a column with a default: Debezium's records carry the default (Kafka Connect's JsonConverter writes a null field's schema default, replace.null.with.default), tidemark's the NULL; a Connect consumer reading tidemark's gets the default too (unwrap: equal), any other consumer the true NULL",
+    ),
+    (
+        "value.payload.row.nd",
+        "an explicit NULL in a column with a default: Debezium's records carry the default (Kafka Connect's JsonConverter writes a null field's schema default, replace.null.with.default), tidemark's the NULL; a Connect consumer reading tidemark's gets the default too (unwrap: equal), any other consumer the true NULL",
     ),
 ];
 
@@ -337,7 +313,7 @@ const TABLE: &str = "CREATE TABLE t (
     txt text, vc varchar(10),
     ts timestamp, tstz timestamptz, d date, tm time,
     u uuid, j jsonb, arr int[], by bytea,
-    big text)";
+    big text, big_ia int[], big_la int8[], big_ta varchar[], big_by bytea, big_j jsonb)";
 
 const ROWS: &str = "INSERT INTO t VALUES
     (1, 1, 10, true, 1.5, 12.34, 123.456, 'one', 'v1', '2024-01-02 03:04:05.123456',
@@ -372,6 +348,31 @@ const KEYS: &[&str] = &[
        '2024-01-02 03:04:05.678', '2024-01-02 03:04:05.678901', '{\"1969-12-31 23:59:59.999\",NULL}', \
        '1 year 2 months 3 days 04:05:06.5', '01:02:03.5+02', 1234567.89, \
        B'1', B'101', B'1000000001', B'1101', B'10101', 42, 'a=>1,b=>NULL', '<a>x</a>', 'happy', '(1,2)')",
+    // NOT NULL columns of every kind, with and without constant defaults, and defaults
+    // that are expressions (no default declared): Debezium declares them required with
+    // their default, and a delete's old row (the key only) holds the default, else zero.
+    "CREATE TABLE nn (id int PRIMARY KEY, i2 int2 NOT NULL, i4 int NOT NULL DEFAULT 42, \
+       i8 int8 NOT NULL DEFAULT -7, b bool NOT NULL DEFAULT true, b2 bool NOT NULL, f4 real NOT NULL, \
+       f8 float8 NOT NULL DEFAULT 1.5, n numeric(10,2) NOT NULL DEFAULT 3.25, nz numeric(10,2) NOT NULL, \
+       nu numeric NOT NULL, nud numeric DEFAULT 1.50, t text NOT NULL DEFAULT 'x', vc varchar(10) NOT NULL, \
+       c char(3) NOT NULL, by bytea NOT NULL, d date NOT NULL DEFAULT '2024-01-02', d0 date NOT NULL, \
+       tm time NOT NULL, tm3 time(3) NOT NULL DEFAULT '01:02:03.5', ts timestamp NOT NULL, \
+       ts3 timestamp(3) NOT NULL DEFAULT '2024-01-02 03:04:05.5', tz timestamptz NOT NULL, \
+       tzd timestamptz NOT NULL DEFAULT '2024-01-02 03:04:05+02', ttz timetz NOT NULL, iv interval NOT NULL, \
+       ivd interval NOT NULL DEFAULT '1 day', u uuid NOT NULL, j jsonb NOT NULL, js json NOT NULL DEFAULT '{}', \
+       arr int[] NOT NULL, tarr text[] NOT NULL DEFAULT '{a,b}', m money NOT NULL, bt bit NOT NULL, \
+       b3 bit(3) NOT NULL, vb varbit NOT NULL, o oid NOT NULL, hs hstore NOT NULL, x xml NOT NULL, \
+       mo mood NOT NULL DEFAULT 'happy', mo2 mood NOT NULL, pt point NOT NULL, ip inet NOT NULL, \
+       created timestamptz NOT NULL DEFAULT now(), sq serial, nd int DEFAULT 5, cr2 timestamptz DEFAULT now(), \
+       u2 uuid NOT NULL DEFAULT gen_random_uuid(), t2 text NOT NULL DEFAULT upper('a'))",
+    "INSERT INTO nn (id, i2, b2, f4, nz, nu, vc, c, by, d0, tm, ts, tz, ttz, iv, u, j, arr, m, bt, b3, vb, o, \
+       hs, x, mo2, pt, ip, created) VALUES \
+       (1, 1, false, 1.25, 1.10, 100, 'v', 'abc', '\\x01', '2024-02-03', '01:02:03', '2024-01-02 03:04:05', \
+        '2024-01-02 03:04:05+00', '01:02:03+00', '1 hour', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"k\": 1}', \
+        '{1,2}', 1.5, B'1', B'101', B'11', 7, 'a=>b', '<a/>', 'sad', '(1,2)', '10.0.0.1', '2024-01-01 00:00:00+00'), \
+       (2, 2, true, 2.5, 2.20, 2.00, 'w', 'def', '\\x02', '2024-02-04', '02:02:03', '2024-01-03 03:04:05', \
+        '2024-01-03 03:04:05+00', '02:02:03+00', '2 hours', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', '{\"k\": 2}', \
+        '{3}', 2.5, B'0', B'011', B'1', 8, 'c=>d', '<b/>', 'happy', '(3,4)', '10.0.0.2', '2024-01-01 00:00:00+00')",
     // Ranges, the geometric types but point (columns g_*, which Debezium does not capture:
     // see `kind_of`), and the network types.
     "CREATE TABLE rg (id int PRIMARY KEY, i4 int4range, i8 int8range, nr numrange, ts tsrange, \
@@ -399,6 +400,11 @@ const KEYS_STREAM: &[&str] = &[
        iv = '-1 day 00:00:00.000001', tz = '23:30:00-01:30', m = -5.5, \
        b1 = B'0', b10 = B'0000000000', vbu = B'1111111110000000001', oi = 4294967295, \
        hs = 'k=>\"v, w\"', mo = 'in between', pt = '(-1.5,0.25)' WHERE id = 1",
+    "UPDATE nn SET i2 = 3, t = 'y' WHERE id = 1",
+    "DELETE FROM nn WHERE id = 2",
+    "INSERT INTO nn (id, i2, b2, f4, nz, nu, vc, c, by, d0, tm, ts, tz, ttz, iv, u, j, arr, m, bt, b3, vb, o, \
+       hs, x, mo2, pt, ip, created, nd, nud, cr2) SELECT id + 2, i2, b2, f4, nz, 0.0, vc, c, by, d0, tm, ts, tz, ttz, \
+       iv, u, j, arr, m, bt, b3, vb, o, hs, x, mo2, pt, ip, created, NULL, NULL, NULL FROM nn WHERE id = 1",
     "UPDATE rg SET i4 = 'empty', nr = '(,)', tz = NULL, g_po = '((0,0),(0,1),(1,1),(1,0))', \
        ip = '::1', ma = 'ff:ff:ff:ff:ff:ff' WHERE id = 1",
 ];
@@ -407,8 +413,15 @@ const KEYS_STREAM: &[&str] = &[
 /// delete, a primary-key change, a transactional and a non-transactional logical message;
 /// transaction metadata is on for both, so the `transaction` blocks and topics compare too.
 const STREAM: &[&str] = &[
-    // Hex digits compress too little to stay inline: the value is TOASTed out of line.
-    "INSERT INTO t (id, i8, txt, big) VALUES (3, 30, 'three', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 600) i))",
+    // Hex digits compress too little to stay inline: the values are TOASTed out of line,
+    // and the update below leaves them unchanged (Debezium's placeholder, per type).
+    "INSERT INTO t (id, i8, txt, big, big_ia, big_la, big_ta, big_by, big_j) VALUES (3, 30, 'three', \
+       (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 600) i), \
+       (SELECT array_agg(('x' || substr(md5(i::text), 1, 7))::bit(28)::int) FROM generate_series(1, 2000) i), \
+       (SELECT array_agg(('x' || substr(md5(i::text), 1, 15))::bit(60)::int8) FROM generate_series(1, 1000) i), \
+       (SELECT array_agg(md5(i::text)) FROM generate_series(1, 600) i), \
+       (SELECT decode(string_agg(md5(i::text), ''), 'hex') FROM generate_series(1, 600) i), \
+       (SELECT to_jsonb(string_agg(md5(i::text), '')) FROM generate_series(1, 600) i))",
     "UPDATE t SET txt = 'uno', n = 99.99 WHERE id = 1",
     "UPDATE t SET txt = 'tres' WHERE id = 3",
     "DELETE FROM t WHERE id = 2",
@@ -451,7 +464,7 @@ async fn tidemark_records_read_like_debeziums() {
         // Debezium snapshots tables in the list's order, tidemark by name: listed by name.
         (
             "table.include.list",
-            "public.nk,public.pu,public.rg,public.t,public.tp,public.ui",
+            "public.nk,public.nn,public.pu,public.rg,public.t,public.tp,public.ui",
         ),
         ("provide.transaction.metadata", "true"),
     ]
@@ -478,7 +491,7 @@ async fn tidemark_records_read_like_debeziums() {
     // Which records (by index) show each kind, to tell snapshot rows from streamed ones.
     let mut seen_in: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     let mut ours_by_topic = Vec::new();
-    let key_topics: Vec<String> = ["nk", "ui", "pu", "tp", "rg"]
+    let key_topics: Vec<String> = ["nk", "ui", "pu", "tp", "rg", "nn"]
         .iter()
         .map(|t| format!("{prefix}.public.{t}"))
         .collect();

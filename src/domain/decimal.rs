@@ -67,6 +67,15 @@ pub fn scale_of(text: &str) -> u32 {
         .map_or(0, |(_, fraction)| fraction.len() as u32)
 }
 
+/// Decimal text without the trailing zeros of its fraction (`1.50` is `1.5`, `2.00` is
+/// `2`, `100` stays), the form in which Debezium writes a `VariableScaleDecimal`.
+pub fn trim_scale(text: &str) -> &str {
+    if !text.contains('.') {
+        return text;
+    }
+    text.trim_end_matches('0').trim_end_matches('.')
+}
+
 /// The unscaled integer of decimal text at `scale`, as its minimal two's-complement
 /// big-endian bytes (Connect's and Avro's decimal bytes): `12.34` at scale 2 is 1234,
 /// `[0x04, 0xd2]`.
@@ -143,6 +152,20 @@ pub fn note_nulled(column: &str, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimming_drops_the_fractions_trailing_zeros_only() {
+        for (text, trimmed) in [
+            ("1.50", "1.5"),
+            ("2.00", "2"),
+            ("100", "100"),
+            ("0.0", "0"),
+            ("-0.50", "-0.5"),
+            ("10.01", "10.01"),
+        ] {
+            assert_eq!(trim_scale(text), trimmed, "{text}");
+        }
+    }
 
     #[test]
     fn decimal_text_round_trips_through_unscaled_bytes() {

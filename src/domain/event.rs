@@ -65,7 +65,7 @@ impl Op {
 }
 
 /// One column of a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Column {
     /// Column name.
     pub name: String,
@@ -75,6 +75,24 @@ pub struct Column {
     pub type_modifier: i32,
     /// The column's comment (`COMMENT ON COLUMN`), the Avro field's doc.
     pub comment: Option<String>,
+    /// `NOT NULL` in the catalog when the table was described (see
+    /// `source::relations` for when that can be stale, and how a NULL seen later clears it).
+    pub not_null: bool,
+    /// The column's declared default.
+    pub default: ColumnDefault,
+}
+
+/// A column's declared default, as far as tidemark reads it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ColumnDefault {
+    /// No default.
+    #[default]
+    None,
+    /// A constant (`DEFAULT 42`, `DEFAULT 'x'`), as a value of the column's type.
+    Constant(Value),
+    /// An expression (`now()`, `nextval(…)`), whose value is known only when a row is
+    /// written.
+    Expression,
 }
 
 /// Where a table's key columns come from.
@@ -111,6 +129,8 @@ impl Column {
             },
             type_modifier: -1,
             comment: None,
+            not_null: false,
+            default: ColumnDefault::None,
         }
     }
 }
@@ -136,7 +156,7 @@ pub fn pg_type_display(name: &str, modifier: i32) -> String {
 }
 
 /// A table as the stream describes it, shared by its events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TableSchema {
     /// Relation OID.
     pub relation_id: u32,
@@ -379,7 +399,8 @@ pub struct EnvelopeContext {
     /// How `interval` values are written in JSON (Debezium's `interval.handling.mode`).
     pub interval_mode: IntervalMode,
     /// Whether types PostgreSQL prints as text (`money`, bit strings, `oid`, `hstore`,
-    /// `xml`, `timetz`) are written in Debezium's forms (the `debezium` preset).
+    /// `xml`, `timetz`) are written in Debezium's forms, and NOT NULL columns and defaults
+    /// declared as Debezium declares them (the `debezium` preset).
     pub debezium_types: bool,
     /// Whether the envelope's `transaction` block is filled (Debezium fills it only with
     /// `provide.transaction.metadata`; `null` otherwise).
@@ -525,10 +546,28 @@ pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
 
 /// The placeholder a column of `kind` holds on the wire when its unchanged TOASTed value
 /// was not sent, as Debezium writes it: the text for types carried as strings, its bytes
-/// for `bytea`. Other kinds (a TOASTed array or `numeric(p,s)`) stay `null`; the event's
+/// for `bytea`, an array of the one text for a text array, and for an integer array the
+/// placeholder's bytes as its elements (Debezium's form, compared with Debezium 3.6). Other
+/// kinds (`numeric(p,s)`, arrays of other elements) stay `null`; the event's
 /// `unchanged_toast` lists the column either way.
 pub fn unavailable_placeholder(kind: &TypeKind) -> Option<Value> {
+    let bytes = UNAVAILABLE_VALUE.bytes();
     match kind {
+        TypeKind::Array(element) => match element.as_ref() {
+            TypeKind::Text => Some(Value::Array(vec![Value::Text(
+                UNAVAILABLE_VALUE.to_owned(),
+            )])),
+            TypeKind::Int2 => Some(Value::Array(
+                bytes.map(|b| Value::Int16(b.into())).collect(),
+            )),
+            TypeKind::Int4 => Some(Value::Array(
+                bytes.map(|b| Value::Int32(b.into())).collect(),
+            )),
+            TypeKind::Int8 => Some(Value::Array(
+                bytes.map(|b| Value::Int64(b.into())).collect(),
+            )),
+            _ => None,
+        },
         TypeKind::Text
         | TypeKind::Json
         | TypeKind::Enum
@@ -549,6 +588,10 @@ struct RowJson<'a> {
     /// Columns (indexes) whose unchanged TOASTed value was not sent.
     unavailable: &'a [usize],
     mode: WireMode,
+    /// Whether the row is an old row that carries the key columns only (a delete's under
+    /// `REPLICA IDENTITY DEFAULT` or `USING INDEX`), whose NOT NULL columns Debezium's
+    /// format fills with their default ([`declared_default`]) or zero.
+    key_only: bool,
 }
 
 impl Serialize for RowJson<'_> {
@@ -562,10 +605,90 @@ impl Serialize for RowJson<'_> {
                     || !matches!(column.column_type.kind, TypeKind::Numeric { .. })))
             .then(|| unavailable_placeholder(&column.column_type.kind))
             .flatten();
-            let value = placeholder.as_ref().unwrap_or(value);
+            // A column the old row did not carry: its declared default, else (NOT NULL)
+            // its zero, as Debezium fills it.
+            let fallback =
+                (self.key_only && self.mode.debezium_types && matches!(value, Value::Null))
+                    .then(|| match declared_default(column, self.mode) {
+                        Some(default) => Some(default),
+                        None => column.not_null.then(|| missing_value(column)),
+                    })
+                    .flatten();
+            let value = placeholder.as_ref().or(fallback.as_ref()).unwrap_or(value);
             map.serialize_entry(&column.name, &WireValue::new(column, value, self.mode))?;
         }
         map.end()
+    }
+}
+
+/// The default Debezium's format declares for `column` in `mode` (none in the `native`
+/// preset): a constant default; for a column whose default is an expression (`now()`,
+/// `nextval(…)`, `gen_random_uuid()`), the zero of its type, as Debezium declares it. Arrays and the types written as structs (`VariableScaleDecimal`, `Point`)
+/// declare none: Connect cannot check a struct's default, and Debezium gives arrays none.
+pub fn declared_default(column: &Column, mode: WireMode) -> Option<Value> {
+    let kind = &column.column_type.kind;
+    let structured = matches!(kind, TypeKind::Array(_))
+        || (mode.decimal == DecimalMode::Precise
+            && matches!(kind, TypeKind::Numeric { .. })
+            && crate::domain::wire::fixed_scale(kind).is_none())
+        || crate::domain::wire::TextType::of(column, mode) == crate::domain::wire::TextType::Point;
+    if !mode.debezium_types || structured {
+        return None;
+    }
+    match &column.default {
+        ColumnDefault::Constant(value) => Some(value.clone()),
+        ColumnDefault::Expression => Some(zero_of(column)),
+        ColumnDefault::None => None,
+    }
+}
+
+/// What Debezium writes for a NOT NULL column without a default that a delete's old row
+/// does not carry: the zero of its type ([`zero_of`]), but for `timestamptz`, whose
+/// `ZonedTimestamp` stand-in is the epoch without fraction digits (a declared default of
+/// the epoch has the column's digits, as every value), and `uuid`, whose stand-in is `""`
+/// (a declared default is the nil UUID).
+fn missing_value(column: &Column) -> Value {
+    match column.column_type.kind {
+        TypeKind::TimestampTz => Value::Text("1970-01-01T00:00:00Z".into()),
+        TypeKind::Uuid => Value::Uuid(String::new()),
+        _ => zero_of(column),
+    }
+}
+
+/// The zero of `column`'s type as a value (`0`, `false`, `""`, the epoch, an empty array
+/// or bit string), which stands in for a value Debezium's format requires and the stream
+/// does not carry. The row is being deleted (or the value is a default declared in a
+/// schema): it is never applied to a row, as a sink deletes by key.
+fn zero_of(column: &Column) -> Value {
+    match &column.column_type.kind {
+        TypeKind::Bool => Value::Bool(false),
+        TypeKind::Int2 => Value::Int16(0),
+        TypeKind::Int4 => Value::Int32(0),
+        TypeKind::Int8 => Value::Int64(0),
+        TypeKind::Float4 => Value::Float32(0.0),
+        TypeKind::Float8 => Value::Float64(0.0),
+        TypeKind::Numeric { .. } => Value::Numeric("0".into()),
+        TypeKind::Bytea => Value::Bytes(Vec::new()),
+        TypeKind::Date => Value::Date(0),
+        TypeKind::Time => Value::Time(0),
+        TypeKind::Timestamp => Value::Timestamp(0),
+        TypeKind::TimestampTz => Value::TimestampTz(0),
+        TypeKind::Uuid => Value::Uuid("00000000-0000-0000-0000-000000000000".into()),
+        TypeKind::Json => Value::Json(String::new()),
+        TypeKind::Array(_) => Value::Array(Vec::new()),
+        TypeKind::Interval => Value::Text("PT0S".into()),
+        TypeKind::TimeTz => Value::Text("00:00:00+00".into()),
+        TypeKind::Other => Value::Text(
+            match column.column_type.name.as_str() {
+                "money" => "$0.00",
+                "bit" if column.type_modifier == 1 => "0",
+                "oid" => "0",
+                "point" => "(0,0)",
+                _ => "",
+            }
+            .into(),
+        ),
+        TypeKind::Text | TypeKind::Enum => Value::Text(String::new()),
     }
 }
 
@@ -574,12 +697,14 @@ fn row_json<'a>(
     row: Option<&'a [Value]>,
     unavailable: &'a [usize],
     mode: WireMode,
+    key_only: bool,
 ) -> Option<RowJson<'a>> {
     Some(RowJson {
         table: table?,
         row: row?,
         unavailable,
         mode,
+        key_only,
     })
 }
 
@@ -602,11 +727,24 @@ impl Serialize for Envelope<'_, '_> {
         let mode = self.0.context.wire_mode();
         map.serialize_entry(
             "before",
-            &row_json(table, event.before.as_deref(), &[], mode),
+            &row_json(
+                table,
+                event.before.as_deref(),
+                &[],
+                mode,
+                event.op == Op::Delete
+                    && table.is_some_and(|t| t.replica_identity != ReplicaIdentity::Full),
+            ),
         )?;
         map.serialize_entry(
             "after",
-            &row_json(table, event.after.as_deref(), &event.unchanged_toast, mode),
+            &row_json(
+                table,
+                event.after.as_deref(),
+                &event.unchanged_toast,
+                mode,
+                false,
+            ),
         )?;
         map.serialize_entry("source", &SourceJson::new(self.0.event, self.0.context))?;
         map.serialize_entry("transaction", &TransactionJson::of(event, self.0.context))?;
@@ -783,3 +921,6 @@ pub enum ReplicaIdentity {
     /// `i`: the columns of a chosen unique index.
     Index,
 }
+
+#[cfg(test)]
+mod tests;

@@ -83,8 +83,9 @@ pub struct WireMode {
     /// Debezium's `interval.handling.mode`.
     pub interval: IntervalMode,
     /// Whether the types PostgreSQL prints as text are written in Debezium's forms
-    /// ([`TextType`], `timetz` as `ZonedTime`): the `debezium` preset; the `native` one
-    /// keeps PostgreSQL's text.
+    /// ([`TextType`], `timetz` as `ZonedTime`), NOT NULL columns required with their
+    /// defaults and a key-only old row filled as Debezium fills it: the `debezium` preset;
+    /// the `native` one keeps PostgreSQL's text and every value column optional.
     pub debezium_types: bool,
 }
 
@@ -433,18 +434,21 @@ impl Serialize for WireValue<'_> {
                     s.serialize_none()
                 }
                 DecimalMode::Precise => {
-                    let base64 = |scale: u32| {
+                    let base64 = |text: &str, scale: u32| {
                         decimal::unscaled_bytes(text, scale)
                             .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
                             .map_err(|e| S::Error::custom(format!("column {}: {e}", self.column)))
                     };
                     match fixed_scale(self.kind) {
-                        Some(scale) => s.serialize_str(&base64(scale)?),
+                        Some(scale) => s.serialize_str(&base64(text, scale)?),
                         None => {
+                            // Debezium writes a variable-scale decimal without the
+                            // trailing zeros of its fraction (`1.50` at scale 1).
+                            let text = decimal::trim_scale(text);
                             let scale = decimal::scale_of(text);
                             let mut map = s.serialize_map(Some(2))?;
                             map.serialize_entry("scale", &scale)?;
-                            map.serialize_entry("value", &base64(scale)?)?;
+                            map.serialize_entry("value", &base64(text, scale)?)?;
                             map.end()
                         }
                     }
@@ -476,6 +480,8 @@ mod tests {
             },
             type_modifier: modifier,
             comment: None,
+            not_null: false,
+            default: crate::domain::event::ColumnDefault::None,
         }
     }
 
@@ -542,6 +548,8 @@ mod tests {
             },
             type_modifier: -1,
             comment: None,
+            not_null: false,
+            default: crate::domain::event::ColumnDefault::None,
         };
         let v = Value::Text("$12.34".into());
         // Debezium 3.6.1 wrote "BNI=" (1234 at scale 2) for 12.34.

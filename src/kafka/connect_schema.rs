@@ -18,8 +18,11 @@
 //! `timestamptz` to
 //! `string` `io.debezium.time.ZonedTimestamp` (ISO-8601 in UTC, as Debezium writes it),
 //! `uuid` and `json` to `string` named `io.debezium.data.Uuid` / `io.debezium.data.Json`, and
-//! arrays to `array` with optional items. pgoutput does not say which columns are NOT NULL,
-//! so value columns are optional and key columns required. Record names follow Debezium:
+//! arrays to `array` with optional items. Key columns are required; value columns are
+//! required when the catalog says NOT NULL, in the `debezium` preset (the `native` one
+//! declares every value column optional, as its unchanged TOASTed values are nulls), and
+//! carry a constant default as `"default"` in the field's encoding, as Debezium declares
+//! them. Record names follow Debezium:
 //! `<prefix>.<schema>.<table>.Key`, `.Value`, `.Envelope`.
 //!
 //! Schemas are built once per table description and kept as JSON text, so each record only
@@ -32,9 +35,11 @@ use serde_json::{Value as Json, json};
 
 use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
-use crate::domain::event::{Column, TableSchema};
+use crate::domain::event::{Column, TableSchema, declared_default};
 use crate::domain::wire::fixed_scale;
-use crate::domain::wire::{IntervalMode, MONEY_SCALE, TextType, WireMode, time_precision};
+use crate::domain::wire::{
+    IntervalMode, MONEY_SCALE, TextType, WireMode, WireValue, time_precision,
+};
 use crate::schema::fixed::FixedSchema;
 
 /// A `numeric` column's Connect type in `mode`, as Debezium declares it.
@@ -163,6 +168,15 @@ fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
         },
     };
     field["optional"] = json!(optional);
+    if let Some(default) = declared_default(column, mode) {
+        // The default in the field's own encoding, as JsonConverter writes a default. A
+        // value the mode cannot write (NaN as a decimal) declares none.
+        if let Ok(default) = serde_json::to_value(WireValue::new(column, &default, mode)) {
+            if !default.is_null() {
+                field["default"] = default;
+            }
+        }
+    }
     field["field"] = json!(column.name);
     match field.get_mut("parameters").and_then(Json::as_object_mut) {
         Some(parameters) => {
@@ -249,7 +263,7 @@ pub fn value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
         let fields: Vec<Json> = table
             .columns
             .iter()
-            .map(|c| column_field(c, true, mode))
+            .map(|c| column_field(c, !(c.not_null && mode.debezium_types), mode))
             .collect();
         json!({ "type": "struct", "fields": fields, "optional": true, "name": row_name, "field": field })
     };
@@ -496,8 +510,8 @@ mod tests {
     }
 
     use super::*;
-    use crate::domain::event::KeySource;
     use crate::domain::event::ReplicaIdentity;
+    use crate::domain::event::{ColumnDefault, KeySource};
 
     fn table() -> TableSchema {
         let column = Column::new;
@@ -558,6 +572,34 @@ mod tests {
         ] {
             assert_eq!(fixed_schema(fixed)["type"], "struct", "{fixed:?}");
         }
+    }
+
+    #[test]
+    fn not_null_columns_are_required_with_their_defaults_in_debeziums_preset() {
+        let mut table = table();
+        for column in &mut table.columns {
+            column.not_null = true;
+        }
+        table.columns[0].default = ColumnDefault::Constant(crate::domain::value::Value::Int64(42));
+        table.columns[1].default = ColumnDefault::Expression;
+        let value = value_schema(&table, "shop", WireMode::default());
+        let after = &value["fields"][1]["fields"];
+        assert_eq!(after[0]["optional"], false);
+        assert_eq!(after[0]["default"], 42);
+        // An expression's default is the zero Debezium declares for it.
+        assert_eq!(after[1]["default"], "1970-01-01T00:00:00.000000Z");
+        // Arrays declare no default.
+        assert_eq!(after[2]["optional"], false);
+        assert!(after[2].get("default").is_none());
+        // The native preset: every value column optional, no defaults.
+        let native = WireMode {
+            debezium_types: false,
+            ..WireMode::default()
+        };
+        let value = value_schema(&table, "shop", native);
+        let after = &value["fields"][1]["fields"];
+        assert_eq!(after[0]["optional"], true);
+        assert!(after[0].get("default").is_none());
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //! | uuid | string, logicalType uuid |
 //! | arrays | array of the element type with nullable items |
 //!
-//! Value columns are `["null", T]` with default null (pgoutput does not say which columns are
-//! NOT NULL), with the column comment as `doc` and the PostgreSQL type in a `tidemark.type`
+//! Value columns are `["null", T]` with default null, NOT NULL ones too (unlike Debezium's
+//! JSON, which tidemark's matches: making a registered subject's field required is an
+//! incompatible change, and NOT NULL can change under a running pipeline), with the column
+//! comment as `doc` and the PostgreSQL type in a `tidemark.type`
 //! attribute; key columns are plain `T`. Record names follow Debezium:
 //! `<prefix>.<schema>.<table>.Key`, `.Value`, `.Envelope`, with characters Avro does not allow
 //! in names replaced by `_`. `±infinity` dates and timestamps are the extreme values of their

@@ -23,9 +23,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::UnidentifiedRowPolicy;
+use crate::domain::column_type::TypeKind;
 use crate::domain::event::{
-    ChangeEvent, KeyChange, KeySource, LogicalMessage, Op, SourcePosition, TableSchema,
-    TruncateOptions,
+    ChangeEvent, Column, KeyChange, KeySource, LogicalMessage, Op, SourcePosition, TableSchema,
+    TruncateOptions, unavailable_placeholder,
 };
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
@@ -382,6 +383,10 @@ impl ChangeAssembler {
         unchanged_toast: Vec<usize>,
         lsn: Lsn,
     ) -> Result<&'o mut ChangeEvent, AssemblyError> {
+        let relaxed = after
+            .as_deref()
+            .and_then(|row| self.nullable_where_null(table, row, &unchanged_toast));
+        let table = relaxed.as_ref().unwrap_or(table);
         let event = self.event(op, Some(table), lsn)?;
         out.push(ChangeEvent {
             before,
@@ -391,6 +396,64 @@ impl ChangeAssembler {
         });
         let pushed = out.len() - 1;
         Ok(&mut out[pushed])
+    }
+}
+
+impl ChangeAssembler {
+    /// The description of `table` with its NOT NULL columns that hold a NULL in `row`
+    /// (unchanged TOAST aside) made nullable, kept for the relation from here on; none when
+    /// there are no such columns (the common case costs one pass over the row). The
+    /// catalog is read when a Relation message arrives, so it can be ahead of the stream
+    /// (`SET NOT NULL` after this row was written) or, for a description reused for an
+    /// identical Relation message, behind it (`DROP NOT NULL`): either way the row is the
+    /// truth, and a schema that declared the column required would make Debezium's
+    /// JsonConverter refuse the record.
+    fn nullable_where_null(
+        &mut self,
+        table: &Arc<TableSchema>,
+        row: &[Value],
+        unchanged_toast: &[usize],
+    ) -> Option<Arc<TableSchema>> {
+        // An unchanged TOASTed value is written as Debezium's placeholder where its type has
+        // one (not a decimal, which may have none), else it is a null too.
+        let null_in_not_null = |(index, (column, value)): (usize, (&Column, &Value))| {
+            let kind = &column.column_type.kind;
+            let placeheld = unchanged_toast.contains(&index)
+                && !matches!(kind, TypeKind::Numeric { .. })
+                && unavailable_placeholder(kind).is_some();
+            (column.not_null && matches!(value, Value::Null) && !placeheld).then_some(index)
+        };
+        if !table
+            .columns
+            .iter()
+            .zip(row)
+            .enumerate()
+            .any(|entry| null_in_not_null(entry).is_some())
+        {
+            return None;
+        }
+        let mut relaxed = TableSchema::clone(table);
+        for index in table
+            .columns
+            .iter()
+            .zip(row)
+            .enumerate()
+            .filter_map(null_in_not_null)
+        {
+            let column = &mut relaxed.columns[index];
+            column.not_null = false;
+            tracing::warn!(
+                table = %table.qualified_name(),
+                column = %column.name,
+                "a NULL arrived in a column described as NOT NULL (the constraint changed \
+                 between the row and the table's description, or an unchanged TOASTed value \
+                 of a type without Debezium's placeholder): the column is declared optional \
+                 from here on"
+            );
+        }
+        let relaxed = Arc::new(relaxed);
+        self.relations.insert(table.relation_id, relaxed.clone());
+        Some(relaxed)
     }
 }
 

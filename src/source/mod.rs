@@ -1,6 +1,7 @@
 //! The PostgreSQL side: replication connection, pgoutput decoding, typed values, events.
 
 pub mod changes;
+pub(crate) mod column_default;
 pub mod pg_type;
 pub mod pgoutput;
 pub mod relations;

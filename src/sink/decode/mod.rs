@@ -234,6 +234,7 @@ fn unavailable_columns(
                 text == UNAVAILABLE_VALUE
             }
             Value::Bytes(bytes) => bytes == UNAVAILABLE_VALUE.as_bytes(),
+            Value::Array(items) => is_array_placeholder(items),
             _ => false,
         };
         let is_listed = listed.contains(&column.name);
@@ -245,6 +246,26 @@ fn unavailable_columns(
         }
     }
     listed
+}
+
+/// Whether an array is Debezium's placeholder for an unchanged TOASTed array: the one text
+/// for a text array, the placeholder's bytes as the elements of an integer array.
+fn is_array_placeholder(items: &[Value]) -> bool {
+    match items {
+        [Value::Text(text)] => text == UNAVAILABLE_VALUE,
+        _ => {
+            items.len() == UNAVAILABLE_VALUE.len()
+                && items
+                    .iter()
+                    .zip(UNAVAILABLE_VALUE.bytes())
+                    .all(|(item, byte)| match item {
+                        Value::Int16(n) => i64::from(*n) == i64::from(byte),
+                        Value::Int32(n) => i64::from(*n) == i64::from(byte),
+                        Value::Int64(n) => *n == i64::from(byte),
+                        _ => false,
+                    })
+        }
+    }
 }
 
 mod avro;
@@ -279,7 +300,7 @@ mod tests {
     #[test]
     fn listed_and_placeholder_columns_are_unchanged_and_null() {
         let shape = TableShape {
-            columns: ["id", "note", "blob", "doc", "other"]
+            columns: ["id", "note", "blob", "doc", "other", "tags", "ids", "nums"]
                 .iter()
                 .map(|name| SinkColumn {
                     name: (*name).into(),
@@ -295,9 +316,19 @@ mod tests {
             Value::Bytes(UNAVAILABLE_VALUE.as_bytes().to_vec()),
             Value::Null,
             Value::Text("kept".into()),
+            // Debezium's placeholders for a text array and an integer array.
+            Value::Array(vec![Value::Text(UNAVAILABLE_VALUE.into())]),
+            Value::Array(
+                UNAVAILABLE_VALUE
+                    .bytes()
+                    .map(|b| Value::Int64(b.into()))
+                    .collect(),
+            ),
+            // A real array of numbers is kept.
+            Value::Array(vec![Value::Int64(95), Value::Int64(95)]),
         ];
         let unchanged = unavailable_columns(&shape, &mut row, vec!["doc".into()]);
-        assert_eq!(unchanged, ["doc", "note", "blob"]);
+        assert_eq!(unchanged, ["doc", "note", "blob", "tags", "ids"]);
         assert_eq!(
             row,
             [
@@ -305,7 +336,10 @@ mod tests {
                 Value::Null,
                 Value::Null,
                 Value::Null,
-                Value::Text("kept".into())
+                Value::Text("kept".into()),
+                Value::Null,
+                Value::Null,
+                Value::Array(vec![Value::Int64(95), Value::Int64(95)]),
             ]
         );
     }

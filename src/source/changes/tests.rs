@@ -219,3 +219,59 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(AssemblyError::OutsideTransaction(_))
     ));
 }
+
+#[test]
+fn a_null_in_a_not_null_column_makes_it_optional_from_then_on() {
+    let mut described = table(ReplicaIdentity::Default, vec![0]);
+    for column in &mut described.columns {
+        column.not_null = true;
+    }
+    // A third NOT NULL column of an array type without a TOAST placeholder (float8[]).
+    let mut tags = Column::new("tags", TypeKind::Array(Box::new(TypeKind::Float8)));
+    tags.not_null = true;
+    described.columns.push(tags);
+    let mut a = assembler(described, UnidentifiedRowPolicy::Fail);
+    // The text column's unchanged TOASTed value is written as the placeholder: still
+    // NOT NULL. The array's has none: now optional.
+    let toasted = run(
+        &mut a,
+        PgOutputMessage::Update {
+            xid: None,
+            relation_id: 10,
+            old: None,
+            new: vec![
+                text("1"),
+                TupleValue::UnchangedToast,
+                TupleValue::UnchangedToast,
+            ],
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let not_null = |event: &ChangeEvent| -> Vec<bool> {
+        let table = event.table.as_deref().unwrap_or_else(|| panic!("no table"));
+        table.columns.iter().map(|c| c.not_null).collect()
+    };
+    assert_eq!(not_null(&toasted[0]), vec![true, true, false]);
+    // A real NULL in the text column (a DROP NOT NULL the description missed).
+    let inserted = run(
+        &mut a,
+        PgOutputMessage::Insert {
+            xid: None,
+            relation_id: 10,
+            new: vec![text("2"), TupleValue::Null, text("{1}")],
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(not_null(&inserted[0]), vec![true, false, false]);
+    // Kept for the relation: the next row is described the same without another null.
+    let next = run(
+        &mut a,
+        PgOutputMessage::Insert {
+            xid: None,
+            relation_id: 10,
+            new: vec![text("3"), text("x"), text("{2}")],
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(not_null(&next[0]), vec![true, false, false]);
+}
