@@ -16,6 +16,7 @@ mod connectors;
 mod crash_loop;
 mod debezium_compat;
 mod debezium_jdbc_sink;
+mod debezium_settings;
 mod deploy;
 mod docs;
 mod drill;

@@ -1,7 +1,8 @@
 //! `[events]`: what the change events look like on the wire, under Debezium's own setting
 //! names so a Debezium configuration ports line by line (`decimal.handling.mode` is
 //! `decimal_handling_mode`, `time.precision.mode` is `time_precision_mode`,
-//! `interval.handling.mode` is `interval_handling_mode`,
+//! `interval.handling.mode` is `interval_handling_mode`, `binary.handling.mode` is
+//! `binary_handling_mode`, `hstore.handling.mode` is `hstore_handling_mode`,
 //! `skipped.operations` is `skipped_operations`). A preset picks
 //! every default at once: `debezium` (what Debezium 3's PostgreSQL connector writes with its
 //! defaults) or `native` (tidemark's own choices: exact decimal text, truncates delivered,
@@ -11,7 +12,7 @@
 use super::*;
 use crate::domain::decimal::DecimalMode;
 use crate::domain::event::Op;
-use crate::domain::wire::{IntervalMode, TimePrecision};
+use crate::domain::wire::{BinaryMode, HstoreMode, IntervalMode, TimePrecision};
 
 /// Which defaults the event settings start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,6 +50,16 @@ pub struct EventsConfig {
     /// preset's (`numeric`, `string` for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_handling_mode: Option<IntervalMode>,
+    /// Debezium's `binary.handling.mode` for JSON: `bytes` (Connect bytes, base64 in JSON),
+    /// `base64`, `base64-url-safe` or `hex` (strings). Default `bytes` in both presets.
+    /// Avro keeps `bytes`.
+    #[serde(default)]
+    pub binary_handling_mode: BinaryMode,
+    /// Debezium's `hstore.handling.mode` for JSON: `json` (a string holding a JSON object)
+    /// or `map` (a Connect map). Default `json`; the `native` preset keeps PostgreSQL's
+    /// text either way. Avro keeps the text.
+    #[serde(default)]
+    pub hstore_handling_mode: HstoreMode,
     /// Debezium's `skipped.operations`: operations not delivered, from `c`, `u`, `d`, `t`,
     /// or `none`. Default: the preset's (`["t"]`, nothing for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

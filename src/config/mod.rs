@@ -407,6 +407,8 @@ impl Config {
         context.decimal_mode = self.events.decimal_mode();
         context.time_precision = self.events.time_precision();
         context.interval_mode = self.events.interval_mode();
+        context.binary_mode = self.events.binary_handling_mode;
+        context.hstore_mode = self.events.hstore_handling_mode;
         context.debezium_types = self.events.preset == Preset::Debezium;
         context.extended_headers = self.events.extended_headers();
         context.first_change_transaction_id = self.events.first_change_transaction_id();

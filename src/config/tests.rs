@@ -272,3 +272,25 @@ fn the_interval_mode_follows_the_preset_unless_set() {
         IntervalMode::Numeric
     );
 }
+
+#[test]
+fn binary_and_hstore_modes_take_debeziums_values() {
+    use crate::domain::wire::{BinaryMode, HstoreMode};
+    let events = |events: &str| load(&format!("{EXAMPLE}[events]\n{events}\n"), &[]);
+    let loaded =
+        events("binary_handling_mode = \"base64-url-safe\"\nhstore_handling_mode = \"map\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        loaded.events.binary_handling_mode,
+        BinaryMode::Base64UrlSafe
+    );
+    assert_eq!(loaded.events.hstore_handling_mode, HstoreMode::Map);
+    let defaults = events("").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(defaults.events.binary_handling_mode, BinaryMode::Bytes);
+    assert_eq!(defaults.events.hstore_handling_mode, HstoreMode::Json);
+    let refused = events("binary_handling_mode = \"base32\"")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(refused.contains("base64-url-safe"), "{refused}");
+}

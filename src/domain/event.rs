@@ -24,7 +24,7 @@ use crate::domain::decimal::DecimalMode;
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
 use crate::domain::wire::WireValue;
-use crate::domain::wire::{IntervalMode, TimePrecision, WireMode};
+use crate::domain::wire::{BinaryMode, HstoreMode, IntervalMode, TimePrecision, WireMode};
 
 /// The operation of an event, with Debezium's one-letter codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -398,6 +398,10 @@ pub struct EnvelopeContext {
     pub time_precision: TimePrecision,
     /// How `interval` values are written in JSON (Debezium's `interval.handling.mode`).
     pub interval_mode: IntervalMode,
+    /// How `bytea` values are written in JSON (Debezium's `binary.handling.mode`).
+    pub binary_mode: BinaryMode,
+    /// How `hstore` values are written in JSON (Debezium's `hstore.handling.mode`).
+    pub hstore_mode: HstoreMode,
     /// Whether types PostgreSQL prints as text (`money`, bit strings, `oid`, `hstore`,
     /// `xml`, `timetz`) are written in Debezium's forms, and NOT NULL columns and defaults
     /// declared as Debezium declares them (the `debezium` preset).
@@ -424,6 +428,8 @@ impl EnvelopeContext {
             decimal_mode: DecimalMode::default(),
             time_precision: TimePrecision::default(),
             interval_mode: IntervalMode::default(),
+            binary_mode: BinaryMode::default(),
+            hstore_mode: HstoreMode::default(),
             debezium_types: true,
             transaction_block: false,
             extended_headers: true,
@@ -437,6 +443,8 @@ impl EnvelopeContext {
             decimal: self.decimal_mode,
             time: self.time_precision,
             interval: self.interval_mode,
+            binary: self.binary_mode,
+            hstore: self.hstore_mode,
             debezium_types: self.debezium_types,
         }
     }

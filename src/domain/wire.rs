@@ -14,6 +14,10 @@
 //!   one in microseconds (`MicroTime`, `MicroTimestamp`);
 //! - `interval` follows [`IntervalMode`] (Debezium's `interval.handling.mode`): Debezium's
 //!   `MicroDuration` by default, or the ISO-8601 text;
+//! - `hstore` follows [`HstoreMode`] (Debezium's `hstore.handling.mode`): a JSON string by
+//!   default, or a map;
+//! - `bytea` follows [`BinaryMode`] (Debezium's `binary.handling.mode`): Connect bytes (base64
+//!   in JSON) by default, or a string of base64, URL-safe base64 or hex;
 //! - `timetz` is Debezium's `ZonedTime` (the time at UTC with `Z`), but for the `native`
 //!   preset, which keeps PostgreSQL's text;
 //! - types PostgreSQL prints as text that Debezium writes in forms of its own
@@ -73,6 +77,50 @@ pub enum IntervalMode {
     String,
 }
 
+/// Debezium's `binary.handling.mode`: how `bytea` values are written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BinaryMode {
+    /// Debezium's default: Connect `bytes` (base64 text in JSON, as JsonConverter writes
+    /// bytes).
+    #[default]
+    #[serde(rename = "bytes")]
+    Bytes,
+    /// A string of standard base64.
+    #[serde(rename = "base64")]
+    Base64,
+    /// A string of URL-safe base64 (`-` and `_`, padded).
+    #[serde(rename = "base64-url-safe")]
+    Base64UrlSafe,
+    /// A string of hexadecimal digits.
+    #[serde(rename = "hex")]
+    Hex,
+}
+
+impl BinaryMode {
+    /// `bytes` as the string this mode writes (base64 for [`BinaryMode::Bytes`], as
+    /// JsonConverter writes Connect bytes).
+    pub fn text(self, bytes: &[u8]) -> String {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        match self {
+            BinaryMode::Bytes | BinaryMode::Base64 => STANDARD.encode(bytes),
+            BinaryMode::Base64UrlSafe => URL_SAFE.encode(bytes),
+            BinaryMode::Hex => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// Debezium's `hstore.handling.mode`: how `hstore` values are written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HstoreMode {
+    /// Debezium's default: a string holding a JSON object of strings
+    /// (`io.debezium.data.Json`).
+    #[default]
+    Json,
+    /// A Connect map of strings to optional strings (a JSON object in the payload).
+    Map,
+}
+
 /// How the JSON envelope writes the values whose form Debezium's settings choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireMode {
@@ -82,6 +130,10 @@ pub struct WireMode {
     pub time: TimePrecision,
     /// Debezium's `interval.handling.mode`.
     pub interval: IntervalMode,
+    /// Debezium's `binary.handling.mode`.
+    pub binary: BinaryMode,
+    /// Debezium's `hstore.handling.mode`.
+    pub hstore: HstoreMode,
     /// Whether the types PostgreSQL prints as text are written in Debezium's forms
     /// ([`TextType`], `timetz` as `ZonedTime`), NOT NULL columns required with their
     /// defaults and a key-only old row filled as Debezium fills it: the `debezium` preset;
@@ -95,6 +147,8 @@ impl Default for WireMode {
             decimal: DecimalMode::default(),
             time: TimePrecision::default(),
             interval: IntervalMode::default(),
+            binary: BinaryMode::default(),
+            hstore: HstoreMode::default(),
             debezium_types: true,
         }
     }
@@ -174,6 +228,23 @@ impl<'a> WireValue<'a> {
     /// A value of a [`TextType`] in Debezium's form (the text for [`TextType::Plain`]).
     fn serialize_text_type<S: Serializer>(&self, text: &str, s: S) -> Result<S::Ok, S::Error> {
         let invalid = |what: &str| Err(self.unreadable(text, what));
+        if text == crate::domain::event::UNAVAILABLE_VALUE {
+            // An unchanged TOASTed value's placeholder, in the type's form.
+            return match (self.text_type, self.mode.hstore) {
+                // The one pair placeholder to placeholder, as a map or as its JSON text.
+                (TextType::Hstore, HstoreMode::Map) => {
+                    let mut map = s.serialize_map(Some(1))?;
+                    map.serialize_entry(text, text)?;
+                    map.end()
+                }
+                (TextType::Hstore, HstoreMode::Json) => {
+                    s.serialize_str(&serde_json::json!({ text: text }).to_string())
+                }
+                // Debezium writes none for a bit string (compared with Debezium 3.6).
+                (TextType::Bits(_), _) => s.serialize_none(),
+                _ => s.serialize_str(text),
+            };
+        }
         match self.text_type {
             TextType::Plain | TextType::Xml => s.serialize_str(text),
             TextType::Bits(1) if text.len() == 1 => s.serialize_bool(text == "1"),
@@ -201,9 +272,12 @@ impl<'a> WireValue<'a> {
                 }
                 None => invalid("a point"),
             },
-            TextType::Hstore => match hstore_json(text) {
-                Some(json) => s.serialize_str(&json),
-                None => invalid("an hstore"),
+            TextType::Hstore => match (hstore_pairs(text), self.mode.hstore) {
+                (Some(pairs), HstoreMode::Json) => {
+                    s.serialize_str(&serde_json::Value::Object(pairs).to_string())
+                }
+                (Some(pairs), HstoreMode::Map) => pairs.serialize(s),
+                (None, _) => invalid("an hstore"),
             },
             TextType::Money => match money_decimal(text) {
                 Some(amount) => match self.mode.decimal {
@@ -245,6 +319,7 @@ impl<'a> WireValue<'a> {
 pub fn is_special_kind(kind: &TypeKind, mode: WireMode) -> bool {
     match kind {
         TypeKind::TimestampTz => true,
+        TypeKind::Bytea => mode.binary != BinaryMode::Bytes,
         TypeKind::Time => mode.time == TimePrecision::Adaptive,
         TypeKind::TimeTz => mode.zoned_time(),
         TypeKind::Interval => mode.interval == IntervalMode::Numeric,
@@ -285,6 +360,11 @@ pub fn bits_little_endian(text: &str) -> Option<Vec<u8>> {
 /// An `hstore`'s text (`"a"=>"1", "b"=>NULL`) as Debezium's JSON object of strings
 /// (`{"a":"1","b":null}`); none for anything else.
 pub fn hstore_json(text: &str) -> Option<String> {
+    hstore_pairs(text).map(|pairs| serde_json::Value::Object(pairs).to_string())
+}
+
+/// An `hstore`'s text as its pairs, values a string or null; none for anything else.
+pub fn hstore_pairs(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
         if chars.next()? != '"' {
             return None;
@@ -323,7 +403,7 @@ pub fn hstore_json(text: &str) -> Option<String> {
         };
         map.insert(key, value);
     }
-    Some(serde_json::Value::Object(map).to_string())
+    Some(map)
 }
 
 /// A `point`'s text (`(1,2)`) as its coordinates; none for anything else.
@@ -387,6 +467,16 @@ pub fn fixed_scale(kind: &TypeKind) -> Option<u32> {
 impl Serialize for WireValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match (self.value, self.kind) {
+            (Value::Bytes(bytes), TypeKind::Bytea) if self.mode.binary != BinaryMode::Bytes => {
+                // The placeholder of an unchanged TOASTed value stays the text, as
+                // Debezium writes it in every string mode.
+                match std::str::from_utf8(bytes) {
+                    Ok(text) if text == crate::domain::event::UNAVAILABLE_VALUE => {
+                        s.serialize_str(text)
+                    }
+                    _ => s.serialize_str(&self.mode.binary.text(bytes)),
+                }
+            }
             (Value::TimestampTz(micros), TypeKind::TimestampTz) => s.serialize_str(
                 &crate::domain::calendar::zoned_timestamp_text(*micros, self.precision),
             ),
@@ -466,6 +556,15 @@ impl Serialize for WireValue<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn binary_modes_write_debeziums_strings() {
+        let bytes = [0x00, 0xfb, 0xff, 0x10];
+        assert_eq!(BinaryMode::Hex.text(&bytes), "00fbff10");
+        assert_eq!(BinaryMode::Base64.text(&bytes), "APv/EA==");
+        assert_eq!(BinaryMode::Base64UrlSafe.text(&bytes), "APv_EA==");
+    }
+
     use super::*;
     use crate::domain::column_type::{ColumnType, numeric_kind};
 

@@ -38,7 +38,8 @@ use crate::domain::decimal::DecimalMode;
 use crate::domain::event::{Column, TableSchema, declared_default};
 use crate::domain::wire::fixed_scale;
 use crate::domain::wire::{
-    IntervalMode, MONEY_SCALE, TextType, WireMode, WireValue, time_precision,
+    BinaryMode, HstoreMode, IntervalMode, MONEY_SCALE, TextType, WireMode, WireValue,
+    time_precision,
 };
 use crate::schema::fixed::FixedSchema;
 
@@ -79,7 +80,8 @@ fn field_type(kind: &TypeKind, modifier: i32, mode: WireMode) -> Json {
         TypeKind::Int8 => ("int64", None),
         TypeKind::Float4 => ("float", None),
         TypeKind::Float8 => ("double", None),
-        TypeKind::Bytea => ("bytes", None),
+        TypeKind::Bytea if mode.binary == BinaryMode::Bytes => ("bytes", None),
+        TypeKind::Bytea => ("string", None),
         TypeKind::Date => ("int32", Some("io.debezium.time.Date")),
         TypeKind::Time if mode.time.time_in_millis(precision) => {
             ("int32", Some("io.debezium.time.Time"))
@@ -141,6 +143,11 @@ fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
             "parameters": { "length": (if length < 0 { i32::MAX } else { length }).to_string() },
         }),
         TextType::Oid => json!({ "type": "int64" }),
+        TextType::Hstore if mode.hstore == HstoreMode::Map => json!({
+            "type": "map",
+            "keys": { "type": "string", "optional": false },
+            "values": { "type": "string", "optional": true },
+        }),
         TextType::Hstore => {
             json!({ "type": "string", "name": "io.debezium.data.Json", "version": 1 })
         }

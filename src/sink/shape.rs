@@ -417,6 +417,9 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
         (_, Some("io.debezium.time.ZonedTimestamp")) => ColumnKind::TimestampTz,
         (_, Some("io.debezium.data.Uuid")) => ColumnKind::Uuid,
         (_, Some("io.debezium.data.Json")) => ColumnKind::Json,
+        // A Connect map (an hstore under Debezium's `hstore.handling.mode = map`): its
+        // JSON object.
+        (Some("map"), _) => ColumnKind::Json,
         (_, Some(MICRO_DURATION | "io.debezium.time.Interval")) => {
             ColumnKind::Other("interval".into())
         }
@@ -579,6 +582,26 @@ mod tests {
         assert!(Text.widens(&Int32));
         assert!(!Int32.widens(&Text));
         assert!(!TimestampTz.widens(&Timestamp));
+    }
+
+    #[test]
+    fn debeziums_string_forms_of_bytes_and_maps_of_hstores_are_read() {
+        let field = |json: Json| kind_of_connect(&json);
+        // `hstore.handling.mode = map`: the pairs as a JSON document.
+        assert_eq!(
+            field(
+                serde_json::json!({"type": "map", "keys": {"type": "string"},
+                "values": {"type": "string", "optional": true}, "field": "hs",
+                "parameters": {"__debezium.source.column.type": "hstore"}})
+            ),
+            ColumnKind::Json
+        );
+        // `binary.handling.mode = hex` (or base64): the text, kept as written.
+        assert_eq!(
+            field(serde_json::json!({"type": "string", "field": "b",
+                "parameters": {"__debezium.source.column.type": "bytea"}})),
+            ColumnKind::Text
+        );
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! Debezium's settings that change a column's form, set to other values than their
+//! defaults on both sides, with Debezium itself as the oracle: `binary.handling.mode = hex`
+//! and `hstore.handling.mode = map` (tidemark's `[events] binary_handling_mode`,
+//! `hstore_handling_mode`). One table of `bytea`, `bytea[]`, `hstore` and TOASTed `bytea`,
+//! `hstore` and `varbit` (their placeholders when an update leaves them unchanged) is
+//! snapshotted and streamed through Debezium's embedded engine and through tidemark (Apache
+//! Kafka, JSON with schemas); every record's key, `before` and `after` must be equal, and so
+//! must every column's schema but for the column-type parameter tidemark adds (see
+//! `debezium_compat`, which covers the defaults).
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::kafka::drain;
+use common::{database, exec, spawn_reader};
+use serde_json::Value as Json;
+use tidemark::config::Config;
+use tidemark::kafka::KafkaOutput;
+use tidemark::testing::{KafkaBroker, run_debezium};
+
+const TABLE: &str = "CREATE EXTENSION IF NOT EXISTS hstore;
+    CREATE TABLE bs (id int PRIMARY KEY, b bytea, ba bytea[], hs hstore, t text,
+      big_b bytea, big_hs hstore, big_vb varbit);
+    INSERT INTO bs VALUES (1, '\\x00ff10', '{\"\\\\x01\",NULL}', 'a=>1, b=>NULL', 'one',
+      (SELECT decode(string_agg(md5(i::text), ''), 'hex') FROM generate_series(1, 600) i),
+      (SELECT string_agg(format('%s=>%s', md5(i::text), md5((i + 1)::text)), ',')::hstore
+         FROM generate_series(1, 300) i),
+      (SELECT string_agg(('x' || md5(i::text))::bit(128)::text, '')::varbit FROM generate_series(1, 400) i))";
+
+/// An update leaving the TOASTed columns unchanged, an insert with NULLs, a delete.
+const STREAM: &[&str] = &[
+    "UPDATE bs SET t = 'uno', b = '\\x' WHERE id = 1",
+    "INSERT INTO bs (id, b, hs) VALUES (2, '\\xdeadbeef', '')",
+    "DELETE FROM bs WHERE id = 2",
+];
+
+/// A Connect schema without tidemark's column-type parameter (Debezium writes none).
+fn without_type_parameter(mut schema: Json) -> Json {
+    if let Some(fields) = schema.get_mut("fields").and_then(Json::as_array_mut) {
+        for field in fields {
+            if let Some(object) = field.as_object_mut() {
+                object.remove("parameters");
+            }
+        }
+    }
+    schema
+}
+
+#[tokio::test]
+async fn binary_and_hstore_modes_read_like_debeziums() {
+    let (db, client) = database("dbz_settings").await;
+    exec(&client, TABLE).await;
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let prefix = "dbzs";
+    let text = format!(
+        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\n\
+         [events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n",
+        db.url(),
+        broker.bootstrap
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
+    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
+    let output = KafkaOutput::connect(&kafka, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, task) = spawn_reader(config, output, &client).await;
+
+    let settings: BTreeMap<String, String> = [
+        ("name", prefix),
+        ("topic.prefix", prefix),
+        ("slot.name", "dbz_settings"),
+        ("publication.name", "dbz_settings"),
+        ("publication.autocreate.mode", "filtered"),
+        ("table.include.list", "public.bs"),
+        ("binary.handling.mode", "hex"),
+        ("hstore.handling.mode", "map"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let debezium = run_debezium(
+        &db,
+        &settings,
+        Duration::from_secs(5),
+        Duration::from_secs(180),
+        || async {
+            for sql in STREAM {
+                exec(&client, sql).await;
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let topic = format!("{prefix}.public.bs");
+    let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    task.await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let theirs: Vec<&tidemark::testing::DebeziumRecord> =
+        debezium.iter().filter(|r| r.topic == topic).collect();
+    // The snapshot row, the update, the insert, the delete and its tombstone.
+    assert_eq!(theirs.len(), 5, "Debezium's records: {theirs:?}");
+    assert_eq!(ours.len(), theirs.len(), "tidemark's records");
+    for (index, (theirs, ours)) in theirs.iter().zip(&ours).enumerate() {
+        let ours_value = ours.value.clone().unwrap_or(Json::Null);
+        let ours_key: Json = ours
+            .key
+            .as_deref()
+            .map(|k| serde_json::from_slice(k).unwrap_or_else(|e| panic!("key: {e}")))
+            .unwrap_or(Json::Null);
+        assert_eq!(
+            ours_key["payload"], theirs.key["payload"],
+            "record {index}: key"
+        );
+        if theirs.value.is_null() {
+            assert!(ours_value.is_null(), "record {index}: a tombstone");
+            continue;
+        }
+        for row in ["before", "after"] {
+            assert_eq!(
+                ours_value["payload"][row], theirs.value["payload"][row],
+                "record {index}: {row}"
+            );
+        }
+        let row_schema =
+            |value: &Json| without_type_parameter(value["schema"]["fields"][1].clone());
+        assert_eq!(
+            row_schema(&ours_value),
+            row_schema(&theirs.value),
+            "record {index}: the row's schema"
+        );
+    }
+    // The update left the TOASTed columns unchanged: each holds the placeholder in its
+    // form, and hex, map and the placeholder forms were all exercised.
+    let update = &theirs[1].value["payload"]["after"];
+    assert_eq!(update["b"], "");
+    assert!(update["big_hs"].is_object(), "{update}");
+    assert_eq!(theirs[0].value["payload"]["after"]["b"], "00ff10");
+}
