@@ -18,12 +18,11 @@ use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::debezium::{debezium_records, spawn_json_reader};
 use common::kafka::drain;
-use common::{database, exec, spawn_reader};
+use common::{database, exec};
 use serde_json::Value as Json;
-use tidemark::config::Config;
-use tidemark::kafka::KafkaOutput;
-use tidemark::testing::{KafkaBroker, Unwrapped, run_debezium, unwrap_with_debezium};
+use tidemark::testing::{KafkaBroker, Unwrapped, unwrap_with_debezium};
 
 /// Paths that differ between two runs by nature: the time a connector processed a record,
 /// and the order in which parallel snapshot reads finish.
@@ -452,50 +451,34 @@ async fn tidemark_records_read_like_debeziums() {
     }
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let prefix = "dbzc";
-    let text = format!(
-        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\ntransaction_metadata = true\n",
-        db.url(),
-        broker.bootstrap
-    );
-    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
-    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
-    let output = KafkaOutput::connect(&kafka, context)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, task) = spawn_reader(config, output, &client).await;
-
-    let settings: BTreeMap<String, String> = [
-        ("name", prefix),
-        ("topic.prefix", prefix),
-        ("slot.name", "dbz_oracle"),
-        ("publication.name", "dbz_oracle"),
-        ("publication.autocreate.mode", "filtered"),
-        // Debezium snapshots tables in the list's order, tidemark by name: listed by name.
-        (
-            "table.include.list",
-            "public.nk,public.nn,public.pu,public.rg,public.t,public.tp,public.ui",
-        ),
-        ("provide.transaction.metadata", "true"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let debezium = run_debezium(
+    let (stop, task) = spawn_json_reader(
         &db,
-        &settings,
-        Duration::from_secs(5),
-        Duration::from_secs(180),
-        || async {
-            for sql in STREAM.iter().chain(KEYS_STREAM) {
-                exec(&client, sql).await;
-            }
-        },
+        &client,
+        broker,
+        prefix,
+        "transaction_metadata = true\n",
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
+    let stream: Vec<&str> = STREAM.iter().chain(KEYS_STREAM).copied().collect();
+    let debezium = debezium_records(
+        &db,
+        &client,
+        &[
+            ("name", prefix),
+            ("topic.prefix", prefix),
+            ("slot.name", "dbz_oracle"),
+            ("publication.name", "dbz_oracle"),
+            ("publication.autocreate.mode", "filtered"),
+            // Debezium snapshots tables in the list's order, tidemark by name: listed by name.
+            (
+                "table.include.list",
+                "public.nk,public.nn,public.pu,public.rg,public.t,public.tp,public.ui",
+            ),
+            ("provide.transaction.metadata", "true"),
+        ],
+        &stream,
+    )
+    .await;
     let table_topic = format!("{prefix}.public.t");
     let message_topic = format!("{prefix}.message");
     let transaction_topic = format!("{prefix}.transaction");

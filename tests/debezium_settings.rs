@@ -10,15 +10,13 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::debezium::{debezium_records, spawn_json_reader};
 use common::kafka::drain;
-use common::{database, exec, spawn_reader};
+use common::{database, exec};
 use serde_json::Value as Json;
-use tidemark::config::Config;
-use tidemark::kafka::KafkaOutput;
-use tidemark::testing::{KafkaBroker, run_debezium};
+use tidemark::testing::KafkaBroker;
 
 const TABLE: &str = "CREATE EXTENSION IF NOT EXISTS hstore;
     CREATE TABLE bs (id int PRIMARY KEY, b bytea, ba bytea[], hs hstore, t text,
@@ -54,48 +52,30 @@ async fn binary_and_hstore_modes_read_like_debeziums() {
     exec(&client, TABLE).await;
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     let prefix = "dbzs";
-    let text = format!(
-        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\n\
-         [events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n",
-        db.url(),
-        broker.bootstrap
-    );
-    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
-    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
-    let output = KafkaOutput::connect(&kafka, context)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (stop, task) = spawn_reader(config, output, &client).await;
-
-    let settings: BTreeMap<String, String> = [
-        ("name", prefix),
-        ("topic.prefix", prefix),
-        ("slot.name", "dbz_settings"),
-        ("publication.name", "dbz_settings"),
-        ("publication.autocreate.mode", "filtered"),
-        ("table.include.list", "public.bs"),
-        ("binary.handling.mode", "hex"),
-        ("hstore.handling.mode", "map"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let debezium = run_debezium(
+    let (stop, task) = spawn_json_reader(
         &db,
-        &settings,
-        Duration::from_secs(5),
-        Duration::from_secs(180),
-        || async {
-            for sql in STREAM {
-                exec(&client, sql).await;
-            }
-        },
+        &client,
+        broker,
+        prefix,
+        "[events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n",
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
+    let debezium = debezium_records(
+        &db,
+        &client,
+        &[
+            ("name", prefix),
+            ("topic.prefix", prefix),
+            ("slot.name", "dbz_settings"),
+            ("publication.name", "dbz_settings"),
+            ("publication.autocreate.mode", "filtered"),
+            ("table.include.list", "public.bs"),
+            ("binary.handling.mode", "hex"),
+            ("hstore.handling.mode", "map"),
+        ],
+        STREAM,
+    )
+    .await;
     let topic = format!("{prefix}.public.bs");
     let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
     let _ = stop.send(true);

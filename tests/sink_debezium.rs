@@ -10,9 +10,9 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::debezium::debezium_records;
 use common::sink::{spawn_sink, stop_sink};
 use common::{database, exec, text_rows};
 use rdkafka::ClientConfig;
@@ -20,7 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tidemark::config::Config;
-use tidemark::testing::{DebeziumRecord, KafkaBroker, run_debezium};
+use tidemark::testing::{DebeziumRecord, KafkaBroker};
 
 const TABLE: &str = "CREATE TABLE t (
     id int PRIMARY KEY, i8 int8, b bool, f8 float8, n numeric(10,2), nu numeric,
@@ -115,29 +115,19 @@ async fn the_sink_applies_debeziums_own_topics() {
     exec(&client, TABLE).await;
     // Unique per run: the broker, and its topics, can outlive a test run.
     let prefix = db.name.as_str();
-    let settings: BTreeMap<String, String> = [
-        ("topic.prefix", prefix),
-        ("slot.name", "dbz_sink"),
-        ("publication.name", "dbz_sink"),
-        ("publication.autocreate.mode", "filtered"),
-        ("table.include.list", "public.t"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let records = run_debezium(
+    let records = debezium_records(
         &db,
-        &settings,
-        Duration::from_secs(5),
-        Duration::from_secs(180),
-        || async {
-            for sql in STREAM {
-                exec(&client, sql).await;
-            }
-        },
+        &client,
+        &[
+            ("topic.prefix", prefix),
+            ("slot.name", "dbz_sink"),
+            ("publication.name", "dbz_sink"),
+            ("publication.autocreate.mode", "filtered"),
+            ("table.include.list", "public.t"),
+        ],
+        STREAM,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     let tombstones = records.iter().filter(|r| r.value.is_null()).count();
     assert!(tombstones >= 12, "Debezium wrote {tombstones} tombstones");
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));

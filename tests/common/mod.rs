@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod debezium;
 pub mod drill;
 pub mod kafka;
 pub mod sink;
