@@ -71,6 +71,8 @@ DEBEZIUM_VERSION=3.6.1.Final
 DEBEZIUM_JDBC_VERSION=3.5.0.Final
 export TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS="${TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS:-$HOME/.cache/tidemark/debezium-jdbc-$DEBEZIUM_JDBC_VERSION/libs}"
 export TIDEMARK_TEST_DEBEZIUM_LIBS="${TIDEMARK_TEST_DEBEZIUM_LIBS:-$HOME/.cache/tidemark/debezium-$DEBEZIUM_VERSION/libs}"
+AVRO_DATA_VERSION=2.6.13.Final
+export TIDEMARK_TEST_AVRO_DATA_LIBS="${TIDEMARK_TEST_AVRO_DATA_LIBS:-$HOME/.cache/tidemark/avro-data-$AVRO_DATA_VERSION/libs}"
 if [ "${NEED_DEBEZIUM:-0}" = 1 ]; then
   ensure_java 1
   if [ ! -f "$TIDEMARK_TEST_DEBEZIUM_LIBS/debezium-connector-postgres-$DEBEZIUM_VERSION.jar" ]; then
@@ -81,6 +83,11 @@ if [ "${NEED_DEBEZIUM:-0}" = 1 ]; then
   # serves of it here).
   if [ ! -f "$TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS/debezium-connector-jdbc-$DEBEZIUM_JDBC_VERSION.jar" ]; then
     resolve_jars "Debezium's JDBC sink $DEBEZIUM_JDBC_VERSION" "$jvm_dir/jdbc-sink/pom.xml" "$TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS"
+  fi
+  # Kafka Connect's Avro translation (Apicurio's AvroData, Apache Avro), the oracle of what
+  # Debezium with an Avro converter writes (tests/jvm/avro-data/pom.xml).
+  if [ ! -f "$TIDEMARK_TEST_AVRO_DATA_LIBS/apicurio-registry-utils-converter-$AVRO_DATA_VERSION.jar" ]; then
+    resolve_jars "Apicurio's AvroData $AVRO_DATA_VERSION" "$jvm_dir/avro-data/pom.xml" "$TIDEMARK_TEST_AVRO_DATA_LIBS"
   fi
 fi
 # Other PostgreSQL majors for the tests (NEED_PG_MAJORS="13 14 16 17 18"): the server

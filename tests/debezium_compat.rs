@@ -656,92 +656,9 @@ fn debezium_version() -> &'static str {
     tidemark::testing::DEBEZIUM_VERSION
 }
 
-/// Every path where `theirs` and `ours` differ, with both values. Objects are compared by
-/// key; arrays of Connect schema fields by field name; other arrays by position.
+/// [`common::debezium::diff`] over Connect schemas, whose fields are named by `field`.
 fn diff(path: &str, theirs: &Json, ours: &Json, found: &mut impl FnMut(String, String)) {
-    match (theirs, ours) {
-        (Json::Object(a), Json::Object(b)) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for key in keys {
-                let (x, y) = (a.get(key), b.get(key));
-                let child = format!("{path}.{key}");
-                match (x, y) {
-                    (Some(x), Some(y)) => diff(&child, x, y, found),
-                    (Some(x), None) => found(child, format!("only Debezium's: {}", short(x))),
-                    (None, Some(y)) => found(child, format!("only tidemark's: {}", short(y))),
-                    (None, None) => {}
-                }
-            }
-        }
-        (Json::Array(a), Json::Array(b)) if is_fields(a) && is_fields(b) => {
-            let named = |items: &[Json]| -> BTreeMap<String, Json> {
-                items
-                    .iter()
-                    .map(|f| {
-                        (
-                            f["field"].as_str().unwrap_or_default().to_owned(),
-                            f.clone(),
-                        )
-                    })
-                    .collect()
-            };
-            let order = |items: &[Json]| -> Vec<String> {
-                items
-                    .iter()
-                    .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            };
-            // The order of the fields both sides have: one side's extra fields are
-            // differences of their own.
-            let (names_a, names_b) = (order(a), order(b));
-            let common = |mine: &[String], other: &[String]| -> Vec<String> {
-                mine.iter().filter(|n| other.contains(n)).cloned().collect()
-            };
-            if common(&names_a, &names_b) != common(&names_b, &names_a) {
-                found(
-                    format!("{path}[order]"),
-                    format!("Debezium {:?}, tidemark {:?}", order(a), order(b)),
-                );
-            }
-            diff(
-                path,
-                &Json::Object(named(a).into_iter().collect()),
-                &Json::Object(named(b).into_iter().collect()),
-                found,
-            );
-        }
-        (Json::Array(a), Json::Array(b)) => {
-            if a.len() != b.len() {
-                found(
-                    format!("{path}[len]"),
-                    format!("Debezium {}, tidemark {}", short(theirs), short(ours)),
-                );
-            }
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff(&format!("{path}[{i}]"), x, y, found);
-            }
-        }
-        // A JSON document written as a string (`io.debezium.data.Json`, an hstore's pairs)
-        // is compared as the document: the order of an object's keys is no data (Debezium
-        // writes an hstore's pairs in Java's HashMap order, tidemark by key).
-        (Json::String(x), Json::String(y)) if x != y && same_document(x, y) => {}
-        (x, y) if x != y => found(
-            path.to_owned(),
-            format!("Debezium {}, tidemark {}", short(x), short(y)),
-        ),
-        _ => {}
-    }
-}
-
-/// Whether two strings are the same JSON object, keys in any order.
-fn same_document(x: &str, y: &str) -> bool {
-    match (
-        serde_json::from_str::<Json>(x),
-        serde_json::from_str::<Json>(y),
-    ) {
-        (Ok(a @ Json::Object(_)), Ok(b @ Json::Object(_))) => a == b,
-        _ => false,
-    }
+    common::debezium::diff(path, theirs, ours, "field", found);
 }
 
 /// The kind of difference a path shows: `before` and `after` are one `row`, and the
@@ -791,22 +708,6 @@ fn kind_of(path: &str, detail: &str) -> String {
             }
         }
         _ => path,
-    }
-}
-
-fn is_fields(items: &[Json]) -> bool {
-    !items.is_empty() && items.iter().all(|f| f.get("field").is_some())
-}
-
-fn short(value: &Json) -> String {
-    let text = value.to_string();
-    if text.len() > 80 {
-        format!(
-            "{}…",
-            &text[..text.char_indices().nth(80).map_or(text.len(), |(i, _)| i)]
-        )
-    } else {
-        text
     }
 }
 

@@ -14,6 +14,7 @@ mod cluster_smoke;
 mod connection;
 mod connectors;
 mod crash_loop;
+mod debezium_avro;
 mod debezium_compat;
 mod debezium_jdbc_sink;
 mod debezium_settings;

@@ -460,6 +460,14 @@ impl EnvelopeContext {
         }
     }
 
+    /// Whether `event`'s `transaction` block is filled (in every format): when the context
+    /// asks for it and the event is part of a streamed transaction
+    /// ([`ChangeEvent::in_streamed_transaction`]); else it is `null`, as Debezium writes it
+    /// without `provide.transaction.metadata`.
+    pub fn fills_transaction_block(&self, event: &ChangeEvent) -> bool {
+        self.transaction_block && event.in_streamed_transaction()
+    }
+
     /// `<prefix>.<schema>.<table>` for table events, `<prefix>.message` for messages.
     pub fn topic(&self, event: &ChangeEvent) -> String {
         match &event.table {
@@ -866,7 +874,8 @@ impl<'a> TransactionJson<'a> {
     /// The block of `event`: filled when the context asks for it and the event is part of
     /// a streamed transaction ([`ChangeEvent::in_streamed_transaction`]), else `null`.
     fn of(event: &'a ChangeEvent, context: &'a EnvelopeContext) -> Option<Self> {
-        (context.transaction_block && event.in_streamed_transaction())
+        context
+            .fills_transaction_block(event)
             .then_some(TransactionJson(event, context))
     }
 }

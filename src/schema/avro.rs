@@ -454,24 +454,29 @@ pub fn envelope_datum(
         ),
         ("seq".into(), long(position.seq as i64)),
     ]);
-    let transaction = Avro::Union(
-        1,
-        Box::new(Avro::Record(vec![
-            (
-                "id".into(),
-                Avro::String(format!(
-                    "{}:{}",
-                    position.xid,
-                    context.transaction_id_lsn(position).as_u64()
-                )),
-            ),
-            ("total_order".into(), Avro::Long(position.seq as i64 + 1)),
-            (
-                "data_collection_order".into(),
-                Avro::Long(event.data_collection_order as i64),
-            ),
-        ])),
-    );
+    // Filled as in JSON ([`EnvelopeContext::fills_transaction_block`]).
+    let transaction = if !context.fills_transaction_block(event) {
+        Avro::Union(0, Box::new(Avro::Null))
+    } else {
+        Avro::Union(
+            1,
+            Box::new(Avro::Record(vec![
+                (
+                    "id".into(),
+                    Avro::String(format!(
+                        "{}:{}",
+                        position.xid,
+                        context.transaction_id_lsn(position).as_u64()
+                    )),
+                ),
+                ("total_order".into(), Avro::Long(position.seq as i64 + 1)),
+                (
+                    "data_collection_order".into(),
+                    Avro::Long(event.data_collection_order as i64),
+                ),
+            ])),
+        )
+    };
     let op = serde_json::to_value(event.op)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

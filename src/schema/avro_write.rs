@@ -281,19 +281,23 @@ impl AvroWriter {
         write_optional_row(out, table, event.before.as_ref(), &[])?;
         write_optional_row(out, table, event.after.as_ref(), &event.unchanged_toast)?;
         self.source(event, table, context, out);
-        // transaction: ["null", block]
+        // transaction: ["null", block], filled as in JSON.
         let position = &event.source;
-        out.push(2);
-        self.scratch.clear();
-        let _ = write!(
-            self.scratch,
-            "{}:{}",
-            position.xid,
-            context.transaction_id_lsn(position).as_u64()
-        );
-        write_bytes(out, self.scratch.as_bytes());
-        write_long(out, position.seq as i64 + 1);
-        write_long(out, event.data_collection_order as i64);
+        if context.fills_transaction_block(event) {
+            out.push(2);
+            self.scratch.clear();
+            let _ = write!(
+                self.scratch,
+                "{}:{}",
+                position.xid,
+                context.transaction_id_lsn(position).as_u64()
+            );
+            write_bytes(out, self.scratch.as_bytes());
+            write_long(out, position.seq as i64 + 1);
+            write_long(out, event.data_collection_order as i64);
+        } else {
+            out.push(0);
+        }
         write_bytes(out, event.op.code().as_bytes());
         for value in [
             now_ms,

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine;
+
 use serde_json::Value as Json;
 
 use super::TestDatabase;
@@ -156,6 +158,14 @@ fn harness(
 /// The command that runs the harness `tests/jvm/debezium/<file>` on Debezium's jars, and a
 /// scratch directory for its files.
 fn java_harness(file: &str) -> Result<(tokio::process::Command, tempfile::TempDir), DebeziumError> {
+    java_harness_with(file, &[])
+}
+
+/// [`java_harness`] with more jar directories on the class path.
+fn java_harness_with(
+    file: &str,
+    more: &[PathBuf],
+) -> Result<(tokio::process::Command, tempfile::TempDir), DebeziumError> {
     let libs = libs()?;
     let java = super::process::java()
         .ok_or_else(|| DebeziumError::Missing("java is not in PATH or JAVA_HOME".into()))?;
@@ -167,7 +177,13 @@ fn java_harness(file: &str) -> Result<(tokio::process::Command, tempfile::TempDi
     let mut command = tokio::process::Command::new(java);
     command
         .arg("-cp")
-        .arg(format!("{}/*", libs.display()))
+        .arg(
+            std::iter::once(&libs)
+                .chain(more)
+                .map(|dir| format!("{}/*", dir.display()))
+                .collect::<Vec<_>>()
+                .join(":"),
+        )
         .arg(source)
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -194,7 +210,31 @@ pub struct Unwrapped {
 pub async fn unwrap_with_debezium(
     records: &[(String, Json, Json)],
 ) -> Result<Vec<Unwrapped>, DebeziumError> {
-    let (mut command, dir) = java_harness("Unwrap.java")?;
+    let lines = run_jsonl("Unwrap.java", &[], "ExtractNewRecordState", records).await?;
+    Ok(lines
+        .into_iter()
+        .map(|mut record| {
+            let mut take = |name: &str| record.get_mut(name).map(Json::take).unwrap_or(Json::Null);
+            Unwrapped {
+                topic: take("topic").as_str().unwrap_or_default().to_owned(),
+                key: take("key"),
+                value: take("value"),
+                dropped: take("dropped").as_bool().unwrap_or(false),
+            }
+        })
+        .collect())
+}
+
+/// Runs the harness `file` (on Debezium's jars and `more`) on `records` (topic, key,
+/// value), one JSON line each in a file, and returns the lines it wrote; `what` names it in
+/// errors.
+async fn run_jsonl(
+    file: &str,
+    more: &[PathBuf],
+    what: &str,
+    records: &[(String, Json, Json)],
+) -> Result<Vec<Json>, DebeziumError> {
+    let (mut command, dir) = java_harness_with(file, more)?;
     let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     let mut text = String::new();
     for (topic, key, value) in records {
@@ -209,24 +249,84 @@ pub async fn unwrap_with_debezium(
         .output()
         .await
         .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
-    if let Some(error) = failure("ExtractNewRecordState", &output) {
+    if let Some(error) = failure(what, &output) {
         return Err(error);
     }
     let text = std::fs::read_to_string(&out).map_err(|e| DebeziumError::Run(e.to_string()))?;
     text.lines()
         .map(|line| {
-            let mut record: Json = serde_json::from_str(line)
-                .map_err(|e| DebeziumError::Run(format!("a line of Unwrap.java: {e}")))?;
+            serde_json::from_str(line)
+                .map_err(|e| DebeziumError::Run(format!("a line of {file}: {e}")))
+        })
+        .collect()
+}
+
+/// A record as a Kafka Connect worker with an Avro converter would register and write it
+/// ([`avro_with_connect`]): Avro schemas (JSON) and Avro binary without framing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectAvro {
+    /// Topic.
+    pub topic: String,
+    /// The key's Avro schema (`null`: no key).
+    pub key_schema: Json,
+    /// The key's Avro binary.
+    pub key: Option<Vec<u8>>,
+    /// The value's Avro schema (`null`: a tombstone).
+    pub value_schema: Json,
+    /// The value's Avro binary.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Passes `records` (topic, key, value as `JsonConverter` writes them with schemas) through
+/// Kafka Connect's Avro translation (Apicurio Registry's `AvroData`, forked from
+/// Confluent's, defaults; `tests/jvm/debezium/ConnectToAvro.java`): what a worker with an
+/// Avro converter registers and writes for them. Its jars: `TIDEMARK_TEST_AVRO_DATA_LIBS`,
+/// else `~/.cache/tidemark/avro-data-<version>/libs` (`scripts/ensure-deps.sh` with
+/// `NEED_DEBEZIUM=1`).
+pub async fn avro_with_connect(
+    records: &[(String, Json, Json)],
+) -> Result<Vec<ConnectAvro>, DebeziumError> {
+    let avro_data = jar_dir(
+        "TIDEMARK_TEST_AVRO_DATA_LIBS",
+        &format!("avro-data-{AVRO_DATA_VERSION}"),
+        &format!("apicurio-registry-utils-converter-{AVRO_DATA_VERSION}.jar"),
+        "; run scripts/ensure-deps.sh with NEED_DEBEZIUM=1",
+    )?;
+    let lines = run_jsonl(
+        "ConnectToAvro.java",
+        &[avro_data],
+        "Kafka Connect's Avro translation",
+        records,
+    )
+    .await?;
+    let binary = |value: Json| -> Result<Option<Vec<u8>>, DebeziumError> {
+        value
+            .as_str()
+            .map(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| DebeziumError::Run(format!("ConnectToAvro.java's base64: {e}")))
+            })
+            .transpose()
+    };
+    lines
+        .into_iter()
+        .map(|mut record| {
             let mut take = |name: &str| record.get_mut(name).map(Json::take).unwrap_or(Json::Null);
-            Ok(Unwrapped {
+            Ok(ConnectAvro {
                 topic: take("topic").as_str().unwrap_or_default().to_owned(),
-                key: take("key"),
-                value: take("value"),
-                dropped: take("dropped").as_bool().unwrap_or(false),
+                key_schema: take("key_schema"),
+                key: binary(take("key"))?,
+                value_schema: take("value_schema"),
+                value: binary(take("value"))?,
             })
         })
         .collect()
 }
+
+/// The version of Apicurio Registry's `AvroData` [`avro_with_connect`] runs
+/// (`tests/jvm/avro-data/pom.xml`).
+pub const AVRO_DATA_VERSION: &str = "2.6.13.Final";
 
 /// Writes the connector's properties to `path`: `settings` over the defaults (the
 /// database's connection, `plugin.name=pgoutput`, offsets in memory).

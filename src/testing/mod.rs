@@ -22,8 +22,9 @@ mod proxy;
 pub use broker::{BrokerError, KAFKA_VERSION, KafkaBroker, KafkaCluster, KafkaNode, KafkaOptions};
 pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
 pub use debezium::{
-    DEBEZIUM_VERSION, DebeziumDrained, DebeziumError, DebeziumRecord, Unwrapped, drain_debezium,
-    run_debezium, unwrap_with_debezium,
+    AVRO_DATA_VERSION, ConnectAvro, DEBEZIUM_VERSION, DebeziumDrained, DebeziumError,
+    DebeziumRecord, Unwrapped, avro_with_connect, drain_debezium, run_debezium,
+    unwrap_with_debezium,
 };
 pub use jdbc_sink::{DEBEZIUM_JDBC_VERSION, JdbcSink};
 pub use memory_output::{CollectedEvents, MemoryOutput};

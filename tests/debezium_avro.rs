@@ -1,0 +1,347 @@
+//! Debezium through an Avro converter as the oracle of tidemark's Avro output: one workload
+//! captured by Debezium's PostgreSQL connector (its records turned into what a Kafka Connect
+//! worker with an Avro converter registers and writes, through Kafka Connect's Avro
+//! translation: Apicurio Registry's `AvroData`, forked from Confluent's, whose converter
+//! Maven Central does not serve; `tidemark::testing::avro_with_connect`) and by tidemark
+//! (Apache Kafka, Avro, the embedded registry), two slots side by side. Each record's key and
+//! value schemas (as registered) and data (decoded with its own schema) are compared, and
+//! every difference, reduced to its path, must be one of [`KNOWN`] with its reason; a new
+//! difference fails the test, and so does a listed one that no longer occurs.
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use apache_avro::types::Value as Avro;
+use base64::Engine;
+use common::debezium::{debezium_records, diff};
+use common::kafka::drain;
+use common::sink::avro_output;
+use common::{database, exec, spawn_reader};
+use serde_json::Value as Json;
+use tidemark::config::Config;
+use tidemark::schema::registry_client::RegistryClient;
+use tidemark::testing::{KafkaBroker, avro_with_connect};
+
+const TABLE: &str = "CREATE TYPE av_mood AS ENUM ('sad', 'happy');
+    CREATE TABLE av (id int PRIMARY KEY, i2 int2, i8 int8 NOT NULL DEFAULT 7, b bool, f4 real, f8 float8,
+      n numeric(10,2), nu numeric, txt text, vc varchar(10), d date, tm time, tm3 time(3),
+      ts timestamp, ts3 timestamp(3), tstz timestamptz, ttz timetz, iv interval, u uuid, j jsonb,
+      by bytea, arr int[], tarr text[], m money, b3 bit(3), mo av_mood);
+    INSERT INTO av VALUES (1, 1, 10, true, 1.5, 2.25, 12.34, 123.456, 'one', 'v1', '2024-01-02',
+      '03:04:05.25', '03:04:05.678', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.678',
+      '2024-01-02 03:04:05.5+02', '01:02:03.5+02', '1 day 02:00:00', '6f1c1c1e-0000-4000-8000-000000000001',
+      '{\"a\": 1}', '\\x0102', '{1,NULL,3}', '{a,NULL}', 12.5, B'101', 'happy'),
+      (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
+
+/// An insert, an update, a delete and a primary-key change.
+const STREAM: &[&str] = &[
+    "INSERT INTO av (id, i8, txt, tstz) VALUES (3, 30, 'three', '2025-06-01 12:00:00.000001+00')",
+    "UPDATE av SET txt = 'uno', n = 99.99 WHERE id = 1",
+    "DELETE FROM av WHERE id = 2",
+    "UPDATE av SET id = 4 WHERE id = 3",
+];
+
+/// Paths that differ between two runs by nature: the connectors' processing times.
+const RUN_SPECIFIC: &[&str] = &[
+    "value.data.ts_ms",
+    "value.data.ts_us",
+    "value.data.ts_ns",
+    "value.data.source.ts_ms",
+    "value.data.source.ts_us",
+    "value.data.source.ts_ns",
+];
+
+const CONNECT_PROPERTIES: &str = "Kafka Connect's schema properties, which an Avro converter keeps (connect.name, connect.version, connect.parameters, connect.doc, connect.type, connect.default): tidemark's Avro schemas do not carry them yet, so a sink that reads Avro into Connect data does not see Debezium's semantic types";
+const COLUMN_FORMS: &str = "tidemark's Avro mapping keeps its own forms (schema/avro.rs): microseconds for time(0-3) and timestamp(0-3), timestamp-micros for timestamptz, PostgreSQL's text for interval, timetz, money and bit strings, the exact text of an unconstrained numeric, plain strings and ints where Debezium's converter names the type; the [events] modes apply to JSON only so far";
+const OPTIONAL_IN_AVRO: &str = "Avro keeps every value field optional (making a registered subject's field required is an incompatible change), so a NOT NULL column is a union without its default, and a delete's old row keeps the NULLs of the columns it lacks (JSON follows Debezium)";
+const SNAPSHOT_POSITION: &str = "snapshot rows only: each connector's own slot's consistent point and snapshot transaction (two slots; streamed rows are equal)";
+const ADDITIVE: &str = "tidemark's additions, which a Debezium reader ignores";
+
+/// The differences that remain, as patterns of paths (`*` matches anything) with why:
+/// every difference found must match one, and every one must match a difference found, so
+/// the list shrinks as the Avro output follows Debezium's. `schema` paths are in the
+/// registered Avro schemas (`value.schema.fields.row`: the `before`/`after` row record),
+/// `data` paths in the decoded records.
+const KNOWN: &[(&str, &str)] = &[
+    ("*.connect.name", CONNECT_PROPERTIES),
+    ("*.connect.version", CONNECT_PROPERTIES),
+    ("*.connect.parameters", CONNECT_PROPERTIES),
+    (
+        "*.logicalType",
+        "tidemark's Avro logical types (date, time-micros, local-timestamp-micros, timestamp-micros, uuid), kept as a choice: Debezium's converter writes the bare int, long or string named by connect.name",
+    ),
+    (
+        "value.schema.fields.row.type[1].fields.*.type[1]",
+        COLUMN_FORMS,
+    ),
+    (
+        "value.schema.fields.row.type[1].fields.*.type[1].type",
+        COLUMN_FORMS,
+    ),
+    ("value.data.row.b3", COLUMN_FORMS),
+    ("value.data.row.iv", COLUMN_FORMS),
+    ("value.data.row.m", COLUMN_FORMS),
+    ("value.data.row.nu", COLUMN_FORMS),
+    ("value.data.row.tm3", COLUMN_FORMS),
+    ("value.data.row.ts3", COLUMN_FORMS),
+    ("value.data.row.tstz", COLUMN_FORMS),
+    ("value.data.row.ttz", COLUMN_FORMS),
+    (
+        "value.schema.fields.row.type[1].fields.*.default",
+        OPTIONAL_IN_AVRO,
+    ),
+    (
+        "value.schema.fields.row.type[1].fields.*.type",
+        OPTIONAL_IN_AVRO,
+    ),
+    ("value.data.row.i8", OPTIONAL_IN_AVRO),
+    (
+        "value.schema.fields.row.type[1]",
+        "the row record's full name, written in full by tidemark (<prefix>.<schema>.<table>.Value) and as name plus namespace by Debezium's converter: the same name",
+    ),
+    (
+        "value.schema.fields.row.type[1].namespace",
+        "the row record's full name, written in full by tidemark (<prefix>.<schema>.<table>.Value) and as name plus namespace by Debezium's converter: the same name",
+    ),
+    (
+        "value.schema.fields.source.type.fields.schema.*",
+        "tidemark's Avro source block has schema and table optional (schemas/source.avsc), Debezium's requires them: changing a registered fixed block is an incompatible change",
+    ),
+    (
+        "value.schema.fields.source.type.fields.table.*",
+        "tidemark's Avro source block has schema and table optional (schemas/source.avsc), Debezium's requires them: changing a registered fixed block is an incompatible change",
+    ),
+    (
+        "value.schema.fields.source.type.fields.snapshot.type[0]",
+        "source.snapshot: Debezium's is a Connect Enum (a string named io.debezium.data.Enum, with its allowed values and default), tidemark's a plain string",
+    ),
+    ("*.doc", "tidemark's docs on its fixed blocks: additive"),
+    (
+        "value.schema.fields.source.type.fields.commit_lsn",
+        ADDITIVE,
+    ),
+    ("value.schema.fields.source.type.fields.seq", ADDITIVE),
+    ("value.data.source.commit_lsn", ADDITIVE),
+    ("value.data.source.seq", ADDITIVE),
+    ("*.unchanged_toast", ADDITIVE),
+    ("value.data.source.lsn", SNAPSHOT_POSITION),
+    ("value.data.source.sequence", SNAPSHOT_POSITION),
+    ("value.data.source.txId", SNAPSHOT_POSITION),
+    (
+        "value.data.source.version",
+        "source.version is the connector's own version",
+    ),
+];
+
+/// Whether `path` matches `pattern`, where `*` matches any run of characters.
+fn matches(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == path,
+        Some((head, rest)) => {
+            path.starts_with(head)
+                && (head.len()..=path.len())
+                    .any(|at| path.is_char_boundary(at) && matches(rest, &path[at..]))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
+    let (db, client) = database("dbz_avro").await;
+    exec(&client, TABLE).await;
+    let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
+    let prefix = "dbza";
+    let text = format!(
+        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
+         [kafka]\nbrokers = \"{}\"\nformat = \"avro\"\n\
+         [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{}\"\n",
+        db.url(),
+        broker.bootstrap,
+        db.name
+    );
+    let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (output, _registry, registry_url) = avro_output(&config, &db.name).await;
+    let registry = RegistryClient::new(&registry_url, &config.registry.clone().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stop, task) = spawn_reader(config, output, &client).await;
+    let debezium = debezium_records(
+        &db,
+        &client,
+        &[
+            ("name", prefix),
+            ("topic.prefix", prefix),
+            ("slot.name", "dbz_avro"),
+            ("publication.name", "dbz_avro"),
+            ("publication.autocreate.mode", "filtered"),
+            ("table.include.list", "public.av"),
+        ],
+        STREAM,
+    )
+    .await;
+    let topic = format!("{prefix}.public.av");
+    let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    task.await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let inputs: Vec<(String, Json, Json)> = debezium
+        .iter()
+        .filter(|r| r.topic == topic)
+        .map(|r| (r.topic.clone(), r.key.clone(), r.value.clone()))
+        .collect();
+    let theirs = avro_with_connect(&inputs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    if theirs.len() != ours.len() {
+        found.insert(
+            "records".into(),
+            format!("Debezium {}, tidemark {}", theirs.len(), ours.len()),
+        );
+    }
+    for (index, (theirs, ours)) in theirs.iter().zip(&ours).enumerate() {
+        let mut record = |path: String, detail: String| {
+            found
+                .entry(kind_of(&path))
+                .or_insert(format!("record {index}: {detail}"));
+        };
+        for (side, their_schema, their_data, our_framed) in [
+            (
+                "key",
+                &theirs.key_schema,
+                theirs.key.as_deref(),
+                ours.key.as_deref(),
+            ),
+            (
+                "value",
+                &theirs.value_schema,
+                theirs.value.as_deref(),
+                ours.raw.as_deref(),
+            ),
+        ] {
+            let ours = match our_framed {
+                Some(framed) => Some(unframe(&registry, framed).await),
+                None => None,
+            };
+            let (our_schema, our_data) = match &ours {
+                Some((schema, data)) => (schema.clone(), Some(data.as_slice())),
+                None => (Json::Null, None),
+            };
+            diff(
+                &format!("{side}.schema"),
+                their_schema,
+                &our_schema,
+                "name",
+                &mut record,
+            );
+            diff(
+                &format!("{side}.data"),
+                &decoded(their_schema, their_data),
+                &decoded(&our_schema, our_data),
+                "name",
+                &mut record,
+            );
+        }
+    }
+    for path in RUN_SPECIFIC {
+        found.remove(*path);
+    }
+    for (kind, detail) in &found {
+        eprintln!("{kind}: {detail}");
+    }
+    // The first rule a path matches explains it.
+    let rule_of = |path: &str| KNOWN.iter().position(|(pattern, _)| matches(pattern, path));
+    let new: Vec<String> = found
+        .iter()
+        .filter(|(path, _)| rule_of(path).is_none())
+        .map(|(path, detail)| format!("  (\"{path}\", \"{detail}\"),"))
+        .collect();
+    let used: BTreeSet<usize> = found.keys().filter_map(|path| rule_of(path)).collect();
+    let gone: Vec<&str> = KNOWN
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !used.contains(index))
+        .map(|(_, (pattern, _))| *pattern)
+        .collect();
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "differences from Debezium {} through Kafka Connect's Avro translation (Apicurio {}):\n{}\nlisted but no longer found: {gone:?}",
+        tidemark::testing::DEBEZIUM_VERSION,
+        tidemark::testing::AVRO_DATA_VERSION,
+        new.join("\n")
+    );
+}
+
+/// A Confluent-framed record's registered schema (JSON) and its Avro binary.
+async fn unframe(registry: &RegistryClient, framed: &[u8]) -> (Json, Vec<u8>) {
+    assert!(
+        framed.len() >= 5 && framed[0] == 0,
+        "not Confluent-framed: {framed:?}"
+    );
+    let id = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]);
+    let schema = registry
+        .schema(id)
+        .await
+        .unwrap_or_else(|e| panic!("schema {id}: {e}"));
+    let schema: Json = serde_json::from_str(&schema).unwrap_or_else(|e| panic!("{e}"));
+    (schema, framed[5..].to_vec())
+}
+
+/// Avro binary decoded with its schema, as JSON: unions by their branch's value, bytes and
+/// decimals as base64, logical types as their underlying numbers.
+fn decoded(schema: &Json, data: Option<&[u8]>) -> Json {
+    let Some(data) = data else {
+        return Json::Null;
+    };
+    let schema = apache_avro::Schema::parse(schema).unwrap_or_else(|e| panic!("{e}: {schema}"));
+    let value = tidemark::schema::avro::read_datum(&schema, &mut &data[..])
+        .unwrap_or_else(|e| panic!("{e}"));
+    as_json(value)
+}
+
+fn as_json(value: Avro) -> Json {
+    let b64 = |bytes: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    match value {
+        Avro::Null => Json::Null,
+        Avro::Boolean(b) => Json::Bool(b),
+        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Json::from(n),
+        Avro::Long(n)
+        | Avro::TimeMicros(n)
+        | Avro::TimestampMillis(n)
+        | Avro::TimestampMicros(n)
+        | Avro::TimestampNanos(n)
+        | Avro::LocalTimestampMillis(n)
+        | Avro::LocalTimestampMicros(n)
+        | Avro::LocalTimestampNanos(n) => Json::from(n),
+        Avro::Float(f) => Json::from(f64::from(f)),
+        Avro::Double(f) => Json::from(f),
+        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => b64(&bytes),
+        Avro::String(s) | Avro::Enum(_, s) => Json::String(s),
+        Avro::Uuid(u) => Json::String(u.to_string()),
+        Avro::Decimal(d) => {
+            let bytes: Vec<u8> = d.try_into().unwrap_or_default();
+            b64(&bytes)
+        }
+        Avro::Union(_, inner) => as_json(*inner),
+        Avro::Array(items) => Json::Array(items.into_iter().map(as_json).collect()),
+        Avro::Map(map) => Json::Object(map.into_iter().map(|(k, v)| (k, as_json(v))).collect()),
+        Avro::Record(fields) => {
+            Json::Object(fields.into_iter().map(|(k, v)| (k, as_json(v))).collect())
+        }
+        other => Json::String(format!("{other:?}")),
+    }
+}
+
+/// The kind of a difference: `before` and `after` (their fields, schemas alike) are one
+/// `row`.
+fn kind_of(path: &str) -> String {
+    path.replace(".before.", ".row.")
+        .replace(".after.", ".row.")
+        .replace(".fields.before", ".fields.row")
+        .replace(".fields.after", ".fields.row")
+}

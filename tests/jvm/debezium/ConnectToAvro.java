@@ -1,0 +1,99 @@
+// Test harness (not product code): turns change records into what a Kafka Connect worker
+// with an Avro converter would register and write for them: each key's and value's Connect
+// schema as an Avro schema, and the value as Avro binary, through Kafka Connect's Avro
+// translation (Apicurio Registry's AvroData, forked from Confluent's, with its defaults:
+// connect.name/connect.version/connect.parameters kept as Avro properties).
+//
+//   java -cp '<debezium libs>/*:<avro-data libs>/*' ConnectToAvro.java <in.jsonl> <out.jsonl>
+//
+// Each input line: {"topic", "key", "value"}, key and value as Kafka Connect's JsonConverter
+// writes them with schemas.enable=true ({"schema", "payload"}, or null). Each output line, in
+// input order: {"topic", "key_schema", "key", "value_schema", "value"}: the schemas as Avro
+// schema JSON, the data as base64 Avro binary (no Confluent framing), null where the input
+// had none. A record the converter refuses stops the harness (exit status 1, the error on
+// stderr).
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintWriter;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Base64;
+import java.util.List;
+import java.util.Map;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import org.apache.avro.Schema;
+import org.apache.avro.generic.GenericDatumWriter;
+import org.apache.avro.io.BinaryEncoder;
+import org.apache.avro.io.EncoderFactory;
+import org.apache.kafka.connect.data.SchemaAndValue;
+import org.apache.kafka.connect.json.JsonConverter;
+
+import io.apicurio.registry.serde.avro.NonRecordContainer;
+import io.apicurio.registry.utils.converter.avro.AvroData;
+import io.apicurio.registry.utils.converter.avro.AvroDataConfig;
+
+public class ConnectToAvro {
+
+    private static byte[] bytes(JsonNode node, ObjectMapper mapper) throws Exception {
+        return node == null || node.isNull() ? null : mapper.writeValueAsBytes(node);
+    }
+
+    /// Sets `<name>_schema` and `<name>` on `out` for one side of a record.
+    private static void side(ObjectNode out, String name, SchemaAndValue data, AvroData avro,
+            ObjectMapper mapper) throws Exception {
+        if (data.schema() == null || data.value() == null) {
+            out.putNull(name + "_schema");
+            out.putNull(name);
+            return;
+        }
+        Schema schema = avro.fromConnectSchema(data.schema());
+        Object value = avro.fromConnectData(data.schema(), data.value());
+        if (value instanceof NonRecordContainer container) {
+            value = container.getValue();
+        }
+        ByteArrayOutputStream buffer = new ByteArrayOutputStream();
+        BinaryEncoder encoder = EncoderFactory.get().binaryEncoder(buffer, null);
+        new GenericDatumWriter<Object>(schema).write(value, encoder);
+        encoder.flush();
+        out.set(name + "_schema", mapper.readTree(schema.toString()));
+        out.put(name, Base64.getEncoder().encodeToString(buffer.toByteArray()));
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length != 2) {
+            System.err.println("usage: ConnectToAvro <in.jsonl> <out.jsonl>");
+            System.exit(64);
+        }
+        ObjectMapper mapper = new ObjectMapper();
+        JsonConverter keys = new JsonConverter();
+        keys.configure(Map.of("schemas.enable", "true"), true);
+        JsonConverter values = new JsonConverter();
+        values.configure(Map.of("schemas.enable", "true"), false);
+        AvroData avro = new AvroData(new AvroDataConfig(Map.of()));
+        List<String> lines = Files.readAllLines(Path.of(args[0]), StandardCharsets.UTF_8);
+        try (PrintWriter out = new PrintWriter(Files.newBufferedWriter(Path.of(args[1]), StandardCharsets.UTF_8))) {
+            int index = 0;
+            for (String line : lines) {
+                JsonNode record = mapper.readTree(line);
+                String topic = record.get("topic").asText();
+                try {
+                    ObjectNode result = mapper.createObjectNode();
+                    result.put("topic", topic);
+                    side(result, "key", keys.toConnectData(topic, bytes(record.get("key"), mapper)), avro, mapper);
+                    side(result, "value", values.toConnectData(topic, bytes(record.get("value"), mapper)), avro, mapper);
+                    out.println(mapper.writeValueAsString(result));
+                } catch (Exception e) {
+                    System.err.println("record " + index + " of " + topic + ": " + e);
+                    e.printStackTrace();
+                    System.exit(1);
+                }
+                index++;
+            }
+        }
+    }
+}
