@@ -1,8 +1,9 @@
 //! Debezium's settings that change a column's form, set to other values than their
-//! defaults on both sides, with Debezium itself as the oracle: `binary.handling.mode = hex`
-//! and `hstore.handling.mode = map` (tidemark's `[events] binary_handling_mode`,
-//! `hstore_handling_mode`). One table of `bytea`, `bytea[]`, `hstore` and TOASTed `bytea`,
-//! `hstore` and `varbit` (their placeholders when an update leaves them unchanged) is
+//! defaults on both sides, with Debezium itself as the oracle: `binary.handling.mode = hex`,
+//! `hstore.handling.mode = map` and `unavailable.value.placeholder` (tidemark's `[events]
+//! binary_handling_mode`, `hstore_handling_mode`, `unavailable_value_placeholder`). One
+//! table of `bytea`, `bytea[]`, `hstore` and TOASTed `bytea`, `hstore`, `varbit`, `text`
+//! and `int[]` (their placeholders when an update leaves them unchanged) is
 //! snapshotted and streamed through Debezium's embedded engine and through tidemark (Apache
 //! Kafka, JSON with schemas); every record's key, `before` and `after` must be equal, and so
 //! must every column's schema but for the column-type parameter tidemark adds (see
@@ -20,12 +21,14 @@ use tidemark::testing::KafkaBroker;
 
 const TABLE: &str = "CREATE EXTENSION IF NOT EXISTS hstore;
     CREATE TABLE bs (id int PRIMARY KEY, b bytea, ba bytea[], hs hstore, t text,
-      big_b bytea, big_hs hstore, big_vb varbit);
+      big_b bytea, big_hs hstore, big_vb varbit, big_t text, big_ia int[]);
     INSERT INTO bs VALUES (1, '\\x00ff10', '{\"\\\\x01\",NULL}', 'a=>1, b=>NULL', 'one',
       (SELECT decode(string_agg(md5(i::text), ''), 'hex') FROM generate_series(1, 600) i),
       (SELECT string_agg(format('%s=>%s', md5(i::text), md5((i + 1)::text)), ',')::hstore
          FROM generate_series(1, 300) i),
-      (SELECT string_agg(('x' || md5(i::text))::bit(128)::text, '')::varbit FROM generate_series(1, 400) i))";
+      (SELECT string_agg(('x' || md5(i::text))::bit(128)::text, '')::varbit FROM generate_series(1, 400) i),
+      (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 600) i),
+      (SELECT array_agg(('x' || substr(md5(i::text), 1, 7))::bit(28)::int) FROM generate_series(1, 2000) i))";
 
 /// An update leaving the TOASTed columns unchanged, an insert with NULLs, a delete.
 const STREAM: &[&str] = &[
@@ -47,7 +50,7 @@ fn without_type_parameter(mut schema: Json) -> Json {
 }
 
 #[tokio::test]
-async fn binary_and_hstore_modes_read_like_debeziums() {
+async fn binary_hstore_and_placeholder_settings_read_like_debeziums() {
     let (db, client) = database("dbz_settings").await;
     exec(&client, TABLE).await;
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
@@ -57,7 +60,8 @@ async fn binary_and_hstore_modes_read_like_debeziums() {
         &client,
         broker,
         prefix,
-        "[events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n",
+        "[events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n\
+         unavailable_value_placeholder = \"N/A-toast\"\n",
     )
     .await;
     let debezium = debezium_records(
@@ -72,6 +76,7 @@ async fn binary_and_hstore_modes_read_like_debeziums() {
             ("table.include.list", "public.bs"),
             ("binary.handling.mode", "hex"),
             ("hstore.handling.mode", "map"),
+            ("unavailable.value.placeholder", "N/A-toast"),
         ],
         STREAM,
     )
@@ -122,5 +127,6 @@ async fn binary_and_hstore_modes_read_like_debeziums() {
     let update = &theirs[1].value["payload"]["after"];
     assert_eq!(update["b"], "");
     assert!(update["big_hs"].is_object(), "{update}");
+    assert_eq!(update["big_t"], "N/A-toast");
     assert_eq!(theirs[0].value["payload"]["after"]["b"], "00ff10");
 }

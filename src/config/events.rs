@@ -3,6 +3,7 @@
 //! `decimal_handling_mode`, `time.precision.mode` is `time_precision_mode`,
 //! `interval.handling.mode` is `interval_handling_mode`, `binary.handling.mode` is
 //! `binary_handling_mode`, `hstore.handling.mode` is `hstore_handling_mode`,
+//! `unavailable.value.placeholder` is `unavailable_value_placeholder`,
 //! `skipped.operations` is `skipped_operations`). A preset picks
 //! every default at once: `debezium` (what Debezium 3's PostgreSQL connector writes with its
 //! defaults) or `native` (tidemark's own choices: exact decimal text, truncates delivered,
@@ -60,6 +61,13 @@ pub struct EventsConfig {
     /// text either way. Avro keeps the text.
     #[serde(default)]
     pub hstore_handling_mode: HstoreMode,
+    /// Debezium's `unavailable.value.placeholder`: what an unchanged TOASTed value the server
+    /// did not send holds (its text for string columns, its bytes for `bytea` and integer
+    /// arrays); `hex:` followed by hexadecimal digits gives the bytes. Default
+    /// `__debezium_unavailable_value`. JSON and Avro; the event's `unchanged_toast` lists such
+    /// columns either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_value_placeholder: Option<String>,
     /// Debezium's `skipped.operations`: operations not delivered, from `c`, `u`, `d`, `t`,
     /// or `none`. Default: the preset's (`["t"]`, nothing for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +155,46 @@ impl EventsConfig {
         transaction_metadata || self.preset == Preset::Native
     }
 
+    /// The placeholder's bytes: the setting's text, or the bytes its `hex:` form spells.
+    pub fn unavailable_value(&self) -> Result<Vec<u8>, ConfigError> {
+        let Some(setting) = &self.unavailable_value_placeholder else {
+            return Ok(crate::domain::event::UNAVAILABLE_VALUE.as_bytes().to_vec());
+        };
+        let invalid = |rule: String| ConfigError::Invalid {
+            field: "events.unavailable_value_placeholder",
+            rule,
+        };
+        let Some(digits) = setting.strip_prefix("hex:") else {
+            return match setting.is_empty() {
+                true => Err(invalid(
+                    "an empty placeholder cannot be told from an empty value: set a text, or hex:<digits>".into(),
+                )),
+                false => Ok(setting.as_bytes().to_vec()),
+            };
+        };
+        if digits.is_empty() || digits.len() % 2 != 0 {
+            return Err(invalid(format!(
+                "{setting:?}: after hex:, an even, non-zero number of hexadecimal digits (as Debezium's unavailable.value.placeholder)"
+            )));
+        }
+        (0..digits.len())
+            .step_by(2)
+            .map(|at| {
+                digits
+                    .get(at..at + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{setting:?}: {:?} is not a hexadecimal byte",
+                            digits.get(at..at + 2).unwrap_or(digits)
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.unavailable_value()?;
         self.skipped().map(|_| ())
     }
 }

@@ -409,6 +409,7 @@ impl Config {
         context.interval_mode = self.events.interval_mode();
         context.binary_mode = self.events.binary_handling_mode;
         context.hstore_mode = self.events.hstore_handling_mode;
+        context.unavailable_value = self.events.unavailable_value()?.into();
         context.debezium_types = self.events.preset == Preset::Debezium;
         context.extended_headers = self.events.extended_headers();
         context.first_change_transaction_id = self.events.first_change_transaction_id();

@@ -294,3 +294,29 @@ fn binary_and_hstore_modes_take_debeziums_values() {
         .unwrap_or_default();
     assert!(refused.contains("base64-url-safe"), "{refused}");
 }
+
+#[test]
+fn the_unavailable_value_placeholder_takes_text_or_hex_bytes() {
+    let events = |events: &str| load(&format!("{EXAMPLE}[events]\n{events}\n"), &[]);
+    let value = |events_text: &str| {
+        events(events_text)
+            .and_then(|c| c.events.unavailable_value())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(value(""), b"__debezium_unavailable_value");
+    assert_eq!(value("unavailable_value_placeholder = \"N/A\""), b"N/A");
+    assert_eq!(
+        value("unavailable_value_placeholder = \"hex:00ff7f\""),
+        [0x00, 0xff, 0x7f]
+    );
+    for bad in ["hex:0", "hex:zz", "hex:", ""] {
+        let refused = events(&format!("unavailable_value_placeholder = \"{bad}\""))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("unavailable_value_placeholder"),
+            "{bad}: {refused}"
+        );
+    }
+}

@@ -402,6 +402,9 @@ pub struct EnvelopeContext {
     pub binary_mode: BinaryMode,
     /// How `hstore` values are written in JSON (Debezium's `hstore.handling.mode`).
     pub hstore_mode: HstoreMode,
+    /// The bytes of the placeholder an unchanged TOASTed value that was not sent holds
+    /// (Debezium's `unavailable.value.placeholder`, [`UNAVAILABLE_VALUE`] by default).
+    pub unavailable_value: Arc<[u8]>,
     /// Whether types PostgreSQL prints as text (`money`, bit strings, `oid`, `hstore`,
     /// `xml`, `timetz`) are written in Debezium's forms, and NOT NULL columns and defaults
     /// declared as Debezium declares them (the `debezium` preset).
@@ -430,6 +433,7 @@ impl EnvelopeContext {
             interval_mode: IntervalMode::default(),
             binary_mode: BinaryMode::default(),
             hstore_mode: HstoreMode::default(),
+            unavailable_value: Arc::from(UNAVAILABLE_VALUE.as_bytes()),
             debezium_types: true,
             transaction_block: false,
             extended_headers: true,
@@ -561,18 +565,18 @@ impl Serialize for KeyJson<'_> {
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
 
 /// The placeholder a column of `kind` holds on the wire when its unchanged TOASTed value
-/// was not sent, as Debezium writes it: the text for types carried as strings, its bytes
-/// for `bytea`, an array of the one text for a text array, and for an integer array the
-/// placeholder's bytes as its elements (Debezium's form, compared with Debezium 3.6). Other
-/// kinds (`numeric(p,s)`, arrays of other elements) stay `null`; the event's
-/// `unchanged_toast` lists the column either way.
-pub fn unavailable_placeholder(kind: &TypeKind) -> Option<Value> {
-    let bytes = UNAVAILABLE_VALUE.bytes();
+/// was not sent, as Debezium writes it, of the `placeholder`'s bytes
+/// (`unavailable.value.placeholder`, [`UNAVAILABLE_VALUE`] by default): the text for types
+/// carried as strings, the bytes for `bytea`, an array of the one text for a text array,
+/// and for an integer array the bytes as its elements (Debezium's form, compared with
+/// Debezium 3.6). Other kinds (`numeric(p,s)`, arrays of other elements) stay `null`; the
+/// event's `unchanged_toast` lists the column either way.
+pub fn unavailable_placeholder(kind: &TypeKind, placeholder: &[u8]) -> Option<Value> {
+    let text = || String::from_utf8_lossy(placeholder).into_owned();
+    let bytes = placeholder.iter().copied();
     match kind {
         TypeKind::Array(element) => match element.as_ref() {
-            TypeKind::Text => Some(Value::Array(vec![Value::Text(
-                UNAVAILABLE_VALUE.to_owned(),
-            )])),
+            TypeKind::Text => Some(Value::Array(vec![Value::Text(text())])),
             TypeKind::Int2 => Some(Value::Array(
                 bytes.map(|b| Value::Int16(b.into())).collect(),
             )),
@@ -592,8 +596,8 @@ pub fn unavailable_placeholder(kind: &TypeKind) -> Option<Value> {
         | TypeKind::Interval
         | TypeKind::Numeric {
             precision: None, ..
-        } => Some(Value::Text(UNAVAILABLE_VALUE.to_owned())),
-        TypeKind::Bytea => Some(Value::Bytes(UNAVAILABLE_VALUE.as_bytes().to_vec())),
+        } => Some(Value::Text(text())),
+        TypeKind::Bytea => Some(Value::Bytes(placeholder.to_vec())),
         _ => None,
     }
 }
@@ -603,6 +607,8 @@ struct RowJson<'a> {
     row: &'a [Value],
     /// Columns (indexes) whose unchanged TOASTed value was not sent.
     unavailable: &'a [usize],
+    /// The placeholder's bytes ([`EnvelopeContext::unavailable_value`]).
+    placeholder: &'a [u8],
     mode: WireMode,
     /// Whether the row is an old row that carries the key columns only (a delete's under
     /// `REPLICA IDENTITY DEFAULT` or `USING INDEX`), whose NOT NULL columns Debezium's
@@ -619,7 +625,7 @@ impl Serialize for RowJson<'_> {
                 && self.unavailable.contains(&index)
                 && (self.mode.decimal == DecimalMode::String
                     || !matches!(column.column_type.kind, TypeKind::Numeric { .. })))
-            .then(|| unavailable_placeholder(&column.column_type.kind))
+            .then(|| unavailable_placeholder(&column.column_type.kind, self.placeholder))
             .flatten();
             // A column the old row did not carry: its declared default, else (NOT NULL)
             // its zero, as Debezium fills it.
@@ -630,8 +636,11 @@ impl Serialize for RowJson<'_> {
                         None => column.not_null.then(|| missing_value(column)),
                     })
                     .flatten();
-            let value = placeholder.as_ref().or(fallback.as_ref()).unwrap_or(value);
-            map.serialize_entry(&column.name, &WireValue::new(column, value, self.mode))?;
+            let wire = match &placeholder {
+                Some(placeholder) => WireValue::new(column, placeholder, self.mode).placeholder(),
+                None => WireValue::new(column, fallback.as_ref().unwrap_or(value), self.mode),
+            };
+            map.serialize_entry(&column.name, &wire)?;
         }
         map.end()
     }
@@ -712,14 +721,15 @@ fn row_json<'a>(
     table: Option<&'a TableSchema>,
     row: Option<&'a [Value]>,
     unavailable: &'a [usize],
-    mode: WireMode,
+    context: &'a EnvelopeContext,
     key_only: bool,
 ) -> Option<RowJson<'a>> {
     Some(RowJson {
         table: table?,
         row: row?,
         unavailable,
-        mode,
+        placeholder: &context.unavailable_value,
+        mode: context.wire_mode(),
         key_only,
     })
 }
@@ -740,14 +750,13 @@ impl Serialize for Envelope<'_, '_> {
             map.serialize_entry("message", &MessageJson(message))?;
             return map.end();
         }
-        let mode = self.0.context.wire_mode();
         map.serialize_entry(
             "before",
             &row_json(
                 table,
                 event.before.as_deref(),
                 &[],
-                mode,
+                self.0.context,
                 event.op == Op::Delete
                     && table.is_some_and(|t| t.replica_identity != ReplicaIdentity::Full),
             ),
@@ -758,7 +767,7 @@ impl Serialize for Envelope<'_, '_> {
                 table,
                 event.after.as_deref(),
                 &event.unchanged_toast,
-                mode,
+                self.0.context,
                 false,
             ),
         )?;

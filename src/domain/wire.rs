@@ -210,6 +210,9 @@ pub struct WireValue<'a> {
     /// Which of the types Debezium writes in its own forms the column has.
     text_type: TextType,
     mode: WireMode,
+    /// Whether the value is the placeholder of an unchanged TOASTed value
+    /// ([`WireValue::placeholder`]).
+    placeholder: bool,
 }
 
 impl<'a> WireValue<'a> {
@@ -222,13 +225,24 @@ impl<'a> WireValue<'a> {
             precision: time_precision(column.type_modifier),
             text_type: TextType::of(column, mode),
             mode,
+            placeholder: false,
+        }
+    }
+
+    /// The value is the placeholder of an unchanged TOASTed value that was not sent
+    /// (`crate::domain::event::unavailable_placeholder`), written in its type's
+    /// placeholder form as Debezium writes it rather than parsed as a value.
+    pub fn placeholder(self) -> Self {
+        WireValue {
+            placeholder: true,
+            ..self
         }
     }
 
     /// A value of a [`TextType`] in Debezium's form (the text for [`TextType::Plain`]).
     fn serialize_text_type<S: Serializer>(&self, text: &str, s: S) -> Result<S::Ok, S::Error> {
         let invalid = |what: &str| Err(self.unreadable(text, what));
-        if text == crate::domain::event::UNAVAILABLE_VALUE {
+        if self.placeholder {
             // An unchanged TOASTed value's placeholder, in the type's form.
             return match (self.text_type, self.mode.hstore) {
                 // The one pair placeholder to placeholder, as a map or as its JSON text.
@@ -468,13 +482,12 @@ impl Serialize for WireValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match (self.value, self.kind) {
             (Value::Bytes(bytes), TypeKind::Bytea) if self.mode.binary != BinaryMode::Bytes => {
-                // The placeholder of an unchanged TOASTed value stays the text, as
+                // The placeholder of an unchanged TOASTed value stays its text, as
                 // Debezium writes it in every string mode.
-                match std::str::from_utf8(bytes) {
-                    Ok(text) if text == crate::domain::event::UNAVAILABLE_VALUE => {
-                        s.serialize_str(text)
-                    }
-                    _ => s.serialize_str(&self.mode.binary.text(bytes)),
+                if self.placeholder {
+                    s.serialize_str(&String::from_utf8_lossy(bytes))
+                } else {
+                    s.serialize_str(&self.mode.binary.text(bytes))
                 }
             }
             (Value::TimestampTz(micros), TypeKind::TimestampTz) => s.serialize_str(

@@ -352,7 +352,12 @@ fn nullable(value: Avro) -> Avro {
 
 /// A row record; the columns at `unavailable` (unchanged TOAST, not sent) hold Debezium's
 /// placeholder where their type can ([`unavailable_placeholder`]).
-fn row(table: &TableSchema, values: &[Value], unavailable: &[usize]) -> Result<Avro, AvroError> {
+fn row(
+    table: &TableSchema,
+    values: &[Value],
+    unavailable: &[usize],
+    placeholder: &[u8],
+) -> Result<Avro, AvroError> {
     let fields = table
         .columns
         .iter()
@@ -361,7 +366,7 @@ fn row(table: &TableSchema, values: &[Value], unavailable: &[usize]) -> Result<A
         .map(|(index, (column, value))| {
             let kind = &column.column_type.kind;
             let placeholder = (matches!(value, Value::Null) && unavailable.contains(&index))
-                .then(|| unavailable_placeholder(kind))
+                .then(|| unavailable_placeholder(kind, placeholder))
                 .flatten();
             let value = placeholder.as_ref().unwrap_or(value);
             Ok((
@@ -408,7 +413,10 @@ pub fn envelope_datum(
     let optional_row =
         |values: &Option<Vec<Value>>, unavailable: &[usize]| -> Result<Avro, AvroError> {
             Ok(match values {
-                Some(values) => Avro::Union(1, Box::new(row(table, values, unavailable)?)),
+                Some(values) => Avro::Union(
+                    1,
+                    Box::new(row(table, values, unavailable, &context.unavailable_value)?),
+                ),
                 None => Avro::Union(0, Box::new(Avro::Null)),
             })
         };

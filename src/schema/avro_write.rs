@@ -200,11 +200,12 @@ fn write_row(
     table: &TableSchema,
     row: &[Value],
     unavailable: &[usize],
+    placeholder: &[u8],
 ) -> Result<(), AvroError> {
     for (index, (column, value)) in table.columns.iter().zip(row).enumerate() {
         let kind = &column.column_type.kind;
         if matches!(value, Value::Null) && unavailable.contains(&index) {
-            if let Some(placeholder) = unavailable_placeholder(kind) {
+            if let Some(placeholder) = unavailable_placeholder(kind, placeholder) {
                 write_nullable(out, &placeholder, kind, &column.name)?;
                 continue;
             }
@@ -219,12 +220,13 @@ fn write_optional_row(
     table: &TableSchema,
     row: Option<&Vec<Value>>,
     unavailable: &[usize],
+    placeholder: &[u8],
 ) -> Result<(), AvroError> {
     match row {
         None => out.push(0),
         Some(row) => {
             out.push(2);
-            write_row(out, table, row, unavailable)?;
+            write_row(out, table, row, unavailable, placeholder)?;
         }
     }
     Ok(())
@@ -278,8 +280,15 @@ impl AvroWriter {
             .table
             .as_deref()
             .ok_or_else(|| AvroError::Encode("a table event without its table".into()))?;
-        write_optional_row(out, table, event.before.as_ref(), &[])?;
-        write_optional_row(out, table, event.after.as_ref(), &event.unchanged_toast)?;
+        let placeholder = &context.unavailable_value;
+        write_optional_row(out, table, event.before.as_ref(), &[], placeholder)?;
+        write_optional_row(
+            out,
+            table,
+            event.after.as_ref(),
+            &event.unchanged_toast,
+            placeholder,
+        )?;
         self.source(event, table, context, out);
         // transaction: ["null", block], filled as in JSON.
         let position = &event.source;

@@ -129,3 +129,47 @@ fn defaults_are_declared_as_debezium_declares_them() {
     };
     assert_eq!(declared_default(&table.columns[2], native), None);
 }
+
+#[test]
+fn unchanged_toast_holds_the_configured_placeholder_in_its_types_form() {
+    let table = TableSchema {
+        relation_id: 1,
+        schema: "public".into(),
+        name: "docs".into(),
+        columns: vec![
+            Column::new("id", TypeKind::Int4),
+            Column::new("body", TypeKind::Text),
+            Column::new("blob", TypeKind::Bytea),
+            Column::new("ids", TypeKind::Array(Box::new(TypeKind::Int4))),
+        ],
+        key_columns: vec![0],
+        key_source: KeySource::PrimaryKey,
+        replica_identity: ReplicaIdentity::Default,
+    };
+    let event = ChangeEvent {
+        op: Op::Update,
+        table: Some(Arc::new(table)),
+        before: None,
+        after: Some(vec![Value::Int32(1), Value::Null, Value::Null, Value::Null]),
+        unchanged_toast: vec![1, 2, 3],
+        source: SourcePosition::default(),
+        data_collection_order: 1,
+        message: None,
+        truncate: None,
+        key_change: None,
+    };
+    let context = EnvelopeContext {
+        unavailable_value: Arc::from(&b"N/A"[..]),
+        ..EnvelopeContext::new("shop", "db")
+    };
+    let record = JsonRecord {
+        event: &event,
+        context: &context,
+        now_ms: 0,
+    };
+    let value = serde_json::to_value(record.value_json()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        value["after"],
+        serde_json::json!({"id": 1, "body": "N/A", "blob": "Ti9B", "ids": [78, 47, 65]})
+    );
+}
