@@ -141,7 +141,7 @@ impl Decoder {
         };
         let mut row = row;
         let unchanged = if op == SinkOp::Upsert {
-            super::unavailable_columns(&shape, &mut row, unchanged)
+            super::unavailable_columns(&shape, &mut row, unchanged, &self.placeholder)
         } else {
             unchanged
         };

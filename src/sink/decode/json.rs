@@ -100,7 +100,7 @@ impl Decoder {
         };
         let mut row = row;
         let unchanged = if op == SinkOp::Upsert {
-            super::unavailable_columns(&shape, &mut row, unchanged)
+            super::unavailable_columns(&shape, &mut row, unchanged, &self.placeholder)
         } else {
             unchanged
         };

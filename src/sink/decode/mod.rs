@@ -121,6 +121,9 @@ pub struct Decoder {
     inferred: HashMap<SourceTable, Arc<TableShape>>,
     topic_tables: HashMap<String, (SourceTable, Arc<TableShape>)>,
     prefix: String,
+    /// The bytes of the placeholder the topics' unchanged TOASTed values hold (Debezium's
+    /// `unavailable.value.placeholder`).
+    placeholder: Arc<[u8]>,
 }
 
 /// The raw parts of a Kafka record the decoder needs.
@@ -146,6 +149,17 @@ impl Decoder {
             inferred: HashMap::new(),
             topic_tables: HashMap::new(),
             prefix: prefix.to_owned(),
+            placeholder: Arc::from(UNAVAILABLE_VALUE.as_bytes()),
+        }
+    }
+
+    /// Recognises `placeholder` (the bytes of `[events] unavailable_value_placeholder`,
+    /// Debezium's `unavailable.value.placeholder`) as an unchanged TOASTed value, instead of
+    /// Debezium's default.
+    pub fn with_placeholder(self, placeholder: &[u8]) -> Self {
+        Decoder {
+            placeholder: Arc::from(placeholder),
+            ..self
         }
     }
     /// Decodes one record; `None` for records that are not table changes.
@@ -219,29 +233,31 @@ fn tombstone_delete(
 }
 
 /// The columns whose unchanged TOASTed value the source did not send: those the record
-/// lists (tidemark's `unchanged_toast`) and those holding Debezium's placeholder
-/// ([`UNAVAILABLE_VALUE`]; Debezium's own topics list nothing). Their values become null:
-/// the warehouse keeps its own (the MERGE's `CASE`), and a typed staging column never sees
-/// the placeholder.
+/// lists (tidemark's `unchanged_toast`) and those holding the placeholder (`placeholder`'s
+/// bytes, Debezium's [`UNAVAILABLE_VALUE`] unless configured; Debezium's own topics list
+/// nothing), in any of its forms: the text, the bytes, a text array of the one text, an
+/// integer array of the bytes. Their values become null: the warehouse keeps its own (the
+/// MERGE's `CASE`), and a typed staging column never sees the placeholder.
 fn unavailable_columns(
     shape: &TableShape,
     row: &mut [Value],
     mut listed: Vec<String>,
+    placeholder: &[u8],
 ) -> Vec<String> {
     for (column, value) in shape.columns.iter().zip(row.iter_mut()) {
-        let placeholder = match value {
+        let is_placeholder = match value {
             Value::Text(text) | Value::Json(text) | Value::Numeric(text) => {
-                text == UNAVAILABLE_VALUE
+                text.as_bytes() == placeholder
             }
-            Value::Bytes(bytes) => bytes == UNAVAILABLE_VALUE.as_bytes(),
-            Value::Array(items) => is_array_placeholder(items),
+            Value::Bytes(bytes) => bytes == placeholder,
+            Value::Array(items) => is_array_placeholder(items, placeholder),
             _ => false,
         };
         let is_listed = listed.contains(&column.name);
-        if placeholder && !is_listed {
+        if is_placeholder && !is_listed {
             listed.push(column.name.clone());
         }
-        if placeholder || is_listed {
+        if is_placeholder || is_listed {
             *value = Value::Null;
         }
     }
@@ -250,15 +266,15 @@ fn unavailable_columns(
 
 /// Whether an array is Debezium's placeholder for an unchanged TOASTed array: the one text
 /// for a text array, the placeholder's bytes as the elements of an integer array.
-fn is_array_placeholder(items: &[Value]) -> bool {
+fn is_array_placeholder(items: &[Value], placeholder: &[u8]) -> bool {
     match items {
-        [Value::Text(text)] => text == UNAVAILABLE_VALUE,
+        [Value::Text(text)] => text.as_bytes() == placeholder,
         _ => {
-            items.len() == UNAVAILABLE_VALUE.len()
+            items.len() == placeholder.len()
                 && items
                     .iter()
-                    .zip(UNAVAILABLE_VALUE.bytes())
-                    .all(|(item, byte)| match item {
+                    .zip(placeholder)
+                    .all(|(item, &byte)| match item {
                         Value::Int16(n) => i64::from(*n) == i64::from(byte),
                         Value::Int32(n) => i64::from(*n) == i64::from(byte),
                         Value::Int64(n) => *n == i64::from(byte),
@@ -327,7 +343,12 @@ mod tests {
             // A real array of numbers is kept.
             Value::Array(vec![Value::Int64(95), Value::Int64(95)]),
         ];
-        let unchanged = unavailable_columns(&shape, &mut row, vec!["doc".into()]);
+        let unchanged = unavailable_columns(
+            &shape,
+            &mut row,
+            vec!["doc".into()],
+            UNAVAILABLE_VALUE.as_bytes(),
+        );
         assert_eq!(unchanged, ["doc", "note", "blob", "tags", "ids"]);
         assert_eq!(
             row,
@@ -342,6 +363,28 @@ mod tests {
                 Value::Array(vec![Value::Int64(95), Value::Int64(95)]),
             ]
         );
+    }
+
+    #[test]
+    fn a_configured_placeholder_is_recognised_instead_of_debeziums() {
+        let shape = TableShape {
+            columns: ["note", "other", "ids"]
+                .iter()
+                .map(|name| SinkColumn {
+                    name: (*name).into(),
+                    kind: ColumnKind::Text,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut row = vec![
+            Value::Text("N/A".into()),
+            Value::Text(UNAVAILABLE_VALUE.into()),
+            Value::Array(b"N/A".iter().map(|&b| Value::Int64(b.into())).collect()),
+        ];
+        let unchanged = unavailable_columns(&shape, &mut row, Vec::new(), b"N/A");
+        assert_eq!(unchanged, ["note", "ids"]);
+        assert_eq!(row[1], Value::Text(UNAVAILABLE_VALUE.into()));
     }
 
     #[test]

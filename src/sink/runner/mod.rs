@@ -285,7 +285,11 @@ async fn sink_loop(
     let router = crate::kafka::topics::TopicRouter::new(kafka, &config.name)
         .with_tables(&sink_config.tables);
     let lookup = schema_lookup(config, kafka, options.registry_url.as_deref()).await?;
-    let mut decoder = Decoder::new(router.prefix(), lookup);
+    let placeholder = config
+        .events
+        .unavailable_value()
+        .map_err(|e| SinkError::Config(e.to_string()))?;
+    let mut decoder = Decoder::new(router.prefix(), lookup).with_placeholder(&placeholder);
     // A table must be in both selections (`sink.tables` and the run's own).
     let configured = parse_selectors(&sink_config.tables);
     let requested = parse_selectors(&options.tables);
