@@ -357,9 +357,10 @@ const KEYS: &[&str] = &[
        '1 year 2 months 3 days 04:05:06.5', '01:02:03.5+02', 1234567.89, \
        B'1', B'101', B'1000000001', B'1101', B'10101', 42, 'a=>1,b=>NULL', '<a>x</a>', 'happy', '(1,2)')",
     // NOT NULL columns of every kind, with and without constant defaults, and defaults
-    // that are expressions (no default declared): Debezium declares them required with
+    // that are expressions (declared as the type's zero); the key a serial, whose
+    // `nextval` default the key schema declares too: Debezium declares them required with
     // their default, and a delete's old row (the key only) holds the default, else zero.
-    "CREATE TABLE nn (id int PRIMARY KEY, i2 int2 NOT NULL, i4 int NOT NULL DEFAULT 42, \
+    "CREATE TABLE nn (id serial PRIMARY KEY, i2 int2 NOT NULL, i4 int NOT NULL DEFAULT 42, \
        i8 int8 NOT NULL DEFAULT -7, b bool NOT NULL DEFAULT true, b2 bool NOT NULL, f4 real NOT NULL, \
        f8 float8 NOT NULL DEFAULT 1.5, n numeric(10,2) NOT NULL DEFAULT 3.25, nz numeric(10,2) NOT NULL, \
        nu numeric NOT NULL, nud numeric DEFAULT 1.50, t text NOT NULL DEFAULT 'x', vc varchar(10) NOT NULL, \
