@@ -6,7 +6,10 @@
 //! (Apache Kafka, Avro, the embedded registry), two slots side by side. Each record's key and
 //! value schemas (as registered) and data (decoded with its own schema) are compared, and
 //! every difference, reduced to its path, must be one of [`KNOWN`] with its reason; a new
-//! difference fails the test, and so does a listed one that no longer occurs.
+//! difference fails the test, and so does a listed one that no longer occurs. tidemark's
+//! records are then read back as a Kafka Connect sink with an Avro converter reads them
+//! (`tidemark::testing::connect_from_avro`): every one must be accepted, with Debezium's op,
+//! key and row columns.
 
 use crate::common;
 
@@ -22,7 +25,7 @@ use common::{database, exec, spawn_reader};
 use serde_json::Value as Json;
 use tidemark::config::Config;
 use tidemark::schema::registry_client::RegistryClient;
-use tidemark::testing::{KafkaBroker, avro_with_connect};
+use tidemark::testing::{ConnectAvro, KafkaBroker, avro_with_connect, connect_from_avro};
 
 const TABLE: &str = "CREATE TYPE av_mood AS ENUM ('sad', 'happy');
     CREATE TABLE av (id int PRIMARY KEY, i2 int2, i8 int8 NOT NULL DEFAULT 7, b bool, f4 real, f8 float8,
@@ -204,47 +207,95 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
             format!("Debezium {}, tidemark {}", theirs.len(), ours.len()),
         );
     }
-    for (index, (theirs, ours)) in theirs.iter().zip(&ours).enumerate() {
+    // tidemark's records unframed, with the schemas they were registered under.
+    let mut ours_avro = Vec::new();
+    for record in &ours {
+        let (key_schema, key) = match record.key.as_deref() {
+            Some(framed) => {
+                let (schema, data) = unframe(&registry, framed).await;
+                (schema, Some(data))
+            }
+            None => (Json::Null, None),
+        };
+        let (value_schema, value) = match record.raw.as_deref() {
+            Some(framed) => {
+                let (schema, data) = unframe(&registry, framed).await;
+                (schema, Some(data))
+            }
+            None => (Json::Null, None),
+        };
+        ours_avro.push(ConnectAvro {
+            topic: topic.clone(),
+            key_schema,
+            key,
+            value_schema,
+            value,
+        });
+    }
+    for (index, (theirs, ours)) in theirs.iter().zip(&ours_avro).enumerate() {
         let mut record = |path: String, detail: String| {
             found
                 .entry(kind_of(&path))
                 .or_insert(format!("record {index}: {detail}"));
         };
-        for (side, their_schema, their_data, our_framed) in [
+        for (side, their_schema, their_data, our_schema, our_data) in [
             (
                 "key",
                 &theirs.key_schema,
                 theirs.key.as_deref(),
+                &ours.key_schema,
                 ours.key.as_deref(),
             ),
             (
                 "value",
                 &theirs.value_schema,
                 theirs.value.as_deref(),
-                ours.raw.as_deref(),
+                &ours.value_schema,
+                ours.value.as_deref(),
             ),
         ] {
-            let ours = match our_framed {
-                Some(framed) => Some(unframe(&registry, framed).await),
-                None => None,
-            };
-            let (our_schema, our_data) = match &ours {
-                Some((schema, data)) => (schema.clone(), Some(data.as_slice())),
-                None => (Json::Null, None),
-            };
             diff(
                 &format!("{side}.schema"),
                 their_schema,
-                &our_schema,
+                our_schema,
                 "name",
                 &mut record,
             );
             diff(
                 &format!("{side}.data"),
                 &decoded(their_schema, their_data),
-                &decoded(&our_schema, our_data),
+                &decoded(our_schema, our_data),
                 "name",
                 &mut record,
+            );
+        }
+    }
+    // A Kafka Connect sink with an Avro converter reads every tidemark record (it refuses
+    // none), with the op, key and row columns Debezium's records have.
+    let read_back = connect_from_avro(&ours_avro)
+        .await
+        .unwrap_or_else(|e| panic!("a Connect Avro consumer reading tidemark's records: {e}"));
+    assert_eq!(read_back.len(), ours_avro.len());
+    for (index, ((_, key, value), theirs)) in read_back.iter().zip(&inputs).enumerate() {
+        assert_eq!(
+            key["payload"], theirs.1["payload"],
+            "record {index}: the key read back"
+        );
+        let payload = |v: &Json, row: &str| -> Vec<String> {
+            v["payload"][row]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            value["payload"]["op"], theirs.2["payload"]["op"],
+            "record {index}: op"
+        );
+        for row in ["before", "after"] {
+            assert_eq!(
+                payload(value, row),
+                payload(&theirs.2, row),
+                "record {index}: the {row} columns read back"
             );
         }
     }

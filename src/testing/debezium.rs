@@ -210,7 +210,14 @@ pub struct Unwrapped {
 pub async fn unwrap_with_debezium(
     records: &[(String, Json, Json)],
 ) -> Result<Vec<Unwrapped>, DebeziumError> {
-    let lines = run_jsonl("Unwrap.java", &[], "ExtractNewRecordState", records).await?;
+    let lines = run_jsonl(
+        "Unwrap.java",
+        &[],
+        &[],
+        "ExtractNewRecordState",
+        record_lines(records),
+    )
+    .await?;
     Ok(lines
         .into_iter()
         .map(|mut record| {
@@ -225,20 +232,28 @@ pub async fn unwrap_with_debezium(
         .collect())
 }
 
-/// Runs the harness `file` (on Debezium's jars and `more`) on `records` (topic, key,
-/// value), one JSON line each in a file, and returns the lines it wrote; `what` names it in
-/// errors.
+/// `{"topic", "key", "value"}` lines of `records` (topic, key, value).
+fn record_lines(records: &[(String, Json, Json)]) -> Vec<Json> {
+    records
+        .iter()
+        .map(|(topic, key, value)| serde_json::json!({"topic": topic, "key": key, "value": value}))
+        .collect()
+}
+
+/// Runs the harness `file` (on Debezium's jars and `more`, with `args` after its input and
+/// output files) on `lines`, one JSON line each in a file, and returns the lines it wrote;
+/// `what` names it in errors.
 async fn run_jsonl(
     file: &str,
     more: &[PathBuf],
+    args: &[&str],
     what: &str,
-    records: &[(String, Json, Json)],
+    lines: Vec<Json>,
 ) -> Result<Vec<Json>, DebeziumError> {
     let (mut command, dir) = java_harness_with(file, more)?;
     let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     let mut text = String::new();
-    for (topic, key, value) in records {
-        let line = serde_json::json!({"topic": topic, "key": key, "value": value});
+    for line in lines {
         text.push_str(&line.to_string());
         text.push('\n');
     }
@@ -246,6 +261,7 @@ async fn run_jsonl(
     let output = command
         .arg(&input)
         .arg(&out)
+        .args(args)
         .output()
         .await
         .map_err(|e| DebeziumError::Run(format!("starting java: {e}")))?;
@@ -286,17 +302,12 @@ pub struct ConnectAvro {
 pub async fn avro_with_connect(
     records: &[(String, Json, Json)],
 ) -> Result<Vec<ConnectAvro>, DebeziumError> {
-    let avro_data = jar_dir(
-        "TIDEMARK_TEST_AVRO_DATA_LIBS",
-        &format!("avro-data-{AVRO_DATA_VERSION}"),
-        &format!("apicurio-registry-utils-converter-{AVRO_DATA_VERSION}.jar"),
-        "; run scripts/ensure-deps.sh with NEED_DEBEZIUM=1",
-    )?;
     let lines = run_jsonl(
         "ConnectToAvro.java",
-        &[avro_data],
+        &[avro_data_libs()?],
+        &[],
         "Kafka Connect's Avro translation",
-        records,
+        record_lines(records),
     )
     .await?;
     let binary = |value: Json| -> Result<Option<Vec<u8>>, DebeziumError> {
@@ -322,6 +333,58 @@ pub async fn avro_with_connect(
             })
         })
         .collect()
+}
+
+/// Reads Avro records as a Kafka Connect sink with an Avro converter would: each record's
+/// key and value (Avro schema JSON and Avro binary, no framing; `None`: absent) through
+/// Kafka Connect's Avro translation (Apicurio's `AvroData`) into Connect data, returned as
+/// `JsonConverter` writes it with schemas (topic, key, value; `null` where absent). A record
+/// the translation refuses is an error: a Connect Avro consumer could not read it.
+pub async fn connect_from_avro(
+    records: &[ConnectAvro],
+) -> Result<Vec<(String, Json, Json)>, DebeziumError> {
+    let b64 = |bytes: &Option<Vec<u8>>| {
+        bytes
+            .as_deref()
+            .map(|b| Json::String(base64::engine::general_purpose::STANDARD.encode(b)))
+            .unwrap_or(Json::Null)
+    };
+    let lines = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({"topic": r.topic, "key_schema": r.key_schema, "key": b64(&r.key),
+                "value_schema": r.value_schema, "value": b64(&r.value)})
+        })
+        .collect();
+    let lines = run_jsonl(
+        "ConnectToAvro.java",
+        &[avro_data_libs()?],
+        &["back"],
+        "Kafka Connect's Avro translation, reading",
+        lines,
+    )
+    .await?;
+    Ok(lines
+        .into_iter()
+        .map(|mut record| {
+            let mut take = |name: &str| record.get_mut(name).map(Json::take).unwrap_or(Json::Null);
+            (
+                take("topic").as_str().unwrap_or_default().to_owned(),
+                take("key"),
+                take("value"),
+            )
+        })
+        .collect())
+}
+
+/// The jars of Apicurio's `AvroData` and Apache Avro (`tests/jvm/avro-data/pom.xml`).
+fn avro_data_libs() -> Result<PathBuf, DebeziumError> {
+    jar_dir(
+        "TIDEMARK_TEST_AVRO_DATA_LIBS",
+        &format!("avro-data-{AVRO_DATA_VERSION}"),
+        &format!("apicurio-registry-utils-converter-{AVRO_DATA_VERSION}.jar"),
+        "; run scripts/ensure-deps.sh with NEED_DEBEZIUM=1",
+    )
 }
 
 /// The version of Apicurio Registry's `AvroData` [`avro_with_connect`] runs

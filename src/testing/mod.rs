@@ -23,7 +23,7 @@ pub use broker::{BrokerError, KAFKA_VERSION, KafkaBroker, KafkaCluster, KafkaNod
 pub use cluster::{ClusterError, PgCluster, Shutdown, TestDatabase};
 pub use debezium::{
     AVRO_DATA_VERSION, ConnectAvro, DEBEZIUM_VERSION, DebeziumDrained, DebeziumError,
-    DebeziumRecord, Unwrapped, avro_with_connect, drain_debezium, run_debezium,
+    DebeziumRecord, Unwrapped, avro_with_connect, connect_from_avro, drain_debezium, run_debezium,
     unwrap_with_debezium,
 };
 pub use jdbc_sink::{DEBEZIUM_JDBC_VERSION, JdbcSink};

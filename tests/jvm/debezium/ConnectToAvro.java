@@ -4,14 +4,17 @@
 // translation (Apicurio Registry's AvroData, forked from Confluent's, with its defaults:
 // connect.name/connect.version/connect.parameters kept as Avro properties).
 //
-//   java -cp '<debezium libs>/*:<avro-data libs>/*' ConnectToAvro.java <in.jsonl> <out.jsonl>
+//   java -cp '<debezium libs>/*:<avro-data libs>/*' ConnectToAvro.java <in.jsonl> <out.jsonl> [back]
 //
 // Each input line: {"topic", "key", "value"}, key and value as Kafka Connect's JsonConverter
 // writes them with schemas.enable=true ({"schema", "payload"}, or null). Each output line, in
 // input order: {"topic", "key_schema", "key", "value_schema", "value"}: the schemas as Avro
 // schema JSON, the data as base64 Avro binary (no Confluent framing), null where the input
-// had none. A record the converter refuses stops the harness (exit status 1, the error on
-// stderr).
+// had none. With `back`, the other way, as a sink with an Avro converter reads records: each
+// input line is {"topic", "key_schema", "key", "value_schema", "value"} in that form, and each
+// output line {"topic", "key", "value"} the Connect data AvroData gives, written by
+// JsonConverter with schemas.enable=true. A record the converter refuses stops the harness
+// (exit status 1, the error on stderr).
 
 import java.io.ByteArrayOutputStream;
 import java.io.PrintWriter;
@@ -27,8 +30,10 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 
 import org.apache.avro.Schema;
+import org.apache.avro.generic.GenericDatumReader;
 import org.apache.avro.generic.GenericDatumWriter;
 import org.apache.avro.io.BinaryEncoder;
+import org.apache.avro.io.DecoderFactory;
 import org.apache.avro.io.EncoderFactory;
 import org.apache.kafka.connect.data.SchemaAndValue;
 import org.apache.kafka.connect.json.JsonConverter;
@@ -64,11 +69,28 @@ public class ConnectToAvro {
         out.put(name, Base64.getEncoder().encodeToString(buffer.toByteArray()));
     }
 
+    /// One side of a record in Avro, as Connect data written by `converter` (JSON text, or
+    /// "null" where there is none).
+    private static String back(JsonNode schemaJson, JsonNode data, String topic, AvroData avro,
+            JsonConverter converter) throws Exception {
+        if (schemaJson == null || schemaJson.isNull() || data == null || data.isNull()) {
+            return "null";
+        }
+        Schema schema = new Schema.Parser().parse(schemaJson.toString());
+        byte[] bytes = Base64.getDecoder().decode(data.asText());
+        Object value = new GenericDatumReader<Object>(schema)
+                .read(null, DecoderFactory.get().binaryDecoder(bytes, null));
+        SchemaAndValue connect = avro.toConnectData(schema, value);
+        return new String(converter.fromConnectData(topic, connect.schema(), connect.value()),
+                StandardCharsets.UTF_8);
+    }
+
     public static void main(String[] args) throws Exception {
-        if (args.length != 2) {
-            System.err.println("usage: ConnectToAvro <in.jsonl> <out.jsonl>");
+        if (args.length != 2 && !(args.length == 3 && args[2].equals("back"))) {
+            System.err.println("usage: ConnectToAvro <in.jsonl> <out.jsonl> [back]");
             System.exit(64);
         }
+        boolean toConnect = args.length == 3;
         ObjectMapper mapper = new ObjectMapper();
         JsonConverter keys = new JsonConverter();
         keys.configure(Map.of("schemas.enable", "true"), true);
@@ -82,6 +104,14 @@ public class ConnectToAvro {
                 JsonNode record = mapper.readTree(line);
                 String topic = record.get("topic").asText();
                 try {
+                    if (toConnect) {
+                        out.println("{\"topic\":" + mapper.writeValueAsString(topic)
+                                + ",\"key\":" + back(record.get("key_schema"), record.get("key"), topic, avro, keys)
+                                + ",\"value\":" + back(record.get("value_schema"), record.get("value"), topic, avro, values)
+                                + "}");
+                        index++;
+                        continue;
+                    }
                     ObjectNode result = mapper.createObjectNode();
                     result.put("topic", topic);
                     side(result, "key", keys.toConnectData(topic, bytes(record.get("key"), mapper)), avro, mapper);
