@@ -67,6 +67,9 @@ impl Decoder {
         let schema = self.avro_schema(value_id).await?;
         let value = crate::schema::avro::read_datum(&schema.schema, &mut &datum[..])
             .map_err(|e| malformed(format!("value (schema {value_id}): {e}")))?;
+        if connect_avro::is_connect_avro(&schema.json) {
+            return self.decode_connect_avro(raw, key, value_id, &value).await;
+        }
         let Avro::Record(fields) = value else {
             return Err(malformed(format!(
                 "value (schema {value_id}) is not a record"
@@ -154,6 +157,50 @@ impl Decoder {
             unchanged,
             before,
         }))
+    }
+
+    /// A record a Connect Avro converter wrote (Debezium's Avro topics): decoded as the JSON
+    /// `JsonConverter` would have written for the same Connect data (`connect_avro`).
+    async fn decode_connect_avro(
+        &mut self,
+        raw: &RawRecord<'_>,
+        key: Option<(u32, &[u8])>,
+        value_id: u32,
+        value: &Avro,
+    ) -> Result<Option<SinkRecord>, DecodeError> {
+        let value_json = connect_avro::connect_json(&self.connect_schema(value_id).await?, value);
+        let key_json = match key {
+            Some((id, datum)) => {
+                let schema = self.avro_schema(id).await?;
+                let key_value = crate::schema::avro::read_datum(&schema.schema, &mut &datum[..])
+                    .map_err(|e| malformed(format!("key (schema {id}): {e}")))?;
+                Some(connect_avro::connect_json(
+                    &self.connect_schema(id).await?,
+                    &key_value,
+                ))
+            }
+            None => None,
+        };
+        self.decode_json(&RawRecord {
+            topic: raw.topic,
+            key: key_json.as_deref(),
+            value: Some(&value_json),
+            header_position: raw.header_position,
+        })
+    }
+
+    /// The Connect schema's text of Avro schema `id` (`connect_avro::connect_schema`),
+    /// translated once.
+    async fn connect_schema(&mut self, id: u32) -> Result<Arc<str>, DecodeError> {
+        if let Some(text) = self.connect_schemas.get(&id) {
+            return Ok(text.clone());
+        }
+        let schema = self.avro_schema(id).await?;
+        let text: Arc<str> = connect_avro::connect_schema(&schema.json, false)
+            .to_string()
+            .into();
+        self.connect_schemas.insert(id, text.clone());
+        Ok(text)
     }
 
     pub(super) fn tombstone_avro(

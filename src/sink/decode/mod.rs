@@ -124,6 +124,9 @@ pub struct Decoder {
     /// The bytes of the placeholder the topics' unchanged TOASTed values hold (Debezium's
     /// `unavailable.value.placeholder`).
     placeholder: Arc<[u8]>,
+    /// The Connect schema's text of each Avro schema (by id) a Connect Avro converter wrote
+    /// (`connect_avro`).
+    connect_schemas: HashMap<u32, Arc<str>>,
 }
 
 /// The raw parts of a Kafka record the decoder needs.
@@ -150,6 +153,7 @@ impl Decoder {
             topic_tables: HashMap::new(),
             prefix: prefix.to_owned(),
             placeholder: Arc::from(UNAVAILABLE_VALUE.as_bytes()),
+            connect_schemas: HashMap::new(),
         }
     }
 
@@ -285,6 +289,7 @@ fn is_array_placeholder(items: &[Value], placeholder: &[u8]) -> bool {
 }
 
 mod avro;
+mod connect_avro;
 mod json;
 
 #[cfg(test)]

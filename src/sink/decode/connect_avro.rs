@@ -1,0 +1,245 @@
+//! Avro written by a Kafka Connect Avro converter (Debezium's own Avro topics): the record
+//! carries Connect's schema as Avro properties (`connect.name`, `connect.version`,
+//! `connect.parameters`, `connect.type`) instead of tidemark's attributes, and its source
+//! block Debezium's `sequence` instead of tidemark's position. Such a record is read back
+//! into what Kafka Connect's `JsonConverter` would have written for the same Connect data
+//! (`{"schema","payload"}`), and decoded as Debezium's JSON topics are: one reading of
+//! Debezium's encodings (decimals, millisecond times, `MicroDuration`, `Bits`, ...) for both.
+//!
+//! The schema's translation follows the Avro converter's in reverse: a record is a struct
+//! named by `connect.name`, `["null", T]` an optional `T`, `int` an `int32` (or the
+//! `connect.type`, `int16`/`int8`), a `decimal` logical type Connect's `Decimal`, an enum a
+//! string, a map a map. Data: records as objects, bytes and decimals as base64 (JsonConverter's
+//! bytes), unions by their branch.
+
+use apache_avro::types::Value as Avro;
+use base64::Engine;
+use serde_json::{Map, Value as Json, json};
+
+/// Whether an Avro value schema was written by a Connect Avro converter: its top record
+/// names its Connect schema and its `source` record has no tidemark position.
+pub(super) fn is_connect_avro(schema: &Json) -> bool {
+    let source_has_position = schema["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["name"] == "source"))
+        .and_then(|source| source["type"]["fields"].as_array())
+        .is_some_and(|fields| fields.iter().any(|f| f["name"] == "commit_lsn"));
+    schema.get("connect.name").is_some() && !source_has_position
+}
+
+/// The Connect schema (as `JsonConverter` writes it) of an Avro schema, `field` named when
+/// it is a record's field.
+pub(super) fn connect_schema(avro: &Json, optional: bool) -> Json {
+    let mut schema = match avro {
+        Json::String(primitive) => json!({ "type": connect_primitive(primitive, None) }),
+        Json::Array(branches) => {
+            let types: Vec<&Json> = branches.iter().filter(|b| *b != "null").collect();
+            return match types.as_slice() {
+                [only] => connect_schema(only, optional || types.len() < branches.len()),
+                _ => json!({ "type": "string", "optional": true }),
+            };
+        }
+        Json::Object(object) => {
+            let kind = object
+                .get("type")
+                .and_then(Json::as_str)
+                .unwrap_or("string");
+            let mut schema = match kind {
+                "record" => {
+                    let fields: Vec<Json> = object
+                        .get("fields")
+                        .and_then(Json::as_array)
+                        .map(|fields| {
+                            fields
+                                .iter()
+                                .map(|f| {
+                                    let mut field = connect_schema(&f["type"], false);
+                                    field["field"] = f["name"].clone();
+                                    field
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    json!({ "type": "struct", "fields": fields })
+                }
+                "array" => json!({
+                    "type": "array",
+                    "items": connect_schema(object.get("items").unwrap_or(&Json::Null), false),
+                }),
+                "map" => json!({
+                    "type": "map",
+                    "keys": { "type": "string", "optional": false },
+                    "values": connect_schema(object.get("values").unwrap_or(&Json::Null), false),
+                }),
+                "enum" => json!({ "type": "string" }),
+                primitive => {
+                    let connect_type = object.get("connect.type").and_then(Json::as_str);
+                    json!({ "type": connect_primitive(primitive, connect_type) })
+                }
+            };
+            if object.get("logicalType") == Some(&json!("decimal")) {
+                schema["name"] = json!("org.apache.kafka.connect.data.Decimal");
+                schema["parameters"] =
+                    json!({ "scale": object.get("scale").unwrap_or(&json!(0)).to_string() });
+            }
+            for (from, to) in [
+                ("connect.name", "name"),
+                ("connect.version", "version"),
+                ("connect.parameters", "parameters"),
+                ("connect.doc", "doc"),
+            ] {
+                if let Some(value) = object.get(from) {
+                    schema[to] = value.clone();
+                }
+            }
+            schema
+        }
+        _ => json!({ "type": "string" }),
+    };
+    schema["optional"] = json!(optional);
+    schema
+}
+
+fn connect_primitive(avro: &str, connect_type: Option<&str>) -> &'static str {
+    match (avro, connect_type) {
+        ("int", Some("int16")) => "int16",
+        ("int", Some("int8")) => "int8",
+        ("int", _) => "int32",
+        ("long", _) => "int64",
+        ("float", _) => "float",
+        ("double", _) => "double",
+        ("boolean", _) => "boolean",
+        ("bytes" | "fixed", _) => "bytes",
+        _ => "string",
+    }
+}
+
+/// An Avro datum as `JsonConverter` writes the same Connect data.
+pub(super) fn connect_payload(value: &Avro) -> Json {
+    let b64 = |bytes: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    match value {
+        Avro::Null => Json::Null,
+        Avro::Boolean(b) => Json::Bool(*b),
+        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Json::from(*n),
+        Avro::Long(n)
+        | Avro::TimeMicros(n)
+        | Avro::TimestampMillis(n)
+        | Avro::TimestampMicros(n)
+        | Avro::TimestampNanos(n)
+        | Avro::LocalTimestampMillis(n)
+        | Avro::LocalTimestampMicros(n)
+        | Avro::LocalTimestampNanos(n) => Json::from(*n),
+        Avro::Float(f) => float(f64::from(*f)),
+        Avro::Double(f) => float(*f),
+        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => b64(bytes),
+        Avro::String(s) | Avro::Enum(_, s) => Json::String(s.clone()),
+        Avro::Uuid(u) => Json::String(u.to_string()),
+        Avro::Decimal(d) => {
+            let bytes: Vec<u8> = d.clone().try_into().unwrap_or_default();
+            b64(&bytes)
+        }
+        Avro::Union(_, inner) => connect_payload(inner),
+        Avro::Array(items) => Json::Array(items.iter().map(connect_payload).collect()),
+        Avro::Map(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), connect_payload(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        Avro::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), connect_payload(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        other => Json::String(format!("{other:?}")),
+    }
+}
+
+/// A float as `JsonConverter` writes it: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
+fn float(f: f64) -> Json {
+    match serde_json::Number::from_f64(f) {
+        Some(number) => Json::Number(number),
+        None if f.is_nan() => Json::String("NaN".into()),
+        None if f > 0.0 => Json::String("Infinity".into()),
+        None => Json::String("-Infinity".into()),
+    }
+}
+
+/// `JsonConverter`'s bytes (`{"schema","payload"}`) of an Avro datum whose Connect schema's
+/// text is `connect_schema` ([`connect_schema`], kept per schema id by the decoder).
+pub(super) fn connect_json(connect_schema: &str, value: &Avro) -> Vec<u8> {
+    let mut out = Vec::with_capacity(connect_schema.len() + 256);
+    out.extend_from_slice(b"{\"schema\":");
+    out.extend_from_slice(connect_schema.as_bytes());
+    out.extend_from_slice(b",\"payload\":");
+    // Writing a `serde_json::Value` to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &connect_payload(value));
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_properties_become_the_connect_schema() {
+        let avro = json!({"type": "record", "name": "Value", "namespace": "p.public.t",
+        "connect.name": "p.public.t.Value",
+        "fields": [
+            {"name": "id", "type": "int"},
+            {"name": "s", "type": ["null", {"type": "int", "connect.type": "int16"}], "default": null},
+            {"name": "at", "type": ["null", {"type": "string", "connect.version": 1,
+                "connect.name": "io.debezium.time.ZonedTimestamp"}], "default": null},
+            {"name": "n", "type": {"type": "bytes", "scale": 2, "precision": 10, "logicalType": "decimal",
+                "connect.name": "org.apache.kafka.connect.data.Decimal",
+                "connect.parameters": {"scale": "2", "connect.decimal.precision": "10"}}}
+        ]});
+        let connect = connect_schema(&avro, false);
+        assert_eq!(connect["type"], "struct");
+        assert_eq!(connect["name"], "p.public.t.Value");
+        let fields = &connect["fields"];
+        assert_eq!(
+            fields[0],
+            json!({"type": "int32", "optional": false, "field": "id"})
+        );
+        assert_eq!(
+            fields[1],
+            json!({"type": "int16", "optional": true, "field": "s"})
+        );
+        assert_eq!(fields[2]["name"], "io.debezium.time.ZonedTimestamp");
+        assert_eq!(fields[2]["optional"], true);
+        assert_eq!(fields[3]["name"], "org.apache.kafka.connect.data.Decimal");
+        assert_eq!(fields[3]["parameters"]["scale"], "2");
+    }
+
+    #[test]
+    fn data_is_written_as_json_converter_writes_it() {
+        let value = Avro::Record(vec![
+            ("id".into(), Avro::Int(1)),
+            (
+                "b".into(),
+                Avro::Union(1, Box::new(Avro::Bytes(vec![1, 2]))),
+            ),
+            ("none".into(), Avro::Union(0, Box::new(Avro::Null))),
+            ("nan".into(), Avro::Double(f64::NAN)),
+            ("inf".into(), Avro::Float(f32::NEG_INFINITY)),
+        ]);
+        assert_eq!(
+            connect_payload(&value),
+            json!({"id": 1, "b": "AQI=", "none": null, "nan": "NaN", "inf": "-Infinity"})
+        );
+    }
+
+    #[test]
+    fn tidemarks_own_avro_is_not_taken_for_a_converters() {
+        let ours = json!({"type": "record", "name": "p.public.t.Envelope", "fields": [
+            {"name": "source", "type": {"type": "record", "name": "Source", "fields": [
+                {"name": "commit_lsn", "type": ["null", "long"]}]}}]});
+        assert!(!is_connect_avro(&ours));
+        let theirs = json!({"type": "record", "name": "Envelope", "connect.name": "p.public.t.Envelope",
+            "fields": [{"name": "source", "type": {"type": "record", "name": "Source", "fields": [
+                {"name": "lsn", "type": ["null", "long"]}]}}]});
+        assert!(is_connect_avro(&theirs));
+    }
+}
