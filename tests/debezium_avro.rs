@@ -16,8 +16,6 @@ use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use apache_avro::types::Value as Avro;
-use base64::Engine;
 use common::debezium::{debezium_records, diff};
 use common::kafka::drain;
 use common::sink::avro_output;
@@ -343,8 +341,9 @@ async fn unframe(registry: &RegistryClient, framed: &[u8]) -> (Json, Vec<u8>) {
     (schema, framed[5..].to_vec())
 }
 
-/// Avro binary decoded with its schema, as JSON: unions by their branch's value, bytes and
-/// decimals as base64, logical types as their underlying numbers.
+/// Avro binary decoded with its schema, as JSON (`tidemark::schema::avro::connect_json_value`:
+/// unions by their branch's value, bytes and decimals as base64, logical types as their
+/// underlying numbers).
 fn decoded(schema: &Json, data: Option<&[u8]>) -> Json {
     let Some(data) = data else {
         return Json::Null;
@@ -352,40 +351,7 @@ fn decoded(schema: &Json, data: Option<&[u8]>) -> Json {
     let schema = apache_avro::Schema::parse(schema).unwrap_or_else(|e| panic!("{e}: {schema}"));
     let value = tidemark::schema::avro::read_datum(&schema, &mut &data[..])
         .unwrap_or_else(|e| panic!("{e}"));
-    as_json(value)
-}
-
-fn as_json(value: Avro) -> Json {
-    let b64 = |bytes: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    match value {
-        Avro::Null => Json::Null,
-        Avro::Boolean(b) => Json::Bool(b),
-        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Json::from(n),
-        Avro::Long(n)
-        | Avro::TimeMicros(n)
-        | Avro::TimestampMillis(n)
-        | Avro::TimestampMicros(n)
-        | Avro::TimestampNanos(n)
-        | Avro::LocalTimestampMillis(n)
-        | Avro::LocalTimestampMicros(n)
-        | Avro::LocalTimestampNanos(n) => Json::from(n),
-        Avro::Float(f) => Json::from(f64::from(f)),
-        Avro::Double(f) => Json::from(f),
-        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => b64(&bytes),
-        Avro::String(s) | Avro::Enum(_, s) => Json::String(s),
-        Avro::Uuid(u) => Json::String(u.to_string()),
-        Avro::Decimal(d) => {
-            let bytes: Vec<u8> = d.try_into().unwrap_or_default();
-            b64(&bytes)
-        }
-        Avro::Union(_, inner) => as_json(*inner),
-        Avro::Array(items) => Json::Array(items.into_iter().map(as_json).collect()),
-        Avro::Map(map) => Json::Object(map.into_iter().map(|(k, v)| (k, as_json(v))).collect()),
-        Avro::Record(fields) => {
-            Json::Object(fields.into_iter().map(|(k, v)| (k, as_json(v))).collect())
-        }
-        other => Json::String(format!("{other:?}")),
-    }
+    tidemark::schema::avro::connect_json_value(&value)
 }
 
 /// The kind of a difference: `before` and `after` (their fields, schemas alike) are one

@@ -61,6 +61,26 @@ const ROWS: &str = "SELECT id::text, i8::text, b::text, f8::text, n::text, nu::t
      b3::text, vb::text, pt::text, md5(big), md5(big_ia::text), md5(big_ta::text) \
      FROM public.t ORDER BY id";
 
+/// The warehouse's rows once they equal `expected`, or as they are after 90 s (the caller
+/// asserts); fails at once if the sink ends.
+async fn warehouse_rows_once_equal(
+    sink: &common::sink::RunningSink,
+    warehouse: &tokio_postgres::Client,
+    expected: &[Vec<Option<String>>],
+) -> Vec<Vec<Option<String>>> {
+    let mut actual = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while tokio::time::Instant::now() < deadline {
+        assert!(!sink.1.is_finished(), "the sink ended early");
+        actual = text_rows(warehouse, ROWS).await.unwrap_or_default();
+        if actual == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    actual
+}
+
 /// Writes Debezium's records to Kafka as a Connect worker with `JsonConverter` would.
 async fn write_as_connect_would(bootstrap: &str, records: &[DebeziumRecord]) {
     let bytes = |json: &serde_json::Value| -> Option<Vec<u8>> {
@@ -160,16 +180,7 @@ async fn the_sink_applies_debeziums_own_topics() {
         .unwrap_or_else(|e| panic!("{e}"));
     // JSON needs no registry; the sink is given an address it never calls.
     let sink = spawn_sink(config.clone(), "http://127.0.0.1:9");
-    let mut actual = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while tokio::time::Instant::now() < deadline {
-        assert!(!sink.1.is_finished(), "the sink ended early");
-        actual = text_rows(&warehouse, ROWS).await.unwrap_or_default();
-        if actual == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let actual = warehouse_rows_once_equal(&sink, &warehouse, &expected).await;
     stop_sink(sink).await;
     assert_eq!(actual, expected, "the warehouse equals the source");
 
@@ -316,16 +327,7 @@ async fn the_sink_applies_debeziums_own_avro_topics() {
         })
         .collect();
     let sink = spawn_sink(config.clone(), &registry_url);
-    let mut actual = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while tokio::time::Instant::now() < deadline {
-        assert!(!sink.1.is_finished(), "the sink ended early");
-        actual = text_rows(&warehouse, ROWS).await.unwrap_or_default();
-        if actual == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let actual = warehouse_rows_once_equal(&sink, &warehouse, &expected).await;
     stop_sink(sink).await;
     assert_eq!(actual, expected, "the warehouse equals the source");
 }

@@ -564,6 +564,13 @@ impl Serialize for KeyJson<'_> {
 /// server did not send holds on the wire.
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
 
+/// Whether a column of `kind` holds a placeholder ([`unavailable_placeholder`]) for an
+/// unchanged TOASTed value, rather than `null` (asked with an empty placeholder, which
+/// builds nothing on the heap but for a text array's one-element list).
+pub fn holds_placeholder(kind: &TypeKind) -> bool {
+    unavailable_placeholder(kind, &[]).is_some()
+}
+
 /// The placeholder a column of `kind` holds on the wire when its unchanged TOASTed value
 /// was not sent, as Debezium writes it, of the `placeholder`'s bytes
 /// (`unavailable.value.placeholder`, [`UNAVAILABLE_VALUE`] by default): the text for types

@@ -29,6 +29,7 @@
 
 use apache_avro::types::Value as Avro;
 use apache_avro::{Decimal, Schema};
+use base64::Engine;
 use serde_json::{Value as Json, json};
 
 use crate::domain::column_type::TypeKind;
@@ -532,6 +533,60 @@ pub fn write_datum(schema: &Schema, value: Avro) -> Result<Vec<u8>, apache_avro:
     apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()?
         .write_value_to_vec(value)
+}
+
+/// An Avro datum as Kafka Connect's `JsonConverter` writes the same Connect data: records as
+/// objects, unions by their branch, bytes and decimals as base64, non-finite floats as
+/// `"NaN"`/`"Infinity"`/`"-Infinity"`, logical types as their underlying numbers. The sink
+/// reads Avro a Connect converter wrote through it; the tests compare Avro data with it.
+pub fn connect_json_value(value: &Avro) -> Json {
+    let b64 = |bytes: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    match value {
+        Avro::Null => Json::Null,
+        Avro::Boolean(b) => Json::Bool(*b),
+        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Json::from(*n),
+        Avro::Long(n)
+        | Avro::TimeMicros(n)
+        | Avro::TimestampMillis(n)
+        | Avro::TimestampMicros(n)
+        | Avro::TimestampNanos(n)
+        | Avro::LocalTimestampMillis(n)
+        | Avro::LocalTimestampMicros(n)
+        | Avro::LocalTimestampNanos(n) => Json::from(*n),
+        Avro::Float(f) => connect_float(f64::from(*f)),
+        Avro::Double(f) => connect_float(*f),
+        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => b64(bytes),
+        Avro::String(s) | Avro::Enum(_, s) => Json::String(s.clone()),
+        Avro::Uuid(u) => Json::String(u.to_string()),
+        Avro::Decimal(d) => {
+            let bytes: Vec<u8> = d.clone().try_into().unwrap_or_default();
+            b64(&bytes)
+        }
+        Avro::Union(_, inner) => connect_json_value(inner),
+        Avro::Array(items) => Json::Array(items.iter().map(connect_json_value).collect()),
+        Avro::Map(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), connect_json_value(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        ),
+        Avro::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), connect_json_value(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        ),
+        other => Json::String(format!("{other:?}")),
+    }
+}
+
+/// A float as `JsonConverter` writes it: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
+fn connect_float(f: f64) -> Json {
+    match serde_json::Number::from_f64(f) {
+        Some(number) => Json::Number(number),
+        None if f.is_nan() => Json::String("NaN".into()),
+        None if f > 0.0 => Json::String("Infinity".into()),
+        None => Json::String("-Infinity".into()),
+    }
 }
 
 /// Reads one Avro binary datum of `schema` from the front of `bytes`. apache-avro checks

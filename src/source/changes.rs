@@ -26,7 +26,7 @@ use crate::config::UnidentifiedRowPolicy;
 use crate::domain::column_type::TypeKind;
 use crate::domain::event::{
     ChangeEvent, Column, KeyChange, KeySource, LogicalMessage, Op, SourcePosition, TableSchema,
-    TruncateOptions, UNAVAILABLE_VALUE, unavailable_placeholder,
+    TruncateOptions, holds_placeholder,
 };
 use crate::domain::lsn::Lsn;
 use crate::domain::value::Value;
@@ -420,7 +420,7 @@ impl ChangeAssembler {
             let kind = &column.column_type.kind;
             let placeheld = unchanged_toast.contains(&index)
                 && !matches!(kind, TypeKind::Numeric { .. })
-                && unavailable_placeholder(kind, UNAVAILABLE_VALUE.as_bytes()).is_some();
+                && holds_placeholder(kind);
             (column.not_null && matches!(value, Value::Null) && !placeheld).then_some(index)
         };
         if !table

@@ -208,10 +208,14 @@ impl RelationResolver {
                 .and_then(|(_, text)| {
                     column_default::decode_default(&column_type.kind, &column.name, text)
                 });
-            let default = match (constant, described.and_then(|c| c.default.as_ref())) {
+            // A constant that did not evaluate or decode is unknown, not an expression
+            // (whose declared default would be a zero the column does not have).
+            let default = match (constant, described.and_then(|c| c.default.as_deref())) {
                 (Some(value), _) => ColumnDefault::Constant(value),
-                (None, Some(_)) => ColumnDefault::Expression,
-                (None, None) => ColumnDefault::None,
+                (None, Some(expression)) if !column_default::constant_literal(expression) => {
+                    ColumnDefault::Expression
+                }
+                _ => ColumnDefault::None,
             };
             columns.push(Column {
                 name: column.name.clone(),

@@ -36,7 +36,12 @@ impl Decoder {
             id,
             detail: format!("not a valid Avro schema: {e}"),
         })?;
-        let parsed = Arc::new(AvroSchema { schema, json });
+        let from_connect = connect_avro::is_connect_avro(&json);
+        let parsed = Arc::new(AvroSchema {
+            schema,
+            json,
+            from_connect,
+        });
         self.avro.insert(id, parsed.clone());
         Ok(parsed)
     }
@@ -67,7 +72,7 @@ impl Decoder {
         let schema = self.avro_schema(value_id).await?;
         let value = crate::schema::avro::read_datum(&schema.schema, &mut &datum[..])
             .map_err(|e| malformed(format!("value (schema {value_id}): {e}")))?;
-        if connect_avro::is_connect_avro(&schema.json) {
+        if schema.from_connect {
             return self.decode_connect_avro(raw, key, value_id, &value).await;
         }
         let Avro::Record(fields) = value else {

@@ -13,8 +13,7 @@
 //! bytes), unions by their branch.
 
 use apache_avro::types::Value as Avro;
-use base64::Engine;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 /// Whether an Avro value schema was written by a Connect Avro converter: its top record
 /// names its Connect schema and its `source` record has no tidemark position.
@@ -114,57 +113,6 @@ fn connect_primitive(avro: &str, connect_type: Option<&str>) -> &'static str {
     }
 }
 
-/// An Avro datum as `JsonConverter` writes the same Connect data.
-pub(super) fn connect_payload(value: &Avro) -> Json {
-    let b64 = |bytes: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    match value {
-        Avro::Null => Json::Null,
-        Avro::Boolean(b) => Json::Bool(*b),
-        Avro::Int(n) | Avro::Date(n) | Avro::TimeMillis(n) => Json::from(*n),
-        Avro::Long(n)
-        | Avro::TimeMicros(n)
-        | Avro::TimestampMillis(n)
-        | Avro::TimestampMicros(n)
-        | Avro::TimestampNanos(n)
-        | Avro::LocalTimestampMillis(n)
-        | Avro::LocalTimestampMicros(n)
-        | Avro::LocalTimestampNanos(n) => Json::from(*n),
-        Avro::Float(f) => float(f64::from(*f)),
-        Avro::Double(f) => float(*f),
-        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => b64(bytes),
-        Avro::String(s) | Avro::Enum(_, s) => Json::String(s.clone()),
-        Avro::Uuid(u) => Json::String(u.to_string()),
-        Avro::Decimal(d) => {
-            let bytes: Vec<u8> = d.clone().try_into().unwrap_or_default();
-            b64(&bytes)
-        }
-        Avro::Union(_, inner) => connect_payload(inner),
-        Avro::Array(items) => Json::Array(items.iter().map(connect_payload).collect()),
-        Avro::Map(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), connect_payload(v)))
-                .collect::<Map<_, _>>(),
-        ),
-        Avro::Record(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), connect_payload(v)))
-                .collect::<Map<_, _>>(),
-        ),
-        other => Json::String(format!("{other:?}")),
-    }
-}
-
-/// A float as `JsonConverter` writes it: a number, or `"NaN"`, `"Infinity"`, `"-Infinity"`.
-fn float(f: f64) -> Json {
-    match serde_json::Number::from_f64(f) {
-        Some(number) => Json::Number(number),
-        None if f.is_nan() => Json::String("NaN".into()),
-        None if f > 0.0 => Json::String("Infinity".into()),
-        None => Json::String("-Infinity".into()),
-    }
-}
-
 /// `JsonConverter`'s bytes (`{"schema","payload"}`) of an Avro datum whose Connect schema's
 /// text is `connect_schema` ([`connect_schema`], kept per schema id by the decoder).
 pub(super) fn connect_json(connect_schema: &str, value: &Avro) -> Vec<u8> {
@@ -173,7 +121,7 @@ pub(super) fn connect_json(connect_schema: &str, value: &Avro) -> Vec<u8> {
     out.extend_from_slice(connect_schema.as_bytes());
     out.extend_from_slice(b",\"payload\":");
     // Writing a `serde_json::Value` to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &connect_payload(value));
+    let _ = serde_json::to_writer(&mut out, &crate::schema::avro::connect_json_value(value));
     out.push(b'}');
     out
 }
@@ -226,7 +174,7 @@ mod tests {
             ("inf".into(), Avro::Float(f32::NEG_INFINITY)),
         ]);
         assert_eq!(
-            connect_payload(&value),
+            crate::schema::avro::connect_json_value(&value),
             json!({"id": 1, "b": "AQI=", "none": null, "nan": "NaN", "inf": "-Infinity"})
         );
     }

@@ -105,6 +105,9 @@ impl SchemaLookup {
 struct AvroSchema {
     schema: apache_avro::Schema,
     json: Json,
+    /// Whether a Kafka Connect Avro converter wrote it (`connect_avro::is_connect_avro`),
+    /// decided once per schema.
+    from_connect: bool,
 }
 
 /// Each column's Connect `Decimal` scale, where its values are unscaled bytes.
