@@ -1,6 +1,8 @@
 //! Record encoding throughput, records/s, for one narrow change event (id int, name text,
-//! amount numeric(12,2), at timestamptz, tags text[]): tidemark's direct Avro writer, the
-//! same bytes through apache-avro's value tree (the baseline), and the JSON encoder.
+//! amount numeric(12,2), at timestamptz, tags text[]): tidemark's direct Avro writer (its
+//! own mapping), the same bytes through apache-avro's value tree (the baseline), the Connect
+//! mapping (the `debezium` preset's: the Connect payload, then Avro by a plan), and the JSON
+//! encoder.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,13 +11,14 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidemark::domain::column_type::TypeKind;
 use tidemark::domain::event::ReplicaIdentity;
 use tidemark::domain::event::{
-    ChangeEvent, Column, EnvelopeContext, KeySource, Op, SourcePosition, TableSchema,
+    ChangeEvent, Column, EnvelopeContext, JsonRecord, KeySource, Op, SourcePosition, TableSchema,
 };
 use tidemark::domain::lsn::Lsn;
 use tidemark::domain::value::Value;
 use tidemark::kafka::encode::{JsonEncoder, RecordEncoder};
 use tidemark::schema::avro::{derive, envelope_datum};
 use tidemark::schema::avro_write::AvroWriter;
+use tidemark::schema::connect_avro::ConnectPlans;
 
 fn event() -> ChangeEvent {
     let table = TableSchema {
@@ -95,6 +98,22 @@ fn encode(c: &mut Criterion) {
             let bytes = tidemark::schema::avro::write_datum(&schemas.envelope, datum)
                 .unwrap_or_else(|e| panic!("{e}"));
             black_box(bytes.len())
+        })
+    });
+    let plans = ConnectPlans::of_table(&table, &context, &[]).unwrap_or_else(|e| panic!("{e}"));
+    group.bench_function("avro_connect_mapping", |b| {
+        b.iter(|| {
+            key.clear();
+            value.clear();
+            let record = JsonRecord {
+                event: black_box(&event),
+                context: &context,
+                now_ms: 1,
+            };
+            plans
+                .write(&record, &mut key, &mut value)
+                .unwrap_or_else(|e| panic!("{e}"));
+            black_box((key.len(), value.len()))
         })
     });
     let mut json = JsonEncoder::new(context.clone(), false);

@@ -55,9 +55,8 @@ const RUN_SPECIFIC: &[&str] = &[
     "value.data.source.ts_ns",
 ];
 
-const CONNECT_PROPERTIES: &str = "Kafka Connect's schema properties, which an Avro converter keeps (connect.name, connect.version, connect.parameters, connect.doc, connect.type, connect.default): tidemark's Avro schemas do not carry them yet, so a sink that reads Avro into Connect data does not see Debezium's semantic types";
-const COLUMN_FORMS: &str = "tidemark's Avro mapping keeps its own forms (schema/avro.rs): microseconds for time(0-3) and timestamp(0-3), timestamp-micros for timestamptz, PostgreSQL's text for interval, timetz, money and bit strings, the exact text of an unconstrained numeric, plain strings and ints where Debezium's converter names the type; the [events] modes apply to JSON only so far";
-const OPTIONAL_IN_AVRO: &str = "Avro keeps every value field optional (making a registered subject's field required is an incompatible change), so a NOT NULL column is a union without its default, and a delete's old row keeps the NULLs of the columns it lacks (JSON follows Debezium)";
+const COLUMN_TYPE: &str = "tidemark's Connect schemas carry each column's PostgreSQL type in the __debezium.source.column.type parameter (as Debezium's column.propagate.source.type writes it), which becomes connect.parameters, so a bare primitive becomes an object: additive, and the sink reads it for exact warehouse types";
+const OPTIONAL_IN_AVRO: &str = "Avro keeps NOT NULL columns optional, defaults kept ([T, \"null\"] with the default; connect_schema::make_columns_optional): a registry refuses a field turning required as incompatible, so with Debezium's required fields an ALTER COLUMN ... SET NOT NULL stops the pipeline; the values are equal";
 const SNAPSHOT_POSITION: &str = "snapshot rows only: each connector's own slot's consistent point and snapshot transaction (two slots; streamed rows are equal)";
 const ADDITIVE: &str = "tidemark's additions, which a Debezium reader ignores";
 
@@ -67,59 +66,18 @@ const ADDITIVE: &str = "tidemark's additions, which a Debezium reader ignores";
 /// registered Avro schemas (`value.schema.fields.row`: the `before`/`after` row record),
 /// `data` paths in the decoded records.
 const KNOWN: &[(&str, &str)] = &[
-    ("*.connect.name", CONNECT_PROPERTIES),
-    ("*.connect.version", CONNECT_PROPERTIES),
-    ("*.connect.parameters", CONNECT_PROPERTIES),
+    // i8 is the table's one NOT NULL value column (the key is required on both sides).
     (
-        "*.logicalType",
-        "tidemark's Avro logical types (date, time-micros, local-timestamp-micros, timestamp-micros, uuid), kept as a choice: Debezium's converter writes the bare int, long or string named by connect.name",
+        "value.schema.fields.row.type[1].fields.i8.type",
+        OPTIONAL_IN_AVRO,
     ),
+    ("*.connect.parameters*", COLUMN_TYPE),
+    ("key.schema.fields.*.type", COLUMN_TYPE),
+    ("value.schema.fields.row.type[1].fields.*.type", COLUMN_TYPE),
     (
         "value.schema.fields.row.type[1].fields.*.type[1]",
-        COLUMN_FORMS,
+        COLUMN_TYPE,
     ),
-    (
-        "value.schema.fields.row.type[1].fields.*.type[1].type",
-        COLUMN_FORMS,
-    ),
-    ("value.data.row.b3", COLUMN_FORMS),
-    ("value.data.row.iv", COLUMN_FORMS),
-    ("value.data.row.m", COLUMN_FORMS),
-    ("value.data.row.nu", COLUMN_FORMS),
-    ("value.data.row.tm3", COLUMN_FORMS),
-    ("value.data.row.ts3", COLUMN_FORMS),
-    ("value.data.row.tstz", COLUMN_FORMS),
-    ("value.data.row.ttz", COLUMN_FORMS),
-    (
-        "value.schema.fields.row.type[1].fields.*.default",
-        OPTIONAL_IN_AVRO,
-    ),
-    (
-        "value.schema.fields.row.type[1].fields.*.type",
-        OPTIONAL_IN_AVRO,
-    ),
-    ("value.data.row.i8", OPTIONAL_IN_AVRO),
-    (
-        "value.schema.fields.row.type[1]",
-        "the row record's full name, written in full by tidemark (<prefix>.<schema>.<table>.Value) and as name plus namespace by Debezium's converter: the same name",
-    ),
-    (
-        "value.schema.fields.row.type[1].namespace",
-        "the row record's full name, written in full by tidemark (<prefix>.<schema>.<table>.Value) and as name plus namespace by Debezium's converter: the same name",
-    ),
-    (
-        "value.schema.fields.source.type.fields.schema.*",
-        "tidemark's Avro source block has schema and table optional (schemas/source.avsc), Debezium's requires them: changing a registered fixed block is an incompatible change",
-    ),
-    (
-        "value.schema.fields.source.type.fields.table.*",
-        "tidemark's Avro source block has schema and table optional (schemas/source.avsc), Debezium's requires them: changing a registered fixed block is an incompatible change",
-    ),
-    (
-        "value.schema.fields.source.type.fields.snapshot.type[0]",
-        "source.snapshot: Debezium's is a Connect Enum (a string named io.debezium.data.Enum, with its allowed values and default), tidemark's a plain string",
-    ),
-    ("*.doc", "tidemark's docs on its fixed blocks: additive"),
     (
         "value.schema.fields.source.type.fields.commit_lsn",
         ADDITIVE,
@@ -128,6 +86,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("value.data.source.commit_lsn", ADDITIVE),
     ("value.data.source.seq", ADDITIVE),
     ("*.unchanged_toast", ADDITIVE),
+    ("*.truncate", ADDITIVE),
     ("value.data.source.lsn", SNAPSHOT_POSITION),
     ("value.data.source.sequence", SNAPSHOT_POSITION),
     ("value.data.source.txId", SNAPSHOT_POSITION),

@@ -27,6 +27,21 @@ pub enum Preset {
     Native,
 }
 
+/// How Avro schemas are derived (`[events] avro_mapping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AvroMapping {
+    /// What a Kafka Connect worker with an Avro converter writes for Debezium's records:
+    /// the Connect schema translated (`connect.name`, `connect.version`,
+    /// `connect.parameters`), values in the forms the other `[events]` keys choose
+    /// (`crate::schema::connect_avro`). The `debezium` preset's.
+    Connect,
+    /// tidemark's own mapping (`crate::schema::avro`): Avro logical types for times,
+    /// exact decimal text for unconstrained `numeric`, PostgreSQL's text for the types
+    /// without an Avro type, every value column optional. The `native` preset's.
+    Tidemark,
+}
+
 /// `[events]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +92,11 @@ pub struct EventsConfig {
     /// headers. Default: the preset's (true, false for `native`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extended_headers: Option<bool>,
+    /// How Avro schemas are derived (`[kafka] format = "avro"`): `connect` (Debezium's
+    /// records through a Connect Avro converter) or `tidemark` (tidemark's own mapping).
+    /// Default: the preset's (`connect`, `tidemark` for `native`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avro_mapping: Option<AvroMapping>,
 }
 
 impl EventsConfig {
@@ -108,6 +128,14 @@ impl EventsConfig {
     /// `debezium` preset), or `txId:<commit LSN>` (`native`).
     pub fn first_change_transaction_id(&self) -> bool {
         self.preset == Preset::Debezium
+    }
+
+    /// The Avro mapping in force.
+    pub fn avro_mapping(&self) -> AvroMapping {
+        self.avro_mapping.unwrap_or(match self.preset {
+            Preset::Debezium => AvroMapping::Connect,
+            Preset::Native => AvroMapping::Tidemark,
+        })
     }
 
     /// Whether records carry Debezium's context headers.

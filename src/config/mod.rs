@@ -413,6 +413,7 @@ impl Config {
         context.debezium_types = self.events.preset == Preset::Debezium;
         context.extended_headers = self.events.extended_headers();
         context.first_change_transaction_id = self.events.first_change_transaction_id();
+        context.connect_avro = self.events.avro_mapping() == events::AvroMapping::Connect;
         context.transaction_block = self
             .events
             .transaction_block(self.kafka.as_ref().is_some_and(|k| k.transaction_metadata));

@@ -418,6 +418,9 @@ pub struct EnvelopeContext {
     /// Whether transaction ids are Debezium's `txId:<first change's LSN>` (the `debezium`
     /// preset) rather than `txId:<commit LSN>` (`native`).
     pub first_change_transaction_id: bool,
+    /// Whether Avro records take the form a Kafka Connect Avro converter gives Debezium's
+    /// records (their Connect schemas translated), rather than tidemark's own Avro mapping.
+    pub connect_avro: bool,
 }
 
 impl EnvelopeContext {
@@ -438,6 +441,7 @@ impl EnvelopeContext {
             transaction_block: false,
             extended_headers: true,
             first_change_transaction_id: true,
+            connect_avro: true,
         }
     }
 

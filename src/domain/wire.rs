@@ -28,7 +28,7 @@
 //!   geometry struct;
 //!
 //! also inside arrays, element by element. The Connect schema written beside it
-//! (`kafka::connect_schema`) declares the same forms.
+//! (`schema::connect_schema`) declares the same forms.
 
 use base64::Engine;
 use serde::ser::{Error as _, SerializeMap, Serializer};

@@ -12,6 +12,14 @@
 //! - Fixed records (heartbeats, messages, transaction metadata, schema changes) use the
 //!   schemas in `schemas/`, registered under their topics' subjects.
 //!
+//! - With `[events] avro_mapping = "connect"` (the `debezium` preset's), a table's schemas
+//!   are its Connect schemas (`crate::schema::connect_schema`, as the JSON output declares them)
+//!   translated as a Kafka Connect Avro converter translates Debezium's
+//!   ([`crate::schema::connect_avro`]), and each event's Connect payload is written by the
+//!   translation's plan; logical messages likewise. As in tidemark's own mapping, a
+//!   column's comment is its row field's `doc` and a column renamed by captured DDL keeps
+//!   its old name in the field's `aliases`.
+//!
 //! Which shape is in use on a topic, and so whether a description is a schema change, is
 //! the output's business; [`AvroEncoder::registered`] tells it what the registry had
 //! before this run.
@@ -21,10 +29,12 @@ use std::sync::Arc;
 
 use super::KafkaError;
 use crate::config::IncompatiblePolicy;
+use crate::domain::event::JsonRecord;
 use crate::domain::event::{ChangeEvent, EnvelopeContext, TableSchema};
 use crate::schema::avro::{derive_renamed, frame_header};
 use crate::schema::avro_write::AvroWriter;
 use crate::schema::change::{ShapeInUse, columns_of_envelope};
+use crate::schema::connect_avro::ConnectPlans;
 use crate::schema::fixed::FixedSchema;
 use crate::schema::registry_client::RegistryClient;
 
@@ -47,6 +57,8 @@ pub(crate) struct Registered {
 pub(crate) struct TableWriter {
     context: EnvelopeContext,
     writer: AvroWriter,
+    /// With the Connect mapping: the key and value plans of each registered value schema.
+    connect: HashMap<u32, Arc<ConnectPlans>>,
 }
 
 impl TableWriter {
@@ -60,6 +72,14 @@ impl TableWriter {
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<bool, KafkaError> {
+        if let Some(plans) = self.connect.get(&value_id) {
+            let record = JsonRecord {
+                event,
+                context: &self.context,
+                now_ms,
+            };
+            return Ok(plans.write_framed(&record, (key_id, value_id), key, value)?);
+        }
         key.clear();
         let has_key = match key_id {
             Some(id) => {
@@ -79,6 +99,9 @@ impl TableWriter {
     }
 }
 
+/// A record's key schema id (none without a key) and value schema id.
+type SchemaIds = (Option<u32>, u32);
+
 /// See the module docs.
 pub(crate) struct AvroEncoder {
     client: RegistryClient,
@@ -89,6 +112,8 @@ pub(crate) struct AvroEncoder {
     /// Ids of fixed schemas by schema, then topic (few of each): looked up per record
     /// without building the subject name.
     fixed_ids: HashMap<FixedSchema, Vec<(Box<str>, u32)>>,
+    /// The ids of the Connect mapping's message schemas, by topic.
+    message_ids: Vec<(Box<str>, SchemaIds)>,
 }
 
 impl AvroEncoder {
@@ -104,10 +129,12 @@ impl AvroEncoder {
             table_writer: TableWriter {
                 context: context.clone(),
                 writer: AvroWriter::default(),
+                connect: HashMap::new(),
             },
             context,
             redirects: HashMap::new(),
             fixed_ids: HashMap::new(),
+            message_ids: Vec::new(),
         }
     }
 
@@ -197,9 +224,21 @@ impl AvroEncoder {
         table: &TableSchema,
         renames: &[(String, String)],
     ) -> Result<Registered, KafkaError> {
-        let avro = derive_renamed(table, &self.context.prefix, renames)?;
-        let key_text = avro.key_json.as_ref().map(|k| k.to_string());
-        let value_text = avro.envelope_json.to_string();
+        let (key_text, value_text, plans) = if self.context.connect_avro {
+            let plans = ConnectPlans::of_table(table, &self.context, renames)?;
+            (
+                plans.key.as_ref().map(|k| k.schema.to_string()),
+                plans.value.schema.to_string(),
+                Some(Arc::new(plans)),
+            )
+        } else {
+            let avro = derive_renamed(table, &self.context.prefix, renames)?;
+            (
+                avro.key_json.as_ref().map(|k| k.to_string()),
+                avro.envelope_json.to_string(),
+                None,
+            )
+        };
         let mut topic = self.redirect(routed);
         let mut outcome = self
             .register_pair(table, &topic, key_text.as_deref(), &value_text)
@@ -226,6 +265,9 @@ impl AvroEncoder {
         }
         if let Some(note) = &note {
             tracing::warn!(table = %table.qualified_name(), %note, "schema registry policy applied");
+        }
+        if let Some(plans) = plans {
+            self.table_writer.connect.insert(value_id, plans);
         }
         Ok(Registered {
             topic,
@@ -276,6 +318,47 @@ impl AvroEncoder {
         frame_header(value, id);
         value_schema.encode(value_json, value)?;
         Ok(has_key)
+    }
+
+    /// Whether logical messages are written in the Connect mapping
+    /// ([`AvroEncoder::encode_message`]) rather than with the fixed message schema.
+    pub(crate) fn connect_messages(&self) -> bool {
+        self.context.connect_avro
+    }
+
+    /// Encodes a logical message in the Connect mapping: Debezium's message key and
+    /// `MessageValue` schemas (as the JSON output declares them) translated, registered
+    /// under `topic`'s subjects on first use.
+    pub(crate) async fn encode_message(
+        &mut self,
+        topic: &str,
+        event: &ChangeEvent,
+        now_ms: i64,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<bool, KafkaError> {
+        let ids = match self.message_ids.iter().find(|(t, _)| &**t == topic) {
+            Some((_, ids)) => *ids,
+            None => {
+                let plans = ConnectPlans::of_messages()?;
+                let key_id = match &plans.key {
+                    Some(plan) => Some(
+                        self.client
+                            .register(&format!("{topic}-key"), &plan.schema.to_string())
+                            .await?,
+                    ),
+                    None => None,
+                };
+                let value_id = self
+                    .client
+                    .register(&format!("{topic}-value"), &plans.value.schema.to_string())
+                    .await?;
+                self.table_writer.connect.insert(value_id, Arc::new(plans));
+                self.message_ids.push((topic.into(), (key_id, value_id)));
+                (key_id, value_id)
+            }
+        };
+        self.table_writer.encode(event, ids, now_ms, key, value)
     }
 
     async fn fixed_id(&mut self, topic: &str, schema: FixedSchema) -> Result<u32, KafkaError> {

@@ -6,8 +6,8 @@
 //! [`super::avro_encoder`] and the output resolves schemas before encoding.
 
 use super::KafkaError;
-use super::connect_schema::{self, SchemaCache};
 use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, now_ms};
+use crate::schema::connect_schema::{self, SchemaCache};
 use crate::schema::fixed::FixedSchema;
 
 /// Turns events into record bytes.

@@ -8,7 +8,6 @@
 //! - [`encode`]: the record encoder trait and the JSON encoder.
 //! - [`avro_encoder`]: Avro in Confluent framing, schemas registered in the registry, and
 //!   the incompatible-schema policies.
-//! - [`connect_schema`]: Kafka Connect schemas for the `schemas.enable=true` JSON shape.
 //! - [`producer`]: the producer's settings and its delivery reports (used by both of the
 //!   next two).
 //! - [`exactly_once`]: the transactional producer and the stored position.
@@ -16,7 +15,6 @@
 
 pub mod ack;
 pub mod avro_encoder;
-pub mod connect_schema;
 pub mod delivered;
 pub mod encode;
 pub mod exactly_once;

@@ -3,7 +3,8 @@
 //!
 //! It measures the source and the encoding without a broker: the snapshot's COPY workers,
 //! the decoding, the key and the envelope in Debezium's JSON shape (without Connect schemas)
-//! or in Avro with Confluent's framing. Avro records carry schema id 0 (no registry is
+//! or in Avro with Confluent's framing, in the Avro mapping the context says (Connect's, the
+//! `debezium` preset's, or tidemark's own). Avro records carry schema id 0 (no registry is
 //! asked), but each table description is derived once as the Kafka output derives it, so a
 //! table the Avro mapping cannot express fails here as it would there. Batches
 //! ([`EventOutput::send_batch`], the snapshot's rows) are encoded on several threads
@@ -21,6 +22,7 @@ use crate::domain::event::{ChangeEvent, EnvelopeContext, JsonRecord, TableSchema
 use crate::domain::lsn::Lsn;
 use crate::schema::avro::{derive, frame_header};
 use crate::schema::avro_write::AvroWriter;
+use crate::schema::connect_avro::ConnectPlans;
 
 /// How the null output encodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ struct Encoder {
     format: NullFormat,
     writer: AvroWriter,
     context: EnvelopeContext,
+    /// In the Connect mapping: each relation's plans, as derived for its latest description.
+    connect: HashMap<u32, Arc<ConnectPlans>>,
 }
 
 impl Encoder {
@@ -47,6 +51,20 @@ impl Encoder {
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<bool, OutputError> {
+        if let (NullFormat::Avro, Some(plans)) = (
+            self.format,
+            event
+                .table
+                .as_ref()
+                .and_then(|t| self.connect.get(&t.relation_id)),
+        ) {
+            let record = JsonRecord {
+                event,
+                context: &self.context,
+                now_ms,
+            };
+            return Ok(plans.write_framed(&record, (Some(0), 0), key, value)?);
+        }
         if self.format == NullFormat::Avro && event.table.is_some() {
             frame_header(key, 0);
             let has_key = self.writer.key(event, key)?;
@@ -96,6 +114,7 @@ impl NullOutput {
                 format,
                 writer: AvroWriter::default(),
                 context,
+                connect: HashMap::new(),
             },
             described: HashMap::new(),
             key: Vec::with_capacity(256),
@@ -124,7 +143,14 @@ impl NullOutput {
             *known = table.clone();
             return Ok(());
         }
-        derive(table, &self.encoder.context.prefix)?;
+        if self.encoder.context.connect_avro {
+            let plans = ConnectPlans::of_table(table, &self.encoder.context, &[])?;
+            self.encoder
+                .connect
+                .insert(table.relation_id, Arc::new(plans));
+        } else {
+            derive(table, &self.encoder.context.prefix)?;
+        }
         self.described.insert(table.relation_id, table.clone());
         Ok(())
     }

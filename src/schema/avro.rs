@@ -1,5 +1,10 @@
 //! Avro schemas derived from tables, events as Avro data, and Confluent's wire framing.
 //!
+//! This is tidemark's own Avro mapping (`[events] avro_mapping = "tidemark"`, the `native`
+//! preset's); the `debezium` preset writes Kafka Connect's form instead
+//! ([`super::connect_avro`]). The framing, the datum reader and the Avro-to-Connect-JSON
+//! conversion here serve both.
+//!
 //! Type mapping (the design brief's table):
 //!
 //! | PostgreSQL | Avro |

@@ -221,8 +221,9 @@ pub(crate) fn columns_of_table(table: &TableSchema) -> Vec<ColumnInfo> {
 }
 
 /// The columns of a registered envelope schema (and its key schema), as tidemark derived
-/// them: the fields of the `before` record, with the PostgreSQL type attribute. None when
-/// the schema is not one of tidemark's envelopes.
+/// them: the fields of the `before` record, with the PostgreSQL type attribute (tidemark's
+/// own mapping) or Connect parameter (the Connect mapping). None when the schema is not
+/// one of tidemark's envelopes.
 pub(crate) fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<Vec<ColumnInfo>> {
     let envelope: serde_json::Value = serde_json::from_str(envelope).ok()?;
     let before = envelope["fields"]
@@ -253,6 +254,7 @@ pub(crate) fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<V
                         .to_owned(),
                     type_name: field[PG_TYPE_ATTRIBUTE]
                         .as_str()
+                        .or_else(|| connect_source_type(&field["type"]))
                         .unwrap_or("unknown")
                         .to_owned(),
                     key: key_names.iter().any(|k| k == avro_name),
@@ -261,6 +263,17 @@ pub(crate) fn columns_of_envelope(envelope: &str, key: Option<&str>) -> Option<V
             })
             .collect()
     })
+}
+
+/// A field's PostgreSQL type in the Connect mapping (`super::connect_avro`): the
+/// `__debezium.source.column.type` Connect parameter on its type (or its union's non-null
+/// branch).
+fn connect_source_type(avro_type: &serde_json::Value) -> Option<&str> {
+    let typed = match avro_type.as_array() {
+        Some(branches) => branches.iter().find(|b| b.is_object())?,
+        None => avro_type,
+    };
+    typed["connect.parameters"]["__debezium.source.column.type"].as_str()
 }
 
 /// The changes from `before` to `after`. `renames` (old name, new name) come from captured

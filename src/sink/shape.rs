@@ -268,21 +268,24 @@ pub(crate) fn from_avro(envelope: &Json, key: Option<&Json>) -> Option<TableShap
         .map(column_of_avro_field)
         .collect::<Vec<_>>();
     let key = key_names(key, &columns, "name");
-    let renamed = record
-        .get("fields")?
-        .as_array()?
-        .iter()
-        .zip(&columns)
-        .filter_map(|(field, column)| {
-            let old = field.get("aliases")?.as_array()?.first()?.as_str()?;
-            Some((old.to_owned(), column.name.clone()))
-        })
-        .collect();
+    let renamed = renamed_by_aliases(record.get("fields")?.as_array()?, &columns);
     Some(TableShape {
         columns,
         key,
         renamed,
     })
+}
+
+/// Columns renamed at the source, `(old, new)`: a field's first alias is its old name.
+fn renamed_by_aliases(fields: &[Json], columns: &[SinkColumn]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .zip(columns)
+        .filter_map(|(field, column)| {
+            let old = field.get("aliases")?.as_array()?.first()?.as_str()?;
+            Some((old.to_owned(), column.name.clone()))
+        })
+        .collect()
 }
 
 /// Key column names from a key schema's fields (`name_field`: `name` in Avro, `field` in
@@ -440,7 +443,7 @@ fn kind_of_connect(field: &Json) -> ColumnKind {
     };
     let pg_type = field
         .get("parameters")
-        .and_then(|p| p.get(crate::kafka::connect_schema::SOURCE_TYPE_PARAMETER))
+        .and_then(|p| p.get(crate::schema::connect_schema::SOURCE_TYPE_PARAMETER))
         .and_then(Json::as_str);
     match (structural, pg_type.and_then(kind_of_pg_type)) {
         // Connect has one timestamp name for both; the source type tells them apart.
@@ -470,10 +473,13 @@ pub(crate) fn from_connect(envelope: &Json, key: Option<&Json>) -> Option<TableS
         })
         .collect::<Vec<_>>();
     let key = key_names(key, &columns, "field");
+    // Old names of renamed columns: `aliases`, a tidemark addition to the Connect schema
+    // that only its `connect` Avro mapping carries (`super::decode::connect_avro`).
+    let renamed = renamed_by_aliases(before.get("fields")?.as_array()?, &columns);
     Some(TableShape {
         columns,
         key,
-        renamed: Vec::new(),
+        renamed,
     })
 }
 

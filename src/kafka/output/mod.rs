@@ -5,7 +5,7 @@
 //!   changes are written to `__tidemark-schema-changes.<prefix>` before the first row of the new
 //!   shape, and captured DDL at its own place); or JSON: key `{"id":1}`, value the Debezium
 //!   envelope, with `kafka.json_schemas` each wrapped as `{"schema":…,"payload":…}` (see
-//!   [`super::connect_schema`]). A delete is followed by a tombstone (same key, null value)
+//!   [`crate::schema::connect_schema`]). A delete is followed by a tombstone (same key, null value)
 //!   unless disabled.
 //! - Partitioning: librdkafka's `murmur2_random`, the Java client's algorithm (see
 //!   [`super::murmur2`]), so every event of a key lands on one partition, in commit order
@@ -350,6 +350,11 @@ impl KafkaOutput {
                 &mut self.key,
                 &mut self.value,
             )?,
+            (Format::Avro(encoder), None) if encoder.connect_messages() => {
+                encoder
+                    .encode_message(&topic, event, now_ms(), &mut self.key, &mut self.value)
+                    .await?
+            }
             (Format::Avro(_), None) => {
                 let value = message_json(event, &self.context);
                 self.encode_fixed(&topic, None, FixedSchema::Message, value)

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 pub(crate) fn column(name: &str, type_name: &str, key: bool) -> ColumnInfo {
     ColumnInfo {
@@ -90,6 +91,29 @@ fn registered_envelopes_give_their_columns_back() {
     let columns = columns_of_envelope(&avro.envelope_json.to_string(), key.as_deref())
         .unwrap_or_else(|| panic!("no columns"));
     assert_eq!(columns, columns_of_table(&table));
+    assert_eq!(columns[1].name, "na-me");
+    assert_eq!(columns[1].type_name, "varchar(10)");
+}
+
+#[test]
+fn columns_of_a_connect_mapping_envelope_come_from_its_connect_parameters() {
+    let typed = |t: &str, pg: &str| json!({"type": t, "connect.parameters": {"__debezium.source.column.type": pg}});
+    let envelope = json!({"type": "record", "name": "Envelope", "namespace": "p.public.t",
+    "connect.name": "p.public.t.Envelope", "fields": [
+    {"name": "before", "default": null, "type": ["null", {"type": "record", "name": "Value",
+        "fields": [
+            {"name": "id", "type": typed("int", "int4")},
+            {"name": "na_me", "tidemark.column": "na-me", "default": null,
+             "type": ["null", typed("string", "varchar(10)")]},
+        ]}]}]});
+    let key = json!({"type": "record", "name": "Key", "fields": [{"name": "id", "type": typed("int", "int4")}]});
+    let columns = columns_of_envelope(&envelope.to_string(), Some(&key.to_string()))
+        .unwrap_or_else(|| panic!("no columns"));
+    assert_eq!(columns.len(), 2);
+    assert_eq!(
+        (columns[0].type_name.as_str(), columns[0].key),
+        ("int4", true)
+    );
     assert_eq!(columns[1].name, "na-me");
     assert_eq!(columns[1].type_name, "varchar(10)");
 }

@@ -1,7 +1,8 @@
-//! Avro written by a Kafka Connect Avro converter (Debezium's own Avro topics): the record
-//! carries Connect's schema as Avro properties (`connect.name`, `connect.version`,
-//! `connect.parameters`, `connect.type`) instead of tidemark's attributes, and its source
-//! block Debezium's `sequence` instead of tidemark's position. Such a record is read back
+//! Avro written by a Kafka Connect Avro converter (Debezium's own Avro topics), or by
+//! tidemark's `connect` Avro mapping (`crate::schema::connect_avro`, the `debezium`
+//! preset's): the record carries Connect's schema as Avro properties (`connect.name`,
+//! `connect.version`, `connect.parameters`, `connect.type`) instead of tidemark's own
+//! attributes, and Debezium's value forms. Such a record is read back
 //! into what Kafka Connect's `JsonConverter` would have written for the same Connect data
 //! (`{"schema","payload"}`), and decoded as Debezium's JSON topics are: one reading of
 //! Debezium's encodings (decimals, millisecond times, `MicroDuration`, `Bits`, ...) for both.
@@ -15,15 +16,10 @@
 use apache_avro::types::Value as Avro;
 use serde_json::{Value as Json, json};
 
-/// Whether an Avro value schema was written by a Connect Avro converter: its top record
-/// names its Connect schema and its `source` record has no tidemark position.
+/// Whether an Avro value schema is in Kafka Connect's form (Debezium's through an Avro
+/// converter, or tidemark's `connect` mapping): its top record names its Connect schema.
 pub(super) fn is_connect_avro(schema: &Json) -> bool {
-    let source_has_position = schema["fields"]
-        .as_array()
-        .and_then(|fields| fields.iter().find(|f| f["name"] == "source"))
-        .and_then(|source| source["type"]["fields"].as_array())
-        .is_some_and(|fields| fields.iter().any(|f| f["name"] == "commit_lsn"));
-    schema.get("connect.name").is_some() && !source_has_position
+    schema.get("connect.name").is_some()
 }
 
 /// The Connect schema (as `JsonConverter` writes it) of an Avro schema, `field` named when
@@ -53,7 +49,16 @@ pub(super) fn connect_schema(avro: &Json, optional: bool) -> Json {
                                 .iter()
                                 .map(|f| {
                                     let mut field = connect_schema(&f["type"], false);
-                                    field["field"] = f["name"].clone();
+                                    // tidemark's Connect mapping keeps a column's own name
+                                    // where Avro's rules changed it, and a renamed column's
+                                    // old name (read by `shape::from_connect`).
+                                    field["field"] = f
+                                        .get(crate::schema::avro::COLUMN_ATTRIBUTE)
+                                        .unwrap_or(&f["name"])
+                                        .clone();
+                                    if let Some(aliases) = f.get("aliases") {
+                                        field["aliases"] = aliases.clone();
+                                    }
                                     field
                                 })
                                 .collect()
@@ -185,6 +190,10 @@ mod tests {
             {"name": "source", "type": {"type": "record", "name": "Source", "fields": [
                 {"name": "commit_lsn", "type": ["null", "long"]}]}}]});
         assert!(!is_connect_avro(&ours));
+        let connect_mapping = json!({"type": "record", "name": "Envelope", "connect.name": "p.public.t.Envelope",
+            "fields": [{"name": "source", "type": {"type": "record", "name": "Source", "fields": [
+                {"name": "commit_lsn", "type": ["null", "long"]}]}}]});
+        assert!(is_connect_avro(&connect_mapping));
         let theirs = json!({"type": "record", "name": "Envelope", "connect.name": "p.public.t.Envelope",
             "fields": [{"name": "source", "type": {"type": "record", "name": "Source", "fields": [
                 {"name": "lsn", "type": ["null", "long"]}]}}]});

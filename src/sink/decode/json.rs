@@ -46,21 +46,41 @@ impl Decoder {
         };
         let row_json = payload.get(row_field).filter(|r| r.is_object());
         let (shape, encodings) = match schema {
-            Some(schema) => match self.connect_shapes.get(schema) {
-                Some((shape, encodings)) => (shape.clone(), encodings.clone()),
-                None => {
-                    let envelope = parse_json(schema)?;
-                    let key = key_json(raw.key)?;
-                    let key_schema = key.as_ref().and_then(|k| k.get("schema"));
-                    let shape = shape::from_connect(&envelope, key_schema)
-                        .ok_or_else(|| malformed("Connect schema without a before field"))?;
-                    let shape = Arc::new(shape);
-                    let encodings: Encodings = shape::connect_encodings(&envelope).into();
-                    self.connect_shapes
-                        .insert(schema.to_owned(), (shape.clone(), encodings.clone()));
-                    (shape, encodings)
+            Some(schema) => {
+                // The key's schema, split from its payload as the value's is.
+                let key_top: Option<HashMap<&str, &RawValue>> =
+                    raw.key.and_then(|k| serde_json::from_slice(k).ok());
+                let key_text = key_top
+                    .as_ref()
+                    .and_then(|k| k.get("schema"))
+                    .map(|s| s.get());
+                let known = self.connect_shapes.get(schema).and_then(|shapes| {
+                    shapes
+                        .iter()
+                        .find(|(key, ..)| key.as_deref() == key_text)
+                        .map(|(_, shape, encodings)| (shape.clone(), encodings.clone()))
+                });
+                match known {
+                    Some(known) => known,
+                    None => {
+                        let envelope = parse_json(schema)?;
+                        let key_schema = key_text.map(parse_json).transpose()?;
+                        let shape = shape::from_connect(&envelope, key_schema.as_ref())
+                            .ok_or_else(|| malformed("Connect schema without a before field"))?;
+                        let shape = Arc::new(shape);
+                        let encodings: Encodings = shape::connect_encodings(&envelope).into();
+                        self.connect_shapes
+                            .entry(schema.to_owned())
+                            .or_default()
+                            .push((
+                                key_text.map(str::to_owned),
+                                shape.clone(),
+                                encodings.clone(),
+                            ));
+                        (shape, encodings)
+                    }
                 }
-            },
+            }
             None => (
                 self.inferred_shape(&table, row_json, raw.key)?,
                 Arc::from(Vec::new()),

@@ -36,6 +36,10 @@ use crate::domain::value::Value;
 use crate::schema::registry_client::RegistryClient;
 use crate::schema::registry_store::RegistryStore;
 
+/// A table shape read from a Connect key schema's text (none for a keyless record) and the
+/// value schema it is kept under, with its columns' encodings.
+type ConnectShape = (Option<String>, Arc<TableShape>, Encodings);
+
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -118,9 +122,10 @@ pub struct Decoder {
     lookup: Option<SchemaLookup>,
     avro: HashMap<u32, Arc<AvroSchema>>,
     avro_shapes: HashMap<(Option<u32>, u32), Arc<TableShape>>,
-    /// Shapes by Connect schema text, with each column's Connect `Decimal` scale (its values
-    /// are unscaled bytes).
-    connect_shapes: HashMap<String, (Arc<TableShape>, Encodings)>,
+    /// Shapes by Connect value schema text, then key schema text (a new primary key can
+    /// leave the value schema as it was), with each column's Connect `Decimal` scale (its
+    /// values are unscaled bytes).
+    connect_shapes: HashMap<String, Vec<ConnectShape>>,
     inferred: HashMap<SourceTable, Arc<TableShape>>,
     topic_tables: HashMap<String, (SourceTable, Arc<TableShape>)>,
     prefix: String,
@@ -319,6 +324,52 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("neither tidemark's commit_lsn"), "{error}");
         assert!(debezium_position(&source("false", "[\"x\",\"1\"]")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_new_key_under_the_same_value_schema_gives_a_new_shape() {
+        let value_schema = serde_json::json!({"type": "struct", "name": "p.public.t.Envelope", "fields": [
+            {"type": "struct", "optional": true, "field": "before", "fields": [
+                {"type": "int32", "optional": false, "field": "id"},
+                {"type": "string", "optional": true, "field": "code"}]},
+            {"type": "struct", "optional": true, "field": "after", "fields": [
+                {"type": "int32", "optional": false, "field": "id"},
+                {"type": "string", "optional": true, "field": "code"}]},
+            {"type": "struct", "field": "source", "fields": []},
+            {"type": "string", "field": "op"}]});
+        let value = |id: i32| {
+            serde_json::json!({"schema": value_schema, "payload": {"before": null,
+                "after": {"id": id, "code": format!("c{id}")}, "op": "c",
+                "source": {"schema": "public", "table": "t", "commit_lsn": 10, "seq": id}}})
+            .to_string()
+        };
+        let key = |column: &str, payload: serde_json::Value| {
+            serde_json::json!({"schema": {"type": "struct", "name": "p.public.t.Key", "fields": [
+                {"type": if column == "id" { "int32" } else { "string" }, "optional": false, "field": column}]},
+                "payload": payload})
+            .to_string()
+        };
+        let mut decoder = Decoder::new("p", None);
+        let mut keys = Vec::new();
+        for (key, value) in [
+            (key("id", serde_json::json!({"id": 1})), value(1)),
+            // The primary key moves to code; the value schema is the same text.
+            (key("code", serde_json::json!({"code": "c2"})), value(2)),
+        ] {
+            let raw = RawRecord {
+                topic: "p.public.t",
+                key: Some(key.as_bytes()),
+                value: Some(value.as_bytes()),
+                header_position: None,
+            };
+            let record = decoder
+                .decode(&raw)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("no record"));
+            keys.push(record.shape.key.clone());
+        }
+        assert_eq!(keys, vec![vec!["id".to_string()], vec!["code".to_string()]]);
     }
 
     #[test]

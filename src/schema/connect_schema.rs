@@ -295,6 +295,30 @@ pub fn value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
     })
 }
 
+/// Makes every column of an envelope schema's `before`/`after` rows optional (keeping
+/// defaults) but the record key's (`keep`, which a key requires anyway), for Avro: a
+/// registry refuses a field that turns required as an incompatible change, and `ALTER
+/// COLUMN … SET NOT NULL` would then stop a running pipeline (Debezium with an Avro
+/// converter declares NOT NULL columns required, and stops there). JSON keeps Debezium's
+/// required fields: nothing checks its compatibility.
+pub fn make_columns_optional(envelope: &mut Json, keep: &[&str]) {
+    let Some(fields) = envelope["fields"].as_array_mut() else {
+        return;
+    };
+    for row in fields
+        .iter_mut()
+        .filter(|f| f["field"] == "before" || f["field"] == "after")
+    {
+        if let Some(columns) = row["fields"].as_array_mut() {
+            for column in columns {
+                if !keep.iter().any(|k| column["field"] == *k) {
+                    column["optional"] = json!(true);
+                }
+            }
+        }
+    }
+}
+
 /// The value schema of logical-message events (`op = m`): Debezium's `MessageValue`, with
 /// tidemark's `commit_lsn` and `seq` in `source` and `transactional` in `message`.
 pub(crate) fn message_value_schema() -> Json {
@@ -666,6 +690,22 @@ mod tests {
         assert_eq!(doubles["fields"][1]["fields"][1]["type"], "double");
         let text = value_schema(&table, "shop", decimals(DecimalMode::String));
         assert_eq!(text["fields"][1]["fields"][0]["type"], "string");
+    }
+
+    #[test]
+    fn avro_keeps_not_null_columns_optional_with_their_defaults() {
+        let mut envelope = json!({"type": "struct", "fields": [
+            {"type": "struct", "field": "before", "optional": true, "fields": [
+                {"type": "int32", "optional": false, "field": "id"},
+                {"type": "int64", "optional": false, "default": 7, "field": "n"}]},
+            {"type": "string", "optional": false, "field": "op"}]});
+        make_columns_optional(&mut envelope, &["id"]);
+        assert_eq!(envelope["fields"][0]["fields"][0]["optional"], false);
+        assert_eq!(
+            envelope["fields"][0]["fields"][1],
+            json!({"type": "int64", "optional": true, "default": 7, "field": "n"})
+        );
+        assert_eq!(envelope["fields"][1]["optional"], false);
     }
 
     #[test]
