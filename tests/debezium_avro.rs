@@ -37,15 +37,19 @@ const TABLE: &str = "CREATE TYPE av_mood AS ENUM ('sad', 'happy');
       (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
-/// An insert, an update, a delete and a primary-key change.
+/// An insert, an update, a delete and a primary-key change; a transactional and a
+/// non-transactional logical message.
 const STREAM: &[&str] = &[
     "INSERT INTO av (id, i8, txt, tstz) VALUES (3, 30, 'three', '2025-06-01 12:00:00.000001+00')",
+    "SELECT pg_logical_emit_message(true, 'orders', 'paid')",
+    "SELECT pg_logical_emit_message(false, 'audit', 'login')",
     "UPDATE av SET txt = 'uno', n = 99.99 WHERE id = 1",
     "DELETE FROM av WHERE id = 2",
     "UPDATE av SET id = 4 WHERE id = 3",
 ];
 
-/// Paths that differ between two runs by nature: the connectors' processing times.
+/// Paths that differ between two runs by nature: the connectors' processing times (and a
+/// non-transactional message's, which has no commit time: each connector stamps its own).
 const RUN_SPECIFIC: &[&str] = &[
     "value.data.ts_ms",
     "value.data.ts_us",
@@ -53,12 +57,19 @@ const RUN_SPECIFIC: &[&str] = &[
     "value.data.source.ts_ms",
     "value.data.source.ts_us",
     "value.data.source.ts_ns",
+    "message:value.data.ts_ms",
+    "message:value.data.source.ts_ms",
+    "message:value.data.source.ts_us",
+    "message:value.data.source.ts_ns",
+    "transaction:value.data.ts_ms",
 ];
 
 const COLUMN_TYPE: &str = "tidemark's Connect schemas carry each column's PostgreSQL type in the __debezium.source.column.type parameter (as Debezium's column.propagate.source.type writes it), which becomes connect.parameters, so a bare primitive becomes an object: additive, and the sink reads it for exact warehouse types";
 const OPTIONAL_IN_AVRO: &str = "Avro keeps NOT NULL columns optional, defaults kept ([T, \"null\"] with the default; connect_schema::make_columns_optional): a registry refuses a field turning required as incompatible, so with Debezium's required fields an ALTER COLUMN ... SET NOT NULL stops the pipeline; the values are equal";
 const SNAPSHOT_POSITION: &str = "snapshot rows only: each connector's own slot's consistent point and snapshot transaction (two slots; streamed rows are equal)";
 const ADDITIVE: &str = "tidemark's additions, which a Debezium reader ignores";
+const END_ID: &str = "END records: Debezium writes END when the next transaction begins, with that position (the next transaction's first change) in its id; tidemark's END has the id of its BEGIN and its events (as in JSON)";
+const MESSAGE_COUNT: &str = "a transactional logical message: Debezium counts it under an internal collection (LogicalDecodingMessageMonitor), tidemark counts table events only (as in JSON)";
 
 /// The differences that remain, as patterns of paths (`*` matches anything) with why:
 /// every difference found must match one, and every one must match a difference found, so
@@ -94,6 +105,22 @@ const KNOWN: &[(&str, &str)] = &[
         "value.data.source.version",
         "source.version is the connector's own version",
     ),
+    (
+        "message:value.data.source.version",
+        "source.version is the connector's own version",
+    ),
+    (
+        "message:*transactional",
+        "tidemark's message.transactional: additive",
+    ),
+    ("message:*commit_lsn", ADDITIVE),
+    ("message:*seq", ADDITIVE),
+    ("transaction:*.id", END_ID),
+    (
+        "transaction:value.data.data_collections[len]",
+        MESSAGE_COUNT,
+    ),
+    ("transaction:value.data.event_count", MESSAGE_COUNT),
 ];
 
 /// Whether `path` matches `pattern`, where `*` matches any run of characters.
@@ -116,7 +143,7 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
     let prefix = "dbza";
     let text = format!(
         "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\nformat = \"avro\"\n\
+         [kafka]\nbrokers = \"{}\"\nformat = \"avro\"\ntransaction_metadata = true\n\
          [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{}\"\n",
         db.url(),
         broker.bootstrap,
@@ -138,94 +165,117 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
             ("publication.name", "dbz_avro"),
             ("publication.autocreate.mode", "filtered"),
             ("table.include.list", "public.av"),
+            ("provide.transaction.metadata", "true"),
         ],
         STREAM,
     )
     .await;
-    let topic = format!("{prefix}.public.av");
-    let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
+    let table_topic = format!("{prefix}.public.av");
+    let topics = [
+        (table_topic.clone(), ""),
+        (format!("{prefix}.message"), "message:"),
+        (format!("{prefix}.transaction"), "transaction:"),
+    ];
+    let mut ours_by_topic = Vec::new();
+    for (topic, label) in &topics {
+        ours_by_topic.push((
+            topic.clone(),
+            *label,
+            drain(&broker.bootstrap, topic, false, Duration::from_secs(3)).await,
+        ));
+    }
     let _ = stop.send(true);
     task.await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let inputs: Vec<(String, Json, Json)> = debezium
-        .iter()
-        .filter(|r| r.topic == topic)
-        .map(|r| (r.topic.clone(), r.key.clone(), r.value.clone()))
-        .collect();
-    let theirs = avro_with_connect(&inputs)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 
     let mut found: BTreeMap<String, String> = BTreeMap::new();
-    if theirs.len() != ours.len() {
-        found.insert(
-            "records".into(),
-            format!("Debezium {}, tidemark {}", theirs.len(), ours.len()),
-        );
-    }
-    // tidemark's records unframed, with the schemas they were registered under.
     let mut ours_avro = Vec::new();
-    for record in &ours {
-        let (key_schema, key) = match record.key.as_deref() {
-            Some(framed) => {
-                let (schema, data) = unframe(&registry, framed).await;
-                (schema, Some(data))
-            }
-            None => (Json::Null, None),
-        };
-        let (value_schema, value) = match record.raw.as_deref() {
-            Some(framed) => {
-                let (schema, data) = unframe(&registry, framed).await;
-                (schema, Some(data))
-            }
-            None => (Json::Null, None),
-        };
-        ours_avro.push(ConnectAvro {
-            topic: topic.clone(),
-            key_schema,
-            key,
-            value_schema,
-            value,
-        });
-    }
-    for (index, (theirs, ours)) in theirs.iter().zip(&ours_avro).enumerate() {
-        let mut record = |path: String, detail: String| {
-            found
-                .entry(kind_of(&path))
-                .or_insert(format!("record {index}: {detail}"));
-        };
-        for (side, their_schema, their_data, our_schema, our_data) in [
-            (
-                "key",
-                &theirs.key_schema,
-                theirs.key.as_deref(),
-                &ours.key_schema,
-                ours.key.as_deref(),
-            ),
-            (
-                "value",
-                &theirs.value_schema,
-                theirs.value.as_deref(),
-                &ours.value_schema,
-                ours.value.as_deref(),
-            ),
-        ] {
-            diff(
-                &format!("{side}.schema"),
-                their_schema,
-                our_schema,
-                "name",
-                &mut record,
-            );
-            diff(
-                &format!("{side}.data"),
-                &decoded(their_schema, their_data),
-                &decoded(our_schema, our_data),
-                "name",
-                &mut record,
+    let mut inputs: Vec<(String, Json, Json)> = Vec::new();
+    for (topic, label, ours) in &ours_by_topic {
+        let topic_inputs: Vec<(String, Json, Json)> = debezium
+            .iter()
+            .filter(|r| &r.topic == topic)
+            .map(|r| (r.topic.clone(), r.key.clone(), r.value.clone()))
+            .collect();
+        let theirs = avro_with_connect(&topic_inputs)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if theirs.len() != ours.len() || theirs.is_empty() {
+            found.insert(
+                format!("{label}records"),
+                format!(
+                    "{topic}: Debezium {}, tidemark {}",
+                    theirs.len(),
+                    ours.len()
+                ),
             );
         }
+        // tidemark's records unframed, with the schemas they were registered under.
+        let mut topic_avro = Vec::new();
+        for record in ours {
+            let (key_schema, key) = match record.key.as_deref() {
+                Some(framed) => {
+                    let (schema, data) = unframe(&registry, framed).await;
+                    (schema, Some(data))
+                }
+                None => (Json::Null, None),
+            };
+            let (value_schema, value) = match record.raw.as_deref() {
+                Some(framed) => {
+                    let (schema, data) = unframe(&registry, framed).await;
+                    (schema, Some(data))
+                }
+                None => (Json::Null, None),
+            };
+            topic_avro.push(ConnectAvro {
+                topic: topic.clone(),
+                key_schema,
+                key,
+                value_schema,
+                value,
+            });
+        }
+        for (index, (theirs, ours)) in theirs.iter().zip(&topic_avro).enumerate() {
+            let mut record = |path: String, detail: String| {
+                found
+                    .entry(format!("{label}{}", kind_of(&path)))
+                    .or_insert(format!("{topic} record {index}: {detail}"));
+            };
+            for (side, their_schema, their_data, our_schema, our_data) in [
+                (
+                    "key",
+                    &theirs.key_schema,
+                    theirs.key.as_deref(),
+                    &ours.key_schema,
+                    ours.key.as_deref(),
+                ),
+                (
+                    "value",
+                    &theirs.value_schema,
+                    theirs.value.as_deref(),
+                    &ours.value_schema,
+                    ours.value.as_deref(),
+                ),
+            ] {
+                diff(
+                    &format!("{side}.schema"),
+                    their_schema,
+                    our_schema,
+                    "name",
+                    &mut record,
+                );
+                diff(
+                    &format!("{side}.data"),
+                    &decoded(their_schema, their_data),
+                    &decoded(our_schema, our_data),
+                    "name",
+                    &mut record,
+                );
+            }
+        }
+        ours_avro.extend(topic_avro);
+        inputs.extend(topic_inputs);
     }
     // A Kafka Connect sink with an Avro converter reads every tidemark record (it refuses
     // none), with the op, key and row columns Debezium's records have.
@@ -234,6 +284,9 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
         .unwrap_or_else(|e| panic!("a Connect Avro consumer reading tidemark's records: {e}"));
     assert_eq!(read_back.len(), ours_avro.len());
     for (index, ((_, key, value), theirs)) in read_back.iter().zip(&inputs).enumerate() {
+        if theirs.0 != table_topic {
+            continue;
+        }
         assert_eq!(
             key["payload"], theirs.1["payload"],
             "record {index}: the key read back"

@@ -16,7 +16,8 @@
 //!   are its Connect schemas (`crate::schema::connect_schema`, as the JSON output declares them)
 //!   translated as a Kafka Connect Avro converter translates Debezium's
 //!   ([`crate::schema::connect_avro`]), and each event's Connect payload is written by the
-//!   translation's plan; logical messages likewise. As in tidemark's own mapping, a
+//!   translation's plan; logical messages, heartbeats and transaction metadata likewise
+//!   (Debezium's `MessageValue`, `Heartbeat`, `TransactionMetadataKey`/`Value`). As in tidemark's own mapping, a
 //!   column's comment is its row field's `doc` and a column renamed by captured DDL keeps
 //!   its old name in the field's `aliases`.
 //!
@@ -34,7 +35,8 @@ use crate::domain::event::{ChangeEvent, EnvelopeContext, TableSchema};
 use crate::schema::avro::{derive_renamed, frame_header};
 use crate::schema::avro_write::AvroWriter;
 use crate::schema::change::{ShapeInUse, columns_of_envelope};
-use crate::schema::connect_avro::ConnectPlans;
+use crate::schema::connect_avro::{ConnectAvro, ConnectPlans};
+use crate::schema::connect_schema;
 use crate::schema::fixed::FixedSchema;
 use crate::schema::registry_client::RegistryClient;
 
@@ -112,6 +114,8 @@ pub(crate) struct AvroEncoder {
     /// Ids of fixed schemas by schema, then topic (few of each): looked up per record
     /// without building the subject name.
     fixed_ids: HashMap<FixedSchema, Vec<(Box<str>, u32)>>,
+    /// The Connect mapping's forms of Debezium's fixed records.
+    connect_fixed: HashMap<FixedSchema, Arc<ConnectAvro>>,
     /// The ids of the Connect mapping's message schemas, by topic.
     message_ids: Vec<(Box<str>, SchemaIds)>,
 }
@@ -134,6 +138,7 @@ impl AvroEncoder {
             context,
             redirects: HashMap::new(),
             fixed_ids: HashMap::new(),
+            connect_fixed: HashMap::new(),
             message_ids: Vec::new(),
         }
     }
@@ -311,13 +316,55 @@ impl AvroEncoder {
         if let Some((schema, json)) = key_schema {
             let id = self.fixed_id(topic, schema).await?;
             frame_header(key, id);
-            schema.encode(json, key)?;
+            self.write_fixed(schema, json, key)?;
         }
         let id = self.fixed_id(topic, value_schema).await?;
         value.clear();
         frame_header(value, id);
-        value_schema.encode(value_json, value)?;
+        self.write_fixed(value_schema, value_json, value)?;
         Ok(has_key)
+    }
+
+    /// A fixed record's form in the Connect mapping: the heartbeat's and the transaction
+    /// metadata's Connect schemas (Debezium's, as the JSON output declares them)
+    /// translated; none for tidemark's own records (schema changes) and in tidemark's
+    /// mapping, which use `schemas/*.avsc` as they are.
+    fn connect_fixed(
+        &mut self,
+        schema: FixedSchema,
+    ) -> Result<Option<Arc<ConnectAvro>>, KafkaError> {
+        let debeziums = matches!(
+            schema,
+            FixedSchema::HeartbeatKey
+                | FixedSchema::Heartbeat
+                | FixedSchema::TransactionKey
+                | FixedSchema::TransactionMetadata
+        );
+        if !(self.context.connect_avro && debeziums) {
+            return Ok(None);
+        }
+        if let Some(form) = self.connect_fixed.get(&schema) {
+            return Ok(Some(form.clone()));
+        }
+        let form = Arc::new(ConnectAvro::from_connect(&connect_schema::fixed_schema(
+            schema,
+        ))?);
+        self.connect_fixed.insert(schema, form.clone());
+        Ok(Some(form))
+    }
+
+    /// Writes a fixed record's data in its form (see [`AvroEncoder::connect_fixed`]).
+    fn write_fixed(
+        &mut self,
+        schema: FixedSchema,
+        json: serde_json::Value,
+        out: &mut Vec<u8>,
+    ) -> Result<(), KafkaError> {
+        match self.connect_fixed(schema)? {
+            Some(form) => form.write(&json, out)?,
+            None => schema.encode(json, out)?,
+        }
+        Ok(())
     }
 
     /// Whether logical messages are written in the Connect mapping
@@ -362,15 +409,25 @@ impl AvroEncoder {
     }
 
     async fn fixed_id(&mut self, topic: &str, schema: FixedSchema) -> Result<u32, KafkaError> {
-        let known = self.fixed_ids.entry(schema).or_default();
-        if let Some((_, id)) = known.iter().find(|(t, _)| &**t == topic) {
+        let known = self
+            .fixed_ids
+            .get(&schema)
+            .and_then(|known| known.iter().find(|(t, _)| &**t == topic));
+        if let Some((_, id)) = known {
             return Ok(*id);
         }
+        let text = match self.connect_fixed(schema)? {
+            Some(form) => form.schema.to_string(),
+            None => schema.text().to_owned(),
+        };
         let id = self
             .client
-            .register(&format!("{topic}-{}", schema.part()), schema.text())
+            .register(&format!("{topic}-{}", schema.part()), &text)
             .await?;
-        known.push((topic.into(), id));
+        self.fixed_ids
+            .entry(schema)
+            .or_default()
+            .push((topic.into(), id));
         Ok(id)
     }
 }

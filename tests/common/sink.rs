@@ -5,7 +5,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tidemark::config::Config;
-use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::schema::registry_http::EmbeddedRegistry;
 use tidemark::sink::{SinkError, SinkOptions, SinkStats, run_sink};
@@ -19,7 +18,8 @@ pub async fn avro_output(
     config: &Config,
     database: &str,
 ) -> (KafkaOutput, Option<EmbeddedRegistry>, String) {
-    let context = EnvelopeContext::new(&config.name, database);
+    let mut context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
+    context.database = database.to_owned();
     let (output, registry) = KafkaOutput::from_config(config, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
