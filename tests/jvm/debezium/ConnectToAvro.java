@@ -14,7 +14,9 @@
 // input line is {"topic", "key_schema", "key", "value_schema", "value"} in that form, and each
 // output line {"topic", "key", "value"} the Connect data AvroData gives, written by
 // JsonConverter with schemas.enable=true. A record the converter refuses stops the harness
-// (exit status 1, the error on stderr).
+// (exit status 1, the error on stderr). Non-finite floats, which JsonConverter writes as text
+// and reads back as 0.0, are restored from the input's payload, so the records carry what
+// Debezium's own do.
 
 import java.io.ByteArrayOutputStream;
 import java.io.PrintWriter;
@@ -35,7 +37,9 @@ import org.apache.avro.generic.GenericDatumWriter;
 import org.apache.avro.io.BinaryEncoder;
 import org.apache.avro.io.DecoderFactory;
 import org.apache.avro.io.EncoderFactory;
+import org.apache.kafka.connect.data.Field;
 import org.apache.kafka.connect.data.SchemaAndValue;
+import org.apache.kafka.connect.data.Struct;
 import org.apache.kafka.connect.json.JsonConverter;
 
 import io.apicurio.registry.serde.avro.NonRecordContainer;
@@ -43,6 +47,58 @@ import io.apicurio.registry.utils.converter.avro.AvroData;
 import io.apicurio.registry.utils.converter.avro.AvroDataConfig;
 
 public class ConnectToAvro {
+
+    /// The Connect value JsonConverter read from `payload`, with the non-finite floats it
+    /// lost put back: JsonConverter writes NaN and ±Infinity as text ("NaN") but reads
+    /// text as 0.0, so a record rebuilt from Debezium's JSON would carry 0 where Debezium's
+    /// own record (converted to Avro directly) carries NaN.
+    private static Object nonFinite(org.apache.kafka.connect.data.Schema schema, Object value, JsonNode payload) {
+        if (schema == null || value == null || payload == null || payload.isNull()) {
+            return value;
+        }
+        switch (schema.type()) {
+            case FLOAT64:
+            case FLOAT32:
+                if (payload.isTextual()) {
+                    double d = switch (payload.asText()) {
+                        case "NaN" -> Double.NaN;
+                        case "Infinity" -> Double.POSITIVE_INFINITY;
+                        case "-Infinity" -> Double.NEGATIVE_INFINITY;
+                        default -> 0.0;
+                    };
+                    return schema.type() == org.apache.kafka.connect.data.Schema.Type.FLOAT32 ? (Object) (float) d : (Object) d;
+                }
+                return value;
+            case STRUCT:
+                Struct struct = (Struct) value;
+                for (Field field : schema.fields()) {
+                    Object fixed = nonFinite(field.schema(), struct.get(field), payload.get(field.name()));
+                    if (fixed != struct.get(field)) {
+                        struct.put(field, fixed);
+                    }
+                }
+                return struct;
+            case ARRAY:
+                @SuppressWarnings("unchecked")
+                List<Object> items = (List<Object>) value;
+                for (int i = 0; i < items.size() && i < payload.size(); i++) {
+                    items.set(i, nonFinite(schema.valueSchema(), items.get(i), payload.get(i)));
+                }
+                return items;
+            default:
+                return value;
+        }
+    }
+
+    /// A side of a record as Connect data, read by `converter` from its JSON.
+    private static SchemaAndValue connect(JsonConverter converter, String topic, JsonNode node,
+            ObjectMapper mapper) throws Exception {
+        SchemaAndValue data = converter.toConnectData(topic, bytes(node, mapper));
+        if (node == null || node.isNull() || data.schema() == null) {
+            return data;
+        }
+        return new SchemaAndValue(data.schema(), nonFinite(data.schema(), data.value(), node.get("payload")));
+    }
 
     private static byte[] bytes(JsonNode node, ObjectMapper mapper) throws Exception {
         return node == null || node.isNull() ? null : mapper.writeValueAsBytes(node);
@@ -114,8 +170,8 @@ public class ConnectToAvro {
                     }
                     ObjectNode result = mapper.createObjectNode();
                     result.put("topic", topic);
-                    side(result, "key", keys.toConnectData(topic, bytes(record.get("key"), mapper)), avro, mapper);
-                    side(result, "value", values.toConnectData(topic, bytes(record.get("value"), mapper)), avro, mapper);
+                    side(result, "key", connect(keys, topic, record.get("key"), mapper), avro, mapper);
+                    side(result, "value", connect(values, topic, record.get("value"), mapper), avro, mapper);
                     out.println(mapper.writeValueAsString(result));
                 } catch (Exception e) {
                     System.err.println("record " + index + " of " + topic + ": " + e);
