@@ -136,7 +136,7 @@ pub enum KafkaError {
     Registry(#[from] crate::schema::registry_client::RegistryClientError),
     /// The registry refused a table's new schema and the policy is `fail`.
     #[error(
-        "the schema registry refused the new schema of {table} under subject {subject} as incompatible ({reasons}); the stream stopped before the first row with the new shape. Remedy: set [registry] on_incompatible = \"relax\" or \"new-topic\", or change the subject's compatibility level"
+        "the schema registry refused the new schema of {table} under subject {subject} as incompatible ({reasons}); the stream stopped before the first row with the new shape. Remedy: set [registry] on_incompatible = \"relax\" or \"new-topic\", or change the subject's compatibility level; a subject registered by an earlier tidemark in its own Avro mapping keeps it with [events] avro_mapping = \"tidemark\""
     )]
     Incompatible {
         /// `schema.table`.
