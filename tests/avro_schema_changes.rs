@@ -12,8 +12,7 @@ use apache_avro::types::Value as Avro;
 use common::kafka::{Record, consume_until, drain};
 use common::*;
 use tidemark::capture::reader::{ReaderError, ReaderStats};
-use tidemark::config::Config;
-use tidemark::domain::event::EnvelopeContext;
+use tidemark::config::{AvroMapping, Config};
 use tidemark::kafka::KafkaOutput;
 use tidemark::schema::registry_client::RegistryClient;
 use tidemark::testing::{KafkaBroker, TestDatabase};
@@ -49,11 +48,23 @@ impl AvroRun {
     }
 }
 
+/// The error a run stops with (within a minute); the test fails if it goes on or ends well.
+async fn stopped_with(run: AvroRun) -> String {
+    tokio::time::timeout(Duration::from_secs(60), run.task)
+        .await
+        .unwrap_or_else(|_| panic!("the connector did not stop"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| panic!("the connector accepted an incompatible schema"))
+}
+
 async fn start(config: Config, client: &tokio_postgres::Client) -> AvroRun {
     tidemark::source::setup::setup(&config)
         .await
         .unwrap_or_else(|e| panic!("setup: {e}"));
-    let context = EnvelopeContext::new(&config.name, "test");
+    let mut context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
+    context.database = "test".into();
     let (output, registry) = KafkaOutput::from_config(&config, context)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -346,14 +357,7 @@ async fn an_incompatible_change_under_fail_stops_before_the_row_and_names_the_su
         "ALTER TABLE t ALTER COLUMN n TYPE text; INSERT INTO t VALUES (2, 'two')",
     )
     .await;
-    let outcome = tokio::time::timeout(Duration::from_secs(60), run.task)
-        .await
-        .unwrap_or_else(|_| panic!("the connector did not stop"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let error = outcome
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| panic!("the connector accepted an incompatible schema"));
+    let error = stopped_with(run).await;
     assert!(
         error.contains("avfail.public.t-value") && error.contains("on_incompatible"),
         "{error}"
@@ -363,6 +367,51 @@ async fn an_incompatible_change_under_fail_stops_before_the_row_and_names_the_su
         confirmed <= before_refused,
         "the refused row's transaction must not be confirmed: {confirmed} > {before_refused}"
     );
+}
+
+/// Upgrading: subjects registered in tidemark's own Avro mapping refuse the Connect
+/// mapping's schemas (a `timestamptz` from `long` to `string`); under `fail` the source
+/// stops before the row, naming the subject and the setting that keeps the old mapping, and
+/// with that setting it goes on from where it stopped.
+#[tokio::test]
+async fn subjects_of_the_old_mapping_stop_the_new_one_naming_the_way_back() {
+    let (db, client) = database("avro_upgrade").await;
+    exec(
+        &client,
+        "CREATE TABLE t (id int PRIMARY KEY, at timestamptz)",
+    )
+    .await;
+    let new = avro_config(&db, "avupg", "fail", false);
+    let mut old = new.clone();
+    old.events.avro_mapping = Some(AvroMapping::Tidemark);
+    let bootstrap = new
+        .kafka
+        .as_ref()
+        .map(|k| k.brokers.clone())
+        .unwrap_or_default();
+    let run = start(old.clone(), &client).await;
+    exec(&client, "INSERT INTO t VALUES (1, now())").await;
+    consume_until(&bootstrap, "avupg.public.t", Duration::from_secs(60), |r| {
+        !r.is_empty()
+    })
+    .await;
+    run.stop().await;
+
+    let run = start(new, &client).await;
+    exec(&client, "INSERT INTO t VALUES (2, now())").await;
+    let error = stopped_with(run).await;
+    assert!(
+        error.contains("avupg.public.t-value") && error.contains("avro_mapping = \"tidemark\""),
+        "{error}"
+    );
+
+    let run = start(old, &client).await;
+    let rows = consume_until(&bootstrap, "avupg.public.t", Duration::from_secs(60), |r| {
+        r.len() >= 2
+    })
+    .await;
+    run.stop().await;
+    assert_eq!(rows.len(), 2, "the second row, once, after the way back");
 }
 
 #[tokio::test]
