@@ -29,13 +29,13 @@ const TABLE: &str = "CREATE TYPE av_mood AS ENUM ('sad', 'happy');
     CREATE TABLE av (id int PRIMARY KEY, i2 int2, i8 int8 NOT NULL DEFAULT 7, b bool, f4 real, f8 float8,
       n numeric(10,2), nu numeric, txt text, vc varchar(10), d date, tm time, tm3 time(3),
       ts timestamp, ts3 timestamp(3), tstz timestamptz, ttz timetz, iv interval, u uuid, j jsonb,
-      by bytea, arr int[], tarr text[], m money, b3 bit(3), mo av_mood);
+      by bytea, arr int[], tarr text[], m money, b3 bit(3), mo av_mood, dn int DEFAULT 5);
     INSERT INTO av VALUES (1, 1, 10, true, 1.5, 2.25, 12.34, 123.456, 'one', 'v1', '2024-01-02',
       '03:04:05.25', '03:04:05.678', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.678',
       '2024-01-02 03:04:05.5+02', '01:02:03.5+02', '1 day 02:00:00', '6f1c1c1e-0000-4000-8000-000000000001',
-      '{\"a\": 1}', '\\x0102', '{1,NULL,3}', '{a,NULL}', 12.5, B'101', 'happy'),
+      '{\"a\": 1}', '\\x0102', '{1,NULL,3}', '{a,NULL}', 12.5, B'101', 'happy', 1),
       (2, NULL, 20, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
 /// An insert, an update, a delete and a primary-key change; a transactional and a
 /// non-transactional logical message.
@@ -77,6 +77,10 @@ const MESSAGE_COUNT: &str = "a transactional logical message: Debezium counts it
 /// registered Avro schemas (`value.schema.fields.row`: the `before`/`after` row record),
 /// `data` paths in the decoded records.
 const KNOWN: &[(&str, &str)] = &[
+    (
+        "value.data.row.dn",
+        "an explicit NULL in a column with a default (dn, snapshot row 2): Debezium's JSON, which the oracle starts from, already holds the default (JsonConverter's replace.null.with.default); tidemark writes the NULL, the same deliberate difference as in JSON (what an Avro converter fed Debezium's records directly writes is not observed here)",
+    ),
     // i8 is the table's one NOT NULL value column (the key is required on both sides).
     (
         "value.schema.fields.row.type[1].fields.i8.type",
