@@ -13,7 +13,6 @@ use common::kafka::{Record, consume_until, drain};
 use common::*;
 use tidemark::capture::reader::{ReaderError, ReaderStats};
 use tidemark::config::{AvroMapping, Config};
-use tidemark::kafka::KafkaOutput;
 use tidemark::schema::registry_client::RegistryClient;
 use tidemark::testing::{KafkaBroker, TestDatabase};
 use tokio::sync::watch;
@@ -63,15 +62,7 @@ async fn start(config: Config, client: &tokio_postgres::Client) -> AvroRun {
     tidemark::source::setup::setup(&config)
         .await
         .unwrap_or_else(|e| panic!("setup: {e}"));
-    let mut context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
-    context.database = "test".into();
-    let (output, registry) = KafkaOutput::from_config(&config, context)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let registry_url = registry
-        .as_ref()
-        .map(|r| r.url())
-        .unwrap_or_else(|| panic!("no embedded registry"));
+    let (output, registry, registry_url) = common::sink::avro_output(&config, "test").await;
     let (stop, task) = spawn_reader(config, output, client).await;
     AvroRun {
         stop,

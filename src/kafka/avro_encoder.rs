@@ -10,7 +10,8 @@
 //!   `NONE` and registers; `new-topic` moves the table to `<topic>-v2` (`-v3`, …: the first
 //!   whose subjects accept the schema, so a restart finds the same topic again).
 //! - Fixed records (heartbeats, messages, transaction metadata, schema changes) use the
-//!   schemas in `schemas/`, registered under their topics' subjects.
+//!   schemas in `schemas/` in tidemark's own mapping (schema changes in both), registered
+//!   under their topics' subjects.
 //!
 //! - With `[events] avro_mapping = "connect"` (the `debezium` preset's), a table's schemas
 //!   are its Connect schemas (`crate::schema::connect_schema`, as the JSON output declares them)
@@ -59,8 +60,9 @@ pub(crate) struct Registered {
 pub(crate) struct TableWriter {
     context: EnvelopeContext,
     writer: AvroWriter,
-    /// With the Connect mapping: the key and value plans of each registered value schema.
-    connect: HashMap<u32, Arc<ConnectPlans>>,
+    /// With the Connect mapping: the key and value plans of each registered value schema
+    /// (shared: the writer is cloned per batch, the map changes only on registration).
+    connect: Arc<HashMap<u32, Arc<ConnectPlans>>>,
 }
 
 impl TableWriter {
@@ -74,7 +76,13 @@ impl TableWriter {
         key: &mut Vec<u8>,
         value: &mut Vec<u8>,
     ) -> Result<bool, KafkaError> {
-        if let Some(plans) = self.connect.get(&value_id) {
+        if self.context.connect_avro {
+            // Registration stores the plans of every id it hands out in this mapping.
+            let plans = self.connect.get(&value_id).ok_or_else(|| {
+                crate::schema::avro::AvroError::Encode(format!(
+                    "no Connect mapping plan for value schema {value_id} (a bug: please report it)"
+                ))
+            })?;
             let record = JsonRecord {
                 event,
                 context: &self.context,
@@ -133,7 +141,7 @@ impl AvroEncoder {
             table_writer: TableWriter {
                 context: context.clone(),
                 writer: AvroWriter::default(),
-                connect: HashMap::new(),
+                connect: Arc::default(),
             },
             context,
             redirects: HashMap::new(),
@@ -272,7 +280,7 @@ impl AvroEncoder {
             tracing::warn!(table = %table.qualified_name(), %note, "schema registry policy applied");
         }
         if let Some(plans) = plans {
-            self.table_writer.connect.insert(value_id, plans);
+            Arc::make_mut(&mut self.table_writer.connect).insert(value_id, plans);
         }
         Ok(Registered {
             topic,
@@ -400,7 +408,7 @@ impl AvroEncoder {
                     .client
                     .register(&format!("{topic}-value"), &plans.value.schema.to_string())
                     .await?;
-                self.table_writer.connect.insert(value_id, Arc::new(plans));
+                Arc::make_mut(&mut self.table_writer.connect).insert(value_id, Arc::new(plans));
                 self.message_ids.push((topic.into(), (key_id, value_id)));
                 (key_id, value_id)
             }

@@ -273,7 +273,7 @@ fn connect_source_type(avro_type: &serde_json::Value) -> Option<&str> {
         Some(branches) => branches.iter().find(|b| b.is_object())?,
         None => avro_type,
     };
-    typed["connect.parameters"]["__debezium.source.column.type"].as_str()
+    typed["connect.parameters"][super::connect_schema::SOURCE_TYPE_PARAMETER].as_str()
 }
 
 /// The changes from `before` to `after`. `renames` (old name, new name) come from captured

@@ -34,9 +34,9 @@
 //! `"Infinity"`, `"-Infinity"` in tidemark's payloads) as the floats. A field a record's
 //! payload lacks is null. An array of arrays in a column of a one-dimensional array type
 //! (PostgreSQL's array types carry no dimension count) is written as null with a warning and
-//! `tidemark_values_nulled_total`, as in tidemark's own mapping. A Connect field name Avro does not allow is made valid (as
-//! Debezium's `field.name.adjustment.mode = avro` does) and keeps its own name in a
-//! `tidemark.column` attribute, which the sink reads back.
+//! `tidemark_values_nulled_total`, as in tidemark's own mapping. A Connect field name Avro
+//! does not allow is made valid (as Debezium's `field.name.adjustment.mode = avro` does) and
+//! keeps its own name in a `tidemark.column` attribute, which the sink reads back.
 
 use std::collections::HashSet;
 
@@ -46,7 +46,7 @@ use serde_json::{Map, Value as Json, json};
 use super::avro::{AvroError, COLUMN_ATTRIBUTE, avro_name, frame_header};
 use super::avro_write::{write_bytes, write_long};
 use super::connect_schema::{
-    key_schema, make_columns_optional, message_key_schema, message_value_schema, value_schema,
+    avro_value_schema, key_schema, message_key_schema, message_value_schema,
 };
 use crate::domain::event::{EnvelopeContext, JsonRecord, TableSchema};
 
@@ -168,7 +168,7 @@ impl ConnectPlans {
     /// A table's key and envelope schemas in the Connect mapping: its Connect schemas, as
     /// the JSON output declares them ([`super::connect_schema`]) in `context`'s modes,
     /// translated, but for NOT NULL value columns other than the key's, which stay optional
-    /// ([`super::connect_schema::make_columns_optional`]); in the row record, column
+    /// ([`super::connect_schema::avro_value_schema`]); in the row record, column
     /// comments are the fields' `doc` and renamed columns (`(old, new)`) carry their old
     /// names as `aliases`.
     pub fn of_table(
@@ -180,15 +180,8 @@ impl ConnectPlans {
         let key = (!table.record_key_columns().is_empty())
             .then(|| ConnectAvro::from_connect(&key_schema(table, &context.prefix, mode)))
             .transpose()?;
-        let mut envelope = value_schema(table, &context.prefix, mode);
-        let key_columns: Vec<&str> = table
-            .record_key_columns()
-            .iter()
-            .filter_map(|&i| table.columns.get(i))
-            .map(|c| c.name.as_str())
-            .collect();
-        make_columns_optional(&mut envelope, &key_columns);
-        let mut value = ConnectAvro::from_connect(&envelope)?;
+        let mut value =
+            ConnectAvro::from_connect(&avro_value_schema(table, &context.prefix, mode))?;
         let comments: Vec<(&str, &str)> = table
             .columns
             .iter()
@@ -471,13 +464,14 @@ fn record(connect: &Json, names: &mut Names) -> Result<(Json, Plan), AvroError> 
             .as_str()
             .ok_or_else(|| invalid(field, "a struct field without a name"))?;
         let (schema, plan) = translate(field, names, false)?;
-        let mut avro_field = json!({"name": avro_name(name), "type": schema});
+        let field_name = avro_name(name);
+        let mut avro_field = json!({"name": field_name, "type": schema});
         if let Some(default) = field.get("default").filter(|d| !d.is_null()) {
             avro_field["default"] = avro_default(field, default)?;
         } else if field["optional"] == true {
             avro_field["default"] = Json::Null;
         }
-        if avro_name(name) != name {
+        if field_name != name {
             avro_field[COLUMN_ATTRIBUTE] = json!(name);
         }
         fields.push(avro_field);

@@ -265,12 +265,32 @@ fn transaction_schema() -> Json {
 
 /// The envelope (value) schema of a table's events, decimals and times in `mode`.
 pub fn value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
+    envelope_schema(table, prefix, mode, false)
+}
+
+/// [`value_schema`] for Avro (the Connect Avro mapping): NOT NULL value columns stay
+/// optional (with their defaults), all but the record key's. A registry refuses a field
+/// that turns required as an incompatible change, so with Debezium's required fields an
+/// `ALTER COLUMN … SET NOT NULL` would stop a running pipeline (Debezium behind an Avro
+/// converter stops there). JSON keeps Debezium's required fields: nothing checks its
+/// compatibility.
+pub fn avro_value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
+    envelope_schema(table, prefix, mode, true)
+}
+
+/// The envelope schema; `avro`: NOT NULL only required for the record key's columns.
+fn envelope_schema(table: &TableSchema, prefix: &str, mode: WireMode, avro: bool) -> Json {
     let row_name = format!("{prefix}.{}.{}.Value", table.schema, table.name);
+    let key = table.record_key_columns();
+    let required = |index: usize, column: &Column| {
+        column.not_null && mode.debezium_types && (!avro || key.contains(&index))
+    };
     let row = |field: &str| {
         let fields: Vec<Json> = table
             .columns
             .iter()
-            .map(|c| column_field(c, !(c.not_null && mode.debezium_types), mode))
+            .enumerate()
+            .map(|(i, c)| column_field(c, !required(i, c), mode))
             .collect();
         json!({ "type": "struct", "fields": fields, "optional": true, "name": row_name, "field": field })
     };
@@ -293,30 +313,6 @@ pub fn value_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
         "name": format!("{}.Envelope", crate::domain::names::topic_name(prefix, &table.schema, &table.name)),
         "version": 2,
     })
-}
-
-/// Makes every column of an envelope schema's `before`/`after` rows optional (keeping
-/// defaults) but the record key's (`keep`, which a key requires anyway), for Avro: a
-/// registry refuses a field that turns required as an incompatible change, and `ALTER
-/// COLUMN … SET NOT NULL` would then stop a running pipeline (Debezium with an Avro
-/// converter declares NOT NULL columns required, and stops there). JSON keeps Debezium's
-/// required fields: nothing checks its compatibility.
-pub fn make_columns_optional(envelope: &mut Json, keep: &[&str]) {
-    let Some(fields) = envelope["fields"].as_array_mut() else {
-        return;
-    };
-    for row in fields
-        .iter_mut()
-        .filter(|f| f["field"] == "before" || f["field"] == "after")
-    {
-        if let Some(columns) = row["fields"].as_array_mut() {
-            for column in columns {
-                if !keep.iter().any(|k| column["field"] == *k) {
-                    column["optional"] = json!(true);
-                }
-            }
-        }
-    }
 }
 
 /// The value schema of logical-message events (`op = m`): Debezium's `MessageValue`, with
@@ -694,18 +690,23 @@ mod tests {
 
     #[test]
     fn avro_keeps_not_null_columns_optional_with_their_defaults() {
-        let mut envelope = json!({"type": "struct", "fields": [
-            {"type": "struct", "field": "before", "optional": true, "fields": [
-                {"type": "int32", "optional": false, "field": "id"},
-                {"type": "int64", "optional": false, "default": 7, "field": "n"}]},
-            {"type": "string", "optional": false, "field": "op"}]});
-        make_columns_optional(&mut envelope, &["id"]);
-        assert_eq!(envelope["fields"][0]["fields"][0]["optional"], false);
-        assert_eq!(
-            envelope["fields"][0]["fields"][1],
-            json!({"type": "int64", "optional": true, "default": 7, "field": "n"})
-        );
-        assert_eq!(envelope["fields"][1]["optional"], false);
+        let mut table = table();
+        for column in &mut table.columns {
+            column.not_null = true;
+        }
+        table.columns[1].default = ColumnDefault::Expression;
+        let value = avro_value_schema(&table, "shop", WireMode::default());
+        let after = &value["fields"][1]["fields"];
+        // The key column stays required; the others are optional, defaults kept.
+        assert_eq!(after[0]["optional"], false);
+        assert_eq!(after[1]["optional"], true);
+        assert_eq!(after[1]["default"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(after[2]["optional"], true);
+        assert_eq!(value["fields"][4]["field"], "op");
+        assert_eq!(value["fields"][4]["optional"], false);
+        // JSON keeps Debezium's required fields.
+        let json = value_schema(&table, "shop", WireMode::default());
+        assert_eq!(json["fields"][1]["fields"][1]["optional"], false);
     }
 
     #[test]

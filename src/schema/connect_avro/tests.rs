@@ -174,3 +174,44 @@ fn an_array_of_arrays_in_a_one_dimensional_column_is_null() {
         ("tags".into(), Avro::Union(0, Box::new(Avro::Null)))
     );
 }
+
+#[test]
+fn debeziums_fixed_records_translate_and_round_trip() {
+    use crate::schema::connect_schema::fixed_schema;
+    use crate::schema::fixed::FixedSchema;
+    for (fixed, data) in [
+        (FixedSchema::HeartbeatKey, json!({"serverName": "shop"})),
+        (
+            FixedSchema::Heartbeat,
+            json!({"ts_ms": 1_700_000_000_000_i64, "lsn": 4_242}),
+        ),
+        (FixedSchema::TransactionKey, json!({"id": "758:28875680"})),
+        (
+            FixedSchema::TransactionMetadata,
+            json!({"status": "END", "id": "758:28875680", "event_count": 3,
+                "data_collections": [{"data_collection": "public.t", "event_count": 3}],
+                "ts_ms": 1_700_000_000_000_i64}),
+        ),
+    ] {
+        let translated =
+            ConnectAvro::from_connect(&fixed_schema(fixed)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            translated.schema["connect.name"].is_string(),
+            "{fixed:?}: {}",
+            translated.schema
+        );
+        let mut out = Vec::new();
+        translated
+            .write(&data, &mut out)
+            .unwrap_or_else(|e| panic!("{fixed:?}: {e}"));
+        let schema =
+            apache_avro::Schema::parse(&translated.schema).unwrap_or_else(|e| panic!("{e}"));
+        let read = crate::schema::avro::read_datum(&schema, &mut &out[..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            crate::schema::avro::connect_json_value(&read),
+            data,
+            "{fixed:?}"
+        );
+    }
+}

@@ -164,8 +164,10 @@ impl Decoder {
         }))
     }
 
-    /// A record a Connect Avro converter wrote (Debezium's Avro topics): decoded as the JSON
-    /// `JsonConverter` would have written for the same Connect data (`connect_avro`).
+    /// A record in Kafka Connect's Avro form (Debezium's through a converter, or tidemark's
+    /// `connect` mapping): its datum as the payload `JsonConverter` would have written for the
+    /// same Connect data, decoded as Debezium's JSON is, with the shape of its schema ids'
+    /// Connect schemas (`connect_avro::connect_schema`), read once per pair.
     async fn decode_connect_avro(
         &mut self,
         raw: &RawRecord<'_>,
@@ -173,39 +175,27 @@ impl Decoder {
         value_id: u32,
         value: &Avro,
     ) -> Result<Option<SinkRecord>, DecodeError> {
-        let value_json = connect_avro::connect_json(&self.connect_schema(value_id).await?, value);
-        let key_json = match key {
-            Some((id, datum)) => {
-                let schema = self.avro_schema(id).await?;
-                let key_value = crate::schema::avro::read_datum(&schema.schema, &mut &datum[..])
-                    .map_err(|e| malformed(format!("key (schema {id}): {e}")))?;
-                Some(connect_avro::connect_json(
-                    &self.connect_schema(id).await?,
-                    &key_value,
-                ))
+        let key_id = key.map(|(id, _)| id);
+        let known = match self.connect_avro_shapes.get(&(key_id, value_id)) {
+            Some(known) => known.clone(),
+            None => {
+                let envelope =
+                    connect_avro::connect_schema(&self.avro_schema(value_id).await?.json, false);
+                let key_schema = match key_id {
+                    Some(id) => Some(connect_avro::connect_schema(
+                        &self.avro_schema(id).await?.json,
+                        false,
+                    )),
+                    None => None,
+                };
+                let known = json::connect_shape_of(&envelope, key_schema.as_ref())?;
+                self.connect_avro_shapes
+                    .insert((key_id, value_id), known.clone());
+                known
             }
-            None => None,
         };
-        self.decode_json(&RawRecord {
-            topic: raw.topic,
-            key: key_json.as_deref(),
-            value: Some(&value_json),
-            header_position: raw.header_position,
-        })
-    }
-
-    /// The Connect schema's text of Avro schema `id` (`connect_avro::connect_schema`),
-    /// translated once.
-    async fn connect_schema(&mut self, id: u32) -> Result<Arc<str>, DecodeError> {
-        if let Some(text) = self.connect_schemas.get(&id) {
-            return Ok(text.clone());
-        }
-        let schema = self.avro_schema(id).await?;
-        let text: Arc<str> = connect_avro::connect_schema(&schema.json, false)
-            .to_string()
-            .into();
-        self.connect_schemas.insert(id, text.clone());
-        Ok(text)
+        let payload = crate::schema::avro::connect_json_value(value);
+        self.decode_envelope(raw, &payload, Some(known))
     }
 
     pub(super) fn tombstone_avro(

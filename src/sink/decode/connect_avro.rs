@@ -3,9 +3,11 @@
 //! preset's): the record carries Connect's schema as Avro properties (`connect.name`,
 //! `connect.version`, `connect.parameters`, `connect.type`) instead of tidemark's own
 //! attributes, and Debezium's value forms. Such a record is read back
-//! into what Kafka Connect's `JsonConverter` would have written for the same Connect data
-//! (`{"schema","payload"}`), and decoded as Debezium's JSON topics are: one reading of
-//! Debezium's encodings (decimals, millisecond times, `MicroDuration`, `Bits`, ...) for both.
+//! into what Kafka Connect's `JsonConverter` would have written for the same Connect data:
+//! the schema translated once per schema id into a Connect schema (and so a table shape),
+//! each datum into the payload (`crate::schema::avro::connect_json_value`, no JSON text in
+//! between), decoded as Debezium's JSON topics are: one reading of Debezium's encodings
+//! (decimals, millisecond times, `MicroDuration`, `Bits`, ...) for both.
 //!
 //! The schema's translation follows the Avro converter's in reverse: a record is a struct
 //! named by `connect.name`, `["null", T]` an optional `T`, `int` an `int32` (or the
@@ -13,7 +15,6 @@
 //! string, a map a map. Data: records as objects, bytes and decimals as base64 (JsonConverter's
 //! bytes), unions by their branch.
 
-use apache_avro::types::Value as Avro;
 use serde_json::{Value as Json, json};
 
 /// Whether an Avro value schema is in Kafka Connect's form (Debezium's through an Avro
@@ -118,22 +119,10 @@ fn connect_primitive(avro: &str, connect_type: Option<&str>) -> &'static str {
     }
 }
 
-/// `JsonConverter`'s bytes (`{"schema","payload"}`) of an Avro datum whose Connect schema's
-/// text is `connect_schema` ([`connect_schema`], kept per schema id by the decoder).
-pub(super) fn connect_json(connect_schema: &str, value: &Avro) -> Vec<u8> {
-    let mut out = Vec::with_capacity(connect_schema.len() + 256);
-    out.extend_from_slice(b"{\"schema\":");
-    out.extend_from_slice(connect_schema.as_bytes());
-    out.extend_from_slice(b",\"payload\":");
-    // Writing a `serde_json::Value` to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &crate::schema::avro::connect_json_value(value));
-    out.push(b'}');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apache_avro::types::Value as Avro;
 
     #[test]
     fn connect_properties_become_the_connect_schema() {

@@ -21,6 +21,58 @@ impl Decoder {
             (Some(schema), Some(payload)) => (Some(schema.get()), parse_json(payload.get())?),
             _ => (None, parse_json_bytes(bytes)?),
         };
+        let known = match schema {
+            Some(schema) => Some(self.connect_shape(schema, raw.key)?),
+            None => None,
+        };
+        self.decode_envelope(raw, &payload, known)
+    }
+
+    /// The shape of a Connect value schema's text under the key's schema (a new primary
+    /// key can leave the value schema as it was), read once per pair.
+    fn connect_shape(
+        &mut self,
+        schema: &str,
+        key: Option<&[u8]>,
+    ) -> Result<(Arc<TableShape>, Encodings), DecodeError> {
+        // The key's schema, split from its payload as the value's is.
+        let key_top: Option<HashMap<&str, &RawValue>> =
+            key.and_then(|k| serde_json::from_slice(k).ok());
+        let key_text = key_top
+            .as_ref()
+            .and_then(|k| k.get("schema"))
+            .map(|s| s.get());
+        let known = self.connect_shapes.get(schema).and_then(|shapes| {
+            shapes
+                .iter()
+                .find(|(key, ..)| key.as_deref() == key_text)
+                .map(|(_, shape, encodings)| (shape.clone(), encodings.clone()))
+        });
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let envelope = parse_json(schema)?;
+        let key_schema = key_text.map(parse_json).transpose()?;
+        let (shape, encodings) = connect_shape_of(&envelope, key_schema.as_ref())?;
+        self.connect_shapes
+            .entry(schema.to_owned())
+            .or_default()
+            .push((
+                key_text.map(str::to_owned),
+                shape.clone(),
+                encodings.clone(),
+            ));
+        Ok((shape, encodings))
+    }
+
+    /// A change envelope's payload (JsonConverter's form) as a sink record: typed by `known`
+    /// (a Connect schema's shape), else by the shape inferred from the rows seen.
+    pub(super) fn decode_envelope(
+        &mut self,
+        raw: &RawRecord<'_>,
+        payload: &Json,
+        known: Option<(Arc<TableShape>, Encodings)>,
+    ) -> Result<Option<SinkRecord>, DecodeError> {
         let Some(op) = payload.get("op").and_then(Json::as_str) else {
             return Ok(None);
         };
@@ -45,42 +97,8 @@ impl Decoder {
             _ => return Ok(None),
         };
         let row_json = payload.get(row_field).filter(|r| r.is_object());
-        let (shape, encodings) = match schema {
-            Some(schema) => {
-                // The key's schema, split from its payload as the value's is.
-                let key_top: Option<HashMap<&str, &RawValue>> =
-                    raw.key.and_then(|k| serde_json::from_slice(k).ok());
-                let key_text = key_top
-                    .as_ref()
-                    .and_then(|k| k.get("schema"))
-                    .map(|s| s.get());
-                let known = self.connect_shapes.get(schema).and_then(|shapes| {
-                    shapes
-                        .iter()
-                        .find(|(key, ..)| key.as_deref() == key_text)
-                        .map(|(_, shape, encodings)| (shape.clone(), encodings.clone()))
-                });
-                match known {
-                    Some(known) => known,
-                    None => {
-                        let envelope = parse_json(schema)?;
-                        let key_schema = key_text.map(parse_json).transpose()?;
-                        let shape = shape::from_connect(&envelope, key_schema.as_ref())
-                            .ok_or_else(|| malformed("Connect schema without a before field"))?;
-                        let shape = Arc::new(shape);
-                        let encodings: Encodings = shape::connect_encodings(&envelope).into();
-                        self.connect_shapes
-                            .entry(schema.to_owned())
-                            .or_default()
-                            .push((
-                                key_text.map(str::to_owned),
-                                shape.clone(),
-                                encodings.clone(),
-                            ));
-                        (shape, encodings)
-                    }
-                }
-            }
+        let (shape, encodings) = match known {
+            Some(known) => known,
             None => (
                 self.inferred_shape(&table, row_json, raw.key)?,
                 Arc::from(Vec::new()),
@@ -243,6 +261,17 @@ pub(super) fn parse_json_bytes(bytes: &[u8]) -> Result<Json, DecodeError> {
 }
 
 /// A JSON key, parsed only where it is needed (a tombstone, a shape seen first).
+/// A table's shape, and each column's Connect encoding, from a Connect envelope schema and
+/// its key schema.
+pub(super) fn connect_shape_of(
+    envelope: &Json,
+    key: Option<&Json>,
+) -> Result<(Arc<TableShape>, Encodings), DecodeError> {
+    let shape = shape::from_connect(envelope, key)
+        .ok_or_else(|| malformed("Connect schema without a before field"))?;
+    Ok((Arc::new(shape), shape::connect_encodings(envelope).into()))
+}
+
 pub(super) fn key_json(key: Option<&[u8]>) -> Result<Option<Json>, DecodeError> {
     key.map(|k| {
         serde_json::from_slice(k)

@@ -132,9 +132,9 @@ pub struct Decoder {
     /// The bytes of the placeholder the topics' unchanged TOASTed values hold (Debezium's
     /// `unavailable.value.placeholder`).
     placeholder: Arc<[u8]>,
-    /// The Connect schema's text of each Avro schema (by id) a Connect Avro converter wrote
-    /// (`connect_avro`).
-    connect_schemas: HashMap<u32, Arc<str>>,
+    /// Shapes of Avro records in Kafka Connect's form, by key and value schema id, with each
+    /// column's Connect encoding (`connect_avro`).
+    connect_avro_shapes: HashMap<(Option<u32>, u32), (Arc<TableShape>, Encodings)>,
 }
 
 /// The raw parts of a Kafka record the decoder needs.
@@ -161,7 +161,7 @@ impl Decoder {
             topic_tables: HashMap::new(),
             prefix: prefix.to_owned(),
             placeholder: Arc::from(UNAVAILABLE_VALUE.as_bytes()),
-            connect_schemas: HashMap::new(),
+            connect_avro_shapes: HashMap::new(),
         }
     }
 
