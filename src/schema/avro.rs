@@ -563,10 +563,9 @@ pub fn connect_json_value(value: &Avro) -> Json {
         Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => b64(bytes),
         Avro::String(s) | Avro::Enum(_, s) => Json::String(s.clone()),
         Avro::Uuid(u) => Json::String(u.to_string()),
-        Avro::Decimal(d) => {
-            let bytes: Vec<u8> = d.clone().try_into().unwrap_or_default();
-            b64(&bytes)
-        }
+        // The unscaled value's minimal two's-complement bytes, as Connect's `Decimal` writes
+        // them (infallible, unlike apache-avro's sign-extended `Vec<u8>` conversion).
+        Avro::Decimal(d) => b64(&num_bigint::BigInt::from(d.clone()).to_signed_bytes_be()),
         Avro::Union(_, inner) => connect_json_value(inner),
         Avro::Array(items) => Json::Array(items.iter().map(connect_json_value).collect()),
         Avro::Map(map) => Json::Object(
