@@ -152,6 +152,7 @@ async fn failover_drill(delivery: &str, prefix: &str) {
     )
     .await;
     if exactly_once {
+        assert_keyless_copy_in_kafka_once(&client, &bootstrap, prefix).await;
         assert_keyless_copy_equal(&client, &warehouse_client).await;
     }
     wait_until(

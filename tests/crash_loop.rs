@@ -13,9 +13,10 @@
 //! The exactly-once version runs the same loop with `delivery = "exactly_once"`, the
 //! source and the sink both killed. Afterwards the warehouse equals the source, including
 //! `history_copy`, a keyless copy of `pgbench_history` kept by a trigger, whose rows the
-//! sink appends, so a change applied twice would show as an extra row; and a `read_committed` consumer finds every source change
-//! exactly once (by its position headers): each snapshot row, each history row, one
-//! update per pgbench transaction in each updated table, and no other record. What a
+//! sink appends, so a change applied twice would show as an extra row; and a
+//! `read_committed` consumer finds every source change exactly once (by its position
+//! headers): each snapshot row, each history row, one update per pgbench transaction in
+//! each updated table, each `history_copy` row, and no other record. What a
 //! killed producer left in an open transaction is aborted by the broker when the restarted
 //! producer registers the same transactional id, and `read_committed` skips it.
 //!
@@ -272,6 +273,7 @@ async fn sigkill_loop_exactly_once_leaves_every_change_in_kafka_once() {
     // Every change in Kafka exactly once.
     let transactions =
         assert_each_change_once(&client, &bootstrap, "crasheos", &snapshot_rows).await;
+    assert_keyless_copy_in_kafka_once(&client, &bootstrap, "crasheos").await;
     assert_keyless_copy_equal(&client, &warehouse_client).await;
     eprintln!(
         "{transactions} transactions, every change in Kafka exactly once, warehouse equal, retained WAL {} bytes, {} source and {} sink starts",

@@ -382,10 +382,66 @@ pub async fn keyless_history_copy(client: &tokio_postgres::Client) {
     .await;
 }
 
+/// Asserts that a `read_committed` consumer finds each row of the source's `history_copy`
+/// on `<prefix>.public.history_copy` exactly once, as an insert, and no other record: the
+/// keyless table's changes have no key to fold duplicates by, so this is where a change
+/// delivered twice, or a source transaction delivered in part, would show.
+pub async fn assert_keyless_copy_in_kafka_once(
+    client: &tokio_postgres::Client,
+    bootstrap: &str,
+    prefix: &str,
+) {
+    let expected = hids(client).await;
+    let topic = format!("{prefix}.public.history_copy");
+    let records = drain(bootstrap, &topic, true, Duration::from_secs(3)).await;
+    let mut seen: BTreeMap<i64, (i32, i64)> = BTreeMap::new();
+    for record in &records {
+        let value = record
+            .value
+            .as_ref()
+            .map(|v| v.get("payload").unwrap_or(v))
+            .unwrap_or_else(|| panic!("{topic}: a record without a JSON value"));
+        assert_eq!(
+            value["op"], "c",
+            "{topic}: a record other than an insert: {value}"
+        );
+        let hid = value["after"]["hid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{topic}: an insert without hid: {value}"));
+        if let Some(first) = seen.insert(hid, (record.partition, record.offset)) {
+            panic!(
+                "{topic}: hid {hid} twice under exactly-once, at (partition, offset) {first:?} and {:?}",
+                (record.partition, record.offset)
+            );
+        }
+    }
+    let in_kafka: BTreeSet<i64> = seen.keys().copied().collect();
+    let missing: Vec<&i64> = expected.difference(&in_kafka).take(10).collect();
+    let extra: Vec<&i64> = in_kafka.difference(&expected).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{topic}: source rows not in Kafka (first 10) {missing:?}, Kafka rows not at the source {extra:?}; {} records, {} source rows",
+        records.len(),
+        expected.len()
+    );
+}
+
+/// The `hid`s of a database's `history_copy`.
+async fn hids(client: &tokio_postgres::Client) -> BTreeSet<i64> {
+    text_rows(client, "SELECT hid::text FROM public.history_copy")
+        .await
+        .unwrap_or_else(|e| panic!("reading history_copy: {e}"))
+        .into_iter()
+        .filter_map(|row| row.first().cloned().flatten())
+        .filter_map(|hid| hid.parse().ok())
+        .collect()
+}
+
 /// Waits (at most 60 s: the sink may not have flushed its last batch of this table yet)
 /// until the warehouse's `history_copy` equals the source's: the same count, distinct ids
 /// and md5 of every row, so no row was applied twice (see [`keyless_history_copy`]).
 /// Only under exactly-once delivery: at least once, Kafka itself may hold a change twice.
+/// A failure names the rows missing from the warehouse and the extra ones.
 pub async fn assert_keyless_copy_equal(
     source: &tokio_postgres::Client,
     warehouse: &tokio_postgres::Client,
@@ -404,10 +460,14 @@ pub async fn assert_keyless_copy_equal(
         if actual == expected {
             return;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "history_copy (keyless): the warehouse has [count, distinct, md5] {actual:?}, the source {expected:?}"
-        );
+        if started.elapsed() >= Duration::from_secs(60) {
+            let (at_source, in_warehouse) = (hids(source).await, hids(warehouse).await);
+            let missing: Vec<&i64> = at_source.difference(&in_warehouse).take(10).collect();
+            let extra: Vec<&i64> = in_warehouse.difference(&at_source).take(10).collect();
+            panic!(
+                "history_copy (keyless): the warehouse has [count, distinct, md5] {actual:?}, the source {expected:?}; hids missing from the warehouse (first 10) {missing:?}, extra {extra:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
