@@ -29,7 +29,9 @@
 //! - a named record met again (`after` after `before`) is referred to by its name, relative
 //!   to the enclosing namespace as Avro's Java library writes it.
 //!
-//! Data follows the schema: a union as its branch index then the value, bytes and decimals
+//! Data follows the schema, written as the record's payload is serialized, with no JSON
+//! value in between ([`stream`]; through the JSON value only for a payload the streaming
+//! writer cannot follow): a union as its branch index then the value, bytes and decimals
 //! (base64 in the Connect payload) as their raw bytes, non-finite floats (`"NaN"`,
 //! `"Infinity"`, `"-Infinity"` in tidemark's payloads) as the floats. A field a record's
 //! payload lacks is null. An array of arrays in a column of a one-dimensional array type
@@ -152,6 +154,27 @@ impl ConnectAvro {
     pub fn write(&self, payload: &Json, out: &mut Vec<u8>) -> Result<(), AvroError> {
         write_value(&self.plan, payload, "", out)
     }
+
+    /// Writes a Connect payload as Avro binary while it is serialized ([`stream`]), with
+    /// no JSON value in between; a payload the streaming writer cannot follow is written
+    /// again through its JSON value ([`ConnectAvro::write`]), which also names the error
+    /// of one that does not fit. (A warning counted while writing it, a nulled decimal or
+    /// array, is then counted twice.)
+    pub fn write_serialized(
+        &self,
+        payload: &impl serde::Serialize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AvroError> {
+        let start = out.len();
+        match stream::write(&self.plan, payload, out) {
+            Ok(()) => Ok(()),
+            Err(unfit) => {
+                tracing::debug!(%unfit, "written through the JSON value");
+                out.truncate(start);
+                self.write(&json_value(payload)?, out)
+            }
+        }
+    }
 }
 
 /// A table description's key and envelope schemas in the Connect mapping (or the logical
@@ -235,18 +258,18 @@ impl ConnectPlans {
     ) -> Result<bool, AvroError> {
         let has_key = match (&self.key, record.key_json()) {
             (Some(plan), Some(key_json)) => {
-                plan.write(&payload(&key_json)?, key)?;
+                plan.write_serialized(&key_json, key)?;
                 true
             }
             _ => false,
         };
-        self.value.write(&payload(&record.value_json())?, value)?;
+        self.value.write_serialized(&record.value_json(), value)?;
         Ok(has_key)
     }
 }
 
 /// A record's Connect payload as a JSON value.
-fn payload(record: &impl serde::Serialize) -> Result<Json, AvroError> {
+fn json_value(record: &impl serde::Serialize) -> Result<Json, AvroError> {
     serde_json::to_value(record).map_err(|e| AvroError::Encode(e.to_string()))
 }
 
@@ -630,5 +653,6 @@ fn float(value: &Json) -> Option<f64> {
     }
 }
 
+mod stream;
 #[cfg(test)]
 mod tests;

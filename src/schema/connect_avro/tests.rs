@@ -215,3 +215,253 @@ fn debeziums_fixed_records_translate_and_round_trip() {
         );
     }
 }
+
+/// A table of every kind the Connect mapping writes, the types carried as text under
+/// their PostgreSQL names (`Column::new` names the type after the column).
+fn every_kind() -> (TableSchema, Vec<crate::domain::value::Value>) {
+    use crate::domain::column_type::TypeKind;
+    use crate::domain::event::Column;
+    use crate::domain::value::Value;
+    let mut table = crate::schema::avro::tests::table();
+    let mut row = crate::schema::avro::tests::event()
+        .after
+        .unwrap_or_else(|| panic!("no row"));
+    let mut add = |column: Column, value: Value| {
+        table.columns.push(column);
+        row.push(value);
+    };
+    add(
+        Column::new("interval", TypeKind::Interval),
+        Value::Text("P1Y2M3DT4H5M6.5S".into()),
+    );
+    add(
+        Column::new("timetz", TypeKind::TimeTz),
+        Value::Text("10:20:30.123456+02".into()),
+    );
+    add(
+        Column::new("money", TypeKind::Other),
+        Value::Text("$1,234.50".into()),
+    );
+    let mut bits = Column::new("bit", TypeKind::Other);
+    bits.type_modifier = 12;
+    add(bits, Value::Text("101100111000".into()));
+    let mut bit = Column::new("bit", TypeKind::Other);
+    bit.name = "one_bit".into();
+    bit.type_modifier = 1;
+    add(bit, Value::Text("1".into()));
+    add(
+        Column::new("hstore", TypeKind::Other),
+        Value::Text("\"b\"=>\"2\", \"a\"=>NULL".into()),
+    );
+    add(
+        Column::new("point", TypeKind::Other),
+        Value::Text("(1.5,-2)".into()),
+    );
+    add(
+        Column::new("oid", TypeKind::Other),
+        Value::Text("4294967295".into()),
+    );
+    add(
+        Column::new("xml", TypeKind::Other),
+        Value::Text("<a>1</a>".into()),
+    );
+    add(
+        Column::new("ratio4", TypeKind::Float4),
+        Value::Float32(f32::INFINITY),
+    );
+    add(
+        Column::new("texts", TypeKind::Array(Box::new(TypeKind::Text))),
+        Value::Array(vec![Value::Text("x".into()), Value::Null]),
+    );
+    add(
+        Column::new(
+            "fixed",
+            TypeKind::Numeric {
+                precision: Some(10),
+                scale: Some(2),
+            },
+        ),
+        Value::Numeric("12.5".into()),
+    );
+    (table, row)
+}
+
+/// Every mode a `[events]` section sets.
+fn every_mode() -> Vec<EnvelopeContext> {
+    use crate::domain::decimal::DecimalMode;
+    use crate::domain::wire::{BinaryMode, HstoreMode, IntervalMode, TimePrecision};
+    let base = || EnvelopeContext::new("shop", "app");
+    let mut modes = vec![base()];
+    for decimal in [DecimalMode::Double, DecimalMode::String] {
+        modes.push(EnvelopeContext {
+            decimal_mode: decimal,
+            ..base()
+        });
+    }
+    for time in [
+        TimePrecision::AdaptiveTimeMicroseconds,
+        TimePrecision::Microseconds,
+    ] {
+        modes.push(EnvelopeContext {
+            time_precision: time,
+            ..base()
+        });
+    }
+    modes.push(EnvelopeContext {
+        interval_mode: IntervalMode::String,
+        ..base()
+    });
+    modes.push(EnvelopeContext {
+        binary_mode: BinaryMode::Base64,
+        ..base()
+    });
+    modes.push(EnvelopeContext {
+        hstore_mode: HstoreMode::Map,
+        ..base()
+    });
+    modes
+}
+
+/// The record written as it is serialized and through its JSON value: the same bytes,
+/// and the first with no fallback.
+fn same_both_ways(translated: &ConnectAvro, payload: &impl serde::Serialize, what: &str) {
+    let mut streamed = Vec::new();
+    if let Err(unfit) = stream::write(&translated.plan, payload, &mut streamed) {
+        panic!("{what}: the streaming writer gave up: {unfit}");
+    }
+    let mut through_json = Vec::new();
+    translated
+        .write(
+            &json_value(payload).unwrap_or_else(|e| panic!("{e}")),
+            &mut through_json,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(streamed, through_json, "{what}");
+}
+
+#[test]
+fn records_written_as_they_are_serialized_equal_those_written_through_json() {
+    use crate::domain::event::{JsonRecord, Op};
+    use crate::domain::value::Value;
+    let (table, row) = every_kind();
+    let table = std::sync::Arc::new(table);
+    for context in every_mode() {
+        let plans = ConnectPlans::of_table(&table, &context, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let key = plans.key.as_ref().unwrap_or_else(|| panic!("no key plan"));
+        let mut event = crate::schema::avro::tests::event();
+        event.table = Some(table.clone());
+        event.after = Some(row.clone());
+        let mut cases = vec![("insert", event.clone())];
+        event.op = Op::Update;
+        event.before = Some(row.clone());
+        event.unchanged_toast = vec![6, 7, 13];
+        if let Some(after) = event.after.as_mut() {
+            for index in [6, 7, 13] {
+                after[index] = Value::Null;
+            }
+        }
+        cases.push(("update with unchanged TOAST", event.clone()));
+        event.op = Op::Delete;
+        event.after = None;
+        event.unchanged_toast.clear();
+        let mut key_only = vec![Value::Null; row.len()];
+        key_only[0] = row[0].clone();
+        event.before = Some(key_only);
+        cases.push(("delete with the key alone", event.clone()));
+        let mut nulls = vec![Value::Null; row.len()];
+        nulls[0] = Value::Int64(1);
+        event.op = Op::Create;
+        event.before = None;
+        event.after = Some(nulls);
+        cases.push(("every column null", event.clone()));
+        event.op = Op::Truncate;
+        event.after = None;
+        event.truncate = Some(crate::domain::event::TruncateOptions {
+            cascade: true,
+            restart_identity: false,
+        });
+        cases.push(("truncate", event.clone()));
+        for (what, event) in &cases {
+            let record = JsonRecord {
+                event,
+                context: &context,
+                now_ms: 7,
+            };
+            let what = format!("{what} ({:?})", context.wire_mode());
+            same_both_ways(&plans.value, &record.value_json(), &what);
+            if event.op != Op::Truncate {
+                let key_json = record.key_json().unwrap_or_else(|| panic!("no key"));
+                same_both_ways(key, &key_json, &format!("{what}: key"));
+            }
+        }
+        let messages = ConnectPlans::of_messages().unwrap_or_else(|e| panic!("{e}"));
+        let mut message = crate::schema::avro::tests::event();
+        message.op = Op::Message;
+        message.table = None;
+        message.after = None;
+        for transactional in [true, false] {
+            message.message = Some(crate::domain::event::LogicalMessage {
+                prefix: "audit".into(),
+                content: bytes::Bytes::from_static(b"\x00\xffhello"),
+                transactional,
+            });
+            let record = JsonRecord {
+                event: &message,
+                context: &context,
+                now_ms: 7,
+            };
+            same_both_ways(&messages.value, &record.value_json(), "a logical message");
+            let key_json = record.key_json().unwrap_or_else(|| panic!("no key"));
+            same_both_ways(
+                messages
+                    .key
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("no key plan")),
+                &key_json,
+                "a message key",
+            );
+        }
+    }
+}
+
+#[test]
+fn a_nested_array_is_null_when_streamed_too() {
+    use crate::domain::event::JsonRecord;
+    use crate::domain::value::Value;
+    let context = EnvelopeContext::new("shop", "app");
+    let mut event = crate::schema::avro::tests::event();
+    if let Some(after) = event.after.as_mut() {
+        after[14] = Value::Array(vec![Value::Array(vec![Value::Int32(1)])]);
+    }
+    let table = event.table.clone().unwrap_or_else(|| panic!("no table"));
+    let plans = ConnectPlans::of_table(&table, &context, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let record = JsonRecord {
+        event: &event,
+        context: &context,
+        now_ms: 7,
+    };
+    same_both_ways(
+        &plans.value,
+        &record.value_json(),
+        "a two-dimensional array",
+    );
+}
+
+#[test]
+fn a_payload_out_of_the_schemas_order_is_written_through_json() {
+    let translated = ConnectAvro::from_connect(&envelope()).unwrap_or_else(|e| panic!("{e}"));
+    // `op` before `after`: the streaming writer gives up, the record is still written.
+    let mut payload = Map::new();
+    payload.insert("op".into(), json!("c"));
+    payload.insert("after".into(), json!({"id": 1, "at": 5}));
+    let mut ordered = Vec::new();
+    let mut out = Vec::new();
+    assert!(stream::write(&translated.plan, &payload, &mut Vec::new()).is_err());
+    translated
+        .write_serialized(&payload, &mut out)
+        .unwrap_or_else(|e| panic!("{e}"));
+    translated
+        .write(&Json::Object(payload), &mut ordered)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out, ordered);
+}
