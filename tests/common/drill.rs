@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tidemark::testing::{PgCluster, TestDatabase};
 
-use super::kafka::drain;
+use super::kafka::{Record, drain};
 use super::{exec, text_rows};
 
 pub const TABLES: [&str; 4] = [
@@ -271,15 +271,29 @@ pub async fn retained_wal(client: &tokio_postgres::Client, slot: &str) -> i64 {
 /// The ids of the rows in `pgbench_history`: one per committed pgbench transaction.
 /// Fails if there are none.
 pub async fn history_ids(client: &tokio_postgres::Client) -> BTreeSet<i64> {
-    let ids: BTreeSet<i64> = text_rows(client, "SELECT id::text FROM pgbench_history")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .filter_map(|row| row.first().cloned().flatten())
-        .filter_map(|id| id.parse().ok())
-        .collect();
+    let ids = ids(client, "SELECT id::text FROM pgbench_history").await;
     assert!(!ids.is_empty(), "pgbench committed nothing");
     ids
+}
+
+/// The integers a one-column query returns (as text).
+async fn ids(client: &tokio_postgres::Client, sql: &str) -> BTreeSet<i64> {
+    text_rows(client, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|row| row.first().cloned().flatten())
+        .map(|id| id.parse().unwrap_or_else(|e| panic!("{sql}: {id}: {e}")))
+        .collect()
+}
+
+/// A drained record's change envelope (under `payload` with json_schemas).
+fn envelope<'r>(record: &'r Record, topic: &str) -> &'r serde_json::Value {
+    record
+        .value
+        .as_ref()
+        .map(|v| v.get("payload").unwrap_or(v))
+        .unwrap_or_else(|| panic!("{topic}: a record without a JSON value"))
 }
 
 /// Asserts that every row of the source's `pgbench_history` (one per committed pgbench
@@ -396,11 +410,7 @@ pub async fn assert_keyless_copy_in_kafka_once(
     let records = drain(bootstrap, &topic, true, Duration::from_secs(3)).await;
     let mut seen: BTreeMap<i64, (i32, i64)> = BTreeMap::new();
     for record in &records {
-        let value = record
-            .value
-            .as_ref()
-            .map(|v| v.get("payload").unwrap_or(v))
-            .unwrap_or_else(|| panic!("{topic}: a record without a JSON value"));
+        let value = envelope(record, &topic);
         assert_eq!(
             value["op"], "c",
             "{topic}: a record other than an insert: {value}"
@@ -428,13 +438,7 @@ pub async fn assert_keyless_copy_in_kafka_once(
 
 /// The `hid`s of a database's `history_copy`.
 async fn hids(client: &tokio_postgres::Client) -> BTreeSet<i64> {
-    text_rows(client, "SELECT hid::text FROM public.history_copy")
-        .await
-        .unwrap_or_else(|e| panic!("reading history_copy: {e}"))
-        .into_iter()
-        .filter_map(|row| row.first().cloned().flatten())
-        .filter_map(|hid| hid.parse().ok())
-        .collect()
+    ids(client, "SELECT hid::text FROM public.history_copy").await
 }
 
 /// Waits (at most 60 s: the sink may not have flushed its last batch of this table yet)
@@ -495,11 +499,7 @@ pub async fn assert_each_change_once(
         .await;
         let mut by_position: BTreeMap<(String, String), &serde_json::Value> = BTreeMap::new();
         for record in &records {
-            let value = record
-                .value
-                .as_ref()
-                .map(|v| v.get("payload").unwrap_or(v))
-                .unwrap_or_else(|| panic!("{table}: a record without a JSON value"));
+            let value = envelope(record, table);
             let position = |name: &str| {
                 record
                     .headers

@@ -120,6 +120,15 @@ impl ValueWriter<'_> {
     }
 }
 
+/// `Serializer` methods of [`ValueWriter`] for integers narrower than `i64`, written as one.
+macro_rules! widened_to_i64 {
+    ($($method:ident($int:ty)),* $(,)?) => {
+        $(fn $method(self, v: $int) -> Result<(), Unfit> {
+            self.serialize_i64(v.into())
+        })*
+    };
+}
+
 impl<'a> ser::Serializer for ValueWriter<'a> {
     type Ok = ();
     type Error = Unfit;
@@ -140,17 +149,14 @@ impl<'a> ser::Serializer for ValueWriter<'a> {
         Ok(())
     }
 
-    fn serialize_i8(self, v: i8) -> Result<(), Unfit> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<(), Unfit> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<(), Unfit> {
-        self.serialize_i64(v.into())
-    }
+    widened_to_i64!(
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+    );
 
     fn serialize_i64(self, v: i64) -> Result<(), Unfit> {
         match self.plan.node {
@@ -167,18 +173,6 @@ impl<'a> ser::Serializer for ValueWriter<'a> {
             Node::Float | Node::Double => self.float(v as f64),
             _ => unfit("an integer for another type"),
         }
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<(), Unfit> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<(), Unfit> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<(), Unfit> {
-        self.serialize_i64(v.into())
     }
 
     fn serialize_u64(self, v: u64) -> Result<(), Unfit> {
@@ -557,6 +551,15 @@ static STRING: Plan = Plan {
 /// Reads a record's field name and finds its index.
 struct FieldName<'r, 'a>(&'r RecordWriter<'a>);
 
+/// `Serializer` methods of [`FieldName`] for what is not a string: a field name is one.
+macro_rules! not_a_name {
+    ($($method:ident($($arg:ty),*)),* $(,)?) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<usize, Unfit> {
+            unfit("a key that is not a string")
+        })*
+    };
+}
+
 impl ser::Serializer for FieldName<'_, '_> {
     type Ok = usize;
     type Error = Unfit;
@@ -572,57 +575,10 @@ impl ser::Serializer for FieldName<'_, '_> {
         self.0.find(v)
     }
 
-    fn serialize_bool(self, _: bool) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_i8(self, _: i8) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_i16(self, _: i16) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_i32(self, _: i32) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_i64(self, _: i64) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_u8(self, _: u8) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_u16(self, _: u16) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_u32(self, _: u32) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_u64(self, _: u64) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_f32(self, _: f32) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_f64(self, _: f64) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
     fn serialize_char(self, v: char) -> Result<usize, Unfit> {
         self.0.find(v.encode_utf8(&mut [0; 4]))
     }
-    fn serialize_bytes(self, _: &[u8]) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_none(self) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<usize, Unfit> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<usize, Unfit> {
-        unfit("a key that is not a string")
-    }
+
     fn serialize_unit_variant(
         self,
         _: &'static str,
@@ -631,6 +587,11 @@ impl ser::Serializer for FieldName<'_, '_> {
     ) -> Result<usize, Unfit> {
         self.0.find(variant)
     }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<usize, Unfit> {
+        value.serialize(self)
+    }
+
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -638,6 +599,25 @@ impl ser::Serializer for FieldName<'_, '_> {
     ) -> Result<usize, Unfit> {
         value.serialize(self)
     }
+
+    not_a_name!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+    );
+
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _: &'static str,
@@ -647,12 +627,15 @@ impl ser::Serializer for FieldName<'_, '_> {
     ) -> Result<usize, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_tuple_struct(
         self,
         _: &'static str,
@@ -660,6 +643,7 @@ impl ser::Serializer for FieldName<'_, '_> {
     ) -> Result<Self::SerializeTupleStruct, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_tuple_variant(
         self,
         _: &'static str,
@@ -669,12 +653,15 @@ impl ser::Serializer for FieldName<'_, '_> {
     ) -> Result<Self::SerializeTupleVariant, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Unfit> {
         unfit("a key that is not a string")
     }
+
     fn serialize_struct_variant(
         self,
         _: &'static str,

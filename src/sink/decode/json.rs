@@ -260,7 +260,6 @@ pub(super) fn parse_json_bytes(bytes: &[u8]) -> Result<Json, DecodeError> {
     serde_json::from_slice(bytes).map_err(|e| malformed(format!("value is not valid JSON: {e}")))
 }
 
-/// A JSON key, parsed only where it is needed (a tombstone, a shape seen first).
 /// A table's shape, and each column's Connect encoding, from a Connect envelope schema and
 /// its key schema.
 pub(super) fn connect_shape_of(
@@ -272,6 +271,7 @@ pub(super) fn connect_shape_of(
     Ok((Arc::new(shape), shape::connect_encodings(envelope).into()))
 }
 
+/// A JSON key, parsed only where it is needed (a tombstone, a shape seen first).
 pub(super) fn key_json(key: Option<&[u8]>) -> Result<Option<Json>, DecodeError> {
     key.map(|k| {
         serde_json::from_slice(k)
