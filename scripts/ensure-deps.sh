@@ -29,7 +29,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 # Java and Maven from Debian where missing; `javac` too when asked (the Debezium harness
-# runs with Java's single-file source launcher, which compiles it).
+# runs with Java's single-file source launcher, which compiles it, and the JDBC sink test
+# compiles its Avro converter with javac).
 ensure_java() {
   local need_javac="$1" packages="default-jre-headless maven"
   [ "$need_javac" = 1 ] && packages="default-jdk-headless maven"

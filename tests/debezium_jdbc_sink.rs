@@ -1,19 +1,22 @@
 //! A Debezium consumer reads tidemark's topics unchanged: Debezium's own JDBC sink connector
-//! (Kafka Connect's standalone worker, `JsonConverter` with schemas, upserts by the record
-//! key, deletes enabled, tables created by the connector) is pointed at the topics tidemark
-//! writes to Apache Kafka in its default (Debezium) preset, and the PostgreSQL copy it
-//! builds must equal the source: snapshotted rows, then inserts, updates, a primary-key
-//! change and deletes streamed, over the types the design brief maps.
+//! (Kafka Connect's standalone worker, upserts by the record key, deletes enabled, tables
+//! created by the connector) is pointed at the topics tidemark writes to Apache Kafka in its
+//! default (Debezium) preset, and the PostgreSQL copy it builds must equal the source:
+//! snapshotted rows, then inserts, updates, a primary-key change and deletes streamed, over
+//! the types the design brief maps. Twice: JSON with schemas read by `JsonConverter`, and
+//! Avro read through Kafka Connect's Avro translation with the schemas tidemark registered
+//! (`SinkConverter::Avro`; Confluent's `AvroConverter` is not on Maven Central).
 
 use crate::common;
 
 use std::time::Duration;
 
+use common::sink::avro_output;
 use common::{database, exec, spawn_reader, stop_background, text_rows};
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
-use tidemark::testing::{JdbcSink, KafkaBroker};
+use tidemark::testing::{JdbcSink, KafkaBroker, SinkConverter};
 
 /// The source table, and the rows written before tidemark starts (snapshotted).
 const SEED: &str = "CREATE TABLE item (
@@ -104,32 +107,81 @@ const EXTRA_ROWS: &str = "SELECT id::text, small::text, single::float4::text, fr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debeziums_jdbc_sink_copies_tidemarks_topics_equal_to_the_source() {
-    let (db, client) = database("dbzjdbc").await;
-    let (target, target_client) = database("dbzjdbc_copy").await;
+    copy_through_the_jdbc_sink("dbzjdbc", Format::JsonWithSchemas).await;
+}
+
+/// The same through Avro: tidemark's default Avro (the Connect mapping, schemas in its
+/// embedded registry), read by the worker as Confluent's `AvroConverter` would
+/// (`SinkConverter::Avro`: Kafka Connect's `AvroData` over the registered schemas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debeziums_jdbc_sink_copies_tidemarks_avro_topics_equal_to_the_source() {
+    copy_through_the_jdbc_sink("dbzjdbcavro", Format::Avro).await;
+}
+
+/// What tidemark writes and the worker reads.
+#[derive(Clone, Copy, Debug)]
+enum Format {
+    /// JSON with schemas, read by `JsonConverter` (schemas enabled).
+    JsonWithSchemas,
+    /// Avro in tidemark's default mapping, schemas in the embedded registry.
+    Avro,
+}
+
+/// Runs tidemark in `format` on a database named after `base`, Debezium's JDBC sink on its
+/// topics, and compares the copy with the source after the snapshot and after the stream.
+async fn copy_through_the_jdbc_sink(base: &str, format: Format) {
+    let (db, client) = database(base).await;
+    let (target, target_client) = database(&format!("{base}_copy")).await;
     exec(&client, SEED).await;
     let broker = KafkaBroker::shared().unwrap_or_else(|e| panic!("{e}"));
     // Unique per run: the broker, and its topics, can outlive a test run.
     let name = db.name.clone();
+    let output = match format {
+        Format::JsonWithSchemas => "format = \"json\"\njson_schemas = true\n".to_owned(),
+        Format::Avro => format!(
+            "format = \"avro\"\n[registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{name}\"\n"
+        ),
+    };
     let text = format!(
         "name = \"{name}\"\n[source]\nurl = \"{}\"\nstatus_interval_ms = 200\n\
-         [kafka]\nbrokers = \"{}\"\npartitions = 3\nformat = \"json\"\njson_schemas = true\n",
+         [kafka]\nbrokers = \"{}\"\npartitions = 3\n{output}",
         db.url(),
         broker.bootstrap,
     );
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}"));
-    let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
-    let output = KafkaOutput::connect(&kafka, EnvelopeContext::new(&config.name, &db.name))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (output, _registry, registry_url) = match format {
+        Format::JsonWithSchemas => {
+            let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
+            let output = KafkaOutput::connect(&kafka, EnvelopeContext::new(&config.name, &db.name))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            (output, None, String::new())
+        }
+        Format::Avro => {
+            let (output, registry, url) = avro_output(&config, &db.name).await;
+            (output, registry, url)
+        }
+    };
+    let converter = match format {
+        Format::JsonWithSchemas => SinkConverter::JsonWithSchemas,
+        Format::Avro => SinkConverter::Avro {
+            registry_url: &registry_url,
+        },
+    };
     let (stop_source, source) = spawn_reader(config.clone(), output, &client).await;
     // Test databases are named with letters, digits and `_` only: no regex escaping needed.
     assert!(
         name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "{name}"
     );
-    let mut sink = JdbcSink::start(&broker.bootstrap, &format!("{name}\\.public\\..*"), &target)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut sink = JdbcSink::start(
+        &broker.bootstrap,
+        &format!("{name}\\.public\\..*"),
+        &target,
+        converter,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let mut rows = 0;
     for query in [ROWS, EXTRA_ROWS] {
@@ -155,8 +207,17 @@ async fn debeziums_jdbc_sink_copies_tidemarks_topics_equal_to_the_source() {
         errors.is_empty(),
         "the connector logged errors: {errors:#?}"
     );
+    if let Format::Avro = format {
+        // The worker read through the Avro converter (its config is logged at start).
+        let used =
+            sink.log_lines("value.converter = class dev.tidemark.tests.RegistryAvroConverter");
+        assert!(
+            !used.is_empty(),
+            "the worker did not log the Avro converter in its config"
+        );
+    }
     println!(
-        "Debezium's JDBC sink {}: {rows} rows of two tables (13 and 15 columns) equal to the source",
+        "Debezium's JDBC sink {} ({format:?}): {rows} rows of two tables (13 and 15 columns) equal to the source",
         tidemark::testing::DEBEZIUM_JDBC_VERSION,
     );
 }

@@ -378,7 +378,7 @@ pub async fn connect_from_avro(
 }
 
 /// The jars of Apicurio's `AvroData` and Apache Avro (`tests/jvm/avro-data/pom.xml`).
-fn avro_data_libs() -> Result<PathBuf, DebeziumError> {
+pub(crate) fn avro_data_libs() -> Result<PathBuf, DebeziumError> {
     jar_dir(
         "TIDEMARK_TEST_AVRO_DATA_LIBS",
         &format!("avro-data-{AVRO_DATA_VERSION}"),

@@ -1,7 +1,14 @@
 //! Debezium's JDBC sink connector in Kafka Connect's standalone worker, as a Debezium
 //! consumer pointed at tidemark's topics: it reads Debezium's envelope itself (no unwrap
-//! transform) with `JsonConverter` and `schemas.enable=true`, and upserts and deletes into
-//! a PostgreSQL database.
+//! transform), and upserts and deletes into a PostgreSQL database.
+//!
+//! The worker reads keys and values either with `JsonConverter` and `schemas.enable=true`
+//! (Kafka Connect's default) or, for Avro topics, with `RegistryAvroConverter`
+//! (`tests/jvm/jdbc-sink/RegistryAvroConverter.java`, compiled with `javac` when the worker
+//! starts): Confluent's wire framing and a schema fetched by id from a Confluent-compatible
+//! registry, turned into Connect data by Kafka Connect's Avro translation (Apicurio's
+//! `AvroData`, forked from Confluent's). It stands in for Confluent's `AvroConverter`,
+//! which Maven Central does not serve.
 //!
 //! The jars come from `TIDEMARK_TEST_DEBEZIUM_JDBC_LIBS` (a directory of jars); without it,
 //! `~/.cache/tidemark/debezium-jdbc-<version>/libs`, where `scripts/ensure-deps.sh`
@@ -18,6 +25,19 @@ use super::debezium::DebeziumError;
 /// The version of `tests/jvm/jdbc-sink/pom.xml` (the newest Maven Central serves here).
 pub const DEBEZIUM_JDBC_VERSION: &str = "3.5.0.Final";
 
+/// How the worker reads records' keys and values.
+#[derive(Debug, Clone, Copy)]
+pub enum SinkConverter<'a> {
+    /// `JsonConverter` with `schemas.enable=true`.
+    JsonWithSchemas,
+    /// Confluent-framed Avro, schemas from the registry at `registry_url`
+    /// (`RegistryAvroConverter`, see the module docs).
+    Avro {
+        /// The registry's base URL.
+        registry_url: &'a str,
+    },
+}
+
 /// A running Kafka Connect standalone worker with Debezium's JDBC sink connector.
 pub struct JdbcSink {
     child: std::process::Child,
@@ -25,13 +45,15 @@ pub struct JdbcSink {
 }
 
 impl JdbcSink {
-    /// Starts the worker on `bootstrap`, sinking the topics matching `topics_regex` into
-    /// `target` (tables named after the source table, `${source.table}`; upserts by the
-    /// record key; deletes applied; tables created and evolved by the connector).
+    /// Starts the worker on `bootstrap`, reading with `converter` and sinking the topics
+    /// matching `topics_regex` into `target` (tables named after the source table,
+    /// `${source.table}`; upserts by the record key; deletes applied; tables created and
+    /// evolved by the connector).
     pub fn start(
         bootstrap: &str,
         topics_regex: &str,
         target: &TestDatabase,
+        converter: SinkConverter<'_>,
     ) -> Result<JdbcSink, DebeziumError> {
         let libs = libs()?;
         let java = super::process::java()
@@ -40,12 +62,31 @@ impl JdbcSink {
             .map_err(|e| DebeziumError::Run(format!("a scratch directory: {e}")))?;
         let port = super::free_port().map_err(|e| DebeziumError::Run(format!("a port: {e}")))?;
         let (db_port, name) = (target.cluster.port, &target.name);
+        let mut class_path = format!("{}/*", libs.display());
+        let converters = match converter {
+            SinkConverter::JsonWithSchemas => {
+                "key.converter=org.apache.kafka.connect.json.JsonConverter\n\
+                 value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+                 key.converter.schemas.enable=true\n\
+                 value.converter.schemas.enable=true\n"
+                    .to_owned()
+            }
+            SinkConverter::Avro { registry_url } => {
+                let classes = dir.path().join("classes");
+                let avro = super::debezium::avro_data_libs()?;
+                class_path = format!("{}:{class_path}:{}/*", classes.display(), avro.display());
+                compile_converter(&java, &class_path, &classes)?;
+                format!(
+                    "key.converter=dev.tidemark.tests.RegistryAvroConverter\n\
+                     value.converter=dev.tidemark.tests.RegistryAvroConverter\n\
+                     key.converter.schema.registry.url={registry_url}\n\
+                     value.converter.schema.registry.url={registry_url}\n"
+                )
+            }
+        };
         let worker = format!(
             "bootstrap.servers={bootstrap}\n\
-             key.converter=org.apache.kafka.connect.json.JsonConverter\n\
-             value.converter=org.apache.kafka.connect.json.JsonConverter\n\
-             key.converter.schemas.enable=true\n\
-             value.converter.schemas.enable=true\n\
+             {converters}\
              offset.storage.file.filename={}\n\
              offset.flush.interval.ms=1000\n\
              listeners=http://127.0.0.1:{port}\n\
@@ -81,7 +122,7 @@ impl JdbcSink {
             .map_err(|e| DebeziumError::Run(format!("the worker's log: {e}")))?;
         let child = std::process::Command::new(java)
             .arg("-cp")
-            .arg(format!("{}/*", libs.display()))
+            .arg(&class_path)
             .arg("org.apache.kafka.connect.cli.ConnectStandalone")
             .arg(dir.path().join("worker.properties"))
             .arg(dir.path().join("connector.properties"))
@@ -121,6 +162,42 @@ impl Drop for JdbcSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Compiles `RegistryAvroConverter.java` into `classes` with the JDK's `javac` (beside
+/// `java`) on `class_path`.
+fn compile_converter(
+    java: &std::path::Path,
+    class_path: &str,
+    classes: &std::path::Path,
+) -> Result<(), DebeziumError> {
+    let javac = java.with_file_name("javac");
+    if !javac.is_file() {
+        return Err(DebeziumError::Missing(format!(
+            "javac is not beside {} (the Avro converter is compiled when the worker starts; install a JDK, not only a JRE)",
+            java.display()
+        )));
+    }
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/jvm/jdbc-sink/RegistryAvroConverter.java");
+    let out = std::process::Command::new(&javac)
+        .arg("-cp")
+        .arg(class_path)
+        .arg("-d")
+        .arg(classes)
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| DebeziumError::Run(format!("starting javac: {e}")))?;
+    if !out.status.success() {
+        return Err(DebeziumError::Run(format!(
+            "javac {}: {}\n{}",
+            source.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
 }
 
 /// The directory of the connector's jars (see the module docs).

@@ -26,7 +26,7 @@ pub use debezium::{
     DebeziumRecord, Unwrapped, avro_with_connect, connect_from_avro, drain_debezium, run_debezium,
     unwrap_with_debezium,
 };
-pub use jdbc_sink::{DEBEZIUM_JDBC_VERSION, JdbcSink};
+pub use jdbc_sink::{DEBEZIUM_JDBC_VERSION, JdbcSink, SinkConverter};
 pub use memory_output::{CollectedEvents, MemoryOutput};
 pub use process::{free_port, peak_rss_mib};
 pub use proxy::TcpProxy;
