@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::debezium::{debezium_records, diff};
-use common::kafka::drain;
+use common::kafka::{consume, drain};
 use common::sink::avro_output;
 use common::{database, exec, spawn_reader};
 use serde_json::Value as Json;
@@ -139,6 +139,7 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
     let prefix = "dbza";
     let text = format!(
         "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
+         heartbeat_interval_ms = 300\n\
          [kafka]\nbrokers = \"{}\"\nformat = \"avro\"\ntransaction_metadata = true\n\
          [registry]\nlisten = \"127.0.0.1:0\"\ntopic = \"_schemas_{}\"\n",
         db.url(),
@@ -162,6 +163,9 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
             ("publication.autocreate.mode", "filtered"),
             ("table.include.list", "public.av"),
             ("provide.transaction.metadata", "true"),
+            ("heartbeat.interval.ms", "300"),
+            // tidemark's own heartbeats are logical messages in the same database.
+            ("message.prefix.exclude.list", "tidemark\\.heartbeat"),
         ],
         STREAM,
     )
@@ -180,10 +184,14 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
             drain(&broker.bootstrap, topic, false, Duration::from_secs(3)).await,
         ));
     }
+    // Heartbeats keep coming: the first of tidemark's.
+    let heartbeat_topic = format!("__debezium-heartbeat.{prefix}");
+    let our_beat = consume(&broker.bootstrap, &heartbeat_topic, 1).await;
     let _ = stop.send(true);
     task.await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
+    same_heartbeat_schemas(&debezium, &heartbeat_topic, &our_beat[0], &registry).await;
 
     let mut found: BTreeMap<String, String> = BTreeMap::new();
     let mut column_types = 0;
@@ -341,6 +349,64 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
         tidemark::testing::AVRO_DATA_VERSION,
         new.join("\n")
     );
+}
+
+/// Debezium's first heartbeat through Kafka Connect's Avro translation against tidemark's
+/// `ours` as registered: equal key schemas and keys (the connector's name), equal value
+/// schemas but for the position tidemark adds (`lsn`, `["null", "long"]` with a `null`
+/// default, so a registry holding Debezium's schema for the subject accepts tidemark's as a
+/// compatible evolution), and a `ts_ms` on both.
+async fn same_heartbeat_schemas(
+    debezium: &[tidemark::testing::DebeziumRecord],
+    topic: &str,
+    ours: &common::kafka::Record,
+    registry: &RegistryClient,
+) {
+    let first: Vec<(String, Json, Json)> = debezium
+        .iter()
+        .filter(|r| r.topic == topic)
+        .take(1)
+        .map(|r| (r.topic.clone(), r.key.clone(), r.value.clone()))
+        .collect();
+    assert!(!first.is_empty(), "Debezium wrote no heartbeat to {topic}");
+    let theirs = avro_with_connect(&first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let theirs = &theirs[0];
+    let framed_key = ours
+        .key
+        .as_deref()
+        .unwrap_or_else(|| panic!("a heartbeat without a key"));
+    let (key_schema, key) = unframe(registry, framed_key).await;
+    assert_eq!(key_schema, theirs.key_schema, "the heartbeat key's schema");
+    assert_eq!(
+        decoded(&key_schema, Some(&key)),
+        decoded(&theirs.key_schema, theirs.key.as_deref()),
+        "the heartbeat's key"
+    );
+    let framed = ours
+        .raw
+        .as_deref()
+        .unwrap_or_else(|| panic!("a heartbeat without a value"));
+    let (value_schema, value) = unframe(registry, framed).await;
+    let data = decoded(&value_schema, Some(&value));
+    let mut schema = value_schema.clone();
+    let fields = schema["fields"]
+        .as_array_mut()
+        .unwrap_or_else(|| panic!("no fields: {value_schema}"));
+    let lsn = fields
+        .iter()
+        .position(|f| f["name"] == "lsn")
+        .unwrap_or_else(|| panic!("no lsn: {value_schema}"));
+    assert_eq!(
+        fields[lsn],
+        serde_json::json!({"name": "lsn", "type": ["null", "long"], "default": null}),
+        "the added position is optional"
+    );
+    fields.remove(lsn);
+    assert_eq!(schema, theirs.value_schema, "the heartbeat value's schema");
+    assert!(data["ts_ms"].as_i64().is_some_and(|ts| ts > 0), "{data}");
+    assert!(data["lsn"].as_i64().is_some_and(|lsn| lsn > 0), "{data}");
 }
 
 /// Takes tidemark's `__debezium.source.column.type` Connect parameter out of an Avro schema

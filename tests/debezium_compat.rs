@@ -457,6 +457,7 @@ async fn tidemark_records_read_like_debeziums() {
         &client,
         broker,
         prefix,
+        "",
         "transaction_metadata = true\n",
     )
     .await;

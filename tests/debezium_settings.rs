@@ -1,7 +1,9 @@
 //! Debezium's settings that change a column's form, set to other values than their
 //! defaults on both sides, with Debezium itself as the oracle: `binary.handling.mode = hex`,
 //! `hstore.handling.mode = map` and `unavailable.value.placeholder` (tidemark's `[events]
-//! binary_handling_mode`, `hstore_handling_mode`, `unavailable_value_placeholder`). One
+//! binary_handling_mode`, `hstore_handling_mode`, `unavailable_value_placeholder`), and
+//! heartbeats every 300 ms on a topic named by `topic.heartbeat.prefix = beat` (tidemark's
+//! `source.heartbeat_interval_ms`, `kafka.heartbeat_topic_prefix`). One
 //! table of `bytea`, `bytea[]`, `hstore` and TOASTed `bytea`, `hstore`, `varbit`, `text`
 //! and `int[]` (their placeholders when an update leaves them unchanged) is
 //! snapshotted and streamed through Debezium's embedded engine and through tidemark (Apache
@@ -14,7 +16,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::debezium::{debezium_records, spawn_json_reader};
-use common::kafka::drain;
+use common::kafka::{consume, drain};
 use common::{database, exec};
 use serde_json::Value as Json;
 use tidemark::testing::KafkaBroker;
@@ -60,7 +62,8 @@ async fn binary_hstore_and_placeholder_settings_read_like_debeziums() {
         &client,
         broker,
         prefix,
-        "[events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n\
+        "heartbeat_interval_ms = 300\n",
+        "heartbeat_topic_prefix = \"beat\"\n[events]\nbinary_handling_mode = \"hex\"\nhstore_handling_mode = \"map\"\n\
          unavailable_value_placeholder = \"N/A-toast\"\n",
     )
     .await;
@@ -77,12 +80,19 @@ async fn binary_hstore_and_placeholder_settings_read_like_debeziums() {
             ("binary.handling.mode", "hex"),
             ("hstore.handling.mode", "map"),
             ("unavailable.value.placeholder", "N/A-toast"),
+            ("heartbeat.interval.ms", "300"),
+            ("topic.heartbeat.prefix", "beat"),
+            // tidemark's own heartbeats are logical messages in the same database.
+            ("message.prefix.exclude.list", "tidemark\\.heartbeat"),
         ],
         STREAM,
     )
     .await;
     let topic = format!("{prefix}.public.bs");
     let ours = drain(&broker.bootstrap, &topic, false, Duration::from_secs(3)).await;
+    let heartbeat_topic = format!("beat.{prefix}");
+    // Heartbeats keep coming: read the first few.
+    let our_beats = consume(&broker.bootstrap, &heartbeat_topic, 3).await;
     let _ = stop.send(true);
     task.await
         .unwrap_or_else(|e| panic!("{e}"))
@@ -122,6 +132,7 @@ async fn binary_hstore_and_placeholder_settings_read_like_debeziums() {
             "record {index}: the row's schema"
         );
     }
+    same_heartbeats(&debezium, &heartbeat_topic, &our_beats);
     // The update left the TOASTed columns unchanged: each holds the placeholder in its
     // form, and hex, map and the placeholder forms were all exercised.
     let update = &theirs[1].value["payload"]["after"];
@@ -129,4 +140,54 @@ async fn binary_hstore_and_placeholder_settings_read_like_debeziums() {
     assert!(update["big_hs"].is_object(), "{update}");
     assert_eq!(update["big_t"], "N/A-toast");
     assert_eq!(theirs[0].value["payload"]["after"]["b"], "00ff10");
+}
+
+/// Heartbeats on the topic both name from `topic.heartbeat.prefix`: each side wrote some,
+/// with equal keys (schema and payload: the connector's name), and equal value schemas but
+/// for the position tidemark adds (`lsn`, an optional field a Debezium reader ignores); the
+/// values' `ts_ms` is the time each connector wrote it (run-specific).
+fn same_heartbeats(
+    debezium: &[tidemark::testing::DebeziumRecord],
+    topic: &str,
+    ours: &[common::kafka::Record],
+) {
+    let theirs: Vec<_> = debezium.iter().filter(|r| r.topic == topic).collect();
+    assert!(!theirs.is_empty(), "Debezium wrote no heartbeat to {topic}");
+    assert!(!ours.is_empty(), "tidemark wrote no heartbeat to {topic}");
+    let their_key = &theirs[0].key;
+    let their_schema = &theirs[0].value["schema"];
+    for (index, beat) in ours.iter().enumerate() {
+        let key: Json = beat
+            .key
+            .as_deref()
+            .map(|k| serde_json::from_slice(k).unwrap_or_else(|e| panic!("key: {e}")))
+            .unwrap_or(Json::Null);
+        assert_eq!(&key, their_key, "heartbeat {index}: the key");
+        let value = beat.value.clone().unwrap_or(Json::Null);
+        let mut schema = value["schema"].clone();
+        let fields = schema["fields"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("heartbeat {index}: no fields in {value}"));
+        let lsn = fields
+            .iter()
+            .position(|f| f["field"] == "lsn")
+            .unwrap_or_else(|| panic!("heartbeat {index}: no lsn in {value}"));
+        assert_eq!(fields[lsn]["optional"], true, "the added lsn is optional");
+        fields.remove(lsn);
+        assert_eq!(
+            &schema, their_schema,
+            "heartbeat {index}: the value's schema"
+        );
+        assert!(
+            value["payload"]["ts_ms"].as_i64().is_some_and(|ts| ts > 0),
+            "heartbeat {index}: {value}"
+        );
+    }
+    for beat in &theirs {
+        assert_eq!(&beat.key, their_key, "Debezium's heartbeat keys differ");
+        assert!(
+            beat.value["payload"]["ts_ms"].as_i64().is_some(),
+            "{beat:?}"
+        );
+    }
 }

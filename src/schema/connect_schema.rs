@@ -357,9 +357,10 @@ pub(crate) fn fixed_schema(fixed: FixedSchema) -> Json {
     match fixed {
         FixedSchema::Heartbeat => {
             schema["name"] = json!("io.debezium.connector.common.Heartbeat");
+            schema["version"] = json!(1);
         }
         // Debezium's names and versions, which its Avro schemas cannot carry.
-        FixedSchema::TransactionKey => schema["version"] = json!(1),
+        FixedSchema::TransactionKey | FixedSchema::HeartbeatKey => schema["version"] = json!(1),
         FixedSchema::TransactionMetadata => {
             schema["version"] = json!(1);
             if let Some(fields) = schema["fields"].as_array_mut() {
@@ -566,7 +567,7 @@ mod tests {
             heartbeat["fields"],
             json!([
                 { "type": "int64", "optional": false, "field": "ts_ms" },
-                { "type": "int64", "optional": false, "field": "lsn" },
+                { "type": "int64", "optional": true, "field": "lsn" },
             ])
         );
         let transaction = fixed_schema(FixedSchema::TransactionMetadata);

@@ -12,17 +12,18 @@ use tidemark::testing::{DebeziumRecord, KafkaBroker, TestDatabase, run_debezium}
 use super::{Background, exec, spawn_reader};
 
 /// tidemark reading `db` (snapshot, then the stream) into Kafka as JSON with schemas under
-/// topic prefix `prefix`, with `extra` TOML appended (`[events]` settings, or keys of
-/// `[kafka]`, which comes last before it).
+/// topic prefix `prefix`, with `source` TOML added to `[source]` and `extra` TOML appended
+/// (`[events]` settings, or keys of `[kafka]`, which comes last before it).
 pub async fn spawn_json_reader(
     db: &TestDatabase,
     client: &tokio_postgres::Client,
     broker: &KafkaBroker,
     prefix: &str,
+    source: &str,
     extra: &str,
 ) -> Background {
     let text = format!(
-        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n\
+        "name = \"{prefix}\"\n[source]\nurl = \"{}\"\nsnapshot = \"initial\"\nstatus_interval_ms = 200\n{source}\
          [kafka]\nbrokers = \"{}\"\nformat = \"json\"\njson_schemas = true\n{extra}",
         db.url(),
         broker.bootstrap
