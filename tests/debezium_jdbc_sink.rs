@@ -11,10 +11,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::sink::avro_output;
 use common::{database, exec, spawn_reader, stop_background, text_rows};
 use tidemark::config::Config;
-use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
 use tidemark::testing::{JdbcSink, KafkaBroker, SinkConverter};
 
@@ -150,24 +148,17 @@ async fn copy_through_the_jdbc_sink(base: &str, format: Format) {
     );
     let config = Config::from_toml_with_env(&text, "test", std::iter::empty())
         .unwrap_or_else(|e| panic!("{e}"));
-    let (output, _registry, registry_url) = match format {
-        Format::JsonWithSchemas => {
-            let kafka = config.kafka.clone().unwrap_or_else(|| panic!("no [kafka]"));
-            let output = KafkaOutput::connect(&kafka, EnvelopeContext::new(&config.name, &db.name))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            (output, None, String::new())
-        }
-        Format::Avro => {
-            let (output, registry, url) = avro_output(&config, &db.name).await;
-            (output, registry, url)
-        }
-    };
-    let converter = match format {
-        Format::JsonWithSchemas => SinkConverter::JsonWithSchemas,
-        Format::Avro => SinkConverter::Avro {
-            registry_url: &registry_url,
-        },
+    // The embedded registry starts only for Avro (its `[registry]` section).
+    let mut context = config.envelope_context().unwrap_or_else(|e| panic!("{e}"));
+    context.database = db.name.clone();
+    let (output, registry) = KafkaOutput::from_config(&config, context)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let registry_url = registry.as_ref().map(|r| r.url());
+    let converter = match (format, registry_url.as_deref()) {
+        (Format::JsonWithSchemas, _) => SinkConverter::JsonWithSchemas,
+        (Format::Avro, Some(registry_url)) => SinkConverter::Avro { registry_url },
+        (Format::Avro, None) => panic!("the Avro config starts the embedded registry"),
     };
     let (stop_source, source) = spawn_reader(config.clone(), output, &client).await;
     // Test databases are named with letters, digits and `_` only: no regex escaping needed.

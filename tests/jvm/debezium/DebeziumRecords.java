@@ -10,8 +10,9 @@
 // of {"key", "value"}, the value the text Kafka Connect's default header converter
 // (SimpleHeaderConverter, a worker's `header.converter` unless set) writes. The engine stops
 // once it has produced at least one record and then none for <idle-ms> (heartbeats, which
-// come while it is idle, are written but do not count), or after <timeout-ms> in all; the exit status is 0 when it stopped on idle, 2 on the timeout, 1 when
-// the engine failed (its error on stderr).
+// come while it is idle, are written but do not count), or after <timeout-ms> in all; the
+// exit status is 0 when it stopped on idle, 2 on the timeout, 1 when the engine failed (its
+// error on stderr).
 
 import java.io.FileInputStream;
 import java.io.PrintWriter;
