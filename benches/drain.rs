@@ -1,5 +1,7 @@
 //! End-to-end drain: the same backlog of row changes in identical slots, drained by
-//! tidemark (decoded, assembled, serialized to JSON, discarded) and by `pg_recvlogical`
+//! tidemark (decoded, assembled, serialized to JSON, discarded; and again serialized to Avro
+//! in the default Connect mapping with Confluent's framing, as `--output null:avro` does)
+//! and by `pg_recvlogical`
 //! (pgoutput with the same options, raw bytes to /dev/null), alternating, in one run.
 //! Reports rows/s of each and the ratio. `pg_recvlogical` is the walsender's own ceiling: the
 //! server decodes WAL single-threaded, and that is the rate no client can beat.
@@ -32,6 +34,7 @@ use tidemark::capture::reader::run_reader;
 use tidemark::config::Config;
 use tidemark::domain::event::EnvelopeContext;
 use tidemark::kafka::KafkaOutput;
+use tidemark::output::null::{NullFormat, NullOutput};
 use tidemark::output::{EventOutput, JsonLinesOutput};
 use tidemark::testing::{DEBEZIUM_VERSION, PgCluster, drain_debezium};
 
@@ -68,7 +71,10 @@ impl Width {
 
 /// Where tidemark's events go in a drain.
 enum Sink<'a> {
+    /// Debezium's JSON without schemas, discarded.
     Null,
+    /// Avro in the default (Connect, Debezium's) mapping, Confluent-framed, discarded.
+    NullAvro,
     Kafka {
         brokers: &'a str,
         exactly_once: bool,
@@ -90,7 +96,7 @@ async fn drain_with_tidemark(
 ) -> anyhow::Result<Drained> {
     let rows = width.rows;
     let kafka = match &sink {
-        Sink::Null => String::new(),
+        Sink::Null | Sink::NullAvro => String::new(),
         Sink::Kafka {
             brokers,
             exactly_once,
@@ -115,6 +121,10 @@ async fn drain_with_tidemark(
     let seen = match sink {
         Sink::Null => {
             let inner = JsonLinesOutput::new(tokio::io::sink(), "null", context);
+            drain_into(&config, inner, rows).await?
+        }
+        Sink::NullAvro => {
+            let inner = NullOutput::new(NullFormat::Avro, context);
             drain_into(&config, inner, rows).await?
         }
         Sink::Kafka { .. } => {
@@ -225,7 +235,8 @@ async fn run_width(
         ))
         .await?;
     let slot_names = |i: u64| {
-        ["tm_null", "tm_kafka", "tm_eos", "recv", "dbz"].map(|k| format!("{k}_{}_{i}", width.name))
+        ["tm_null", "tm_avro", "tm_kafka", "tm_eos", "recv", "dbz"]
+            .map(|k| format!("{k}_{}_{i}", width.name))
     };
     for i in 0..rounds {
         for slot in slot_names(i) {
@@ -259,13 +270,23 @@ async fn run_width(
     );
     let mut measured = Rounds::default();
     for i in 0..rounds {
-        let [null_slot, kafka_slot, eos_slot, recv_slot, debezium_slot] = slot_names(i);
+        let [
+            null_slot,
+            avro_slot,
+            kafka_slot,
+            eos_slot,
+            recv_slot,
+            debezium_slot,
+        ] = slot_names(i);
         let recv = drain_with_pg_recvlogical(cluster, &db.name, width, &recv_slot, &end)?;
         let recv_rate = measured.record("pg_recvlogical", rows, &recv);
         let null = drain_with_tidemark(cluster, &db.name, width, &null_slot, Sink::Null).await?;
         let null_rate = measured.record("tidemark_null", rows, &null);
+        let avro =
+            drain_with_tidemark(cluster, &db.name, width, &avro_slot, Sink::NullAvro).await?;
+        let avro_rate = measured.record("tidemark_avro_null", rows, &avro);
         let mut line = format!(
-            "{} round {i}: pg_recvlogical {recv_rate:.0}/s, tidemark→null {null_rate:.0}/s",
+            "{} round {i}: pg_recvlogical {recv_rate:.0}/s, tidemark→null {null_rate:.0}/s, tidemark Avro→null {avro_rate:.0}/s",
             width.name
         );
         if with_debezium {
@@ -359,6 +380,12 @@ fn print_width(width: &Width, rounds: u64, m: &Rounds, kafka: bool, debezium: bo
         m.rate("tidemark_null") / m.rate("pg_recvlogical"),
         m.cpu("tidemark_null")
     );
+    println!(
+        "  tidemark, Avro (Connect mapping) to null    {:>10.0}  ratio to pg_recvlogical    {:.2}  CPU {:>5.1} µs/event",
+        m.rate("tidemark_avro_null"),
+        m.rate("tidemark_avro_null") / m.rate("pg_recvlogical"),
+        m.cpu("tidemark_avro_null")
+    );
     if debezium {
         println!(
             "  Debezium {DEBEZIUM_VERSION}, JSON to a discarding consumer {:>10.0}  tidemark's rate ×{:.2}, per core ×{:.2}  CPU {:>5.1} µs/event",
@@ -366,6 +393,11 @@ fn print_width(width: &Width, rounds: u64, m: &Rounds, kafka: bool, debezium: bo
             m.rate("tidemark_null") / m.rate("debezium"),
             m.cpu("debezium") / m.cpu("tidemark_null"),
             m.cpu("debezium")
+        );
+        println!(
+            "    tidemark Avro (Connect mapping) against it: rate ×{:.2}, per core ×{:.2}",
+            m.rate("tidemark_avro_null") / m.rate("debezium"),
+            m.cpu("debezium") / m.cpu("tidemark_avro_null"),
         );
     }
     if kafka {

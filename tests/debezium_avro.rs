@@ -263,10 +263,14 @@ async fn tidemark_avro_reads_like_debezium_through_an_avro_converter() {
                     ours.value.as_deref(),
                 ),
             ] {
-                // tidemark's column-type parameter is taken out (and counted) before the
-                // schemas are compared, so every other difference in a type shows.
+                // tidemark's column-type parameter is taken out of the value's schema (and
+                // counted) before the schemas are compared, so every other difference in a
+                // type shows. The key's schema is compared as it is: equal schemas get one
+                // id in a registry, so the keys' bytes and partitions are Debezium's.
                 let mut ours_without = our_schema.clone();
-                column_types += strip_column_type(&mut ours_without);
+                if side == "value" {
+                    column_types += strip_column_type(&mut ours_without);
+                }
                 diff(
                     &format!("{side}.schema"),
                     their_schema,

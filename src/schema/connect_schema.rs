@@ -25,13 +25,18 @@
 //! them. Record names follow Debezium:
 //! `<prefix>.<schema>.<table>.Key`, `.Value`, `.Envelope`.
 //!
-//! Schemas are built once per table description and kept as JSON text, so each record only
-//! splices the cached text in front of its payload.
+//! Key schemas carry no column-type parameter (the value's columns do), so a key's bytes
+//! are Debezium's. Schemas are built once per table description and kept as JSON text in
+//! `JsonConverter`'s member order (`super::connect_text`), so each record only splices the
+//! cached text in front of its payload, and a key's bytes, partition and compaction key
+//! are what Debezium's would be.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
+
+use super::connect_text::schema_text;
 
 use crate::domain::column_type::TypeKind;
 use crate::domain::decimal::DecimalMode;
@@ -132,7 +137,9 @@ fn money_type(mode: DecimalMode) -> Json {
     }
 }
 
-fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
+/// A column's Connect field; `source_type`: with the [`SOURCE_TYPE_PARAMETER`] (value rows,
+/// not keys: a key's schema is part of its bytes, which must be Debezium's).
+fn column_field(column: &Column, optional: bool, source_type: bool, mode: WireMode) -> Json {
     let mut field = match TextType::of(column, mode) {
         TextType::Money => money_type(mode.decimal),
         TextType::Bits(1) => json!({ "type": "boolean" }),
@@ -185,6 +192,9 @@ fn column_field(column: &Column, optional: bool, mode: WireMode) -> Json {
         }
     }
     field["field"] = json!(column.name);
+    if !source_type {
+        return field;
+    }
     match field.get_mut("parameters").and_then(Json::as_object_mut) {
         Some(parameters) => {
             parameters.insert(SOURCE_TYPE_PARAMETER.into(), json!(column.type_display()));
@@ -198,13 +208,17 @@ fn simple(kind: &str, optional: bool, field: &str) -> Json {
     json!({ "type": kind, "optional": optional, "field": field })
 }
 
-/// The key schema of a table, decimals and times in `mode`.
+/// The key schema of a table, decimals and times in `mode`: Debezium's, without the
+/// column-type parameter the value's columns carry. The schema is part of the key's bytes
+/// (JSON with schemas; the registry's id in Avro), which the partitioner hashes and
+/// compaction compares, so it must be what Debezium writes; the sink takes the key columns'
+/// types from the value.
 pub fn key_schema(table: &TableSchema, prefix: &str, mode: WireMode) -> Json {
     let fields: Vec<Json> = table
         .record_key_columns()
         .iter()
         .filter_map(|&i| table.columns.get(i))
-        .map(|c| column_field(c, false, mode))
+        .map(|c| column_field(c, false, false, mode))
         .collect();
     json!({
         "type": "struct",
@@ -290,7 +304,7 @@ fn envelope_schema(table: &TableSchema, prefix: &str, mode: WireMode, avro: bool
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| column_field(c, !required(i, c), mode))
+            .map(|(i, c)| column_field(c, !required(i, c), true, mode))
             .collect();
         json!({ "type": "struct", "fields": fields, "optional": true, "name": row_name, "field": field })
     };
@@ -486,8 +500,8 @@ impl SchemaCache {
             cached.table = table.clone();
             return (cached.key.clone(), cached.value.clone());
         }
-        let key: Arc<str> = key_schema(table, prefix, self.mode).to_string().into();
-        let value: Arc<str> = value_schema(table, prefix, self.mode).to_string().into();
+        let key: Arc<str> = schema_text(&key_schema(table, prefix, self.mode)).into();
+        let value: Arc<str> = schema_text(&value_schema(table, prefix, self.mode)).into();
         let cached = CachedSchemas {
             table: table.clone(),
             key: key.clone(),
@@ -501,7 +515,7 @@ impl SchemaCache {
     pub fn fixed(&mut self, fixed: FixedSchema) -> Arc<str> {
         self.fixed
             .entry(fixed)
-            .or_insert_with(|| fixed_schema(fixed).to_string().into())
+            .or_insert_with(|| schema_text(&fixed_schema(fixed)).into())
             .clone()
     }
 
@@ -510,8 +524,8 @@ impl SchemaCache {
         self.message
             .get_or_insert_with(|| {
                 (
-                    message_key_schema().to_string().into(),
-                    message_value_schema().to_string().into(),
+                    schema_text(&message_key_schema()).into(),
+                    schema_text(&message_value_schema()).into(),
                 )
             })
             .clone()
@@ -635,8 +649,7 @@ mod tests {
         let key = key_schema(&table(), "shop", decimals(DecimalMode::String));
         assert_eq!(
             key,
-            json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id",
-                   "parameters": {SOURCE_TYPE_PARAMETER: "id"}}],
+            json!({"type": "struct", "fields": [{"type": "int64", "optional": false, "field": "id"}],
                    "optional": false, "name": "shop.public.orders.Key"})
         );
         let value = value_schema(&table(), "shop", decimals(DecimalMode::String));

@@ -8,6 +8,7 @@ pub mod avro_write;
 pub mod change;
 pub mod connect_avro;
 pub mod connect_schema;
+mod connect_text;
 pub mod fixed;
 pub mod registry_client;
 pub mod registry_http;

@@ -45,6 +45,9 @@ pub struct DebeziumRecord {
     pub topic: String,
     /// The key as Kafka Connect's `JsonConverter` writes it with `schemas.enable=true`.
     pub key: Json,
+    /// That key's bytes, as the text `JsonConverter` wrote (`None` without a key): what
+    /// Kafka's partitioner hashes and compaction compares.
+    pub key_text: Option<String>,
     /// The value likewise (`null` for a tombstone).
     pub value: Json,
     /// The key with `schemas.enable=false`.
@@ -131,6 +134,7 @@ where
                     .unwrap_or_default()
                     .to_owned(),
                 key: take(&mut record, "key"),
+                key_text: take(&mut record, "key_text").as_str().map(str::to_owned),
                 value: take(&mut record, "value"),
                 key_plain: take(&mut record, "key_plain"),
                 value_plain: take(&mut record, "value_plain"),

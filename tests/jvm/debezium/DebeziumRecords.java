@@ -4,9 +4,10 @@
 //
 //   java -cp '<libs>/*' DebeziumRecords.java <connector.properties> <out.jsonl> <idle-ms> <timeout-ms>
 //
-// Each line: {"topic", "partition", "key", "value", "key_plain", "value_plain", "headers"},
-// where key/value are what Kafka Connect's JsonConverter writes with schemas.enable=true
-// ({"schema", "payload"}), key_plain/value_plain with schemas.enable=false, and headers a list
+// Each line: {"topic", "partition", "key", "key_text", "value", "key_plain", "value_plain",
+// "headers"}, where key/value are what Kafka Connect's JsonConverter writes with
+// schemas.enable=true ({"schema", "payload"}), key_text the key's bytes as that text (what the
+// partitioner hashes), key_plain/value_plain with schemas.enable=false, and headers a list
 // of {"key", "value"}, the value the text Kafka Connect's default header converter
 // (SimpleHeaderConverter, a worker's `header.converter` unless set) writes. The engine stops
 // once it has produced at least one record and then none for <idle-ms> (heartbeats, which
@@ -99,7 +100,9 @@ public class DebeziumRecords {
                         SourceRecord r = event.record();
                         StringBuilder line = new StringBuilder("{\"topic\":").append(quote(r.topic()));
                         line.append(",\"partition\":").append(r.kafkaPartition());
-                        line.append(",\"key\":").append(json(keySchemas.fromConnectData(r.topic(), r.keySchema(), r.key())));
+                        String key = json(keySchemas.fromConnectData(r.topic(), r.keySchema(), r.key()));
+                        line.append(",\"key\":").append(key);
+                        line.append(",\"key_text\":").append(r.key() == null ? "null" : quote(key));
                         line.append(",\"value\":").append(json(valueSchemas.fromConnectData(r.topic(), r.valueSchema(), r.value())));
                         line.append(",\"key_plain\":").append(json(keyPlain.fromConnectData(r.topic(), r.keySchema(), r.key())));
                         line.append(",\"value_plain\":").append(json(valuePlain.fromConnectData(r.topic(), r.valueSchema(), r.value())));
