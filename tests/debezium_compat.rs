@@ -542,6 +542,21 @@ async fn tidemark_records_read_like_debeziums() {
                         ),
                     );
                 }
+                // Without schemas (`json_schemas = false`) the key is the payload alone,
+                // the bytes tidemark splices after the schema here.
+                let our_text = String::from_utf8_lossy(our_bytes);
+                let our_plain = our_text
+                    .split_once(",\"payload\":")
+                    .and_then(|(_, rest)| rest.strip_suffix('}'));
+                if our_plain != theirs.key_plain_text.as_deref() {
+                    record(
+                        "key_plain.bytes".into(),
+                        format!(
+                            "Debezium {:?}, tidemark {our_plain:?}",
+                            theirs.key_plain_text
+                        ),
+                    );
+                }
             }
             diff(
                 "value",

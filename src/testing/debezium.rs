@@ -52,6 +52,8 @@ pub struct DebeziumRecord {
     pub value: Json,
     /// The key with `schemas.enable=false`.
     pub key_plain: Json,
+    /// That key's bytes, as the text `JsonConverter` wrote (`None` without a key).
+    pub key_plain_text: Option<String>,
     /// The value with `schemas.enable=false`.
     pub value_plain: Json,
     /// Headers, in order: name, and the value's text as Kafka Connect's default header
@@ -137,6 +139,9 @@ where
                 key_text: take(&mut record, "key_text").as_str().map(str::to_owned),
                 value: take(&mut record, "value"),
                 key_plain: take(&mut record, "key_plain"),
+                key_plain_text: take(&mut record, "key_plain_text")
+                    .as_str()
+                    .map(str::to_owned),
                 value_plain: take(&mut record, "value_plain"),
                 headers,
             })

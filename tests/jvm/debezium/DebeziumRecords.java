@@ -4,10 +4,11 @@
 //
 //   java -cp '<libs>/*' DebeziumRecords.java <connector.properties> <out.jsonl> <idle-ms> <timeout-ms>
 //
-// Each line: {"topic", "partition", "key", "key_text", "value", "key_plain", "value_plain",
-// "headers"}, where key/value are what Kafka Connect's JsonConverter writes with
+// Each line: {"topic", "partition", "key", "key_text", "value", "key_plain", "key_plain_text",
+// "value_plain", "headers"}, where key/value are what Kafka Connect's JsonConverter writes with
 // schemas.enable=true ({"schema", "payload"}), key_text the key's bytes as that text (what the
-// partitioner hashes), key_plain/value_plain with schemas.enable=false, and headers a list
+// partitioner hashes), key_plain/value_plain with schemas.enable=false (key_plain_text its
+// bytes as text), and headers a list
 // of {"key", "value"}, the value the text Kafka Connect's default header converter
 // (SimpleHeaderConverter, a worker's `header.converter` unless set) writes. The engine stops
 // once it has produced at least one record and then none for <idle-ms> (heartbeats, which
@@ -104,7 +105,9 @@ public class DebeziumRecords {
                         line.append(",\"key\":").append(key);
                         line.append(",\"key_text\":").append(r.key() == null ? "null" : quote(key));
                         line.append(",\"value\":").append(json(valueSchemas.fromConnectData(r.topic(), r.valueSchema(), r.value())));
-                        line.append(",\"key_plain\":").append(json(keyPlain.fromConnectData(r.topic(), r.keySchema(), r.key())));
+                        String keyPlainText = json(keyPlain.fromConnectData(r.topic(), r.keySchema(), r.key()));
+                        line.append(",\"key_plain\":").append(keyPlainText);
+                        line.append(",\"key_plain_text\":").append(r.key() == null ? "null" : quote(keyPlainText));
                         line.append(",\"value_plain\":").append(json(valuePlain.fromConnectData(r.topic(), r.valueSchema(), r.value())));
                         line.append(",\"headers\":[");
                         boolean first = true;
