@@ -440,7 +440,11 @@ async fn partition_end_sum(bootstrap: &str, topic: &str) -> i64 {
 
 /// A Kafka transaction the coordinator aborts because it outlived `transaction.timeout.ms`
 /// (6 s) while the broker was unreachable: single-row transactions are written all along
-/// (about 100/s), and a proxy is down for 12 s in the middle. The coordinator's abort bumps
+/// (about 100/s), and a proxy is down for 12 s in the middle. The outage starts while a
+/// source transaction of 20,000 rows is being produced (its first records are in the log,
+/// uncommitted), so a Kafka transaction the coordinator knows of is surely open across it:
+/// an outage that began between a commit and the next transaction's registration would
+/// leave the coordinator nothing to time out. The coordinator's abort bumps
 /// the producer's epoch, which librdkafka reports as fenced (fatal) or as an abortable
 /// state; tidemark tells it from a second instance by how long the transaction was open,
 /// aborts or makes a new producer, and sends the aborted transactions again. The run goes
@@ -467,25 +471,45 @@ async fn a_transaction_the_coordinator_times_out_during_an_outage_is_sent_again_
         id
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
+    const BIG: i32 = 20_000;
+    let before = partition_end_sum(&bootstrap, topic).await;
+    exec(
+        &client,
+        &format!(
+            "INSERT INTO t SELECT g, 2 FROM generate_series(1000000, {}) g",
+            1_000_000 + BIG - 1
+        ),
+    )
+    .await;
+    // Cut as soon as the big transaction's records reach the log: it is registered with the
+    // coordinator and not committed (its last records are still on the way).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while partition_end_sum(&bootstrap, topic).await < before + 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the big transaction's records did not reach the log"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     proxy.set_down(true);
     tokio::time::sleep(Duration::from_secs(12)).await;
     proxy.set_down(false);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = stop_writer.send(true);
-    let rows = writer.await.unwrap_or_else(|e| panic!("{e}"));
+    let rows = writer.await.unwrap_or_else(|e| panic!("{e}")) as usize + BIG as usize;
 
     consume_until_isolated(
         &bootstrap,
         topic,
         Duration::from_secs(120),
         true,
-        move |records| distinct_ids(records).len() == rows as usize + 1,
+        move |records| distinct_ids(records).len() == rows + 1,
     )
     .await;
     let committed = drain(&bootstrap, topic, true, Duration::from_secs(2)).await;
     assert_eq!(
         committed.len(),
-        rows as usize + 1,
+        rows + 1,
         "a read_committed consumer saw each of the {rows} rows once"
     );
     assert!(
