@@ -43,63 +43,54 @@ pub(crate) fn schema_text(schema: &Json) -> String {
 }
 
 fn write_schema(schema: &Json, out: &mut String) {
-    match schema {
-        Json::Object(members) => {
-            out.push('{');
-            let mut first = true;
-            for (key, value) in ordered(members, SCHEMA_ORDER) {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                out.push_str(&Json::from(key.as_str()).to_string());
-                out.push(':');
-                match key.as_str() {
-                    "items" | "keys" | "values" => write_schema(value, out),
-                    "fields" => write_fields(value, out),
-                    "parameters" => write_parameters(value, out),
-                    // A default is a payload value, and everything unknown is written as it is.
-                    _ => out.push_str(&value.to_string()),
-                }
-            }
-            out.push('}');
+    write_object(schema, SCHEMA_ORDER, out, |key, value, out| match key {
+        "items" | "keys" | "values" => write_schema(value, out),
+        "fields" => write_fields(value, out),
+        "parameters" => write_object(value, PARAMETER_ORDER, out, |_, v, out| {
+            out.push_str(&v.to_string())
+        }),
+        // A default is a payload value, and everything unknown is written as it is.
+        _ => out.push_str(&value.to_string()),
+    });
+}
+
+/// `object`'s members in `order` ([`ordered`]), each value written by `member`; anything
+/// but an object as it is.
+fn write_object(
+    object: &Json,
+    order: &'static [&'static str],
+    out: &mut String,
+    member: impl Fn(&str, &Json, &mut String),
+) {
+    let Json::Object(members) = object else {
+        out.push_str(&object.to_string());
+        return;
+    };
+    out.push('{');
+    for (index, (key, value)) in ordered(members, order).enumerate() {
+        if index > 0 {
+            out.push(',');
         }
-        other => out.push_str(&other.to_string()),
+        out.push_str(&Json::from(key.as_str()).to_string());
+        out.push(':');
+        member(key, value, out);
     }
+    out.push('}');
 }
 
 fn write_fields(fields: &Json, out: &mut String) {
-    match fields {
-        Json::Array(items) => {
-            out.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                write_schema(item, out);
-            }
-            out.push(']');
+    let Json::Array(items) = fields else {
+        out.push_str(&fields.to_string());
+        return;
+    };
+    out.push('[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
         }
-        other => out.push_str(&other.to_string()),
+        write_schema(item, out);
     }
-}
-
-fn write_parameters(parameters: &Json, out: &mut String) {
-    match parameters {
-        Json::Object(members) => {
-            out.push('{');
-            for (index, (key, value)) in ordered(members, PARAMETER_ORDER).enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Json::from(key.as_str()).to_string());
-                out.push(':');
-                out.push_str(&value.to_string());
-            }
-            out.push('}');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+    out.push(']');
 }
 
 /// The members of `object`, those named in `order` first and in that order, then the rest.
